@@ -1,0 +1,306 @@
+//! JWT verification, shared by the WebSocket authorizer and the HTTP API.
+//!
+//! The rules that keep it safe: the accepted algorithms come from configuration, never from the
+//! token; an RSA/EC token is checked only against a JWKS key of the same family selected by
+//! `kid`; HS256 is checked only against the configured secret (so a token "signed" with the RSA
+//! public key as an HMAC secret fails); `iss`, `aud`, `exp` and `sub` are required; `exp`/`nbf`
+//! get 30 s of leeway; tokens over 8 KB are refused before any parsing.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::config::{ConfigError, Source, optional, required};
+use crate::groups::{valid_id, validate_tenant};
+
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub const LEEWAY_SECONDS: u64 = 30;
+
+/// Who is calling: what every authorization decision is based on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Principal {
+    pub user: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    /// Groups the token entitles the user to join (`groups` claim).
+    pub groups: Vec<String>,
+}
+
+impl Principal {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token")]
+    Missing,
+    #[error("token is larger than 8 KB")]
+    TooLarge,
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token algorithm is not accepted")]
+    AlgorithmNotAllowed,
+    #[error("token key is unknown")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not yet valid")]
+    NotYetValid,
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    #[error("token lacks the `{0}` claim")]
+    MissingClaim(String),
+    #[error("token claim `{0}` is invalid")]
+    InvalidClaim(String),
+}
+
+/// JWT settings from the environment.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<Algorithm>,
+    pub tenant_claim: String,
+    pub jwks: Option<String>,
+    pub jwks_url: Option<String>,
+    pub hs256_secret: Option<String>,
+}
+
+impl JwtConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let algs = optional(src, "HERALD_JWT_ALGORITHMS").unwrap_or_else(|| "RS256".into());
+        let mut algorithms = Vec::new();
+        for name in algs.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let alg = match name {
+                "RS256" => Algorithm::RS256,
+                "ES256" => Algorithm::ES256,
+                "HS256" => Algorithm::HS256,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name: "HERALD_JWT_ALGORITHMS",
+                        reason: format!("{other:?} is not one of RS256, ES256, HS256"),
+                    });
+                }
+            };
+            algorithms.push(alg);
+        }
+        let cfg = Self {
+            issuer: required(src, "HERALD_JWT_ISSUER")?,
+            audience: required(src, "HERALD_JWT_AUDIENCE")?,
+            algorithms,
+            tenant_claim: optional(src, "HERALD_JWT_TENANT_CLAIM").unwrap_or_else(|| "tenant".into()),
+            jwks: optional(src, "HERALD_JWT_JWKS"),
+            jwks_url: optional(src, "HERALD_JWT_JWKS_URL"),
+            hs256_secret: optional(src, "HERALD_JWT_HS256_SECRET"),
+        };
+        if cfg.algorithms.is_empty() {
+            return Err(ConfigError::Invalid { name: "HERALD_JWT_ALGORITHMS", reason: "no algorithm".into() });
+        }
+        let wants_keys = cfg.algorithms.iter().any(|a| *a != Algorithm::HS256);
+        if wants_keys && cfg.jwks.is_none() && cfg.jwks_url.is_none() {
+            return Err(ConfigError::Missing { name: "HERALD_JWT_JWKS_URL" });
+        }
+        if cfg.algorithms.contains(&Algorithm::HS256) {
+            match &cfg.hs256_secret {
+                None => return Err(ConfigError::Missing { name: "HERALD_JWT_HS256_SECRET" }),
+                Some(s) if s.len() < 32 => {
+                    return Err(ConfigError::Invalid {
+                        name: "HERALD_JWT_HS256_SECRET",
+                        reason: "must be at least 32 bytes".into(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthInitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot fetch JWKS from {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("JWKS is not valid JSON: {0}")]
+    Parse(String),
+}
+
+struct VerifyKey {
+    key: DecodingKey,
+    family: AlgorithmFamily,
+    alg: Option<Algorithm>,
+}
+
+/// Verifies tokens; built once at init.
+pub struct Verifier {
+    keys: HashMap<String, VerifyKey>,
+    hmac: Option<DecodingKey>,
+    cfg: JwtConfig,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Verifier {
+    /// Builds the verifier, fetching the JWKS once when it is configured by URL.
+    pub async fn load(cfg: JwtConfig) -> Result<Self, AuthInitError> {
+        let jwks = match (&cfg.jwks, &cfg.jwks_url) {
+            (Some(inline), _) => Some(inline.clone()),
+            (None, Some(url)) => Some(fetch_jwks(url).await?),
+            (None, None) => None,
+        };
+        Self::new(cfg, jwks.as_deref())
+    }
+
+    pub fn new(cfg: JwtConfig, jwks: Option<&str>) -> Result<Self, AuthInitError> {
+        let mut keys = HashMap::new();
+        if let Some(json) = jwks {
+            let set: Value = serde_json::from_str(json).map_err(|e| AuthInitError::Parse(e.to_string()))?;
+            let list = set.get("keys").and_then(Value::as_array).ok_or_else(|| AuthInitError::Parse("no `keys` array".into()))?;
+            for raw in list {
+                // Identity providers publish encryption keys and algorithms Herald does not use in
+                // the same set; skip them instead of refusing the whole set.
+                let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else { continue };
+                if raw.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
+                    continue;
+                }
+                let Some(kid) = jwk.common.key_id.clone() else { continue };
+                let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
+                let alg = raw.get("alg").and_then(Value::as_str).and_then(|a| a.parse::<Algorithm>().ok());
+                keys.insert(kid, VerifyKey { family: key.family(), key, alg });
+            }
+        }
+        let hmac = cfg.hs256_secret.as_ref().map(|s| DecodingKey::from_secret(s.as_bytes()));
+        Ok(Self { keys, hmac, cfg })
+    }
+
+    pub fn tenant_claim(&self) -> &str {
+        &self.cfg.tenant_claim
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if !self.cfg.algorithms.contains(&header.alg) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        let key = match header.alg.family() {
+            AlgorithmFamily::Hmac => self.hmac.as_ref().ok_or(AuthError::AlgorithmNotAllowed)?,
+            family => {
+                let kid = header.kid.as_deref().ok_or(AuthError::UnknownKey)?;
+                let k = self.keys.get(kid).ok_or(AuthError::UnknownKey)?;
+                if k.family != family || k.alg.is_some_and(|a| a != header.alg) {
+                    return Err(AuthError::AlgorithmNotAllowed);
+                }
+                &k.key
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.cfg.issuer]);
+        validation.set_audience(&[&self.cfg.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, &validation).map_err(map_jwt_error)?;
+        self.principal(&data.claims)
+    }
+
+    fn principal(&self, claims: &serde_json::Map<String, Value>) -> Result<Principal, AuthError> {
+        let user = claims.get("sub").and_then(Value::as_str).ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
+        if !valid_id(user, 128) {
+            return Err(AuthError::InvalidClaim("sub".into()));
+        }
+        let claim = self.cfg.tenant_claim.as_str();
+        let tenant = claims.get(claim).and_then(Value::as_str).ok_or_else(|| AuthError::MissingClaim(claim.into()))?;
+        validate_tenant(tenant).map_err(|_| AuthError::InvalidClaim(claim.into()))?;
+        Ok(Principal {
+            user: user.to_owned(),
+            tenant: tenant.to_owned(),
+            roles: string_list(claims.get("roles")).ok_or_else(|| AuthError::InvalidClaim("roles".into()))?,
+            groups: string_list(claims.get("groups")).ok_or_else(|| AuthError::InvalidClaim("groups".into()))?,
+        })
+    }
+}
+
+/// An absent claim is an empty list; anything but an array of strings is invalid.
+fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
+    match v {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(|i| i.as_str().map(str::to_owned)).collect(),
+        Some(_) => None,
+    }
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => AuthError::Expired,
+        K::ImmatureSignature => AuthError::NotYetValid,
+        K::InvalidIssuer => AuthError::WrongIssuer,
+        K::InvalidAudience => AuthError::WrongAudience,
+        K::InvalidSignature => AuthError::BadSignature,
+        K::InvalidAlgorithm => AuthError::AlgorithmNotAllowed,
+        K::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
+        K::InvalidClaimFormat(c) => AuthError::InvalidClaim(c.clone()),
+        _ => AuthError::Malformed,
+    }
+}
+
+async fn fetch_jwks(url: &str) -> Result<String, AuthInitError> {
+    let fail = |reason: String| AuthInitError::Fetch { url: url.to_owned(), reason };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let resp = client.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("HTTP {}", resp.status())));
+    }
+    resp.text().await.map_err(|e| fail(e.to_string()))
+}
+
+/// The subprotocol a browser offers alongside its token: `Sec-WebSocket-Protocol: herald.v1, JWT`.
+pub const SUBPROTOCOL: &str = "herald.v1";
+
+/// Where the token came from in a WebSocket handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeToken {
+    pub token: String,
+    /// The token came as a subprotocol, so `$connect` must answer `herald.v1`.
+    pub via_subprotocol: bool,
+}
+
+/// Finds the token in the `token` query parameter or the `Sec-WebSocket-Protocol` header.
+pub fn handshake_token(query_token: Option<&str>, protocol_header: Option<&str>) -> Option<HandshakeToken> {
+    if let Some(t) = query_token.filter(|t| !t.is_empty()) {
+        return Some(HandshakeToken { token: t.to_owned(), via_subprotocol: false });
+    }
+    let offered: Vec<&str> = protocol_header?.split(',').map(str::trim).collect();
+    if !offered.contains(&SUBPROTOCOL) {
+        return None;
+    }
+    offered
+        .into_iter()
+        .find(|p| *p != SUBPROTOCOL && !p.is_empty())
+        .map(|t| HandshakeToken { token: t.to_owned(), via_subprotocol: true })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! Settings read once at init from the environment that `template.yaml` sets.
+//!
+//! Parsing takes a lookup function rather than reading `std::env` directly so that every rule
+//! (names, bounds, defaults) is unit-tested without mutating the process environment.
+
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("setting {name} is missing")]
+    Missing { name: &'static str },
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where settings come from: the process environment in Lambda, a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Source for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// A non-empty value, or `None`. Empty strings count as unset because CloudFormation parameters
+/// default to `""` when an optional feature is off.
+pub fn optional(src: &dyn Source, name: &'static str) -> Option<String> {
+    src.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+pub fn required(src: &dyn Source, name: &'static str) -> Result<String, ConfigError> {
+    optional(src, name).ok_or(ConfigError::Missing { name })
+}
+
+/// A number within `min..=max`, or `default` when unset.
+pub fn bounded<T>(src: &dyn Source, name: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = optional(src, name) else {
+        return Ok(default);
+    };
+    let value: T = raw.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        reason: format!("{raw:?} is not a number"),
+    })?;
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("{value} is outside {min}..={max}"),
+        });
+    }
+    Ok(value)
+}
+
+/// DynamoDB tables.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub connections: String,
+    pub notifications: String,
+}
+
+impl Tables {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            connections: required(src, "HERALD_CONNECTIONS_TABLE")?,
+            notifications: required(src, "HERALD_NOTIFICATIONS_TABLE")?,
+        })
+    }
+}
+
+/// SQS queues.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    pub dispatch: String,
+    pub dispatch_dlq: String,
+    pub retry: String,
+}
+
+impl Queues {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            dispatch: required(src, "HERALD_DISPATCH_QUEUE_URL")?,
+            dispatch_dlq: required(src, "HERALD_DISPATCH_DLQ_URL")?,
+            retry: required(src, "HERALD_RETRY_QUEUE_URL")?,
+        })
+    }
+}
+
+/// EventBridge Scheduler settings for long-delay reminders.
+#[derive(Debug, Clone)]
+pub struct Scheduling {
+    pub group: String,
+    pub role_arn: String,
+    pub target_arn: String,
+}
+
+impl Scheduling {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            group: required(src, "HERALD_SCHEDULE_GROUP")?,
+            role_arn: required(src, "HERALD_SCHEDULER_ROLE_ARN")?,
+            target_arn: required(src, "HERALD_REMINDER_TARGET_ARN")?,
+        })
+    }
+}
+
+/// The hard cap of a notification frame: API Gateway's WebSocket frame limit.
+pub const FRAME_HARD_CAP: usize = 32 * 1024;
+
+/// Tunables with defaults; every one is bounded so a typo cannot take the system down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub payload_budget: usize,
+    pub retention_seconds: u64,
+    pub fanout_concurrency: usize,
+    pub fanout_shard_size: usize,
+    pub membership_shards: u16,
+    pub retry_max_attempts: u32,
+    /// Connections outlive API Gateway's 2-hour maximum by a margin, then TTL removes leftovers.
+    pub connection_ttl_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            payload_budget: 2048,
+            retention_seconds: 7 * 24 * 3600,
+            fanout_concurrency: 64,
+            fanout_shard_size: 500,
+            membership_shards: 4,
+            retry_max_attempts: 5,
+            connection_ttl_seconds: 2 * 3600 + 600,
+        }
+    }
+}
+
+impl Limits {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            payload_budget: bounded(src, "HERALD_PAYLOAD_BUDGET_BYTES", d.payload_budget, 256, FRAME_HARD_CAP)?,
+            retention_seconds: bounded(src, "HERALD_RETENTION_SECONDS", d.retention_seconds, 60, 366 * 24 * 3600)?,
+            fanout_concurrency: bounded(src, "HERALD_FANOUT_CONCURRENCY", d.fanout_concurrency, 1, 1024)?,
+            fanout_shard_size: bounded(src, "HERALD_FANOUT_SHARD_SIZE", d.fanout_shard_size, 10, 100_000)?,
+            membership_shards: bounded(src, "HERALD_MEMBERSHIP_SHARDS", d.membership_shards, 1, 64)?,
+            retry_max_attempts: bounded(src, "HERALD_RETRY_MAX_ATTEMPTS", d.retry_max_attempts, 1, 20)?,
+            connection_ttl_seconds: d.connection_ttl_seconds,
+        })
+    }
+}
+
+/// The WebSocket management endpoint (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
+pub fn ws_endpoint(src: &dyn Source) -> Result<String, ConfigError> {
+    let url = required(src, "HERALD_WS_ENDPOINT")?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(ConfigError::Invalid {
+            name: "HERALD_WS_ENDPOINT",
+            reason: "must be an http(s) URL".into(),
+        });
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    pub fn source(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn missing_required_setting_is_named() {
+        let err = Tables::from_source(&source(&[("HERALD_CONNECTIONS_TABLE", "c")])).unwrap_err();
+        assert_eq!(err.to_string(), "setting HERALD_NOTIFICATIONS_TABLE is missing");
+    }
+
+    #[test]
+    fn limits_default_and_bounds() {
+        assert_eq!(Limits::from_source(&source(&[])).unwrap(), Limits::default());
+        let err = Limits::from_source(&source(&[("HERALD_PAYLOAD_BUDGET_BYTES", "40000")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_PAYLOAD_BUDGET_BYTES"), "{err}");
+        let err = Limits::from_source(&source(&[("HERALD_FANOUT_CONCURRENCY", "lots")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "HERALD_FANOUT_CONCURRENCY", .. }));
+        let l = Limits::from_source(&source(&[("HERALD_FANOUT_SHARD_SIZE", "200")])).unwrap();
+        assert_eq!(l.fanout_shard_size, 200);
+    }
+
+    #[test]
+    fn empty_string_counts_as_unset() {
+        assert_eq!(optional(&source(&[("X", "  ")]), "X"), None);
+    }
+
+    #[test]
+    fn endpoint_must_be_a_url() {
+        assert!(ws_endpoint(&source(&[("HERALD_WS_ENDPOINT", "ftp://x")])).is_err());
+        assert_eq!(
+            ws_endpoint(&source(&[("HERALD_WS_ENDPOINT", "https://a.execute-api.eu-west-1.amazonaws.com/prod/")])).unwrap(),
+            "https://a.execute-api.eu-west-1.amazonaws.com/prod"
+        );
+    }
+}

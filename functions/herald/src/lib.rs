@@ -1,0 +1,19 @@
+//! Herald's core library. Every Lambda in `functions/` is a few lines of wiring over this crate:
+//! the logic lives here, one module per concept, so it can be tested without a Lambda runtime.
+
+pub mod auth;
+pub mod config;
+pub mod cursor;
+pub mod delivery;
+pub mod frames;
+pub mod groups;
+pub mod handlers;
+pub mod metrics;
+pub mod notification;
+pub mod policy;
+pub mod runtime;
+pub mod schedule;
+pub mod store;
+
+/// Lambda's error type at the edges: handlers return typed errors that convert into it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

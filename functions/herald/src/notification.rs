@@ -1,0 +1,512 @@
+//! Notifications: what producers send (parsed with precise errors), what the log stores, and the
+//! frame a client receives.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::FRAME_HARD_CAP;
+use crate::cursor::{self, Cursor};
+use crate::groups::{Group, valid_id, validate_tenant};
+
+/// Largest producer message read at all; bigger ones are rejected before parsing.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Explicit recipient lists above this belong in a group.
+pub const MAX_USERS: usize = 1000;
+/// Scheduling horizon for `deliverAt`.
+pub const MAX_DELAY_DAYS: i64 = 366;
+
+/// Who a notification is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    User(String),
+    Users(Vec<String>),
+    Group(Group),
+    Tenant,
+    All,
+}
+
+impl Target {
+    /// The log topics the notification is written under, one per audience.
+    pub fn topics(&self) -> Vec<Group> {
+        match self {
+            Target::User(u) => vec![Group::user(u)],
+            Target::Users(us) => us.iter().map(|u| Group::user(u)).collect(),
+            Target::Group(g) => vec![g.clone()],
+            Target::Tenant => vec![Group::Tenant],
+            Target::All => vec![Group::All],
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Target::User(u) => serde_json::json!({ "user": u }),
+            Target::Users(us) => serde_json::json!({ "users": us }),
+            Target::Group(g) => serde_json::json!({ "group": g.to_string() }),
+            Target::Tenant => serde_json::json!({ "tenant": true }),
+            Target::All => serde_json::json!({ "all": true }),
+        }
+    }
+}
+
+/// What the user sees. Stored in the log and copied into every frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Content {
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data: Option<Value>,
+}
+
+/// A validated producer notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRequest {
+    /// The producer's idempotency key; when absent the transport supplies one (the SQS message id
+    /// or an id minted by the HTTP API), so redeliveries still deduplicate.
+    pub id: Option<String>,
+    pub tenant: String,
+    pub to: Target,
+    pub content: Content,
+    pub deliver_at: Option<DateTime<Utc>>,
+    pub ttl_seconds: Option<u64>,
+}
+
+impl NotificationRequest {
+    /// Back to the producer wire format: what is re-queued for a delay or put into a schedule.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        if let Some(id) = &self.id {
+            m.insert("id".into(), id.clone().into());
+        }
+        m.insert("tenant".into(), self.tenant.clone().into());
+        m.insert("to".into(), self.to.to_json());
+        m.insert("event".into(), self.content.event.clone().into());
+        for (k, v) in [("title", &self.content.title), ("body", &self.content.body), ("link", &self.content.link)] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.clone().into());
+            }
+        }
+        if let Some(d) = &self.content.data {
+            m.insert("data".into(), d.clone());
+        }
+        if let Some(at) = &self.deliver_at {
+            m.insert("deliverAt".into(), format_time(at).into());
+        }
+        if let Some(ttl) = self.ttl_seconds {
+            m.insert("ttlSeconds".into(), ttl.into());
+        }
+        Value::Object(m)
+    }
+}
+
+/// Control messages from services, on the same queue as notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Subscribe { tenant: String, user: String, group: Group },
+    Unsubscribe { tenant: String, user: String, group: Group },
+    Cancel { tenant: String, id: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProducerMessage {
+    Notify(NotificationRequest),
+    Control(Control),
+}
+
+/// Why a producer message was refused: the code maps to an HTTP status and a DLQ attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    BadRequest,
+    TooLarge,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::BadRequest => "bad_request",
+            RejectCode::TooLarge => "too_large",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub field: String,
+    pub reason: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> Rejection {
+    Rejection { code: RejectCode::BadRequest, field: field.into(), reason: reason.into() }
+}
+
+/// Limits that apply while parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    pub payload_budget: usize,
+    pub retention_seconds: u64,
+}
+
+pub fn parse_producer_message(body: &str, limits: ParseLimits) -> Result<ProducerMessage, Rejection> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(Rejection {
+            code: RejectCode::TooLarge,
+            field: "message".into(),
+            reason: format!("{} bytes exceeds {MAX_MESSAGE_BYTES}", body.len()),
+        });
+    }
+    let value: Value = serde_json::from_str(body).map_err(|e| bad("message", format!("not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(bad("message", "must be a JSON object"));
+    };
+    if obj.contains_key("control") {
+        return parse_control(&obj).map(ProducerMessage::Control);
+    }
+    parse_notification(&obj, limits).map(ProducerMessage::Notify)
+}
+
+const NOTIFICATION_FIELDS: &[&str] = &["id", "tenant", "to", "event", "title", "body", "link", "data", "deliverAt", "ttlSeconds"];
+
+fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<NotificationRequest, Rejection> {
+    reject_unknown(obj, NOTIFICATION_FIELDS)?;
+    let id = optional_str(obj, "id")?.map(|id| validate_message_id(&id).map(|_| id)).transpose()?;
+    let tenant = tenant(obj)?;
+    let to = parse_target(obj.get("to").ok_or_else(|| bad("to", "is required"))?)?;
+    let event = required_str(obj, "event")?;
+    if event.is_empty() || event.len() > 64 || !event.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
+        return Err(bad("event", "must match [A-Za-z0-9._:-]{1,64}"));
+    }
+    let title = optional_str(obj, "title")?;
+    if title.as_ref().is_some_and(|t| t.chars().count() > 256) {
+        return Err(bad("title", "is longer than 256 characters"));
+    }
+    let body = optional_str(obj, "body")?;
+    let link = optional_str(obj, "link")?;
+    if link.as_ref().is_some_and(|l| l.len() > 2048) {
+        return Err(bad("link", "is longer than 2048 bytes"));
+    }
+    let data = match obj.get("data") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => return Err(bad("data", "must be an object")),
+    };
+    let deliver_at = match optional_str(obj, "deliverAt")? {
+        None => None,
+        Some(s) => {
+            let at = DateTime::parse_from_rfc3339(&s).map_err(|_| bad("deliverAt", "must be an RFC 3339 timestamp"))?.with_timezone(&Utc);
+            if at > Utc::now() + chrono::Duration::days(MAX_DELAY_DAYS) {
+                return Err(bad("deliverAt", format!("is more than {MAX_DELAY_DAYS} days ahead")));
+            }
+            Some(at)
+        }
+    };
+    let ttl_seconds = match obj.get("ttlSeconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let ttl = v.as_u64().ok_or_else(|| bad("ttlSeconds", "must be a positive integer"))?;
+            if !(60..=limits.retention_seconds).contains(&ttl) {
+                return Err(bad("ttlSeconds", format!("must be within 60..={}", limits.retention_seconds)));
+            }
+            Some(ttl)
+        }
+    };
+    let request = NotificationRequest { id, tenant, to, content: Content { event, title, body, link, data }, deliver_at, ttl_seconds };
+    check_budget(&request, limits.payload_budget)?;
+    Ok(request)
+}
+
+/// Refuses a notification whose frame would exceed the budget, by rendering the largest frame it
+/// can produce (longest topic, a full-length id and cursor) rather than estimating.
+pub fn check_budget(request: &NotificationRequest, budget: usize) -> Result<(), Rejection> {
+    let budget = budget.min(FRAME_HARD_CAP);
+    let topic = request.to.topics().into_iter().map(|g| g.to_string()).max_by_key(String::len).unwrap_or_default();
+    let entry = LogEntry {
+        id: request.id.clone().unwrap_or_else(|| "x".repeat(64)),
+        cursor: Cursor::MIN,
+        topic,
+        content: request.content.clone(),
+        created_at: "2000-01-01T00:00:00Z".into(),
+    };
+    let size = entry.frame(true).len();
+    if size > budget {
+        return Err(Rejection {
+            code: RejectCode::TooLarge,
+            field: "message".into(),
+            reason: format!("the notification frame is {size} bytes; the budget is {budget}"),
+        });
+    }
+    Ok(())
+}
+
+fn parse_target(v: &Value) -> Result<Target, Rejection> {
+    let Value::Object(obj) = v else {
+        return Err(bad("to", "must be an object"));
+    };
+    if obj.len() != 1 {
+        return Err(bad("to", "must have exactly one of user, users, group, tenant, all"));
+    }
+    let (key, value) = obj.iter().next().ok_or_else(|| bad("to", "is empty"))?;
+    match (key.as_str(), value) {
+        ("user", Value::String(u)) => valid_user(u, "to.user").map(|_| Target::User(u.clone())),
+        ("users", Value::Array(items)) => {
+            if items.is_empty() || items.len() > MAX_USERS {
+                return Err(bad("to.users", format!("must list 1..={MAX_USERS} users")));
+            }
+            let mut users: Vec<String> = Vec::with_capacity(items.len());
+            for item in items {
+                let u = item.as_str().ok_or_else(|| bad("to.users", "must be strings"))?;
+                valid_user(u, "to.users")?;
+                if !users.iter().any(|x| x == u) {
+                    users.push(u.to_owned());
+                }
+            }
+            Ok(Target::Users(users))
+        }
+        ("group", Value::String(g)) => match Group::parse(g).map_err(|e| bad("to.group", e.to_string()))? {
+            Group::User(u) => Ok(Target::User(u)),
+            Group::Tenant => Ok(Target::Tenant),
+            Group::All => Ok(Target::All),
+            named => Ok(Target::Group(named)),
+        },
+        ("tenant", Value::Bool(true)) => Ok(Target::Tenant),
+        ("all", Value::Bool(true)) => Ok(Target::All),
+        (k, _) => Err(bad(&format!("to.{k}"), "is not a valid target")),
+    }
+}
+
+const CONTROL_FIELDS: &[&str] = &["control", "tenant", "user", "group", "id"];
+
+fn parse_control(obj: &Map<String, Value>) -> Result<Control, Rejection> {
+    reject_unknown(obj, CONTROL_FIELDS)?;
+    let kind = required_str(obj, "control")?;
+    let tenant = tenant(obj)?;
+    match kind.as_str() {
+        "subscribe" | "unsubscribe" => {
+            let user = required_str(obj, "user")?;
+            valid_user(&user, "user")?;
+            let group = Group::parse(&required_str(obj, "group")?).map_err(|e| bad("group", e.to_string()))?;
+            if !matches!(group, Group::Named { .. }) {
+                return Err(bad("group", "only named groups (kind:id) take subscriptions"));
+            }
+            Ok(if kind == "subscribe" { Control::Subscribe { tenant, user, group } } else { Control::Unsubscribe { tenant, user, group } })
+        }
+        "cancel" => {
+            let id = required_str(obj, "id")?;
+            validate_message_id(&id)?;
+            Ok(Control::Cancel { tenant, id })
+        }
+        other => Err(bad("control", format!("unknown control {other:?}"))),
+    }
+}
+
+pub fn validate_message_id(id: &str) -> Result<(), Rejection> {
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
+        return Err(bad("id", "must be 1..=128 characters without control characters"));
+    }
+    Ok(())
+}
+
+fn valid_user(u: &str, field: &str) -> Result<(), Rejection> {
+    if valid_id(u, 128) { Ok(()) } else { Err(bad(field, "user ids must match [A-Za-z0-9._-]{1,128}")) }
+}
+
+fn tenant(obj: &Map<String, Value>) -> Result<String, Rejection> {
+    let t = required_str(obj, "tenant")?;
+    validate_tenant(&t).map_err(|e| bad("tenant", e.to_string()))?;
+    Ok(t)
+}
+
+fn reject_unknown(obj: &Map<String, Value>, known: &[&str]) -> Result<(), Rejection> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(bad(k, "is not a known field")),
+        None => Ok(()),
+    }
+}
+
+fn required_str(obj: &Map<String, Value>, field: &str) -> Result<String, Rejection> {
+    optional_str(obj, field)?.ok_or_else(|| bad(field, "is required"))
+}
+
+fn optional_str(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, Rejection> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(field, "must be a string")),
+    }
+}
+
+/// A notification as the log holds it, under one topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub id: String,
+    pub cursor: Cursor,
+    /// The group name the recipient knows it by (`course:42`, `user:u1`, `tenant`, `all`).
+    pub topic: String,
+    pub content: Content,
+    pub created_at: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Frame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    cursor: Cursor,
+    topic: &'a str,
+    #[serde(flatten)]
+    content: &'a Content,
+    created_at: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
+}
+
+impl LogEntry {
+    /// The client frame (`{"type":"notification",...}`), as JSON text.
+    pub fn frame(&self, replayed: bool) -> String {
+        let frame = Frame {
+            kind: "notification",
+            id: &self.id,
+            cursor: self.cursor,
+            topic: &self.topic,
+            content: &self.content,
+            created_at: &self.created_at,
+            replayed,
+        };
+        // Serializing plain strings and a `Value` cannot fail.
+        serde_json::to_string(&frame).unwrap_or_default()
+    }
+}
+
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn now_rfc3339() -> String {
+    format_time(&Utc::now())
+}
+
+/// The cursor length, exported for size reasoning elsewhere.
+pub const CURSOR_LEN: usize = cursor::LEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ParseLimits = ParseLimits { payload_budget: 2048, retention_seconds: 604_800 };
+
+    fn parse(s: &str) -> Result<ProducerMessage, Rejection> {
+        parse_producer_message(s, LIMITS)
+    }
+
+    fn notify(s: &str) -> NotificationRequest {
+        match parse(s).unwrap() {
+            ProducerMessage::Notify(n) => n,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_every_target_kind() {
+        let n = notify(r#"{"tenant":"acme","to":{"user":"u1"},"event":"assignment.graded","title":"Graded"}"#);
+        assert_eq!(n.to, Target::User("u1".into()));
+        let n = notify(r#"{"tenant":"acme","to":{"users":["u1","u2","u1"]},"event":"e"}"#);
+        assert_eq!(n.to, Target::Users(vec!["u1".into(), "u2".into()]));
+        assert_eq!(n.to.topics().len(), 2);
+        let n = notify(r#"{"tenant":"acme","to":{"group":"course:42"},"event":"class.starting","data":{"k":1}}"#);
+        assert_eq!(n.to, Target::Group(Group::parse("course:42").unwrap()));
+        assert_eq!(notify(r#"{"tenant":"acme","to":{"tenant":true},"event":"e"}"#).to, Target::Tenant);
+        assert_eq!(notify(r#"{"tenant":"acme","to":{"all":true},"event":"e"}"#).to, Target::All);
+        assert_eq!(notify(r#"{"tenant":"acme","to":{"group":"user:u9"},"event":"e"}"#).to, Target::User("u9".into()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[]", "message"),
+            ("nope", "message"),
+            (r#"{"to":{"user":"u1"},"event":"e"}"#, "tenant"),
+            (r#"{"tenant":"a#b","to":{"user":"u1"},"event":"e"}"#, "tenant"),
+            (r#"{"tenant":"acme","event":"e"}"#, "to"),
+            (r#"{"tenant":"acme","to":{},"event":"e"}"#, "to"),
+            (r#"{"tenant":"acme","to":{"user":"u1","all":true},"event":"e"}"#, "to"),
+            (r#"{"tenant":"acme","to":{"group":"Bad"},"event":"e"}"#, "to.group"),
+            (r#"{"tenant":"acme","to":{"users":[]},"event":"e"}"#, "to.users"),
+            (r#"{"tenant":"acme","to":{"all":false},"event":"e"}"#, "to.all"),
+            (r#"{"tenant":"acme","to":{"user":"u1"}}"#, "event"),
+            (r#"{"tenant":"acme","to":{"user":"u1"},"event":"has space"}"#, "event"),
+            (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","data":[1]}"#, "data"),
+            (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","deliverAt":"tomorrow"}"#, "deliverAt"),
+            (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","ttlSeconds":5}"#, "ttlSeconds"),
+            (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","colour":"red"}"#, "colour"),
+            (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","id":""}"#, "id"),
+            (r#"{"control":"explode","tenant":"acme"}"#, "control"),
+            (r#"{"control":"subscribe","tenant":"acme","user":"u1","group":"tenant"}"#, "group"),
+            (r#"{"control":"cancel","tenant":"acme"}"#, "id"),
+        ];
+        for (input, field) in cases {
+            let err = parse(input).unwrap_err();
+            assert_eq!(err.field, field, "{input}: {err}");
+            assert_eq!(err.code, RejectCode::BadRequest);
+        }
+    }
+
+    #[test]
+    fn oversize_is_too_large() {
+        let body = "x".repeat(3000);
+        let err = parse(&format!(r#"{{"tenant":"acme","to":{{"user":"u1"}},"event":"e","body":"{body}"}}"#)).unwrap_err();
+        assert_eq!(err.code, RejectCode::TooLarge);
+        let big = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        assert_eq!(parse(&big).unwrap_err().code, RejectCode::TooLarge);
+        // A bigger configured budget lets it through, but never past the 32 KB hard cap.
+        let roomy = ParseLimits { payload_budget: 8192, ..LIMITS };
+        assert!(parse_producer_message(&format!(r#"{{"tenant":"acme","to":{{"user":"u1"}},"event":"e","body":"{body}"}}"#), roomy).is_ok());
+    }
+
+    #[test]
+    fn parses_controls() {
+        assert_eq!(
+            parse(r#"{"control":"subscribe","tenant":"acme","user":"u1","group":"course:42"}"#).unwrap(),
+            ProducerMessage::Control(Control::Subscribe { tenant: "acme".into(), user: "u1".into(), group: Group::parse("course:42").unwrap() })
+        );
+        assert_eq!(
+            parse(r#"{"control":"cancel","tenant":"acme","id":"r-1"}"#).unwrap(),
+            ProducerMessage::Control(Control::Cancel { tenant: "acme".into(), id: "r-1".into() })
+        );
+    }
+
+    #[test]
+    fn wire_format_round_trips() {
+        let src = r#"{"id":"n1","tenant":"acme","to":{"group":"course:42"},"event":"e","title":"t","body":"b","link":"/l","data":{"x":[1]},"deliverAt":"2027-06-01T00:00:00Z","ttlSeconds":3600}"#;
+        let n = notify(src);
+        let again = notify(&n.to_json().to_string());
+        assert_eq!(n, again);
+    }
+
+    #[test]
+    fn frame_has_the_contract_shape() {
+        let entry = LogEntry {
+            id: "n1".into(),
+            cursor: Cursor::from_parts(1, 2),
+            topic: "course:42".into(),
+            content: Content { event: "class.starting".into(), title: Some("Soon".into()), ..Default::default() },
+            created_at: "2026-11-23T10:00:00Z".into(),
+        };
+        let v: Value = serde_json::from_str(&entry.frame(false)).unwrap();
+        assert_eq!(v["type"], "notification");
+        assert_eq!(v["id"], "n1");
+        assert_eq!(v["topic"], "course:42");
+        assert_eq!(v["event"], "class.starting");
+        assert_eq!(v["createdAt"], "2026-11-23T10:00:00Z");
+        assert_eq!(v["cursor"].as_str().unwrap().len(), CURSOR_LEN);
+        assert!(v.get("replayed").is_none() && v.get("body").is_none());
+        let v: Value = serde_json::from_str(&entry.frame(true)).unwrap();
+        assert_eq!(v["replayed"], true);
+    }
+}
