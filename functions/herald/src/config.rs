@@ -195,7 +195,13 @@ pub(crate) mod tests {
         let err = Limits::from_source(&source(&[("HERALD_PAYLOAD_BUDGET_BYTES", "40000")])).unwrap_err();
         assert!(err.to_string().contains("HERALD_PAYLOAD_BUDGET_BYTES"), "{err}");
         let err = Limits::from_source(&source(&[("HERALD_FANOUT_CONCURRENCY", "lots")])).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { name: "HERALD_FANOUT_CONCURRENCY", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "HERALD_FANOUT_CONCURRENCY",
+                ..
+            }
+        ));
         let l = Limits::from_source(&source(&[("HERALD_FANOUT_SHARD_SIZE", "200")])).unwrap();
         assert_eq!(l.fanout_shard_size, 200);
     }
@@ -209,7 +215,11 @@ pub(crate) mod tests {
     fn endpoint_must_be_a_url() {
         assert!(ws_endpoint(&source(&[("HERALD_WS_ENDPOINT", "ftp://x")])).is_err());
         assert_eq!(
-            ws_endpoint(&source(&[("HERALD_WS_ENDPOINT", "https://a.execute-api.eu-west-1.amazonaws.com/prod/")])).unwrap(),
+            ws_endpoint(&source(&[(
+                "HERALD_WS_ENDPOINT",
+                "https://a.execute-api.eu-west-1.amazonaws.com/prod/"
+            )]))
+            .unwrap(),
             "https://a.execute-api.eu-west-1.amazonaws.com/prod"
         );
     }

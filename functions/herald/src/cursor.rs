@@ -12,7 +12,7 @@ use std::str::FromStr;
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub const LEN: usize = 26;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Cursor(u128);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,7 +119,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "abc", "0000000000000000000000000U", "8ZZZZZZZZZZZZZZZZZZZZZZZZZ", "00000000000000000000000000x"] {
+        for bad in [
+            "",
+            "abc",
+            "0000000000000000000000000U",
+            "8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "00000000000000000000000000x",
+        ] {
             assert_eq!(bad.parse::<Cursor>(), Err(CursorError), "{bad}");
         }
     }

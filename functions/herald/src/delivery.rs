@@ -1,1 +1,194 @@
+//! Posting frames to connections through the API Gateway management API, and fan-out.
+//!
+//! Every post has one of four outcomes, and each has exactly one consequence:
+//! delivered; gone (410: remove the connection now); retryable (429, 5xx, timeouts: hand the
+//! connection id to the retry queue); failed for good (403/413: logged and counted — the
+//! notification is still in the log for `resume`).
 
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_apigatewaymanagement::Client;
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_apigatewaymanagement::primitives::Blob;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostOutcome {
+    Delivered,
+    Gone,
+    Retryable(String),
+    Failed(String),
+}
+
+/// Posts frames to connections; one client (one connection pool) per process.
+#[derive(Clone, Debug)]
+pub struct Poster {
+    client: Client,
+}
+
+impl Poster {
+    pub fn new(sdk: &SdkConfig, endpoint: &str) -> Self {
+        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
+            .endpoint_url(endpoint)
+            // One attempt: failures go to Herald's retry queue instead of sleeping in-process.
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_attempt_timeout(Duration::from_secs(3))
+                    .build(),
+            )
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+        }
+    }
+
+    pub async fn post(&self, connection_id: &str, frame: &str) -> PostOutcome {
+        let res = self
+            .client
+            .post_to_connection()
+            .connection_id(connection_id)
+            .data(Blob::new(frame.as_bytes()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => PostOutcome::Delivered,
+            Err(e) => classify(&e),
+        }
+    }
+
+    /// Closes a connection from the server side (e.g. after the token was revoked).
+    pub async fn disconnect(&self, connection_id: &str) -> PostOutcome {
+        match self.client.delete_connection().connection_id(connection_id).send().await {
+            Ok(_) => PostOutcome::Delivered,
+            Err(e) => classify(&e),
+        }
+    }
+}
+
+fn classify<E>(e: &SdkError<E, HttpResponse>) -> PostOutcome
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    match (e.code(), status) {
+        (Some("GoneException"), _) | (_, Some(410)) => PostOutcome::Gone,
+        (Some("LimitExceededException"), _) | (_, Some(429)) => PostOutcome::Retryable("throttled".into()),
+        (_, Some(s)) if (400..500).contains(&s) => PostOutcome::Failed(DisplayErrorContext(e).to_string()),
+        // 5xx, timeouts, connection resets, dispatch failures: transient by assumption.
+        _ => PostOutcome::Retryable(DisplayErrorContext(e).to_string()),
+    }
+}
+
+/// What happened to one fan-out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FanoutReport {
+    pub delivered: usize,
+    pub gone: Vec<String>,
+    pub retry: Vec<String>,
+    pub failed: usize,
+}
+
+impl FanoutReport {
+    pub fn merge(&mut self, other: FanoutReport) {
+        self.delivered += other.delivered;
+        self.gone.extend(other.gone);
+        self.retry.extend(other.retry);
+        self.failed += other.failed;
+    }
+}
+
+/// Posts `frame` to every connection with at most `concurrency` posts in flight.
+pub async fn fan_out<I>(poster: &Poster, connections: I, frame: &str, concurrency: usize) -> FanoutReport
+where
+    I: IntoIterator<Item = String>,
+{
+    let mut results = futures_util::stream::iter(connections)
+        .map(|id| async move {
+            let outcome = poster.post(&id, frame).await;
+            (id, outcome)
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut report = FanoutReport::default();
+    while let Some((id, outcome)) = results.next().await {
+        match outcome {
+            PostOutcome::Delivered => report.delivered += 1,
+            PostOutcome::Gone => report.gone.push(id),
+            PostOutcome::Retryable(reason) => {
+                tracing::debug!(connection = %id, %reason, "post will be retried");
+                report.retry.push(id);
+            }
+            PostOutcome::Failed(reason) => {
+                tracing::warn!(connection = %id, %reason, "post failed permanently");
+                report.failed += 1;
+            }
+        }
+    }
+    report
+}
+
+/// A retry-queue message: the frame and only the connections that still need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryJob {
+    pub tenant: String,
+    pub id: String,
+    pub frame: String,
+    pub connections: Vec<String>,
+    /// 1 for the first retry.
+    pub attempt: u32,
+}
+
+/// Exponential backoff with jitter for attempt `n` (1-based), within SQS's 15-minute delay cap:
+/// 2^n seconds, then a random point in its upper half, so synchronized failures spread out.
+pub fn retry_delay_seconds(attempt: u32) -> i32 {
+    let ceiling = 1u64 << attempt.clamp(1, 9);
+    let half = ceiling / 2;
+    (half + crate::store::jitter(half + 1)).min(900) as i32
+}
+
+/// A fan-out shard job on the dispatch queue: one page of one membership shard of a big group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutJob {
+    pub tenant: String,
+    pub id: String,
+    pub group_key: String,
+    pub shard: u16,
+    /// Continue after this connection id.
+    pub after: Option<String>,
+    pub frame: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..=12 {
+            let d = retry_delay_seconds(attempt);
+            let ceiling = 1i32 << attempt.clamp(1, 9);
+            assert!(d >= ceiling / 2 && d <= ceiling.min(900), "attempt {attempt}: {d}");
+        }
+    }
+
+    #[test]
+    fn jobs_round_trip() {
+        let job = RetryJob {
+            tenant: "t".into(),
+            id: "n".into(),
+            frame: "{}".into(),
+            connections: vec!["a".into()],
+            attempt: 2,
+        };
+        let again: RetryJob = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
+        assert_eq!(job, again);
+    }
+}

@@ -1,1 +1,218 @@
+//! Client ↔ server WebSocket frames (DESIGN.md, "Client ↔ WebSocket contract").
+//!
+//! Parsing is strict and total: anything a client sends becomes either a [`ClientFrame`] or an
+//! [`ErrorFrame`] with the DESIGN code, never a dropped message or a failed invocation.
 
+use serde::Serialize;
+use serde_json::Value;
+
+/// API Gateway's frame limit; the local stack and AWS close the socket beyond it anyway.
+pub const MAX_CLIENT_FRAME: usize = 32 * 1024;
+pub const MAX_ACK_IDS: usize = 100;
+const MAX_REF_LEN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    Join { group: String, reference: Option<Value> },
+    Leave { group: String, reference: Option<Value> },
+    Resume { since: Option<String>, reference: Option<Value> },
+    Ack { ids: Vec<String>, reference: Option<Value> },
+    Ping { reference: Option<Value> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    UnknownAction,
+    BadRequest,
+    Forbidden,
+    TooLarge,
+    RateLimited,
+    Internal,
+}
+
+/// `{"type":"error","code":...,"message":...,"ref":...}`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorFrame {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Value>,
+}
+
+impl ErrorFrame {
+    pub fn new(code: ErrorCode, message: impl Into<String>, reference: Option<Value>) -> Self {
+        Self {
+            kind: "error",
+            code,
+            message: message.into(),
+            reference,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Serializes a reply frame such as `{"type":"joined","group":..,"ref":..}`.
+pub fn reply(kind: &str, mut fields: serde_json::Map<String, Value>, reference: Option<Value>) -> String {
+    fields.insert("type".into(), Value::String(kind.to_owned()));
+    if let Some(r) = reference {
+        fields.insert("ref".into(), r);
+    }
+    Value::Object(fields).to_string()
+}
+
+/// Parses a text frame from a client.
+pub fn parse(body: &str) -> Result<ClientFrame, ErrorFrame> {
+    if body.len() > MAX_CLIENT_FRAME {
+        return Err(ErrorFrame::new(
+            ErrorCode::TooLarge,
+            format!("frames are limited to {MAX_CLIENT_FRAME} bytes"),
+            None,
+        ));
+    }
+    let value: Value = serde_json::from_str(body).map_err(|_| ErrorFrame::new(ErrorCode::BadRequest, "frame is not JSON", None))?;
+    let Value::Object(obj) = value else {
+        return Err(ErrorFrame::new(ErrorCode::BadRequest, "frame must be a JSON object", None));
+    };
+    // The ref is echoed back even on errors, so clients can match them to their request; only
+    // short strings and numbers are echoed so a client cannot make the server amplify data.
+    let reference = match obj.get("ref") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::String(s)) if s.len() <= MAX_REF_LEN => Some(v.clone()),
+        Some(v @ Value::Number(_)) => Some(v.clone()),
+        Some(_) => {
+            return Err(ErrorFrame::new(
+                ErrorCode::BadRequest,
+                "ref must be a string of at most 64 bytes or a number",
+                None,
+            ));
+        }
+    };
+    let err = |code, msg: &str| ErrorFrame::new(code, msg, reference.clone());
+    let action = match obj.get("action") {
+        Some(Value::String(a)) => a.as_str(),
+        None => return Err(err(ErrorCode::BadRequest, "frame has no action")),
+        Some(_) => return Err(err(ErrorCode::BadRequest, "action must be a string")),
+    };
+    let group = || match obj.get("group") {
+        Some(Value::String(g)) => Ok(g.clone()),
+        _ => Err(err(ErrorCode::BadRequest, "group must be a string")),
+    };
+    match action {
+        "join" => Ok(ClientFrame::Join {
+            group: group()?,
+            reference,
+        }),
+        "leave" => Ok(ClientFrame::Leave {
+            group: group()?,
+            reference,
+        }),
+        "resume" => {
+            let since = match obj.get("since") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(err(ErrorCode::BadRequest, "since must be a cursor string")),
+            };
+            Ok(ClientFrame::Resume { since, reference })
+        }
+        "ack" => {
+            let Some(Value::Array(items)) = obj.get("ids") else {
+                return Err(err(ErrorCode::BadRequest, "ids must be an array of notification ids"));
+            };
+            if items.is_empty() || items.len() > MAX_ACK_IDS {
+                return Err(err(ErrorCode::BadRequest, "ids must hold 1..=100 notification ids"));
+            }
+            let ids: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().filter(|s| !s.is_empty() && s.len() <= 128).map(str::to_owned))
+                .collect();
+            let ids = ids.ok_or_else(|| err(ErrorCode::BadRequest, "ids must be non-empty strings of at most 128 bytes"))?;
+            Ok(ClientFrame::Ack { ids, reference })
+        }
+        "ping" => Ok(ClientFrame::Ping { reference }),
+        other => Err(ErrorFrame::new(
+            ErrorCode::UnknownAction,
+            format!("unknown action {:?}", truncate(other, 32)),
+            reference,
+        )),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_every_action() {
+        assert_eq!(
+            parse(r#"{"action":"join","group":"course:42","ref":"c1"}"#).unwrap(),
+            ClientFrame::Join {
+                group: "course:42".into(),
+                reference: Some(json!("c1"))
+            }
+        );
+        assert!(matches!(
+            parse(r#"{"action":"leave","group":"x:1"}"#).unwrap(),
+            ClientFrame::Leave { .. }
+        ));
+        assert_eq!(
+            parse(r#"{"action":"resume","since":"0ABC","ref":3}"#).unwrap(),
+            ClientFrame::Resume {
+                since: Some("0ABC".into()),
+                reference: Some(json!(3))
+            }
+        );
+        assert_eq!(
+            parse(r#"{"action":"ack","ids":["a","b"]}"#).unwrap(),
+            ClientFrame::Ack {
+                ids: vec!["a".into(), "b".into()],
+                reference: None
+            }
+        );
+        assert_eq!(
+            parse(r#"{"action":"ping","ref":"c5"}"#).unwrap(),
+            ClientFrame::Ping {
+                reference: Some(json!("c5"))
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_frames_get_error_codes_with_ref() {
+        let e = parse(r#"{"action":"dance","ref":"r9"}"#).unwrap_err();
+        assert_eq!((e.code, e.reference.clone()), (ErrorCode::UnknownAction, Some(json!("r9"))));
+        let v: Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "unknown_action");
+        assert_eq!(v["ref"], "r9");
+        assert_eq!(parse("{nope").unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse("[1]").unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse(r#"{"group":"x:1"}"#).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse(r#"{"action":"join","ref":"a"}"#).unwrap_err().reference, Some(json!("a")));
+        assert_eq!(parse(r#"{"action":"ack","ids":[]}"#).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse(r#"{"action":"ack","ids":[1]}"#).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse(r#"{"action":"ping","ref":{"a":1}}"#).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse(&"x".repeat(MAX_CLIENT_FRAME + 1)).unwrap_err().code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn replies_carry_type_and_ref() {
+        let mut m = serde_json::Map::new();
+        m.insert("group".into(), json!("course:42"));
+        let v: Value = serde_json::from_str(&reply("joined", m, Some(json!("c1")))).unwrap();
+        assert_eq!(v, json!({"type":"joined","group":"course:42","ref":"c1"}));
+    }
+}

@@ -38,9 +38,7 @@ pub struct TenantError;
 
 fn valid_kind(kind: &str) -> bool {
     let mut chars = kind.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && kind.len() <= 32
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+    matches!(chars.next(), Some('a'..='z')) && kind.len() <= 32 && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
 }
 
 /// The id grammar, shared by group ids, user ids (`sub`) and tenants (shorter).
@@ -73,7 +71,10 @@ impl Group {
         match kind {
             "user" => Ok(Group::User(id.to_owned())),
             "tenant" | "all" => Err(GroupError::Reserved(kind.to_owned())),
-            _ => Ok(Group::Named { kind: kind.to_owned(), id: id.to_owned() }),
+            _ => Ok(Group::Named {
+                kind: kind.to_owned(),
+                id: id.to_owned(),
+            }),
         }
     }
 
@@ -141,7 +142,13 @@ mod tests {
         assert_eq!(Group::parse("tenant").unwrap(), Group::Tenant);
         assert_eq!(Group::parse("all").unwrap(), Group::All);
         let g = Group::parse("course:42").unwrap();
-        assert_eq!(g, Group::Named { kind: "course".into(), id: "42".into() });
+        assert_eq!(
+            g,
+            Group::Named {
+                kind: "course".into(),
+                id: "42".into()
+            }
+        );
         assert_eq!(g.to_string(), "course:42");
     }
 

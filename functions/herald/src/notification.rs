@@ -86,7 +86,11 @@ impl NotificationRequest {
         m.insert("tenant".into(), self.tenant.clone().into());
         m.insert("to".into(), self.to.to_json());
         m.insert("event".into(), self.content.event.clone().into());
-        for (k, v) in [("title", &self.content.title), ("body", &self.content.body), ("link", &self.content.link)] {
+        for (k, v) in [
+            ("title", &self.content.title),
+            ("body", &self.content.body),
+            ("link", &self.content.link),
+        ] {
             if let Some(v) = v {
                 m.insert(k.into(), v.clone().into());
             }
@@ -143,7 +147,11 @@ pub struct Rejection {
 }
 
 fn bad(field: &str, reason: impl Into<String>) -> Rejection {
-    Rejection { code: RejectCode::BadRequest, field: field.into(), reason: reason.into() }
+    Rejection {
+        code: RejectCode::BadRequest,
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Limits that apply while parsing.
@@ -171,15 +179,33 @@ pub fn parse_producer_message(body: &str, limits: ParseLimits) -> Result<Produce
     parse_notification(&obj, limits).map(ProducerMessage::Notify)
 }
 
-const NOTIFICATION_FIELDS: &[&str] = &["id", "tenant", "to", "event", "title", "body", "link", "data", "deliverAt", "ttlSeconds"];
+const NOTIFICATION_FIELDS: &[&str] = &[
+    "id",
+    "tenant",
+    "to",
+    "event",
+    "title",
+    "body",
+    "link",
+    "data",
+    "deliverAt",
+    "ttlSeconds",
+];
 
 fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<NotificationRequest, Rejection> {
     reject_unknown(obj, NOTIFICATION_FIELDS)?;
-    let id = optional_str(obj, "id")?.map(|id| validate_message_id(&id).map(|_| id)).transpose()?;
+    let id = optional_str(obj, "id")?
+        .map(|id| validate_message_id(&id).map(|_| id))
+        .transpose()?;
     let tenant = tenant(obj)?;
     let to = parse_target(obj.get("to").ok_or_else(|| bad("to", "is required"))?)?;
     let event = required_str(obj, "event")?;
-    if event.is_empty() || event.len() > 64 || !event.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
+    if event.is_empty()
+        || event.len() > 64
+        || !event
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+    {
         return Err(bad("event", "must match [A-Za-z0-9._:-]{1,64}"));
     }
     let title = optional_str(obj, "title")?;
@@ -199,7 +225,9 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
     let deliver_at = match optional_str(obj, "deliverAt")? {
         None => None,
         Some(s) => {
-            let at = DateTime::parse_from_rfc3339(&s).map_err(|_| bad("deliverAt", "must be an RFC 3339 timestamp"))?.with_timezone(&Utc);
+            let at = DateTime::parse_from_rfc3339(&s)
+                .map_err(|_| bad("deliverAt", "must be an RFC 3339 timestamp"))?
+                .with_timezone(&Utc);
             if at > Utc::now() + chrono::Duration::days(MAX_DELAY_DAYS) {
                 return Err(bad("deliverAt", format!("is more than {MAX_DELAY_DAYS} days ahead")));
             }
@@ -216,7 +244,20 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
             Some(ttl)
         }
     };
-    let request = NotificationRequest { id, tenant, to, content: Content { event, title, body, link, data }, deliver_at, ttl_seconds };
+    let request = NotificationRequest {
+        id,
+        tenant,
+        to,
+        content: Content {
+            event,
+            title,
+            body,
+            link,
+            data,
+        },
+        deliver_at,
+        ttl_seconds,
+    };
     check_budget(&request, limits.payload_budget)?;
     Ok(request)
 }
@@ -225,7 +266,13 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
 /// can produce (longest topic, a full-length id and cursor) rather than estimating.
 pub fn check_budget(request: &NotificationRequest, budget: usize) -> Result<(), Rejection> {
     let budget = budget.min(FRAME_HARD_CAP);
-    let topic = request.to.topics().into_iter().map(|g| g.to_string()).max_by_key(String::len).unwrap_or_default();
+    let topic = request
+        .to
+        .topics()
+        .into_iter()
+        .map(|g| g.to_string())
+        .max_by_key(String::len)
+        .unwrap_or_default();
     let entry = LogEntry {
         id: request.id.clone().unwrap_or_else(|| "x".repeat(64)),
         cursor: Cursor::MIN,
@@ -294,7 +341,11 @@ fn parse_control(obj: &Map<String, Value>) -> Result<Control, Rejection> {
             if !matches!(group, Group::Named { .. }) {
                 return Err(bad("group", "only named groups (kind:id) take subscriptions"));
             }
-            Ok(if kind == "subscribe" { Control::Subscribe { tenant, user, group } } else { Control::Unsubscribe { tenant, user, group } })
+            Ok(if kind == "subscribe" {
+                Control::Subscribe { tenant, user, group }
+            } else {
+                Control::Unsubscribe { tenant, user, group }
+            })
         }
         "cancel" => {
             let id = required_str(obj, "id")?;
@@ -313,7 +364,11 @@ pub fn validate_message_id(id: &str) -> Result<(), Rejection> {
 }
 
 fn valid_user(u: &str, field: &str) -> Result<(), Rejection> {
-    if valid_id(u, 128) { Ok(()) } else { Err(bad(field, "user ids must match [A-Za-z0-9._-]{1,128}")) }
+    if valid_id(u, 128) {
+        Ok(())
+    } else {
+        Err(bad(field, "user ids must match [A-Za-z0-9._-]{1,128}"))
+    }
 }
 
 fn tenant(obj: &Map<String, Value>) -> Result<String, Rejection> {
@@ -399,7 +454,10 @@ pub const CURSOR_LEN: usize = cursor::LEN;
 mod tests {
     use super::*;
 
-    const LIMITS: ParseLimits = ParseLimits { payload_budget: 2048, retention_seconds: 604_800 };
+    const LIMITS: ParseLimits = ParseLimits {
+        payload_budget: 2048,
+        retention_seconds: 604_800,
+    };
 
     fn parse(s: &str) -> Result<ProducerMessage, Rejection> {
         parse_producer_message(s, LIMITS)
@@ -423,7 +481,10 @@ mod tests {
         assert_eq!(n.to, Target::Group(Group::parse("course:42").unwrap()));
         assert_eq!(notify(r#"{"tenant":"acme","to":{"tenant":true},"event":"e"}"#).to, Target::Tenant);
         assert_eq!(notify(r#"{"tenant":"acme","to":{"all":true},"event":"e"}"#).to, Target::All);
-        assert_eq!(notify(r#"{"tenant":"acme","to":{"group":"user:u9"},"event":"e"}"#).to, Target::User("u9".into()));
+        assert_eq!(
+            notify(r#"{"tenant":"acme","to":{"group":"user:u9"},"event":"e"}"#).to,
+            Target::User("u9".into())
+        );
     }
 
     #[test]
@@ -442,7 +503,10 @@ mod tests {
             (r#"{"tenant":"acme","to":{"user":"u1"}}"#, "event"),
             (r#"{"tenant":"acme","to":{"user":"u1"},"event":"has space"}"#, "event"),
             (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","data":[1]}"#, "data"),
-            (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","deliverAt":"tomorrow"}"#, "deliverAt"),
+            (
+                r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","deliverAt":"tomorrow"}"#,
+                "deliverAt",
+            ),
             (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","ttlSeconds":5}"#, "ttlSeconds"),
             (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","colour":"red"}"#, "colour"),
             (r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","id":""}"#, "id"),
@@ -465,19 +529,35 @@ mod tests {
         let big = "x".repeat(MAX_MESSAGE_BYTES + 1);
         assert_eq!(parse(&big).unwrap_err().code, RejectCode::TooLarge);
         // A bigger configured budget lets it through, but never past the 32 KB hard cap.
-        let roomy = ParseLimits { payload_budget: 8192, ..LIMITS };
-        assert!(parse_producer_message(&format!(r#"{{"tenant":"acme","to":{{"user":"u1"}},"event":"e","body":"{body}"}}"#), roomy).is_ok());
+        let roomy = ParseLimits {
+            payload_budget: 8192,
+            ..LIMITS
+        };
+        assert!(
+            parse_producer_message(
+                &format!(r#"{{"tenant":"acme","to":{{"user":"u1"}},"event":"e","body":"{body}"}}"#),
+                roomy
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn parses_controls() {
         assert_eq!(
             parse(r#"{"control":"subscribe","tenant":"acme","user":"u1","group":"course:42"}"#).unwrap(),
-            ProducerMessage::Control(Control::Subscribe { tenant: "acme".into(), user: "u1".into(), group: Group::parse("course:42").unwrap() })
+            ProducerMessage::Control(Control::Subscribe {
+                tenant: "acme".into(),
+                user: "u1".into(),
+                group: Group::parse("course:42").unwrap()
+            })
         );
         assert_eq!(
             parse(r#"{"control":"cancel","tenant":"acme","id":"r-1"}"#).unwrap(),
-            ProducerMessage::Control(Control::Cancel { tenant: "acme".into(), id: "r-1".into() })
+            ProducerMessage::Control(Control::Cancel {
+                tenant: "acme".into(),
+                id: "r-1".into()
+            })
         );
     }
 
@@ -495,7 +575,11 @@ mod tests {
             id: "n1".into(),
             cursor: Cursor::from_parts(1, 2),
             topic: "course:42".into(),
-            content: Content { event: "class.starting".into(), title: Some("Soon".into()), ..Default::default() },
+            content: Content {
+                event: "class.starting".into(),
+                title: Some("Soon".into()),
+                ..Default::default()
+            },
             created_at: "2026-11-23T10:00:00Z".into(),
         };
         let v: Value = serde_json::from_str(&entry.frame(false)).unwrap();

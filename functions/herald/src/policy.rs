@@ -1,1 +1,122 @@
+//! Who may join which group. The client's word is never enough: a join is allowed only by the
+//! token's `groups` claim, a durable subscription, or the role policy.
 
+use crate::auth::Principal;
+use crate::config::{ConfigError, Source, optional};
+use crate::groups::Group;
+
+/// `HERALD_JOIN_ROLES`, e.g. `admin=*;instructor=course,room`: role → group kinds it may join in
+/// its own tenant without a per-group entitlement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolePolicy {
+    rules: Vec<(String, Vec<String>)>,
+}
+
+impl RolePolicy {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        match optional(src, "HERALD_JOIN_ROLES") {
+            None => Ok(Self::default()),
+            Some(spec) => Self::parse(&spec).map_err(|reason| ConfigError::Invalid {
+                name: "HERALD_JOIN_ROLES",
+                reason,
+            }),
+        }
+    }
+
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for rule in spec.split(';').map(str::trim).filter(|r| !r.is_empty()) {
+            let (role, kinds) = rule
+                .split_once('=')
+                .ok_or_else(|| format!("rule {rule:?} must be role=kind,kind or role=*"))?;
+            let kinds: Vec<String> = kinds.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+            if role.trim().is_empty() || kinds.is_empty() {
+                return Err(format!("rule {rule:?} needs a role and at least one kind"));
+            }
+            if kinds.iter().any(|k| k == "user" || k == "all") {
+                return Err("roles cannot grant `user` or `all` groups".into());
+            }
+            rules.push((role.trim().to_owned(), kinds));
+        }
+        Ok(Self { rules })
+    }
+
+    fn allows(&self, principal: &Principal, kind: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|(role, kinds)| principal.has_role(role) && kinds.iter().any(|k| k == "*" || k == kind))
+    }
+}
+
+/// The answer to "may this principal receive this group's notifications?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entitlement {
+    /// Always: own personal group, own tenant.
+    Implicit,
+    /// Through the token's `groups` claim or the role policy.
+    Token,
+    /// Only if a durable subscription exists: look it up.
+    NeedsSubscription,
+    /// Never: another user's personal group, `all` (producer-only, joined implicitly).
+    Denied,
+}
+
+/// Decides without I/O; `NeedsSubscription` asks the caller to check storage.
+pub fn entitlement(principal: &Principal, group: &Group, roles: &RolePolicy) -> Entitlement {
+    match group {
+        Group::User(sub) if *sub == principal.user => Entitlement::Implicit,
+        Group::User(_) => Entitlement::Denied,
+        Group::Tenant => Entitlement::Implicit,
+        Group::All => Entitlement::Denied,
+        Group::Named { kind, .. } => {
+            let name = group.to_string();
+            if principal.groups.contains(&name) || roles.allows(principal, kind) {
+                Entitlement::Token
+            } else {
+                Entitlement::NeedsSubscription
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(roles: &[&str], groups: &[&str]) -> Principal {
+        Principal {
+            user: "u1".into(),
+            tenant: "acme".into(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn personal_groups_are_private() {
+        let p = RolePolicy::parse("admin=*").unwrap();
+        assert_eq!(entitlement(&who(&[], &[]), &Group::user("u1"), &p), Entitlement::Implicit);
+        assert_eq!(entitlement(&who(&["admin"], &[]), &Group::user("u2"), &p), Entitlement::Denied);
+        assert_eq!(entitlement(&who(&["admin"], &[]), &Group::All, &p), Entitlement::Denied);
+    }
+
+    #[test]
+    fn named_groups_need_an_entitlement() {
+        let p = RolePolicy::parse("admin=*; instructor=course,room").unwrap();
+        let course = Group::parse("course:42").unwrap();
+        let order = Group::parse("order:7").unwrap();
+        assert_eq!(entitlement(&who(&[], &["course:42"]), &course, &p), Entitlement::Token);
+        assert_eq!(entitlement(&who(&[], &["course:43"]), &course, &p), Entitlement::NeedsSubscription);
+        assert_eq!(entitlement(&who(&["instructor"], &[]), &course, &p), Entitlement::Token);
+        assert_eq!(entitlement(&who(&["instructor"], &[]), &order, &p), Entitlement::NeedsSubscription);
+        assert_eq!(entitlement(&who(&["admin"], &[]), &order, &p), Entitlement::Token);
+    }
+
+    #[test]
+    fn policy_syntax_is_checked() {
+        assert!(RolePolicy::parse("admin").is_err());
+        assert!(RolePolicy::parse("admin=").is_err());
+        assert!(RolePolicy::parse("admin=user").is_err());
+        assert_eq!(RolePolicy::parse("").unwrap(), RolePolicy::default());
+    }
+}

@@ -1,1 +1,92 @@
+//! Process start-up shared by every function: logging, the AWS SDK configuration, and the loop
+//! that hands events to a handler. Everything here runs once per cold start.
 
+use std::future::Future;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::BoxError;
+use crate::auth::AuthInitError;
+use crate::config::ConfigError;
+
+/// A failed init names what is wrong; Lambda reports it as an init error.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Auth(#[from] AuthInitError),
+}
+
+/// JSON logs in Lambda (CloudWatch Logs Insights can query fields); `HERALD_LOG_FORMAT=text`
+/// for humans. The level comes from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`, default `info`.
+pub fn init_tracing() {
+    let level = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL"))
+        .unwrap_or_else(|_| "info".into())
+        .to_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let text = std::env::var("HERALD_LOG_FORMAT").is_ok_and(|f| f == "text");
+    let _ = if text {
+        builder.without_time().with_ansi(false).try_init()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .without_time()
+            .try_init()
+    };
+}
+
+/// The SDK configuration. Fan-out posts make a single attempt each: Herald's own retry queue
+/// does the backing off, across invocations, without holding a Lambda busy while it sleeps.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .load()
+        .await
+}
+
+/// A function's logic: built once at init, then called per event.
+pub trait Handler: Sized + Send + Sync + 'static {
+    type Event: DeserializeOwned + Send;
+    type Output: Serialize;
+    const NAME: &'static str;
+
+    fn init(sdk: SdkConfig) -> impl Future<Output = Result<Self, InitError>> + Send;
+    fn handle(&self, event: Self::Event) -> impl Future<Output = Result<Self::Output, BoxError>> + Send;
+}
+
+/// The whole `main` of a function: logs, SDK config, init, then the Lambda runtime loop.
+pub async fn run<H: Handler>() -> Result<(), BoxError> {
+    init_tracing();
+    let sdk = sdk_config().await;
+    let handler = match H::init(sdk).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(function = H::NAME, error = %e, "init failed");
+            return Err(e.into());
+        }
+    };
+    let handler = &handler;
+    // Boxing the handler future keeps the runtime's future type shallow (rustc's layout
+    // recursion limit) at the cost of one allocation per invocation.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<H::Event>| {
+        Box::pin(handler.handle(event.payload))
+    }))
+    .await
+}

@@ -1,1 +1,146 @@
+//! One-time EventBridge Scheduler schedules for reminders beyond SQS's 15-minute delay.
 
+use aws_config::SdkConfig;
+use aws_sdk_scheduler::Client;
+use aws_sdk_scheduler::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
+use chrono::{DateTime, Utc};
+
+use crate::config::Scheduling;
+
+/// SQS's maximum `DelaySeconds`: later deliveries go through Scheduler.
+pub const MAX_SQS_DELAY_SECONDS: i64 = 900;
+
+#[derive(Debug, thiserror::Error)]
+#[error("Scheduler {op} failed: {message}")]
+pub struct ScheduleError {
+    pub op: &'static str,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    client: Client,
+    cfg: Scheduling,
+}
+
+/// Schedule names allow `[0-9a-zA-Z-_.]{1,64}`; ids allow more, so the name is a digest of the
+/// tenant and id: the same notification always maps to the same schedule (resend = reschedule).
+pub fn schedule_name(tenant: &str, id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{tenant}\n{id}").as_bytes());
+    let hex: String = digest.as_ref().iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("herald-{hex}")
+}
+
+/// `at(yyyy-mm-ddThh:mm:ss)` in UTC, rounded up so it never fires early.
+pub fn at_expression(at: &DateTime<Utc>) -> String {
+    let secs = if at.timestamp_subsec_nanos() > 0 {
+        at.timestamp() + 1
+    } else {
+        at.timestamp()
+    };
+    let t = DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or(*at);
+    format!("at({})", t.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+impl Scheduler {
+    pub fn new(sdk: &SdkConfig, cfg: Scheduling) -> Self {
+        Self {
+            client: Client::new(sdk),
+            cfg,
+        }
+    }
+
+    /// Creates the schedule, or moves it if it already exists.
+    pub async fn upsert(&self, name: &str, at: &DateTime<Utc>, input: String) -> Result<(), ScheduleError> {
+        let target = Target::builder()
+            .arn(&self.cfg.target_arn)
+            .role_arn(&self.cfg.role_arn)
+            .input(input)
+            .build()
+            .map_err(|e| ScheduleError {
+                op: "CreateSchedule",
+                message: e.to_string(),
+            })?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| ScheduleError {
+                op: "CreateSchedule",
+                message: e.to_string(),
+            })?;
+        let expression = at_expression(at);
+        let created = self
+            .client
+            .create_schedule()
+            .name(name)
+            .group_name(&self.cfg.group)
+            .schedule_expression(&expression)
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window.clone())
+            .target(target.clone())
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConflictException") => {
+                self.client
+                    .update_schedule()
+                    .name(name)
+                    .group_name(&self.cfg.group)
+                    .schedule_expression(&expression)
+                    .schedule_expression_timezone("UTC")
+                    .flexible_time_window(window)
+                    .target(target)
+                    .action_after_completion(ActionAfterCompletion::Delete)
+                    .send()
+                    .await
+                    .map_err(|e| ScheduleError {
+                        op: "UpdateSchedule",
+                        message: DisplayErrorContext(&e).to_string(),
+                    })?;
+                Ok(())
+            }
+            Err(e) => Err(ScheduleError {
+                op: "CreateSchedule",
+                message: DisplayErrorContext(&e).to_string(),
+            }),
+        }
+    }
+
+    /// Deletes the schedule; a missing one (already fired and deleted) is fine.
+    pub async fn delete(&self, name: &str) -> Result<(), ScheduleError> {
+        match self.client.delete_schedule().name(name).group_name(&self.cfg.group).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(ScheduleError {
+                op: "DeleteSchedule",
+                message: DisplayErrorContext(&e).to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_valid_and_tenant_scoped() {
+        let a = schedule_name("acme", "reminder/42 ✓");
+        assert_eq!(a, schedule_name("acme", "reminder/42 ✓"));
+        assert_ne!(a, schedule_name("globex", "reminder/42 ✓"));
+        assert!(a.len() <= 64 && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[test]
+    fn at_expression_never_fires_early() {
+        let t = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.250Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(at_expression(&t), "at(2026-11-23T10:00:01)");
+        let t = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(at_expression(&t), "at(2026-11-23T10:00:00)");
+    }
+}

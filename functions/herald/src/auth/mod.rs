@@ -102,15 +102,24 @@ impl JwtConfig {
             hs256_secret: optional(src, "HERALD_JWT_HS256_SECRET"),
         };
         if cfg.algorithms.is_empty() {
-            return Err(ConfigError::Invalid { name: "HERALD_JWT_ALGORITHMS", reason: "no algorithm".into() });
+            return Err(ConfigError::Invalid {
+                name: "HERALD_JWT_ALGORITHMS",
+                reason: "no algorithm".into(),
+            });
         }
         let wants_keys = cfg.algorithms.iter().any(|a| *a != Algorithm::HS256);
         if wants_keys && cfg.jwks.is_none() && cfg.jwks_url.is_none() {
-            return Err(ConfigError::Missing { name: "HERALD_JWT_JWKS_URL" });
+            return Err(ConfigError::Missing {
+                name: "HERALD_JWT_JWKS_URL",
+            });
         }
         if cfg.algorithms.contains(&Algorithm::HS256) {
             match &cfg.hs256_secret {
-                None => return Err(ConfigError::Missing { name: "HERALD_JWT_HS256_SECRET" }),
+                None => {
+                    return Err(ConfigError::Missing {
+                        name: "HERALD_JWT_HS256_SECRET",
+                    });
+                }
                 Some(s) if s.len() < 32 => {
                     return Err(ConfigError::Invalid {
                         name: "HERALD_JWT_HS256_SECRET",
@@ -149,7 +158,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Verifier")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -168,18 +179,30 @@ impl Verifier {
         let mut keys = HashMap::new();
         if let Some(json) = jwks {
             let set: Value = serde_json::from_str(json).map_err(|e| AuthInitError::Parse(e.to_string()))?;
-            let list = set.get("keys").and_then(Value::as_array).ok_or_else(|| AuthInitError::Parse("no `keys` array".into()))?;
+            let list = set
+                .get("keys")
+                .and_then(Value::as_array)
+                .ok_or_else(|| AuthInitError::Parse("no `keys` array".into()))?;
             for raw in list {
                 // Identity providers publish encryption keys and algorithms Herald does not use in
                 // the same set; skip them instead of refusing the whole set.
-                let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else { continue };
+                let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+                    continue;
+                };
                 if raw.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
                     continue;
                 }
                 let Some(kid) = jwk.common.key_id.clone() else { continue };
                 let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
                 let alg = raw.get("alg").and_then(Value::as_str).and_then(|a| a.parse::<Algorithm>().ok());
-                keys.insert(kid, VerifyKey { family: key.family(), key, alg });
+                keys.insert(
+                    kid,
+                    VerifyKey {
+                        family: key.family(),
+                        key,
+                        alg,
+                    },
+                );
             }
         }
         let hmac = cfg.hs256_secret.as_ref().map(|s| DecodingKey::from_secret(s.as_bytes()));
@@ -223,12 +246,18 @@ impl Verifier {
     }
 
     fn principal(&self, claims: &serde_json::Map<String, Value>) -> Result<Principal, AuthError> {
-        let user = claims.get("sub").and_then(Value::as_str).ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
+        let user = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AuthError::MissingClaim("sub".into()))?;
         if !valid_id(user, 128) {
             return Err(AuthError::InvalidClaim("sub".into()));
         }
         let claim = self.cfg.tenant_claim.as_str();
-        let tenant = claims.get(claim).and_then(Value::as_str).ok_or_else(|| AuthError::MissingClaim(claim.into()))?;
+        let tenant = claims
+            .get(claim)
+            .and_then(Value::as_str)
+            .ok_or_else(|| AuthError::MissingClaim(claim.into()))?;
         validate_tenant(tenant).map_err(|_| AuthError::InvalidClaim(claim.into()))?;
         Ok(Principal {
             user: user.to_owned(),
@@ -264,7 +293,10 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
 }
 
 async fn fetch_jwks(url: &str) -> Result<String, AuthInitError> {
-    let fail = |reason: String| AuthInitError::Fetch { url: url.to_owned(), reason };
+    let fail = |reason: String| AuthInitError::Fetch {
+        url: url.to_owned(),
+        reason,
+    };
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()
@@ -290,7 +322,10 @@ pub struct HandshakeToken {
 /// Finds the token in the `token` query parameter or the `Sec-WebSocket-Protocol` header.
 pub fn handshake_token(query_token: Option<&str>, protocol_header: Option<&str>) -> Option<HandshakeToken> {
     if let Some(t) = query_token.filter(|t| !t.is_empty()) {
-        return Some(HandshakeToken { token: t.to_owned(), via_subprotocol: false });
+        return Some(HandshakeToken {
+            token: t.to_owned(),
+            via_subprotocol: false,
+        });
     }
     let offered: Vec<&str> = protocol_header?.split(',').map(str::trim).collect();
     if !offered.contains(&SUBPROTOCOL) {
@@ -299,7 +334,10 @@ pub fn handshake_token(query_token: Option<&str>, protocol_header: Option<&str>)
     offered
         .into_iter()
         .find(|p| *p != SUBPROTOCOL && !p.is_empty())
-        .map(|t| HandshakeToken { token: t.to_owned(), via_subprotocol: true })
+        .map(|t| HandshakeToken {
+            token: t.to_owned(),
+            via_subprotocol: true,
+        })
 }
 
 #[cfg(test)]

@@ -53,7 +53,12 @@ fn rs(claims: &serde_json::Value) -> String {
 #[test]
 fn accepts_rs256_es256_and_hs256() {
     let v = verifier(&[Algorithm::RS256, Algorithm::ES256, Algorithm::HS256]);
-    let expected = Principal { user: "u1".into(), tenant: "acme".into(), roles: vec!["student".into()], groups: vec!["course:42".into()] };
+    let expected = Principal {
+        user: "u1".into(),
+        tenant: "acme".into(),
+        roles: vec!["student".into()],
+        groups: vec!["course:42".into()],
+    };
     assert_eq!(v.verify(&rs(&claims())).unwrap(), expected);
     assert_eq!(v.verify(&sign(Algorithm::ES256, Some("ec-1"), &claims())).unwrap(), expected);
     assert_eq!(v.verify(&sign(Algorithm::HS256, None, &claims())).unwrap(), expected);
@@ -71,15 +76,26 @@ fn refuses_alg_none() {
 #[test]
 fn refuses_algorithm_confusion() {
     // The classic attack: HMAC-sign with the server's RSA *public* key as the secret.
-    let token = encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(RSA_PUBLIC_PEM.as_bytes())).unwrap();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(RSA_PUBLIC_PEM.as_bytes()),
+    )
+    .unwrap();
     assert_eq!(verifier(&[Algorithm::RS256]).verify(&token), Err(AuthError::AlgorithmNotAllowed));
     // Even when HS256 is enabled for development, only the configured secret verifies HMAC.
-    assert_eq!(verifier(&[Algorithm::RS256, Algorithm::HS256]).verify(&token), Err(AuthError::BadSignature));
+    assert_eq!(
+        verifier(&[Algorithm::RS256, Algorithm::HS256]).verify(&token),
+        Err(AuthError::BadSignature)
+    );
     // An RS256 token whose kid names an EC key is refused too.
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some("rsa-1".into());
     let token = encode(&header, &claims(), &EncodingKey::from_ec_der(EC_DER)).unwrap();
-    assert_eq!(verifier(&[Algorithm::RS256, Algorithm::ES256]).verify(&token), Err(AuthError::AlgorithmNotAllowed));
+    assert_eq!(
+        verifier(&[Algorithm::RS256, Algorithm::ES256]).verify(&token),
+        Err(AuthError::AlgorithmNotAllowed)
+    );
 }
 
 #[test]
@@ -130,10 +146,16 @@ fn refuses_tampered_payload_and_signature() {
 #[test]
 fn refuses_unknown_kid_and_missing_kid() {
     let v = verifier(&[Algorithm::RS256]);
-    assert_eq!(v.verify(&sign(Algorithm::RS256, Some("nope"), &claims())), Err(AuthError::UnknownKey));
+    assert_eq!(
+        v.verify(&sign(Algorithm::RS256, Some("nope"), &claims())),
+        Err(AuthError::UnknownKey)
+    );
     assert_eq!(v.verify(&sign(Algorithm::RS256, None, &claims())), Err(AuthError::UnknownKey));
     // Encryption keys in the set are never used for signatures.
-    assert_eq!(v.verify(&sign(Algorithm::RS256, Some("enc-1"), &claims())), Err(AuthError::UnknownKey));
+    assert_eq!(
+        v.verify(&sign(Algorithm::RS256, Some("enc-1"), &claims())),
+        Err(AuthError::UnknownKey)
+    );
 }
 
 #[test]
@@ -179,13 +201,24 @@ fn config_pins_algorithms_and_requires_keys() {
     use crate::config::tests::source;
     let base = [("HERALD_JWT_ISSUER", "i"), ("HERALD_JWT_AUDIENCE", "a")];
     let err = JwtConfig::from_source(&source(&base)).unwrap_err();
-    assert_eq!(err, ConfigError::Missing { name: "HERALD_JWT_JWKS_URL" });
+    assert_eq!(
+        err,
+        ConfigError::Missing {
+            name: "HERALD_JWT_JWKS_URL"
+        }
+    );
     let mut with = base.to_vec();
     with.push(("HERALD_JWT_ALGORITHMS", "HS256,none"));
     assert!(matches!(JwtConfig::from_source(&source(&with)), Err(ConfigError::Invalid { .. })));
     let mut with = base.to_vec();
     with.extend([("HERALD_JWT_ALGORITHMS", "HS256"), ("HERALD_JWT_HS256_SECRET", "short")]);
-    assert!(matches!(JwtConfig::from_source(&source(&with)), Err(ConfigError::Invalid { name: "HERALD_JWT_HS256_SECRET", .. })));
+    assert!(matches!(
+        JwtConfig::from_source(&source(&with)),
+        Err(ConfigError::Invalid {
+            name: "HERALD_JWT_HS256_SECRET",
+            ..
+        })
+    ));
     let mut with = base.to_vec();
     with.extend([("HERALD_JWT_ALGORITHMS", "ES256"), ("HERALD_JWT_JWKS", JWKS)]);
     assert_eq!(JwtConfig::from_source(&source(&with)).unwrap().algorithms, vec![Algorithm::ES256]);
@@ -195,11 +228,17 @@ fn config_pins_algorithms_and_requires_keys() {
 fn finds_handshake_token_in_query_or_subprotocol() {
     assert_eq!(
         handshake_token(Some("abc"), None),
-        Some(HandshakeToken { token: "abc".into(), via_subprotocol: false })
+        Some(HandshakeToken {
+            token: "abc".into(),
+            via_subprotocol: false
+        })
     );
     assert_eq!(
         handshake_token(None, Some("herald.v1, abc")),
-        Some(HandshakeToken { token: "abc".into(), via_subprotocol: true })
+        Some(HandshakeToken {
+            token: "abc".into(),
+            via_subprotocol: true
+        })
     );
     assert_eq!(handshake_token(None, Some("abc")), None, "must offer herald.v1");
     assert_eq!(handshake_token(Some(""), Some("herald.v1")), None);

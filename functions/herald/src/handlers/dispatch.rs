@@ -1,0 +1,492 @@
+//! `dispatch`: the SQS consumer that turns producer messages into pushes.
+//!
+//! Per message: validate (a bad one goes to the DLQ with its reason and never blocks the batch);
+//! claim its id (idempotency: a redelivery reuses the first cursor, a finished one is skipped);
+//! write the log entry **before** any push; resolve recipients by Query (never Scan); fan out
+//! with bounded concurrency; 410 → clean up at once; 429/5xx → retry queue with backoff; big
+//! audiences → fan-out shard jobs re-queued so several invocations post in parallel;
+//! `deliverAt` in the future → SQS delay (≤ 15 min) or a one-time Scheduler schedule.
+//! Only transient failures are reported back as batch item failures, for redelivery.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use aws_config::SdkConfig;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::MessageAttributeValue;
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::BoxError;
+use crate::config::{Env, Limits, Queues, Scheduling, Tables, ws_endpoint};
+use crate::cursor::Cursor;
+use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out, retry_delay_seconds};
+use crate::groups::Group;
+use crate::metrics::Metrics;
+use crate::notification::{
+    Control, LogEntry, NotificationRequest, ParseLimits, ProducerMessage, Rejection, format_time, now_rfc3339, parse_producer_message,
+};
+use crate::runtime::{Handler, InitError};
+use crate::schedule::{MAX_SQS_DELAY_SECONDS, Scheduler, schedule_name};
+use crate::store::{Claim, Reminder, ReminderState, Store, StoreError, epoch_seconds};
+
+/// Marks Herald's own messages on the dispatch queue (fan-out shard jobs).
+const INTERNAL_KEY: &str = "herald";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("SQS {op} failed: {message}")]
+    Sqs { op: &'static str, message: String },
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
+}
+
+/// What happened to one message, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered(FanoutSummary),
+    Duplicate,
+    Deferred,
+    Cancelled,
+    Rejected(String),
+    Controlled,
+    Shard(FanoutSummary),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanoutSummary {
+    pub delivered: usize,
+    pub gone: usize,
+    pub retried: usize,
+    pub failed: usize,
+    pub shards_queued: usize,
+}
+
+pub struct Dispatch {
+    store: Store,
+    sqs: aws_sdk_sqs::Client,
+    poster: Poster,
+    scheduler: Scheduler,
+    queues: Queues,
+    limits: Limits,
+}
+
+impl Dispatch {
+    pub fn new(store: Store, sqs: aws_sdk_sqs::Client, poster: Poster, scheduler: Scheduler, queues: Queues, limits: Limits) -> Self {
+        Self {
+            store,
+            sqs,
+            poster,
+            scheduler,
+            queues,
+            limits,
+        }
+    }
+
+    pub async fn batch(&self, event: SqsEvent) -> SqsBatchResponse {
+        let results: Vec<(Option<String>, Result<Outcome, DispatchError>)> = futures_util::stream::iter(event.records)
+            .map(|record| async move {
+                let id = record.message_id.clone();
+                (id, self.message(&record).await)
+            })
+            .buffer_unordered(10)
+            .collect()
+            .await;
+        let mut response = SqsBatchResponse::default();
+        for (id, result) in results {
+            match result {
+                Ok(outcome) => tracing::debug!(message = ?id, ?outcome, "processed"),
+                Err(e) => {
+                    tracing::error!(message = ?id, error = %e, "will be redelivered");
+                    if let Some(id) = id {
+                        let mut failure = BatchItemFailure::default();
+                        failure.item_identifier = id;
+                        response.batch_item_failures.push(failure);
+                    }
+                }
+            }
+        }
+        response
+    }
+
+    /// One SQS message. `Err` means transient: the message is redelivered.
+    pub async fn message(&self, record: &SqsMessage) -> Result<Outcome, DispatchError> {
+        let body = record.body.as_deref().unwrap_or_default();
+        if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(body)
+            && obj.get(INTERNAL_KEY).and_then(Value::as_str) == Some("fanout")
+            && let Ok(job) = serde_json::from_value::<FanoutJob>(obj.get("job").cloned().unwrap_or_default())
+        {
+            return self.run_job(&job).await.map(Outcome::Shard);
+        }
+        let limits = ParseLimits {
+            payload_budget: self.limits.payload_budget,
+            retention_seconds: self.limits.retention_seconds,
+        };
+        match parse_producer_message(body, limits) {
+            Err(rejection) => self.reject(record, &rejection).await,
+            Ok(ProducerMessage::Control(c)) => self.control(c).await.map(|_| Outcome::Controlled),
+            Ok(ProducerMessage::Notify(mut req)) => {
+                // Without a producer id, the SQS message id is the idempotency key: a redelivery
+                // of the same message carries the same id.
+                if req.id.is_none() {
+                    req.id = record.message_id.clone();
+                }
+                self.notify(req).await
+            }
+        }
+    }
+
+    async fn reject(&self, record: &SqsMessage, rejection: &Rejection) -> Result<Outcome, DispatchError> {
+        let attr = |v: &str| MessageAttributeValue::builder().data_type("String").string_value(v).build();
+        let reason = attr(rejection.code.as_str()).map_err(|e| DispatchError::Sqs {
+            op: "SendMessage",
+            message: e.to_string(),
+        })?;
+        let detail = attr(&truncate(&rejection.to_string(), 1024)).map_err(|e| DispatchError::Sqs {
+            op: "SendMessage",
+            message: e.to_string(),
+        })?;
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(&self.queues.dispatch_dlq)
+            .message_body(record.body.clone().unwrap_or_default())
+            .message_attributes("reason", reason)
+            .message_attributes("detail", detail);
+        if let Some(id) = &record.message_id {
+            send = send.message_attributes(
+                "sourceMessageId",
+                attr(id).map_err(|e| DispatchError::Sqs {
+                    op: "SendMessage",
+                    message: e.to_string(),
+                })?,
+            );
+        }
+        send.send().await.map_err(|e| DispatchError::Sqs {
+            op: "SendMessage",
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+        tracing::warn!(message = ?record.message_id, reason = rejection.code.as_str(), detail = %rejection, "rejected to the dead-letter queue");
+        Metrics::new("dispatch")
+            .with_dimension("Reason", rejection.code.as_str())
+            .count("Rejected", 1)
+            .flush();
+        Ok(Outcome::Rejected(rejection.code.as_str().to_owned()))
+    }
+
+    async fn control(&self, control: Control) -> Result<(), DispatchError> {
+        match control {
+            Control::Subscribe { tenant, user, group } => self.store.subscriptions.subscribe(&tenant, &user, &group).await?,
+            Control::Unsubscribe { tenant, user, group } => {
+                self.store.subscriptions.unsubscribe(&tenant, &user, &group).await?;
+            }
+            Control::Cancel { tenant, id } => self.cancel(&tenant, &id).await?,
+        }
+        Ok(())
+    }
+
+    /// Cancels a pending reminder: the record wins over a message still on its way, and the
+    /// schedule (if any) is deleted.
+    pub async fn cancel(&self, tenant: &str, id: &str) -> Result<(), DispatchError> {
+        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
+        let previous = self.store.reminders.cancel(tenant, id, expires).await?;
+        self.scheduler.delete(&schedule_name(tenant, id)).await?;
+        tracing::info!(tenant, id, ?previous, "reminder cancelled");
+        Ok(())
+    }
+
+    async fn notify(&self, req: NotificationRequest) -> Result<Outcome, DispatchError> {
+        let id = req.id.clone().unwrap_or_default();
+        if let Some(at) = req.deliver_at {
+            let wait = (at - Utc::now()).num_milliseconds();
+            if wait > 1000 {
+                return self.defer(req, wait).await;
+            }
+            if let Some(r) = self.store.reminders.get(&req.tenant, &id).await?
+                && r.state == ReminderState::Cancelled
+            {
+                Metrics::new("dispatch").count("Cancelled", 1).flush();
+                return Ok(Outcome::Cancelled);
+            }
+        }
+        let started = Instant::now();
+        let expires = epoch_seconds() + req.ttl_seconds.unwrap_or(self.limits.retention_seconds) as i64;
+        let cursor = match self.store.idempotency.claim(&req.tenant, &id, Cursor::now(), expires).await? {
+            Claim::Done(_) => {
+                Metrics::new("dispatch").count("Duplicates", 1).flush();
+                return Ok(Outcome::Duplicate);
+            }
+            Claim::New(c) | Claim::Unfinished(c) => c,
+        };
+        // The cursor's time is the creation time, so a redelivery renders the same frame.
+        let created_at = chrono::DateTime::<Utc>::from_timestamp_millis(cursor.millis() as i64)
+            .map(|t| format_time(&t))
+            .unwrap_or_else(now_rfc3339);
+        let entries: Vec<(Group, LogEntry)> = req
+            .to
+            .topics()
+            .into_iter()
+            .map(|topic| {
+                let entry = LogEntry {
+                    id: id.clone(),
+                    cursor,
+                    topic: topic.to_string(),
+                    content: req.content.clone(),
+                    created_at: created_at.clone(),
+                };
+                (topic, entry)
+            })
+            .collect();
+        // Nothing lost: the log is written before any push.
+        self.store.log.append(&req.tenant, &entries, expires).await?;
+
+        let summary = self.fan_out_entries(&req.tenant, &id, &entries).await?;
+        self.store.idempotency.finish(&req.tenant, &id).await?;
+        if req.deliver_at.is_some() {
+            self.store.reminders.mark_fired(&req.tenant, &id).await?;
+        }
+        let mut m = Metrics::new("dispatch");
+        m.count("Accepted", 1)
+            .count("Delivered", summary.delivered)
+            .count("Gone", summary.gone)
+            .count("Retried", summary.retried)
+            .count("ShardsQueued", summary.shards_queued)
+            .millis("FanoutDuration", started.elapsed().as_secs_f64() * 1000.0)
+            .flush();
+        tracing::info!(tenant = %req.tenant, id = %id, delivered = summary.delivered, gone = summary.gone, retried = summary.retried, shards = summary.shards_queued, "dispatched");
+        Ok(Outcome::Delivered(summary))
+    }
+
+    async fn defer(&self, req: NotificationRequest, wait_ms: i64) -> Result<Outcome, DispatchError> {
+        let id = req.id.clone().unwrap_or_default();
+        let at = req.deliver_at.unwrap_or_else(Utc::now);
+        let body = req.to_json().to_string();
+        let reminder = Reminder {
+            tenant: req.tenant.clone(),
+            id: id.clone(),
+            state: ReminderState::Scheduled,
+            deliver_at: format_time(&at),
+            request: body.clone(),
+            owner: None,
+        };
+        let expires = at.timestamp() + self.limits.retention_seconds as i64;
+        if !self.store.reminders.schedule(&reminder, expires).await? {
+            return Ok(Outcome::Cancelled);
+        }
+        let wait_s = (wait_ms + 999) / 1000;
+        if wait_s <= MAX_SQS_DELAY_SECONDS {
+            self.sqs
+                .send_message()
+                .queue_url(&self.queues.dispatch)
+                .message_body(body)
+                .delay_seconds(wait_s as i32)
+                .send()
+                .await
+                .map_err(|e| DispatchError::Sqs {
+                    op: "SendMessage",
+                    message: DisplayErrorContext(&e).to_string(),
+                })?;
+        } else {
+            self.scheduler.upsert(&schedule_name(&req.tenant, &id), &at, body).await?;
+        }
+        tracing::info!(tenant = %req.tenant, id = %id, deliver_at = %format_time(&at), "deferred");
+        Metrics::new("dispatch").count("Deferred", 1).flush();
+        Ok(Outcome::Deferred)
+    }
+
+    /// Fans one notification out to every topic's live connections. Each membership shard's first
+    /// page is posted here; the rest of a big group becomes shard jobs for other invocations.
+    async fn fan_out_entries(&self, tenant: &str, id: &str, entries: &[(Group, LogEntry)]) -> Result<FanoutSummary, DispatchError> {
+        let mut pages = Vec::new();
+        for (topic, entry) in entries {
+            let shards = topic.shards(self.limits.membership_shards);
+            let first_page = (self.limits.fanout_shard_size / usize::from(shards)).max(1);
+            for shard in 0..shards {
+                pages.push((topic.key(tenant), shard, first_page, entry.frame(false)));
+            }
+        }
+        let fetched: Vec<Result<_, StoreError>> = futures_util::stream::iter(pages)
+            .map(|(key, shard, limit, frame)| async move {
+                let page = self.store.connections.members_page(&key, shard, None, limit).await?;
+                Ok((key, shard, frame, page))
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut summary = FanoutSummary::default();
+        let mut by_frame: HashMap<String, Vec<String>> = HashMap::new();
+        for result in fetched {
+            let (key, shard, frame, page) = result?;
+            if let Some(after) = page.next {
+                self.queue_job(FanoutJob {
+                    tenant: tenant.to_owned(),
+                    id: id.to_owned(),
+                    group_key: key,
+                    shard,
+                    after: Some(after),
+                    frame: frame.clone(),
+                })
+                .await?;
+                summary.shards_queued += 1;
+            }
+            by_frame
+                .entry(frame)
+                .or_default()
+                .extend(page.members.into_iter().map(|m| m.connection_id));
+        }
+        let mut report = FanoutReport::default();
+        for (frame, connections) in by_frame {
+            let r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
+            self.settle(tenant, id, &frame, &r).await?;
+            report.merge(r);
+        }
+        summary.delivered = report.delivered;
+        summary.gone = report.gone.len();
+        summary.retried = report.retry.len();
+        summary.failed = report.failed;
+        Ok(summary)
+    }
+
+    /// One page of a big group: queue the next page first (so it proceeds in parallel), then post.
+    async fn run_job(&self, job: &FanoutJob) -> Result<FanoutSummary, DispatchError> {
+        let page = self
+            .store
+            .connections
+            .members_page(&job.group_key, job.shard, job.after.as_deref(), self.limits.fanout_shard_size)
+            .await?;
+        let mut summary = FanoutSummary::default();
+        if let Some(after) = page.next {
+            self.queue_job(FanoutJob {
+                after: Some(after),
+                ..job.clone()
+            })
+            .await?;
+            summary.shards_queued = 1;
+        }
+        let report = fan_out(
+            &self.poster,
+            page.members.into_iter().map(|m| m.connection_id),
+            &job.frame,
+            self.limits.fanout_concurrency,
+        )
+        .await;
+        self.settle(&job.tenant, &job.id, &job.frame, &report).await?;
+        summary.delivered = report.delivered;
+        summary.gone = report.gone.len();
+        summary.retried = report.retry.len();
+        summary.failed = report.failed;
+        Metrics::new("dispatch")
+            .count("Delivered", summary.delivered)
+            .count("Gone", summary.gone)
+            .count("Retried", summary.retried)
+            .flush();
+        Ok(summary)
+    }
+
+    async fn queue_job(&self, job: FanoutJob) -> Result<(), DispatchError> {
+        let body = serde_json::json!({ INTERNAL_KEY: "fanout", "job": job }).to_string();
+        self.sqs
+            .send_message()
+            .queue_url(&self.queues.dispatch)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| DispatchError::Sqs {
+                op: "SendMessage",
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// Acts on a fan-out's failures: gone connections are removed now, retryable ones go to the
+    /// retry queue with only their ids.
+    async fn settle(&self, tenant: &str, id: &str, frame: &str, report: &FanoutReport) -> Result<(), DispatchError> {
+        remove_gone(&self.store, &report.gone).await?;
+        if !report.retry.is_empty() {
+            send_retry(
+                &self.sqs,
+                &self.queues.retry,
+                RetryJob {
+                    tenant: tenant.to_owned(),
+                    id: id.to_owned(),
+                    frame: frame.to_owned(),
+                    connections: report.retry.clone(),
+                    attempt: 1,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes connections API Gateway reported gone (410), with their memberships.
+pub async fn remove_gone(store: &Store, gone: &[String]) -> Result<(), StoreError> {
+    let results: Vec<Result<usize, StoreError>> = futures_util::stream::iter(gone.iter().cloned())
+        .map(|c| async move { store.connections.close(&c).await })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+/// Queues a retry with backoff. Connection ids are chunked so a message stays far below SQS's
+/// 256 KB limit even with a 32 KB frame.
+pub async fn send_retry(sqs: &aws_sdk_sqs::Client, queue: &str, job: RetryJob) -> Result<(), DispatchError> {
+    for chunk in job.connections.chunks(500) {
+        let part = RetryJob {
+            connections: chunk.to_vec(),
+            ..job.clone()
+        };
+        let body = serde_json::to_string(&part).map_err(|e| DispatchError::Sqs {
+            op: "SendMessage",
+            message: e.to_string(),
+        })?;
+        sqs.send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .delay_seconds(retry_delay_seconds(job.attempt))
+            .send()
+            .await
+            .map_err(|e| DispatchError::Sqs {
+                op: "SendMessage",
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.char_indices().take_while(|(i, _)| *i < max).map(|(_, c)| c).collect()
+}
+
+impl Handler for Dispatch {
+    type Event = SqsEvent;
+    type Output = SqsBatchResponse;
+    const NAME: &'static str = "dispatch";
+
+    async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
+        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
+        let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
+        Ok(Self::new(
+            store,
+            aws_sdk_sqs::Client::new(&sdk),
+            poster,
+            scheduler,
+            Queues::from_source(&Env)?,
+            Limits::from_source(&Env)?,
+        ))
+    }
+
+    async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {
+        Ok(self.batch(event).await)
+    }
+}

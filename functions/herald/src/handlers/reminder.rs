@@ -1,0 +1,124 @@
+//! `reminder`: the EventBridge Scheduler target. Scheduler delivers at least once, so a fired or
+//! cancelled reminder is skipped; the notification then goes to dispatch, whose idempotency on
+//! the id makes two racing fires push once.
+
+use aws_config::SdkConfig;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use serde_json::Value;
+
+use super::dispatch::DispatchError;
+use crate::BoxError;
+use crate::config::{Env, Limits, Queues, Tables};
+use crate::metrics::Metrics;
+use crate::notification::{ParseLimits, ProducerMessage, parse_producer_message};
+use crate::runtime::{Handler, InitError};
+use crate::store::{ReminderState, Store};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fired {
+    Sent,
+    Skipped(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReminderError {
+    #[error("schedule input is not a notification with an id: {0}")]
+    BadInput(String),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+}
+
+pub struct ReminderTarget {
+    store: Store,
+    sqs: aws_sdk_sqs::Client,
+    dispatch_queue: String,
+    limits: Limits,
+}
+
+impl ReminderTarget {
+    pub fn new(store: Store, sqs: aws_sdk_sqs::Client, dispatch_queue: String, limits: Limits) -> Self {
+        Self {
+            store,
+            sqs,
+            dispatch_queue,
+            limits,
+        }
+    }
+
+    pub async fn fire(&self, input: &Value) -> Result<Fired, ReminderError> {
+        let body = input.to_string();
+        let limits = ParseLimits {
+            payload_budget: self.limits.payload_budget,
+            retention_seconds: self.limits.retention_seconds,
+        };
+        let req = match parse_producer_message(&body, limits) {
+            Ok(ProducerMessage::Notify(r)) if r.id.is_some() => r,
+            Ok(_) => return Err(ReminderError::BadInput("not a notification with an id".into())),
+            Err(e) => return Err(ReminderError::BadInput(e.to_string())),
+        };
+        let id = req.id.as_deref().unwrap_or_default();
+        if let Some(r) = self.store.reminders.get(&req.tenant, id).await.map_err(DispatchError::from)? {
+            match r.state {
+                ReminderState::Cancelled => return Ok(self.skipped("cancelled")),
+                ReminderState::Fired => return Ok(self.skipped("already fired")),
+                ReminderState::Scheduled => {}
+            }
+        }
+        // Send first, then mark: a crash in between means a second fire, which dispatch
+        // deduplicates; the other order could lose the reminder.
+        self.sqs
+            .send_message()
+            .queue_url(&self.dispatch_queue)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| DispatchError::Sqs {
+                op: "SendMessage",
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        self.store
+            .reminders
+            .mark_fired(&req.tenant, id)
+            .await
+            .map_err(DispatchError::from)?;
+        Metrics::new("reminder").count("Fired", 1).flush();
+        tracing::info!(tenant = %req.tenant, id, "reminder fired");
+        Ok(Fired::Sent)
+    }
+
+    fn skipped(&self, why: &'static str) -> Fired {
+        Metrics::new("reminder").count("Skipped", 1).flush();
+        tracing::info!(why, "reminder skipped");
+        Fired::Skipped(why)
+    }
+}
+
+impl Handler for ReminderTarget {
+    type Event = Value;
+    type Output = Value;
+    const NAME: &'static str = "reminder";
+
+    async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
+        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let queues = Queues::from_source(&Env)?;
+        Ok(Self::new(
+            store,
+            aws_sdk_sqs::Client::new(&sdk),
+            queues.dispatch,
+            Limits::from_source(&Env)?,
+        ))
+    }
+
+    async fn handle(&self, event: Value) -> Result<Value, BoxError> {
+        match self.fire(&event).await {
+            Ok(Fired::Sent) => Ok(serde_json::json!({"fired": true})),
+            Ok(Fired::Skipped(why)) => Ok(serde_json::json!({"fired": false, "reason": why})),
+            // Bad input can never succeed: report without an error so Scheduler does not retry.
+            Err(ReminderError::BadInput(e)) => {
+                tracing::error!(error = %e, "unusable schedule input");
+                Ok(serde_json::json!({"fired": false, "reason": e}))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

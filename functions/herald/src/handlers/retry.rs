@@ -1,0 +1,126 @@
+//! `retry`: re-posts a frame to the connections a fan-out could not reach (429, 5xx, timeouts).
+//! Each round that still fails is re-queued with a longer, jittered delay; after the configured
+//! number of attempts it gives up and counts it. Nothing is lost by giving up: the notification
+//! is in the log, and the client gets it from `resume`/`missed` when it reconnects.
+
+use aws_config::SdkConfig;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+
+use super::dispatch::{DispatchError, remove_gone, send_retry};
+use crate::BoxError;
+use crate::config::{Env, Limits, Queues, Tables, ws_endpoint};
+use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
+use crate::metrics::Metrics;
+use crate::runtime::{Handler, InitError};
+use crate::store::Store;
+
+pub struct Retry {
+    store: Store,
+    sqs: aws_sdk_sqs::Client,
+    poster: Poster,
+    retry_queue: String,
+    limits: Limits,
+}
+
+/// One retry round's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Posted (or cleaned up) everything that could be; `requeued` still pending.
+    Done { delivered: usize, gone: usize, requeued: usize },
+    /// Out of attempts for these connections.
+    Abandoned { delivered: usize, abandoned: usize },
+    /// Not a retry job: dropped with an error log (it can never succeed).
+    Malformed,
+}
+
+impl Retry {
+    pub fn new(store: Store, sqs: aws_sdk_sqs::Client, poster: Poster, retry_queue: String, limits: Limits) -> Self {
+        Self {
+            store,
+            sqs,
+            poster,
+            retry_queue,
+            limits,
+        }
+    }
+
+    pub async fn job(&self, body: &str) -> Result<RetryOutcome, DispatchError> {
+        let Ok(job) = serde_json::from_str::<RetryJob>(body) else {
+            tracing::error!(body_len = body.len(), "retry message is not a retry job; dropped");
+            Metrics::new("retry").count("Malformed", 1).flush();
+            return Ok(RetryOutcome::Malformed);
+        };
+        let report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
+        remove_gone(&self.store, &report.gone).await?;
+        let mut m = Metrics::new("retry");
+        m.count("Delivered", report.delivered).count("Gone", report.gone.len());
+        let outcome = if report.retry.is_empty() {
+            RetryOutcome::Done {
+                delivered: report.delivered,
+                gone: report.gone.len(),
+                requeued: 0,
+            }
+        } else if job.attempt >= self.limits.retry_max_attempts {
+            tracing::warn!(tenant = %job.tenant, id = %job.id, connections = report.retry.len(), attempts = job.attempt, "giving up; the log still holds the notification");
+            m.count("Abandoned", report.retry.len());
+            RetryOutcome::Abandoned {
+                delivered: report.delivered,
+                abandoned: report.retry.len(),
+            }
+        } else {
+            let requeued = report.retry.len();
+            send_retry(
+                &self.sqs,
+                &self.retry_queue,
+                RetryJob {
+                    connections: report.retry,
+                    attempt: job.attempt + 1,
+                    ..job
+                },
+            )
+            .await?;
+            m.count("Retried", requeued);
+            RetryOutcome::Done {
+                delivered: report.delivered,
+                gone: report.gone.len(),
+                requeued,
+            }
+        };
+        m.flush();
+        Ok(outcome)
+    }
+}
+
+impl Handler for Retry {
+    type Event = SqsEvent;
+    type Output = SqsBatchResponse;
+    const NAME: &'static str = "retry";
+
+    async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
+        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
+        let queues = Queues::from_source(&Env)?;
+        Ok(Self::new(
+            store,
+            aws_sdk_sqs::Client::new(&sdk),
+            poster,
+            queues.retry,
+            Limits::from_source(&Env)?,
+        ))
+    }
+
+    async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, BoxError> {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            if let Err(e) = self.job(record.body.as_deref().unwrap_or_default()).await {
+                tracing::error!(message = ?record.message_id, error = %e, "will be redelivered");
+                if let Some(id) = record.message_id {
+                    let mut f = BatchItemFailure::default();
+                    f.item_identifier = id;
+                    response.batch_item_failures.push(f);
+                }
+            }
+        }
+        Ok(response)
+    }
+}

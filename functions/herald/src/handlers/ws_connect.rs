@@ -1,0 +1,74 @@
+//! `$connect`: store the connection and its automatic memberships (`user:{sub}`, `tenant`, `all`
+//! and the user's durable subscriptions), then accept. Answers `herald.v1` when the browser
+//! offered it (the token came as a subprotocol).
+
+use aws_config::SdkConfig;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::http::HeaderValue;
+
+use super::ws::{caller, status};
+use crate::BoxError;
+use crate::auth::SUBPROTOCOL;
+use crate::config::{Env, Limits, Tables};
+use crate::groups::Group;
+use crate::metrics::Metrics;
+use crate::runtime::{Handler, InitError};
+use crate::store::{ConnectionRecord, Store};
+
+pub struct WsConnect {
+    store: Store,
+    limits: Limits,
+}
+
+impl WsConnect {
+    pub fn new(store: Store, limits: Limits) -> Self {
+        Self { store, limits }
+    }
+
+    pub async fn connect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
+        let who = caller(req)?;
+        let p = &who.principal;
+        let mut groups = vec![Group::user(&p.user), Group::Tenant, Group::All];
+        groups.extend(self.store.subscriptions.list(&p.tenant, &p.user).await?);
+        let record = ConnectionRecord {
+            id: who.connection_id.clone(),
+            user: p.user.clone(),
+            tenant: p.tenant.clone(),
+            roles: p.roles.clone(),
+            groups: p.groups.clone(),
+            connected_at: req.request_context.connected_at,
+        };
+        self.store
+            .connections
+            .open(&record, &groups, self.limits.membership_shards, self.limits.connection_ttl_seconds)
+            .await?;
+        tracing::info!(connection = %record.id, user = %p.user, tenant = %p.tenant, groups = groups.len(), "connected");
+        Metrics::new("ws-connect").count("ConnectionsOpened", 1).flush();
+
+        let mut resp = status(200);
+        let offered = req
+            .headers
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if offered.split(',').any(|p| p.trim() == SUBPROTOCOL) {
+            resp.headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+        }
+        Ok(resp)
+    }
+}
+
+impl Handler for WsConnect {
+    type Event = ApiGatewayWebsocketProxyRequest;
+    type Output = ApiGatewayProxyResponse;
+    const NAME: &'static str = "ws-connect";
+
+    async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
+        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        Ok(Self::new(store, Limits::from_source(&Env)?))
+    }
+
+    async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {
+        self.connect(&event).await
+    }
+}

@@ -1,0 +1,50 @@
+//! `$disconnect`: remove the connection and all its memberships. Idempotent, because API Gateway
+//! delivers `$disconnect` at best once and a 410 or TTL may have cleaned up first.
+
+use aws_config::SdkConfig;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+
+use super::ws::status;
+use crate::BoxError;
+use crate::config::{Env, Tables};
+use crate::metrics::Metrics;
+use crate::runtime::{Handler, InitError};
+use crate::store::Store;
+
+pub struct WsDisconnect {
+    store: Store,
+}
+
+impl WsDisconnect {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    pub async fn disconnect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
+        // Only the connection id is needed: cleanup must work even without authorizer context.
+        let Some(id) = req.request_context.connection_id.as_deref().filter(|c| !c.is_empty()) else {
+            return Ok(status(200));
+        };
+        let removed = self.store.connections.close(id).await?;
+        tracing::info!(connection = %id, memberships = removed, code = ?req.request_context.disconnect_status_code, "disconnected");
+        Metrics::new("ws-disconnect").count("ConnectionsClosed", 1).flush();
+        Ok(status(200))
+    }
+}
+
+impl Handler for WsDisconnect {
+    type Event = ApiGatewayWebsocketProxyRequest;
+    type Output = ApiGatewayProxyResponse;
+    const NAME: &'static str = "ws-disconnect";
+
+    async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
+        Ok(Self::new(Store::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &Tables::from_source(&Env)?,
+        )))
+    }
+
+    async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {
+        self.disconnect(&event).await
+    }
+}

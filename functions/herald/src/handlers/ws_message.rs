@@ -1,0 +1,141 @@
+//! `$default`: `resume`, `ack`, `ping`, and a clear error frame for anything else.
+//!
+//! `resume` replays, from the log, the caller's notifications after a cursor — only from topics
+//! the connection is a member of right now (so a group it left, or never could join, is never
+//! replayed) — as `replayed` notification frames posted in cursor order, then answers
+//! `resumed {cursor,count,more}`. Big gaps are paged: `more: true` means "resume again from
+//! `cursor`".
+
+use aws_config::SdkConfig;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use serde_json::{Map, Value, json};
+
+use super::replay::read_merged;
+use super::ws::{Caller, answer, caller};
+use super::ws_join::{JoinError, WsJoin};
+use crate::BoxError;
+use crate::config::{Env, Limits, Tables, ws_endpoint};
+use crate::cursor::Cursor;
+use crate::delivery::{PostOutcome, Poster};
+use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
+use crate::groups::Group;
+use crate::metrics::Metrics;
+use crate::policy::RolePolicy;
+use crate::runtime::{Handler, InitError};
+use crate::store::{Store, epoch_seconds};
+
+/// Frames replayed by one `resume`; the client pages beyond it.
+pub const RESUME_PAGE: usize = 200;
+
+pub struct WsMessage {
+    store: Store,
+    poster: Poster,
+    limits: Limits,
+    joins: WsJoin,
+}
+
+impl WsMessage {
+    pub fn new(store: Store, poster: Poster, limits: Limits, roles: RolePolicy) -> Self {
+        let joins = WsJoin::new(store.clone(), limits.clone(), roles);
+        Self {
+            store,
+            poster,
+            limits,
+            joins,
+        }
+    }
+
+    pub async fn route(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
+        let who = caller(req)?;
+        let frame = match frames::parse(req.body.as_deref().unwrap_or_default()) {
+            Ok(f) => f,
+            Err(e) => return Ok(answer(Some(e.to_json()))),
+        };
+        let body = match frame {
+            ClientFrame::Ping { reference } => frames::reply("pong", Map::new(), reference),
+            ClientFrame::Ack { ids, reference } => {
+                let p = &who.principal;
+                let expires = epoch_seconds() + self.limits.retention_seconds as i64;
+                self.store.read_state.mark_read(&p.tenant, &p.user, &ids, expires).await?;
+                let mut m = Map::new();
+                m.insert("count".into(), ids.len().into());
+                frames::reply("acked", m, reference)
+            }
+            ClientFrame::Resume { since, reference } => self.resume(&who, since.as_deref(), reference).await?,
+            // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
+            ClientFrame::Join { group, reference } => flatten(self.joins.join(&who, &group, reference).await)?,
+            ClientFrame::Leave { group, reference } => flatten(self.joins.leave(&who, &group, reference).await)?,
+        };
+        Ok(answer(Some(body)))
+    }
+
+    async fn resume(&self, who: &Caller, since: Option<&str>, reference: Option<Value>) -> Result<String, BoxError> {
+        let since = match since {
+            None => Cursor::MIN,
+            Some(s) => match s.parse::<Cursor>() {
+                Ok(c) => c,
+                Err(_) => return Ok(ErrorFrame::new(ErrorCode::BadRequest, "since is not a valid cursor", reference).to_json()),
+            },
+        };
+        let p = &who.principal;
+        // The connection's memberships are the entitlement record: joins were authorized when
+        // they happened, and a group the caller left is no longer among them.
+        let topics: Vec<Group> = self
+            .store
+            .connections
+            .groups_of(&who.connection_id)
+            .await?
+            .iter()
+            .filter_map(|g| Group::parse(g).ok())
+            .collect();
+        let floor = Cursor::at_millis((epoch_seconds() as u64).saturating_sub(self.limits.retention_seconds) * 1000);
+        let page = read_merged(&self.store, &p.tenant, &topics, since.max(floor), RESUME_PAGE).await?;
+        let mut sent = 0;
+        let mut cursor = since;
+        for entry in &page.entries {
+            match self.poster.post(&who.connection_id, &entry.frame(true)).await {
+                PostOutcome::Delivered => {
+                    sent += 1;
+                    cursor = entry.cursor;
+                }
+                PostOutcome::Gone => {
+                    self.store.connections.close(&who.connection_id).await?;
+                    return Ok(String::new());
+                }
+                // Stop at the first failure so the client's cursor never skips an entry.
+                PostOutcome::Retryable(_) | PostOutcome::Failed(_) => break,
+            }
+        }
+        let more = page.more || sent < page.entries.len();
+        if page.entries.is_empty() {
+            cursor = since.max(page.cursor);
+        }
+        Metrics::new("ws-message").count("Resumes", 1).count("Replayed", sent).flush();
+        let m = json!({"cursor": cursor.to_string(), "count": sent, "more": more});
+        Ok(frames::reply("resumed", m.as_object().cloned().unwrap_or_default(), reference))
+    }
+}
+
+fn flatten(r: Result<String, JoinError>) -> Result<String, BoxError> {
+    match r {
+        Ok(s) => Ok(s),
+        Err(JoinError::Refused(frame)) => Ok(frame.to_json()),
+        Err(JoinError::Store(e)) => Err(e.into()),
+    }
+}
+
+impl Handler for WsMessage {
+    type Event = ApiGatewayWebsocketProxyRequest;
+    type Output = ApiGatewayProxyResponse;
+    const NAME: &'static str = "ws-message";
+
+    async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
+        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
+        Ok(Self::new(store, poster, Limits::from_source(&Env)?, RolePolicy::from_source(&Env)?))
+    }
+
+    async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {
+        self.route(&event).await
+    }
+}

@@ -1,0 +1,183 @@
+//! DynamoDB data layer. Every access pattern is a key lookup or a Query; nothing Scans.
+//!
+//! Two tables, both `pk`/`sk` strings with TTL on `expiresAt` (see `docs/data-model.md`):
+//! - `ConnectionsTable`: ephemeral connection state — connections and group memberships.
+//! - `NotificationsTable`: the log and per-user state — log entries, idempotency keys, read
+//!   marks, durable subscriptions, reminders.
+
+mod connections;
+mod log;
+mod state;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
+
+pub use connections::{ConnectionRecord, Connections, Member, MembersPage};
+pub use log::{Log, LogPage};
+pub use state::{Claim, Idempotency, ReadState, Reminder, ReminderState, Reminders, Subscriptions};
+
+use crate::config::Tables;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {op} failed: {message}")]
+    Dynamo {
+        op: &'static str,
+        code: Option<String>,
+        message: String,
+    },
+    #[error("DynamoDB {op} left {count} items unprocessed after retries")]
+    Unprocessed { op: &'static str, count: usize },
+    #[error("stored item is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn dynamo<E>(op: &'static str, err: aws_sdk_dynamodb::error::SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::Dynamo {
+            op,
+            code: err.code().map(str::to_owned),
+            message: DisplayErrorContext(&err).to_string(),
+        }
+    }
+
+    /// Throttling and capacity errors: worth redelivering the message that hit them.
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, StoreError::Dynamo { code: Some(c), .. } if c.contains("Throttl") || c == "ProvisionedThroughputExceededException" || c == "RequestLimitExceeded")
+    }
+}
+
+/// Every store over one shared client, built once at init.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub connections: Connections,
+    pub log: Log,
+    pub idempotency: Idempotency,
+    pub subscriptions: Subscriptions,
+    pub read_state: ReadState,
+    pub reminders: Reminders,
+}
+
+impl Store {
+    pub fn new(client: Client, tables: &Tables) -> Self {
+        let n = || Table {
+            client: client.clone(),
+            name: tables.notifications.clone(),
+        };
+        Self {
+            connections: Connections::new(Table {
+                client: client.clone(),
+                name: tables.connections.clone(),
+            }),
+            log: Log::new(n()),
+            idempotency: Idempotency::new(n()),
+            subscriptions: Subscriptions::new(n()),
+            read_state: ReadState::new(n()),
+            reminders: Reminders::new(n()),
+        }
+    }
+}
+
+/// A client and a table name.
+#[derive(Clone, Debug)]
+pub(crate) struct Table {
+    pub client: Client,
+    pub name: String,
+}
+
+/// DynamoDB's BatchWriteItem limit.
+const BATCH_LIMIT: usize = 25;
+const BATCH_ATTEMPTS: u32 = 8;
+
+impl Table {
+    /// Writes in chunks of 25 and retries `UnprocessedItems` with exponential backoff, as the
+    /// DynamoDB docs require: a batch that "succeeds" may still have left items unwritten.
+    pub async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let mut pending: Vec<WriteRequest> = requests;
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(BATCH_LIMIT));
+            let mut chunk = std::mem::replace(&mut pending, rest);
+            let mut attempt = 0;
+            while !chunk.is_empty() {
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                if attempt >= BATCH_ATTEMPTS {
+                    return Err(StoreError::Unprocessed {
+                        op: "BatchWriteItem",
+                        count: chunk.len(),
+                    });
+                }
+                attempt += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(self.name.clone(), chunk)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::dynamo("BatchWriteItem", e))?;
+                chunk = out.unprocessed_items.and_then(|mut m| m.remove(&self.name)).unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 25u64 << attempt.min(6);
+    Duration::from_millis(base + jitter(base))
+}
+
+/// A random number below `bound` (for backoff jitter).
+pub fn jitter(bound: u64) -> u64 {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    if bound == 0 { 0 } else { u64::from_le_bytes(b) % bound }
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn get_s<'a>(item: &'a Item, key: &str) -> Result<&'a str, StoreError> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| StoreError::Corrupt(format!("missing string {key}")))
+}
+
+pub(crate) fn get_n(item: &Item, key: &str) -> Result<i64, StoreError> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("missing number {key}")))
+}
+
+pub(crate) fn get_list(item: &Item, key: &str) -> Vec<String> {
+    match item.get(key) {
+        Some(AttributeValue::L(values)) => values.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) fn list(values: &[String]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(|v| s(v.clone())).collect())
+}
+
+/// Seconds since the epoch, for TTL attributes.
+pub fn epoch_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
+}

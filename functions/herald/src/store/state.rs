@@ -1,0 +1,439 @@
+//! Per-user and per-notification state in `NotificationsTable`.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | idempotency key | `i#{tenant}#{id}` | `#` |
+//! | durable subscription | `s#{tenant}#{user}` | `{group}` |
+//! | read mark | `r#{tenant}#{user}` | `m#{id}` |
+//! | read cursor | `r#{tenant}#{user}` | `#cursor` |
+//! | reminder | `m#{tenant}#{id}` | `#` |
+
+use std::collections::HashSet;
+
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+
+use aws_sdk_dynamodb::types::{PutRequest, ReturnValue, WriteRequest};
+
+use super::{Item, StoreError, Table, get_s, n, s};
+use crate::cursor::Cursor;
+use crate::groups::Group;
+
+fn conditional_failed<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// The outcome of claiming a notification id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First time: proceed with this cursor.
+    New(Cursor),
+    /// Seen before but not finished (a crash or redelivery mid-way): log and push again with
+    /// the original cursor; clients dedupe on the id.
+    Unfinished(Cursor),
+    /// Already logged and pushed: skip.
+    Done(Cursor),
+}
+
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    table: Table,
+}
+
+impl Idempotency {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    fn key(tenant: &str, id: &str) -> String {
+        format!("i#{tenant}#{id}")
+    }
+
+    /// Claims `id` with `cursor` if nobody has; otherwise reports the stored state.
+    pub async fn claim(&self, tenant: &str, id: &str, cursor: Cursor, expires_at: i64) -> Result<Claim, StoreError> {
+        let put = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .item("pk", s(Self::key(tenant, id)))
+            .item("sk", s("#"))
+            .item("cursor", s(cursor.to_string()))
+            .item("state", s("logging"))
+            .item("expiresAt", n(expires_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => return Ok(Claim::New(cursor)),
+            Err(e) if conditional_failed(&e) => {}
+            Err(e) => return Err(StoreError::dynamo("PutItem", e)),
+        }
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, id)))
+            .key("sk", s("#"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        let item = out
+            .item
+            .ok_or_else(|| StoreError::Corrupt(format!("idempotency key {id} vanished")))?;
+        let stored = get_s(&item, "cursor")?
+            .parse::<Cursor>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(if get_s(&item, "state")? == "done" {
+            Claim::Done(stored)
+        } else {
+            Claim::Unfinished(stored)
+        })
+    }
+
+    /// Marks the notification logged and pushed (every live recipient posted, or handed to the
+    /// retry queue or a fan-out shard).
+    pub async fn finish(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, id)))
+            .key("sk", s("#"))
+            .update_expression("SET #s = :done")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":done", s("done"))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
+        Ok(())
+    }
+}
+
+/// Durable entitlements written by services (e.g. enrollment sync).
+#[derive(Clone, Debug)]
+pub struct Subscriptions {
+    table: Table,
+}
+
+impl Subscriptions {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    fn key(tenant: &str, user: &str) -> String {
+        format!("s#{tenant}#{user}")
+    }
+
+    pub async fn subscribe(&self, tenant: &str, user: &str, group: &Group) -> Result<(), StoreError> {
+        self.table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .item("pk", s(Self::key(tenant, user)))
+            .item("sk", s(group.to_string()))
+            .item("createdAt", s(crate::notification::now_rfc3339()))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Returns whether the subscription existed.
+    pub async fn unsubscribe(&self, tenant: &str, user: &str, group: &Group) -> Result<bool, StoreError> {
+        let out = self
+            .table
+            .client
+            .delete_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, user)))
+            .key("sk", s(group.to_string()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
+        Ok(out.attributes.is_some())
+    }
+
+    pub async fn exists(&self, tenant: &str, user: &str, group: &Group) -> Result<bool, StoreError> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, user)))
+            .key("sk", s(group.to_string()))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        Ok(out.item.is_some())
+    }
+
+    pub async fn list(&self, tenant: &str, user: &str) -> Result<Vec<Group>, StoreError> {
+        let mut groups = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(Self::key(tenant, user)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                // Names were validated on write; skip rather than fail a connect on a bad row.
+                if let Ok(g) = Group::parse(get_s(&item, "sk")?) {
+                    groups.push(g);
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(groups);
+            }
+        }
+    }
+}
+
+/// Read marks (`ack`, `POST /notifications/read`) and the read cursor.
+#[derive(Clone, Debug)]
+pub struct ReadState {
+    table: Table,
+}
+
+impl ReadState {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    fn key(tenant: &str, user: &str) -> String {
+        format!("r#{tenant}#{user}")
+    }
+
+    pub async fn mark_read(&self, tenant: &str, user: &str, ids: &[String], expires_at: i64) -> Result<(), StoreError> {
+        let mut writes = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::new();
+        for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
+            let item = Item::from([
+                ("pk".into(), s(Self::key(tenant, user))),
+                ("sk".into(), s(format!("m#{id}"))),
+                ("expiresAt".into(), n(expires_at)),
+            ]);
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|x| StoreError::Corrupt(x.to_string()))?;
+            writes.push(WriteRequest::builder().put_request(put).build());
+        }
+        self.table.batch_write(writes).await
+    }
+
+    /// Everything up to and including `cursor` counts as read; only moves forward.
+    pub async fn advance_cursor(&self, tenant: &str, user: &str, cursor: Cursor) -> Result<(), StoreError> {
+        let res = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .item("pk", s(Self::key(tenant, user)))
+            .item("sk", s("#cursor"))
+            .item("cursor", s(cursor.to_string()))
+            .condition_expression("attribute_not_exists(pk) OR #c < :c")
+            .expression_attribute_names("#c", "cursor")
+            .expression_attribute_values(":c", s(cursor.to_string()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_failed(&e) => Ok(()),
+            Err(e) => Err(StoreError::dynamo("PutItem", e)),
+        }
+    }
+
+    /// The read cursor and the ids marked read.
+    pub async fn load(&self, tenant: &str, user: &str) -> Result<(Cursor, HashSet<String>), StoreError> {
+        let mut cursor = Cursor::MIN;
+        let mut ids = HashSet::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(Self::key(tenant, user)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                let sk = get_s(&item, "sk")?;
+                if let Some(id) = sk.strip_prefix("m#") {
+                    ids.insert(id.to_owned());
+                } else if sk == "#cursor" {
+                    cursor = get_s(&item, "cursor")?
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt("read cursor".into()))?;
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok((cursor, ids));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReminderState {
+    Scheduled,
+    Fired,
+    Cancelled,
+}
+
+impl ReminderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReminderState::Scheduled => "scheduled",
+            ReminderState::Fired => "fired",
+            ReminderState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scheduled" => Some(Self::Scheduled),
+            "fired" => Some(Self::Fired),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reminder {
+    pub tenant: String,
+    pub id: String,
+    pub state: ReminderState,
+    pub deliver_at: String,
+    /// The producer message, as it will be handed to dispatch.
+    pub request: String,
+    /// Who created it through the HTTP API (absent for SQS producers).
+    pub owner: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Reminders {
+    table: Table,
+}
+
+impl Reminders {
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table }
+    }
+
+    fn key(tenant: &str, id: &str) -> String {
+        format!("m#{tenant}#{id}")
+    }
+
+    /// Records a scheduled reminder. Sending the same id again reschedules it; a cancelled id
+    /// stays cancelled so a late redelivery cannot resurrect it. Returns false when cancelled.
+    pub async fn schedule(&self, r: &Reminder, expires_at: i64) -> Result<bool, StoreError> {
+        let mut put = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .item("pk", s(Self::key(&r.tenant, &r.id)))
+            .item("sk", s("#"))
+            .item("state", s(ReminderState::Scheduled.as_str()))
+            .item("deliverAt", s(r.deliver_at.clone()))
+            .item("request", s(r.request.clone()))
+            .item("expiresAt", n(expires_at))
+            .condition_expression("attribute_not_exists(pk) OR #s <> :cancelled")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":cancelled", s(ReminderState::Cancelled.as_str()));
+        if let Some(owner) = &r.owner {
+            put = put.item("owner", s(owner.clone()));
+        }
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(StoreError::dynamo("PutItem", e)),
+        }
+    }
+
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Reminder>, StoreError> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, id)))
+            .key("sk", s("#"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        Ok(Some(Reminder {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+            state: ReminderState::parse(get_s(&item, "state")?).ok_or_else(|| StoreError::Corrupt("reminder state".into()))?,
+            deliver_at: item.get("deliverAt").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
+            request: item.get("request").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
+            owner: item.get("owner").and_then(|v| v.as_s().ok()).cloned(),
+        }))
+    }
+
+    /// Cancels, even before the reminder is known: a cancel that overtakes its notification on
+    /// the queue still wins. Returns the previous state, if any.
+    pub async fn cancel(&self, tenant: &str, id: &str, expires_at: i64) -> Result<Option<ReminderState>, StoreError> {
+        let out = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, id)))
+            .key("sk", s("#"))
+            .update_expression("SET #s = :cancelled, expiresAt = if_not_exists(expiresAt, :exp)")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":cancelled", s(ReminderState::Cancelled.as_str()))
+            .expression_attribute_values(":exp", n(expires_at))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
+        Ok(out
+            .attributes
+            .and_then(|a| a.get("state").and_then(|v| v.as_s().ok()).and_then(|s| ReminderState::parse(s))))
+    }
+
+    /// Scheduled → fired, once. Returns false if it was not scheduled (fired or cancelled).
+    pub async fn mark_fired(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let res = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, id)))
+            .key("sk", s("#"))
+            .update_expression("SET #s = :fired")
+            .condition_expression("#s = :scheduled")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":fired", s(ReminderState::Fired.as_str()))
+            .expression_attribute_values(":scheduled", s(ReminderState::Scheduled.as_str()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
+    }
+}
