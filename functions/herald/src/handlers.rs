@@ -1,5 +1,6 @@
 //! One module per function: parse the event, apply it through the core modules, answer.
 
+pub mod api;
 pub mod authorizer;
 pub mod dispatch;
 pub mod reminder;
@@ -9,6 +10,7 @@ pub mod ws_disconnect;
 pub mod ws_join;
 pub mod ws_message;
 
+mod defer;
 mod replay;
 mod ws;
 

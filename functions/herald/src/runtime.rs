@@ -90,3 +90,21 @@ pub async fn run<H: Handler>() -> Result<(), BoxError> {
     }))
     .await
 }
+
+/// The `main` of the HTTP API function (lambda_http adapts payload 2.0 events to `http` types).
+pub async fn run_http() -> Result<(), BoxError> {
+    init_tracing();
+    let sdk = sdk_config().await;
+    let api = match crate::handlers::api::Api::init(sdk).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(function = "api", error = %e, "init failed");
+            return Err(e.into());
+        }
+    };
+    let api = &api;
+    lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| async move {
+        Ok::<_, BoxError>(api.handle(req).await)
+    }))
+    .await
+}

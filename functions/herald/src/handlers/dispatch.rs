@@ -29,8 +29,10 @@ use crate::notification::{
     Control, LogEntry, NotificationRequest, ParseLimits, ProducerMessage, Rejection, format_time, now_rfc3339, parse_producer_message,
 };
 use crate::runtime::{Handler, InitError};
-use crate::schedule::{MAX_SQS_DELAY_SECONDS, Scheduler, schedule_name};
-use crate::store::{Claim, Reminder, ReminderState, Store, StoreError, epoch_seconds};
+use crate::schedule::Scheduler;
+use crate::store::{Claim, ReminderState, Store, StoreError, epoch_seconds};
+
+use super::defer::{Deferral, Deferred};
 
 /// Marks Herald's own messages on the dispatch queue (fan-out shard jobs).
 const INTERNAL_KEY: &str = "herald";
@@ -70,18 +72,25 @@ pub struct Dispatch {
     store: Store,
     sqs: aws_sdk_sqs::Client,
     poster: Poster,
-    scheduler: Scheduler,
+    deferral: Deferral,
     queues: Queues,
     limits: Limits,
 }
 
 impl Dispatch {
     pub fn new(store: Store, sqs: aws_sdk_sqs::Client, poster: Poster, scheduler: Scheduler, queues: Queues, limits: Limits) -> Self {
+        let deferral = Deferral::new(
+            store.clone(),
+            sqs.clone(),
+            scheduler,
+            queues.dispatch.clone(),
+            limits.retention_seconds,
+        );
         Self {
             store,
             sqs,
             poster,
-            scheduler,
+            deferral,
             queues,
             limits,
         }
@@ -189,14 +198,8 @@ impl Dispatch {
         Ok(())
     }
 
-    /// Cancels a pending reminder: the record wins over a message still on its way, and the
-    /// schedule (if any) is deleted.
     pub async fn cancel(&self, tenant: &str, id: &str) -> Result<(), DispatchError> {
-        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
-        let previous = self.store.reminders.cancel(tenant, id, expires).await?;
-        self.scheduler.delete(&schedule_name(tenant, id)).await?;
-        tracing::info!(tenant, id, ?previous, "reminder cancelled");
-        Ok(())
+        self.deferral.cancel(tenant, id).await.map(|_| ())
     }
 
     async fn notify(&self, req: NotificationRequest) -> Result<Outcome, DispatchError> {
@@ -204,7 +207,7 @@ impl Dispatch {
         if let Some(at) = req.deliver_at {
             let wait = (at - Utc::now()).num_milliseconds();
             if wait > 1000 {
-                return self.defer(req, wait).await;
+                return self.defer(req).await;
             }
             if let Some(r) = self.store.reminders.get(&req.tenant, &id).await?
                 && r.state == ReminderState::Cancelled
@@ -261,39 +264,12 @@ impl Dispatch {
         Ok(Outcome::Delivered(summary))
     }
 
-    async fn defer(&self, req: NotificationRequest, wait_ms: i64) -> Result<Outcome, DispatchError> {
-        let id = req.id.clone().unwrap_or_default();
-        let at = req.deliver_at.unwrap_or_else(Utc::now);
-        let body = req.to_json().to_string();
-        let reminder = Reminder {
-            tenant: req.tenant.clone(),
-            id: id.clone(),
-            state: ReminderState::Scheduled,
-            deliver_at: format_time(&at),
-            request: body.clone(),
-            owner: None,
-        };
-        let expires = at.timestamp() + self.limits.retention_seconds as i64;
-        if !self.store.reminders.schedule(&reminder, expires).await? {
+    async fn defer(&self, req: NotificationRequest) -> Result<Outcome, DispatchError> {
+        let deferred = self.deferral.defer(&req, None).await?;
+        tracing::info!(tenant = %req.tenant, id = ?req.id, ?deferred, "deferred");
+        if deferred == Deferred::Cancelled {
             return Ok(Outcome::Cancelled);
         }
-        let wait_s = (wait_ms + 999) / 1000;
-        if wait_s <= MAX_SQS_DELAY_SECONDS {
-            self.sqs
-                .send_message()
-                .queue_url(&self.queues.dispatch)
-                .message_body(body)
-                .delay_seconds(wait_s as i32)
-                .send()
-                .await
-                .map_err(|e| DispatchError::Sqs {
-                    op: "SendMessage",
-                    message: DisplayErrorContext(&e).to_string(),
-                })?;
-        } else {
-            self.scheduler.upsert(&schedule_name(&req.tenant, &id), &at, body).await?;
-        }
-        tracing::info!(tenant = %req.tenant, id = %id, deliver_at = %format_time(&at), "deferred");
         Metrics::new("dispatch").count("Deferred", 1).flush();
         Ok(Outcome::Deferred)
     }

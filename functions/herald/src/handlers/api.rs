@@ -1,0 +1,476 @@
+//! The HTTP API (`lambda_http`, payload format 2.0). Bearer JWT, checked by the same verifier as
+//! the WebSocket authorizer. Errors are `{"error":{"code","message"}}` with the right status and
+//! never an internal name or trace.
+
+use std::collections::HashSet;
+
+use aws_config::SdkConfig;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use chrono::Utc;
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{Value, json};
+
+use super::defer::{Deferral, Deferred};
+use super::dispatch::DispatchError;
+use super::replay::read_merged;
+use super::ws_join::WsJoin;
+use crate::auth::{AuthError, JwtConfig, Principal, Verifier};
+use crate::config::{Env, Limits, Queues, Scheduling, Tables};
+use crate::cursor::Cursor;
+use crate::groups::{Group, valid_id};
+use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, parse_producer_message};
+use crate::policy::RolePolicy;
+use crate::runtime::InitError;
+use crate::schedule::Scheduler;
+use crate::store::{ReminderState, Store, StoreError, epoch_seconds};
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 200;
+/// Unread counts stop here ("99+" in a UI); counting further would read the whole log.
+pub const UNREAD_CAP: usize = 1000;
+
+/// An HTTP error as the contract shows it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
+    }
+    fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", m)
+    }
+    fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+    }
+    fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        if e.is_throttling() {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "try again shortly")
+        } else {
+            ApiError::internal()
+        }
+    }
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::Store(s) => s.into(),
+            other => {
+                tracing::error!(error = %other, "downstream failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+    }
+}
+
+type ApiResult = Result<(StatusCode, Option<Value>), ApiError>;
+
+pub struct Api {
+    verifier: Verifier,
+    store: Store,
+    sqs: aws_sdk_sqs::Client,
+    deferral: Deferral,
+    dispatch_queue: String,
+    limits: Limits,
+    roles: RolePolicy,
+}
+
+impl Api {
+    pub async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
+        let verifier = Verifier::load(JwtConfig::from_source(&Env)?).await?;
+        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queues = Queues::from_source(&Env)?;
+        let limits = Limits::from_source(&Env)?;
+        let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
+        let deferral = Deferral::new(
+            store.clone(),
+            sqs.clone(),
+            scheduler,
+            queues.dispatch.clone(),
+            limits.retention_seconds,
+        );
+        Ok(Self {
+            verifier,
+            store,
+            sqs,
+            deferral,
+            dispatch_queue: queues.dispatch,
+            limits,
+            roles: RolePolicy::from_source(&Env)?,
+        })
+    }
+
+    /// Routes a request; never fails: every error becomes a JSON error response.
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let (status, body) = match self.route(&req).await {
+            Ok(ok) => ok,
+            Err(e) => (e.status, Some(json!({"error": {"code": e.code, "message": e.message}}))),
+        };
+        let mut builder = Response::builder().status(status);
+        let body = match body {
+            Some(v) => {
+                builder = builder.header("content-type", "application/json");
+                Body::Text(v.to_string())
+            }
+            None => Body::Empty,
+        };
+        builder.body(body).unwrap_or_default()
+    }
+
+    async fn route(&self, req: &Request) -> ApiResult {
+        let path = req.raw_http_path().to_owned();
+        let path = if path.is_empty() { req.uri().path().to_owned() } else { path };
+        let segments: Vec<String> = path
+            .trim_matches('/')
+            .split('/')
+            .map(percent_decode)
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::bad_request("malformed path"))?;
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = req.method().clone();
+        // Authenticate before routing so an unauthenticated caller learns nothing about routes.
+        let principal = self.authenticate(req)?;
+        match (method, segs.as_slice()) {
+            (Method::GET, ["notifications", "missed"]) => self.missed(&principal, req).await,
+            (Method::POST, ["notifications", "read"]) => self.read(&principal, req).await,
+            (Method::GET, ["notifications", "unread-count"]) => self.unread_count(&principal).await,
+            (Method::POST, ["notifications"]) => self.publish(&principal, req).await,
+            (Method::POST, ["reminders"]) => self.create_reminder(&principal, req).await,
+            (Method::GET, ["reminders", id]) => self.get_reminder(&principal, id).await,
+            (Method::DELETE, ["reminders", id]) => self.cancel_reminder(&principal, id).await,
+            (Method::PUT, ["subscriptions", user, group]) => self.subscription(&principal, user, group, true).await,
+            (Method::DELETE, ["subscriptions", user, group]) => self.subscription(&principal, user, group, false).await,
+            (Method::GET, ["groups", group, "presence"]) => self.presence(&principal, group).await,
+            _ => Err(ApiError::not_found("no such route")),
+        }
+    }
+
+    fn authenticate(&self, req: &Request) -> Result<Principal, ApiError> {
+        let header = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(AuthError::Malformed)?;
+        Ok(self.verifier.verify(token.trim())?)
+    }
+
+    /// The topics whose log the caller may read: personal, tenant, platform-wide, and the groups
+    /// the token or a durable subscription entitles them to.
+    async fn readable_topics(&self, p: &Principal) -> Result<Vec<Group>, ApiError> {
+        let mut topics: Vec<Group> = vec![Group::user(&p.user), Group::Tenant, Group::All];
+        topics.extend(
+            p.groups
+                .iter()
+                .filter_map(|g| Group::parse(g).ok())
+                .filter(|g| matches!(g, Group::Named { .. })),
+        );
+        topics.extend(self.store.subscriptions.list(&p.tenant, &p.user).await?);
+        let mut seen = HashSet::new();
+        topics.retain(|g| seen.insert(g.clone()));
+        Ok(topics)
+    }
+
+    fn retention_floor(&self) -> Cursor {
+        Cursor::at_millis((epoch_seconds() as u64).saturating_sub(self.limits.retention_seconds) * 1000)
+    }
+
+    async fn missed(&self, p: &Principal, req: &Request) -> ApiResult {
+        let q = req.query_string_parameters();
+        let since = match q.first("since").filter(|s| !s.is_empty()) {
+            None => Cursor::MIN,
+            Some(s) => s
+                .parse::<Cursor>()
+                .map_err(|_| ApiError::bad_request("since is not a valid cursor"))?,
+        };
+        let limit = match q.first("limit") {
+            None => DEFAULT_PAGE,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")))?,
+        };
+        let topics = self.readable_topics(p).await?;
+        let page = read_merged(&self.store, &p.tenant, &topics, since.max(self.retention_floor()), limit).await?;
+        let cursor = if page.entries.is_empty() {
+            since.max(page.cursor)
+        } else {
+            page.cursor
+        };
+        let items: Vec<Value> = page
+            .entries
+            .iter()
+            .map(|e| serde_json::from_str(&e.frame(false)).unwrap_or(Value::Null))
+            .collect();
+        Ok((
+            StatusCode::OK,
+            Some(json!({"items": items, "next": if page.more { Some(cursor.to_string()) } else { None }, "cursor": cursor.to_string()})),
+        ))
+    }
+
+    async fn read(&self, p: &Principal, req: &Request) -> ApiResult {
+        let body = json_body(req)?;
+        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
+        let mut count = 0;
+        if let Some(ids) = body.get("ids") {
+            let ids: Vec<String> = ids
+                .as_array()
+                .filter(|a| !a.is_empty() && a.len() <= 100)
+                .and_then(|a| {
+                    a.iter()
+                        .map(|i| i.as_str().filter(|s| !s.is_empty() && s.len() <= 128).map(str::to_owned))
+                        .collect()
+                })
+                .ok_or_else(|| ApiError::bad_request("ids must hold 1..=100 notification ids"))?;
+            self.store.read_state.mark_read(&p.tenant, &p.user, &ids, expires).await?;
+            count = ids.len();
+        }
+        if let Some(up_to) = body.get("upTo") {
+            let cursor = up_to
+                .as_str()
+                .and_then(|s| s.parse::<Cursor>().ok())
+                .ok_or_else(|| ApiError::bad_request("upTo is not a valid cursor"))?;
+            self.store.read_state.advance_cursor(&p.tenant, &p.user, cursor).await?;
+        } else if body.get("ids").is_none() {
+            return Err(ApiError::bad_request("give ids or upTo"));
+        }
+        Ok((StatusCode::OK, Some(json!({"count": count}))))
+    }
+
+    async fn unread_count(&self, p: &Principal) -> ApiResult {
+        let (read_cursor, read_ids) = self.store.read_state.load(&p.tenant, &p.user).await?;
+        let topics = self.readable_topics(p).await?;
+        let page = read_merged(&self.store, &p.tenant, &topics, read_cursor.max(self.retention_floor()), UNREAD_CAP).await?;
+        let count = page.entries.iter().filter(|e| !read_ids.contains(&e.id)).count();
+        Ok((StatusCode::OK, Some(json!({"count": count, "capped": page.more}))))
+    }
+
+    fn parse_notification(&self, p: &Principal, req: &Request) -> Result<crate::notification::NotificationRequest, ApiError> {
+        let raw = body_text(req)?;
+        let limits = ParseLimits {
+            payload_budget: self.limits.payload_budget,
+            retention_seconds: self.limits.retention_seconds,
+        };
+        let parsed = parse_producer_message(raw, limits).map_err(|r| match r.code {
+            RejectCode::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.to_string()),
+            RejectCode::BadRequest => ApiError::bad_request(r.to_string()),
+        })?;
+        let ProducerMessage::Notify(n) = parsed else {
+            return Err(ApiError::bad_request("control messages go to /subscriptions and /reminders"));
+        };
+        if n.tenant != p.tenant {
+            return Err(ApiError::forbidden("tenant does not match the token"));
+        }
+        if n.to == Target::All && !p.has_role("platform") {
+            return Err(ApiError::forbidden("platform-wide notifications need the platform role"));
+        }
+        Ok(n)
+    }
+
+    async fn publish(&self, p: &Principal, req: &Request) -> ApiResult {
+        if !p.has_role("service") {
+            return Err(ApiError::forbidden("publishing needs the service role"));
+        }
+        let mut n = self.parse_notification(p, req)?;
+        let id = n.id.get_or_insert_with(|| format!("n-{}", Cursor::now())).clone();
+        self.sqs
+            .send_message()
+            .queue_url(&self.dispatch_queue)
+            .message_body(n.to_json().to_string())
+            .send()
+            .await
+            .map_err(|e| DispatchError::Sqs {
+                op: "SendMessage",
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
+        Ok((StatusCode::ACCEPTED, Some(json!({"id": id}))))
+    }
+
+    async fn create_reminder(&self, p: &Principal, req: &Request) -> ApiResult {
+        let mut n = self.parse_notification(p, req)?;
+        let privileged = p.has_role("service") || p.has_role("admin");
+        if !privileged && n.to != Target::User(p.user.clone()) {
+            return Err(ApiError::forbidden("reminders for others need the service or admin role"));
+        }
+        let at = n.deliver_at.ok_or_else(|| ApiError::bad_request("deliverAt: is required"))?;
+        if at <= Utc::now() {
+            return Err(ApiError::bad_request("deliverAt: must be in the future"));
+        }
+        let id = n.id.get_or_insert_with(|| format!("r-{}", Cursor::now())).clone();
+        if let Some(existing) = self.store.reminders.get(&p.tenant, &id).await?
+            && existing.state != ReminderState::Scheduled
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("reminder {id} is already {}", existing.state.as_str()),
+            ));
+        }
+        match self.deferral.defer(&n, Some(p.user.clone())).await? {
+            Deferred::Cancelled => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("reminder {id} was cancelled"),
+            )),
+            _ => Ok((
+                StatusCode::CREATED,
+                Some(json!({"id": id, "state": "scheduled", "deliverAt": crate::notification::format_time(&at)})),
+            )),
+        }
+    }
+
+    async fn visible_reminder(&self, p: &Principal, id: &str) -> Result<crate::store::Reminder, ApiError> {
+        let r = self
+            .store
+            .reminders
+            .get(&p.tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such reminder"))?;
+        let privileged = p.has_role("service") || p.has_role("admin");
+        // Someone else's reminder is reported as missing, not forbidden: ids are not disclosed.
+        if !privileged && r.owner.as_deref() != Some(p.user.as_str()) {
+            return Err(ApiError::not_found("no such reminder"));
+        }
+        Ok(r)
+    }
+
+    async fn get_reminder(&self, p: &Principal, id: &str) -> ApiResult {
+        let r = self.visible_reminder(p, id).await?;
+        let notification: Value = serde_json::from_str(&r.request).unwrap_or(Value::Null);
+        Ok((
+            StatusCode::OK,
+            Some(json!({"id": r.id, "state": r.state.as_str(), "deliverAt": r.deliver_at, "notification": notification})),
+        ))
+    }
+
+    async fn cancel_reminder(&self, p: &Principal, id: &str) -> ApiResult {
+        let r = self.visible_reminder(p, id).await?;
+        if r.state == ReminderState::Fired {
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "reminder already fired"));
+        }
+        self.deferral.cancel(&p.tenant, id).await?;
+        Ok((StatusCode::NO_CONTENT, None))
+    }
+
+    async fn subscription(&self, p: &Principal, user: &str, group: &str, subscribe: bool) -> ApiResult {
+        if !(p.has_role("service") || p.has_role("admin")) {
+            return Err(ApiError::forbidden("subscriptions need the service or admin role"));
+        }
+        if !valid_id(user, 128) {
+            return Err(ApiError::bad_request("user id must match [A-Za-z0-9._-]{1,128}"));
+        }
+        let group = Group::parse(group).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !matches!(group, Group::Named { .. }) {
+            return Err(ApiError::bad_request("only named groups (kind:id) take subscriptions"));
+        }
+        if subscribe {
+            self.store.subscriptions.subscribe(&p.tenant, user, &group).await?;
+        } else {
+            self.store.subscriptions.unsubscribe(&p.tenant, user, &group).await?;
+        }
+        Ok((StatusCode::NO_CONTENT, None))
+    }
+
+    async fn presence(&self, p: &Principal, group: &str) -> ApiResult {
+        let group = Group::parse(group).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !WsJoin::entitled(&self.store, &self.roles, p, &group).await? {
+            return Err(ApiError::forbidden(format!("not a member of {group}")));
+        }
+        let members = self
+            .store
+            .connections
+            .all_members(&group.key(&p.tenant), group.shards(self.limits.membership_shards))
+            .await?;
+        let mut users: Vec<String> = members.iter().map(|m| m.user.clone()).collect::<HashSet<_>>().into_iter().collect();
+        users.sort();
+        Ok((
+            StatusCode::OK,
+            Some(json!({"group": group.to_string(), "users": users, "connections": members.len()})),
+        ))
+    }
+}
+
+fn body_text(req: &Request) -> Result<&str, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("body is not UTF-8"))
+}
+
+fn json_body(req: &Request) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_str(body_text(req)?).map_err(|_| ApiError::bad_request("body is not JSON"))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request("body must be a JSON object"))
+    }
+}
+
+/// Decodes `%XX` escapes in a path segment (`course%3A42`). `None` on a malformed escape.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_path_segments() {
+        assert_eq!(percent_decode("course%3A42").as_deref(), Some("course:42"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%4"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+    }
+}
