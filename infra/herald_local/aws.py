@@ -1,0 +1,331 @@
+"""The AWS side: an endpoint (moto server or AWS_ENDPOINT_URL), boto3 clients, provisioning.
+
+Provisioning creates the template's DynamoDB tables, SQS queues and schedule groups, and registers
+every resource's physical id and attributes with the `Resolver` so that function environments,
+event sources and API definitions resolve to the local names. Resources are created in whatever
+order their references allow (a queue's RedrivePolicy needs its DLQ's Arn first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from . import procs
+from .template import Resolver, Resource, Template, TemplateError, Unresolved
+
+log = logging.getLogger("herald_local")
+
+MOTO_REGION = "us-east-1"
+DUMMY_CREDENTIALS = {"aws_access_key_id": "herald", "aws_secret_access_key": "herald-local"}
+NAME_PREFIX = "herald"
+
+# Short timeouts and few retries: everything is local, and a stuck call must not hold shutdown.
+_BOTO_CONFIG = botocore.config.Config(
+    connect_timeout=2, read_timeout=20, retries={"max_attempts": 2, "mode": "standard"},
+    max_pool_connections=32)
+
+
+@dataclass
+class Endpoint:
+    url: str
+    region: str
+    credentials: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    log_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def client(self, service: str) -> Any:
+        return boto3.session.Session().client(
+            service, endpoint_url=self.url, region_name=self.region, config=_BOTO_CONFIG,
+            **self.credentials)
+
+    def env(self) -> dict[str, str]:
+        """What a function process needs to reach this endpoint."""
+        env = {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.credentials["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": self.credentials["aws_secret_access_key"],
+        }
+        if self.credentials.get("aws_session_token"):
+            env["AWS_SESSION_TOKEN"] = self.credentials["aws_session_token"]
+        return env
+
+    async def close(self) -> None:
+        if self.process is not None:
+            await procs.stop(self.process)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+async def open_endpoint(host: str = "127.0.0.1") -> Endpoint:
+    """AWS_ENDPOINT_URL when set (LocalStack, ...), otherwise a fresh moto server."""
+    external = os.environ.get("AWS_ENDPOINT_URL")
+    if external:
+        creds = {
+            "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+            "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+        }
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            creds["aws_session_token"] = os.environ["AWS_SESSION_TOKEN"]
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or MOTO_REGION
+        return Endpoint(url=external, region=region, credentials=creds)
+    return await _start_moto(host)
+
+
+async def _start_moto(host: str, attempts: int = 3) -> Endpoint:
+    for _ in range(attempts):
+        port = free_port(host)  # tiny race with other processes: retried below
+        proc = await procs.spawn(
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # moto logs every request at INFO on stderr; only keep what looks like trouble.
+        tasks = [asyncio.create_task(_drain_moto(proc.stdout)),
+                 asyncio.create_task(_drain_moto(proc.stderr))]
+        url = f"http://{host}:{port}"
+        if await _wait_http(url + "/moto-api/", proc, deadline=time.monotonic() + 20):
+            return Endpoint(url=url, region=MOTO_REGION, credentials=dict(DUMMY_CREDENTIALS),
+                            process=proc, log_tasks=tasks)
+        await procs.stop(proc)
+    raise RuntimeError("moto server did not start")
+
+
+# werkzeug's access log and start-up chatter; anything else moto prints (tracebacks) is shown.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MOTO_NOISE = re.compile(r'^(\S+ - - \[|\s*\* |WARNING: This is a development|Press CTRL\+C)')
+
+
+async def _drain_moto(stream: asyncio.StreamReader | None) -> None:
+    if stream is None:
+        return
+    async for raw in stream:
+        line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
+        if line and not _MOTO_NOISE.match(line):
+            log.warning("[moto] %s", line)
+
+
+async def _wait_http(url: str, proc: asyncio.subprocess.Process, deadline: float) -> bool:
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except OSError:
+            return False
+
+    while time.monotonic() < deadline and proc.returncode is None:
+        if await asyncio.to_thread(probe):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def account_id(endpoint: Endpoint) -> str:
+    """The endpoint's account (moto 123456789012, LocalStack 000000000000, AWS: yours)."""
+    try:
+        return endpoint.client("sts").get_caller_identity()["Account"]
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return "123456789012"
+
+
+# --- provisioning ------------------------------------------------------------------------
+
+@dataclass
+class Provisioned:
+    """What the ready file and the event sources need to know about created resources."""
+    tables: dict[str, str] = field(default_factory=dict)   # logical id -> table name
+    queues: dict[str, str] = field(default_factory=dict)   # logical id -> queue URL
+    queue_urls_by_arn: dict[str, str] = field(default_factory=dict)
+    schedule_groups: dict[str, str] = field(default_factory=dict)  # logical id -> group name
+
+
+def physical_name(resource: Resource, props: dict[str, Any], name_key: str) -> str:
+    """The template's explicit name, else `herald-<LogicalId>` (see runtime-contract.md)."""
+    return str(props.get(name_key) or f"{NAME_PREFIX}-{resource.logical_id}")
+
+
+def api_id(logical_id: str) -> str:
+    """A stable 10-character id shaped like API Gateway's."""
+    return hashlib.sha1(logical_id.encode()).hexdigest()[:10]
+
+
+def register_unprovisioned(resolver: Resolver, template: Template) -> None:
+    """Give every resource the stack does not create a plausible Ref and Arn.
+
+    Functions, roles and APIs are not created on the endpoint, but the template refers to them
+    (ARNs in environment variables, integration URIs...). Other resource types get their logical
+    id so that an unrelated alarm or log group never blocks resolution.
+    """
+    region, account = resolver.refs["AWS::Region"], resolver.refs["AWS::AccountId"]
+    for res in template.resources.values():
+        lid, props = res.logical_id, res.properties
+        if res.type in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            name = function_name(resolver, res)
+            arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
+            resolver.refs[lid] = name
+            resolver.attrs[(lid, "Arn")] = arn
+        elif res.type == "AWS::IAM::Role":
+            name = str(resolver.resolve(props.get("RoleName")) or f"{NAME_PREFIX}-{lid}")
+            resolver.refs[lid] = name
+            resolver.attrs[(lid, "Arn")] = f"arn:aws:iam::{account}:role/{name}"
+            resolver.attrs[(lid, "RoleId")] = api_id(lid).upper()
+        elif res.type in ("AWS::ApiGatewayV2::Api", "AWS::Serverless::HttpApi"):
+            resolver.refs[lid] = api_id(lid)
+            resolver.attrs[(lid, "ApiId")] = api_id(lid)
+            resolver.attrs[(lid, "ApiEndpoint")] = (
+                f"https://{api_id(lid)}.execute-api.{region}.amazonaws.com")
+        elif res.type not in _PROVISIONERS:
+            resolver.refs[lid] = lid
+            resolver.attrs[(lid, "Arn")] = f"arn:aws:local:{region}:{account}:{lid}"
+
+
+def function_name(resolver: Resolver, res: Resource) -> str:
+    try:
+        explicit = resolver.resolve(res.properties.get("FunctionName"))
+    except Unresolved:
+        explicit = None
+    return str(explicit or f"{NAME_PREFIX}-{res.logical_id}")
+
+
+def provision(endpoint: Endpoint, template: Template, resolver: Resolver,
+              visibility_timeout: int | None) -> Provisioned:
+    """Create tables, queues and schedule groups (blocking; run it in a thread)."""
+    out = Provisioned()
+    clients: dict[str, Any] = {}
+
+    def client(service: str) -> Any:
+        if service not in clients:
+            clients[service] = endpoint.client(service)
+        return clients[service]
+
+    remaining = [r for r in template.of_type(*_PROVISIONERS) if resolver.included(r)]
+    while remaining:
+        progressed = False
+        for res in list(remaining):
+            try:
+                props = resolver.resolve(res.properties)
+            except Unresolved:
+                continue
+            _PROVISIONERS[res.type](client, res, props, resolver, out, visibility_timeout)
+            remaining.remove(res)
+            progressed = True
+        if not progressed:
+            blocked = ", ".join(r.logical_id for r in remaining)
+            raise TemplateError(f"cannot order the creation of {blocked} (reference cycle?)")
+    return out
+
+
+_TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "BillingMode", "ProvisionedThroughput",
+               "StreamSpecification", "TableClass")
+_INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
+
+
+def _create_table(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
+                  out: Provisioned, _vt: int | None) -> None:
+    name = physical_name(res, props, "TableName")
+    ddb = client("dynamodb")
+    args: dict[str, Any] = {k: props[k] for k in _TABLE_KEYS if k in props}
+    args.setdefault("BillingMode", "PROVISIONED" if "ProvisionedThroughput" in props
+                    else "PAY_PER_REQUEST")
+    for kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+        if props.get(kind):
+            args[kind] = [{k: idx[k] for k in _INDEX_KEYS if k in idx} for idx in props[kind]]
+    if "StreamSpecification" in args:
+        args["StreamSpecification"] = {"StreamEnabled": True, **args["StreamSpecification"]}
+    if props.get("Tags"):
+        args["Tags"] = props["Tags"]
+    try:
+        desc = ddb.create_table(TableName=name, **args)["TableDescription"]
+    except ddb.exceptions.ResourceInUseException:  # a persistent endpoint already has it
+        desc = ddb.describe_table(TableName=name)["Table"]
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl and ttl.get("Enabled"):
+        try:
+            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
+                "Enabled": True, "AttributeName": ttl["AttributeName"]})
+        except botocore.exceptions.ClientError as exc:  # "already enabled" on a reused table
+            log.debug("TTL on %s: %s", name, exc)
+    resolver.refs[res.logical_id] = name
+    resolver.attrs[(res.logical_id, "Arn")] = desc["TableArn"]
+    if desc.get("LatestStreamArn"):
+        resolver.attrs[(res.logical_id, "StreamArn")] = desc["LatestStreamArn"]
+    out.tables[res.logical_id] = name
+
+
+# CloudFormation property names of AWS::SQS::Queue that are queue attributes of the same name.
+_QUEUE_ATTRIBUTES = ("DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod",
+                     "ReceiveMessageWaitTimeSeconds", "VisibilityTimeout", "FifoQueue",
+                     "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit",
+                     "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled",
+                     "RedrivePolicy", "RedriveAllowPolicy")
+
+
+def _attr_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _create_queue(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
+                  out: Provisioned, visibility_timeout: int | None) -> None:
+    name = physical_name(res, props, "QueueName")
+    if props.get("FifoQueue") in (True, "true") and not name.endswith(".fifo"):
+        name += ".fifo"
+    attributes = {k: _attr_value(props[k]) for k in _QUEUE_ATTRIBUTES if k in props}
+    if visibility_timeout is not None:
+        attributes["VisibilityTimeout"] = str(visibility_timeout)
+    sqs = client("sqs")
+    tags = {t["Key"]: t["Value"] for t in props.get("Tags") or []}
+    try:
+        url = sqs.create_queue(QueueName=name, Attributes=attributes,
+                               **({"tags": tags} if tags else {}))["QueueUrl"]
+    except sqs.exceptions.QueueNameExists:  # reused endpoint with other attributes
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        attributes.pop("FifoQueue", None)
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    resolver.refs[res.logical_id] = url
+    resolver.attrs.update({(res.logical_id, "Arn"): arn, (res.logical_id, "QueueName"): name,
+                           (res.logical_id, "QueueUrl"): url})
+    out.queues[res.logical_id] = url
+    out.queue_urls_by_arn[arn] = url
+
+
+def _create_schedule_group(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
+                           out: Provisioned, _vt: int | None) -> None:
+    name = physical_name(res, props, "Name")
+    scheduler = client("scheduler")
+    try:
+        arn = scheduler.create_schedule_group(Name=name)["ScheduleGroupArn"]
+    except scheduler.exceptions.ConflictException:
+        arn = scheduler.get_schedule_group(Name=name)["Arn"]
+    resolver.refs[res.logical_id] = name
+    resolver.attrs[(res.logical_id, "Arn")] = arn
+    out.schedule_groups[res.logical_id] = name
+
+
+_PROVISIONERS = {
+    "AWS::DynamoDB::Table": _create_table,
+    "AWS::SQS::Queue": _create_queue,
+    "AWS::Scheduler::ScheduleGroup": _create_schedule_group,
+}

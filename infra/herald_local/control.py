@@ -1,0 +1,113 @@
+"""Control API (local only), under /_herald on the WebSocket port: health, connections, faults,
+direct invocation (like `sam local invoke -e`) and development tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .faults import Faults
+from .gateway import Gateway
+from .runtime import FunctionError, FunctionPool
+from .tokens import TokenIssuer
+
+
+class Control:
+    def __init__(self, *, gateway: Gateway | None, pools: dict[str, FunctionPool], faults: Faults,
+                 tokens: TokenIssuer, ready: asyncio.Event) -> None:
+        self._gateway = gateway
+        self._pools = pools
+        self._faults = faults
+        self._tokens = tokens
+        self._ready = ready
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/_herald/health", self._health)
+        r.add_get("/_herald/connections", self._connections)
+        r.add_post("/_herald/connections/{connection_id}/drop", self._drop)
+        r.add_post("/_herald/faults/posts", self._post_fault)
+        r.add_post("/_herald/faults/kill", self._kill_fault)
+        r.add_delete("/_herald/faults", self._clear_faults)
+        r.add_post("/_herald/invoke/{function}", self._invoke)
+        r.add_post("/_herald/token", self._token)
+
+    async def _health(self, _: web.Request) -> web.Response:
+        if self._ready.is_set():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "starting"}, status=503)
+
+    async def _connections(self, _: web.Request) -> web.Response:
+        return web.json_response(self._gateway.describe() if self._gateway else [])
+
+    async def _drop(self, request: web.Request) -> web.Response:
+        if self._gateway and self._gateway.drop(request.match_info["connection_id"]):
+            return web.Response(status=204)
+        return _error(404, "no such open connection")
+
+    async def _post_fault(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            self._faults.add_post_fault(
+                int(body.get("status", 500)), connection_ids=body.get("connectionIds"),
+                count=body.get("count"), rate=body.get("rate"))
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
+        return web.Response(status=204)
+
+    async def _kill_fault(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        function = body.get("function")
+        if not any(function in (p.spec.binary, p.spec.logical_id) for p in self._pools.values()):
+            return _error(404, f"unknown function {function!r}")
+        self._faults.add_kill_fault(function, str(body.get("match", "")), int(body.get("count", 1)))
+        return web.Response(status=204)
+
+    async def _clear_faults(self, _: web.Request) -> web.Response:
+        self._faults.clear()
+        return web.Response(status=204)
+
+    async def _invoke(self, request: web.Request) -> web.Response:
+        name = request.match_info["function"]
+        pool = self._pools.get(name) or next(
+            (p for p in self._pools.values() if name == p.spec.logical_id), None)
+        if pool is None:
+            return _error(404, f"unknown function {name!r}")
+        try:
+            result = await pool.invoke(await request.read())
+        except FunctionError as exc:
+            return web.Response(status=502, body=exc.payload, content_type="application/json",
+                                headers={"X-Amz-Function-Error": "Unhandled"})
+        return web.Response(body=result, content_type="application/json")
+
+    async def _token(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            token = self._tokens.issue(
+                str(body.get("sub", "dev-user")), str(body.get("tenant", "dev")),
+                roles=list(body.get("roles") or []),
+                groups=list(body["groups"]) if body.get("groups") is not None else None,
+                ttl_s=int(body.get("ttlSeconds", 3600)), alg=str(body.get("alg", "ES256")),
+                extra=body.get("claims"))
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
+        return web.json_response({"token": token})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except json.JSONDecodeError:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body is not JSON"}),
+                                 content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body must be a JSON object"}),
+                                 content_type="application/json")
+    return body
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

@@ -1,0 +1,114 @@
+"""The template's functions: what to run for each and with which environment.
+
+A function is known by its logical id, its function name (what ARNs end with), and its binary
+(`Metadata.BuildProperties.Binary`), which is also the name it goes by in logs, the control API
+and the command line. By default the binary is `target/<profile>/<Binary>` next to the template;
+`--binary NAME=COMMAND` or `--binary-dir DIR` (or HERALD_LOCAL_BIN_DIR) run something else, which
+is how the tests run small Python fakes without building the Rust workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .aws import function_name
+from .template import Resolver, Template, TemplateError
+
+DEFAULT_TIMEOUT_S = 3      # SAM's defaults when neither the function nor Globals say
+DEFAULT_MEMORY_MB = 128
+
+# Passed through from the stack's own environment: what a process needs to run at all, and the
+# knobs a developer sets for the Rust binaries. Everything else comes from the template.
+_INHERITED = ("PATH", "HOME", "LANG", "TZ", "RUST_LOG", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE",
+              "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+_ARN_FUNCTION = re.compile(r"arn:[^:]+:lambda:[^:]*:[^:]*:function:([^:/]+)")
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    name: str
+    arn: str
+    binary: str
+    command: list[str]
+    env: dict[str, str]
+    timeout_s: float
+    memory_mb: int
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved SAM Events
+
+    @property
+    def available(self) -> bool:
+        """The executable exists (checked at each start, so a later `cargo build` is seen)."""
+        return shutil.which(self.command[0]) is not None
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def load_functions(template: Template, resolver: Resolver, *, profile: str,
+                   binary_dir: str | None, commands: dict[str, str],
+                   env_overrides: dict[str, str], base_env: dict[str, str]) -> list[FunctionSpec]:
+    """Every included AWS::Serverless::Function with a Binary, resolved.
+
+    Environment precedence: inherited basics < template (Globals + function) < `base_env` (the
+    local stack's endpoint, gateway and JWT settings) < `env_overrides` (--env).
+    """
+    specs = []
+    for res in template.of_type("AWS::Serverless::Function"):
+        if not resolver.included(res):
+            continue
+        binary = ((res.metadata.get("BuildProperties") or {}).get("Binary"))
+        if not binary:
+            raise TemplateError(f"{res.logical_id}: Metadata.BuildProperties.Binary is missing")
+        props = resolver.resolve(res.properties)
+        variables = (props.get("Environment") or {}).get("Variables") or {}
+        env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
+        env.update({k: _env_value(v) for k, v in variables.items()})
+        env.update(base_env)
+        env.update(env_overrides)
+        if binary in commands:
+            command = shlex.split(commands[binary])
+        elif binary_dir:
+            command = [str(Path(binary_dir).resolve() / binary)]
+        else:
+            command = [str(template.directory / "target" / profile / binary)]
+        name = function_name(resolver, res)
+        specs.append(FunctionSpec(
+            logical_id=res.logical_id,
+            name=name,
+            arn=resolver.attrs[(res.logical_id, "Arn")],
+            binary=binary,
+            command=command,
+            env=env,
+            timeout_s=float(props.get("Timeout") or DEFAULT_TIMEOUT_S),
+            memory_mb=int(props.get("MemorySize") or DEFAULT_MEMORY_MB),
+            events=props.get("Events") or {},
+        ))
+    return specs
+
+
+class FunctionIndex:
+    """Find a function by ARN (integration URIs, schedule targets), binary or logical id."""
+
+    def __init__(self, specs: list[FunctionSpec]) -> None:
+        self.specs = specs
+        self._keys: dict[str, FunctionSpec] = {}
+        for spec in specs:
+            for key in (spec.logical_id, spec.binary, spec.name):
+                self._keys.setdefault(key, spec)
+
+    def get(self, key: str) -> FunctionSpec | None:
+        """`key`: a binary, logical id, function name, or any string containing a Lambda ARN
+        (API Gateway integration URIs wrap the function ARN)."""
+        match = _ARN_FUNCTION.search(key)
+        return self._keys.get(match.group(1) if match else key)

@@ -1,0 +1,201 @@
+"""Start-up and shutdown of the whole local stack, in the order local-stack.md describes."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import aws
+from .control import Control
+from .faults import Faults
+from .functions import FunctionIndex, FunctionSpec, load_functions
+from .gateway import Gateway
+from .httpapi import HttpApi, routes_from_functions
+from .runtime import FunctionPool, RuntimeApi
+from .scheduler import Scheduler
+from .sqs_source import SqsPoller, mappings_from_functions
+from .template import Resolver, Template
+from .tokens import TokenIssuer
+from .wsapi import WebSocketApi
+
+log = logging.getLogger("herald_local")
+
+INIT_WAIT_S = 15.0   # how long start-up waits for every function's first init
+
+
+@dataclass
+class Options:
+    template: Path
+    profile: str = "debug"
+    host: str = "127.0.0.1"
+    ws_port: int = 0
+    http_port: int = 0
+    ready_file: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    visibility_timeout: int | None = None
+    idle_timeout_s: float = 600.0
+    max_connection_s: float = 7200.0
+    quiet: bool = False
+    binary_dir: str | None = None
+    binaries: dict[str, str] = field(default_factory=dict)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class Stack:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.ready = asyncio.Event()
+        self.info: dict[str, Any] = {}
+        self.failed_functions: list[str] = []
+        self._endpoint: aws.Endpoint | None = None
+        self._runtime: RuntimeApi | None = None
+        self._pools: dict[str, FunctionPool] = {}
+        self._runners: list[web.AppRunner] = []
+        self._gateway: Gateway | None = None
+        self._background: list[SqsPoller | Scheduler] = []
+
+    async def start(self) -> None:
+        opts = self.options
+        # boto3 calls (polls, schedules, provisioning) run in threads; the default pool of
+        # cpu+4 threads is too small for several concurrent long-polls per queue.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws"))
+        template = Template.load(opts.template)
+        self._endpoint = endpoint = await aws.open_endpoint(opts.host)
+        account = await asyncio.to_thread(aws.account_id, endpoint)
+        resolver = Resolver(template, region=endpoint.region, account_id=account)
+        aws.register_unprovisioned(resolver, template)
+        provisioned = await asyncio.to_thread(
+            aws.provision, endpoint, template, resolver, opts.visibility_timeout)
+
+        # Bind both ports first: the functions' HERALD_WS_ENDPOINT needs the real one.
+        ws_sock, http_sock = _listen(opts.host, opts.ws_port), _listen(opts.host, opts.http_port)
+        ws_base = f"http://{opts.host}:{ws_sock.getsockname()[1]}"
+        http_url = f"http://{opts.host}:{http_sock.getsockname()[1]}"
+        tokens = TokenIssuer()
+        base_env = {**endpoint.env(), **tokens.function_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+        specs = load_functions(template, resolver, profile=opts.profile, binary_dir=opts.binary_dir,
+                               commands=opts.binaries, env_overrides=opts.env, base_env=base_env)
+        index = FunctionIndex(specs)
+        api = WebSocketApi.from_template(template, resolver, index)
+        stage = api.stage if api else "prod"
+        management = f"{ws_base}/{stage}"
+        if "HERALD_WS_ENDPOINT" not in opts.env:
+            for spec in specs:
+                spec.env["HERALD_WS_ENDPOINT"] = management
+        tokens.tenant_claim = next(
+            (s.env["HERALD_JWT_TENANT_CLAIM"] for s in specs if s.env.get("HERALD_JWT_TENANT_CLAIM")),
+            "tenant")
+
+        faults = Faults()
+        self._runtime = RuntimeApi(opts.host)
+        await self._runtime.start()
+        self._pools = {s.binary: FunctionPool(s, self._runtime, faults, cwd=str(template.directory),
+                                              report=not opts.quiet) for s in specs}
+
+        ws_app = web.Application()
+        if api is not None:
+            self._gateway = Gateway(api, self._pools, faults, region=endpoint.region,
+                                    account_id=account, idle_timeout_s=opts.idle_timeout_s,
+                                    max_connection_s=opts.max_connection_s)
+            self._gateway.add_routes(ws_app)
+        Control(gateway=self._gateway, pools=self._pools, faults=faults, tokens=tokens,
+                ready=self.ready).add_routes(ws_app)
+        http_api = HttpApi(routes_from_functions(specs), self._pools,
+                           api_id=aws.api_id("HttpApi"), account_id=account)
+        await self._serve(ws_app, ws_sock)
+        await self._serve(http_api.application(), http_sock)
+
+        for pool in self._pools.values():
+            pool.start()
+        settled = await asyncio.gather(*(p.wait_settled(INIT_WAIT_S) for p in self._pools.values()))
+        self.failed_functions = [p.spec.binary for p, ok in zip(self._pools.values(), settled) if not ok]
+
+        sqs = endpoint.client("sqs")
+        for mapping in mappings_from_functions(specs, provisioned):
+            self._background.append(SqsPoller(mapping, self._pools[mapping.function.binary], sqs,
+                                              endpoint.region))
+        self._background.append(Scheduler(endpoint.client("scheduler"), index, self._pools))
+        for worker in self._background:
+            worker.start()
+
+        self.info = self._describe(
+            ws_url=f"ws://{opts.host}:{ws_sock.getsockname()[1]}/{stage}", management=management,
+            http_url=http_url, control_url=f"{ws_base}/_herald", stage=stage,
+            provisioned=provisioned, tokens=tokens, specs=specs)
+        if opts.ready_file is not None:
+            opts.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = opts.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.info, indent=2))
+            tmp.replace(opts.ready_file)  # readers never see a half-written file
+        self.ready.set()
+
+    async def _serve(self, app: web.Application, sock: socket.socket) -> None:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._runners.append(runner)
+
+    def _describe(self, *, ws_url: str, management: str, http_url: str, control_url: str,
+                  stage: str, provisioned: aws.Provisioned, tokens: TokenIssuer,
+                  specs: list[FunctionSpec]) -> dict[str, Any]:
+        assert self._endpoint is not None
+        function_env: dict[str, str] = {}
+        for spec in specs:  # the union; per-function differences are rare in this template
+            function_env.update(spec.env)
+        for key in ("PATH", "HOME", "LANG", "TZ"):
+            function_env.pop(key, None)
+        return {
+            "websocketUrl": ws_url,
+            "managementEndpoint": management,
+            "httpUrl": http_url,
+            "controlUrl": control_url,
+            "awsEndpoint": self._endpoint.url,
+            "region": self._endpoint.region,
+            "stage": stage,
+            "queues": provisioned.queues,
+            "tables": provisioned.tables,
+            "scheduleGroup": next(iter(provisioned.schedule_groups.values()), None),
+            "jwt": {"issuer": tokens.function_env()["HERALD_JWT_ISSUER"],
+                    "audience": tokens.function_env()["HERALD_JWT_AUDIENCE"],
+                    "algorithms": tokens.function_env()["HERALD_JWT_ALGORITHMS"],
+                    "hs256Secret": tokens.hs256_secret, "jwks": tokens.jwks,
+                    "tenantClaim": tokens.tenant_claim},
+            "devToken": tokens.dev_token(),
+            "functionEnv": function_env,
+            "functions": {s.binary: {"logicalId": s.logical_id, "name": s.name, "arn": s.arn,
+                                     "command": s.command, "running": s.binary not in self.failed_functions}
+                          for s in specs},
+            "pid": os.getpid(),
+        }
+
+    async def close(self) -> None:
+        """Stop everything this stack started; safe to call after a failed start."""
+        if self.options.ready_file is not None and self.ready.is_set():
+            self.options.ready_file.unlink(missing_ok=True)
+        for worker in self._background:
+            await worker.close()
+        if self._gateway is not None:
+            await self._gateway.close()
+        for runner in self._runners:
+            await runner.cleanup()
+        await asyncio.gather(*(pool.close() for pool in self._pools.values()))
+        if self._runtime is not None:
+            await self._runtime.close()
+        if self._endpoint is not None:
+            await self._endpoint.close()
