@@ -1,0 +1,223 @@
+//! The connection layer end to end: handshake auth, join/leave authorization, resume, limits and
+//! the `@connections` API, against the local stack.
+
+use std::time::Duration;
+
+use herald_e2e::*;
+use serde_json::{Value, json};
+
+fn note(tenant: &str, to: Value, title: &str) -> Value {
+    json!({"tenant": tenant, "to": to, "event": "test.event", "title": title})
+}
+
+#[tokio::test]
+async fn connect_join_publish_receive() {
+    let tenant = unique("acme");
+    let group = format!("course:{}", unique("c"));
+    let mut alice = Client::connect(&unique("alice"), &tenant, &[], &[&group]).await;
+    let joined = alice.request(json!({"action": "join", "group": group, "ref": "c1"}), "joined").await;
+    assert_eq!(joined, json!({"type": "joined", "group": group, "ref": "c1"}));
+
+    publish(note(&tenant, json!({"group": group}), "Class starts in 5 minutes")).await;
+    let n = alice.notification().await;
+    assert_eq!(n["topic"], group.as_str());
+    assert_eq!(n["title"], "Class starts in 5 minutes");
+    assert_eq!(n["event"], "test.event");
+    assert!(n["id"].is_string() && n["cursor"].as_str().is_some_and(|c| c.len() == 26));
+    assert!(n.get("replayed").is_none());
+}
+
+#[tokio::test]
+async fn personal_and_tenant_groups_are_joined_automatically() {
+    let tenant = unique("acme");
+    let user = unique("bob");
+    let mut bob = Client::connect(&user, &tenant, &[], &[]).await;
+    publish(note(&tenant, json!({"user": user}), "just you")).await;
+    assert_eq!(bob.notification().await["topic"], format!("user:{user}"));
+    publish(note(&tenant, json!({"tenant": true}), "everyone")).await;
+    assert_eq!(bob.notification().await["topic"], "tenant");
+}
+
+#[tokio::test]
+async fn disconnect_then_resume_returns_missed_exactly_once() {
+    let tenant = unique("acme");
+    let user = unique("carol");
+    let mut carol = Client::connect(&user, &tenant, &[], &[]).await;
+    publish(note(&tenant, json!({"user": user}), "first")).await;
+    let first = carol.notification().await;
+    carol.close().await;
+    eventually("connection removed", || async { connection_ids_of(&user).await.is_empty().then_some(()) }).await;
+
+    publish(note(&tenant, json!({"user": user}), "while away")).await;
+    // Wait until dispatch has logged it (through the HTTP API), so the reconnect below cannot
+    // receive it live: it must come from `resume`.
+    let since = first["cursor"].as_str().unwrap_or_default().to_owned();
+    let tok = token(&user, &tenant, &[], &[]);
+    let logged = eventually("logged", || async {
+        let v = api(reqwest::Method::GET, &format!("/notifications/missed?since={since}"), &tok, None).await.1;
+        (v["items"].as_array().map(Vec::len) == Some(1)).then_some(v)
+    })
+    .await;
+    let probe_cursor = logged["cursor"].as_str().unwrap_or_default().to_owned();
+
+    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
+    again.send(json!({"action": "resume", "since": first["cursor"], "ref": "r1"})).await;
+    let replayed = again.next().await;
+    assert_eq!(replayed["type"], "notification");
+    assert_eq!(replayed["title"], "while away");
+    assert_eq!(replayed["replayed"], true);
+    let resumed = again.next().await;
+    assert_eq!(resumed["type"], "resumed");
+    assert_eq!(resumed["count"], 1);
+    assert_eq!(resumed["more"], false);
+    assert_eq!(resumed["ref"], "r1");
+    assert_eq!(resumed["cursor"], replayed["cursor"]);
+    assert_eq!(resumed["cursor"].as_str(), Some(probe_cursor.as_str()));
+
+    // Resuming from the newest cursor returns nothing.
+    let r = again.request(json!({"action": "resume", "since": resumed["cursor"]}), "resumed").await;
+    assert_eq!((r["count"].clone(), r["cursor"].clone()), (json!(0), resumed["cursor"].clone()));
+}
+
+#[tokio::test]
+async fn posting_to_a_closed_connection_is_410() {
+    let user = unique("dave");
+    let dave = Client::connect(&user, &unique("acme"), &[], &[]).await;
+    let id = dave.connection_id().await;
+    let url = format!("{}/@connections/{id}", stack().ready.management_endpoint);
+    let ok = http().post(&url).body(r#"{"type":"hello"}"#).send().await.expect("post");
+    assert_eq!(ok.status().as_u16(), 200);
+    dave.close().await;
+    let gone = http().post(&url).body("{}").send().await.expect("post");
+    assert_eq!(gone.status().as_u16(), 410);
+    assert_eq!(gone.headers().get("x-amzn-ErrorType").and_then(|v| v.to_str().ok()), Some("GoneException"));
+    let unknown = http().post(format!("{}/@connections/nope", stack().ready.management_endpoint)).body("{}").send().await.expect("post");
+    assert_eq!(unknown.status().as_u16(), 410);
+}
+
+#[tokio::test]
+async fn oversize_frame_closes_with_1009() {
+    let mut c = Client::connect(&unique("erin"), &unique("acme"), &[], &[]).await;
+    let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(33 * 1024));
+    let _ = c.send_text(big).await;
+    assert_eq!(c.close_code().await, Some(1009));
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_at_the_handshake() {
+    let url = &stack().ready.websocket_url;
+    assert_eq!(refused_status(url, None).await, Some(401), "no token");
+    assert_eq!(refused_status(&format!("{url}?token=garbage"), None).await, Some(401), "garbage");
+    let expired = token_with(json!({"sub": "u1", "tenant": "acme", "exp": 1_000_000}));
+    assert_eq!(refused_status(&format!("{url}?token={expired}"), None).await, Some(401), "expired");
+    let wrong_aud = token_with(json!({"sub": "u1", "tenant": "acme", "aud": "someone-else"}));
+    assert_eq!(refused_status(&format!("{url}?token={wrong_aud}"), None).await, Some(401), "audience");
+    let no_tenant = token_with(json!({"sub": "u1"}));
+    assert_eq!(refused_status(&format!("{url}?token={no_tenant}"), None).await, Some(401), "tenant");
+}
+
+#[tokio::test]
+async fn token_as_subprotocol_is_answered_with_herald_v1() {
+    let t = token(&unique("fay"), &unique("acme"), &[], &[]);
+    let url = &stack().ready.websocket_url;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).expect("request");
+    req.headers_mut().insert("Sec-WebSocket-Protocol", format!("herald.v1, {t}").parse().expect("header"));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("connect with subprotocol");
+    assert_eq!(resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()), Some("herald.v1"));
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"action":"ping","ref":"p"}"#)).await.expect("send");
+    let pong = ws.next().await.expect("frame").expect("ok");
+    assert_eq!(serde_json::from_str::<Value>(pong.to_text().expect("text")).expect("json"), json!({"type":"pong","ref":"p"}));
+}
+
+#[tokio::test]
+async fn joins_are_authorized_server_side() {
+    let tenant = unique("acme");
+    let me = unique("gus");
+    let mut c = Client::connect(&me, &tenant, &["student"], &["course:1"]).await;
+    let cases = [
+        (format!("user:{}", unique("other")), "forbidden"),
+        ("course:2".to_owned(), "forbidden"),
+        ("all".to_owned(), "forbidden"),
+        ("Course:1".to_owned(), "bad_request"),
+        ("tenant:other".to_owned(), "bad_request"),
+        ("course".to_owned(), "bad_request"),
+        (format!("course:{}", "9".repeat(129)), "bad_request"),
+        ("course:a b".to_owned(), "bad_request"),
+    ];
+    for (group, code) in cases {
+        let r = c.request(json!({"action": "join", "group": group, "ref": "x"}), "joined").await;
+        assert_eq!((r["type"].as_str(), r["code"].as_str(), r["ref"].as_str()), (Some("error"), Some(code), Some("x")), "join {group}");
+    }
+    assert_eq!(c.join("course:1").await["type"], "joined");
+    assert_eq!(c.join(&format!("user:{me}")).await["type"], "joined");
+
+    // A refused join changed nothing: course:2 notifications do not arrive.
+    publish(note(&tenant, json!({"group": "course:2"}), "not for you")).await;
+    publish(note(&tenant, json!({"group": "course:1"}), "for you")).await;
+    assert_eq!(c.notification().await["title"], "for you");
+    c.expect_silence(Duration::from_millis(1500)).await;
+}
+
+#[tokio::test]
+async fn role_policy_and_durable_subscriptions_entitle_joins() {
+    let tenant = unique("acme");
+    let student = unique("hal");
+    let mut instructor = Client::connect(&unique("ida"), &tenant, &["instructor"], &[]).await;
+    assert_eq!(instructor.join("course:77").await["type"], "joined", "instructor=course in the role policy");
+    assert_eq!(instructor.join("order:1").await["code"], "forbidden", "instructors get course and room only");
+
+    let mut s = Client::connect(&student, &tenant, &["student"], &[]).await;
+    assert_eq!(s.join("course:77").await["code"], "forbidden");
+    publish(json!({"control": "subscribe", "tenant": tenant, "user": student, "group": "course:77"})).await;
+    eventually("subscription applied", || async {
+        let mut probe = Client::connect(&student, &tenant, &["student"], &[]).await;
+        let ok = probe.join("course:77").await["type"] == "joined";
+        probe.close().await;
+        ok.then_some(())
+    })
+    .await;
+    assert_eq!(s.join("course:77").await["type"], "joined");
+}
+
+#[tokio::test]
+async fn tenants_never_meet() {
+    let group = "course:42";
+    let (acme, globex) = (unique("acme"), unique("globex"));
+    let mut a = Client::connect(&unique("ann"), &acme, &[], &[group]).await;
+    let mut g = Client::connect(&unique("gil"), &globex, &[], &[group]).await;
+    a.join(group).await;
+    g.join(group).await;
+    publish(note(&acme, json!({"group": group}), "acme only")).await;
+    assert_eq!(a.notification().await["title"], "acme only");
+    g.expect_silence(Duration::from_millis(1500)).await;
+}
+
+#[tokio::test]
+async fn resume_never_replays_a_group_left_or_never_joined() {
+    let tenant = unique("acme");
+    let user = unique("ivy");
+    let mut c = Client::connect(&user, &tenant, &[], &["room:1", "room:2"]).await;
+    c.join("room:1").await;
+    let left = c.request(json!({"action": "leave", "group": "room:1", "ref": "l"}), "left").await;
+    assert_eq!(left, json!({"type": "left", "group": "room:1", "ref": "l"}));
+    publish(note(&tenant, json!({"group": "room:1"}), "left group")).await;
+    publish(note(&tenant, json!({"group": "room:3"}), "never entitled")).await;
+    publish(note(&tenant, json!({"user": user}), "marker")).await;
+    assert_eq!(c.notification().await["title"], "marker");
+    let r = c.request(json!({"action": "resume"}), "resumed").await;
+    // Only the personal marker is replayed.
+    assert_eq!(r["count"], 1, "{r}");
+}
+
+#[tokio::test]
+async fn malformed_frames_get_error_frames() {
+    let mut c = Client::connect(&unique("jo"), &unique("acme"), &[], &[]).await;
+    c.send_text("not json".into()).await.expect("send");
+    assert_eq!(c.next().await["code"], "bad_request");
+    assert_eq!(c.request(json!({"action": "dance", "ref": 7}), "x").await, json!({"type":"error","code":"unknown_action","message":"unknown action \"dance\"","ref":7}));
+    assert_eq!(c.request(json!({"action": "resume", "since": "nope"}), "resumed").await["code"], "bad_request");
+    assert_eq!(c.request(json!({"action": "ack", "ids": []}), "acked").await["code"], "bad_request");
+    assert_eq!(c.request(json!({"action": "ping", "ref": "p"}), "pong").await, json!({"type":"pong","ref":"p"}));
+    assert_eq!(c.request(json!({"action": "ack", "ids": ["a", "b"], "ref": "k"}), "acked").await, json!({"type":"acked","count":2,"ref":"k"}));
+}

@@ -1,0 +1,366 @@
+//! Harness for Herald's end-to-end tests.
+//!
+//! Each test binary starts one local stack (`infra/herald_local`): moto server, the real function
+//! binaries behind the Lambda Runtime API, the WebSocket gateway with its `@connections` API, the
+//! HTTP API, SQS polling and the scheduler. Tests talk to it the way clients and producers do —
+//! WebSocket frames, SQS messages, HTTP — and isolate themselves with unique tenants and users,
+//! so they can share one stack and run in parallel.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Jwt {
+    pub issuer: String,
+    pub audience: String,
+    pub hs256_secret: String,
+}
+
+/// The ready file the local stack writes once everything is up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ready {
+    pub websocket_url: String,
+    pub management_endpoint: String,
+    pub http_url: String,
+    pub control_url: String,
+    pub aws_endpoint: String,
+    pub region: String,
+    pub queues: std::collections::HashMap<String, String>,
+    pub tables: std::collections::HashMap<String, String>,
+    pub schedule_group: String,
+    pub jwt: Jwt,
+    pub dev_token: String,
+}
+
+pub struct Stack {
+    pub ready: Ready,
+    pub log: PathBuf,
+    _child: Child,
+}
+
+/// Settings the tests run the functions with: small shards so a 2,000-member group really
+/// spreads over many invocations, few retry attempts so exhaustion is observable quickly.
+pub const TEST_ENV: &[(&str, &str)] = &[
+    ("HERALD_FANOUT_SHARD_SIZE", "100"),
+    ("HERALD_MEMBERSHIP_SHARDS", "4"),
+    ("HERALD_RETRY_MAX_ATTEMPTS", "2"),
+    ("HERALD_FANOUT_CONCURRENCY", "32"),
+];
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The cargo profile whose binaries the stack runs (`HERALD_PROFILE`, default `release`).
+pub fn profile() -> String {
+    std::env::var("HERALD_PROFILE").unwrap_or_else(|_| "release".into())
+}
+
+static STACK: OnceLock<Stack> = OnceLock::new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The shared local stack of this test binary, started on first use.
+pub fn stack() -> &'static Stack {
+    STACK.get_or_init(start_stack)
+}
+
+fn start_stack() -> Stack {
+    let root = repo_root();
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `make test` (it creates the virtualenv)", python.display());
+    for bin in ["authorizer", "ws-connect", "dispatch", "api"] {
+        let p = root.join("target").join(profile()).join(bin);
+        assert!(p.exists(), "{} is missing: build the functions first (`make test` does)", p.display());
+    }
+    let name = std::env::current_exe().ok().and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned())).unwrap_or_else(|| "e2e".into());
+    let dir = root.join("target/e2e").join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create target/e2e");
+    let ready_file = dir.join("ready.json");
+    let log = dir.join("stack.log");
+    let log_file = std::fs::File::create(&log).expect("create stack log");
+    let mut cmd = Command::new(&python);
+    cmd.current_dir(&root)
+        .env("PYTHONPATH", root.join("infra"))
+        .env_remove("AWS_ENDPOINT_URL")
+        .args(["-m", "herald_local", "--profile", &profile(), "--visibility-timeout", "3", "--idle-timeout", "60"])
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .args(["--parent-pid", &std::process::id().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file.try_clone().expect("log")))
+        .stderr(Stdio::from(log_file));
+    for (k, v) in TEST_ENV {
+        cmd.args(["--env", &format!("{k}={v}")]);
+    }
+    let mut child = cmd.spawn().expect("start the local stack");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file)
+            && let Ok(ready) = serde_json::from_str::<Ready>(&text)
+        {
+            return Stack { ready, log, _child: child };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("local stack exited with {status}; log: {}\n{}", log.display(), tail(&log));
+        }
+        assert!(Instant::now() < deadline, "local stack not ready after 90 s; log: {}\n{}", log.display(), tail(&log));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A name no other test uses (tenants, users, groups, ids).
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() % 100_000_000).unwrap_or(0);
+    format!("{prefix}-{}-{t}-{n}", std::process::id())
+}
+
+/// Signs an HS256 development token with the stack's secret.
+pub fn token(sub: &str, tenant: &str, roles: &[&str], groups: &[&str]) -> String {
+    token_with(json!({"sub": sub, "tenant": tenant, "roles": roles, "groups": groups}))
+}
+
+pub fn token_with(mut claims: Value) -> String {
+    let jwt = &stack().ready.jwt;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let obj = claims.as_object_mut().expect("claims object");
+    obj.entry("iss").or_insert(json!(jwt.issuer));
+    obj.entry("aud").or_insert(json!(jwt.audience));
+    obj.entry("exp").or_insert(json!(now + 3600));
+    obj.entry("iat").or_insert(json!(now));
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(jwt.hs256_secret.as_bytes())).expect("sign token")
+}
+
+/// A WebSocket client speaking the Herald client protocol.
+pub struct Client {
+    ws: Ws,
+    pub user: String,
+    pub tenant: String,
+}
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+impl Client {
+    pub async fn connect(user: &str, tenant: &str, roles: &[&str], groups: &[&str]) -> Client {
+        let t = token(user, tenant, roles, groups);
+        let ws = connect_raw(&format!("{}?token={t}", stack().ready.websocket_url), None).await.expect("connect");
+        Client { ws, user: user.into(), tenant: tenant.into() }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::text(frame.to_string())).await.expect("send frame");
+    }
+
+    pub async fn send_text(&mut self, text: String) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.send(Message::text(text)).await
+    }
+
+    /// The next JSON frame, or `None` if nothing arrives within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            match msg {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("server frames are JSON")),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> Value {
+        self.next_within(WAIT).await.unwrap_or_else(|| panic!("{}: no frame within {WAIT:?}", self.user))
+    }
+
+    /// Sends a request frame and returns the first frame of type `reply` (or `error`).
+    pub async fn request(&mut self, frame: Value, reply: &str) -> Value {
+        self.send(frame).await;
+        loop {
+            let f = self.next().await;
+            if f["type"] == reply || f["type"] == "error" {
+                return f;
+            }
+        }
+    }
+
+    pub async fn join(&mut self, group: &str) -> Value {
+        self.request(json!({"action": "join", "group": group, "ref": unique("j")}), "joined").await
+    }
+
+    /// The next notification frame (other frames are skipped).
+    pub async fn notification(&mut self) -> Value {
+        loop {
+            let f = self.next().await;
+            if f["type"] == "notification" {
+                return f;
+            }
+        }
+    }
+
+    /// Asserts that no notification arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Some(f) = self.next_within(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+            assert_ne!(f["type"], "notification", "{}: unexpected notification {f}", self.user);
+        }
+    }
+
+    /// Waits for the socket to be closed by the server and returns the close code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Drain until the server confirms, so `$disconnect` has started.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+    }
+
+    /// This client's connection id, as the gateway knows it.
+    pub async fn connection_id(&self) -> String {
+        connection_ids_of(&self.user).await.into_iter().next().unwrap_or_else(|| panic!("no live connection for {}", self.user))
+    }
+}
+
+/// Opens a WebSocket, optionally offering subprotocols.
+pub async fn connect_raw(url: &str, protocols: Option<&str>) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = url.into_client_request()?;
+    if let Some(p) = protocols {
+        req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().expect("header value"));
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(ws)
+}
+
+/// The handshake's HTTP status when the server refuses it.
+pub async fn refused_status(url: &str, protocols: Option<&str>) -> Option<u16> {
+    match connect_raw(url, protocols).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+        _ => None,
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
+    HTTP.get_or_init(|| reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")).clone()
+}
+
+/// Calls the local stack's control API.
+pub async fn control(method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let url = format!("{}{path}", stack().ready.control_url);
+    let mut req = http().request(method, &url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("control {path}: {e}"));
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "control {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+pub async fn connection_ids_of(user: &str) -> Vec<String> {
+    let all = control(reqwest::Method::GET, "/connections", None).await;
+    all.as_array()
+        .map(|a| a.iter().filter(|c| c["user"] == user).filter_map(|c| c["connectionId"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Invokes a function with an event through the stack (the `sam local invoke -e` of Herald).
+pub async fn invoke(function: &str, event: &Value) -> Value {
+    control(reqwest::Method::POST, &format!("/invoke/{function}"), Some(event.clone())).await
+}
+
+pub async fn sdk() -> aws_config::SdkConfig {
+    let r = &stack().ready;
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&r.aws_endpoint)
+        .region(aws_config::Region::new(r.region.clone()))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "herald-e2e"))
+        .load()
+        .await
+}
+
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&sdk().await)
+}
+
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&sdk().await)
+}
+
+pub fn queue(logical_id: &str) -> String {
+    stack().ready.queues.get(logical_id).cloned().unwrap_or_else(|| panic!("no queue {logical_id}"))
+}
+
+pub fn table(logical_id: &str) -> String {
+    stack().ready.tables.get(logical_id).cloned().unwrap_or_else(|| panic!("no table {logical_id}"))
+}
+
+/// Sends a producer message to the dispatch queue, as a service would.
+pub async fn publish(message: Value) {
+    sqs().await.send_message().queue_url(queue("DispatchQueue")).message_body(message.to_string()).send().await.expect("SQS send");
+}
+
+/// Polls `check` until it returns `Some`, or panics after `WAIT`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; stack log: {}", stack().log.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Loads an `events/` fixture.
+pub fn fixture(name: &str) -> Value {
+    let path = repo_root().join("events").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Calls the HTTP API with a bearer token; returns the status and the JSON body (or `Null`).
+pub async fn api(method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}{path}", stack().ready.http_url);
+    let mut req = http().request(method, &url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
