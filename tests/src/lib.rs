@@ -267,9 +267,10 @@ pub async fn refused_status(url: &str, protocols: Option<&str>) -> Option<u16> {
     }
 }
 
+/// A fresh HTTP client: each `#[tokio::test]` has its own runtime, and a pooled connection
+/// from a finished test's runtime is dead in the next one.
 pub fn http() -> reqwest::Client {
-    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
-    HTTP.get_or_init(|| reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")).clone()
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")
 }
 
 /// Calls the local stack's control API.
@@ -363,4 +364,63 @@ pub async fn api(method: reqwest::Method, path: &str, token: &str, body: Option<
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Like [`invoke`], but returns the control API's status too (502 when the function failed).
+pub async fn invoke_raw(function: &str, event: &Value) -> (u16, Value) {
+    let url = format!("{}/invoke/{function}", stack().ready.control_url);
+    let resp = http().post(&url).json(event).send().await.unwrap_or_else(|e| panic!("invoke {function}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The sort keys stored under a partition key.
+pub async fn sort_keys(table_id: &str, pk: &str) -> Vec<String> {
+    let out = dynamodb()
+        .await
+        .query()
+        .table_name(table(table_id))
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query");
+    out.items().iter().filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned()).collect()
+}
+
+/// Sets `requestContext.connectionId` and the authorizer context of a WebSocket event fixture.
+pub fn as_caller(mut event: Value, connection_id: &str, user: &str, tenant: &str, groups: &str) -> Value {
+    let rc = &mut event["requestContext"];
+    rc["connectionId"] = json!(connection_id);
+    rc["authorizer"]["principalId"] = json!(user);
+    rc["authorizer"]["user"] = json!(user);
+    rc["authorizer"]["tenant"] = json!(tenant);
+    rc["authorizer"]["groups"] = json!(groups);
+    event
+}
+
+/// Receives from a queue until a message whose body contains `needle` shows up.
+pub async fn find_message(queue_id: &str, needle: &str) -> aws_sdk_sqs::types::Message {
+    let client = sqs().await;
+    let url = queue(queue_id);
+    eventually(&format!("a message containing {needle} on {queue_id}"), || {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let out = client
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .visibility_timeout(0)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .ok()?;
+            out.messages.unwrap_or_default().into_iter().find(|m| m.body().is_some_and(|b| b.contains(needle)))
+        }
+    })
+    .await
 }

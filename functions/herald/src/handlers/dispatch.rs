@@ -250,7 +250,7 @@ impl Dispatch {
         let summary = self.fan_out_entries(&req.tenant, &id, &entries).await?;
         self.store.idempotency.finish(&req.tenant, &id).await?;
         if req.deliver_at.is_some() {
-            self.store.reminders.mark_fired(&req.tenant, &id).await?;
+            self.store.reminders.mark_fired(&req.tenant, &id, expires).await?;
         }
         let mut m = Metrics::new("dispatch");
         m.count("Accepted", 1)

@@ -414,8 +414,9 @@ impl Reminders {
             .and_then(|a| a.get("state").and_then(|v| v.as_s().ok()).and_then(|s| ReminderState::parse(s))))
     }
 
-    /// Scheduled → fired, once. Returns false if it was not scheduled (fired or cancelled).
-    pub async fn mark_fired(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    /// Scheduled (or unknown) → fired, once. Returns false if it had fired or was cancelled.
+    /// An unknown id is recorded as fired, so a schedule created elsewhere still fires once.
+    pub async fn mark_fired(&self, tenant: &str, id: &str, expires_at: i64) -> Result<bool, StoreError> {
         let res = self
             .table
             .client
@@ -423,8 +424,9 @@ impl Reminders {
             .table_name(&self.table.name)
             .key("pk", s(Self::key(tenant, id)))
             .key("sk", s("#"))
-            .update_expression("SET #s = :fired")
-            .condition_expression("#s = :scheduled")
+            .update_expression("SET #s = :fired, expiresAt = if_not_exists(expiresAt, :exp)")
+            .condition_expression("attribute_not_exists(pk) OR #s = :scheduled")
+            .expression_attribute_values(":exp", n(expires_at))
             .expression_attribute_names("#s", "state")
             .expression_attribute_values(":fired", s(ReminderState::Fired.as_str()))
             .expression_attribute_values(":scheduled", s(ReminderState::Scheduled.as_str()))
