@@ -76,9 +76,10 @@ impl ReminderTarget {
                 op: "SendMessage",
                 message: DisplayErrorContext(&e).to_string(),
             })?;
+        let expires = crate::store::epoch_seconds() + self.limits.retention_seconds as i64;
         self.store
             .reminders
-            .mark_fired(&req.tenant, id)
+            .mark_fired(&req.tenant, id, expires)
             .await
             .map_err(DispatchError::from)?;
         Metrics::new("reminder").count("Fired", 1).flush();
