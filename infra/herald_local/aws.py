@@ -36,7 +36,7 @@ NAME_PREFIX = "herald"
 
 # Short timeouts and few retries: everything is local, and a stuck call must not hold shutdown.
 _BOTO_CONFIG = botocore.config.Config(
-    connect_timeout=2, read_timeout=20, retries={"max_attempts": 2, "mode": "standard"},
+    connect_timeout=2, read_timeout=20, retries={"total_max_attempts": 3, "mode": "standard"},
     max_pool_connections=32)
 
 

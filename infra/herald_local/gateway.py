@@ -27,6 +27,9 @@ from .wsapi import (AuthorizerVerdict, ConnectRequest, EventContext, Route, WebS
                     authorizer_context, new_id, response_body)
 
 log = logging.getLogger("herald_local")
+# aiohttp warns when the client's subprotocols and ours do not overlap, quoting the client's
+# list - which carries the JWT (["herald.v1", JWT]). A token must never reach the logs.
+logging.getLogger("aiohttp.websocket").setLevel(logging.ERROR)
 
 FRAME_LIMIT = 32 * 1024      # client frames (and, locally, whole messages): else close 1009
 POST_LIMIT = 128 * 1024      # @connections POST data: else 413
@@ -188,7 +191,7 @@ class Gateway:
     # --- connection lifecycle --------------------------------------------------------------
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        if not web.WebSocketResponse().can_prepare(request).ok:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(status=426, text=_message("Upgrade Required"),
                                 content_type="application/json")
         conn = Connection(ctx=self._event_context(request), transport=request.transport)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from .functions import FunctionSpec
 from .runtime import FunctionError, FunctionPool
-from .template import TemplateError
+from .template import Resolver, Template, TemplateError
 from .wsapi import new_id, request_time
 
 log = logging.getLogger("herald_local")
@@ -73,6 +73,64 @@ class HttpRoute:
         return (0 if not params else 1, -literals, any_method), params
 
 
+@dataclass
+class Cors:
+    """An HttpApi's CorsConfiguration: API Gateway answers preflights itself and adds the
+    headers to every response of an allowed origin."""
+    origins: list[str]
+    methods: list[str]
+    headers: list[str]
+    expose: list[str]
+    max_age: int | None
+    credentials: bool
+
+    @classmethod
+    def from_properties(cls, config: Any) -> Cors | None:
+        if not config:
+            return None
+        if config is True or isinstance(config, str):  # SAM shorthands: true, or one origin
+            config = {"AllowOrigins": ["*" if config is True else config],
+                      "AllowMethods": ["*"], "AllowHeaders": ["*"]}
+        return cls(origins=list(config.get("AllowOrigins") or []),
+                   methods=list(config.get("AllowMethods") or []),
+                   headers=list(config.get("AllowHeaders") or []),
+                   expose=list(config.get("ExposeHeaders") or []),
+                   max_age=int(config["MaxAge"]) if "MaxAge" in config else None,
+                   credentials=bool(config.get("AllowCredentials")))
+
+    def allowed_origin(self, origin: str | None) -> str | None:
+        if not origin:
+            return None
+        if origin in self.origins:
+            return origin
+        return "*" if "*" in self.origins else None
+
+    def preflight(self, request: web.Request) -> web.Response | None:
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        response = web.Response(status=204)
+        origin = self.allowed_origin(request.headers.get("Origin"))
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Methods"] = ",".join(self.methods)
+            response.headers["Access-Control-Allow-Headers"] = ",".join(self.headers)
+            if self.max_age is not None:
+                response.headers["Access-Control-Max-Age"] = str(self.max_age)
+            if self.credentials:
+                response.headers["Access-Control-Allow-Credentials"] = "true"
+        return response
+
+    def decorate(self, request: web.Request, response: web.Response) -> None:
+        origin = self.allowed_origin(request.headers.get("Origin"))
+        if origin is None:
+            return
+        response.headers["Access-Control-Allow-Origin"] = origin
+        if self.expose:
+            response.headers["Access-Control-Expose-Headers"] = ",".join(self.expose)
+        if self.credentials:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+
+
 def routes_from_functions(specs: list[FunctionSpec]) -> list[HttpRoute]:
     routes = []
     for spec in specs:
@@ -89,10 +147,22 @@ def routes_from_functions(specs: list[FunctionSpec]) -> list[HttpRoute]:
     return routes
 
 
+def http_api_from_template(template: Template, resolver: Resolver, specs: list[FunctionSpec],
+                           pools: dict[str, FunctionPool], account_id: str) -> HttpApi:
+    """All HttpApi routes on one server; CORS and the API id from the template's HttpApi
+    (several HttpApi resources are merged: the first one's settings apply)."""
+    apis = [r for r in template.of_type("AWS::Serverless::HttpApi") if resolver.included(r)]
+    props = resolver.resolve(apis[0].properties) if apis else {}
+    api_id = resolver.refs[apis[0].logical_id] if apis else "localhttp0"
+    return HttpApi(routes_from_functions(specs), pools, api_id=api_id, account_id=account_id,
+                   cors=Cors.from_properties(props.get("CorsConfiguration")))
+
+
 class HttpApi:
     def __init__(self, routes: list[HttpRoute], pools: dict[str, FunctionPool], *,
-                 api_id: str, account_id: str) -> None:
+                 api_id: str, account_id: str, cors: Cors | None = None) -> None:
         self.routes = routes
+        self.cors = cors
         self._pools = pools
         self._api_id = api_id
         self._account_id = account_id
@@ -111,6 +181,15 @@ class HttpApi:
         return (best[1], best[2]) if best else None
 
     async def _handle(self, request: web.Request) -> web.Response:
+        preflight = self.cors.preflight(request) if self.cors else None
+        if preflight is not None:
+            return preflight
+        response = await self._route(request)
+        if self.cors is not None:
+            self.cors.decorate(request, response)
+        return response
+
+    async def _route(self, request: web.Request) -> web.Response:
         selected = self.select(request.method, request.path)
         if selected is None:
             return web.json_response({"message": "Not Found"}, status=404)

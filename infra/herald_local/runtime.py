@@ -59,6 +59,7 @@ class Invocation:
     future: asyncio.Future[bytes]
     fetched_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
+    doomed: bool = False   # a kill fault hit it: whatever the process answers, it dies first
 
 
 @dataclass(eq=False)
@@ -237,6 +238,11 @@ class FunctionPool:
             self._init_failures = 0
             self._warm = True
             self._settled.set()
+        if inst.killed or (inst.current is not None and inst.current.doomed):
+            # Answered before the kill landed: park it without work until it is retired.
+            inst.waiter = asyncio.get_running_loop().create_future()
+            await inst.waiter
+            return web.Response(status=410)
         inv = self._take_pending()
         while inv is None:
             inst.waiter = asyncio.get_running_loop().create_future()
@@ -261,7 +267,9 @@ class FunctionPool:
         }
         response = web.Response(body=inv.payload, headers=headers)
         if self._faults.should_kill(self._names, inv.payload):
-            # "as soon as it has fetched the event": deliver it, then pull the plug.
+            # "as soon as it has fetched the event": deliver it, then pull the plug. A fast
+            # function may answer while we are still writing; `doomed` discards that answer.
+            inv.doomed = True
             await response.prepare(request)
             await response.write_eof()
             self.kill(inst)
@@ -277,6 +285,8 @@ class FunctionPool:
 
     def finish(self, inst: Instance, inv: Invocation, *, result: bytes | None = None,
                error: FunctionError | None = None, status: str | None = None) -> None:
+        if inv.doomed and inst.proc is not None and inst.proc.returncode is None:
+            return  # the exit watcher fails it once the kill has landed
         if inv.timer is not None:
             inv.timer.cancel()
         if inst.current is inv:

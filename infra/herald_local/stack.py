@@ -19,7 +19,7 @@ from .control import Control
 from .faults import Faults
 from .functions import FunctionIndex, FunctionSpec, load_functions
 from .gateway import Gateway
-from .httpapi import HttpApi, routes_from_functions
+from .httpapi import http_api_from_template
 from .runtime import FunctionPool, RuntimeApi
 from .scheduler import Scheduler
 from .sqs_source import SqsPoller, mappings_from_functions
@@ -116,8 +116,7 @@ class Stack:
             self._gateway.add_routes(ws_app)
         Control(gateway=self._gateway, pools=self._pools, faults=faults, tokens=tokens,
                 ready=self.ready).add_routes(ws_app)
-        http_api = HttpApi(routes_from_functions(specs), self._pools,
-                           api_id=aws.api_id("HttpApi"), account_id=account)
+        http_api = http_api_from_template(template, resolver, specs, self._pools, account)
         await self._serve(ws_app, ws_sock)
         await self._serve(http_api.application(), http_sock)
 

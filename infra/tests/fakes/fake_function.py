@@ -112,6 +112,8 @@ def ws_fire(event: dict[str, Any]) -> Any:
 def sqs(event: dict[str, Any]) -> Any:
     records = event["Records"]
     record(event=event)
+    time.sleep(max((float(r["body"].split(":")[1]) for r in records
+                    if r["body"].startswith("sleep:")), default=0))
     if any("crash" in r["body"] for r in records):
         raise RuntimeError("batch crashed")
     return {"batchItemFailures": [{"itemIdentifier": r["messageId"]}

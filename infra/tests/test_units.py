@@ -1,0 +1,147 @@
+"""Pure pieces: authorizer policy evaluation, route selection, HTTP route matching, faults,
+schedule expressions, tokens."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import random
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from herald_local.faults import Faults
+from herald_local.functions import FunctionSpec
+from herald_local.httpapi import HttpApi, HttpRoute
+from herald_local.scheduler import due_time
+from herald_local.tokens import TokenIssuer
+from herald_local.wsapi import AuthorizerVerdict, Route, WebSocketApi, authorizer_context
+
+ARN = "arn:aws:execute-api:us-east-1:123456789012:abc/prod/$connect"
+
+
+def policy(effect: str, resource: str | list[str], action: str = "execute-api:Invoke") -> dict:
+    return {"principalId": "u1", "context": {"user": "u1", "n": 1, "ok": True},
+            "policyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Action": action, "Effect": effect, "Resource": resource}]}}
+
+
+def test_allow_policy_gives_flat_context() -> None:
+    ctx = authorizer_context(policy("Allow", [ARN]), ARN)
+    assert ctx == {"user": "u1", "n": 1, "ok": True, "principalId": "u1"}
+    assert authorizer_context(policy("Allow", "arn:aws:execute-api:*:*:abc/*"), ARN)
+
+
+@pytest.mark.parametrize("response, status", [
+    (policy("Deny", [ARN]), 403),
+    (policy("Allow", "arn:aws:execute-api:us-east-1:123456789012:other/*"), 403),
+    (policy("Allow", [ARN], action="lambda:Invoke"), 403),
+    ({"principalId": "u1"}, 500),
+    ({**policy("Allow", [ARN]), "context": {"roles": ["a"]}}, 500),
+])
+def test_refusals(response: dict, status: int) -> None:
+    with pytest.raises(AuthorizerVerdict) as verdict:
+        authorizer_context(response, ARN)
+    assert verdict.value.status == status
+
+
+def test_explicit_deny_wins() -> None:
+    doc = policy("Allow", "*")
+    doc["policyDocument"]["Statement"].append({"Action": "*", "Effect": "Deny", "Resource": ARN})
+    with pytest.raises(AuthorizerVerdict):
+        authorizer_context(doc, ARN)
+
+
+def _spec(name: str) -> FunctionSpec:
+    return FunctionSpec(logical_id=name, name=name, arn=f"arn:aws:lambda:r:1:function:{name}",
+                        binary=name, command=["true"], env={}, timeout_s=3, memory_mb=128)
+
+
+def test_route_selection() -> None:
+    api = WebSocketApi(api_id="a", stage="prod", selection_path=["action"], routes={
+        "join": Route("join", _spec("join")), "$default": Route("$default", _spec("default"))})
+    assert api.select_route('{"action": "join"}').key == "join"
+    assert api.select_route('{"action": "other"}').key == "$default"
+    assert api.select_route('{"action": 3}').key == "$default"
+    assert api.select_route("not json").key == "$default"
+    assert api.select_route(None).key == "$default"
+    del api.routes["$default"]
+    assert api.select_route("{}") is None
+
+
+def test_http_route_precedence() -> None:
+    fn = _spec("api")
+    api = HttpApi([HttpRoute("GET", "/items/{id}", fn), HttpRoute("GET", "/items/special", fn),
+                   HttpRoute("ANY", "/items/special", fn), HttpRoute("ANY", "/{proxy+}", fn),
+                   HttpRoute("ANY", "$default", fn)], {}, api_id="x", account_id="1")
+    route, params = api.select("GET", "/items/special")
+    assert (route.method, route.path, params) == ("GET", "/items/special", {})
+    route, params = api.select("GET", "/items/7")
+    assert (route.path, params) == ("/items/{id}", {"id": "7"})
+    route, params = api.select("POST", "/items/7/x")
+    assert (route.path, params) == ("/{proxy+}", {"proxy": "items/7/x"})
+    assert api.select("POST", "/")[0].key == "$default"
+
+
+def test_counted_and_rate_post_faults() -> None:
+    faults = Faults(rng=random.Random(1))
+    assert faults.post_status("c1") is None
+    faults.add_post_fault(429, connection_ids=["c1"], count=2)
+    assert faults.post_status("c2") is None
+    assert [faults.post_status("c1") for _ in range(3)] == [429, 429, None]
+    faults.add_post_fault(500, rate=1.0)
+    assert faults.post_status("c2") == 500
+    faults.clear()
+    assert faults.post_status("c2") is None
+    with pytest.raises(ValueError):
+        faults.add_post_fault(200)
+
+
+def test_kill_faults_match_name_and_text() -> None:
+    faults = Faults()
+    faults.add_kill_fault("dispatch", "boom", count=1)
+    assert not faults.should_kill(("retry",), b"boom")
+    assert not faults.should_kill(("dispatch",), b"calm")
+    assert faults.should_kill(("dispatch", "DispatchFunction"), b"..boom..")
+    assert not faults.should_kill(("dispatch",), b"boom")
+
+
+def test_at_expressions() -> None:
+    assert due_time("at(2026-11-23T10:00:00)", None) == dt.datetime(2026, 11, 23, 10, tzinfo=dt.timezone.utc)
+    paris = due_time("at(2026-11-23T10:00:00)", "Europe/Paris")
+    assert paris is not None and paris.astimezone(dt.timezone.utc).hour == 9
+    assert due_time("rate(5 minutes)", None) is None
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_tokens_verify_with_published_keys() -> None:
+    issuer = TokenIssuer(tenant_claim="org")
+    token = issuer.issue("u1", "acme", roles=["admin"], groups=["course:42"], ttl_s=60)
+    head, body, sig = token.split(".")
+    header, claims = json.loads(_b64decode(head)), json.loads(_b64decode(body))
+    assert header == {"alg": "ES256", "typ": "JWT", "kid": "local-1"}
+    assert claims["org"] == "acme" and claims["sub"] == "u1" and claims["groups"] == ["course:42"]
+    assert claims["iss"] == "herald-local" and claims["aud"] == "herald"
+    assert claims["exp"] - claims["iat"] == 60
+    jwk = issuer.jwks["keys"][0]
+    key = ec.EllipticCurvePublicNumbers(int.from_bytes(_b64decode(jwk["x"]), "big"),
+                                        int.from_bytes(_b64decode(jwk["y"]), "big"),
+                                        ec.SECP256R1()).public_key()
+    raw = _b64decode(sig)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    key.verify(der, f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256()))  # raises if invalid
+
+    hs = issuer.issue("u1", "acme", alg="HS256")
+    head, body, sig = hs.split(".")
+    expected = hmac.new(issuer.hs256_secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    assert _b64decode(sig) == expected
+    env = issuer.function_env()
+    assert json.loads(env["HERALD_JWT_JWKS"]) == issuer.jwks and env["HERALD_JWT_JWKS_URL"] == ""
