@@ -225,7 +225,7 @@ class HttpApi:
             "version": "2.0",
             "routeKey": route.key,
             "rawPath": request.raw_path.split("?", 1)[0],
-            "rawQueryString": request.query_string,
+            "rawQueryString": request.rel_url.raw_query_string,
             "headers": headers,
             "requestContext": {
                 "accountId": self._account_id,

@@ -140,7 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     proc, info = start_stack(directory, "--parent-pid", str(os.getpid()))
     yield Stack(proc, info, directory)
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == 0, "the stack did not stop cleanly on SIGTERM"
 
 
 @pytest.fixture(autouse=True)
