@@ -15,7 +15,9 @@ async fn connect_join_publish_receive() {
     let tenant = unique("acme");
     let group = format!("course:{}", unique("c"));
     let mut alice = Client::connect(&unique("alice"), &tenant, &[], &[&group]).await;
-    let joined = alice.request(json!({"action": "join", "group": group, "ref": "c1"}), "joined").await;
+    let joined = alice
+        .request(json!({"action": "join", "group": group, "ref": "c1"}), "joined")
+        .await;
     assert_eq!(joined, json!({"type": "joined", "group": group, "ref": "c1"}));
 
     publish(note(&tenant, json!({"group": group}), "Class starts in 5 minutes")).await;
@@ -46,7 +48,10 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
     publish(note(&tenant, json!({"user": user}), "first")).await;
     let first = carol.notification().await;
     carol.close().await;
-    eventually("connection removed", || async { connection_ids_of(&user).await.is_empty().then_some(()) }).await;
+    eventually("connection removed", || async {
+        connection_ids_of(&user).await.is_empty().then_some(())
+    })
+    .await;
 
     publish(note(&tenant, json!({"user": user}), "while away")).await;
     // Wait until dispatch has logged it (through the HTTP API), so the reconnect below cannot
@@ -54,7 +59,9 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
     let since = first["cursor"].as_str().unwrap_or_default().to_owned();
     let tok = token(&user, &tenant, &[], &[]);
     let logged = eventually("logged", || async {
-        let v = api(reqwest::Method::GET, &format!("/notifications/missed?since={since}"), &tok, None).await.1;
+        let v = api(reqwest::Method::GET, &format!("/notifications/missed?since={since}"), &tok, None)
+            .await
+            .1;
         (v["items"].as_array().map(Vec::len) == Some(1)).then_some(v)
     })
     .await;
@@ -75,7 +82,9 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
     assert_eq!(resumed["cursor"].as_str(), Some(probe_cursor.as_str()));
 
     // Resuming from the newest cursor returns nothing.
-    let r = again.request(json!({"action": "resume", "since": resumed["cursor"]}), "resumed").await;
+    let r = again
+        .request(json!({"action": "resume", "since": resumed["cursor"]}), "resumed")
+        .await;
     assert_eq!((r["count"].clone(), r["cursor"].clone()), (json!(0), resumed["cursor"].clone()));
 }
 
@@ -90,8 +99,16 @@ async fn posting_to_a_closed_connection_is_410() {
     dave.close().await;
     let gone = http().post(&url).body("{}").send().await.expect("post");
     assert_eq!(gone.status().as_u16(), 410);
-    assert_eq!(gone.headers().get("x-amzn-ErrorType").and_then(|v| v.to_str().ok()), Some("GoneException"));
-    let unknown = http().post(format!("{}/@connections/nope", stack().ready.management_endpoint)).body("{}").send().await.expect("post");
+    assert_eq!(
+        gone.headers().get("x-amzn-ErrorType").and_then(|v| v.to_str().ok()),
+        Some("GoneException")
+    );
+    let unknown = http()
+        .post(format!("{}/@connections/nope", stack().ready.management_endpoint))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
     assert_eq!(unknown.status().as_u16(), 410);
 }
 
@@ -111,7 +128,11 @@ async fn bad_tokens_are_refused_at_the_handshake() {
     let expired = token_with(json!({"sub": "u1", "tenant": "acme", "exp": 1_000_000}));
     assert_eq!(refused_status(&format!("{url}?token={expired}"), None).await, Some(401), "expired");
     let wrong_aud = token_with(json!({"sub": "u1", "tenant": "acme", "aud": "someone-else"}));
-    assert_eq!(refused_status(&format!("{url}?token={wrong_aud}"), None).await, Some(401), "audience");
+    assert_eq!(
+        refused_status(&format!("{url}?token={wrong_aud}"), None).await,
+        Some(401),
+        "audience"
+    );
     let no_tenant = token_with(json!({"sub": "u1"}));
     assert_eq!(refused_status(&format!("{url}?token={no_tenant}"), None).await, Some(401), "tenant");
 }
@@ -121,13 +142,22 @@ async fn token_as_subprotocol_is_answered_with_herald_v1() {
     let t = token(&unique("fay"), &unique("acme"), &[], &[]);
     let url = &stack().ready.websocket_url;
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).expect("request");
-    req.headers_mut().insert("Sec-WebSocket-Protocol", format!("herald.v1, {t}").parse().expect("header"));
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", format!("herald.v1, {t}").parse().expect("header"));
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("connect with subprotocol");
-    assert_eq!(resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()), Some("herald.v1"));
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()),
+        Some("herald.v1")
+    );
     use futures_util::{SinkExt, StreamExt};
-    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"action":"ping","ref":"p"}"#)).await.expect("send");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"action":"ping","ref":"p"}"#))
+        .await
+        .expect("send");
     let pong = ws.next().await.expect("frame").expect("ok");
-    assert_eq!(serde_json::from_str::<Value>(pong.to_text().expect("text")).expect("json"), json!({"type":"pong","ref":"p"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(pong.to_text().expect("text")).expect("json"),
+        json!({"type":"pong","ref":"p"})
+    );
 }
 
 #[tokio::test]
@@ -147,7 +177,11 @@ async fn joins_are_authorized_server_side() {
     ];
     for (group, code) in cases {
         let r = c.request(json!({"action": "join", "group": group, "ref": "x"}), "joined").await;
-        assert_eq!((r["type"].as_str(), r["code"].as_str(), r["ref"].as_str()), (Some("error"), Some(code), Some("x")), "join {group}");
+        assert_eq!(
+            (r["type"].as_str(), r["code"].as_str(), r["ref"].as_str()),
+            (Some("error"), Some(code), Some("x")),
+            "join {group}"
+        );
     }
     assert_eq!(c.join("course:1").await["type"], "joined");
     assert_eq!(c.join(&format!("user:{me}")).await["type"], "joined");
@@ -164,8 +198,16 @@ async fn role_policy_and_durable_subscriptions_entitle_joins() {
     let tenant = unique("acme");
     let student = unique("hal");
     let mut instructor = Client::connect(&unique("ida"), &tenant, &["instructor"], &[]).await;
-    assert_eq!(instructor.join("course:77").await["type"], "joined", "instructor=course in the role policy");
-    assert_eq!(instructor.join("order:1").await["code"], "forbidden", "instructors get course and room only");
+    assert_eq!(
+        instructor.join("course:77").await["type"],
+        "joined",
+        "instructor=course in the role policy"
+    );
+    assert_eq!(
+        instructor.join("order:1").await["code"],
+        "forbidden",
+        "instructors get course and room only"
+    );
 
     let mut s = Client::connect(&student, &tenant, &["student"], &[]).await;
     assert_eq!(s.join("course:77").await["code"], "forbidden");
@@ -215,9 +257,21 @@ async fn malformed_frames_get_error_frames() {
     let mut c = Client::connect(&unique("jo"), &unique("acme"), &[], &[]).await;
     c.send_text("not json".into()).await.expect("send");
     assert_eq!(c.next().await["code"], "bad_request");
-    assert_eq!(c.request(json!({"action": "dance", "ref": 7}), "x").await, json!({"type":"error","code":"unknown_action","message":"unknown action \"dance\"","ref":7}));
-    assert_eq!(c.request(json!({"action": "resume", "since": "nope"}), "resumed").await["code"], "bad_request");
+    assert_eq!(
+        c.request(json!({"action": "dance", "ref": 7}), "x").await,
+        json!({"type":"error","code":"unknown_action","message":"unknown action \"dance\"","ref":7})
+    );
+    assert_eq!(
+        c.request(json!({"action": "resume", "since": "nope"}), "resumed").await["code"],
+        "bad_request"
+    );
     assert_eq!(c.request(json!({"action": "ack", "ids": []}), "acked").await["code"], "bad_request");
-    assert_eq!(c.request(json!({"action": "ping", "ref": "p"}), "pong").await, json!({"type":"pong","ref":"p"}));
-    assert_eq!(c.request(json!({"action": "ack", "ids": ["a", "b"], "ref": "k"}), "acked").await, json!({"type":"acked","count":2,"ref":"k"}));
+    assert_eq!(
+        c.request(json!({"action": "ping", "ref": "p"}), "pong").await,
+        json!({"type":"pong","ref":"p"})
+    );
+    assert_eq!(
+        c.request(json!({"action": "ack", "ids": ["a", "b"], "ref": "k"}), "acked").await,
+        json!({"type":"acked","count":2,"ref":"k"})
+    );
 }

@@ -1,1 +1,324 @@
-//! placeholder
+//! The delivery pipeline end to end: dispatch, retry and reminders against the local stack,
+//! with faults injected at the `@connections` endpoint and into function processes.
+
+use std::time::Duration;
+
+use herald_e2e::*;
+use serde_json::{Value, json};
+
+fn note(tenant: &str, to: Value, title: &str) -> Value {
+    json!({"tenant": tenant, "to": to, "event": "test.event", "title": title})
+}
+
+async fn post_fault(connection: &str, status: u16, count: u32) {
+    control(
+        reqwest::Method::POST,
+        "/faults/posts",
+        Some(json!({"connectionIds": [connection], "status": status, "count": count})),
+    )
+    .await;
+}
+
+/// Posts straight to the management API: 200 once every injected fault is used up.
+async fn direct_post_status(connection: &str) -> u16 {
+    let url = format!("{}/@connections/{connection}", stack().ready.management_endpoint);
+    http()
+        .post(url)
+        .body(r#"{"type":"probe"}"#)
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn every_target_kind_reaches_its_audience() {
+    let tenant = unique("acme");
+    let (u1, u2) = (unique("u1"), unique("u2"));
+    let mut a = Client::connect(&u1, &tenant, &[], &["room:1"]).await;
+    let mut b = Client::connect(&u2, &tenant, &[], &[]).await;
+    a.join("room:1").await;
+
+    publish(note(&tenant, json!({"user": u1}), "user")).await;
+    assert_eq!(a.notification().await["title"], "user");
+    publish(note(&tenant, json!({"users": [u1, u2]}), "users")).await;
+    let (na, nb) = (a.notification().await, b.notification().await);
+    assert_eq!((na["title"].as_str(), nb["title"].as_str()), (Some("users"), Some("users")));
+    assert_eq!(na["id"], nb["id"], "one notification, one id");
+    assert_eq!(
+        (na["topic"].clone(), nb["topic"].clone()),
+        (json!(format!("user:{u1}")), json!(format!("user:{u2}")))
+    );
+    publish(note(&tenant, json!({"group": "room:1"}), "group")).await;
+    assert_eq!(a.notification().await["title"], "group");
+    publish(note(&tenant, json!({"tenant": true}), "tenant")).await;
+    assert_eq!(
+        (a.notification().await["title"].clone(), b.notification().await["title"].clone()),
+        (json!("tenant"), json!("tenant"))
+    );
+    b.expect_silence(Duration::from_millis(1000)).await;
+}
+
+#[tokio::test]
+async fn same_producer_id_is_logged_and_pushed_once() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let id = unique("grade");
+    let mut msg = note(&tenant, json!({"user": user}), "once");
+    msg["id"] = json!(id);
+    publish(msg.clone()).await;
+    let first = c.notification().await;
+    assert_eq!(first["id"], id.as_str());
+    // Sent again after it was delivered (a producer retry, or SQS redelivering it): skipped.
+    publish(msg.clone()).await;
+    c.expect_silence(Duration::from_secs(3)).await;
+    let r = c.request(json!({"action": "resume"}), "resumed").await;
+    assert_eq!(r["count"], 1, "logged once");
+}
+
+#[tokio::test]
+async fn a_killed_dispatch_is_redelivered_and_delivered_once() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let marker = unique("crash");
+    control(
+        reqwest::Method::POST,
+        "/faults/kill",
+        Some(json!({"function": "dispatch", "match": marker, "count": 1})),
+    )
+    .await;
+    publish(note(&tenant, json!({"user": user}), &marker)).await;
+    // The process dies as it fetches the batch; SQS makes the message visible again after the
+    // visibility timeout and the restarted function delivers it.
+    let n = c.notification().await;
+    assert_eq!(n["title"], marker.as_str());
+    c.expect_silence(Duration::from_secs(4)).await;
+}
+
+#[tokio::test]
+async fn poison_messages_go_to_the_dlq_with_a_reason_and_never_block_the_batch() {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let bad = unique("notjson");
+    let huge = unique("huge");
+    let entries = [
+        note(&tenant, json!({"user": user}), "good").to_string(),
+        format!("{bad} {{"),
+        json!({"tenant": tenant, "to": {"user": user}, "event": "big", "title": huge, "body": "x".repeat(4000)}).to_string(),
+    ];
+    let batch: Vec<SendMessageBatchRequestEntry> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            SendMessageBatchRequestEntry::builder()
+                .id(format!("m{i}"))
+                .message_body(body)
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    sqs()
+        .await
+        .send_message_batch()
+        .queue_url(queue("DispatchQueue"))
+        .set_entries(Some(batch))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(c.notification().await["title"], "good");
+    for (needle, reason) in [(bad.as_str(), "bad_request"), (huge.as_str(), "too_large")] {
+        let m = find_message("DispatchDeadLetterQueue", needle).await;
+        let got = m
+            .message_attributes()
+            .and_then(|a| a.get("reason"))
+            .and_then(|v| v.string_value())
+            .map(str::to_owned);
+        assert_eq!(got.as_deref(), Some(reason), "{needle}");
+        assert!(m.message_attributes().and_then(|a| a.get("detail")).is_some());
+    }
+}
+
+#[tokio::test]
+async fn gone_connections_are_removed_on_first_410() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    // A connection API Gateway already closed, whose $disconnect never ran.
+    let stale = unique("stale");
+    let event = as_caller(fixture("ws-connect.json"), &stale, &user, &tenant, "");
+    assert_eq!(invoke("ws-connect", &event).await["statusCode"], 200);
+    assert!(!sort_keys("ConnectionsTable", &format!("c#{stale}")).await.is_empty());
+    let mut live = Client::connect(&user, &tenant, &[], &[]).await;
+    publish(note(&tenant, json!({"user": user}), "hello")).await;
+    assert_eq!(live.notification().await["title"], "hello");
+    eventually("stale connection removed", || async {
+        let gone = sort_keys("ConnectionsTable", &format!("c#{stale}")).await.is_empty()
+            && !sort_keys("ConnectionsTable", &format!("g#{tenant}#user:{user}#0"))
+                .await
+                .contains(&stale);
+        gone.then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_errors_and_throttling_are_retried_until_delivered() {
+    for status in [500u16, 429] {
+        let tenant = unique("acme");
+        let user = unique("u");
+        let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+        let conn = c.connection_id().await;
+        post_fault(&conn, status, 1).await;
+        publish(note(&tenant, json!({"user": user}), "eventually")).await;
+        assert_eq!(c.notification().await["title"], "eventually", "after a {status}");
+        c.expect_silence(Duration::from_secs(2)).await;
+        assert_eq!(direct_post_status(&conn).await, 200, "the fault was used by dispatch");
+    }
+}
+
+#[tokio::test]
+async fn retries_stop_after_the_configured_attempts_and_resume_still_has_it() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let conn = c.connection_id().await;
+    // Dispatch's post plus HERALD_RETRY_MAX_ATTEMPTS (2) retries fail; a third retry would
+    // succeed and arrive, so silence proves the give-up.
+    post_fault(&conn, 503, 3).await;
+    publish(note(&tenant, json!({"user": user}), "abandoned")).await;
+    c.expect_silence(Duration::from_secs(16)).await;
+    assert_eq!(direct_post_status(&conn).await, 200, "all three attempts were made");
+    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
+    again.send(json!({"action": "resume"})).await;
+    let n = again.next().await;
+    assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some("abandoned"), Some(true)));
+}
+
+#[tokio::test]
+async fn short_deliver_at_waits_on_the_queue() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let at = chrono_now_plus(4);
+    let mut msg = note(&tenant, json!({"user": user}), "later");
+    msg["deliverAt"] = json!(at);
+    publish(msg).await;
+    c.expect_silence(Duration::from_secs(2)).await;
+    assert_eq!(c.notification().await["title"], "later");
+    c.expect_silence(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_pending_reminder() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let id = unique("rem");
+    let mut msg = note(&tenant, json!({"user": user}), "cancelled");
+    msg["id"] = json!(id);
+    msg["deliverAt"] = json!(chrono_now_plus(4));
+    publish(msg).await;
+    publish(json!({"control": "cancel", "tenant": tenant, "id": id})).await;
+    c.expect_silence(Duration::from_secs(8)).await;
+    let (status, r) = api(
+        reqwest::Method::GET,
+        &format!("/reminders/{id}"),
+        &token("svc", &tenant, &["service"], &[]),
+        None,
+    )
+    .await;
+    assert_eq!((status, r["state"].as_str()), (200, Some("cancelled")));
+}
+
+#[tokio::test]
+async fn long_deliver_at_uses_scheduler_and_fires_once() {
+    use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode};
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let id = unique("rem");
+    let mut msg = note(&tenant, json!({"user": user}), "from the scheduler");
+    msg["id"] = json!(id);
+    msg["deliverAt"] = json!(chrono_now_plus(20 * 60));
+    publish(msg).await;
+
+    let scheduler = aws_sdk_scheduler::Client::new(&sdk().await);
+    let name = herald::schedule::schedule_name(&tenant, &id);
+    let group = stack().ready.schedule_group.clone();
+    let schedule = eventually("schedule created", || {
+        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
+        async move { s.get_schedule().name(n).group_name(g).send().await.ok() }
+    })
+    .await;
+    assert!(schedule.schedule_expression().is_some_and(|e| e.starts_with("at(")));
+    assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
+    let mut target = schedule.target().expect("target").clone();
+    assert!(target.input().is_some_and(|i| i.contains(&id)));
+    c.expect_silence(Duration::from_secs(1)).await;
+
+    // Time travel: move the schedule to now, as if twenty minutes had passed.
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let mut input: Value = serde_json::from_str(target.input().unwrap_or("{}")).expect("input");
+    input["deliverAt"] = json!(soon.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    target = aws_sdk_scheduler::types::Target::builder()
+        .arn(target.arn())
+        .role_arn(target.role_arn())
+        .input(input.to_string())
+        .build()
+        .expect("target");
+    scheduler
+        .update_schedule()
+        .name(&name)
+        .group_name(&group)
+        .schedule_expression(herald::schedule::at_expression(&soon))
+        .schedule_expression_timezone("UTC")
+        .flexible_time_window(
+            FlexibleTimeWindow::builder()
+                .mode(FlexibleTimeWindowMode::Off)
+                .build()
+                .expect("window"),
+        )
+        .target(target)
+        .action_after_completion(aws_sdk_scheduler::types::ActionAfterCompletion::Delete)
+        .state(aws_sdk_scheduler::types::ScheduleState::Enabled)
+        .send()
+        .await
+        .expect("update schedule");
+    assert_eq!(c.notification().await["title"], "from the scheduler");
+    eventually("schedule deleted after completion", || {
+        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
+        async move { s.get_schedule().name(n).group_name(g).send().await.is_err().then_some(()) }
+    })
+    .await;
+    // Scheduler delivers at least once: firing the same input again is skipped.
+    assert_eq!(invoke("reminder", &input).await["fired"], false);
+    c.expect_silence(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn cancelling_a_long_reminder_deletes_its_schedule() {
+    let tenant = unique("acme");
+    let id = unique("rem");
+    let mut msg = note(&tenant, json!({"user": "u"}), "never");
+    msg["id"] = json!(id);
+    msg["deliverAt"] = json!(chrono_now_plus(3600));
+    publish(msg).await;
+    let scheduler = aws_sdk_scheduler::Client::new(&sdk().await);
+    let name = herald::schedule::schedule_name(&tenant, &id);
+    let group = stack().ready.schedule_group.clone();
+    let exists = || {
+        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
+        async move { s.get_schedule().name(n).group_name(g).send().await.is_ok() }
+    };
+    eventually("schedule created", || async { exists().await.then_some(()) }).await;
+    publish(json!({"control": "cancel", "tenant": tenant, "id": id})).await;
+    eventually("schedule deleted", || async { (!exists().await).then_some(()) }).await;
+}
+
+fn chrono_now_plus(seconds: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

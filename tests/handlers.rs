@@ -17,8 +17,14 @@ async fn authorizer_allows_a_valid_token_and_refuses_others() {
     let resp = invoke("authorizer", &serde_json::from_str(&text).expect("json")).await;
     assert_eq!(resp["principalId"], "u1");
     assert_eq!(resp["policyDocument"]["Statement"][0]["Effect"], "Allow");
-    assert_eq!(resp["policyDocument"]["Statement"][0]["Resource"], "arn:aws:execute-api:eu-west-1:123456789012:abc123/prod/$connect");
-    assert_eq!(resp["context"], json!({"user": "u1", "tenant": tenant, "roles": "student", "groups": "course:42"}));
+    assert_eq!(
+        resp["policyDocument"]["Statement"][0]["Resource"],
+        "arn:aws:execute-api:eu-west-1:123456789012:abc123/prod/$connect"
+    );
+    assert_eq!(
+        resp["context"],
+        json!({"user": "u1", "tenant": tenant, "roles": "student", "groups": "course:42"})
+    );
 
     let (status, err) = invoke_raw("authorizer", &fixture("authorizer.json")).await;
     assert_eq!(status, 502, "the placeholder is not a token");
@@ -32,16 +38,36 @@ async fn connect_stores_memberships_and_disconnect_removes_them() {
     let conn = unique("conn");
     // A durable subscription is joined automatically at connect.
     publish(json!({"control": "subscribe", "tenant": tenant, "user": user, "group": "course:9"})).await;
-    eventually("subscription stored", || async { (!sort_keys("NotificationsTable", &format!("s#{tenant}#{user}")).await.is_empty()).then_some(()) }).await;
+    eventually("subscription stored", || async {
+        (!sort_keys("NotificationsTable", &format!("s#{tenant}#{user}")).await.is_empty()).then_some(())
+    })
+    .await;
 
     let event = as_caller(fixture("ws-connect.json"), &conn, &user, &tenant, "");
     let resp = invoke("ws-connect", &event).await;
     assert_eq!(resp["statusCode"], 200);
-    assert_eq!(resp["headers"]["sec-websocket-protocol"].as_str().or(resp["headers"]["Sec-WebSocket-Protocol"].as_str()), Some("herald.v1"));
+    assert_eq!(
+        resp["headers"]["sec-websocket-protocol"]
+            .as_str()
+            .or(resp["headers"]["Sec-WebSocket-Protocol"].as_str()),
+        Some("herald.v1")
+    );
     let mut keys = sort_keys("ConnectionsTable", &format!("c#{conn}")).await;
     keys.sort();
-    assert_eq!(keys, vec!["#meta".to_owned(), "g#*#all".into(), format!("g#{tenant}#course:9"), format!("g#{tenant}#tenant"), format!("g#{tenant}#user:{user}")]);
-    assert_eq!(sort_keys("ConnectionsTable", &format!("g#{tenant}#user:{user}#0")).await, vec![conn.clone()]);
+    assert_eq!(
+        keys,
+        vec![
+            "#meta".to_owned(),
+            "g#*#all".into(),
+            format!("g#{tenant}#course:9"),
+            format!("g#{tenant}#tenant"),
+            format!("g#{tenant}#user:{user}")
+        ]
+    );
+    assert_eq!(
+        sort_keys("ConnectionsTable", &format!("g#{tenant}#user:{user}#0")).await,
+        vec![conn.clone()]
+    );
 
     let event = as_caller(fixture("ws-disconnect.json"), &conn, &user, &tenant, "");
     assert_eq!(invoke("ws-disconnect", &event).await["statusCode"], 200);
@@ -60,18 +86,29 @@ async fn join_and_leave_fixtures_change_memberships_of_a_live_connection() {
 
     let resp = invoke("ws-join", &as_caller(fixture("ws-join.json"), &conn, &user, &tenant, "course:42")).await;
     assert_eq!(body_json(&resp), json!({"type": "joined", "group": "course:42", "ref": "c1"}));
-    assert!(sort_keys("ConnectionsTable", &format!("c#{conn}")).await.contains(&format!("g#{tenant}#course:42")));
+    assert!(
+        sort_keys("ConnectionsTable", &format!("c#{conn}"))
+            .await
+            .contains(&format!("g#{tenant}#course:42"))
+    );
     publish(json!({"tenant": tenant, "to": {"group": "course:42"}, "event": "class.starting", "title": "now"})).await;
     assert_eq!(client.notification().await["topic"], "course:42");
 
     // Without the entitlement in the authorizer context, the same fixture is refused.
     let denied = invoke("ws-join", &as_caller(fixture("ws-join.json"), &conn, &user, &tenant, "")).await;
     let denied_body = body_json(&denied);
-    assert_eq!((denied_body["code"].as_str(), denied_body["ref"].as_str()), (Some("forbidden"), Some("c1")));
+    assert_eq!(
+        (denied_body["code"].as_str(), denied_body["ref"].as_str()),
+        (Some("forbidden"), Some("c1"))
+    );
 
     let resp = invoke("ws-join", &as_caller(fixture("ws-leave.json"), &conn, &user, &tenant, "course:42")).await;
     assert_eq!(body_json(&resp), json!({"type": "left", "group": "course:42", "ref": "c2"}));
-    assert!(!sort_keys("ConnectionsTable", &format!("c#{conn}")).await.contains(&format!("g#{tenant}#course:42")));
+    assert!(
+        !sort_keys("ConnectionsTable", &format!("c#{conn}"))
+            .await
+            .contains(&format!("g#{tenant}#course:42"))
+    );
 }
 
 #[tokio::test]
@@ -86,17 +123,30 @@ async fn message_fixtures_ping_ack_and_resume() {
 
     let acked = invoke("ws-message", &as_caller(fixture("ws-message-ack.json"), &conn, &user, &tenant, "")).await;
     assert_eq!(body_json(&acked), json!({"type": "acked", "count": 1, "ref": "c4"}));
-    assert_eq!(sort_keys("NotificationsTable", &format!("r#{tenant}#{user}")).await, vec!["m#n-1".to_owned()]);
+    assert_eq!(
+        sort_keys("NotificationsTable", &format!("r#{tenant}#{user}")).await,
+        vec!["m#n-1".to_owned()]
+    );
 
     publish(json!({"tenant": tenant, "to": {"user": user}, "event": "e", "title": "one"})).await;
     let live = client.notification().await;
-    let resumed = invoke("ws-message", &as_caller(fixture("ws-message-resume.json"), &conn, &user, &tenant, "")).await;
+    let resumed = invoke(
+        "ws-message",
+        &as_caller(fixture("ws-message-resume.json"), &conn, &user, &tenant, ""),
+    )
+    .await;
     // The replayed frame went to the real connection through @connections ...
     let replayed = client.notification().await;
-    assert_eq!((replayed["id"].clone(), replayed["replayed"].clone()), (live["id"].clone(), json!(true)));
+    assert_eq!(
+        (replayed["id"].clone(), replayed["replayed"].clone()),
+        (live["id"].clone(), json!(true))
+    );
     // ... and the answer is the route response.
     let body = body_json(&resumed);
-    assert_eq!((body["type"].as_str(), body["count"].as_u64(), body["ref"].as_str()), (Some("resumed"), Some(1), Some("c3")));
+    assert_eq!(
+        (body["type"].as_str(), body["count"].as_u64(), body["ref"].as_str()),
+        (Some("resumed"), Some(1), Some("c3"))
+    );
     assert_eq!(body["cursor"], live["cursor"]);
 }
 
@@ -121,14 +171,31 @@ async fn dispatch_fixture_delivers_logs_and_dead_letters_the_bad_record() {
     }
     let resp = invoke("dispatch", &event).await;
     assert_eq!(resp["batchItemFailures"], json!([]), "the bad record is not retried");
-    let mut topics = vec![client.notification().await["topic"].clone(), client.notification().await["topic"].clone()];
+    let mut topics = vec![
+        client.notification().await["topic"].clone(),
+        client.notification().await["topic"].clone(),
+    ];
     topics.sort_by_key(|t| t.to_string());
     assert_eq!(topics, vec![json!("course:42"), json!("user:u1")]);
-    assert_eq!(sort_keys("NotificationsTable", &format!("n#{tenant}#user:u1")).await.len(), 1, "logged");
+    assert_eq!(
+        sort_keys("NotificationsTable", &format!("n#{tenant}#user:u1")).await.len(),
+        1,
+        "logged"
+    );
     let dead = find_message("DispatchDeadLetterQueue", &marker).await;
-    let reason = dead.message_attributes().and_then(|a| a.get("reason")).and_then(|v| v.string_value()).unwrap_or_default().to_owned();
+    let reason = dead
+        .message_attributes()
+        .and_then(|a| a.get("reason"))
+        .and_then(|v| v.string_value())
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(reason, "bad_request");
-    let detail = dead.message_attributes().and_then(|a| a.get("detail")).and_then(|v| v.string_value()).unwrap_or_default().to_owned();
+    let detail = dead
+        .message_attributes()
+        .and_then(|a| a.get("detail"))
+        .and_then(|v| v.string_value())
+        .unwrap_or_default()
+        .to_owned();
     assert!(detail.starts_with("to.nobody"), "{detail}");
 }
 
@@ -143,7 +210,10 @@ async fn retry_fixture_reposts_to_the_listed_connection() {
     event["Records"][0]["body"] = json!(job.to_string());
     assert_eq!(invoke("retry", &event).await["batchItemFailures"], json!([]));
     let n = client.notification().await;
-    assert_eq!((n["id"].as_str(), n["title"].as_str()), (Some("grade-7781"), Some("Assignment graded")));
+    assert_eq!(
+        (n["id"].as_str(), n["title"].as_str()),
+        (Some("grade-7781"), Some("Assignment graded"))
+    );
 }
 
 #[tokio::test]
@@ -169,12 +239,16 @@ async fn api_fixtures_publish_and_list_missed() {
     let text = fixture("api-publish.json").to_string().replace("REPLACE_WITH_JWT", &service);
     let mut event: Value = serde_json::from_str(&text).expect("json");
     let id = unique("grade");
-    event["body"] = json!(json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "assignment.graded", "title": "Assignment graded"}).to_string());
+    event["body"] = json!(
+        json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "assignment.graded", "title": "Assignment graded"}).to_string()
+    );
     let resp = invoke("api", &event).await;
     assert_eq!(resp["statusCode"], 202, "{resp}");
     assert_eq!(body_json(&resp), json!({"id": id}));
 
-    let text = fixture("api-missed.json").to_string().replace("REPLACE_WITH_JWT", &token(&user, &tenant, &[], &[]));
+    let text = fixture("api-missed.json")
+        .to_string()
+        .replace("REPLACE_WITH_JWT", &token(&user, &tenant, &[], &[]));
     let event: Value = serde_json::from_str(&text).expect("json");
     let body = eventually("published notification is missed", || async {
         let resp = invoke("api", &event).await;

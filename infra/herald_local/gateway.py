@@ -290,9 +290,11 @@ class Gateway:
             timeout = deadline - time.monotonic()
             try:
                 msg = await ws.receive(timeout=max(timeout, 0.001))
-            except asyncio.TimeoutError:
-                self._close(conn, 1001, "Going away")
-                return conn.server_close or (1001, "Going away")
+            except asyncio.TimeoutError:  # idle, or too old: close here, before returning
+                conn.state = State.CLOSED     # lets aiohttp close it with 1000
+                conn.server_close = (1001, "Going away")
+                await ws.close(code=1001, message=b"Going away")
+                return conn.server_close
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 conn.last_active = time.time()
                 conn.last_message = time.monotonic()
@@ -310,7 +312,8 @@ class Gateway:
             return 1006, "Connection was closed abnormally"
 
     def _close(self, conn: Connection, code: int, reason: str) -> None:
-        """Server-side close: management calls see 410 at once, the close frame follows."""
+        """Server-side close from outside the connection's task (DELETE, shutdown): management
+        calls see 410 at once; the close frame follows and wakes the receive loop."""
         conn.state = State.CLOSED
         conn.server_close = (code, reason)
         if conn.ws is not None:

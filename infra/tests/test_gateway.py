@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Stack, poll
+from conftest import Stack, poll, start_stack
 
 
 def run(body: Callable[[aiohttp.ClientSession], Awaitable[Any]]) -> Any:
@@ -291,3 +291,35 @@ def test_connections_listing_shows_only_open_ones(stack: Stack) -> None:
         poll(lambda: conn_id not in {c["connectionId"] for c in stack.control("GET", "/connections")[1]},
              what="the closed connection to leave the listing")
     run(body)
+
+
+def test_idle_and_maximum_connection_time(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """API Gateway closes idle connections (10 min) and old ones (2 h) with 1001; both limits
+    are configurable, so a stack with tiny ones shows the behaviour."""
+    directory = tmp_path_factory.mktemp("short-lived")
+    proc, info = start_stack(directory, "--idle-timeout", "1", "--max-connection-seconds", "2.5",
+                             "--quiet")
+    short = Stack(proc, info, directory)
+    try:
+        async def body(session: aiohttp.ClientSession) -> None:
+            idle = await connect(short, session)
+            busy = await connect(short, session)
+            msg = await idle.receive(timeout=10)
+            assert (msg.type, msg.data, msg.extra) == (aiohttp.WSMsgType.CLOSE, 1001, "Going away")
+            started = asyncio.get_running_loop().time()
+            while True:  # keep it busy (never idle for 1 s): only the maximum age can end it
+                await busy.send_str(json.dumps({"action": "join"}))
+                msg = await busy.receive(timeout=10)
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                await asyncio.sleep(0.3)
+            assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+            assert asyncio.get_running_loop().time() - started > 1
+        run(body)
+        codes = [r["event"]["requestContext"]["disconnectStatusCode"] for r in
+                 poll(lambda: short.records("ws-disconnect") if len(short.records("ws-disconnect")) == 2 else None,
+                      what="two $disconnect events")]
+        assert codes == [1001, 1001]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -61,7 +61,10 @@ pub const TEST_ENV: &[(&str, &str)] = &[
 ];
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The cargo profile whose binaries the stack runs (`HERALD_PROFILE`, default `release`).
@@ -80,12 +83,23 @@ pub fn stack() -> &'static Stack {
 fn start_stack() -> Stack {
     let root = repo_root();
     let python = root.join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run `make test` (it creates the virtualenv)", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run `make test` (it creates the virtualenv)",
+        python.display()
+    );
     for bin in ["authorizer", "ws-connect", "dispatch", "api"] {
         let p = root.join("target").join(profile()).join(bin);
-        assert!(p.exists(), "{} is missing: build the functions first (`make test` does)", p.display());
+        assert!(
+            p.exists(),
+            "{} is missing: build the functions first (`make test` does)",
+            p.display()
+        );
     }
-    let name = std::env::current_exe().ok().and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned())).unwrap_or_else(|| "e2e".into());
+    let name = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "e2e".into());
     let dir = root.join("target/e2e").join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create target/e2e");
     let ready_file = dir.join("ready.json");
@@ -95,7 +109,16 @@ fn start_stack() -> Stack {
     cmd.current_dir(&root)
         .env("PYTHONPATH", root.join("infra"))
         .env_remove("AWS_ENDPOINT_URL")
-        .args(["-m", "herald_local", "--profile", &profile(), "--visibility-timeout", "3", "--idle-timeout", "60"])
+        .args([
+            "-m",
+            "herald_local",
+            "--profile",
+            &profile(),
+            "--visibility-timeout",
+            "3",
+            "--idle-timeout",
+            "60",
+        ])
         .arg("--ready-file")
         .arg(&ready_file)
         .args(["--parent-pid", &std::process::id().to_string()])
@@ -116,7 +139,12 @@ fn start_stack() -> Stack {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("local stack exited with {status}; log: {}\n{}", log.display(), tail(&log));
         }
-        assert!(Instant::now() < deadline, "local stack not ready after 90 s; log: {}\n{}", log.display(), tail(&log));
+        assert!(
+            Instant::now() < deadline,
+            "local stack not ready after 90 s; log: {}\n{}",
+            log.display(),
+            tail(&log)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -130,7 +158,10 @@ fn tail(path: &Path) -> String {
 /// A name no other test uses (tenants, users, groups, ids).
 pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() % 100_000_000).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 100_000_000)
+        .unwrap_or(0);
     format!("{prefix}-{}-{t}-{n}", std::process::id())
 }
 
@@ -141,13 +172,21 @@ pub fn token(sub: &str, tenant: &str, roles: &[&str], groups: &[&str]) -> String
 
 pub fn token_with(mut claims: Value) -> String {
     let jwt = &stack().ready.jwt;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let obj = claims.as_object_mut().expect("claims object");
     obj.entry("iss").or_insert(json!(jwt.issuer));
     obj.entry("aud").or_insert(json!(jwt.audience));
     obj.entry("exp").or_insert(json!(now + 3600));
     obj.entry("iat").or_insert(json!(now));
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(jwt.hs256_secret.as_bytes())).expect("sign token")
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(jwt.hs256_secret.as_bytes()),
+    )
+    .expect("sign token")
 }
 
 /// A WebSocket client speaking the Herald client protocol.
@@ -163,8 +202,14 @@ pub const WAIT: Duration = Duration::from_secs(20);
 impl Client {
     pub async fn connect(user: &str, tenant: &str, roles: &[&str], groups: &[&str]) -> Client {
         let t = token(user, tenant, roles, groups);
-        let ws = connect_raw(&format!("{}?token={t}", stack().ready.websocket_url), None).await.expect("connect");
-        Client { ws, user: user.into(), tenant: tenant.into() }
+        let ws = connect_raw(&format!("{}?token={t}", stack().ready.websocket_url), None)
+            .await
+            .expect("connect");
+        Client {
+            ws,
+            user: user.into(),
+            tenant: tenant.into(),
+        }
     }
 
     pub async fn send(&mut self, frame: Value) {
@@ -189,7 +234,9 @@ impl Client {
     }
 
     pub async fn next(&mut self) -> Value {
-        self.next_within(WAIT).await.unwrap_or_else(|| panic!("{}: no frame within {WAIT:?}", self.user))
+        self.next_within(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{}: no frame within {WAIT:?}", self.user))
     }
 
     /// Sends a request frame and returns the first frame of type `reply` (or `error`).
@@ -204,7 +251,8 @@ impl Client {
     }
 
     pub async fn join(&mut self, group: &str) -> Value {
-        self.request(json!({"action": "join", "group": group, "ref": unique("j")}), "joined").await
+        self.request(json!({"action": "join", "group": group, "ref": unique("j")}), "joined")
+            .await
     }
 
     /// The next notification frame (other frames are skipped).
@@ -220,7 +268,10 @@ impl Client {
     /// Asserts that no notification arrives within `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
-        while let Some(f) = self.next_within(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+        while let Some(f) = self
+            .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
             assert_ne!(f["type"], "notification", "{}: unexpected notification {f}", self.user);
         }
     }
@@ -245,7 +296,11 @@ impl Client {
 
     /// This client's connection id, as the gateway knows it.
     pub async fn connection_id(&self) -> String {
-        connection_ids_of(&self.user).await.into_iter().next().unwrap_or_else(|| panic!("no live connection for {}", self.user))
+        connection_ids_of(&self.user)
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no live connection for {}", self.user))
     }
 }
 
@@ -270,7 +325,10 @@ pub async fn refused_status(url: &str, protocols: Option<&str>) -> Option<u16> {
 /// A fresh HTTP client: each `#[tokio::test]` has its own runtime, and a pooled connection
 /// from a finished test's runtime is dead in the next one.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
 }
 
 /// Calls the local stack's control API.
@@ -290,7 +348,12 @@ pub async fn control(method: reqwest::Method, path: &str, body: Option<Value>) -
 pub async fn connection_ids_of(user: &str) -> Vec<String> {
     let all = control(reqwest::Method::GET, "/connections", None).await;
     all.as_array()
-        .map(|a| a.iter().filter(|c| c["user"] == user).filter_map(|c| c["connectionId"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["user"] == user)
+                .filter_map(|c| c["connectionId"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -318,16 +381,33 @@ pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
 }
 
 pub fn queue(logical_id: &str) -> String {
-    stack().ready.queues.get(logical_id).cloned().unwrap_or_else(|| panic!("no queue {logical_id}"))
+    stack()
+        .ready
+        .queues
+        .get(logical_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no queue {logical_id}"))
 }
 
 pub fn table(logical_id: &str) -> String {
-    stack().ready.tables.get(logical_id).cloned().unwrap_or_else(|| panic!("no table {logical_id}"))
+    stack()
+        .ready
+        .tables
+        .get(logical_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no table {logical_id}"))
 }
 
 /// Sends a producer message to the dispatch queue, as a service would.
 pub async fn publish(message: Value) {
-    sqs().await.send_message().queue_url(queue("DispatchQueue")).message_body(message.to_string()).send().await.expect("SQS send");
+    sqs()
+        .await
+        .send_message()
+        .queue_url(queue("DispatchQueue"))
+        .message_body(message.to_string())
+        .send()
+        .await
+        .expect("SQS send");
 }
 
 /// Polls `check` until it returns `Some`, or panics after `WAIT`.
@@ -341,7 +421,11 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; stack log: {}", stack().log.display());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; stack log: {}",
+            stack().log.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -369,7 +453,12 @@ pub async fn api(method: reqwest::Method, path: &str, token: &str, body: Option<
 /// Like [`invoke`], but returns the control API's status too (502 when the function failed).
 pub async fn invoke_raw(function: &str, event: &Value) -> (u16, Value) {
     let url = format!("{}/invoke/{function}", stack().ready.control_url);
-    let resp = http().post(&url).json(event).send().await.unwrap_or_else(|e| panic!("invoke {function}: {e}"));
+    let resp = http()
+        .post(&url)
+        .json(event)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("invoke {function}: {e}"));
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -387,7 +476,10 @@ pub async fn sort_keys(table_id: &str, pk: &str) -> Vec<String> {
         .send()
         .await
         .expect("query");
-    out.items().iter().filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned()).collect()
+    out.items()
+        .iter()
+        .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
+        .collect()
 }
 
 /// Sets `requestContext.connectionId` and the authorizer context of a WebSocket event fixture.
@@ -419,7 +511,10 @@ pub async fn find_message(queue_id: &str, needle: &str) -> aws_sdk_sqs::types::M
                 .send()
                 .await
                 .ok()?;
-            out.messages.unwrap_or_default().into_iter().find(|m| m.body().is_some_and(|b| b.contains(needle)))
+            out.messages
+                .unwrap_or_default()
+                .into_iter()
+                .find(|m| m.body().is_some_and(|b| b.contains(needle)))
         }
     })
     .await

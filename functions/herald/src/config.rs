@@ -130,6 +130,9 @@ pub struct Limits {
     pub retry_max_attempts: u32,
     /// Connections outlive API Gateway's 2-hour maximum by a margin, then TTL removes leftovers.
     pub connection_ttl_seconds: u64,
+    /// How long a dispatch claim on a notification id holds before a redelivery may take it
+    /// over: at least the dispatch function's timeout, below the queue's visibility timeout.
+    pub claim_lease_seconds: u64,
 }
 
 impl Default for Limits {
@@ -142,6 +145,7 @@ impl Default for Limits {
             membership_shards: 4,
             retry_max_attempts: 5,
             connection_ttl_seconds: 2 * 3600 + 600,
+            claim_lease_seconds: 60,
         }
     }
 }
@@ -157,6 +161,7 @@ impl Limits {
             membership_shards: bounded(src, "HERALD_MEMBERSHIP_SHARDS", d.membership_shards, 1, 64)?,
             retry_max_attempts: bounded(src, "HERALD_RETRY_MAX_ATTEMPTS", d.retry_max_attempts, 1, 20)?,
             connection_ttl_seconds: d.connection_ttl_seconds,
+            claim_lease_seconds: bounded(src, "HERALD_CLAIM_LEASE_SECONDS", d.claim_lease_seconds, 1, 900)?,
         })
     }
 }

@@ -3,7 +3,7 @@
 use aws_config::SdkConfig;
 use aws_sdk_scheduler::Client;
 use aws_sdk_scheduler::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
+use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
 use chrono::{DateTime, Utc};
 
 use crate::config::Scheduling;
@@ -80,6 +80,8 @@ impl Scheduler {
             .flexible_time_window(window.clone())
             .target(target.clone())
             .action_after_completion(ActionAfterCompletion::Delete)
+            // UpdateSchedule replaces the whole definition; say ENABLED rather than rely on a default.
+            .state(ScheduleState::Enabled)
             .send()
             .await;
         match created {
@@ -94,6 +96,7 @@ impl Scheduler {
                     .flexible_time_window(window)
                     .target(target)
                     .action_after_completion(ActionAfterCompletion::Delete)
+                    .state(ScheduleState::Enabled)
                     .send()
                     .await
                     .map_err(|e| ScheduleError {

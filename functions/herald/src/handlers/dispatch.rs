@@ -45,6 +45,8 @@ pub enum DispatchError {
     Sqs { op: &'static str, message: String },
     #[error(transparent)]
     Schedule(#[from] crate::schedule::ScheduleError),
+    #[error("another invocation is delivering this notification; retry later")]
+    InProgress,
 }
 
 /// What happened to one message, for logs and metrics.
@@ -218,11 +220,18 @@ impl Dispatch {
         }
         let started = Instant::now();
         let expires = epoch_seconds() + req.ttl_seconds.unwrap_or(self.limits.retention_seconds) as i64;
-        let cursor = match self.store.idempotency.claim(&req.tenant, &id, Cursor::now(), expires).await? {
+        let lease_ms = self.limits.claim_lease_seconds * 1000;
+        let cursor = match self
+            .store
+            .idempotency
+            .claim(&req.tenant, &id, Cursor::now(), expires, lease_ms)
+            .await?
+        {
             Claim::Done(_) => {
                 Metrics::new("dispatch").count("Duplicates", 1).flush();
                 return Ok(Outcome::Duplicate);
             }
+            Claim::InProgress => return Err(DispatchError::InProgress),
             Claim::New(c) | Claim::Unfinished(c) => c,
         };
         // The cursor's time is the creation time, so a redelivery renders the same frame.

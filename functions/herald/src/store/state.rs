@@ -27,9 +27,11 @@ fn conditional_failed<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkE
 pub enum Claim {
     /// First time: proceed with this cursor.
     New(Cursor),
-    /// Seen before but not finished (a crash or redelivery mid-way): log and push again with
-    /// the original cursor; clients dedupe on the id.
+    /// Claimed before, never finished, and the claim's lease has run out (the claimer crashed or
+    /// timed out): log and push again with the original cursor; clients dedupe on the id.
     Unfinished(Cursor),
+    /// Another invocation holds a live claim (a concurrent duplicate): try again later.
+    InProgress,
     /// Already logged and pushed: skip.
     Done(Cursor),
 }
@@ -48,8 +50,11 @@ impl Idempotency {
         format!("i#{tenant}#{id}")
     }
 
-    /// Claims `id` with `cursor` if nobody has; otherwise reports the stored state.
-    pub async fn claim(&self, tenant: &str, id: &str, cursor: Cursor, expires_at: i64) -> Result<Claim, StoreError> {
+    /// Claims `id` with `cursor` if nobody has; otherwise reports the stored state. A claim is a
+    /// lease of `lease_ms`: an unfinished claim older than that is taken over (conditionally, so
+    /// only one taker wins).
+    pub async fn claim(&self, tenant: &str, id: &str, cursor: Cursor, expires_at: i64, lease_ms: u64) -> Result<Claim, StoreError> {
+        let now = crate::cursor::now_millis();
         let put = self
             .table
             .client
@@ -59,6 +64,7 @@ impl Idempotency {
             .item("sk", s("#"))
             .item("cursor", s(cursor.to_string()))
             .item("state", s("logging"))
+            .item("claimedAt", n(now))
             .item("expiresAt", n(expires_at))
             .condition_expression("attribute_not_exists(pk)")
             .send()
@@ -85,11 +91,33 @@ impl Idempotency {
         let stored = get_s(&item, "cursor")?
             .parse::<Cursor>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(if get_s(&item, "state")? == "done" {
-            Claim::Done(stored)
-        } else {
-            Claim::Unfinished(stored)
-        })
+        if get_s(&item, "state")? == "done" {
+            return Ok(Claim::Done(stored));
+        }
+        let claimed_at = super::get_n(&item, "claimedAt").unwrap_or(0);
+        if now.saturating_sub(claimed_at as u64) < lease_ms {
+            return Ok(Claim::InProgress);
+        }
+        let takeover = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, id)))
+            .key("sk", s("#"))
+            .update_expression("SET claimedAt = :now")
+            .condition_expression("claimedAt = :then AND #s <> :done")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":then", n(claimed_at))
+            .expression_attribute_values(":done", s("done"))
+            .send()
+            .await;
+        match takeover {
+            Ok(_) => Ok(Claim::Unfinished(stored)),
+            Err(e) if conditional_failed(&e) => Ok(Claim::InProgress),
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
     }
 
     /// Marks the notification logged and pushed (every live recipient posted, or handed to the
