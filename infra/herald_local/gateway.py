@@ -290,8 +290,9 @@ class Gateway:
             timeout = deadline - time.monotonic()
             try:
                 msg = await ws.receive(timeout=max(timeout, 0.001))
-            except asyncio.TimeoutError:  # idle, or too old: close here, before returning
-                conn.state = State.CLOSED     # lets aiohttp close it with 1000
+            except asyncio.TimeoutError:
+                # Idle or too old. Close here: once the handler returns, aiohttp closes with 1000.
+                conn.state = State.CLOSED
                 conn.server_close = (1001, "Going away")
                 await ws.close(code=1001, message=b"Going away")
                 return conn.server_close
