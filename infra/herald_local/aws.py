@@ -34,10 +34,6 @@ MOTO_REGION = "us-east-1"
 DUMMY_CREDENTIALS = {"aws_access_key_id": "herald", "aws_secret_access_key": "herald-local"}
 NAME_PREFIX = "herald"
 
-# Short timeouts and few retries: everything is local, and a stuck call must not hold shutdown.
-_BOTO_CONFIG = botocore.config.Config(
-    connect_timeout=2, read_timeout=20, retries={"total_max_attempts": 3, "mode": "standard"},
-    max_pool_connections=32)
 
 
 @dataclass
@@ -48,9 +44,14 @@ class Endpoint:
     process: asyncio.subprocess.Process | None = None
     log_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, attempts: int = 3) -> Any:
+        """A boto3 client of the endpoint. Short timeouts: everything is local. Pollers, which
+        loop anyway, take one attempt, so that no retry against a stopped moto delays exit."""
+        config = botocore.config.Config(
+            connect_timeout=2, read_timeout=20, max_pool_connections=32,
+            retries={"total_max_attempts": attempts, "mode": "standard"})
         return boto3.session.Session().client(
-            service, endpoint_url=self.url, region_name=self.region, config=_BOTO_CONFIG,
+            service, endpoint_url=self.url, region_name=self.region, config=config,
             **self.credentials)
 
     def env(self) -> dict[str, str]:
@@ -68,7 +69,7 @@ class Endpoint:
 
     async def close(self) -> None:
         if self.process is not None:
-            await procs.stop(self.process)
+            await procs.kill(self.process)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -105,7 +106,7 @@ async def _start_moto(host: str, attempts: int = 3) -> Endpoint:
         if await _wait_http(url + "/moto-api/", proc, deadline=time.monotonic() + 20):
             return Endpoint(url=url, region=MOTO_REGION, credentials=dict(DUMMY_CREDENTIALS),
                             process=proc, log_tasks=tasks)
-        await procs.stop(proc)
+        await procs.kill(proc)
     raise RuntimeError("moto server did not start")
 
 

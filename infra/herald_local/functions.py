@@ -101,7 +101,6 @@ class FunctionIndex:
     """Find a function by ARN (integration URIs, schedule targets), binary or logical id."""
 
     def __init__(self, specs: list[FunctionSpec]) -> None:
-        self.specs = specs
         self._keys: dict[str, FunctionSpec] = {}
         for spec in specs:
             for key in (spec.logical_id, spec.binary, spec.name):

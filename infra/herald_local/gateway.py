@@ -180,11 +180,11 @@ class Gateway:
     async def close(self) -> None:
         """Shutdown: close every connection with 1001, without $disconnect (functions stop)."""
         self._closing = True
+        for task in list(self._tasks):  # in-flight routes and $disconnects
+            task.cancel()
         for conn in list(self.connections.values()):
             if conn.state is State.OPEN:
                 self._close(conn, 1001, "Going away")
-        for task in list(self._tasks):
-            task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
 

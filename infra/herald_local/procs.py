@@ -70,29 +70,24 @@ async def relay(stream: asyncio.StreamReader | None, prefix: str) -> None:
         emit(prefix, raw.decode("utf-8", "replace").rstrip("\r\n"))
 
 
-def kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
-    """Signal the whole process group of `proc` (it is the group leader); ignore if gone."""
-    if proc.returncode is not None:
+def kill_group(proc: asyncio.subprocess.Process, *, reaped: bool = False) -> None:
+    """SIGKILL the process group of `proc` (its leader). Once the leader is reaped its group
+    lives on only through what it forked; `reaped=True` clears that, right after the reaping
+    (the group id cannot have been reused yet)."""
+    if proc.returncode is not None and not reaped:
         return
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def stop(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:
-    """SIGTERM the group, then SIGKILL it if it has not exited after `grace` seconds."""
-    kill_group(proc, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except asyncio.TimeoutError:
-        kill_group(proc, signal.SIGKILL)
-        await proc.wait()
-    # The leader may be gone while children it forked linger in the group.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+async def kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the group of `proc` and reap it. Nothing the stack runs keeps state worth a
+    graceful stop (moto's is in memory; Lambda gives functions no shutdown either), and moto would
+    otherwise linger until its in-flight long-polls end."""
+    kill_group(proc)
+    await proc.wait()
 
 
 def describe_exit(returncode: int) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -75,7 +76,7 @@ class Instance:
     killed: bool = False             # we ended it (timeout, fault, init error, shutdown)
     current: Invocation | None = None
     waiter: asyncio.Future[Invocation | None] | None = None  # set while parked in GET /next
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    supervisor: asyncio.Task[None] | None = None
 
     @property
     def idle(self) -> bool:
@@ -183,7 +184,7 @@ class FunctionPool:
         self._instances: list[Instance] = []
         self._pending: collections.deque[Invocation] = collections.deque()
         self._idle: collections.deque[Instance] = collections.deque()
-        self._numbers = iter(range(1, 1 << 30))
+        self._numbers = itertools.count(1)
         self._warm = True             # keep one instance even without work
         self._init_failures = 0
         self._backoff_until = 0.0
@@ -226,9 +227,9 @@ class FunctionPool:
         self._fail_pending(FunctionError("Runtime.Shutdown", "the local stack is shutting down"))
         for inst in list(self._instances):
             self.kill(inst)
-        tasks = [t for inst in self._instances for t in inst.tasks]
-        if tasks:
-            await asyncio.wait(tasks, timeout=2)
+        supervisors = [i.supervisor for i in self._instances if i.supervisor is not None]
+        if supervisors:
+            await asyncio.wait(supervisors, timeout=2)
 
     # --- Runtime API callbacks ------------------------------------------------------------
 
@@ -352,7 +353,7 @@ class FunctionPool:
         for _ in range(wanted):
             inst = Instance(number=next(self._numbers), started_at=time.monotonic())
             self._instances.append(inst)
-            inst.tasks.append(asyncio.create_task(self._run(inst)))
+            inst.supervisor = asyncio.create_task(self._run(inst))
 
     def _retry(self) -> None:
         self._backoff_timer = None
@@ -373,7 +374,7 @@ class FunctionPool:
             relays = [asyncio.create_task(procs.relay(inst.proc.stdout, self.spec.binary)),
                       asyncio.create_task(procs.relay(inst.proc.stderr, self.spec.binary))]
             returncode = await inst.proc.wait()
-            procs.kill_group(inst.proc)  # anything it forked goes with it
+            procs.kill_group(inst.proc, reaped=True)  # anything it forked goes with it
             await asyncio.wait(relays, timeout=1)  # its last words come before ours
         await self._retire(inst)
         reason = (procs.describe_exit(returncode) if isinstance(returncode, int) else returncode)

@@ -125,11 +125,11 @@ class Stack:
         settled = await asyncio.gather(*(p.wait_settled(INIT_WAIT_S) for p in self._pools.values()))
         self.failed_functions = [p.spec.binary for p, ok in zip(self._pools.values(), settled) if not ok]
 
-        sqs = endpoint.client("sqs")
+        sqs = endpoint.client("sqs", attempts=1)
         for mapping in mappings_from_functions(specs, provisioned):
             self._background.append(SqsPoller(mapping, self._pools[mapping.function.binary], sqs,
                                               endpoint.region))
-        self._background.append(Scheduler(endpoint.client("scheduler"), index, self._pools))
+        self._background.append(Scheduler(endpoint.client("scheduler", attempts=1), index, self._pools))
         for worker in self._background:
             worker.start()
 
