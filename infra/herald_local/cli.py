@@ -160,7 +160,7 @@ def banner(stack: Stack) -> str:
         "",
         "Try:",
         f"  websocat \"{info['websocketUrl']}?token=$TOKEN\"",
-        f"  python -m websockets \"{info['websocketUrl']}?token=$TOKEN\"",
+        f"  python -m websockets \"{info['websocketUrl']}?token=$TOKEN\"   (pip install websockets)",
         f"  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x aws --region {region} --endpoint-url {endpoint} "
         f"sqs send-message --queue-url {dispatch} --message-body '{message}'",
         f"  python -c 'import boto3; boto3.client(\"sqs\", endpoint_url=\"{endpoint}\", "

@@ -20,7 +20,7 @@ from .faults import Faults
 from .functions import FunctionIndex, FunctionSpec, load_functions
 from .gateway import Gateway
 from .httpapi import http_api_from_template
-from .runtime import FunctionPool, RuntimeApi
+from .runtime import MAX_RESPONSE_BYTES, FunctionPool, RuntimeApi
 from .scheduler import Scheduler
 from .sqs_source import SqsPoller, mappings_from_functions
 from .template import Resolver, Template
@@ -108,7 +108,7 @@ class Stack:
         self._pools = {s.binary: FunctionPool(s, self._runtime, faults, cwd=str(template.directory),
                                               report=not opts.quiet) for s in specs}
 
-        ws_app = web.Application()
+        ws_app = web.Application(client_max_size=MAX_RESPONSE_BYTES)  # invoke: Lambda's 6 MB
         if api is not None:
             self._gateway = Gateway(api, self._pools, faults, region=endpoint.region,
                                     account_id=account, idle_timeout_s=opts.idle_timeout_s,
