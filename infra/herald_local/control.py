@@ -60,7 +60,7 @@ class Control:
 
     async def _kill_fault(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        function = body.get("function")
+        function = str(body.get("function", ""))
         if not any(function in (p.spec.binary, p.spec.logical_id) for p in self._pools.values()):
             return _error(404, f"unknown function {function!r}")
         self._faults.add_kill_fault(function, str(body.get("match", "")), int(body.get("count", 1)))

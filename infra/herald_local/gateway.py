@@ -299,7 +299,7 @@ class Gateway:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 conn.last_active = time.time()
                 conn.last_message = time.monotonic()
-                self._spawn(self._route(conn, msg.data, msg.type is WSMsgType.BINARY))
+                self._spawn(self._route(conn, msg.data))
                 continue
             if conn.server_close is not None:
                 return conn.server_close
@@ -330,12 +330,12 @@ class Gateway:
 
     # --- messages --------------------------------------------------------------------------
 
-    async def _route(self, conn: Connection, data: str | bytes, binary: bool) -> None:
-        if binary:
-            body, is_base64 = base64.b64encode(bytes(data)).decode(), True
+    async def _route(self, conn: Connection, data: str | bytes) -> None:
+        if isinstance(data, bytes):  # a binary frame: base64, and never selected by its body
+            body, is_base64 = base64.b64encode(data).decode(), True
             route = self.api.select_route(None)
         else:
-            body, is_base64 = str(data), False
+            body, is_base64 = data, False
             route = self.api.select_route(body)
         if route is None or route.function is None:
             await self._reply(conn, {"message": "Forbidden", "connectionId": conn.id,

@@ -20,7 +20,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import secrets
 import socket
 import time

@@ -99,17 +99,23 @@ def test_parameter_without_default_is_an_error(tmp_path: Path) -> None:
         Resolver(tpl, region="us-east-1", account_id="1")
 
 
-@pytest.mark.skipif(not (REPO / "template.yaml").exists(), reason="no template.yaml yet")
-def test_herald_template_matches_the_runtime_contract() -> None:
-    """The real template resolves locally: every function of runtime-contract.md, its
-    environment, and the WebSocket routes the gateway serves."""
-    tpl = Template.load(REPO / "template.yaml")
+def _resolved(path: Path) -> tuple[Template, Resolver]:
+    """A template resolved as if provisioned: resources named `local-<LogicalId>`."""
+    tpl = Template.load(path)
     r = Resolver(tpl, region="us-east-1", account_id="123456789012")
     register_unprovisioned(r, tpl)
     for res in tpl.of_type("AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::Scheduler::ScheduleGroup"):
         r.refs[res.logical_id] = f"local-{res.logical_id}"
         for attr in ("Arn", "QueueName", "StreamArn"):
             r.attrs[(res.logical_id, attr)] = f"arn:aws:local:{res.logical_id}:{attr}"
+    return tpl, r
+
+
+@pytest.mark.skipif(not (REPO / "template.yaml").exists(), reason="no template.yaml yet")
+def test_herald_template_matches_the_runtime_contract() -> None:
+    """The real template resolves locally: every function of runtime-contract.md, its
+    environment, and the WebSocket routes the gateway serves."""
+    tpl, r = _resolved(REPO / "template.yaml")
     specs = load_functions(tpl, r, profile="debug", binary_dir=None, commands={},
                            env_overrides={}, base_env={})
     assert {s.binary for s in specs} == {
@@ -129,3 +135,20 @@ def test_herald_template_matches_the_runtime_contract() -> None:
     assert routes["$disconnect"].function.binary == "ws-disconnect"
     assert routes["join"].two_way and routes["leave"].two_way and routes["$default"].two_way
     assert routes["$default"].function.binary == "ws-message"
+
+
+def test_binary_commands(tmp_path: Path) -> None:
+    """target/<profile>/<Binary> by default; --binary-dir and --binary override it."""
+    tpl, r = _resolved(Path(__file__).parent / "template.yaml")
+
+    def commands(binary_dir: str | None = None, overrides: dict[str, str] | None = None
+                 ) -> dict[str, list[str]]:
+        specs = load_functions(tpl, r, profile="release", binary_dir=binary_dir,
+                               commands=overrides or {}, env_overrides={}, base_env={})
+        return {s.binary: s.command for s in specs}
+
+    assert commands()["dispatch"] == [str(tpl.directory / "target" / "release" / "dispatch")]
+    assert commands(str(tmp_path))["dispatch"] == [str(tmp_path / "dispatch")]
+    custom = commands(str(tmp_path), {"dispatch": "python3 fake.py 'a b'"})
+    assert custom["dispatch"] == ["python3", "fake.py", "a b"]
+    assert custom["api"] == [str(tmp_path / "api")]
