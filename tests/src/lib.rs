@@ -52,9 +52,9 @@ pub struct Stack {
 }
 
 /// Settings the tests run the functions with: small shards so a 2,000-member group really
-/// spreads over many invocations, few retry attempts so exhaustion is observable quickly.
+/// spreads over several invocations, few retry attempts so exhaustion is observable quickly.
 pub const TEST_ENV: &[(&str, &str)] = &[
-    ("HERALD_FANOUT_SHARD_SIZE", "100"),
+    ("HERALD_FANOUT_SHARD_SIZE", "250"),
     ("HERALD_MEMBERSHIP_SHARDS", "4"),
     ("HERALD_RETRY_MAX_ATTEMPTS", "2"),
     ("HERALD_FANOUT_CONCURRENCY", "32"),
@@ -109,16 +109,7 @@ fn start_stack() -> Stack {
     cmd.current_dir(&root)
         .env("PYTHONPATH", root.join("infra"))
         .env_remove("AWS_ENDPOINT_URL")
-        .args([
-            "-m",
-            "herald_local",
-            "--profile",
-            &profile(),
-            "--visibility-timeout",
-            "3",
-            "--idle-timeout",
-            "60",
-        ])
+        .args(["-m", "herald_local", "--profile", &profile(), "--visibility-timeout", "10"])
         .arg("--ready-file")
         .arg(&ready_file)
         .args(["--parent-pid", &std::process::id().to_string()])
@@ -518,4 +509,35 @@ pub async fn find_message(queue_id: &str, needle: &str) -> aws_sdk_sqs::types::M
         }
     })
     .await
+}
+
+/// The `{group}#{shard}` memberships recorded on a connection item, sorted.
+pub async fn memberships_of(connection_id: &str) -> Vec<String> {
+    let out = dynamodb()
+        .await
+        .get_item()
+        .table_name(table("ConnectionsTable"))
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("c#{connection_id}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("#meta".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item");
+    let mut set: Vec<String> = out
+        .item()
+        .and_then(|i| i.get("memberships"))
+        .and_then(|v| v.as_ss().ok())
+        .cloned()
+        .unwrap_or_default();
+    set.sort();
+    set
+}
+
+/// The group names of a connection's memberships, sorted.
+pub async fn groups_of(connection_id: &str) -> Vec<String> {
+    memberships_of(connection_id)
+        .await
+        .into_iter()
+        .filter_map(|m| m.rsplit_once('#').map(|(g, _)| g.to_owned()))
+        .collect()
 }

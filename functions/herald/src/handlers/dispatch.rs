@@ -337,7 +337,21 @@ impl Dispatch {
     }
 
     /// One page of a big group: queue the next page first (so it proceeds in parallel), then post.
+    /// A job is claimed like a notification, so a redelivered job (visibility timeout, retry after
+    /// a partial failure) does not post its page twice.
     async fn run_job(&self, job: &FanoutJob) -> Result<FanoutSummary, DispatchError> {
+        let key = format!("{}#job#{}#{}", job.id, job.shard, job.after.as_deref().unwrap_or(""));
+        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
+        match self
+            .store
+            .idempotency
+            .claim(&job.tenant, &key, Cursor::MIN, expires, self.limits.claim_lease_seconds * 1000)
+            .await?
+        {
+            Claim::Done(_) => return Ok(FanoutSummary::default()),
+            Claim::InProgress => return Err(DispatchError::InProgress),
+            Claim::New(_) | Claim::Unfinished(_) => {}
+        }
         let page = self
             .store
             .connections
@@ -360,6 +374,7 @@ impl Dispatch {
         )
         .await;
         self.settle(&job.tenant, &job.id, &job.frame, &report).await?;
+        self.store.idempotency.finish(&job.tenant, &key).await?;
         summary.delivered = report.delivered;
         summary.gone = report.gone.len();
         summary.retried = report.retry.len();

@@ -2,15 +2,17 @@
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | connection | `c#{connectionId}` | `#meta` |
-//! | membership, reverse (cleanup) | `c#{connectionId}` | `g#{groupKey}` |
-//! | membership, forward (fan-out) | `g#{groupKey}#{shard}` | `{connectionId}` |
+//! | connection (with the set of its memberships) | `c#{connectionId}` | `#meta` |
+//! | membership (fan-out) | `g#{groupKey}#{shard}` | `{connectionId}` |
 //!
-//! One Query on `c#{id}` returns a connection with all its memberships, so closing it is a Query
-//! and a batch delete. A group's live connections are a paginated Query per shard; big groups are
-//! spread over several shard partitions so no single partition key runs hot.
+//! The connection item carries a string set `memberships` of `{group}#{shard}`, so closing a
+//! connection is one GetItem and a batch delete, and adding a membership is an atomic `ADD` —
+//! two items per connection and group less than a reverse index would cost. A group's live
+//! connections are a paginated Query per shard; big groups are spread over several shard
+//! partitions so no single partition key runs hot.
 
-use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 use super::{Item, StoreError, Table, epoch_seconds, get_list, get_n, get_s, list, n, s};
 use crate::groups::{Group, stable_hash};
@@ -79,29 +81,28 @@ impl Connections {
         Self { table }
     }
 
-    fn membership_items(&self, conn: &ConnectionRecord, group: &Group, shards: u16, expires: i64) -> Result<[WriteRequest; 2], StoreError> {
-        let key = group.key(&conn.tenant);
+    fn forward(&self, conn: &ConnectionRecord, group: &Group, shards: u16, expires: i64) -> (Item, String) {
         let shard = shard_of(&conn.id, group.shards(shards));
-        let forward = Item::from([
-            ("pk".into(), s(shard_pk(&key, shard))),
+        let item = Item::from([
+            ("pk".into(), s(shard_pk(&group.key(&conn.tenant), shard))),
             ("sk".into(), s(conn.id.clone())),
             ("user".into(), s(conn.user.clone())),
             ("expiresAt".into(), n(expires)),
         ]);
-        let reverse = Item::from([
-            ("pk".into(), s(conn_pk(&conn.id))),
-            ("sk".into(), s(format!("g#{key}"))),
-            ("group".into(), s(group.to_string())),
-            ("shard".into(), n(shard)),
-            ("expiresAt".into(), n(expires)),
-        ]);
-        Ok([put(forward)?, put(reverse)?])
+        (item, format!("{group}#{shard}"))
     }
 
     /// Stores a new connection and its initial memberships.
     pub async fn open(&self, conn: &ConnectionRecord, groups: &[Group], shards: u16, ttl_seconds: u64) -> Result<(), StoreError> {
         let expires = epoch_seconds() + ttl_seconds as i64;
-        let mut writes = vec![put(Item::from([
+        let mut writes = Vec::with_capacity(groups.len() + 1);
+        let mut memberships = Vec::with_capacity(groups.len());
+        for g in groups {
+            let (item, member) = self.forward(conn, g, shards, expires);
+            writes.push(put(item)?);
+            memberships.push(member);
+        }
+        let mut meta = Item::from([
             ("pk".into(), s(conn_pk(&conn.id))),
             ("sk".into(), s("#meta")),
             ("user".into(), s(conn.user.clone())),
@@ -110,14 +111,16 @@ impl Connections {
             ("groups".into(), list(&conn.groups)),
             ("connectedAt".into(), n(conn.connected_at)),
             ("expiresAt".into(), n(expires)),
-        ]))?];
-        for g in groups {
-            writes.extend(self.membership_items(conn, g, shards, expires)?);
+        ]);
+        if !memberships.is_empty() {
+            meta.insert("memberships".into(), AttributeValue::Ss(memberships));
         }
+        // The connection item first: whoever later finds a membership row can find its owner.
+        writes.insert(0, put(meta)?);
         self.table.batch_write(writes).await
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+    async fn meta(&self, id: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .table
             .client
@@ -125,10 +128,15 @@ impl Connections {
             .table_name(&self.table.name)
             .key("pk", s(conn_pk(id)))
             .key("sk", s("#meta"))
+            .consistent_read(true)
             .send()
             .await
             .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        let Some(item) = out.item else { return Ok(None) };
+        Ok(out.item)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        let Some(item) = self.meta(id).await? else { return Ok(None) };
         Ok(Some(ConnectionRecord {
             id: id.to_owned(),
             user: get_s(&item, "user")?.to_owned(),
@@ -139,101 +147,90 @@ impl Connections {
         }))
     }
 
-    pub async fn join(&self, conn: &ConnectionRecord, group: &Group, shards: u16, ttl_seconds: u64) -> Result<(), StoreError> {
+    /// Adds a membership. Returns false when the connection no longer exists.
+    pub async fn join(&self, conn: &ConnectionRecord, group: &Group, shards: u16, ttl_seconds: u64) -> Result<bool, StoreError> {
         let expires = epoch_seconds() + ttl_seconds as i64;
-        self.table
-            .batch_write(self.membership_items(conn, group, shards, expires)?.into())
-            .await
+        let (item, member) = self.forward(conn, group, shards, expires);
+        let added = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(conn_pk(&conn.id)))
+            .key("sk", s("#meta"))
+            .update_expression("ADD memberships :m")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":m", AttributeValue::Ss(vec![member]))
+            .send()
+            .await;
+        match added {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => return Ok(false),
+            Err(e) => return Err(StoreError::dynamo("UpdateItem", e)),
+        }
+        self.table.batch_write(vec![put(item)?]).await?;
+        Ok(true)
     }
 
     /// Removes one membership. Returns whether the connection was a member.
     pub async fn leave(&self, conn_id: &str, tenant: &str, group: &Group) -> Result<bool, StoreError> {
-        let key = group.key(tenant);
-        let out = self
-            .table
+        let Some(meta) = self.meta(conn_id).await? else { return Ok(false) };
+        let name = group.to_string();
+        let Some(member) = memberships(&meta)
+            .into_iter()
+            .find(|m| m.rsplit_once('#').is_some_and(|(g, _)| g == name))
+        else {
+            return Ok(false);
+        };
+        let shard: u16 = member.rsplit_once('#').and_then(|(_, sh)| sh.parse().ok()).unwrap_or(0);
+        self.table
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table.name)
             .key("pk", s(conn_pk(conn_id)))
-            .key("sk", s(format!("g#{key}")))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .key("sk", s("#meta"))
+            .update_expression("DELETE memberships :m")
+            .expression_attribute_values(":m", AttributeValue::Ss(vec![member]))
             .send()
             .await
-            .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
-        let Some(old) = out.attributes else { return Ok(false) };
-        let shard = get_n(&old, "shard")? as u16;
+            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
         self.table
-            .batch_write(vec![delete(shard_pk(&key, shard), conn_id.to_owned())?])
+            .batch_write(vec![delete(shard_pk(&group.key(tenant), shard), conn_id.to_owned())?])
             .await?;
         Ok(true)
     }
 
     /// The group names this connection is a member of.
     pub async fn groups_of(&self, conn_id: &str) -> Result<Vec<String>, StoreError> {
-        let items = self.connection_items(conn_id).await?;
-        Ok(items
-            .iter()
-            .filter_map(|i| i.get("group").and_then(|v| v.as_s().ok()).cloned())
+        let Some(meta) = self.meta(conn_id).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(memberships(&meta)
+            .into_iter()
+            .filter_map(|m| m.rsplit_once('#').map(|(g, _)| g.to_owned()))
             .collect())
-    }
-
-    pub async fn is_member(&self, conn_id: &str, tenant: &str, group: &Group) -> Result<bool, StoreError> {
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", s(conn_pk(conn_id)))
-            .key("sk", s(format!("g#{}", group.key(tenant))))
-            .projection_expression("pk")
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        Ok(out.item.is_some())
-    }
-
-    async fn connection_items(&self, conn_id: &str) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(conn_pk(conn_id)))
-                .set_exclusive_start_key(start)
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query", e))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
     }
 
     /// Deletes a connection and every membership it holds. Idempotent: an unknown id is fine,
     /// because `$disconnect`, a 410 and TTL may all race to clean the same connection.
     /// Returns how many memberships were removed.
     pub async fn close(&self, conn_id: &str) -> Result<usize, StoreError> {
-        let items = self.connection_items(conn_id).await?;
-        let mut deletes = Vec::with_capacity(items.len() * 2);
-        let mut memberships = 0;
-        for item in &items {
-            let sk = get_s(item, "sk")?;
-            if let Some(group_key) = sk.strip_prefix("g#") {
-                let shard = get_n(item, "shard")? as u16;
-                deletes.push(delete(shard_pk(group_key, shard), conn_id.to_owned())?);
-                memberships += 1;
-            }
-            deletes.push(delete(conn_pk(conn_id), sk.to_owned())?);
+        let Some(meta) = self.meta(conn_id).await? else { return Ok(0) };
+        let tenant = get_s(&meta, "tenant")?.to_owned();
+        let members = memberships(&meta);
+        let mut deletes = Vec::with_capacity(members.len() + 1);
+        for m in &members {
+            let Some((name, shard)) = m.rsplit_once('#') else { continue };
+            let (Ok(group), Ok(shard)) = (Group::parse(name), shard.parse::<u16>()) else {
+                continue;
+            };
+            deletes.push(delete(shard_pk(&group.key(&tenant), shard), conn_id.to_owned())?);
         }
+        // Memberships first, the connection item last: a crash in between leaves the item, so a
+        // repeated close still finds what to clean.
         self.table.batch_write(deletes).await?;
-        Ok(memberships)
+        self.table.batch_write(vec![delete(conn_pk(conn_id), "#meta".to_owned())?]).await?;
+        Ok(members.len())
     }
 
     /// One page of one shard of a group's live connections.
@@ -292,5 +289,12 @@ impl Connections {
             }
         }
         Ok(all)
+    }
+}
+
+fn memberships(meta: &Item) -> Vec<String> {
+    match meta.get("memberships") {
+        Some(AttributeValue::Ss(set)) => set.clone(),
+        _ => Vec::new(),
     }
 }
