@@ -102,7 +102,8 @@ b=io.BytesIO(); z=zipfile.ZipFile(b,"w",zipfile.ZIP_DEFLATED); z.write(sys.argv[
         printf '%s\t%s\t%s\t%s\t%s\n' "$fn" "$bytes" "$(awk -v b="$bytes" 'BEGIN{printf "%.2f", b/1048576}')" "$zipped" "${arch:-?}"
     done
 } > "$report"
-column -t -s $'\t' "$report"
+head -1 "$report"
+tail -n +2 "$report" | column -t -s $'\t'
 echo
 echo "recorded in $report"
 count=$(grep -vc '^#\|^function' "$report" || true)
