@@ -1,1 +1,361 @@
-//! placeholder
+//! The HTTP API end to end: every route's success, auth failures, wrong roles, cross-tenant
+//! access, pagination, and error bodies.
+
+use std::time::Duration;
+
+use herald_e2e::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn later(seconds: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Publishes `n` notifications to `user` and waits until `missed` shows all of them.
+async fn seed(tenant: &str, user: &str, n: usize) -> Vec<Value> {
+    for i in 0..n {
+        publish(json!({"tenant": tenant, "to": {"user": user}, "event": "seed", "title": format!("n{i}")})).await;
+    }
+    let tok = token(user, tenant, &[], &[]);
+    eventually("seeded notifications logged", || async {
+        let (_, v) = api(Method::GET, "/notifications/missed?limit=200", &tok, None).await;
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == n).then_some(items)
+    })
+    .await
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+#[tokio::test]
+async fn missed_pages_in_cursor_order_across_topics() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    // Three topics the user may read: personal, tenant, and a group from the token's claim.
+    for (to, title) in [
+        (json!({"user": user}), "a"),
+        (json!({"tenant": true}), "b"),
+        (json!({"group": "course:5"}), "c"),
+        (json!({"user": user}), "d"),
+        (json!({"group": "course:6"}), "not entitled"),
+    ] {
+        publish(json!({"tenant": tenant, "to": to, "event": "e", "title": title})).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let tok = token(&user, &tenant, &[], &["course:5"]);
+    let all = eventually("four readable notifications", || async {
+        let (_, v) = api(Method::GET, "/notifications/missed", &tok, None).await;
+        (v["items"].as_array().map(Vec::len) == Some(4)).then_some(v)
+    })
+    .await;
+    let cursors: Vec<String> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["cursor"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut sorted = cursors.clone();
+    sorted.sort();
+    assert_eq!(cursors, sorted, "merged in cursor order");
+    let topics: Vec<&str> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["topic"].as_str())
+        .collect();
+    assert!(
+        topics.contains(&"tenant") && topics.contains(&"course:5") && !topics.contains(&"course:6"),
+        "{topics:?}"
+    );
+
+    // Pages of two: two pages, then an empty one at the newest cursor.
+    let (s, p1) = api(Method::GET, "/notifications/missed?limit=2", &tok, None).await;
+    assert_eq!((s, p1["items"].as_array().map(Vec::len)), (200, Some(2)));
+    let next = p1["next"].as_str().expect("a next cursor").to_owned();
+    let (_, p2) = api(Method::GET, &format!("/notifications/missed?limit=2&since={next}"), &tok, None).await;
+    assert_eq!(p2["items"].as_array().map(Vec::len), Some(2));
+    let ids: Vec<&Value> = p1["items"]
+        .as_array()
+        .into_iter()
+        .chain(p2["items"].as_array())
+        .flatten()
+        .map(|i| &i["id"])
+        .collect();
+    assert_eq!(
+        ids,
+        all["items"].as_array().expect("items").iter().map(|i| &i["id"]).collect::<Vec<_>>()
+    );
+    let newest = p2["cursor"].as_str().expect("cursor").to_owned();
+    let (_, p3) = api(Method::GET, &format!("/notifications/missed?since={newest}"), &tok, None).await;
+    assert_eq!(p3, json!({"items": [], "next": null, "cursor": newest}));
+}
+
+#[tokio::test]
+async fn missed_rejects_bad_cursors_and_limits() {
+    let tok = token(&unique("u"), &unique("acme"), &[], &[]);
+    for q in [
+        "since=nope",
+        "since=0000000000000000000000000u",
+        "limit=0",
+        "limit=201",
+        "limit=ten",
+    ] {
+        let (s, b) = api(Method::GET, &format!("/notifications/missed?{q}"), &tok, None).await;
+        assert_error(s, &b, 400, "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn authentication_is_required_everywhere() {
+    let url = format!("{}/notifications/missed", stack().ready.http_url);
+    let resp = http().get(&url).send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body: Value = resp.json().await.expect("json");
+    assert_error(401, &body, 401, "unauthorized");
+    let expired = token_with(json!({"sub": "u", "tenant": "acme", "exp": 1_000_000}));
+    for (path, method) in [
+        ("/notifications/unread-count", Method::GET),
+        ("/notifications", Method::POST),
+        ("/groups/course:1/presence", Method::GET),
+        ("/reminders/x", Method::DELETE),
+    ] {
+        let (s, b) = api(method.clone(), path, &expired, Some(json!({}))).await;
+        assert_error(s, &b, 401, "unauthorized");
+        let (s, b) = api(method, path, "not-a-jwt", Some(json!({}))).await;
+        assert_error(s, &b, 401, "unauthorized");
+    }
+    // Unrouted paths never reach the function: API Gateway answers them itself.
+    let (s, _) = api(Method::GET, "/nowhere", &token("u", "acme", &[], &[]), None).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn read_state_and_unread_count() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let items = seed(&tenant, &user, 3).await;
+    let tok = token(&user, &tenant, &[], &[]);
+    let unread = || async { api(Method::GET, "/notifications/unread-count", &tok, None).await.1 };
+    assert_eq!(unread().await, json!({"count": 3, "capped": false}));
+    let (s, b) = api(Method::POST, "/notifications/read", &tok, Some(json!({"ids": [items[0]["id"]]}))).await;
+    assert_eq!((s, b), (200, json!({"count": 1})));
+    assert_eq!(unread().await["count"], 2);
+    let (s, _) = api(Method::POST, "/notifications/read", &tok, Some(json!({"upTo": items[2]["cursor"]}))).await;
+    assert_eq!(s, 200);
+    assert_eq!(unread().await["count"], 0);
+    for bad in [json!({}), json!({"ids": []}), json!({"ids": [1]}), json!({"upTo": "nope"})] {
+        let (s, b) = api(Method::POST, "/notifications/read", &tok, Some(bad)).await;
+        assert_error(s, &b, 400, "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn publish_needs_the_service_role_and_the_callers_tenant() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let service = token("svc", &tenant, &["service"], &[]);
+    let mut client = Client::connect(&user, &tenant, &[], &[]).await;
+    let id = unique("grade");
+    let msg = json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "assignment.graded", "title": "A"});
+    let (s, b) = api(Method::POST, "/notifications", &service, Some(msg.clone())).await;
+    assert_eq!((s, b), (202, json!({"id": id})));
+    // Idempotent on id: accepted again, delivered once.
+    let (s, _) = api(Method::POST, "/notifications", &service, Some(msg.clone())).await;
+    assert_eq!(s, 202);
+    assert_eq!(client.notification().await["id"], id.as_str());
+    client.expect_silence(Duration::from_secs(2)).await;
+
+    let (s, b) = api(
+        Method::POST,
+        "/notifications",
+        &service,
+        Some(json!({"tenant": tenant, "to": {"user": user}, "event": "e"})),
+    )
+    .await;
+    assert_eq!(s, 202);
+    assert!(b["id"].as_str().is_some_and(|i| !i.is_empty()), "an id is minted: {b}");
+
+    let (s, b) = api(
+        Method::POST,
+        "/notifications",
+        &token(&user, &tenant, &["student"], &[]),
+        Some(msg.clone()),
+    )
+    .await;
+    assert_error(s, &b, 403, "forbidden");
+    let other = token("svc", &unique("globex"), &["service"], &[]);
+    let (s, b) = api(Method::POST, "/notifications", &other, Some(msg.clone())).await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = api(
+        Method::POST,
+        "/notifications",
+        &service,
+        Some(json!({"tenant": tenant, "to": {"all": true}, "event": "e"})),
+    )
+    .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = api(
+        Method::POST,
+        "/notifications",
+        &service,
+        Some(json!({"tenant": tenant, "to": {"user": "a b"}, "event": "e"})),
+    )
+    .await;
+    assert_error(s, &b, 400, "bad_request");
+    assert!(b["error"]["message"].as_str().is_some_and(|m| m.starts_with("to.user")), "{b}");
+    let big = json!({"tenant": tenant, "to": {"user": user}, "event": "e", "body": "x".repeat(5000)});
+    let (s, b) = api(Method::POST, "/notifications", &service, Some(big)).await;
+    assert_error(s, &b, 413, "too_large");
+}
+
+#[tokio::test]
+async fn reminders_are_created_read_and_cancelled() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let me = token(&user, &tenant, &[], &[]);
+    let id = unique("rem");
+    let body =
+        json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "study.reminder", "title": "Study!", "deliverAt": later(3600)});
+    let (s, b) = api(Method::POST, "/reminders", &me, Some(body.clone())).await;
+    assert_eq!(
+        (s, b["id"].as_str(), b["state"].as_str()),
+        (201, Some(id.as_str()), Some("scheduled"))
+    );
+    let (s, b) = api(Method::GET, &format!("/reminders/{id}"), &me, None).await;
+    assert_eq!(
+        (s, b["state"].as_str(), b["notification"]["title"].as_str()),
+        (200, Some("scheduled"), Some("Study!"))
+    );
+
+    // Someone else's reminder does not exist for you.
+    let (s, b) = api(
+        Method::GET,
+        &format!("/reminders/{id}"),
+        &token(&unique("v"), &tenant, &[], &[]),
+        None,
+    )
+    .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = api(
+        Method::GET,
+        &format!("/reminders/{id}"),
+        &token(&user, &unique("globex"), &[], &[]),
+        None,
+    )
+    .await;
+    assert_error(s, &b, 404, "not_found");
+
+    let (s, _) = api(Method::DELETE, &format!("/reminders/{id}"), &me, None).await;
+    assert_eq!(s, 204);
+    let (_, b) = api(Method::GET, &format!("/reminders/{id}"), &me, None).await;
+    assert_eq!(b["state"], "cancelled");
+    let (s, b) = api(Method::POST, "/reminders", &me, Some(body)).await;
+    assert_error(s, &b, 409, "conflict");
+
+    let for_other = json!({"tenant": tenant, "to": {"user": "someone"}, "event": "e", "deliverAt": later(60)});
+    let (s, b) = api(Method::POST, "/reminders", &me, Some(for_other.clone())).await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, _) = api(
+        Method::POST,
+        "/reminders",
+        &token("svc", &tenant, &["service"], &[]),
+        Some(for_other),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, b) = api(
+        Method::POST,
+        "/reminders",
+        &me,
+        Some(json!({"tenant": tenant, "to": {"user": user}, "event": "e", "deliverAt": later(-60)})),
+    )
+    .await;
+    assert_error(s, &b, 400, "bad_request");
+    let (s, b) = api(Method::DELETE, "/reminders/does-not-exist", &me, None).await;
+    assert_error(s, &b, 404, "not_found");
+}
+
+#[tokio::test]
+async fn a_short_reminder_from_the_api_is_delivered() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut client = Client::connect(&user, &tenant, &[], &[]).await;
+    let body = json!({"tenant": tenant, "to": {"user": user}, "event": "study.reminder", "title": "soon", "deliverAt": later(3)});
+    let (s, b) = api(Method::POST, "/reminders", &token(&user, &tenant, &[], &[]), Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(client.notification().await["title"], "soon");
+    let (_, r) = api(
+        Method::GET,
+        &format!("/reminders/{}", b["id"].as_str().unwrap_or_default()),
+        &token(&user, &tenant, &[], &[]),
+        None,
+    )
+    .await;
+    assert_eq!(r["state"], "fired");
+}
+
+#[tokio::test]
+async fn subscriptions_need_a_privileged_role_and_entitle_joins() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let service = token("svc", &tenant, &["service"], &[]);
+    let (s, b) = api(
+        Method::PUT,
+        &format!("/subscriptions/{user}/course:31"),
+        &token(&user, &tenant, &["student"], &[]),
+        None,
+    )
+    .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = api(Method::PUT, &format!("/subscriptions/{user}/tenant"), &service, None).await;
+    assert_error(s, &b, 400, "bad_request");
+    let (s, b) = api(Method::PUT, &format!("/subscriptions/{user}/course%3A31"), &service, None).await;
+    assert_eq!(s, 204, "{b}");
+    let mut c = Client::connect(&user, &tenant, &["student"], &[]).await;
+    assert_eq!(c.join("course:31").await["type"], "joined");
+    let (s, _) = api(
+        Method::DELETE,
+        &format!("/subscriptions/{user}/course:31"),
+        &token("boss", &tenant, &["admin"], &[]),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let mut again = Client::connect(&user, &tenant, &["student"], &[]).await;
+    assert_eq!(again.join("course:31").await["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn presence_lists_online_members_to_members_only() {
+    let tenant = unique("acme");
+    let (u1, u2) = (unique("u1"), unique("u2"));
+    let mut a = Client::connect(&u1, &tenant, &[], &["room:9"]).await;
+    let mut b = Client::connect(&u2, &tenant, &[], &["room:9"]).await;
+    a.join("room:9").await;
+    b.join("room:9").await;
+    // Same group name in another tenant: invisible here.
+    let mut x = Client::connect(&unique("x"), &unique("globex"), &[], &["room:9"]).await;
+    x.join("room:9").await;
+    let (s, body) = api(Method::GET, "/groups/room:9/presence", &token(&u1, &tenant, &[], &["room:9"]), None).await;
+    let mut expected = vec![u1.clone(), u2.clone()];
+    expected.sort();
+    assert_eq!((s, body), (200, json!({"group": "room:9", "users": expected, "connections": 2})));
+    let (s, b) = api(
+        Method::GET,
+        "/groups/room:9/presence",
+        &token(&unique("outsider"), &tenant, &[], &[]),
+        None,
+    )
+    .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = api(Method::GET, "/groups/Room:9/presence", &token(&u1, &tenant, &[], &["room:9"]), None).await;
+    assert_error(s, &b, 400, "bad_request");
+}

@@ -1,0 +1,72 @@
+# Herald — two commands on a fresh machine:
+#   make dev    build the functions and run the whole system locally (no Docker, no AWS account)
+#   make test   everything CI checks
+# Needs only the machine's Rust toolchain and python3; every Python tool is pinned and installed
+# into a project virtualenv on first use.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+# One cargo profile for the functions the local stack runs and for the tests, so the AWS SDK is
+# compiled once (plus clippy's check build and the Lambda build of `sam build`).
+PROFILE ?= release
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+# Tests run this many at once inside a test binary; most of their time is waiting on queues.
+TEST_THREADS ?= 8
+
+.PHONY: help dev build test check fmt clippy unit-and-e2e stack-tests lint-template api-contract sam-build bench clean venv
+
+help:
+	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
+	@echo "make test   fmt, clippy, unit + end-to-end tests, local-stack tests, template lint, API contract, sam build"
+	@echo "make bench  fan-out benchmark (bench/RESULTS.md)"
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): infra/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+	touch $@
+
+build:
+	cargo build $(CARGO_PROFILE_FLAG) --bins
+
+dev: venv build
+	PYTHONPATH=infra $(VENV)/bin/python -m herald_local --profile $(PROFILE) --visibility-timeout 10 --env HERALD_LOG_FORMAT=text
+
+fmt:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --all-targets -- -D warnings
+
+# Unit tests of the core library and the end-to-end tests (tests/), which start the local stack
+# with the real binaries built above.
+unit-and-e2e: venv build
+	HERALD_PROFILE=$(PROFILE) cargo test $(CARGO_PROFILE_FLAG) --workspace -- --test-threads $(TEST_THREADS)
+
+# The local stack's own tests (Runtime API, gateway, event sources) with fake functions.
+stack-tests: venv
+	$(VENV)/bin/python -m pytest -q infra/tests
+
+lint-template:
+	infra/lint-template.sh
+
+api-contract: venv build
+	HERALD_PROFILE=$(PROFILE) infra/api-contract.sh
+
+sam-build:
+	infra/sam-build.sh
+
+test: fmt clippy unit-and-e2e stack-tests lint-template api-contract sam-build
+	@echo "make test: all checks passed"
+
+bench: venv build
+	HERALD_PROFILE=$(PROFILE) bench/run.sh
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .venv-sam .venv-checkov .venv-schemathesis .aws-sam infra/.state
