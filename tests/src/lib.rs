@@ -77,10 +77,15 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The shared local stack of this test binary, started on first use.
 pub fn stack() -> &'static Stack {
-    STACK.get_or_init(start_stack)
+    stack_with(TEST_ENV)
 }
 
-fn start_stack() -> Stack {
+/// The shared stack, started with `env` for the functions if this is the first use.
+pub fn stack_with(env: &[(&str, &str)]) -> &'static Stack {
+    STACK.get_or_init(|| start_stack(env))
+}
+
+fn start_stack(env: &[(&str, &str)]) -> Stack {
     let root = repo_root();
     let python = root.join(".venv/bin/python");
     assert!(
@@ -116,7 +121,7 @@ fn start_stack() -> Stack {
         .stdin(Stdio::null())
         .stdout(Stdio::from(log_file.try_clone().expect("log")))
         .stderr(Stdio::from(log_file));
-    for (k, v) in TEST_ENV {
+    for (k, v) in env {
         cmd.args(["--env", &format!("{k}={v}")]);
     }
     let mut child = cmd.spawn().expect("start the local stack");
