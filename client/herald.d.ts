@@ -1,0 +1,227 @@
+// Type declarations for herald.js (Herald browser client). No runtime code here.
+
+/** The subprotocol Herald answers: `"herald.v1"`. */
+export declare const SUBPROTOCOL: "herald.v1";
+/** API Gateway's WebSocket frame limit (32 KB); bigger client frames are refused before sending. */
+export declare const MAX_FRAME_BYTES: number;
+/** Ids per `ack` frame accepted by the server (`ack()` splits longer lists). */
+export declare const MAX_ACK_IDS: number;
+
+export type HeraldState = "idle" | "connecting" | "syncing" | "ready" | "reconnecting" | "closed";
+
+/** Error codes: the server's, then the client's own. */
+export type HeraldErrorCode =
+  | "unknown_action"
+  | "bad_request"
+  | "forbidden"
+  | "too_large"
+  | "rate_limited"
+  | "internal"
+  | "timeout"
+  | "disconnected"
+  | "closed"
+  | "cancelled"
+  | "connect_failed"
+  | "token_failed"
+  | "sync_failed"
+  | "ping_timeout"
+  | "resume_stalled"
+  | "storage_failed"
+  | "bad_frame"
+  | "gateway_error"
+  | "server_error"
+  | (string & {});
+
+export declare class HeraldError extends Error {
+  constructor(code: string, message: string, extra?: { frame?: unknown; group?: string; cause?: unknown });
+  readonly name: "HeraldError";
+  /** The server's `code` from `{"type":"error"}`, or a client-side code. */
+  code: HeraldErrorCode;
+  /** The server's error frame, when the server sent one. */
+  frame?: ErrorFrame;
+  /** The group concerned (join / re-join failures). */
+  group?: string;
+  cause?: unknown;
+}
+
+/** Storage adapter: `localStorage`, React Native's AsyncStorage, or your own. Sync or async. */
+export interface HeraldStorage {
+  getItem(key: string): string | null | undefined | Promise<string | null | undefined>;
+  setItem(key: string, value: string): void | Promise<void>;
+}
+
+export interface HeraldBackoff {
+  /** First reconnect delay ceiling in ms (default 1000; the delay is a random point in its upper half). */
+  initialMs?: number;
+  /** Cap in ms (default 30000). */
+  maxMs?: number;
+  /** Growth per attempt (default 2). */
+  factor?: number;
+}
+
+/** What the default storage key is built from. */
+export interface HeraldIdentity {
+  /** The WebSocket URL without its query. */
+  url: string;
+  /** The token's tenant claim (unverified, read only to key local state). */
+  tenant: string;
+  /** The token's `sub`. */
+  sub: string;
+}
+
+export interface WebSocketLike {
+  readonly readyState: number;
+  readonly protocol?: string;
+  onopen: ((ev: any) => any) | null;
+  onmessage: ((ev: any) => any) | null;
+  onerror: ((ev: any) => any) | null;
+  onclose: ((ev: any) => any) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export interface HeraldClientOptions {
+  /** The WebSocket stage URL, e.g. `wss://ws.example.com/prod`. */
+  url: string;
+  /** A fixed token (use `getToken` for tokens that expire). */
+  token?: string;
+  /** Called before every (re)connect: return a fresh JWT. */
+  getToken?: () => string | Promise<string>;
+  /** `"subprotocol"` (default: `new WebSocket(url, ["herald.v1", token])`) or `"query"` (`?token=`). */
+  tokenTransport?: "subprotocol" | "query";
+  /** The WebSocket class (default `globalThis.WebSocket`): `ws` in Node, React Native's, a test double. */
+  WebSocketImpl?: new (url: string, protocols?: string | string[]) => WebSocketLike;
+  /** Groups to join on connect (and re-join after every reconnect). */
+  groups?: string[];
+  /** Where the cursor and recent ids are kept. Default `localStorage` when usable; `null` = memory only. */
+  storage?: HeraldStorage | null;
+  /** Storage key, or a function of the identity (default `herald:<url>:<tenant>:<sub>`). */
+  storageKey?: string | ((identity: HeraldIdentity) => string);
+  /** Cursor to start from when nothing is saved (e.g. `cursor` from `GET /notifications/missed`). */
+  initialCursor?: string | null;
+  /**
+   * With no saved cursor, the first resume replays the retained history. `true` (default): those
+   * notifications are delivered with `meta.history = true`; `false`: consumed silently (only the
+   * cursor and dedupe memory are set), so a new device starts at "now".
+   */
+  replayHistory?: boolean;
+  /** Reconnect backoff (default 1 s doubling, capped at 30 s, jittered). */
+  backoff?: HeraldBackoff;
+  /** Timeout of each request (join/leave/ack/ping/resume page), counted from the call. Default 10000. */
+  requestTimeoutMs?: number;
+  /** Handshake timeout. Default 15000. */
+  connectTimeoutMs?: number;
+  /** Keep-alive: ping after this long without sending (default 9 minutes; API Gateway's idle timeout is 10). */
+  pingIntervalMs?: number;
+  /** How many recent notification ids are remembered for dedupe (default 1000). */
+  dedupeSize?: number;
+  /** How many of them are saved with the cursor (default 200). */
+  persistIds?: number;
+  /** The token claim holding the tenant (default `tenant`); only used for the storage key. */
+  tenantClaim?: string;
+  /** Connect in the constructor (default true); otherwise call `connect()`. */
+  autoConnect?: boolean;
+}
+
+/** A notification frame as the server sends it. */
+export interface HeraldNotification {
+  type: "notification";
+  /** Stable across retries, replays and redeliveries. */
+  id: string;
+  /** Opaque, ordered position in the user's log. */
+  cursor: string;
+  /** The group it was sent to: `user:u1`, `tenant`, `course:42`, `all`… */
+  topic: string;
+  event: string;
+  title?: string;
+  body?: string;
+  link?: string;
+  data?: unknown;
+  createdAt?: string;
+  /** True when it came from `resume`. */
+  replayed?: boolean;
+  [key: string]: unknown;
+}
+
+export interface NotificationMeta {
+  /** Delivered by a `resume` (it was missed while disconnected). */
+  replayed: boolean;
+  /** Part of the history replayed on a first connect without any saved cursor. */
+  history: boolean;
+}
+
+export interface StateChange {
+  state: HeraldState;
+  previous: HeraldState;
+  /** Reconnect attempt number (on `connecting` and `reconnecting`). */
+  attempt?: number;
+  /** Wait before the next attempt (on `reconnecting`). */
+  delayMs?: number;
+  /** Close code and reason of the connection that ended (on `reconnecting`). */
+  code?: number;
+  reason?: string;
+}
+
+export interface ErrorFrame {
+  type: "error";
+  code: string;
+  message: string;
+  ref?: string | number;
+}
+export interface JoinedFrame {
+  type: "joined";
+  group: string;
+  ref?: string;
+}
+export interface LeftFrame {
+  type: "left";
+  group: string;
+  ref?: string;
+  /** True when resolved locally because there was no connection to leave on. */
+  local?: boolean;
+}
+export interface AckedFrame {
+  type: "acked";
+  count: number;
+}
+export interface ResumeResult {
+  /** Notifications replayed by the server (before dedupe). */
+  count: number;
+  /** The cursor after the resume. */
+  cursor: string | null;
+}
+
+export declare class HeraldClient {
+  constructor(options: HeraldClientOptions);
+  readonly state: HeraldState;
+  /** True once re-joined and resumed. */
+  readonly ready: boolean;
+  /** The last cursor seen. */
+  readonly cursor: string | null;
+  /** The groups kept joined. */
+  readonly groups: string[];
+
+  on(event: "notification", fn: (notification: HeraldNotification, meta: NotificationMeta) => void): () => void;
+  on(event: "state", fn: (change: StateChange) => void): () => void;
+  on(event: "error", fn: (error: HeraldError) => void): () => void;
+
+  /** Starts connecting (only with `autoConnect: false`). */
+  connect(): void;
+  /** Joins and remembers a group; rejects with the server's code (`forbidden`…) and forgets it then. */
+  join(group: string): Promise<JoinedFrame>;
+  /** Leaves and forgets a group. */
+  leave(group: string): Promise<LeftFrame>;
+  /** Marks notifications read; lists over 100 ids are split. */
+  ack(ids: string | string[]): Promise<AckedFrame>;
+  /** Resolves with the round-trip time in ms. */
+  ping(): Promise<number>;
+  /** Fetches what was missed since the cursor now (also automatic after every (re)connect). */
+  resume(): Promise<ResumeResult>;
+  /** Closes the connection and stops reconnecting, timers and pending requests. */
+  close(): void;
+}
+
+export declare function createHeraldClient(options: HeraldClientOptions): HeraldClient;
+
+/** Reconnect delay for a 1-based attempt: exponential, capped, jittered (upper half). */
+export declare function backoffDelay(attempt: number, backoff?: HeraldBackoff, random?: () => number): number;

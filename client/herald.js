@@ -1,0 +1,1066 @@
+// @ts-check
+/**
+ * Herald browser client: a dependency-free ES module (no build step, no framework).
+ *
+ * Speaks the client ↔ WebSocket contract of docs/DESIGN.md:
+ * - authenticates with the JWT as a subprotocol (`["herald.v1", token]`) or `?token=`;
+ *   `getToken()` is called before every (re)connect, so a refreshed token is always used;
+ * - reconnects with exponential backoff and jitter (capped, reset once connected again);
+ * - after every (re)connect re-joins the groups the app joined, then `resume`s from the last
+ *   cursor it saw (kept in a storage adapter, `localStorage` by default), paging while `more`;
+ * - delivers every notification once: deduplicated by `id` (bounded LRU), so replays and
+ *   at-least-once redeliveries never show a duplicate toast;
+ * - request/response frames matched by `ref`, with timeouts: `join`, `leave`, `ack`, `ping`,
+ *   `resume` return promises that reject with a {@link HeraldError} carrying the server's `code`;
+ * - sends a keep-alive `ping` after ~9 idle minutes (API Gateway closes connections idle for
+ *   10), only while the page is visible when there is a `document`;
+ * - refuses frames over 32 KB (API Gateway's limit) before sending them.
+ *
+ * Types are in herald.d.ts; the JSDoc here mirrors them.
+ */
+
+/** The subprotocol Herald answers. */
+export const SUBPROTOCOL = "herald.v1";
+/** API Gateway's WebSocket frame limit: bigger client frames are refused before sending. */
+export const MAX_FRAME_BYTES = 32 * 1024;
+/** The server accepts at most this many ids per `ack` frame; `ack()` splits longer lists. */
+export const MAX_ACK_IDS = 100;
+
+/** @type {Readonly<Required<import("./herald.js").HeraldBackoff>>} */
+const DEFAULT_BACKOFF = Object.freeze({ initialMs: 1000, maxMs: 30000, factor: 2 });
+/**
+ * @typedef {{tokenTransport: "subprotocol" | "query", requestTimeoutMs: number, connectTimeoutMs: number,
+ *   pingIntervalMs: number, dedupeSize: number, persistIds: number, replayHistory: boolean,
+ *   tenantClaim: string, autoConnect: boolean}} Defaults
+ */
+/** @type {Readonly<Defaults>} */
+const DEFAULTS = Object.freeze({
+  tokenTransport: "subprotocol",
+  requestTimeoutMs: 10000,
+  connectTimeoutMs: 15000,
+  pingIntervalMs: 9 * 60 * 1000,
+  dedupeSize: 1000,
+  persistIds: 200,
+  replayHistory: true,
+  tenantClaim: "tenant",
+  autoConnect: true,
+});
+const STORAGE_VERSION = 1;
+/** Longest ref this client generates, used when sizing a frame before it gets its ref. */
+const REF_ALLOWANCE = '"ref":"h999999999999999",'.length;
+/** Consecutive `resume` pages that make no progress before giving up until the next connect. */
+const MAX_RESUME_STALLS = 3;
+/** Consecutive `resume` pages that deliver nothing (while the cursor moves) before giving up. */
+const MAX_EMPTY_RESUME_PAGES = 20;
+const noop = () => {};
+
+/**
+ * An error from Herald: `code` is the server's error code (`forbidden`, `bad_request`,
+ * `unknown_action`, `too_large`, `rate_limited`, `internal`) or one of the client's own
+ * (`timeout`, `disconnected`, `closed`, `too_large`, `cancelled`, `connect_failed`,
+ * `token_failed`, `sync_failed`, `ping_timeout`, `resume_stalled`, `storage_failed`,
+ * `bad_frame`, `gateway_error`, `server_error`).
+ */
+export class HeraldError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {{frame?: any, group?: string, cause?: unknown}} [extra]
+   */
+  constructor(code, message, extra = {}) {
+    super(message);
+    this.name = "HeraldError";
+    /** @type {string} */
+    this.code = code;
+    /** The server's frame (`{"type":"error",...}`) when the server sent one. */
+    this.frame = extra.frame;
+    /** The group concerned, for join/re-join failures. */
+    this.group = extra.group;
+    if (extra.cause !== undefined) this.cause = extra.cause;
+  }
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (1-based): exponential, capped at `maxMs`, with
+ * "equal jitter" (a random point in the upper half) so that clients dropped together do not
+ * come back together.
+ * @param {number} attempt
+ * @param {import("./herald.js").HeraldBackoff} [backoff]
+ * @param {() => number} [random]
+ * @returns {number}
+ */
+export function backoffDelay(attempt, backoff = {}, random = Math.random) {
+  const { initialMs, maxMs, factor } = { ...DEFAULT_BACKOFF, ...backoff };
+  const ceiling = Math.min(maxMs, initialMs * Math.pow(factor, Math.max(0, attempt - 1)));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+/** UTF-8 length of a string, as the server measures frames. */
+function utf8Length(/** @type {string} */ text) {
+  // Cheap path: every UTF-16 unit is at most 3 UTF-8 bytes.
+  if (text.length * 3 <= MAX_FRAME_BYTES) return text.length;
+  return new TextEncoder().encode(text).length;
+}
+
+/**
+ * Throws a `too_large` HeraldError when `text` would exceed the frame limit.
+ * @param {string} text
+ * @param {number} [extra] bytes still to be added (the ref)
+ */
+function checkFrameSize(text, extra = 0) {
+  const size = utf8Length(text) + extra;
+  if (size > MAX_FRAME_BYTES) {
+    throw new HeraldError(
+      "too_large",
+      `frame of ${size} bytes refused: Herald (API Gateway) accepts WebSocket frames of at most ${MAX_FRAME_BYTES} bytes`,
+    );
+  }
+}
+
+/**
+ * Cursors are fixed-length strings whose lexicographic order is the log's order (DESIGN.md:
+ * "totally ordered per user"). Returns the later of two cursors.
+ * @param {string | null} a
+ * @param {string | null} b
+ * @returns {string | null}
+ */
+function laterCursor(a, b) {
+  if (a == null) return b;
+  if (b == null) return a;
+  if (a.length !== b.length) return a.length > b.length ? a : b;
+  return b > a ? b : a;
+}
+
+/**
+ * The JWT's payload, unverified (only used to key local state per user).
+ * @param {string} token
+ * @returns {Record<string, unknown> | null}
+ */
+function jwtPayload(token) {
+  try {
+    const part = token.split(".")[1];
+    if (!part) return null;
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((part.length + 3) % 4);
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const payload = JSON.parse(new TextDecoder().decode(bytes));
+    return payload && typeof payload === "object" ? payload : null;
+  } catch {
+    return null;
+  }
+}
+
+/** `localStorage` when the environment has a working one (it throws in some sandboxes). */
+function defaultStorage() {
+  try {
+    const s = /** @type {any} */ (globalThis).localStorage;
+    if (s && typeof s.getItem === "function") {
+      const probe = "__herald_probe__";
+      s.setItem(probe, "1");
+      s.removeItem(probe);
+      return /** @type {import("./herald.js").HeraldStorage} */ (s);
+    }
+  } catch {
+    // unavailable (private mode, sandboxed iframe, server-side rendering)
+  }
+  return null;
+}
+
+/** Reports an exception thrown by an app listener without breaking the client. */
+function reportListenerError(/** @type {unknown} */ e) {
+  const g = /** @type {any} */ (globalThis);
+  if (typeof g.reportError === "function") g.reportError(e);
+  else
+    setTimeout(() => {
+      throw e;
+    }, 0);
+}
+
+/** A bounded set of ids in least-recently-seen order. */
+class RecentIds {
+  /** @param {number} max */
+  constructor(max) {
+    this.max = Math.max(1, max);
+    /** @type {Map<string, true>} */
+    this.map = new Map();
+  }
+  /** @param {string} id */
+  has(id) {
+    return this.map.has(id);
+  }
+  /** Adds or refreshes `id`, evicting the least recently seen beyond `max`. @param {string} id */
+  add(id) {
+    this.map.delete(id);
+    this.map.set(id, true);
+    while (this.map.size > this.max) {
+      const oldest = this.map.keys().next().value;
+      if (oldest === undefined) break;
+      this.map.delete(oldest);
+    }
+  }
+  /** The `n` most recently seen, oldest first. @param {number} n */
+  recent(n) {
+    const all = [...this.map.keys()];
+    return all.slice(Math.max(0, all.length - n));
+  }
+  clear() {
+    this.map.clear();
+  }
+}
+
+/**
+ * @typedef {object} Pending  one request, queued or in flight
+ * @property {Record<string, unknown>} frame
+ * @property {(frame: any) => void} resolve
+ * @property {(err: Error) => void} reject
+ * @property {ReturnType<typeof setTimeout> | null} timer
+ * @property {Connection | null} conn
+ * @property {string | null} ref
+ */
+
+/**
+ * @typedef {object} Connection  one WebSocket and what belongs to it
+ * @property {WebSocket} ws
+ * @property {"opening" | "syncing" | "ready"} phase
+ * @property {Map<string, Pending>} pending
+ * @property {{history: boolean, skip: boolean} | null} resume  set while a resume runs
+ * @property {Promise<import("./herald.js").ResumeResult> | null} resuming
+ * @property {string | null} liveMax  highest live cursor seen while a resume runs
+ * @property {number} lastSentAt
+ * @property {unknown} lastError
+ */
+
+/**
+ * A Herald connection that keeps itself alive. See herald.d.ts and README.md.
+ */
+export class HeraldClient {
+  /** @param {import("./herald.js").HeraldClientOptions} options */
+  constructor(options) {
+    if (!options || typeof options.url !== "string" || !options.url) {
+      throw new TypeError("HeraldClient: options.url (the WebSocket stage URL) is required");
+    }
+    if (typeof options.getToken !== "function" && (typeof options.token !== "string" || !options.token)) {
+      throw new TypeError("HeraldClient: options.token or options.getToken is required");
+    }
+    const WS = options.WebSocketImpl ?? /** @type {any} */ (globalThis).WebSocket;
+    if (typeof WS !== "function") {
+      throw new TypeError("HeraldClient: no WebSocket in this environment; pass options.WebSocketImpl");
+    }
+    if (options.tokenTransport && options.tokenTransport !== "subprotocol" && options.tokenTransport !== "query") {
+      throw new TypeError('HeraldClient: tokenTransport must be "subprotocol" or "query"');
+    }
+    /**
+     * @private
+     * @type {import("./herald.js").HeraldClientOptions & Defaults & {backoff: Required<import("./herald.js").HeraldBackoff>}}
+     */
+    this._o = /** @type {any} */ ({
+      ...DEFAULTS,
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+      backoff: { ...DEFAULT_BACKOFF, ...(options.backoff ?? {}) },
+    });
+    /** @private @type {new (url: string, protocols?: string | string[]) => WebSocket} */
+    this._WS = WS;
+    /** @private @type {import("./herald.js").HeraldStorage | null} */
+    this._storage = options.storage === undefined ? defaultStorage() : options.storage;
+    /** @private @type {{notification: Set<Function>, state: Set<Function>, error: Set<Function>}} */
+    this._listeners = { notification: new Set(), state: new Set(), error: new Set() };
+    /** @private @type {Set<string>} */
+    this._groups = new Set();
+    for (const g of options.groups ?? []) {
+      if (typeof g !== "string" || !g) throw new TypeError("HeraldClient: groups must be non-empty strings");
+      this._groups.add(g);
+    }
+    /** @private @type {import("./herald.js").HeraldState} */
+    this._state = "idle";
+    /** @private */
+    this._attempt = 0;
+    /** @private */
+    this._generation = 0;
+    /** @private @type {Connection | null} */
+    this._conn = null;
+    /** @private @type {Pending[]} */
+    this._queue = [];
+    /** @private */
+    this._seq = 0;
+    /** @private */
+    this._seen = new RecentIds(this._o.dedupeSize);
+    /** @private @type {string | null} */
+    this._cursor = null;
+    /** @private @type {string | null} */
+    this._storageKey = null;
+    /** @private */
+    this._dirty = false;
+    /** @private @type {Promise<void>} */
+    this._writes = Promise.resolve();
+    /** @private @type {ReturnType<typeof setTimeout> | null} */
+    this._reconnectTimer = null;
+    /** @private @type {ReturnType<typeof setTimeout> | null} */
+    this._pingTimer = null;
+    /** @private @type {ReturnType<typeof setTimeout> | null} */
+    this._connectTimer = null;
+    /** @private */
+    this._closed = false;
+    /** @private */
+    this._starting = false;
+    /** @private @type {(() => void) | null} */
+    this._unlisten = null;
+    if (this._o.autoConnect) this.connect();
+  }
+
+  /** The connection state: idle → connecting → syncing → ready (→ reconnecting → …) → closed. */
+  get state() {
+    return this._state;
+  }
+  /** True once re-joined and resumed: requests are sent at once. */
+  get ready() {
+    return this._state === "ready";
+  }
+  /** The last cursor seen (what the next `resume` starts after), or null. */
+  get cursor() {
+    return this._cursor;
+  }
+  /** The groups this client keeps joined (re-joined after every reconnect). */
+  get groups() {
+    return [...this._groups];
+  }
+
+  /**
+   * Subscribes to `"notification"` (notification, meta), `"state"` (change) or `"error"`
+   * (HeraldError). Returns the function that unsubscribes.
+   * @param {"notification" | "state" | "error"} event
+   * @param {Function} fn
+   * @returns {() => void}
+   */
+  on(event, fn) {
+    const set = this._listeners[event];
+    if (!set) throw new TypeError(`HeraldClient.on: unknown event ${JSON.stringify(event)}`);
+    if (typeof fn !== "function") throw new TypeError("HeraldClient.on: listener must be a function");
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+    };
+  }
+
+  /** Starts connecting (only needed with `autoConnect: false`). */
+  connect() {
+    if (this._closed) throw new HeraldError("closed", "this HeraldClient was closed; create a new one");
+    if (this._state !== "idle" || this._starting) return;
+    this._starting = true;
+    this._listenToPage();
+    // Deferred, so that listeners added right after the constructor see every state.
+    queueMicrotask(() => {
+      if (!this._closed) void this._open();
+    });
+  }
+
+  /**
+   * Joins a group (`course:42`). It is remembered and re-joined after every reconnect until
+   * `leave()`, unless the server refuses it (`forbidden`, `bad_request`): then the promise
+   * rejects with that code and the group is forgotten. Sent once connected (queued before).
+   * @param {string} group
+   * @returns {Promise<import("./herald.js").JoinedFrame>}
+   */
+  join(group) {
+    if (typeof group !== "string" || !group) {
+      return Promise.reject(new HeraldError("bad_request", "join: group must be a non-empty string"));
+    }
+    const frame = { action: "join", group };
+    try {
+      checkFrameSize(JSON.stringify(frame), REF_ALLOWANCE);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this._groups.add(group);
+    return this._request(frame).catch((err) => {
+      if (err instanceof HeraldError && err.frame && (err.code === "forbidden" || err.code === "bad_request")) {
+        this._groups.delete(group);
+      }
+      throw err;
+    });
+  }
+
+  /**
+   * Leaves a group and stops re-joining it. While disconnected it resolves at once (the next
+   * connection will not join it) with `{type:"left", group, local:true}`.
+   * @param {string} group
+   * @returns {Promise<import("./herald.js").LeftFrame>}
+   */
+  leave(group) {
+    if (typeof group !== "string" || !group) {
+      return Promise.reject(new HeraldError("bad_request", "leave: group must be a non-empty string"));
+    }
+    const frame = { action: "leave", group };
+    try {
+      checkFrameSize(JSON.stringify(frame), REF_ALLOWANCE);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this._groups.delete(group);
+    // A join still waiting for a connection would undo this leave: cancel it.
+    for (const p of [...this._queue]) {
+      if (p.frame.action === "join" && p.frame.group === group) {
+        this._settle(p, new HeraldError("cancelled", `join ${group} cancelled by leave`));
+      }
+    }
+    if (!this._conn || this._conn.phase === "opening") {
+      return Promise.resolve({ type: "left", group, local: true });
+    }
+    return this._request(frame);
+  }
+
+  /**
+   * Marks notifications read (`ack`). Lists over 100 ids are sent as several frames; resolves
+   * with the total count.
+   * @param {string | string[]} ids
+   * @returns {Promise<import("./herald.js").AckedFrame>}
+   */
+  async ack(ids) {
+    const list = [...new Set(Array.isArray(ids) ? ids : [ids])];
+    if (list.some((id) => typeof id !== "string" || !id)) {
+      throw new HeraldError("bad_request", "ack: ids must be non-empty strings");
+    }
+    if (list.length === 0) return { type: "acked", count: 0 };
+    /** @type {Promise<any>[]} */
+    const parts = [];
+    for (let i = 0; i < list.length; i += MAX_ACK_IDS) {
+      const frame = { action: "ack", ids: list.slice(i, i + MAX_ACK_IDS) };
+      checkFrameSize(JSON.stringify(frame), REF_ALLOWANCE);
+      parts.push(this._request(frame));
+    }
+    const replies = await Promise.all(parts);
+    return { type: "acked", count: replies.reduce((n, r) => n + (Number(r.count) || 0), 0) };
+  }
+
+  /**
+   * Round trip to the server. Resolves with the time it took in milliseconds.
+   * @returns {Promise<number>}
+   */
+  async ping() {
+    const started = Date.now();
+    await this._request({ action: "ping" });
+    return Date.now() - started;
+  }
+
+  /**
+   * Fetches what was missed since the last cursor now (it also runs automatically after every
+   * (re)connect). Replayed notifications arrive as "notification" events, deduplicated.
+   * @returns {Promise<import("./herald.js").ResumeResult>}
+   */
+  resume() {
+    if (this._closed) return Promise.reject(new HeraldError("closed", "client closed"));
+    const conn = this._conn;
+    if (!conn) {
+      return Promise.reject(new HeraldError("disconnected", "not connected: the next connection resumes by itself"));
+    }
+    // While syncing, the connection's own resume is running (or about to): share it.
+    if (conn.phase !== "ready") return conn.resuming ?? Promise.resolve({ count: 0, cursor: this._cursor });
+    return this._resumeAll(conn);
+  }
+
+  /** Stops everything: closes the socket, cancels timers and rejects pending requests. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._generation++;
+    this._clearTimers();
+    this._unlisten?.();
+    this._unlisten = null;
+    const conn = this._conn;
+    this._conn = null;
+    if (conn) {
+      this._detach(conn);
+      try {
+        conn.ws.close(1000, "client closed");
+      } catch {
+        // already closing
+      }
+      this._failPending(conn, "closed", "client closed");
+    }
+    for (const p of this._queue.splice(0)) this._settle(p, new HeraldError("closed", "client closed"));
+    this._persist();
+    this._setState("closed");
+  }
+
+  // ---------------------------------------------------------------- connection lifecycle
+
+  /** @private */
+  async _open() {
+    const generation = ++this._generation;
+    const stale = () => this._closed || generation !== this._generation;
+    this._clearTimer("_reconnectTimer");
+    this._setState("connecting", { attempt: this._attempt });
+    let token;
+    try {
+      token = this._o.getToken ? await this._o.getToken() : this._o.token;
+      if (typeof token !== "string" || !token) throw new TypeError("getToken() returned no token");
+    } catch (e) {
+      if (stale()) return;
+      this._emitError(new HeraldError("token_failed", `could not get a token: ${errText(e)}`, { cause: e }));
+      this._scheduleReconnect();
+      return;
+    }
+    if (stale()) return;
+    await this._loadState(token);
+    if (stale()) return;
+
+    let url = this._o.url;
+    /** @type {string[]} */
+    let protocols = [SUBPROTOCOL, token];
+    if (this._o.tokenTransport === "query") {
+      // String concatenation, not URL.searchParams: React Native's URL does not implement it.
+      url = `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+      protocols = [SUBPROTOCOL];
+    }
+    let ws;
+    try {
+      ws = new this._WS(url, protocols);
+    } catch (e) {
+      this._emitError(new HeraldError("connect_failed", `cannot open the WebSocket: ${errText(e)}`, { cause: e }));
+      this._scheduleReconnect();
+      return;
+    }
+    /** @type {Connection} */
+    const conn = {
+      ws,
+      phase: "opening",
+      pending: new Map(),
+      resume: null,
+      resuming: null,
+      liveMax: null,
+      lastSentAt: Date.now(),
+      lastError: null,
+    };
+    this._conn = conn;
+    ws.onopen = () => this._onOpen(conn);
+    ws.onmessage = (ev) => this._onMessage(conn, ev);
+    ws.onerror = (ev) => {
+      conn.lastError = ev;
+    };
+    ws.onclose = (ev) => this._onClose(conn, ev);
+    this._connectTimer = setTimeout(() => {
+      this._connectTimer = null;
+      if (this._conn === conn && conn.phase === "opening") {
+        conn.lastError = new Error(`no handshake within ${this._o.connectTimeoutMs} ms`);
+        this._drop(conn, "connect timeout");
+      }
+    }, this._o.connectTimeoutMs);
+  }
+
+  /** @private @param {Connection} conn */
+  _onOpen(conn) {
+    if (this._conn !== conn) return;
+    this._clearTimer("_connectTimer");
+    conn.phase = "syncing";
+    this._setState("syncing");
+    void this._sync(conn);
+  }
+
+  /**
+   * Re-joins the remembered groups, then resumes; only then is the connection ready.
+   * @private @param {Connection} conn
+   */
+  async _sync(conn) {
+    try {
+      const groups = [...this._groups];
+      await Promise.all(
+        groups.map(async (group) => {
+          try {
+            await this._send(conn, { action: "join", group });
+          } catch (e) {
+            if (!(e instanceof HeraldError) || !e.frame) throw e; // transport: the sync fails
+            if (e.code === "forbidden" || e.code === "bad_request") this._groups.delete(group);
+            this._emitError(
+              new HeraldError(e.code, `re-joining ${group} failed: ${e.message}`, { frame: e.frame, group }),
+            );
+          }
+        }),
+      );
+      if (this._conn !== conn) return;
+      await this._resumeAll(conn);
+      if (this._conn !== conn) return;
+      conn.phase = "ready";
+      this._attempt = 0;
+      this._setState("ready");
+      for (const p of this._queue.splice(0)) this._dispatch(conn, p);
+      this._schedulePing(conn);
+    } catch (e) {
+      if (this._conn !== conn || this._closed) return; // the close handler took over
+      this._emitError(new HeraldError("sync_failed", `re-join/resume failed: ${errText(e)}`, { cause: e }));
+      this._drop(conn, "sync failed");
+    }
+  }
+
+  /**
+   * Resumes from the last cursor, paging while the server says `more`.
+   * @private @param {Connection} conn
+   * @returns {Promise<import("./herald.js").ResumeResult>}
+   */
+  _resumeAll(conn) {
+    if (conn.resuming) return conn.resuming;
+    const run = async () => {
+      let total = 0;
+      let stalls = 0;
+      let emptyPages = 0;
+      let resetOnce = false;
+      const history = this._cursor == null;
+      conn.resume = { history, skip: history && !this._o.replayHistory };
+      try {
+        for (;;) {
+          const since = this._cursor;
+          /** @type {Record<string, unknown>} */
+          const frame = since == null ? { action: "resume" } : { action: "resume", since };
+          let reply;
+          try {
+            reply = await this._send(conn, frame);
+          } catch (e) {
+            if (e instanceof HeraldError && e.frame && e.code === "bad_request" && since != null && !resetOnce) {
+              // The server no longer understands our cursor: start over from its retention window.
+              resetOnce = true;
+              this._emitError(new HeraldError(e.code, `saved cursor refused, resuming from the start: ${e.message}`, { frame: e.frame }));
+              this._cursor = null;
+              conn.resume = { history: true, skip: !this._o.replayHistory };
+              continue;
+            }
+            throw e;
+          }
+          const count = Number(reply.count) || 0;
+          total += count;
+          if (typeof reply.cursor === "string") this._cursor = laterCursor(this._cursor, reply.cursor);
+          this._persist();
+          if (!reply.more) break;
+          // Guards against a server that keeps answering `more` without delivering anything:
+          // a few retries when the cursor does not move (a replay post failed: back off a bit),
+          // a bounded number of empty pages when it does.
+          emptyPages = count === 0 ? emptyPages + 1 : 0;
+          stalls = count === 0 && this._cursor === since ? stalls + 1 : 0;
+          if (stalls >= MAX_RESUME_STALLS || emptyPages >= MAX_EMPTY_RESUME_PAGES) {
+            this._emitError(
+              new HeraldError("resume_stalled", `resume keeps answering more without notifications after ${since}; trying again on the next connect`),
+            );
+            break;
+          }
+          if (stalls > 0) {
+            await new Promise((r) => setTimeout(r, 250 * stalls));
+            if (this._conn !== conn) throw new HeraldError("disconnected", "connection lost during resume");
+          }
+        }
+        // Live notifications that arrived meanwhile were delivered; their cursors count now.
+        if (conn.liveMax) this._cursor = laterCursor(this._cursor, conn.liveMax);
+        this._persist();
+        return { count: total, cursor: this._cursor };
+      } finally {
+        conn.resume = null;
+        conn.liveMax = null;
+        conn.resuming = null;
+      }
+    };
+    conn.resuming = run();
+    return conn.resuming;
+  }
+
+  /** @private @param {Connection} conn @param {{data: unknown}} ev */
+  _onMessage(conn, ev) {
+    if (this._conn !== conn) return;
+    if (typeof ev.data !== "string") {
+      this._emitError(new HeraldError("bad_frame", "binary frame ignored"));
+      return;
+    }
+    let frame;
+    try {
+      frame = JSON.parse(ev.data);
+    } catch {
+      this._emitError(new HeraldError("bad_frame", `frame is not JSON: ${ev.data.slice(0, 100)}`));
+      return;
+    }
+    if (!frame || typeof frame !== "object" || Array.isArray(frame)) {
+      this._emitError(new HeraldError("bad_frame", "frame is not a JSON object"));
+      return;
+    }
+    if (frame.type === "notification") {
+      this._onNotification(conn, frame);
+      return;
+    }
+    if (frame.ref != null) {
+      const p = conn.pending.get(String(frame.ref));
+      if (p) {
+        if (frame.type === "error") {
+          const code = typeof frame.code === "string" ? frame.code : "server_error";
+          this._settle(p, new HeraldError(code, String(frame.message ?? code), { frame }));
+        } else {
+          this._settle(p, null, frame);
+        }
+      }
+      return; // a late reply to a request that timed out
+    }
+    if (frame.type === "error") {
+      const code = typeof frame.code === "string" ? frame.code : "server_error";
+      this._emitError(new HeraldError(code, String(frame.message ?? code), { frame }));
+    } else if (frame.type === undefined && typeof frame.message === "string") {
+      // API Gateway's own answer to a failed integration ({"message":"Internal server error",...}).
+      this._emitError(new HeraldError("gateway_error", frame.message, { frame }));
+    }
+    // other types: newer servers may send frames this client does not know; ignore them
+  }
+
+  /** @private @param {Connection} conn @param {any} n */
+  _onNotification(conn, n) {
+    if (typeof n.id !== "string" || !n.id) {
+      this._emitError(new HeraldError("bad_frame", "notification without id ignored", { frame: n }));
+      return;
+    }
+    const replayed = n.replayed === true;
+    const resume = conn.resume;
+    if (typeof n.cursor === "string") {
+      if (resume && !replayed) {
+        // Live while a resume runs: counted once the resume completes, so that a drop in the
+        // middle of it never moves the cursor past a page not yet replayed.
+        conn.liveMax = laterCursor(conn.liveMax, n.cursor);
+      } else {
+        // Replayed frames come in cursor order; live frames after the resume are new.
+        this._cursor = laterCursor(this._cursor, n.cursor);
+      }
+    }
+    const duplicate = this._seen.has(n.id);
+    this._seen.add(n.id);
+    this._persist();
+    if (duplicate) return;
+    if (resume && replayed && resume.skip) return;
+    /** @type {import("./herald.js").NotificationMeta} */
+    const meta = { replayed, history: Boolean(resume && replayed && resume.history) };
+    this._emit("notification", n, meta);
+  }
+
+  /** @private @param {Connection} conn @param {{code?: number, reason?: string}} ev */
+  _onClose(conn, ev) {
+    if (this._conn !== conn) return;
+    this._conn = null;
+    this._detach(conn);
+    this._clearTimer("_connectTimer");
+    this._clearTimer("_pingTimer");
+    this._failPending(conn, "disconnected", `connection closed (${ev?.code ?? "?"}) before the reply`);
+    if (this._closed) return;
+    if (conn.phase === "opening") {
+      const why = conn.lastError ? errText(conn.lastError) : `closed with ${ev?.code ?? "?"}`;
+      this._emitError(new HeraldError("connect_failed", `WebSocket handshake failed: ${why}`, { cause: conn.lastError }));
+    }
+    this._scheduleReconnect({ code: ev?.code, reason: ev?.reason });
+  }
+
+  /**
+   * Abandons a connection at once (dead socket, failed sync): no waiting for a close handshake.
+   * @private @param {Connection} conn @param {string} reason
+   */
+  _drop(conn, reason) {
+    if (this._conn !== conn) return;
+    const ws = /** @type {any} */ (conn.ws);
+    this._detach(conn);
+    try {
+      if (typeof ws.terminate === "function") ws.terminate();
+      else ws.close(4000, reason);
+    } catch {
+      // already closed
+    }
+    this._onClose(conn, { code: 4000, reason });
+  }
+
+  /** @private @param {Connection} conn */
+  _detach(conn) {
+    // No-ops rather than null: some implementations (ws) throw on an unhandled "error".
+    conn.ws.onopen = noop;
+    conn.ws.onmessage = noop;
+    conn.ws.onerror = noop;
+    conn.ws.onclose = noop;
+  }
+
+  /** @private @param {{code?: number, reason?: string}} [detail] */
+  _scheduleReconnect(detail = {}) {
+    if (this._closed) return;
+    this._attempt += 1;
+    const delayMs = backoffDelay(this._attempt, this._o.backoff);
+    this._setState("reconnecting", { ...detail, attempt: this._attempt, delayMs });
+    this._clearTimer("_reconnectTimer");
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      void this._open();
+    }, delayMs);
+  }
+
+  /** Skips the backoff wait (the network came back, the page became visible). @private */
+  _reconnectNow() {
+    if (this._closed || !this._reconnectTimer) return;
+    this._clearTimer("_reconnectTimer");
+    void this._open();
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  /**
+   * A request from the app: sent when the connection is ready (queued until then); rejects
+   * after `requestTimeoutMs` counted from the call.
+   * @private @param {Record<string, unknown>} frame @returns {Promise<any>}
+   */
+  _request(frame) {
+    if (this._closed) return Promise.reject(new HeraldError("closed", "client closed"));
+    try {
+      checkFrameSize(JSON.stringify(frame), REF_ALLOWANCE);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      /** @type {Pending} */
+      const p = { frame, resolve, reject, timer: null, conn: null, ref: null };
+      this._arm(p);
+      const conn = this._conn;
+      if (conn && conn.phase === "ready") this._dispatch(conn, p);
+      else this._queue.push(p);
+    });
+  }
+
+  /**
+   * A request on a given connection (re-join and resume during the sync).
+   * @private @param {Connection} conn @param {Record<string, unknown>} frame @returns {Promise<any>}
+   */
+  _send(conn, frame) {
+    return new Promise((resolve, reject) => {
+      /** @type {Pending} */
+      const p = { frame, resolve, reject, timer: null, conn: null, ref: null };
+      this._arm(p);
+      this._dispatch(conn, p);
+    });
+  }
+
+  /** @private @param {Pending} p */
+  _arm(p) {
+    p.timer = setTimeout(() => {
+      p.timer = null;
+      const what = String(p.frame.action);
+      this._settle(p, new HeraldError("timeout", `no answer to ${what} within ${this._o.requestTimeoutMs} ms`));
+    }, this._o.requestTimeoutMs);
+  }
+
+  /** @private @param {Connection} conn @param {Pending} p */
+  _dispatch(conn, p) {
+    if (this._conn !== conn) {
+      this._settle(p, new HeraldError("disconnected", "connection lost before sending"));
+      return;
+    }
+    const ref = `h${++this._seq}`;
+    const text = JSON.stringify({ ...p.frame, ref });
+    try {
+      checkFrameSize(text);
+      p.ref = ref;
+      p.conn = conn;
+      conn.pending.set(ref, p);
+      conn.ws.send(text);
+    } catch (e) {
+      this._settle(p, e instanceof HeraldError ? e : new HeraldError("disconnected", `send failed: ${errText(e)}`, { cause: e }));
+      return;
+    }
+    conn.lastSentAt = Date.now();
+    if (conn.phase === "ready") this._schedulePing(conn);
+  }
+
+  /**
+   * Settles a request once, whether it was queued or in flight.
+   * @private @param {Pending} p @param {Error | null} err @param {any} [value]
+   */
+  _settle(p, err, value) {
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = null;
+    if (p.conn && p.ref) p.conn.pending.delete(p.ref);
+    const i = this._queue.indexOf(p);
+    if (i >= 0) this._queue.splice(i, 1);
+    if (err) p.reject(err);
+    else p.resolve(value);
+  }
+
+  /** @private @param {Connection} conn @param {string} code @param {string} message */
+  _failPending(conn, code, message) {
+    for (const p of [...conn.pending.values()]) this._settle(p, new HeraldError(code, message));
+  }
+
+  // ---------------------------------------------------------------- keep-alive and page
+
+  /**
+   * API Gateway closes a connection after 10 idle minutes (counted from the client's last
+   * message): ping when nothing was sent for `pingIntervalMs`, while the page is visible.
+   * @private @param {Connection} conn
+   */
+  _schedulePing(conn) {
+    this._clearTimer("_pingTimer");
+    if (this._closed || this._conn !== conn || conn.phase !== "ready" || pageHidden()) return;
+    const wait = Math.max(0, conn.lastSentAt + this._o.pingIntervalMs - Date.now());
+    this._pingTimer = setTimeout(() => {
+      this._pingTimer = null;
+      this._keepAlive(conn);
+    }, wait);
+  }
+
+  /** @private @param {Connection} conn */
+  _keepAlive(conn) {
+    if (this._conn !== conn || conn.phase !== "ready") return;
+    this._send(conn, { action: "ping" }).catch((e) => {
+      if (this._conn !== conn) return;
+      this._emitError(new HeraldError("ping_timeout", `keep-alive ping failed (${errText(e)}); reconnecting`, { cause: e }));
+      this._drop(conn, "ping timeout");
+    });
+  }
+
+  /** @private */
+  _listenToPage() {
+    const g = /** @type {any} */ (globalThis);
+    const doc = g.document;
+    /** @type {(() => void)[]} */
+    const undo = [];
+    if (doc && typeof doc.addEventListener === "function") {
+      const onVisibility = () => {
+        const conn = this._conn;
+        if (pageHidden()) {
+          this._clearTimer("_pingTimer");
+          return;
+        }
+        this._reconnectNow();
+        if (conn && conn.phase === "ready") {
+          // Back from the background (or a sleep): check the connection now if it was quiet.
+          if (Date.now() - conn.lastSentAt > 60000) this._keepAlive(conn);
+          else this._schedulePing(conn);
+        }
+      };
+      doc.addEventListener("visibilitychange", onVisibility);
+      undo.push(() => doc.removeEventListener("visibilitychange", onVisibility));
+    }
+    if (typeof g.addEventListener === "function" && typeof g.removeEventListener === "function") {
+      const onOnline = () => this._reconnectNow();
+      const onPageHide = () => this._persist();
+      g.addEventListener("online", onOnline);
+      g.addEventListener("pagehide", onPageHide);
+      undo.push(() => {
+        g.removeEventListener("online", onOnline);
+        g.removeEventListener("pagehide", onPageHide);
+      });
+    }
+    this._unlisten = () => undo.forEach((f) => f());
+  }
+
+  // ---------------------------------------------------------------- persisted state
+
+  /**
+   * Loads the cursor and recently seen ids of the token's user (keyed by URL, tenant and sub).
+   * @private @param {string} token
+   */
+  async _loadState(token) {
+    const payload = jwtPayload(token) ?? {};
+    const identity = {
+      url: this._o.url.split("?")[0],
+      tenant: String(payload[this._o.tenantClaim] ?? ""),
+      sub: String(payload.sub ?? ""),
+    };
+    const custom = this._o.storageKey;
+    const key =
+      typeof custom === "function"
+        ? custom(identity)
+        : typeof custom === "string"
+          ? custom
+          : `herald:${identity.url}:${identity.tenant}:${identity.sub}`;
+    if (key === this._storageKey) return;
+    // Another user (or the first connect): that user's own cursor and dedupe memory.
+    await this._writes;
+    this._storageKey = key;
+    this._cursor = this._o.initialCursor ?? null;
+    this._seen.clear();
+    if (!this._storage) return;
+    try {
+      const raw = await this._storage.getItem(key);
+      if (!raw) return;
+      const saved = JSON.parse(raw);
+      if (saved && saved.v === STORAGE_VERSION) {
+        if (typeof saved.cursor === "string") this._cursor = saved.cursor;
+        if (Array.isArray(saved.seen)) for (const id of saved.seen) if (typeof id === "string") this._seen.add(id);
+      }
+    } catch (e) {
+      this._emitError(new HeraldError("storage_failed", `could not read saved state: ${errText(e)}`, { cause: e }));
+    }
+  }
+
+  /** Writes the cursor and recent ids, coalescing bursts, one write at a time. @private */
+  _persist() {
+    const storage = this._storage;
+    if (!storage || !this._storageKey || this._dirty) return;
+    this._dirty = true;
+    this._writes = this._writes.then(async () => {
+      this._dirty = false;
+      const key = this._storageKey;
+      if (!key) return;
+      const value = JSON.stringify({
+        v: STORAGE_VERSION,
+        cursor: this._cursor,
+        seen: this._seen.recent(this._o.persistIds),
+      });
+      try {
+        await storage.setItem(key, value);
+      } catch (e) {
+        this._emitError(new HeraldError("storage_failed", `could not save state: ${errText(e)}`, { cause: e }));
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- events and timers
+
+  /** @private @param {import("./herald.js").HeraldState} state @param {Record<string, unknown>} [detail] */
+  _setState(state, detail = {}) {
+    const previous = this._state;
+    if (previous === state && Object.keys(detail).length === 0) return;
+    this._state = state;
+    this._emit("state", { ...detail, state, previous });
+  }
+
+  /** @private @param {HeraldError} err */
+  _emitError(err) {
+    this._emit("error", err);
+  }
+
+  /** @private @param {"notification" | "state" | "error"} event @param {unknown[]} args */
+  _emit(event, ...args) {
+    for (const fn of [...this._listeners[event]]) {
+      try {
+        fn(...args);
+      } catch (e) {
+        reportListenerError(e);
+      }
+    }
+  }
+
+  /** @private @param {"_reconnectTimer" | "_pingTimer" | "_connectTimer"} name */
+  _clearTimer(name) {
+    const t = this[name];
+    if (t) clearTimeout(t);
+    this[name] = null;
+  }
+
+  /** @private */
+  _clearTimers() {
+    this._clearTimer("_reconnectTimer");
+    this._clearTimer("_pingTimer");
+    this._clearTimer("_connectTimer");
+  }
+}
+
+/**
+ * Same as `new HeraldClient(options)`.
+ * @param {import("./herald.js").HeraldClientOptions} options
+ * @returns {HeraldClient}
+ */
+export function createHeraldClient(options) {
+  return new HeraldClient(options);
+}
+
+function pageHidden() {
+  const doc = /** @type {any} */ (globalThis).document;
+  return Boolean(doc && doc.visibilityState === "hidden");
+}
+
+/** @param {unknown} e */
+function errText(e) {
+  if (e && typeof e === "object" && "message" in e && e.message) return String(e.message);
+  if (e && typeof e === "object" && "type" in e) return `${String(e.type)} event`;
+  return String(e);
+}

@@ -1,0 +1,646 @@
+// End-to-end tests of client/herald.js against the REAL local stack (infra/herald_local running
+// the Rust binaries of target/$HERALD_PROFILE). Node's built-in runner: `node --test test/`.
+//
+// HERALD_PROFILE=debug|release (default release) picks the binaries; HERALD_TEST_VERBOSE=1 relays
+// the stack's output. Every test uses its own tenant and users, waits with deadlines (never fixed
+// sleeps), and the stack is stopped at the end (and exits by itself if this process dies).
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
+
+import { HeraldClient, HeraldError, MAX_FRAME_BYTES, SUBPROTOCOL, backoffDelay } from "../herald.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "..", "..");
+const profile = process.env.HERALD_PROFILE || "release";
+const verbose = Boolean(process.env.HERALD_TEST_VERBOSE);
+const DEADLINE_MS = 30_000;
+
+/** @type {any} */
+let stack; // the ready file
+/** @type {import("node:child_process").ChildProcess | null} */
+let proc = null;
+let tmp = "";
+const output = [];
+
+// ------------------------------------------------------------------------------------- helpers
+
+let uniqueCounter = 0;
+function unique(prefix) {
+  uniqueCounter += 1;
+  return `${prefix}-${process.pid}-${uniqueCounter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value, or fails with `what` after the deadline. */
+async function until(fn, what, timeoutMs = DEADLINE_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await pause(25);
+  }
+}
+
+async function http(method, url, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = text;
+  }
+  return { status: res.status, json };
+}
+
+/** A development token from the control API. */
+async function mintToken({ sub, tenant, roles = [], groups, claims, alg = "HS256" }) {
+  const body = { sub, tenant, roles, alg };
+  if (groups) body.groups = groups;
+  if (claims) body.claims = claims;
+  const res = await http("POST", `${stack.controlUrl}/token`, { body });
+  assert.equal(res.status, 200, `POST /_herald/token: ${JSON.stringify(res.json)}`);
+  return res.json.token;
+}
+
+/** Publishes through the HTTP API as a service of `tenant`; returns the notification id. */
+async function publish(tenant, message) {
+  const token = await mintToken({ sub: "publisher", tenant, roles: ["service"] });
+  const res = await http("POST", `${stack.httpUrl}/notifications`, { token, body: { tenant, ...message } });
+  assert.equal(res.status, 202, `POST /notifications: ${res.status} ${JSON.stringify(res.json)}`);
+  assert.equal(typeof res.json.id, "string");
+  return res.json.id;
+}
+
+/** Ids in the user's log after `since` (GET /notifications/missed), to know a publish was logged. */
+async function loggedIds(token, since) {
+  const q = since ? `?since=${encodeURIComponent(since)}&limit=200` : "?limit=200";
+  const res = await http("GET", `${stack.httpUrl}/notifications/missed${q}`, { token });
+  assert.equal(res.status, 200, `GET /notifications/missed: ${JSON.stringify(res.json)}`);
+  return new Set(res.json.items.map((n) => n.id));
+}
+
+async function connectionsOf(tenant, user) {
+  const res = await http("GET", `${stack.controlUrl}/connections`);
+  assert.equal(res.status, 200);
+  return res.json.filter((c) => c.tenant === tenant && c.user === user);
+}
+
+function memoryStorage() {
+  const map = new Map();
+  return {
+    map,
+    getItem: (k) => (map.has(k) ? map.get(k) : null),
+    setItem: (k, v) => void map.set(k, String(v)),
+  };
+}
+
+/**
+ * A client on the local stack, with a `ws` WebSocket that records what goes over the wire, and
+ * logs of its events. Closed when the test ends.
+ */
+function makeClient(t, options) {
+  const log = { notifications: [], states: [], errors: [], raw: [], sent: [], sockets: [] };
+  class TapWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      const socket = { url, protocols, negotiated: null };
+      log.sockets.push(socket);
+      this.addEventListener("open", () => {
+        socket.negotiated = this.protocol;
+      });
+      this.addEventListener("message", (e) => {
+        try {
+          log.raw.push(JSON.parse(String(e.data)));
+        } catch {
+          log.raw.push(String(e.data));
+        }
+      });
+    }
+    send(data, ...rest) {
+      log.sent.push(JSON.parse(String(data)));
+      return super.send(data, ...rest);
+    }
+  }
+  const client = new HeraldClient({
+    url: stack.websocketUrl,
+    WebSocketImpl: TapWebSocket,
+    storage: memoryStorage(),
+    backoff: { initialMs: 400, maxMs: 3000 },
+    ...options,
+  });
+  client.on("notification", (n, meta) => log.notifications.push({ n, meta }));
+  client.on("state", (s) => log.states.push(s));
+  client.on("error", (e) => log.errors.push(e));
+  t.after(() => client.close());
+  const received = (id) => log.notifications.filter((x) => x.n.id === id);
+  const wire = (id) => log.raw.filter((f) => f && f.type === "notification" && f.id === id);
+  const ready = () => until(() => client.state === "ready", "the client to be ready");
+  return { client, log, received, wire, ready };
+}
+
+// ------------------------------------------------------------------------------- the stack
+
+function startStack() {
+  return new Promise((resolve, reject) => {
+    for (const bin of ["authorizer", "ws-connect", "ws-message", "ws-join", "dispatch", "api"]) {
+      const file = path.join(repo, "target", profile, bin);
+      if (!existsSync(file)) {
+        reject(new Error(`${file} is missing: build the functions (cargo build${profile === "release" ? " --release" : ""}) or set HERALD_PROFILE`));
+        return;
+      }
+    }
+    tmp = mkdtempSync(path.join(tmpdir(), "herald-client-test-"));
+    const readyFile = path.join(tmp, "ready.json");
+    const python = path.join(repo, ".venv", "bin", "python");
+    const args = ["-m", "herald_local", "--profile", profile, "--ready-file", readyFile, "--parent-pid", String(process.pid), "--visibility-timeout", "10", "--quiet"];
+    proc = spawn(python, args, {
+      cwd: repo,
+      env: { ...process.env, PYTHONPATH: "infra" },
+      stdio: ["ignore", verbose ? "inherit" : "pipe", verbose ? "inherit" : "pipe"],
+    });
+    const keep = (chunk) => {
+      for (const line of String(chunk).split("\n")) if (line) output.push(line);
+      if (output.length > 400) output.splice(0, output.length - 400);
+    };
+    proc.stdout?.on("data", keep);
+    proc.stderr?.on("data", keep);
+    let done = false;
+    proc.on("error", (e) => {
+      if (!done) ((done = true), reject(e));
+    });
+    proc.on("exit", (code, signal) => {
+      if (!done) ((done = true), reject(new Error(`local stack exited (${code ?? signal}) before it was ready:\n${output.join("\n")}`)));
+    });
+    const deadline = Date.now() + 90_000;
+    const poll = () => {
+      if (done) return;
+      if (existsSync(readyFile)) {
+        try {
+          const ready = JSON.parse(readFileSync(readyFile, "utf8"));
+          done = true;
+          resolve(ready);
+          return;
+        } catch {
+          // written atomically, but be lenient
+        }
+      }
+      if (Date.now() > deadline) {
+        done = true;
+        reject(new Error(`local stack not ready within 90 s:\n${output.join("\n")}`));
+        return;
+      }
+      setTimeout(poll, 100);
+    };
+    poll();
+  });
+}
+
+async function stopStack() {
+  const p = proc;
+  proc = null;
+  if (p && p.exitCode === null && p.signalCode === null) {
+    const exited = new Promise((r) => p.once("exit", r));
+    p.kill("SIGTERM");
+    const timer = setTimeout(() => p.kill("SIGKILL"), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------------- tests without a stack
+
+describe("without a server", () => {
+  test("backoff grows exponentially, is jittered in the upper half and capped at maxMs", () => {
+    const b = { initialMs: 1000, maxMs: 30000, factor: 2 };
+    assert.equal(backoffDelay(1, b, () => 0), 500);
+    assert.equal(backoffDelay(1, b, () => 1), 1000);
+    assert.equal(backoffDelay(3, b, () => 1), 4000);
+    assert.equal(backoffDelay(3, b, () => 0), 2000);
+    assert.equal(backoffDelay(20, b, () => 1), 30000);
+    assert.equal(backoffDelay(20, b, () => 0), 15000);
+    for (let attempt = 1; attempt < 12; attempt++) {
+      const d = backoffDelay(attempt);
+      assert.ok(d > 0 && d <= 30000, `attempt ${attempt}: ${d}`);
+    }
+  });
+
+  test("resume gives up on a server that answers more forever without notifications", async (t) => {
+    // A scripted server (the real one does this after a run of over 200 expired log entries).
+    const sent = [];
+    class StuckServer {
+      constructor() {
+        queueMicrotask(() => this.onopen?.({}));
+      }
+      send(text) {
+        const f = JSON.parse(text);
+        sent.push(f);
+        const reply =
+          f.action === "resume"
+            ? { type: "resumed", cursor: "01M7HBNC000000000000000000", count: 0, more: true, ref: f.ref }
+            : { type: "pong", ref: f.ref };
+        setTimeout(() => this.onmessage?.({ data: JSON.stringify(reply) }), 1);
+      }
+      close() {
+        setTimeout(() => this.onclose?.({ code: 1000, reason: "" }), 1);
+      }
+    }
+    const client = new HeraldClient({ url: "ws://stuck.invalid/prod", token: "t", WebSocketImpl: StuckServer, storage: null });
+    t.after(() => client.close());
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    await until(() => client.state === "ready", "ready despite the stuck resume", 10_000);
+    assert.deepEqual(errors.map((e) => e.code), ["resume_stalled"]);
+    const resumes = sent.filter((f) => f.action === "resume").length;
+    assert.ok(resumes >= 3 && resumes <= 20, `${resumes} resume pages`);
+    assert.ok((await client.ping()) >= 0, "the connection is usable");
+  });
+
+  test("options are checked", () => {
+    assert.throws(() => new HeraldClient({ token: "x", WebSocketImpl: WebSocket }), TypeError);
+    assert.throws(() => new HeraldClient({ url: "ws://127.0.0.1:1/x", WebSocketImpl: WebSocket }), TypeError);
+    assert.throws(
+      () => new HeraldClient({ url: "ws://127.0.0.1:1/x", token: "t", WebSocketImpl: WebSocket, tokenTransport: "header" }),
+      TypeError,
+    );
+  });
+});
+
+// ----------------------------------------------------------------------- tests on the stack
+
+describe(`against the local stack (target/${profile})`, () => {
+  before(async () => {
+    stack = await startStack();
+  }, { timeout: 120_000 });
+
+  after(async () => {
+    await stopStack();
+  });
+
+  test("connects with the token as subprotocol and receives a notification", async (t) => {
+    const tenant = unique("t");
+    const user = "u1";
+    let tokenCalls = 0;
+    const { client, log, received, ready } = makeClient(t, {
+      getToken: async () => {
+        tokenCalls += 1;
+        return mintToken({ sub: user, tenant });
+      },
+    });
+    await ready();
+    assert.equal(tokenCalls, 1);
+    assert.equal(log.sockets.length, 1);
+    assert.equal(log.sockets[0].protocols[0], SUBPROTOCOL);
+    assert.equal(log.sockets[0].negotiated, SUBPROTOCOL, "the server answers herald.v1");
+    assert.ok(!log.sockets[0].url.includes("token="), "no token in the URL");
+    assert.deepEqual(
+      log.states.map((s) => s.state),
+      ["connecting", "syncing", "ready"],
+    );
+    assert.equal((await connectionsOf(tenant, user)).length, 1);
+
+    const id = await publish(tenant, {
+      to: { user },
+      event: "test.hello",
+      title: "Hello",
+      body: "from the test",
+      link: "/x",
+      data: { n: 1 },
+    });
+    await until(() => received(id).length === 1, "the notification");
+    const { n, meta } = received(id)[0];
+    assert.equal(n.type, "notification");
+    assert.equal(n.topic, `user:${user}`);
+    assert.equal(n.event, "test.hello");
+    assert.equal(n.title, "Hello");
+    assert.equal(n.body, "from the test");
+    assert.deepEqual(n.data, { n: 1 });
+    assert.equal(typeof n.cursor, "string");
+    assert.deepEqual(meta, { replayed: false, history: false });
+    assert.equal(client.cursor, n.cursor, "the cursor follows what was delivered");
+    assert.deepEqual(log.errors, []);
+  });
+
+  test("the ?token= transport works too", async (t) => {
+    const tenant = unique("t");
+    const token = await mintToken({ sub: "q1", tenant });
+    const { client, log, ready } = makeClient(t, { token, tokenTransport: "query" });
+    await ready();
+    assert.ok(log.sockets[0].url.includes(`token=${token}`));
+    assert.deepEqual(log.sockets[0].protocols, [SUBPROTOCOL]);
+    const rtt = await client.ping();
+    assert.ok(Number.isFinite(rtt) && rtt >= 0);
+  });
+
+  test("joins a group and receives its notifications; leave forgets it", async (t) => {
+    const tenant = unique("t");
+    const user = "student";
+    const { client, received, ready } = makeClient(t, {
+      getToken: () => mintToken({ sub: user, tenant, groups: ["course:42"] }),
+    });
+    await ready();
+    const joined = await client.join("course:42");
+    assert.equal(joined.type, "joined");
+    assert.equal(joined.group, "course:42");
+    assert.deepEqual(client.groups, ["course:42"]);
+
+    const id = await publish(tenant, { to: { group: "course:42" }, event: "class.starting", title: "Class starts" });
+    await until(() => received(id).length === 1, "the group notification");
+    assert.equal(received(id)[0].n.topic, "course:42");
+
+    const left = await client.leave("course:42");
+    assert.equal(left.type, "left");
+    assert.equal(left.group, "course:42");
+    assert.deepEqual(client.groups, []);
+  });
+
+  test("after a dropped connection it reconnects with a fresh token, re-joins, resumes and delivers exactly once", async (t) => {
+    const tenant = unique("t");
+    const user = "u-drop";
+    const tokens = [];
+    let gateOpen = true;
+    const getToken = async () => {
+      await until(() => gateOpen, "the test to let the reconnect through");
+      const token = await mintToken({ sub: user, tenant, groups: ["room:7"], claims: { jti: unique("jti") } });
+      tokens.push(token);
+      return token;
+    };
+    const { client, log, received, wire, ready } = makeClient(t, { getToken, groups: ["room:7"] });
+    await ready();
+    assert.ok(log.sent.some((f) => f.action === "join" && f.group === "room:7"), "joined room:7 on connect");
+
+    // A first notification, live, sets the cursor.
+    const first = await publish(tenant, { to: { user }, event: "test.first" });
+    await until(() => received(first).length === 1, "the first notification");
+    const cursorBefore = client.cursor;
+    assert.ok(cursorBefore);
+
+    // Drop the connection (no close frame); hold the reconnect until the publishes are logged.
+    const [conn] = await connectionsOf(tenant, user);
+    assert.ok(conn, "the connection is listed");
+    gateOpen = false;
+    const dropped = await http("POST", `${stack.controlUrl}/connections/${encodeURIComponent(conn.connectionId)}/drop`);
+    assert.equal(dropped.status, 204);
+    const missed = [
+      await publish(tenant, { to: { user }, event: "test.missed.user" }),
+      await publish(tenant, { to: { group: "room:7" }, event: "test.missed.group" }),
+      await publish(tenant, { to: { tenant: true }, event: "test.missed.tenant" }),
+    ];
+    await until(() => client.state === "connecting" || client.state === "reconnecting", "the client to notice the drop");
+    const reader = await mintToken({ sub: user, tenant, groups: ["room:7"] });
+    await until(async () => {
+      const ids = await loggedIds(reader, cursorBefore);
+      return missed.every((id) => ids.has(id));
+    }, "the missed notifications to be logged");
+    gateOpen = true;
+
+    await until(() => missed.every((id) => received(id).length >= 1), "the missed notifications after reconnect");
+    assert.equal(client.state, "ready");
+    // Published after the reconnect: arrives live, and is a barrier for late duplicates.
+    const last = await publish(tenant, { to: { user }, event: "test.after" });
+    await until(() => received(last).length === 1, "the notification after the reconnect");
+
+    for (const id of [first, ...missed, last]) {
+      assert.equal(received(id).length, 1, `${id} delivered exactly once (wire copies: ${wire(id).length})`);
+    }
+    t.diagnostic(
+      `missed: ${missed.map((id) => `${received(id)[0].meta.replayed ? "replayed" : "live"}×${wire(id).length}`).join(", ")}`,
+    );
+    assert.ok(
+      missed.some((id) => received(id)[0].meta.replayed),
+      "the missed notifications came from resume",
+    );
+    assert.equal(received(missed[1])[0].n.topic, "room:7", "the group was re-joined before the resume");
+
+    // The reconnect used a fresh token, the group was re-joined, and resume started at the cursor.
+    assert.equal(log.sockets.length, 2);
+    assert.equal(tokens.length, 2);
+    assert.notEqual(tokens[0], tokens[1]);
+    assert.equal(log.sockets[1].protocols[1], tokens[1]);
+    const joins = log.sent.filter((f) => f.action === "join" && f.group === "room:7");
+    assert.equal(joins.length, 2, "room:7 joined on each connection");
+    const resumes = log.sent.filter((f) => f.action === "resume");
+    assert.ok(resumes.length >= 2);
+    assert.equal(resumes[1].since, cursorBefore, "resumed from the last cursor seen");
+    assert.ok(
+      log.sent.indexOf(joins[1]) < log.sent.indexOf(resumes[1]),
+      "re-join is sent before resume",
+    );
+    const states = log.states.map((s) => s.state);
+    assert.deepEqual(states.slice(-4), ["reconnecting", "connecting", "syncing", "ready"]);
+  });
+
+  test("a redelivery overlapping a resume is shown once", async (t) => {
+    const tenant = unique("t");
+    const user = "u-overlap";
+    const token = await mintToken({ sub: user, tenant });
+    const { client, received, wire, ready } = makeClient(t, { token });
+    await ready();
+    const since = client.cursor;
+    const [conn] = await connectionsOf(tenant, user);
+    t.after(() => http("DELETE", `${stack.controlUrl}/faults`));
+    // The next post to this connection fails with 500, so the notification goes to the retry
+    // queue (re-posted 1-2 s later) while the client fetches it with resume.
+    const fault = await http("POST", `${stack.controlUrl}/faults/posts`, {
+      body: { connectionIds: [conn.connectionId], status: 500, count: 1 },
+    });
+    assert.ok(fault.status < 300, `fault: ${fault.status}`);
+    const id = await publish(tenant, { to: { user }, event: "test.overlap" });
+    await until(async () => (await loggedIds(token, since)).has(id), "the notification to be logged");
+    await until(async () => {
+      await client.resume();
+      return received(id).length === 1;
+    }, "the notification from resume");
+    await until(() => wire(id).length >= 2, "the second copy (retry or live) on the wire");
+    assert.equal(received(id).length, 1, "delivered once although it arrived twice");
+    t.diagnostic(`wire copies: ${wire(id).map((f) => (f.replayed ? "replayed" : "live")).join(", ")}`);
+    // A barrier: anything still in flight for this user comes before this one is handled.
+    const barrier = await publish(tenant, { to: { user }, event: "test.barrier" });
+    await until(() => received(barrier).length === 1, "the barrier notification");
+    assert.equal(received(id).length, 1);
+  });
+
+  test("an error frame rejects with the server's code; too big frames are refused locally", async (t) => {
+    const tenant = unique("t");
+    const { client, log, ready } = makeClient(t, { token: await mintToken({ sub: "u-err", tenant }) });
+    await ready();
+
+    await assert.rejects(client.join("user:someone-else"), (e) => {
+      assert.ok(e instanceof HeraldError);
+      assert.equal(e.code, "forbidden");
+      assert.equal(e.frame.type, "error");
+      return true;
+    });
+    await assert.rejects(client.join("course:not-mine"), { code: "forbidden" });
+    await assert.rejects(client.join("Not A Group"), { code: "bad_request" });
+    assert.deepEqual(client.groups, [], "refused groups are not re-joined later");
+
+    const sentBefore = log.sent.length;
+    await assert.rejects(client.join(`room:${"x".repeat(MAX_FRAME_BYTES)}`), (e) => {
+      assert.equal(e.code, "too_large");
+      assert.match(e.message, /32768 bytes/);
+      return true;
+    });
+    await assert.rejects(client.ack(["a".repeat(MAX_FRAME_BYTES)]), { code: "too_large" });
+    assert.equal(log.sent.length, sentBefore, "nothing was sent");
+    assert.equal(client.state, "ready", "the connection is unaffected");
+  });
+
+  test("ping resolves, ack counts, and requests made before the connection are sent once ready", async (t) => {
+    const tenant = unique("t");
+    const user = "u-ping";
+    const { client, received } = makeClient(t, { getToken: () => mintToken({ sub: user, tenant }) });
+    const early = client.ping(); // queued while connecting
+    const rtt = await early;
+    assert.ok(Number.isFinite(rtt) && rtt >= 0);
+    assert.equal(client.state, "ready");
+    assert.ok((await client.ping()) >= 0);
+
+    const id = await publish(tenant, { to: { user }, event: "test.ack" });
+    await until(() => received(id).length === 1, "the notification");
+    assert.deepEqual(await client.ack([id]), { type: "acked", count: 1 });
+    assert.deepEqual(await client.ack([]), { type: "acked", count: 0 });
+  });
+
+  test("a refused token is replaced by the next getToken() on the reconnect", async (t) => {
+    const tenant = unique("t");
+    const user = "u-expired";
+    let calls = 0;
+    const { log, ready } = makeClient(t, {
+      getToken: async () => {
+        calls += 1;
+        const claims = calls === 1 ? { exp: Math.floor(Date.now() / 1000) - 3600 } : undefined;
+        return mintToken({ sub: user, tenant, claims });
+      },
+    });
+    await ready();
+    assert.equal(calls, 2);
+    assert.equal(log.errors[0]?.code, "connect_failed");
+    assert.match(log.errors[0].message, /40[13]/);
+    assert.ok(log.states.some((s) => s.state === "reconnecting" && s.delayMs > 0));
+  });
+
+  test("a new client with the same storage resumes after the saved cursor (page reload)", async (t) => {
+    const tenant = unique("t");
+    const user = "u-reload";
+    const storage = memoryStorage();
+    const token = await mintToken({ sub: user, tenant });
+    const one = makeClient(t, { token, storage });
+    await one.ready();
+    const seen = await publish(tenant, { to: { user }, event: "test.seen" });
+    await until(() => one.received(seen).length === 1, "the first notification");
+    one.client.close();
+    assert.equal(one.client.state, "closed");
+    await until(async () => (await connectionsOf(tenant, user)).length === 0, "the connection to be gone");
+
+    const unseen = await publish(tenant, { to: { user }, event: "test.unseen" });
+    await until(async () => (await loggedIds(token)).has(unseen), "the second notification to be logged");
+    const [key] = storage.map.keys();
+    assert.match(key, new RegExp(`${tenant}:${user}$`), "state is kept per tenant and user");
+
+    const two = makeClient(t, { token, storage });
+    await until(() => two.received(unseen).length === 1, "the missed notification after the reload");
+    await two.ready();
+    assert.deepEqual(two.received(unseen)[0].meta, { replayed: true, history: false });
+    assert.equal(two.received(seen).length, 0, "what was already seen is not replayed");
+  });
+
+  test("with no saved cursor, history is replayed flagged, or skipped with replayHistory: false", async (t) => {
+    const tenant = unique("t");
+    const user = "u-history";
+    const token = await mintToken({ sub: user, tenant });
+    const old = await publish(tenant, { to: { user }, event: "test.old" });
+    await until(async () => (await loggedIds(token)).has(old), "the old notification to be logged");
+
+    const fresh = makeClient(t, { token });
+    await until(() => fresh.received(old).length === 1, "the history replay");
+    assert.deepEqual(fresh.received(old)[0].meta, { replayed: true, history: true });
+
+    const quiet = makeClient(t, { token, replayHistory: false });
+    await quiet.ready();
+    assert.equal(quiet.received(old).length, 0, "history skipped");
+    assert.ok(quiet.client.cursor, "but the cursor is set");
+    const next = await publish(tenant, { to: { user }, event: "test.next" });
+    await until(() => quiet.received(next).length === 1, "a live notification");
+  });
+
+  test("keep-alive pings only while the page is visible", async (t) => {
+    const tenant = unique("t");
+    // A stand-in for the browser's document: only visibilityState and its event matter.
+    const doc = Object.assign(new EventTarget(), { visibilityState: "visible" });
+    globalThis.document = doc;
+    t.after(() => delete globalThis.document);
+    const { client, log, ready } = makeClient(t, {
+      token: await mintToken({ sub: "u-keepalive", tenant }),
+      pingIntervalMs: 150,
+    });
+    const pings = () => log.sent.filter((f) => f.action === "ping").length;
+    await ready();
+    await until(() => pings() >= 2, "keep-alive pings while visible");
+
+    doc.visibilityState = "hidden";
+    doc.dispatchEvent(new Event("visibilitychange"));
+    const hiddenAt = pings();
+    await pause(600); // an observation window of four intervals: nothing may be sent
+    assert.equal(pings(), hiddenAt, "no keep-alive while hidden");
+
+    doc.visibilityState = "visible";
+    doc.dispatchEvent(new Event("visibilitychange"));
+    await until(() => pings() > hiddenAt, "a keep-alive once visible again");
+    assert.equal(client.state, "ready");
+  });
+
+  test("an unanswered keep-alive ping makes the client reconnect", async (t) => {
+    const tenant = unique("t");
+    const user = "u-deadping";
+    t.after(() => http("DELETE", `${stack.controlUrl}/faults`));
+    const { log, ready } = makeClient(t, {
+      token: await mintToken({ sub: user, tenant }),
+      pingIntervalMs: 200,
+      requestTimeoutMs: 1500,
+    });
+    await ready();
+    const [conn] = await connectionsOf(tenant, user);
+    // The ws-message process dies on the next ping: API Gateway answers "Internal server error"
+    // without the ref, so the ping times out, as on a dead connection.
+    const fault = await http("POST", `${stack.controlUrl}/faults/kill`, {
+      body: { function: "ws-message", match: "ping", count: 1 },
+    });
+    assert.ok(fault.status < 300, `fault: ${fault.status}`);
+    await until(() => log.errors.some((e) => e.code === "ping_timeout"), "the keep-alive to time out");
+    assert.ok(log.errors.some((e) => e.code === "gateway_error"), "API Gateway's error frame is reported");
+    await until(() => log.sockets.length === 2 && log.states.at(-1).state === "ready", "a new connection");
+    await until(async () => {
+      const ids = (await connectionsOf(tenant, user)).map((c) => c.connectionId);
+      return ids.length === 1 && ids[0] !== conn.connectionId;
+    }, "the old connection to be closed");
+  });
+
+  test("close() stops everything: socket closed, requests rejected, no reconnect", async (t) => {
+    const tenant = unique("t");
+    const user = "u-close";
+    const { client, log, ready } = makeClient(t, { token: await mintToken({ sub: user, tenant }) });
+    await ready();
+    const pending = client.ping();
+    client.close();
+    await assert.rejects(pending, (e) => e.code === "closed" || e.code === "disconnected");
+    await assert.rejects(client.join("room:1"), { code: "closed" });
+    assert.equal(client.state, "closed");
+    await until(async () => (await connectionsOf(tenant, user)).length === 0, "the server to see the close");
+    assert.equal(log.sockets.length, 1, "no reconnect");
+    assert.equal(log.states.at(-1).state, "closed");
+  });
+});
