@@ -275,3 +275,63 @@ async fn malformed_frames_get_error_frames() {
         json!({"type":"acked","count":2,"ref":"k"})
     );
 }
+
+#[tokio::test]
+async fn resume_pages_past_expired_entries_without_losing_later_ones() {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    let tenant = unique("acme");
+    let user = unique("kim");
+    // 250 log entries past their TTL that DynamoDB has not swept yet (moto never does).
+    let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+    let expired_at = (now_ms / 1000 - 10).to_string();
+    let writes: Vec<WriteRequest> = (0..250u64)
+        .map(|i| {
+            let cursor = herald::cursor::Cursor::from_parts(now_ms - 60_000 + i, 0).to_string();
+            let item = [
+                ("pk", format!("n#{tenant}#user:{user}")),
+                ("sk", cursor),
+                ("id", format!("old-{i}")),
+                ("topic", format!("user:{user}")),
+                ("content", r#"{"event":"old"}"#.to_owned()),
+                ("createdAt", "2026-11-23T00:00:00Z".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)))
+            .chain([("expiresAt".to_owned(), AttributeValue::N(expired_at.clone()))])
+            .collect();
+            WriteRequest::builder()
+                .put_request(PutRequest::builder().set_item(Some(item)).build().expect("put"))
+                .build()
+        })
+        .collect();
+    let db = dynamodb().await;
+    for chunk in writes.chunks(25) {
+        db.batch_write_item()
+            .request_items(table("NotificationsTable"), chunk.to_vec())
+            .send()
+            .await
+            .expect("seed");
+    }
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    publish(note(&tenant, json!({"user": user}), "valid")).await;
+    assert_eq!(c.notification().await["title"], "valid");
+
+    let mut replayed = Vec::new();
+    let mut since = Value::Null;
+    for _ in 0..5 {
+        c.send(json!({"action": "resume", "since": since})).await;
+        let done = loop {
+            let f = c.next().await;
+            match f["type"].as_str() {
+                Some("notification") => replayed.push(f["title"].clone()),
+                Some("resumed") => break f,
+                _ => panic!("unexpected {f}"),
+            }
+        };
+        since = done["cursor"].clone();
+        if done["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(replayed, vec![json!("valid")], "expired entries are skipped, later ones are not");
+}

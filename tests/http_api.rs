@@ -281,6 +281,57 @@ async fn reminders_are_created_read_and_cancelled() {
     assert_error(s, &b, 400, "bad_request");
     let (s, b) = api(Method::DELETE, "/reminders/does-not-exist", &me, None).await;
     assert_error(s, &b, 404, "not_found");
+    let (s, b) = api(Method::GET, &format!("/reminders/{}", "x".repeat(3000)), &me, None).await;
+    assert_error(s, &b, 404, "not_found");
+}
+
+#[tokio::test]
+async fn reminder_ids_cannot_be_taken_over_or_reused() {
+    let tenant = unique("acme");
+    let (u1, u2) = (unique("u1"), unique("u2"));
+    let id = unique("shared");
+    let mine = json!({"id": id, "tenant": tenant, "to": {"user": u1}, "event": "e", "deliverAt": later(3600)});
+    let (s, _) = api(Method::POST, "/reminders", &token(&u1, &tenant, &[], &[]), Some(mine.clone())).await;
+    assert_eq!(s, 201);
+    // The owner may move it; another user may not take it over.
+    let (s, _) = api(Method::POST, "/reminders", &token(&u1, &tenant, &[], &[]), Some(mine)).await;
+    assert_eq!(s, 201);
+    let theirs = json!({"id": id, "tenant": tenant, "to": {"user": u2}, "event": "e", "deliverAt": later(3600)});
+    let (s, b) = api(Method::POST, "/reminders", &token(&u2, &tenant, &[], &[]), Some(theirs)).await;
+    assert_error(s, &b, 409, "conflict");
+    let (_, r) = api(Method::GET, &format!("/reminders/{id}"), &token(&u1, &tenant, &[], &[]), None).await;
+    assert_eq!(r["state"], "scheduled");
+
+    // An id already delivered as a notification would be dropped as a duplicate when it fired.
+    let used = unique("used");
+    let mut c = Client::connect(&u1, &tenant, &[], &[]).await;
+    publish(json!({"id": used, "tenant": tenant, "to": {"user": u1}, "event": "e"})).await;
+    c.notification().await;
+    let (s, b) = api(
+        Method::POST,
+        "/reminders",
+        &token(&u1, &tenant, &[], &[]),
+        Some(json!({"id": used, "tenant": tenant, "to": {"user": u1}, "event": "e", "deliverAt": later(60)})),
+    )
+    .await;
+    assert_error(s, &b, 409, "conflict");
+}
+
+#[tokio::test]
+async fn a_rejected_read_request_changes_nothing() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let items = seed(&tenant, &user, 2).await;
+    let tok = token(&user, &tenant, &[], &[]);
+    let (s, b) = api(
+        Method::POST,
+        "/notifications/read",
+        &tok,
+        Some(json!({"ids": [items[0]["id"]], "upTo": "not-a-cursor"})),
+    )
+    .await;
+    assert_error(s, &b, 400, "bad_request");
+    assert_eq!(api(Method::GET, "/notifications/unread-count", &tok, None).await.1["count"], 2);
 }
 
 #[tokio::test]

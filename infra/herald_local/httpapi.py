@@ -169,7 +169,7 @@ class HttpApi:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._handle)
         return app
 
     def select(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:

@@ -225,11 +225,7 @@ impl Api {
         };
         let topics = self.readable_topics(p).await?;
         let page = read_merged(&self.store, &p.tenant, &topics, since.max(self.retention_floor()), limit).await?;
-        let cursor = if page.entries.is_empty() {
-            since.max(page.cursor)
-        } else {
-            page.cursor
-        };
+        let cursor = since.max(page.cursor);
         let items: Vec<Value> = page
             .entries
             .iter()
@@ -243,29 +239,38 @@ impl Api {
 
     async fn read(&self, p: &Principal, req: &Request) -> ApiResult {
         let body = json_body(req)?;
-        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
-        let mut count = 0;
-        if let Some(ids) = body.get("ids") {
-            let ids: Vec<String> = ids
-                .as_array()
-                .filter(|a| !a.is_empty() && a.len() <= 100)
-                .and_then(|a| {
-                    a.iter()
-                        .map(|i| i.as_str().filter(|s| !s.is_empty() && s.len() <= 128).map(str::to_owned))
-                        .collect()
-                })
-                .ok_or_else(|| ApiError::bad_request("ids must hold 1..=100 notification ids"))?;
-            self.store.read_state.mark_read(&p.tenant, &p.user, &ids, expires).await?;
-            count = ids.len();
-        }
-        if let Some(up_to) = body.get("upTo") {
-            let cursor = up_to
-                .as_str()
-                .and_then(|s| s.parse::<Cursor>().ok())
-                .ok_or_else(|| ApiError::bad_request("upTo is not a valid cursor"))?;
-            self.store.read_state.advance_cursor(&p.tenant, &p.user, cursor).await?;
-        } else if body.get("ids").is_none() {
+        // Validate everything before writing anything: a 400 changes nothing.
+        let ids: Option<Vec<String>> = match body.get("ids") {
+            None => None,
+            Some(ids) => Some(
+                ids.as_array()
+                    .filter(|a| !a.is_empty() && a.len() <= 100)
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|i| i.as_str().filter(|s| !s.is_empty() && s.len() <= 128).map(str::to_owned))
+                            .collect()
+                    })
+                    .ok_or_else(|| ApiError::bad_request("ids must hold 1..=100 notification ids"))?,
+            ),
+        };
+        let up_to: Option<Cursor> = match body.get("upTo") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(|s| s.parse::<Cursor>().ok())
+                    .ok_or_else(|| ApiError::bad_request("upTo is not a valid cursor"))?,
+            ),
+        };
+        if ids.is_none() && up_to.is_none() {
             return Err(ApiError::bad_request("give ids or upTo"));
+        }
+        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
+        let count = ids.as_ref().map_or(0, Vec::len);
+        if let Some(ids) = &ids {
+            self.store.read_state.mark_read(&p.tenant, &p.user, ids, expires).await?;
+        }
+        if let Some(cursor) = up_to {
+            self.store.read_state.advance_cursor(&p.tenant, &p.user, cursor).await?;
         }
         Ok((StatusCode::OK, Some(json!({"count": count}))))
     }
@@ -330,14 +335,20 @@ impl Api {
             return Err(ApiError::bad_request("deliverAt: must be in the future"));
         }
         let id = n.id.get_or_insert_with(|| format!("r-{}", Cursor::now())).clone();
-        if let Some(existing) = self.store.reminders.get(&p.tenant, &id).await?
-            && existing.state != ReminderState::Scheduled
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("reminder {id} is already {}", existing.state.as_str()),
-            ));
+        let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "conflict", m);
+        if let Some(existing) = self.store.reminders.get(&p.tenant, &id).await? {
+            if existing.state != ReminderState::Scheduled {
+                return Err(conflict(format!("reminder {id} is already {}", existing.state.as_str())));
+            }
+            // Rescheduling is the owner's (or a service's); nobody takes over another's reminder.
+            if !privileged && existing.owner.as_deref() != Some(p.user.as_str()) {
+                return Err(conflict(format!("reminder id {id} is taken")));
+            }
+        }
+        // Reminder and notification ids share one namespace (dispatch deduplicates on it): an id
+        // already delivered would be silently dropped when the reminder fires.
+        if self.store.idempotency.exists(&p.tenant, &id).await? {
+            return Err(conflict(format!("id {id} was already used by a notification")));
         }
         match self.deferral.defer(&n, Some(p.user.clone())).await? {
             Deferred::Cancelled => Err(ApiError::new(
@@ -353,6 +364,9 @@ impl Api {
     }
 
     async fn visible_reminder(&self, p: &Principal, id: &str) -> Result<crate::store::Reminder, ApiError> {
+        if crate::notification::validate_message_id(id).is_err() {
+            return Err(ApiError::not_found("no such reminder"));
+        }
         let r = self
             .store
             .reminders

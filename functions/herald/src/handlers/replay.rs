@@ -1,9 +1,11 @@
 //! Merging several topics' logs into one cursor-ordered page (`resume` and `missed`).
 //!
 //! Each topic is read in cursor order, one page at a time. Entries from all topics can only be
-//! emitted up to the smallest "last cursor read" among topics that have more to read: anything
+//! emitted up to the smallest "last position read" among topics that have more to read: anything
 //! beyond it might be preceded by an unread entry of that topic. That bound keeps the merged
-//! stream in cursor order without reading every topic to the end.
+//! stream in cursor order without reading every topic to the end. The position read counts
+//! expired entries too (they are skipped, not unread), so a page of nothing but expired entries
+//! still moves the cursor forward instead of stalling or skipping what follows.
 
 use crate::cursor::Cursor;
 use crate::notification::LogEntry;
@@ -12,31 +14,38 @@ use crate::store::LogPage;
 #[derive(Debug, Default, PartialEq)]
 pub struct ReplayPage {
     pub entries: Vec<LogEntry>,
-    /// The cursor to continue from (the last entry emitted, or the starting cursor).
+    /// Where to continue from: everything up to it was emitted (or had expired).
     pub cursor: Cursor,
     pub more: bool,
 }
 
 /// Merges one page per topic, emitting at most `limit` entries.
 pub fn merge_pages(since: Cursor, pages: Vec<LogPage>, limit: usize) -> ReplayPage {
-    let bound = pages
-        .iter()
-        .filter(|p| p.more)
-        .filter_map(|p| p.entries.last().map(|e| e.cursor))
-        .min();
-    let truncated_without_entries = pages.iter().any(|p| p.more && p.entries.is_empty());
+    let bound = pages.iter().filter(|p| p.more).map(|p| p.last_read.unwrap_or(since)).min();
     let mut all: Vec<LogEntry> = pages.into_iter().flat_map(|p| p.entries).collect();
     all.sort_by_key(|e| e.cursor);
-    let total = all.len();
     let mut entries: Vec<LogEntry> = all.into_iter().filter(|e| bound.is_none_or(|b| e.cursor <= b)).collect();
-    let held_back = total - entries.len();
-    let cut = entries.len() > limit;
-    entries.truncate(limit);
-    let cursor = entries.last().map(|e| e.cursor).unwrap_or(since);
-    ReplayPage {
-        more: cut || held_back > 0 || bound.is_some() || truncated_without_entries,
-        cursor,
-        entries,
+    if entries.len() > limit {
+        entries.truncate(limit);
+        let cursor = entries.last().map(|e| e.cursor).unwrap_or(since);
+        return ReplayPage {
+            entries,
+            cursor,
+            more: true,
+        };
+    }
+    match bound {
+        // Everything up to the bound is in this page: continue from the bound.
+        Some(b) => ReplayPage {
+            cursor: b.max(since),
+            entries,
+            more: true,
+        },
+        None => ReplayPage {
+            cursor: entries.last().map(|e| e.cursor).unwrap_or(since),
+            entries,
+            more: false,
+        },
     }
 }
 
@@ -79,8 +88,10 @@ mod tests {
     }
 
     fn page(topic: &str, at: &[u64], more: bool) -> LogPage {
+        let entries: Vec<LogEntry> = at.iter().map(|m| entry(topic, *m)).collect();
         LogPage {
-            entries: at.iter().map(|m| entry(topic, *m)).collect(),
+            last_read: entries.last().map(|e| e.cursor),
+            entries,
             more,
         }
     }
@@ -104,6 +115,27 @@ mod tests {
         assert_eq!(ids(&p), ["a-1", "a-2"]);
         assert!(p.more);
         assert_eq!(p.cursor, Cursor::from_parts(2, 0));
+    }
+
+    #[test]
+    fn expired_entries_move_the_cursor_without_skipping_what_follows() {
+        // Topic a read up to 7, but everything it read had expired; b has 5 and 9.
+        let a = LogPage {
+            entries: vec![],
+            more: true,
+            last_read: Some(Cursor::from_parts(7, 0)),
+        };
+        let p = merge_pages(Cursor::MIN, vec![a, page("b", &[5, 9], false)], 10);
+        assert_eq!(ids(&p), ["b-5"], "9 waits: a may hold unread entries before it");
+        assert_eq!(
+            (p.cursor, p.more),
+            (Cursor::from_parts(7, 0), true),
+            "progress past the expired run"
+        );
+        // The next page continues from 7: a's remaining entries and b's 9 merge in order.
+        let p = merge_pages(p.cursor, vec![page("a", &[8], false), page("b", &[9], false)], 10);
+        assert_eq!(ids(&p), ["a-8", "b-9"]);
+        assert!(!p.more);
     }
 
     #[test]

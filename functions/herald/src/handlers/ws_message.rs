@@ -106,10 +106,12 @@ impl WsMessage {
                 PostOutcome::Retryable(_) | PostOutcome::Failed(_) => break,
             }
         }
-        let more = page.more || sent < page.entries.len();
-        if page.entries.is_empty() {
+        let complete = sent == page.entries.len();
+        if complete {
+            // Past any expired entries the page skipped, not just the last one sent.
             cursor = since.max(page.cursor);
         }
+        let more = page.more || !complete;
         Metrics::new("ws-message").count("Resumes", 1).count("Replayed", sent).flush();
         let m = json!({"cursor": cursor.to_string(), "count": sent, "more": more});
         Ok(frames::reply("resumed", m.as_object().cloned().unwrap_or_default(), reference))

@@ -24,6 +24,9 @@ fn topic_pk(tenant: &str, topic: &Group) -> String {
 pub struct LogPage {
     pub entries: Vec<LogEntry>,
     pub more: bool,
+    /// The sort key of the last item read, expired or not: how far this page got. An expired
+    /// entry is skipped, but the reader has still moved past it.
+    pub last_read: Option<Cursor>,
 }
 
 impl Log {
@@ -73,8 +76,13 @@ impl Log {
             .await
             .map_err(|e| StoreError::dynamo("Query", e))?;
         let now = epoch_seconds();
+        let items = out.items.unwrap_or_default();
+        let last_read = items
+            .last()
+            .and_then(|i| get_s(i, "sk").ok())
+            .and_then(|sk| sk.parse::<Cursor>().ok());
         let mut entries = Vec::new();
-        for item in out.items.unwrap_or_default() {
+        for item in items {
             if get_n(&item, "expiresAt").is_ok_and(|e| e < now) {
                 continue;
             }
@@ -83,6 +91,7 @@ impl Log {
         Ok(LogPage {
             entries,
             more: out.last_evaluated_key.is_some(),
+            last_read,
         })
     }
 }

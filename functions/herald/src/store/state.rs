@@ -120,6 +120,23 @@ impl Idempotency {
         }
     }
 
+    /// Whether a notification with this id was ever claimed.
+    pub async fn exists(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .table
+            .client
+            .get_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::key(tenant, id)))
+            .key("sk", s("#"))
+            .projection_expression("pk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        Ok(out.item.is_some())
+    }
+
     /// Marks the notification logged and pushed (every live recipient posted, or handed to the
     /// retry queue or a fan-out shard).
     pub async fn finish(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
