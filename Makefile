@@ -18,11 +18,11 @@ VENV_STAMP := $(VENV)/.installed
 # Tests run this many at once inside a test binary; most of their time is waiting on queues.
 TEST_THREADS ?= 8
 
-.PHONY: help dev build test check fmt clippy unit-and-e2e stack-tests lint-template api-contract sam-build bench clean venv
+.PHONY: help dev build test fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build bench clean venv
 
 help:
 	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
-	@echo "make test   fmt, clippy, unit + end-to-end tests, local-stack tests, template lint, API contract, sam build"
+	@echo "make test   fmt, clippy, unit + end-to-end tests, local-stack and client tests, template lint, API contract, sam build"
 	@echo "make bench  fan-out benchmark (bench/RESULTS.md)"
 
 venv: $(VENV_STAMP)
@@ -61,7 +61,11 @@ api-contract: venv build
 sam-build:
 	infra/sam-build.sh
 
-test: fmt clippy unit-and-e2e stack-tests lint-template api-contract sam-build
+# The browser client's tests (Node's test runner) against the local stack.
+client-tests: venv build
+	HERALD_PROFILE=$(PROFILE) client/run-tests.sh
+
+test: fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build
 	@echo "make test: all checks passed"
 
 bench: venv build
