@@ -9,16 +9,18 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-# One cargo profile for the functions the local stack runs and for the tests, so the AWS SDK is
-# compiled once (plus clippy's check build and the Lambda build of `sam build`).
+# `make dev` runs the release binaries (what Lambda runs). `make test` builds the functions and
+# the tests in one profile, `ci` (release optimizations without LTO, see Cargo.toml), so the AWS
+# SDK is compiled once for both, and the only other builds are clippy's check and `sam build`.
 PROFILE ?= release
-CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
+TEST_PROFILE ?= ci
+flag = $(if $(filter release,$(1)),--release,--profile $(1))
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 # Tests run this many at once inside a test binary; most of their time is waiting on queues.
 TEST_THREADS ?= 8
 
-.PHONY: help dev build test fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build bench clean venv
+.PHONY: help dev build build-test test fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build bench clean venv
 
 help:
 	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
@@ -32,7 +34,10 @@ $(VENV_STAMP): infra/requirements.txt
 	touch $@
 
 build:
-	cargo build $(CARGO_PROFILE_FLAG) --bins
+	cargo build $(call flag,$(PROFILE)) --bins
+
+build-test:
+	cargo build $(call flag,$(TEST_PROFILE)) --bins
 
 dev: venv build
 	PYTHONPATH=infra $(VENV)/bin/python -m herald_local --profile $(PROFILE) --visibility-timeout 10 --env HERALD_LOG_FORMAT=text
@@ -45,8 +50,8 @@ clippy:
 
 # Unit tests of the core library and the end-to-end tests (tests/), which start the local stack
 # with the real binaries built above.
-unit-and-e2e: venv build
-	HERALD_PROFILE=$(PROFILE) cargo test $(CARGO_PROFILE_FLAG) --workspace -- --test-threads $(TEST_THREADS)
+unit-and-e2e: venv build-test
+	HERALD_PROFILE=$(TEST_PROFILE) cargo test $(call flag,$(TEST_PROFILE)) --workspace -- --test-threads $(TEST_THREADS)
 
 # The local stack's own tests (Runtime API, gateway, event sources) with fake functions.
 stack-tests: venv
@@ -55,15 +60,15 @@ stack-tests: venv
 lint-template:
 	infra/lint-template.sh
 
-api-contract: venv build
-	HERALD_PROFILE=$(PROFILE) infra/api-contract.sh
+api-contract: venv build-test
+	HERALD_PROFILE=$(TEST_PROFILE) infra/api-contract.sh
 
 sam-build:
 	infra/sam-build.sh
 
 # The browser client's tests (Node's test runner) against the local stack.
-client-tests: venv build
-	HERALD_PROFILE=$(PROFILE) client/run-tests.sh
+client-tests: venv build-test
+	HERALD_PROFILE=$(TEST_PROFILE) client/run-tests.sh
 
 test: fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build
 	@echo "make test: all checks passed"

@@ -167,7 +167,7 @@ def banner(stack: Stack) -> str:
         f"region_name=\"{region}\", aws_access_key_id=\"x\", aws_secret_access_key=\"x\")"
         f".send_message(QueueUrl=\"{dispatch}\", MessageBody={json.dumps(message)})'",
         f"  PYTHONPATH=infra python -m herald_local token{ready} --sub u1 --tenant acme --roles instructor",
-        f"  PYTHONPATH=infra python -m herald_local invoke{ready} ws-message -e events/ping.json",
+        f"  PYTHONPATH=infra python -m herald_local invoke{ready} ws-message -e events/ws-message-ping.json",
         "",
     ]
     return "\n".join(lines)
