@@ -58,6 +58,9 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     ("HERALD_MEMBERSHIP_SHARDS", "4"),
     ("HERALD_RETRY_MAX_ATTEMPTS", "2"),
     ("HERALD_FANOUT_CONCURRENCY", "32"),
+    // Shorter than the stack's 10 s visibility timeout (as the template's 90 s is shorter than
+    // the queue's 360 s), so a redelivery after a crash takes the claim over.
+    ("HERALD_CLAIM_LEASE_SECONDS", "5"),
 ];
 
 pub fn repo_root() -> PathBuf {
