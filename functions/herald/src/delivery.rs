@@ -105,14 +105,25 @@ impl FanoutReport {
 }
 
 /// Posts `frame` to every connection with at most `concurrency` posts in flight.
+///
+/// Each post is its own task: the SDK's per-request work (endpoint resolution, SigV4 signing,
+/// response parsing) then runs on every runtime thread instead of the one thread that would poll
+/// a `buffer_unordered` of plain futures — on a multi-vCPU Lambda that is the difference between
+/// one core's worth of posts per second and all of them.
 pub async fn fan_out<I>(poster: &Poster, connections: I, frame: &str, concurrency: usize) -> FanoutReport
 where
     I: IntoIterator<Item = String>,
 {
+    let frame: std::sync::Arc<str> = std::sync::Arc::from(frame);
     let mut results = futures_util::stream::iter(connections)
-        .map(|id| async move {
-            let outcome = poster.post(&id, frame).await;
-            (id, outcome)
+        .map(|id| {
+            let (poster, frame, task_id) = (poster.clone(), frame.clone(), id.clone());
+            let task = tokio::spawn(async move { poster.post(&task_id, &frame).await });
+            async move {
+                // A panicked post is treated like a transient failure: the connection is retried.
+                let outcome = task.await.unwrap_or_else(|e| PostOutcome::Retryable(e.to_string()));
+                (id, outcome)
+            }
         })
         .buffer_unordered(concurrency.max(1));
     let mut report = FanoutReport::default();
