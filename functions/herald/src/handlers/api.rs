@@ -5,14 +5,13 @@
 use std::collections::HashSet;
 
 use aws_config::SdkConfig;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use chrono::Utc;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
 use super::defer::{Deferral, Deferred};
-use super::dispatch::DispatchError;
+use super::dispatch::{DispatchError, enqueue};
 use super::replay::read_merged;
 use super::ws_join::WsJoin;
 use crate::auth::{AuthError, JwtConfig, Principal, Verifier};
@@ -311,16 +310,7 @@ impl Api {
         }
         let mut n = self.parse_notification(p, req)?;
         let id = n.id.get_or_insert_with(|| format!("n-{}", Cursor::now())).clone();
-        self.sqs
-            .send_message()
-            .queue_url(&self.dispatch_queue)
-            .message_body(n.to_json().to_string())
-            .send()
-            .await
-            .map_err(|e| DispatchError::Sqs {
-                op: "SendMessage",
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
+        enqueue(&self.sqs, &self.dispatch_queue, n.to_json().to_string(), 0).await?;
         Ok((StatusCode::ACCEPTED, Some(json!({"id": id}))))
     }
 

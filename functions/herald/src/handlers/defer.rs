@@ -5,10 +5,9 @@
 //! 15 minutes) or in a one-time Scheduler schedule named from the id, so sending the same id
 //! again moves the schedule instead of adding one.
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use chrono::Utc;
 
-use super::dispatch::DispatchError;
+use super::dispatch::{DispatchError, enqueue};
 use crate::notification::{NotificationRequest, format_time};
 use crate::schedule::{MAX_SQS_DELAY_SECONDS, Scheduler, schedule_name};
 use crate::store::{Reminder, ReminderState, Store, epoch_seconds};
@@ -62,17 +61,7 @@ impl Deferral {
         }
         let wait_s = ((at - Utc::now()).num_milliseconds().max(0) + 999) / 1000;
         if wait_s <= MAX_SQS_DELAY_SECONDS {
-            self.sqs
-                .send_message()
-                .queue_url(&self.dispatch_queue)
-                .message_body(body)
-                .delay_seconds(wait_s as i32)
-                .send()
-                .await
-                .map_err(|e| DispatchError::Sqs {
-                    op: "SendMessage",
-                    message: DisplayErrorContext(&e).to_string(),
-                })?;
+            enqueue(&self.sqs, &self.dispatch_queue, body, wait_s as i32).await?;
             Ok(Deferred::Queued)
         } else {
             self.scheduler.upsert(&schedule_name(&req.tenant, &id), &at, body).await?;

@@ -116,9 +116,7 @@ impl Dispatch {
                 Err(e) => {
                     tracing::error!(message = ?id, error = %e, "will be redelivered");
                     if let Some(id) = id {
-                        let mut failure = BatchItemFailure::default();
-                        failure.item_identifier = id;
-                        response.batch_item_failures.push(failure);
+                        response.batch_item_failures.push(redeliver(id));
                     }
                 }
             }
@@ -394,17 +392,7 @@ impl Dispatch {
 
     async fn queue_job(&self, job: FanoutJob) -> Result<(), DispatchError> {
         let body = serde_json::json!({ INTERNAL_KEY: "fanout", "job": job }).to_string();
-        self.sqs
-            .send_message()
-            .queue_url(&self.queues.dispatch)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| DispatchError::Sqs {
-                op: "SendMessage",
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
-        Ok(())
+        enqueue(&self.sqs, &self.queues.dispatch, body, 0).await
     }
 
     /// Acts on a fan-out's failures: gone connections are removed now, retryable ones go to the
@@ -454,18 +442,29 @@ pub async fn send_retry(sqs: &aws_sdk_sqs::Client, queue: &str, job: RetryJob) -
             op: "SendMessage",
             message: e.to_string(),
         })?;
-        sqs.send_message()
-            .queue_url(queue)
-            .message_body(body)
-            .delay_seconds(retry_delay_seconds(job.attempt))
-            .send()
-            .await
-            .map_err(|e| DispatchError::Sqs {
-                op: "SendMessage",
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
+        enqueue(sqs, queue, body, retry_delay_seconds(job.attempt)).await?;
     }
     Ok(())
+}
+
+/// Sends one message to one of Herald's queues, optionally delayed (SQS allows up to 900 s).
+pub async fn enqueue(sqs: &aws_sdk_sqs::Client, queue_url: &str, body: String, delay_seconds: i32) -> Result<(), DispatchError> {
+    let mut send = sqs.send_message().queue_url(queue_url).message_body(body);
+    if delay_seconds > 0 {
+        send = send.delay_seconds(delay_seconds);
+    }
+    send.send().await.map_err(|e| DispatchError::Sqs {
+        op: "SendMessage",
+        message: DisplayErrorContext(&e).to_string(),
+    })?;
+    Ok(())
+}
+
+/// The batch-response entry that makes SQS redeliver one message.
+pub fn redeliver(message_id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = message_id;
+    failure
 }
 
 fn truncate(s: &str, max: usize) -> String {

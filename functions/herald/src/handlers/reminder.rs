@@ -3,10 +3,9 @@
 //! the id makes two racing fires push once.
 
 use aws_config::SdkConfig;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use serde_json::Value;
 
-use super::dispatch::DispatchError;
+use super::dispatch::{DispatchError, enqueue};
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, Tables};
 use crate::metrics::Metrics;
@@ -66,16 +65,7 @@ impl ReminderTarget {
         }
         // Send first, then mark: a crash in between means a second fire, which dispatch
         // deduplicates; the other order could lose the reminder.
-        self.sqs
-            .send_message()
-            .queue_url(&self.dispatch_queue)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| DispatchError::Sqs {
-                op: "SendMessage",
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
+        enqueue(&self.sqs, &self.dispatch_queue, body, 0).await?;
         let expires = crate::store::epoch_seconds() + self.limits.retention_seconds as i64;
         self.store
             .reminders

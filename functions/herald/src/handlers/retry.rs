@@ -4,9 +4,9 @@
 //! is in the log, and the client gets it from `resume`/`missed` when it reconnects.
 
 use aws_config::SdkConfig;
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
-use super::dispatch::{DispatchError, remove_gone, send_retry};
+use super::dispatch::{DispatchError, redeliver, remove_gone, send_retry};
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, Tables, ws_endpoint};
 use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
@@ -115,9 +115,7 @@ impl Handler for Retry {
             if let Err(e) = self.job(record.body.as_deref().unwrap_or_default()).await {
                 tracing::error!(message = ?record.message_id, error = %e, "will be redelivered");
                 if let Some(id) = record.message_id {
-                    let mut f = BatchItemFailure::default();
-                    f.item_identifier = id;
-                    response.batch_item_failures.push(f);
+                    response.batch_item_failures.push(redeliver(id));
                 }
             }
         }

@@ -132,6 +132,31 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Every item of one partition, following pagination.
+    pub async fn query_partition(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     let base = 25u64 << attempt.min(6);
     Duration::from_millis(base + jitter(base))

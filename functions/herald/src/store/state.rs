@@ -216,31 +216,15 @@ impl Subscriptions {
     }
 
     pub async fn list(&self, tenant: &str, user: &str) -> Result<Vec<Group>, StoreError> {
-        let mut groups = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(Self::key(tenant, user)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query", e))?;
-            for item in out.items.unwrap_or_default() {
-                // Names were validated on write; skip rather than fail a connect on a bad row.
-                if let Ok(g) = Group::parse(get_s(&item, "sk")?) {
-                    groups.push(g);
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(groups);
+        let items = self.table.query_partition(&Self::key(tenant, user)).await?;
+        let mut groups = Vec::with_capacity(items.len());
+        for item in items {
+            // Names were validated on write; skip rather than fail a connect on a bad row.
+            if let Ok(g) = Group::parse(get_s(&item, "sk")?) {
+                groups.push(g);
             }
         }
+        Ok(groups)
     }
 }
 
@@ -303,34 +287,17 @@ impl ReadState {
     pub async fn load(&self, tenant: &str, user: &str) -> Result<(Cursor, HashSet<String>), StoreError> {
         let mut cursor = Cursor::MIN;
         let mut ids = HashSet::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(Self::key(tenant, user)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query", e))?;
-            for item in out.items.unwrap_or_default() {
-                let sk = get_s(&item, "sk")?;
-                if let Some(id) = sk.strip_prefix("m#") {
-                    ids.insert(id.to_owned());
-                } else if sk == "#cursor" {
-                    cursor = get_s(&item, "cursor")?
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt("read cursor".into()))?;
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok((cursor, ids));
+        for item in self.table.query_partition(&Self::key(tenant, user)).await? {
+            let sk = get_s(&item, "sk")?;
+            if let Some(id) = sk.strip_prefix("m#") {
+                ids.insert(id.to_owned());
+            } else if sk == "#cursor" {
+                cursor = get_s(&item, "cursor")?
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("read cursor".into()))?;
             }
         }
+        Ok((cursor, ids))
     }
 }
 
