@@ -15,7 +15,7 @@ use super::dispatch::{DispatchError, enqueue};
 use super::replay::read_merged;
 use super::ws_join::WsJoin;
 use crate::auth::{AuthError, JwtConfig, Principal, Verifier};
-use crate::config::{Env, Limits, Queues, Scheduling, Tables};
+use crate::config::{Env, Limits, Queues, Scheduling};
 use crate::cursor::Cursor;
 use crate::groups::{Group, valid_id};
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, parse_producer_message};
@@ -105,7 +105,7 @@ pub struct Api {
 impl Api {
     pub async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let verifier = Verifier::load(JwtConfig::from_source(&Env)?).await?;
-        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let store = Store::from_env(&sdk)?;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let queues = Queues::from_source(&Env)?;
         let limits = Limits::from_source(&Env)?;

@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::BoxError;
-use crate::config::{Env, Limits, Queues, Scheduling, Tables, ws_endpoint};
+use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
 use crate::cursor::Cursor;
 use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out, retry_delay_seconds};
 use crate::groups::Group;
@@ -477,7 +477,7 @@ impl Handler for Dispatch {
     const NAME: &'static str = "dispatch";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
         let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
         Ok(Self::new(

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::dispatch::{DispatchError, enqueue};
 use crate::BoxError;
-use crate::config::{Env, Limits, Queues, Tables};
+use crate::config::{Env, Limits, Queues};
 use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, parse_producer_message};
 use crate::runtime::{Handler, InitError};
@@ -90,7 +90,7 @@ impl Handler for ReminderTarget {
     const NAME: &'static str = "reminder";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let store = Store::from_env(&sdk)?;
         let queues = Queues::from_source(&Env)?;
         Ok(Self::new(
             store,

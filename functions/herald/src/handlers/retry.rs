@@ -8,7 +8,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
 use super::dispatch::{DispatchError, redeliver, remove_gone, send_retry};
 use crate::BoxError;
-use crate::config::{Env, Limits, Queues, Tables, ws_endpoint};
+use crate::config::{Env, Limits, Queues, ws_endpoint};
 use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
 use crate::metrics::Metrics;
 use crate::runtime::{Handler, InitError};
@@ -97,7 +97,7 @@ impl Handler for Retry {
     const NAME: &'static str = "retry";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
         let queues = Queues::from_source(&Env)?;
         Ok(Self::new(

@@ -9,7 +9,7 @@ use aws_lambda_events::http::HeaderValue;
 use super::ws::{caller, status};
 use crate::BoxError;
 use crate::auth::SUBPROTOCOL;
-use crate::config::{Env, Limits, Tables};
+use crate::config::{Env, Limits};
 use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::runtime::{Handler, InitError};
@@ -64,7 +64,7 @@ impl Handler for WsConnect {
     const NAME: &'static str = "ws-connect";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let store = Store::from_env(&sdk)?;
         Ok(Self::new(store, Limits::from_source(&Env)?))
     }
 

@@ -6,7 +6,6 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 
 use super::ws::status;
 use crate::BoxError;
-use crate::config::{Env, Tables};
 use crate::metrics::Metrics;
 use crate::runtime::{Handler, InitError};
 use crate::store::Store;
@@ -38,10 +37,7 @@ impl Handler for WsDisconnect {
     const NAME: &'static str = "ws-disconnect";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        Ok(Self::new(Store::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            &Tables::from_source(&Env)?,
-        )))
+        Ok(Self::new(Store::from_env(&sdk)?))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::ws::{Caller, answer, caller};
 use crate::BoxError;
-use crate::config::{Env, Limits, Tables};
+use crate::config::{Env, Limits};
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::groups::Group;
 use crate::metrics::Metrics;
@@ -123,7 +123,7 @@ impl Handler for WsJoin {
     const NAME: &'static str = "ws-join";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let store = Store::from_env(&sdk)?;
         Ok(Self::new(store, Limits::from_source(&Env)?, RolePolicy::from_source(&Env)?))
     }
 

@@ -14,7 +14,7 @@ use super::replay::read_merged;
 use super::ws::{Caller, answer, caller};
 use super::ws_join::{JoinError, WsJoin};
 use crate::BoxError;
-use crate::config::{Env, Limits, Tables, ws_endpoint};
+use crate::config::{Env, Limits, ws_endpoint};
 use crate::cursor::Cursor;
 use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
@@ -132,7 +132,7 @@ impl Handler for WsMessage {
     const NAME: &'static str = "ws-message";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &Tables::from_source(&Env)?);
+        let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
         Ok(Self::new(store, poster, Limits::from_source(&Env)?, RolePolicy::from_source(&Env)?))
     }

@@ -11,10 +11,9 @@
 //! connections are a paginated Query per shard; big groups are spread over several shard
 //! partitions so no single partition key runs hot.
 
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{Item, StoreError, Table, epoch_seconds, get_list, get_n, get_s, list, n, s};
+use super::{Item, StoreError, Table, conditional_failed, delete_request, epoch_seconds, get_list, get_n, get_s, list, n, put_request, s};
 use crate::groups::{Group, stable_hash};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,23 +58,6 @@ fn shard_of(connection_id: &str, shards: u16) -> u16 {
     (stable_hash(connection_id) % u64::from(shards.max(1))) as u16
 }
 
-fn put(item: Item) -> Result<WriteRequest, StoreError> {
-    let put = PutRequest::builder()
-        .set_item(Some(item))
-        .build()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(WriteRequest::builder().put_request(put).build())
-}
-
-fn delete(pk: String, sk: String) -> Result<WriteRequest, StoreError> {
-    let del = DeleteRequest::builder()
-        .key("pk", s(pk))
-        .key("sk", s(sk))
-        .build()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(WriteRequest::builder().delete_request(del).build())
-}
-
 impl Connections {
     pub(crate) fn new(table: Table) -> Self {
         Self { table }
@@ -99,7 +81,7 @@ impl Connections {
         let mut memberships = Vec::with_capacity(groups.len());
         for g in groups {
             let (item, member) = self.forward(conn, g, shards, expires);
-            writes.push(put(item)?);
+            writes.push(put_request(item)?);
             memberships.push(member);
         }
         let mut meta = Item::from([
@@ -116,23 +98,12 @@ impl Connections {
             meta.insert("memberships".into(), AttributeValue::Ss(memberships));
         }
         // The connection item first: whoever later finds a membership row can find its owner.
-        writes.insert(0, put(meta)?);
+        writes.insert(0, put_request(meta)?);
         self.table.batch_write(writes).await
     }
 
     async fn meta(&self, id: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", s(conn_pk(id)))
-            .key("sk", s("#meta"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        Ok(out.item)
+        self.table.get(conn_pk(id), "#meta").await
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<ConnectionRecord>, StoreError> {
@@ -165,10 +136,10 @@ impl Connections {
             .await;
         match added {
             Ok(_) => {}
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => return Ok(false),
+            Err(e) if conditional_failed(&e) => return Ok(false),
             Err(e) => return Err(StoreError::dynamo("UpdateItem", e)),
         }
-        self.table.batch_write(vec![put(item)?]).await?;
+        self.table.batch_write(vec![put_request(item)?]).await?;
         Ok(true)
     }
 
@@ -195,7 +166,7 @@ impl Connections {
             .await
             .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
         self.table
-            .batch_write(vec![delete(shard_pk(&group.key(tenant), shard), conn_id.to_owned())?])
+            .batch_write(vec![delete_request(shard_pk(&group.key(tenant), shard), conn_id.to_owned())?])
             .await?;
         Ok(true)
     }
@@ -224,12 +195,14 @@ impl Connections {
             let (Ok(group), Ok(shard)) = (Group::parse(name), shard.parse::<u16>()) else {
                 continue;
             };
-            deletes.push(delete(shard_pk(&group.key(&tenant), shard), conn_id.to_owned())?);
+            deletes.push(delete_request(shard_pk(&group.key(&tenant), shard), conn_id.to_owned())?);
         }
         // Memberships first, the connection item last: a crash in between leaves the item, so a
         // repeated close still finds what to clean.
         self.table.batch_write(deletes).await?;
-        self.table.batch_write(vec![delete(conn_pk(conn_id), "#meta".to_owned())?]).await?;
+        self.table
+            .batch_write(vec![delete_request(conn_pk(conn_id), "#meta".to_owned())?])
+            .await?;
         Ok(members.len())
     }
 

@@ -3,9 +3,7 @@
 //! Every accepted notification is written here before any push, once per topic, so `resume` and
 //! `missed` can replay it for the retention window (TTL on `expiresAt`).
 
-use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-
-use super::{Item, StoreError, Table, epoch_seconds, get_n, get_s, n, s};
+use super::{Item, StoreError, Table, epoch_seconds, get_n, get_s, n, put_request, s};
 use crate::cursor::Cursor;
 use crate::groups::Group;
 use crate::notification::{Content, LogEntry};
@@ -52,11 +50,7 @@ impl Log {
                 ("expiresAt".into(), n(expires_at)),
             ]);
             item.shrink_to_fit();
-            let put = PutRequest::builder()
-                .set_item(Some(item))
-                .build()
-                .map_err(|x| StoreError::Corrupt(x.to_string()))?;
-            writes.push(WriteRequest::builder().put_request(put).build());
+            writes.push(put_request(item)?);
         }
         self.table.batch_write(writes).await
     }

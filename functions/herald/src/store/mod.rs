@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 pub use connections::{ConnectionRecord, Connections, Member, MembersPage};
 pub use log::{Log, LogPage};
@@ -68,6 +68,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store every function builds at init, from `HERALD_*_TABLE`.
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self::new(Client::new(sdk), &Tables::from_source(&crate::config::Env)?))
+    }
+
     pub fn new(client: Client, tables: &Tables) -> Self {
         let n = || Table {
             client: client.clone(),
@@ -133,6 +138,21 @@ impl Table {
 }
 
 impl Table {
+    /// One item by key, read consistently: every caller decides on what it just read.
+    pub async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        Ok(out.item)
+    }
+
     /// Every item of one partition, following pagination.
     pub async fn query_partition(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
@@ -155,6 +175,30 @@ impl Table {
             }
         }
     }
+}
+
+/// A batch-write entry that puts `item`.
+pub(crate) fn put_request(item: Item) -> Result<WriteRequest, StoreError> {
+    let put = PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
+/// A batch-write entry that deletes the item `pk`/`sk`.
+pub(crate) fn delete_request(pk: String, sk: String) -> Result<WriteRequest, StoreError> {
+    let del = DeleteRequest::builder()
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .build()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(WriteRequest::builder().delete_request(del).build())
+}
+
+/// A conditional write whose condition did not hold: an expected outcome, not a failure.
+pub(crate) fn conditional_failed<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
 }
 
 fn backoff(attempt: u32) -> Duration {

@@ -10,17 +10,11 @@
 
 use std::collections::HashSet;
 
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::ReturnValue;
 
-use aws_sdk_dynamodb::types::{PutRequest, ReturnValue, WriteRequest};
-
-use super::{Item, StoreError, Table, get_s, n, s};
+use super::{Item, StoreError, Table, conditional_failed, get_s, n, put_request, s};
 use crate::cursor::Cursor;
 use crate::groups::Group;
-
-fn conditional_failed<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
-}
 
 /// The outcome of claiming a notification id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,20 +68,8 @@ impl Idempotency {
             Err(e) if conditional_failed(&e) => {}
             Err(e) => return Err(StoreError::dynamo("PutItem", e)),
         }
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", s(Self::key(tenant, id)))
-            .key("sk", s("#"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        let item = out
-            .item
-            .ok_or_else(|| StoreError::Corrupt(format!("idempotency key {id} vanished")))?;
+        let item = self.table.get(Self::key(tenant, id), "#").await?;
+        let item = item.ok_or_else(|| StoreError::Corrupt(format!("idempotency key {id} vanished")))?;
         let stored = get_s(&item, "cursor")?
             .parse::<Cursor>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -122,19 +104,8 @@ impl Idempotency {
 
     /// Whether a notification with this id was ever claimed.
     pub async fn exists(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", s(Self::key(tenant, id)))
-            .key("sk", s("#"))
-            .projection_expression("pk")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        Ok(out.item.is_some())
+        let item = self.table.get(Self::key(tenant, id), "#").await?;
+        Ok(item.is_some())
     }
 
     /// Marks the notification logged and pushed (every live recipient posted, or handed to the
@@ -202,17 +173,8 @@ impl Subscriptions {
     }
 
     pub async fn exists(&self, tenant: &str, user: &str, group: &Group) -> Result<bool, StoreError> {
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", s(Self::key(tenant, user)))
-            .key("sk", s(group.to_string()))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        Ok(out.item.is_some())
+        let item = self.table.get(Self::key(tenant, user), &group.to_string()).await?;
+        Ok(item.is_some())
     }
 
     pub async fn list(&self, tenant: &str, user: &str) -> Result<Vec<Group>, StoreError> {
@@ -252,11 +214,7 @@ impl ReadState {
                 ("sk".into(), s(format!("m#{id}"))),
                 ("expiresAt".into(), n(expires_at)),
             ]);
-            let put = PutRequest::builder()
-                .set_item(Some(item))
-                .build()
-                .map_err(|x| StoreError::Corrupt(x.to_string()))?;
-            writes.push(WriteRequest::builder().put_request(put).build());
+            writes.push(put_request(item)?);
         }
         self.table.batch_write(writes).await
     }
@@ -381,18 +339,8 @@ impl Reminders {
     }
 
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Reminder>, StoreError> {
-        let out = self
-            .table
-            .client
-            .get_item()
-            .table_name(&self.table.name)
-            .key("pk", s(Self::key(tenant, id)))
-            .key("sk", s("#"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        let Some(item) = out.item else { return Ok(None) };
+        let item = self.table.get(Self::key(tenant, id), "#").await?;
+        let Some(item) = item else { return Ok(None) };
         Ok(Some(Reminder {
             tenant: tenant.to_owned(),
             id: id.to_owned(),
