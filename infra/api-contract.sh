@@ -41,23 +41,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # Loopback only: never route the test traffic through a proxy from the environment.
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 
-# ensure_venv DIR REQUIREMENTS: create DIR if missing, (re)install when the pins changed.
-ensure_venv() {
-    local dir="$1" req="$2" stamp want
-    stamp="$dir/.requirements.sha256"
-    want="$(sha256sum "$req" | cut -d' ' -f1)"
-    if [[ ! -x "$dir/bin/python" ]]; then
-        echo "==> creating $dir"
-        "$PYTHON" -m venv "$dir"
-    fi
-    # A venv is never committed: make it ignore itself whatever the project's .gitignore says.
-    [[ -f "$dir/.gitignore" ]] || echo '*' > "$dir/.gitignore"
-    if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
-        echo "==> installing $req into $dir"
-        "$dir/bin/pip" install --quiet -r "$req"
-        echo "$want" > "$stamp"
-    fi
-}
+# shellcheck source=infra/venv.sh
+source infra/venv.sh
 
 # --- prerequisites ------------------------------------------------------------------------------
 missing=()

@@ -58,15 +58,9 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "
 fi
 
 # Tools: aws-sam-cli and cargo-lambda (+ zig) from the pinned virtualenv .venv-sam.
-REQ=infra/requirements-sam.txt
-STAMP=.venv-sam/.requirements.sha256
-WANT="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [[ ! -x .venv-sam/bin/python ]]; then "$PYTHON" -m venv .venv-sam; fi
-[[ -f .venv-sam/.gitignore ]] || echo '*' > .venv-sam/.gitignore
-if [[ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]]; then
-    .venv-sam/bin/pip install --quiet --disable-pip-version-check -r "$REQ"
-    echo "$WANT" > "$STAMP"
-fi
+# shellcheck source=infra/venv.sh
+source infra/venv.sh
+ensure_venv .venv-sam infra/requirements-sam.txt
 # SAM looks up `cargo` and `cargo-lambda` on PATH; cargo-zigbuild finds zig as `python3 -m ziglang`.
 export PATH="$ROOT/.venv-sam/bin:$PATH"
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
