@@ -220,10 +220,12 @@ async fn cancel_stops_a_pending_reminder() {
     let id = unique("rem");
     let mut msg = note(&tenant, json!({"user": user}), "cancelled");
     msg["id"] = json!(id);
-    msg["deliverAt"] = json!(chrono_now_plus(4));
+    // Due after one full visibility timeout (10 s): even if the cancel shares a batch that another
+    // test's kill fault sends back to the queue, it is applied before the reminder is due.
+    msg["deliverAt"] = json!(chrono_now_plus(15));
     publish(msg).await;
     publish(json!({"control": "cancel", "tenant": tenant, "id": id})).await;
-    c.expect_silence(Duration::from_secs(8)).await;
+    c.expect_silence(Duration::from_secs(19)).await;
     let (status, r) = api(
         reqwest::Method::GET,
         &format!("/reminders/{id}"),
