@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use herald::delivery::PostOutcome;
 use herald_e2e::*;
 use serde_json::{Value, json};
 
@@ -91,25 +92,34 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
 #[tokio::test]
 async fn posting_to_a_closed_connection_is_410() {
     let user = unique("dave");
-    let dave = Client::connect(&user, &unique("acme"), &[], &[]).await;
+    let mut dave = Client::connect(&user, &unique("acme"), &[], &[]).await;
     let id = dave.connection_id().await;
-    let url = format!("{}/@connections/{id}", stack().ready.management_endpoint);
-    let ok = http().post(&url).body(r#"{"type":"hello"}"#).send().await.expect("post");
-    assert_eq!(ok.status().as_u16(), 200);
-    dave.close().await;
-    let gone = http().post(&url).body("{}").send().await.expect("post");
-    assert_eq!(gone.status().as_u16(), 410);
+    let poster = poster().await;
+    assert_eq!(poster.post(&id, r#"{"type":"hello"}"#).await, PostOutcome::Delivered);
     assert_eq!(
-        gone.headers().get("x-amzn-ErrorType").and_then(|v| v.to_str().ok()),
-        Some("GoneException")
+        dave.next_within(Duration::from_secs(5)).await.map(|f| f["type"].clone()),
+        Some(json!("hello"))
     );
-    let unknown = http()
-        .post(format!("{}/@connections/nope", stack().ready.management_endpoint))
-        .body("{}")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(unknown.status().as_u16(), 410);
+    dave.close().await;
+    assert_eq!(poster.post(&id, "{}").await, PostOutcome::Gone);
+    assert_eq!(poster.post("nope", "{}").await, PostOutcome::Gone);
+    assert_eq!(poster.disconnect("nope").await, PostOutcome::Gone);
+}
+
+/// `@connections` is IAM-authorized, as on AWS: what Herald's poster signs is accepted (above),
+/// an unsigned call is refused and delivers nothing.
+#[tokio::test]
+async fn unsigned_management_calls_are_refused() {
+    let mut erin = Client::connect(&unique("erin"), &unique("acme"), &[], &[]).await;
+    let id = erin.connection_id().await;
+    let url = format!("{}/@connections/{id}", stack().ready.management_endpoint);
+    let refused = http().post(&url).body(r#"{"type":"forged"}"#).send().await.expect("post");
+    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(poster().await.post(&id, r#"{"type":"signed"}"#).await, PostOutcome::Delivered);
+    assert_eq!(
+        erin.next_within(Duration::from_secs(5)).await.map(|f| f["type"].clone()),
+        Some(json!("signed"))
+    );
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use herald::delivery::PostOutcome;
 use herald_e2e::*;
 use serde_json::{Value, json};
 
@@ -19,17 +20,9 @@ async fn post_fault(connection: &str, status: u16, count: u32) {
     .await;
 }
 
-/// Posts straight to the management API: 200 once every injected fault is used up.
-async fn direct_post_status(connection: &str) -> u16 {
-    let url = format!("{}/@connections/{connection}", stack().ready.management_endpoint);
-    http()
-        .post(url)
-        .body(r#"{"type":"probe"}"#)
-        .send()
-        .await
-        .expect("post")
-        .status()
-        .as_u16()
+/// Posts straight to the management API, signed: `Delivered` once every injected fault is used up.
+async fn direct_post(connection: &str) -> PostOutcome {
+    poster().await.post(connection, r#"{"type":"probe"}"#).await
 }
 
 #[tokio::test]
@@ -176,7 +169,7 @@ async fn server_errors_and_throttling_are_retried_until_delivered() {
         publish(note(&tenant, json!({"user": user}), "eventually")).await;
         assert_eq!(c.notification().await["title"], "eventually", "after a {status}");
         c.expect_silence(Duration::from_secs(2)).await;
-        assert_eq!(direct_post_status(&conn).await, 200, "the fault was used by dispatch");
+        assert_eq!(direct_post(&conn).await, PostOutcome::Delivered, "the fault was used by dispatch");
     }
 }
 
@@ -191,7 +184,7 @@ async fn retries_stop_after_the_configured_attempts_and_resume_still_has_it() {
     post_fault(&conn, 503, 3).await;
     publish(note(&tenant, json!({"user": user}), "abandoned")).await;
     c.expect_silence(Duration::from_secs(16)).await;
-    assert_eq!(direct_post_status(&conn).await, 200, "all three attempts were made");
+    assert_eq!(direct_post(&conn).await, PostOutcome::Delivered, "all three attempts were made");
     let mut again = Client::connect(&user, &tenant, &[], &[]).await;
     again.send(json!({"action": "resume"})).await;
     let n = again.next().await;

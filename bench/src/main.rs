@@ -75,7 +75,7 @@ async fn main() {
     let mut raw_rates = Vec::new();
     let mut sdk_rates = Vec::new();
     let sdk_config = herald_e2e::sdk().await;
-    let poster = herald::delivery::Poster::new(&sdk_config, &endpoint);
+    let poster = herald::delivery::Poster::new(&sdk_config, &endpoint).expect("poster");
     let mut dispatch_rates = Vec::new();
     let _ = token("warm", &tenant, &[], &[]);
     // Each phase starts only when every client has received the previous phase's frames, so no

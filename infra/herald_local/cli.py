@@ -63,6 +63,11 @@ def _run_parser() -> argparse.ArgumentParser:
                         "(default $HERALD_LOCAL_BIN_DIR)")
     p.add_argument("--binary", type=_key_value, action="append", default=[],
                    metavar="BINARY=COMMAND", help="run COMMAND (shell-split) for BINARY (repeatable)")
+    p.add_argument("--management-auth", choices=["iam", "none"],
+                   default=os.environ.get("HERALD_LOCAL_MANAGEMENT_AUTH", "iam"),
+                   help="iam: @connections calls must be SigV4-signed with the stack's credentials, "
+                        "as on AWS (default); none: accept unsigned calls "
+                        "(default $HERALD_LOCAL_MANAGEMENT_AUTH)")
     p.add_argument("--quiet", action="store_true",
                    help="no banner, REPORT lines or info logs (function output is still relayed)")
     return p
@@ -78,7 +83,8 @@ def _run(argv: list[str]) -> int:
         ws_port=args.ws_port, http_port=args.http_port, ready_file=args.ready_file,
         env=dict(args.env), visibility_timeout=args.visibility_timeout,
         idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_seconds,
-        quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary))
+        quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary),
+        management_auth=args.management_auth)
     return asyncio.run(_serve(options, args.parent_pid))
 
 
@@ -139,6 +145,13 @@ def banner(stack: Stack) -> str:
     binaries = opts.binary_dir or f"target/{opts.profile}"
     if opts.binaries:
         binaries += f", {len(opts.binaries)} overridden"
+    creds = info.get("managementCredentials")
+    if opts.management_auth == "none":
+        signing = "unsigned calls accepted"
+    elif creds:
+        signing = f"SigV4 for execute-api: key {creds['accessKeyId']}, secret {creds['secretAccessKey']}"
+    else:
+        signing = "SigV4 for execute-api with your AWS_* credentials"
     ready = "" if opts.ready_file == DEFAULT_READY_FILE else f" --ready-file {opts.ready_file}"
     message = ('{"tenant": "dev", "to": {"user": "dev-user"}, "event": "demo.hello", '
                '"title": "Hello from the local stack"}')
@@ -147,7 +160,7 @@ def banner(stack: Stack) -> str:
         f"Herald local stack is ready  ({opts.template}; binaries: {binaries})",
         f"  WebSocket      {info['websocketUrl']}?token=JWT  (or subprotocols [\"herald.v1\", JWT])",
         f"  HTTP API       {info['httpUrl']}",
-        f"  @connections   {info['managementEndpoint']}/@connections/{{connectionId}}",
+        f"  @connections   {info['managementEndpoint']}/@connections/{{connectionId}}  ({signing})",
         f"  control        {info['controlUrl']}",
         f"  AWS endpoint   {endpoint}  (region {region}, any credentials)",
         f"  dispatch queue {dispatch}",

@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 from .faults import Faults, error_type
 from .functions import FunctionSpec
 from .runtime import FunctionError, FunctionPool
+from .sigv4 import Verifier
 from .wsapi import (AuthorizerVerdict, ConnectRequest, EventContext, Route, WebSocketApi,
                     authorizer_context, new_id, response_body)
 
@@ -88,7 +89,7 @@ def _iso(epoch_s: float) -> str:
 class Gateway:
     def __init__(self, api: WebSocketApi, pools: dict[str, FunctionPool], faults: Faults, *,
                  region: str, account_id: str, idle_timeout_s: float,
-                 max_connection_s: float) -> None:
+                 max_connection_s: float, verifier: Verifier | None = None) -> None:
         self.api = api
         self._pools = pools
         self._faults = faults
@@ -96,6 +97,7 @@ class Gateway:
         self._account_id = account_id
         self._idle_timeout_s = idle_timeout_s
         self._max_connection_s = max_connection_s
+        self._verifier = verifier
         self.connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -115,18 +117,32 @@ class Gateway:
         conn = self.connections.get(request.match_info["connection_id"])
         return conn if conn is not None and conn.state is State.OPEN else None
 
+    def _refused(self, request: web.Request, body: bytes) -> web.Response | None:
+        """403 unless the call is SigV4-signed with the stack's credentials (when IAM is on)."""
+        if self._verifier is None:
+            return None
+        refusal = self._verifier.check(request.method, f"http://{request.host}{request.raw_path}",
+                                       request.headers, body)
+        if refusal is None:
+            return None
+        return web.Response(status=403, text=_message(refusal.message), content_type="application/json",
+                            headers={"x-amzn-ErrorType": refusal.error_type})
+
     async def _post(self, request: web.Request) -> web.Response:
+        if (request.content_length or 0) > POST_LIMIT:
+            return management_error(413, "data exceeds 128 KB")
+        data = await request.read()
+        if len(data) > POST_LIMIT:
+            return management_error(413, "data exceeds 128 KB")
+        refused = self._refused(request, data)
+        if refused is not None:
+            return refused
         conn = self._open_connection(request)
         if conn is None:
             return management_error(410, "connection is gone")
         status = self._faults.post_status(conn.id)
         if status is not None:
             return management_error(status, "injected fault")
-        if (request.content_length or 0) > POST_LIMIT:
-            return management_error(413, "data exceeds 128 KB")
-        data = await request.read()
-        if len(data) > POST_LIMIT:
-            return management_error(413, "data exceeds 128 KB")
         try:
             data.decode("utf-8")
             binary = False
@@ -139,6 +155,9 @@ class Gateway:
         return web.Response()
 
     async def _get(self, request: web.Request) -> web.Response:
+        refused = self._refused(request, await request.read())
+        if refused is not None:
+            return refused
         conn = self._open_connection(request)
         if conn is None:
             return management_error(410, "connection is gone")
@@ -150,6 +169,9 @@ class Gateway:
         })
 
     async def _delete(self, request: web.Request) -> web.Response:
+        refused = self._refused(request, await request.read())
+        if refused is not None:
+            return refused
         conn = self._open_connection(request)
         if conn is None:
             return management_error(410, "connection is gone")

@@ -19,6 +19,7 @@ from .control import Control
 from .faults import Faults
 from .functions import FunctionIndex, FunctionSpec, load_functions
 from .gateway import Gateway
+from .sigv4 import Verifier
 from .httpapi import http_api_from_template
 from .runtime import MAX_RESPONSE_BYTES, FunctionPool, RuntimeApi
 from .scheduler import Scheduler
@@ -47,6 +48,9 @@ class Options:
     quiet: bool = False
     binary_dir: str | None = None
     binaries: dict[str, str] = field(default_factory=dict)
+    # @connections requires SigV4 (IAM) like API Gateway; the fan-out benchmark turns it off so
+    # its unsigned raw HTTP loop can reach the same endpoint.
+    management_auth: str = "iam"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -112,7 +116,9 @@ class Stack:
         if api is not None:
             self._gateway = Gateway(api, self._pools, faults, region=endpoint.region,
                                     account_id=account, idle_timeout_s=opts.idle_timeout_s,
-                                    max_connection_s=opts.max_connection_s)
+                                    max_connection_s=opts.max_connection_s,
+                                    verifier=Verifier(endpoint.credentials, endpoint.region)
+                                    if opts.management_auth == "iam" else None)
             self._gateway.add_routes(ws_app)
         Control(gateway=self._gateway, pools=self._pools, faults=faults, tokens=tokens,
                 ready=self.ready).add_routes(ws_app)
@@ -166,6 +172,11 @@ class Stack:
             "controlUrl": control_url,
             "awsEndpoint": self._endpoint.url,
             "region": self._endpoint.region,
+            # What the functions sign @connections calls with, for clients of the local stack.
+            # Only the stack's own moto credentials (dummies); never ones from the environment.
+            "managementCredentials": None if self._endpoint.process is None else {
+                "accessKeyId": self._endpoint.credentials["aws_access_key_id"],
+                "secretAccessKey": self._endpoint.credentials["aws_secret_access_key"]},
             "stage": stage,
             "queues": provisioned.queues,
             "tables": provisioned.tables,

@@ -122,9 +122,23 @@ class Stack:
     def client(self, service: str, **config: Any) -> Any:
         endpoint = self.info["managementEndpoint"] if service == "apigatewaymanagementapi" \
             else self.info["awsEndpoint"]
+        creds = self.info["managementCredentials"]
         return boto3.client(service, endpoint_url=endpoint, region_name=self.info["region"],
-                            aws_access_key_id="x", aws_secret_access_key="x",
+                            aws_access_key_id=creds["accessKeyId"],
+                            aws_secret_access_key=creds["secretAccessKey"],
                             config=botocore.config.Config(**config))
+
+    def sign(self, method: str, url: str, body: bytes = b"") -> dict[str, str]:
+        """SigV4 headers for a raw @connections call, as the SDKs compute them."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        creds = self.info["managementCredentials"]
+        request = AWSRequest(method=method, url=url, data=body)
+        SigV4Auth(Credentials(creds["accessKeyId"], creds["secretAccessKey"]), "execute-api",
+                  self.info["region"]).add_auth(request)
+        return dict(request.headers)
 
     def management(self) -> Any:
         # One attempt: tests assert on the status each call gets, not on the SDK's retries.

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 
 from conftest import Stack, poll, start_stack
@@ -192,6 +193,32 @@ def test_management_post_get_delete(stack: Stack) -> None:
     assert event["requestContext"]["authorizer"]["user"] == "u1"
 
 
+def test_management_calls_must_be_signed(stack: Stack) -> None:
+    """IAM auth, as on AWS: unsigned or wrongly signed calls get 403 and deliver nothing."""
+    stranger = boto3.client("apigatewaymanagementapi", endpoint_url=stack.info["managementEndpoint"],
+                            region_name=stack.info["region"], aws_access_key_id="x",
+                            aws_secret_access_key="x")
+
+    async def body(session: aiohttp.ClientSession) -> None:
+        ws = await connect(stack, session, marker="signed")
+        conn_id = connection_id_of(stack, "signed")
+        url = f"{stack.info['managementEndpoint']}/@connections/{conn_id}"
+        async with session.post(url, data=b"unsigned") as resp:
+            assert resp.status == 403
+            assert resp.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+        with pytest.raises(stranger.exceptions.ClientError) as err:
+            await asyncio.to_thread(stranger.post_to_connection, ConnectionId=conn_id, Data=b"x")
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        with pytest.raises(stranger.exceptions.ClientError):
+            await asyncio.to_thread(stranger.delete_connection, ConnectionId=conn_id)
+        await asyncio.to_thread(stack.management().post_to_connection, ConnectionId=conn_id,
+                                Data=b'{"signed":true}')
+        assert await receive_json(ws) == {"signed": True}   # nothing refused got through first
+        await ws.close()
+
+    run(body)
+
+
 def test_unknown_connection_is_gone_with_error_type(stack: Stack) -> None:
     api = stack.management()
     with pytest.raises(api.exceptions.GoneException) as err:
@@ -271,7 +298,8 @@ def test_many_concurrent_posts(stack: Stack) -> None:
         url = f"{stack.info['managementEndpoint']}/@connections/{conn_id}"
 
         async def post(i: int) -> int:
-            async with session.post(url, data=str(i).encode()) as resp:
+            data = str(i).encode()
+            async with session.post(url, data=data, headers=stack.sign("POST", url, data)) as resp:
                 return resp.status
 
         statuses = await asyncio.gather(*(post(i) for i in range(300)))

@@ -145,3 +145,66 @@ def test_tokens_verify_with_published_keys() -> None:
     assert _b64decode(sig) == expected
     env = issuer.function_env()
     assert json.loads(env["HERALD_JWT_JWKS"]) == issuer.jwks and env["HERALD_JWT_JWKS_URL"] == ""
+
+
+# --- SigV4 on @connections ------------------------------------------------------------------
+
+SIGNING_CREDS = {"aws_access_key_id": "herald", "aws_secret_access_key": "herald-local"}
+SIGNED_URL = "http://127.0.0.1:4510/local/@connections/L0SM9cOFvHcCIhw%3D"
+SIGNED_AT = dt.datetime(2026, 11, 23, 10, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def signed(method: str = "POST", body: bytes = b'{"n":1}', creds: dict[str, str] | None = None,
+           region: str = "us-east-1", service: str = "execute-api",
+           at: dt.datetime = SIGNED_AT) -> dict[str, str]:
+    """Headers botocore's signer (what the boto3 management client uses) puts on a request."""
+    from unittest import mock
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    creds = creds or SIGNING_CREDS
+    request = AWSRequest(method=method, url=SIGNED_URL, data=body)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=at.replace(tzinfo=None)):
+        SigV4Auth(Credentials(creds["aws_access_key_id"], creds["aws_secret_access_key"],
+                              creds.get("aws_session_token")), service, region).add_auth(request)
+    return {"Host": "127.0.0.1:4510", **dict(request.headers)}
+
+
+def verdict(headers: dict[str, str], method: str = "POST", body: bytes = b'{"n":1}',
+            url: str = SIGNED_URL, creds: dict[str, str] | None = None,
+            now: dt.datetime = SIGNED_AT) -> str | None:
+    from herald_local.sigv4 import Verifier
+
+    refusal = Verifier(creds or SIGNING_CREDS, "us-east-1").check(method, url, headers, body, now=now)
+    return None if refusal is None else refusal.error_type
+
+
+def test_sigv4_accepts_a_correctly_signed_request() -> None:
+    assert verdict(signed()) is None
+    assert verdict(signed("DELETE", b""), "DELETE", b"") is None
+    assert verdict(signed(), now=SIGNED_AT + dt.timedelta(minutes=4)) is None
+    session = {**SIGNING_CREDS, "aws_session_token": "tok"}
+    assert verdict(signed(creds=session), creds=session) is None
+
+
+def test_sigv4_refuses_everything_else() -> None:
+    good = signed()
+    assert verdict({"Host": "127.0.0.1:4510"}) == "MissingAuthenticationTokenException"
+    assert verdict({**good, "Authorization": "Bearer abc"}) == "IncompleteSignatureException"
+    assert verdict(signed(creds={"aws_access_key_id": "x", "aws_secret_access_key": "x"})) \
+        == "UnrecognizedClientException"
+    wrong_secret = {"aws_access_key_id": "herald", "aws_secret_access_key": "guess"}
+    assert verdict(signed(creds=wrong_secret)) == "InvalidSignatureException"
+    assert verdict(signed(region="eu-west-1")) == "InvalidSignatureException"
+    assert verdict(signed(service="execute-apix")) == "InvalidSignatureException"
+    # What was signed must be what arrives: body, path and method.
+    assert verdict(good, body=b'{"n":2}') == "InvalidSignatureException"
+    assert verdict(good, url=SIGNED_URL.replace("L0SM", "X0SM")) == "InvalidSignatureException"
+    assert verdict(good, method="DELETE") == "InvalidSignatureException"
+    assert verdict({**good, "X-Amz-Date": "20261123T100001Z"}) == "InvalidSignatureException"
+    # Replays outside the clock-skew window, and session credentials without their token.
+    assert verdict(good, now=SIGNED_AT + dt.timedelta(minutes=6)) == "InvalidSignatureException"
+    session = {**SIGNING_CREDS, "aws_session_token": "tok"}
+    assert verdict(good, creds=session) == "UnrecognizedClientException"

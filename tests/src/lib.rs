@@ -43,6 +43,15 @@ pub struct Ready {
     pub schedule_group: String,
     pub jwt: Jwt,
     pub dev_token: String,
+    /// What the functions sign `@connections` calls with (the stack's own moto credentials).
+    pub management_credentials: ManagementCredentials,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagementCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 pub struct Stack {
@@ -361,14 +370,28 @@ pub async fn invoke(function: &str, event: &Value) -> Value {
     control(reqwest::Method::POST, &format!("/invoke/{function}"), Some(event.clone())).await
 }
 
+/// The SDK configuration of the functions: the stack's endpoint, region and credentials (moto
+/// takes any; the gateway's `@connections` checks SigV4 signatures against these).
 pub async fn sdk() -> aws_config::SdkConfig {
     let r = &stack().ready;
+    let c = &r.management_credentials;
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&r.aws_endpoint)
         .region(aws_config::Region::new(r.region.clone()))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "herald-e2e"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            &c.access_key_id,
+            &c.secret_access_key,
+            None,
+            None,
+            "herald-e2e",
+        ))
         .load()
         .await
+}
+
+/// Herald's own `@connections` client, signing like the functions do.
+pub async fn poster() -> herald::delivery::Poster {
+    herald::delivery::Poster::new(&sdk().await, &stack().ready.management_endpoint).expect("poster")
 }
 
 pub async fn sqs() -> aws_sdk_sqs::Client {

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::BoxError;
 use crate::auth::AuthInitError;
 use crate::config::ConfigError;
+use crate::delivery::PosterError;
 
 /// A failed init names what is wrong; Lambda reports it as an init error.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum InitError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Auth(#[from] AuthInitError),
+    #[error(transparent)]
+    Delivery(#[from] PosterError),
 }
 
 /// JSON logs in Lambda (CloudWatch Logs Insights can query fields); `HERALD_LOG_FORMAT=text`

@@ -478,7 +478,7 @@ impl Handler for Dispatch {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
-        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
+        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
         Ok(Self::new(
             store,

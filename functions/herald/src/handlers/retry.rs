@@ -98,7 +98,7 @@ impl Handler for Retry {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
-        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
+        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let queues = Queues::from_source(&Env)?;
         Ok(Self::new(
             store,

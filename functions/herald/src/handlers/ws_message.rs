@@ -133,7 +133,7 @@ impl Handler for WsMessage {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
-        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?);
+        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         Ok(Self::new(store, poster, Limits::from_source(&Env)?, RolePolicy::from_source(&Env)?))
     }
 

@@ -5,86 +5,12 @@
 //! connection id to the retry queue); failed for good (403/413: logged and counted — the
 //! notification is still in the log for `resume`).
 
-use std::time::Duration;
-
-use aws_config::SdkConfig;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_sdk_apigatewaymanagement::Client;
-use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
-use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PostOutcome {
-    Delivered,
-    Gone,
-    Retryable(String),
-    Failed(String),
-}
+mod poster;
 
-/// Posts frames to connections; one client (one connection pool) per process.
-#[derive(Clone, Debug)]
-pub struct Poster {
-    client: Client,
-}
-
-impl Poster {
-    pub fn new(sdk: &SdkConfig, endpoint: &str) -> Self {
-        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
-            .endpoint_url(endpoint)
-            // One attempt: failures go to Herald's retry queue instead of sleeping in-process.
-            .retry_config(RetryConfig::standard().with_max_attempts(1))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .operation_attempt_timeout(Duration::from_secs(3))
-                    .build(),
-            )
-            .build();
-        Self {
-            client: Client::from_conf(conf),
-        }
-    }
-
-    pub async fn post(&self, connection_id: &str, frame: &str) -> PostOutcome {
-        let res = self
-            .client
-            .post_to_connection()
-            .connection_id(connection_id)
-            .data(Blob::new(frame.as_bytes()))
-            .send()
-            .await;
-        match res {
-            Ok(_) => PostOutcome::Delivered,
-            Err(e) => classify(&e),
-        }
-    }
-
-    /// Closes a connection from the server side (e.g. after the token was revoked).
-    pub async fn disconnect(&self, connection_id: &str) -> PostOutcome {
-        match self.client.delete_connection().connection_id(connection_id).send().await {
-            Ok(_) => PostOutcome::Delivered,
-            Err(e) => classify(&e),
-        }
-    }
-}
-
-fn classify<E>(e: &SdkError<E, HttpResponse>) -> PostOutcome
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    match (e.code(), status) {
-        (Some("GoneException"), _) | (_, Some(410)) => PostOutcome::Gone,
-        (Some("LimitExceededException"), _) | (_, Some(429)) => PostOutcome::Retryable("throttled".into()),
-        (_, Some(s)) if (400..500).contains(&s) => PostOutcome::Failed(DisplayErrorContext(e).to_string()),
-        // 5xx, timeouts, connection resets, dispatch failures: transient by assumption.
-        _ => PostOutcome::Retryable(DisplayErrorContext(e).to_string()),
-    }
-}
+pub use poster::{PostOutcome, Poster, PosterError};
 
 /// What happened to one fan-out.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -1,0 +1,102 @@
+"""IAM authorization of @connections calls, as API Gateway applies it: every management request
+must carry a SigV4 signature for `execute-api` in the stack's region, made with the credentials
+the stack hands its functions. Anything else is refused with 403 before the connection is looked
+up, so every post the tests make checks the functions' signer over the wire.
+
+The signature is recomputed with botocore's SigV4 implementation from what arrived: method, raw
+path and query, the signed headers, and the body.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from dataclasses import dataclass
+from typing import Mapping
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+SERVICE = "execute-api"
+ALGORITHM = "AWS4-HMAC-SHA256"
+MAX_SKEW = dt.timedelta(minutes=5)   # API Gateway's allowance for clock skew
+
+
+@dataclass(frozen=True)
+class Refusal:
+    error_type: str     # what API Gateway names in x-amzn-ErrorType
+    message: str
+
+
+class Verifier:
+    def __init__(self, credentials: Mapping[str, str], region: str) -> None:
+        self._credentials = Credentials(credentials["aws_access_key_id"],
+                                        credentials["aws_secret_access_key"],
+                                        credentials.get("aws_session_token"))
+        self._region = region
+
+    def check(self, method: str, url: str, headers: Mapping[str, str], body: bytes,
+              now: dt.datetime | None = None) -> Refusal | None:
+        """None when the request is signed correctly; otherwise why it is refused."""
+        header = headers.get("Authorization")
+        if not header:
+            return Refusal("MissingAuthenticationTokenException", "Missing Authentication Token")
+        fields = _parse(header)
+        if fields is None:
+            return Refusal("IncompleteSignatureException",
+                           f"Authorization header requires '{ALGORITHM}' with 'Credential', "
+                           "'SignedHeaders' and 'Signature'")
+        scope = fields["Credential"].split("/")
+        if len(scope) != 5 or scope[4] != "aws4_request":
+            return Refusal("IncompleteSignatureException", "Credential scope is malformed")
+        access_key, date, region, service, _ = scope
+        if access_key != self._credentials.access_key:
+            return Refusal("UnrecognizedClientException",
+                           "The security token included in the request is invalid.")
+        if region != self._region or service != SERVICE:
+            return Refusal("InvalidSignatureException",
+                           f"Credential should be scoped to a valid region and service "
+                           f"'{self._region}/{SERVICE}', not '{region}/{service}'.")
+        if self._credentials.token and headers.get("X-Amz-Security-Token") != self._credentials.token:
+            return Refusal("UnrecognizedClientException",
+                           "The security token included in the request is invalid.")
+        stamp = headers.get("X-Amz-Date", "")
+        try:
+            signed_at = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            return Refusal("IncompleteSignatureException", "X-Amz-Date is missing or malformed")
+        now = now or dt.datetime.now(dt.timezone.utc)
+        if abs(now - signed_at) > MAX_SKEW or not stamp.startswith(date):
+            return Refusal("InvalidSignatureException", "Signature expired or not yet valid.")
+        signed_names = fields["SignedHeaders"].split(";")
+        if "host" not in signed_names:
+            return Refusal("InvalidSignatureException", "'Host' must be a signed header")
+        lower = {k.lower(): v for k, v in headers.items()}
+        missing = [name for name in signed_names if name not in lower]
+        if missing:
+            return Refusal("InvalidSignatureException", f"signed header(s) missing: {missing}")
+        request = AWSRequest(method=method, url=url, data=body,
+                             headers={name: lower[name] for name in signed_names})
+        request.context["timestamp"] = stamp
+        auth = SigV4Auth(self._credentials, SERVICE, self._region)
+        canonical = auth.canonical_request(request)
+        expected = auth.signature(auth.string_to_sign(request, canonical), request)
+        if not hmac.compare_digest(expected, fields["Signature"]):
+            return Refusal("InvalidSignatureException",
+                           "The request signature we calculated does not match the signature "
+                           "you provided.")
+        return None
+
+
+def _parse(header: str) -> dict[str, str] | None:
+    algorithm, _, rest = header.partition(" ")
+    if algorithm != ALGORITHM:
+        return None
+    fields = {}
+    for part in rest.split(","):
+        key, _, value = part.strip().partition("=")
+        fields[key] = value
+    if not {"Credential", "SignedHeaders", "Signature"} <= fields.keys():
+        return None
+    return fields
