@@ -1,11 +1,20 @@
 //! How fast does one `dispatch` invocation post to N live connections, compared with the raw
 //! request rate of the same `@connections` endpoint driven by a plain HTTP loop at the same
 //! concurrency? Both sides post the same frame to the same N real WebSocket connections of the
-//! local stack, so the difference is Herald's own overhead (SDK signing and orchestration,
-//! outcome bookkeeping), not the endpoint's.
+//! local stack, so the difference is Herald's own overhead (SigV4 signing, task scheduling,
+//! outcome bookkeeping), not the endpoint's. The stack runs with `--management-auth none` (see
+//! run.sh) so the unsigned raw loop is accepted; Herald still signs every post.
 //!
-//! `cargo run --release -p herald-bench -- [connections] [concurrency] [rounds]`
+//! `dispatch` runs in a process of its own, next to the gateway and this process (whose 2,000
+//! clients receive every frame). On a two-core machine a third busy process changes how much CPU
+//! the gateway gets, so the baseline for `dispatch` is the raw loop in a process of its own too
+//! (this binary, started as `fanout-bench raw-loop`, kept alive across rounds like a warm Lambda).
+//! The in-process raw loop is the baseline for the in-process poster loop.
+//!
+//! `bench/run.sh [connections] [concurrency] [rounds]`
 
+use std::io::{BufRead, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +27,93 @@ fn arg(n: usize, default: usize) -> usize {
     std::env::args().nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
 
+/// A plain HTTP loop: every id gets `frame`, at most `concurrency` requests in flight. Returns
+/// the number of 2xx answers and the elapsed time.
+async fn raw_loop(http: &reqwest::Client, endpoint: &str, ids: &[String], frame: &str, concurrency: usize) -> (usize, Duration) {
+    let started = Instant::now();
+    let ok = futures_util::stream::iter(ids.iter())
+        .map(|id| {
+            let (http, url, frame) = (http.clone(), format!("{endpoint}/@connections/{id}"), frame.to_owned());
+            async move {
+                http.post(url)
+                    .body(frame)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|ok| futures_util::future::ready(*ok))
+        .count()
+        .await;
+    (ok, started.elapsed())
+}
+
+fn raw_client(concurrency: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client")
+}
+
+/// `fanout-bench raw-loop ENDPOINT CONCURRENCY`: reads the frame, then the ids (one per line, an
+/// empty line ends them), then runs the raw loop for every `go` line, answering `OK MICROS`.
+async fn raw_loop_process() {
+    let endpoint = std::env::args().nth(2).expect("endpoint");
+    let concurrency = arg(3, 64);
+    let mut lines = std::io::stdin().lock().lines().map_while(Result::ok);
+    let frame = lines.next().expect("frame");
+    let ids: Vec<String> = lines.by_ref().take_while(|l| !l.is_empty()).collect();
+    let http = raw_client(concurrency);
+    for line in lines {
+        if line == "go" {
+            let (ok, elapsed) = raw_loop(&http, &endpoint, &ids, &frame, concurrency).await;
+            println!("{ok} {}", elapsed.as_micros());
+        }
+    }
+}
+
+/// The raw loop in its own process, kept alive (warm pool) across rounds.
+struct RawLoopProcess {
+    child: Child,
+    out: std::io::BufReader<ChildStdout>,
+}
+
+impl RawLoopProcess {
+    fn start(endpoint: &str, concurrency: usize, frame: &str, ids: &[String]) -> Self {
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = Command::new(exe)
+            .args(["raw-loop", endpoint, &concurrency.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("raw-loop process");
+        let stdin = child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{frame}\n{}\n", ids.join("\n")).expect("ids");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, out }
+    }
+
+    /// Runs one loop; blocks this thread only (the clients' tasks keep running on the workers).
+    fn run(&mut self) -> (usize, Duration) {
+        tokio::task::block_in_place(|| {
+            let stdin = self.child.stdin.as_mut().expect("stdin");
+            writeln!(stdin, "go").expect("go");
+            stdin.flush().expect("flush");
+            let mut line = String::new();
+            self.out.read_line(&mut line).expect("result");
+            let (ok, micros) = line.trim().split_once(' ').expect("OK MICROS");
+            (ok.parse().expect("ok"), Duration::from_micros(micros.parse().expect("micros")))
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("raw-loop") {
+        return raw_loop_process().await;
+    }
     let (connections, concurrency, rounds) = (arg(1, 1000), arg(2, 64), arg(3, 3));
     let concurrency_s = concurrency.to_string();
     // One invocation must post to everyone: no shard jobs.
@@ -66,111 +160,122 @@ async fn main() {
         "event": "bench.fanout", "title": "Benchmark", "createdAt": "2026-11-23T10:00:00Z"})
     .to_string();
     let endpoint = stack().ready.management_endpoint.clone();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .expect("client");
+    let http = raw_client(concurrency);
+    let mut raw_process = RawLoopProcess::start(&endpoint, concurrency, &frame, &ids);
+    let poster = herald::delivery::Poster::new(&herald_e2e::sdk().await, &endpoint).expect("poster");
     let log = stack().log.clone();
-
-    let mut raw_rates = Vec::new();
-    let mut sdk_rates = Vec::new();
-    let sdk_config = herald_e2e::sdk().await;
-    let poster = herald::delivery::Poster::new(&sdk_config, &endpoint).expect("poster");
-    let mut dispatch_rates = Vec::new();
     let _ = token("warm", &tenant, &[], &[]);
-    // Each phase starts only when every client has received the previous phase's frames, so no
-    // phase pays for the gateway still flushing the one before.
+
+    // rates[phase] = one rate per round.
+    let mut rates: [Vec<f64>; 4] = Default::default();
     let mut sent = 0usize;
-    let quiet = |sent: usize| {
-        let received = received.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
     for round in 0..rounds {
-        // Raw: a plain HTTP loop, same endpoint, same concurrency, same frame, same connections.
-        quiet(sent).await;
-        let started = Instant::now();
-        let ok = futures_util::stream::iter(ids.iter())
-            .map(|id| {
-                let (http, url, frame) = (http.clone(), format!("{endpoint}/@connections/{id}"), frame.clone());
-                async move {
-                    http.post(url)
-                        .body(frame)
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
+        // Alternate the order of the phases, so none always follows the same one.
+        let mut order = [Phase::RawProcess, Phase::Dispatch, Phase::RawInProcess, Phase::PosterInProcess];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for phase in order {
+            // Each phase starts only when every client has received the previous phase's frames,
+            // so no phase pays for the gateway still flushing the one before.
+            quiet(&received, sent).await;
+            let (delivered, elapsed) = match phase {
+                Phase::RawProcess => raw_process.run(),
+                Phase::RawInProcess => raw_loop(&http, &endpoint, &ids, &frame, concurrency).await,
+                Phase::PosterInProcess => {
+                    let started = Instant::now();
+                    let report = herald::delivery::fan_out(&poster, ids.iter().cloned(), &frame, concurrency).await;
+                    (report.delivered, started.elapsed())
                 }
-            })
-            .buffer_unordered(concurrency)
-            .filter(|ok| futures_util::future::ready(*ok))
-            .count()
-            .await;
-        let raw = ok as f64 / started.elapsed().as_secs_f64();
-        assert_eq!(ok, connections);
-
-        // The same loop through Herald's poster (the AWS SDK client dispatch uses, SigV4 and all),
-        // in this process: separates the SDK's cost from the rest of an invocation.
-        sent += connections;
-        quiet(sent).await;
-        let started = Instant::now();
-        let report = herald::delivery::fan_out(&poster, ids.iter().cloned(), &frame, concurrency).await;
-        let sdk = report.delivered as f64 / started.elapsed().as_secs_f64();
-        assert_eq!(report.delivered, connections);
-        sdk_rates.push(sdk);
-
-        sent += connections;
-        quiet(sent).await;
-        // Herald: one dispatch invocation with one notification to the whole tenant.
-        let id = unique("fanout");
-        let body = json!({"id": id, "tenant": tenant, "to": {"tenant": true}, "event": "bench.fanout", "title": "Benchmark"});
-        let event = json!({"Records": [{"messageId": unique("m"), "receiptHandle": "r", "body": body.to_string(),
-            "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench", "awsRegion": "us-east-1"}]});
-        let resp = invoke("dispatch", &event).await;
-        assert_eq!(resp["batchItemFailures"], json!([]));
-        let line = dispatched_line(&log, &id).await;
-        let delivered = line["delivered"].as_u64().unwrap_or(0) as usize;
-        let posting_us = line["posting_us"].as_u64().unwrap_or(1);
-        assert_eq!(delivered, connections, "{line}");
-        let herald = delivered as f64 / (posting_us as f64 / 1e6);
-
-        let sdk = sdk_rates.last().copied().unwrap_or_default();
+                Phase::Dispatch => dispatch_once(&tenant, &log).await,
+            };
+            assert_eq!(delivered, connections, "{phase:?}");
+            rates[phase as usize].push(delivered as f64 / elapsed.as_secs_f64());
+            sent += connections;
+        }
+        let last = |p: Phase| rates[p as usize].last().copied().unwrap_or_default();
         eprintln!(
-            "round {}: raw {raw:.0}/s, SDK loop {sdk:.0}/s, dispatch {herald:.0}/s ({:.0} % of raw)",
+            "round {}: raw loop {:.0}/s, dispatch {:.0}/s ({:.0} %) | in process: raw {:.0}/s, poster {:.0}/s ({:.0} %)",
             round + 1,
-            100.0 * herald / raw
+            last(Phase::RawProcess),
+            last(Phase::Dispatch),
+            100.0 * last(Phase::Dispatch) / last(Phase::RawProcess),
+            last(Phase::RawInProcess),
+            last(Phase::PosterInProcess),
+            100.0 * last(Phase::PosterInProcess) / last(Phase::RawInProcess),
         );
-        sent += connections;
-        raw_rates.push(raw);
-        dispatch_rates.push(herald);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Each round posts the frame three times to every client: raw, SDK loop, dispatch.
-    while received.load(Ordering::Relaxed) < 3 * rounds * connections && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    quiet(&received, sent).await;
 
-    let median = |v: &mut Vec<f64>| {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (raw, sdk, herald) = (median(&mut raw_rates), median(&mut sdk_rates), median(&mut dispatch_rates));
-    println!("| connections | concurrency | rounds | raw HTTP loop | SDK poster loop | one dispatch invocation | dispatch / raw |");
-    println!("|---|---|---|---|---|---|---|");
+    let ratios = |num: Phase, den: Phase| -> Vec<f64> {
+        rates[num as usize]
+            .iter()
+            .zip(&rates[den as usize])
+            .map(|(n, d)| 100.0 * n / d)
+            .collect()
+    };
+    let m = |p: Phase| median(&rates[p as usize]);
+    let dispatch_ratios = ratios(Phase::Dispatch, Phase::RawProcess);
     println!(
-        "| {connections} | {concurrency} | {rounds} | {raw:.0} posts/s | {sdk:.0} posts/s | {herald:.0} posts/s | {:.0} % |",
-        100.0 * herald / raw
+        "| connections | concurrency | rounds | raw loop (own process) | one dispatch invocation | dispatch / raw | raw loop (in process) | Herald poster loop (in process) | poster / raw |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {connections} | {concurrency} | {rounds} | {:.0} posts/s | {:.0} posts/s | {:.0} % | {:.0} posts/s | {:.0} posts/s | {:.0} % |",
+        m(Phase::RawProcess),
+        m(Phase::Dispatch),
+        median(&dispatch_ratios),
+        m(Phase::RawInProcess),
+        m(Phase::PosterInProcess),
+        median(&ratios(Phase::PosterInProcess, Phase::RawInProcess)),
     );
     println!();
     println!(
+        "medians of the per-round values; dispatch / raw per round: {:.0?} %",
+        dispatch_ratios
+    );
+    println!(
         "frames received by the clients: {} of {}",
         received.load(Ordering::Relaxed),
-        3 * rounds * connections
+        4 * rounds * connections
     );
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    RawProcess = 0,
+    Dispatch = 1,
+    RawInProcess = 2,
+    PosterInProcess = 3,
+}
+
+/// Waits (up to a minute) until the clients have received `sent` notification frames.
+async fn quiet(received: &AtomicUsize, sent: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One invocation of the real `dispatch` binary with one notification to the whole tenant; its
+/// rate is delivered posts over the posting time it logs (`posting_us`: the fan-out itself,
+/// without the claim, the log write and the membership queries).
+async fn dispatch_once(tenant: &str, log: &std::path::Path) -> (usize, Duration) {
+    let id = unique("fanout");
+    let body = json!({"id": id, "tenant": tenant, "to": {"tenant": true}, "event": "bench.fanout", "title": "Benchmark"});
+    let event = json!({"Records": [{"messageId": unique("m"), "receiptHandle": "r", "body": body.to_string(),
+        "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench", "awsRegion": "us-east-1"}]});
+    let resp = invoke("dispatch", &event).await;
+    assert_eq!(resp["batchItemFailures"], json!([]));
+    let line = dispatched_line(log, &id).await;
+    let delivered = line["delivered"].as_u64().unwrap_or(0) as usize;
+    let posting_us = line["posting_us"].as_u64().unwrap_or(1);
+    (delivered, Duration::from_micros(posting_us))
 }
 
 /// The `dispatched` log line of notification `id` (its `posting_us` is the posting time).
