@@ -113,14 +113,14 @@ impl Table {
             let mut chunk = std::mem::replace(&mut pending, rest);
             let mut attempt = 0;
             while !chunk.is_empty() {
-                if attempt > 0 {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
                 if attempt >= BATCH_ATTEMPTS {
                     return Err(StoreError::Unprocessed {
                         op: "BatchWriteItem",
                         count: chunk.len(),
                     });
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
                 attempt += 1;
                 let out = self

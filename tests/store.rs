@@ -1,0 +1,187 @@
+//! The data layer's handling of `UnprocessedItems`, against moto. DynamoDB leaves items of a
+//! BatchWriteItem unprocessed under throttling and reports them in a successful response; moto
+//! never does, so an SDK interceptor (the SDK's own extension point, not a stand-in for DynamoDB)
+//! withholds items from the request moto receives and reports them back as unprocessed. An item
+//! that is not retried is then really missing from the table.
+
+use std::sync::Mutex;
+
+use aws_sdk_dynamodb::config::interceptors::{BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use herald::config::Tables;
+use herald::cursor::Cursor;
+use herald::groups::Group;
+use herald::notification::{Content, LogEntry};
+use herald::store::{Store, StoreError};
+use herald_e2e::*;
+use serde_json::{Value, json};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// For the first `failing_calls` BatchWriteItem calls: takes the last `withhold` items out of the
+/// request (keeping at least one, as an empty batch is invalid) and reports them unprocessed.
+#[derive(Debug)]
+struct LeaveUnprocessed {
+    withhold: usize,
+    /// When true, every item of the request is also reported unprocessed (moto still writes
+    /// what it got): a table that never catches up.
+    forever: bool,
+    failing_calls: Mutex<usize>,
+    held: Mutex<Option<Value>>,
+    /// Item count of every BatchWriteItem request, as sent.
+    batches: Mutex<Vec<usize>>,
+}
+
+impl LeaveUnprocessed {
+    fn new(withhold: usize, failing_calls: usize, forever: bool) -> Self {
+        Self {
+            withhold,
+            forever,
+            failing_calls: Mutex::new(failing_calls),
+            held: Mutex::new(None),
+            batches: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Intercept for LeaveUnprocessed {
+    fn name(&self) -> &'static str {
+        "LeaveUnprocessed"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        if request.headers().get("x-amz-target") != Some("DynamoDB_20120810.BatchWriteItem") {
+            return Ok(());
+        }
+        let mut doc: Value = serde_json::from_slice(request.body().bytes().ok_or("streaming body")?)?;
+        let (table, items) = match doc["RequestItems"].as_object_mut().and_then(|m| m.iter_mut().next()) {
+            Some((table, Value::Array(items))) => (table.clone(), items),
+            _ => return Err("unexpected BatchWriteItem shape".into()),
+        };
+        self.batches.lock().unwrap().push(items.len());
+        let mut failing = self.failing_calls.lock().unwrap();
+        if *failing == 0 {
+            return Ok(());
+        }
+        *failing -= 1;
+        let unprocessed = if self.forever {
+            items.clone()
+        } else {
+            let keep = items.len().saturating_sub(self.withhold).max(1);
+            items.split_off(keep)
+        };
+        *self.held.lock().unwrap() = Some(json!({ table: unprocessed }));
+        let body = serde_json::to_vec(&doc)?;
+        request.headers_mut().insert("content-length", body.len().to_string());
+        *request.body_mut() = body.into();
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(unprocessed) = self.held.lock().unwrap().take() {
+            let body = serde_json::to_vec(&json!({ "UnprocessedItems": unprocessed }))?;
+            let response = context.response_mut();
+            response.headers_mut().remove("x-amz-crc32");
+            response.headers_mut().insert("content-length", body.len().to_string());
+            *response.body_mut() = body.into();
+        }
+        Ok(())
+    }
+}
+
+async fn store_with(interceptor: &std::sync::Arc<LeaveUnprocessed>) -> Store {
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await)
+        .interceptor(SharedLeave(interceptor.clone()))
+        .build();
+    let tables = Tables {
+        connections: table("ConnectionsTable"),
+        notifications: table("NotificationsTable"),
+    };
+    Store::new(aws_sdk_dynamodb::Client::from_conf(conf), &tables)
+}
+
+/// The interceptor stays inspectable by the test after the client owns it.
+#[derive(Debug)]
+struct SharedLeave(std::sync::Arc<LeaveUnprocessed>);
+
+impl Intercept for SharedLeave {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn modify_before_signing(
+        &self,
+        c: &mut BeforeTransmitInterceptorContextMut<'_>,
+        r: &RuntimeComponents,
+        b: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.modify_before_signing(c, r, b)
+    }
+    fn modify_before_deserialization(
+        &self,
+        c: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        r: &RuntimeComponents,
+        b: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.modify_before_deserialization(c, r, b)
+    }
+}
+
+/// `n` log entries of one user's topic, cursors in order.
+fn entries(user: &str, n: u64) -> Vec<(Group, LogEntry)> {
+    (0..n)
+        .map(|i| {
+            let entry = LogEntry {
+                id: format!("n{i}"),
+                cursor: Cursor::from_parts(1_795_428_000_000 + i, 0),
+                topic: format!("user:{user}"),
+                content: Content {
+                    event: "store.test".into(),
+                    ..Content::default()
+                },
+                created_at: "2026-11-23T10:00:00Z".into(),
+            };
+            (Group::user(user), entry)
+        })
+        .collect()
+}
+
+fn far_future() -> i64 {
+    chrono::Utc::now().timestamp() + 86_400
+}
+
+#[tokio::test]
+async fn unprocessed_items_are_retried_until_written_in_batches_of_at_most_25() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let leave = std::sync::Arc::new(LeaveUnprocessed::new(10, 3, false));
+    let store = store_with(&leave).await;
+    store.log.append(&tenant, &entries(&user, 60), far_future()).await.expect("append");
+
+    let page = store.log.after(&tenant, &Group::user(&user), Cursor::MIN, 100).await.expect("read");
+    let ids: Vec<String> = page.entries.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, (0..60).map(|i| format!("n{i}")).collect::<Vec<_>>(), "every entry written, once, in order");
+    let batches = leave.batches.lock().unwrap().clone();
+    assert!(batches.iter().all(|&n| n <= 25), "{batches:?}");
+    // 25, 25, 10 requested; the first three calls each left 10 behind, which were sent again.
+    assert_eq!(batches.iter().sum::<usize>(), 60 + 30, "{batches:?}");
+}
+
+#[tokio::test]
+async fn a_batch_that_stays_unprocessed_fails_loudly_instead_of_losing_items() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let leave = std::sync::Arc::new(LeaveUnprocessed::new(0, usize::MAX, true));
+    let store = store_with(&leave).await;
+    let err = store.log.append(&tenant, &entries(&user, 3), far_future()).await.expect_err("must fail");
+    assert!(matches!(err, StoreError::Unprocessed { count: 3, .. }), "{err}");
+    assert_eq!(leave.batches.lock().unwrap().len(), 8, "a bounded number of attempts");
+}
