@@ -179,6 +179,8 @@ export interface LeftFrame {
   ref?: string;
   /** True when resolved locally because there was no connection to leave on. */
   local?: boolean;
+  /** Set when the server took the group away on its own (`"unsubscribed"`). */
+  reason?: string;
 }
 export interface AckedFrame {
   type: "acked";
@@ -204,6 +206,8 @@ export declare class HeraldClient {
   on(event: "notification", fn: (notification: HeraldNotification, meta: NotificationMeta) => void): () => void;
   on(event: "state", fn: (change: StateChange) => void): () => void;
   on(event: "error", fn: (error: HeraldError) => void): () => void;
+  /** The server took a group away (e.g. `reason: "unsubscribed"`); it is no longer in `groups`. */
+  on(event: "left", fn: (frame: LeftFrame) => void): () => void;
 
   /** Starts connecting (only with `autoConnect: false`). */
   connect(): void;

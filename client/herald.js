@@ -14,7 +14,9 @@
  *   `resume` return promises that reject with a {@link HeraldError} carrying the server's `code`;
  * - sends a keep-alive `ping` after ~9 idle minutes (API Gateway closes connections idle for
  *   10), only while the page is visible when there is a `document`;
- * - refuses frames over 32 KB (API Gateway's limit) before sending them.
+ * - refuses frames over 32 KB (API Gateway's limit) before sending them;
+ * - forgets a group the server takes away (`{type:"left", group, reason}` without `ref`, e.g.
+ *   after an unsubscribe) and emits `left`.
  *
  * Types are in herald.d.ts; the JSDoc here mirrors them.
  */
@@ -262,7 +264,7 @@ export class HeraldClient {
     /** @private @type {import("./herald.js").HeraldStorage | null} */
     this._storage = options.storage === undefined ? defaultStorage() : options.storage;
     /** @private @type {{notification: Set<Function>, state: Set<Function>, error: Set<Function>}} */
-    this._listeners = { notification: new Set(), state: new Set(), error: new Set() };
+    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set() };
     /** @private @type {Set<string>} */
     this._groups = new Set();
     for (const g of options.groups ?? []) {
@@ -694,6 +696,11 @@ export class HeraldClient {
     if (frame.type === "error") {
       const code = typeof frame.code === "string" ? frame.code : "server_error";
       this._emitError(new HeraldError(code, String(frame.message ?? code), { frame }));
+    } else if (frame.type === "left" && typeof frame.group === "string") {
+      // The server took the group away (e.g. the user's subscription was removed): forget it,
+      // so the next reconnect does not try to re-join it.
+      this._groups.delete(frame.group);
+      this._emit("left", frame);
     } else if (frame.type === undefined && typeof frame.message === "string") {
       // API Gateway's own answer to a failed integration ({"message":"Internal server error",...}).
       this._emitError(new HeraldError("gateway_error", frame.message, { frame }));

@@ -371,6 +371,9 @@ async fn subscriptions_need_a_privileged_role_and_entitle_joins() {
     assert_eq!(s, 204, "{b}");
     let mut c = Client::connect(&user, &tenant, &["student"], &[]).await;
     assert_eq!(c.join("course:31").await["type"], "joined");
+    // Entitled by the token's groups claim, not by the subscription: unaffected by its removal.
+    let mut listed = Client::connect(&user, &tenant, &["student"], &["course:31"]).await;
+    assert_eq!(listed.join("course:31").await["type"], "joined");
     let (s, _) = api(
         Method::DELETE,
         &format!("/subscriptions/{user}/course:31"),
@@ -379,8 +382,23 @@ async fn subscriptions_need_a_privileged_role_and_entitle_joins() {
     )
     .await;
     assert_eq!(s, 204);
+    // The live connection loses the group at once and is told why.
+    assert_eq!(
+        c.next().await,
+        json!({"type": "left", "group": "course:31", "reason": "unsubscribed"})
+    );
     let mut again = Client::connect(&user, &tenant, &["student"], &[]).await;
     assert_eq!(again.join("course:31").await["code"], "forbidden");
+    let (s, _) = api(
+        Method::POST,
+        "/notifications",
+        &service,
+        Some(json!({"tenant": tenant, "to": {"group": "course:31"}, "event": "course.update", "title": "after unsubscribe"})),
+    )
+    .await;
+    assert_eq!(s, 202);
+    assert_eq!(listed.notification().await["title"], "after unsubscribe");
+    c.expect_silence(Duration::from_secs(2)).await;
 }
 
 #[tokio::test]

@@ -367,6 +367,24 @@ describe(`against the local stack (target/${profile})`, () => {
     assert.deepEqual(client.groups, []);
   });
 
+  test("a group the server takes away (unsubscribed) is forgotten and reported", async (t) => {
+    const tenant = unique("t");
+    const user = unique("student");
+    const service = await mintToken({ sub: "sync", tenant, roles: ["service"] });
+    const subscription = `${stack.httpUrl}/subscriptions/${user}/course:9`;
+    assert.equal((await http("PUT", subscription, { token: service })).status, 204);
+    const { client, ready } = makeClient(t, { getToken: () => mintToken({ sub: user, tenant }) });
+    await ready();
+    await client.join("course:9");
+    assert.deepEqual(client.groups, ["course:9"]);
+    const left = [];
+    client.on("left", (frame) => left.push(frame));
+    assert.equal((await http("DELETE", subscription, { token: service })).status, 204);
+    await until(() => left.length === 1, "the left frame");
+    assert.deepEqual(left[0], { type: "left", group: "course:9", reason: "unsubscribed" });
+    assert.deepEqual(client.groups, []);
+  });
+
   test("after a dropped connection it reconnects with a fresh token, re-joins, resumes and delivers exactly once", async (t) => {
     const tenant = unique("t");
     const user = "u-drop";

@@ -12,6 +12,7 @@ pub mod ws_message;
 
 mod defer;
 mod replay;
+mod unsubscribe;
 mod ws;
 
 pub use replay::{ReplayPage, merge_pages, read_merged};

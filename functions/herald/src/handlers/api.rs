@@ -13,9 +13,11 @@ use serde_json::{Value, json};
 use super::defer::{Deferral, Deferred};
 use super::dispatch::{DispatchError, enqueue};
 use super::replay::read_merged;
+use super::unsubscribe::Unsubscriber;
 use super::ws_join::WsJoin;
 use crate::auth::{AuthError, JwtConfig, Principal, Verifier};
-use crate::config::{Env, Limits, Queues, Scheduling};
+use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
+use crate::delivery::Poster;
 use crate::cursor::Cursor;
 use crate::groups::{Group, valid_id};
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, parse_producer_message};
@@ -100,6 +102,7 @@ pub struct Api {
     dispatch_queue: String,
     limits: Limits,
     roles: RolePolicy,
+    unsubscriber: Unsubscriber,
 }
 
 impl Api {
@@ -117,14 +120,17 @@ impl Api {
             queues.dispatch.clone(),
             limits.retention_seconds,
         );
+        let roles = RolePolicy::from_source(&Env)?;
+        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         Ok(Self {
+            unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone()),
             verifier,
             store,
             sqs,
             deferral,
             dispatch_queue: queues.dispatch,
             limits,
-            roles: RolePolicy::from_source(&Env)?,
+            roles,
         })
     }
 
@@ -403,7 +409,7 @@ impl Api {
         if subscribe {
             self.store.subscriptions.subscribe(&p.tenant, user, &group).await?;
         } else {
-            self.store.subscriptions.unsubscribe(&p.tenant, user, &group).await?;
+            self.unsubscriber.unsubscribe(&p.tenant, user, &group).await?;
         }
         Ok((StatusCode::NO_CONTENT, None))
     }

@@ -25,6 +25,7 @@ use crate::cursor::Cursor;
 use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out, retry_delay_seconds};
 use crate::groups::Group;
 use crate::metrics::Metrics;
+use crate::policy::RolePolicy;
 use crate::notification::{
     Control, LogEntry, NotificationRequest, ParseLimits, ProducerMessage, Rejection, format_time, now_rfc3339, parse_producer_message,
 };
@@ -33,6 +34,7 @@ use crate::schedule::Scheduler;
 use crate::store::{Claim, ReminderState, Store, StoreError, epoch_seconds};
 
 use super::defer::{Deferral, Deferred};
+use super::unsubscribe::Unsubscriber;
 
 /// Marks Herald's own messages on the dispatch queue (fan-out shard jobs).
 const INTERNAL_KEY: &str = "herald";
@@ -77,12 +79,21 @@ pub struct Dispatch {
     sqs: aws_sdk_sqs::Client,
     poster: Poster,
     deferral: Deferral,
+    unsubscriber: Unsubscriber,
     queues: Queues,
     limits: Limits,
 }
 
 impl Dispatch {
-    pub fn new(store: Store, sqs: aws_sdk_sqs::Client, poster: Poster, scheduler: Scheduler, queues: Queues, limits: Limits) -> Self {
+    pub fn new(
+        store: Store,
+        sqs: aws_sdk_sqs::Client,
+        poster: Poster,
+        scheduler: Scheduler,
+        queues: Queues,
+        limits: Limits,
+        roles: RolePolicy,
+    ) -> Self {
         let deferral = Deferral::new(
             store.clone(),
             sqs.clone(),
@@ -91,6 +102,7 @@ impl Dispatch {
             limits.retention_seconds,
         );
         Self {
+            unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles),
             store,
             sqs,
             poster,
@@ -193,7 +205,7 @@ impl Dispatch {
         match control {
             Control::Subscribe { tenant, user, group } => self.store.subscriptions.subscribe(&tenant, &user, &group).await?,
             Control::Unsubscribe { tenant, user, group } => {
-                self.store.subscriptions.unsubscribe(&tenant, &user, &group).await?;
+                self.unsubscriber.unsubscribe(&tenant, &user, &group).await?;
             }
             Control::Cancel { tenant, id } => self.cancel(&tenant, &id).await?,
         }
@@ -487,6 +499,7 @@ impl Handler for Dispatch {
             scheduler,
             Queues::from_source(&Env)?,
             Limits::from_source(&Env)?,
+            RolePolicy::from_source(&Env)?,
         ))
     }
 
