@@ -233,7 +233,10 @@ async fn role_policy_and_durable_subscriptions_entitle_joins() {
 
     // Unsubscribing through the queue takes the live membership away too.
     publish(json!({"control": "unsubscribe", "tenant": tenant, "user": student, "group": "course:77"})).await;
-    assert_eq!(s.next().await, json!({"type": "left", "group": "course:77", "reason": "unsubscribed"}));
+    assert_eq!(
+        s.next().await,
+        json!({"type": "left", "group": "course:77", "reason": "unsubscribed"})
+    );
     publish(note(&tenant, json!({"group": "course:77"}), "instructors only now")).await;
     assert_eq!(instructor.notification().await["title"], "instructors only now");
     s.expect_silence(Duration::from_secs(2)).await;

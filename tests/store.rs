@@ -169,7 +169,11 @@ async fn unprocessed_items_are_retried_until_written_in_batches_of_at_most_25() 
 
     let page = store.log.after(&tenant, &Group::user(&user), Cursor::MIN, 100).await.expect("read");
     let ids: Vec<String> = page.entries.iter().map(|e| e.id.clone()).collect();
-    assert_eq!(ids, (0..60).map(|i| format!("n{i}")).collect::<Vec<_>>(), "every entry written, once, in order");
+    assert_eq!(
+        ids,
+        (0..60).map(|i| format!("n{i}")).collect::<Vec<_>>(),
+        "every entry written, once, in order"
+    );
     let batches = leave.batches.lock().unwrap().clone();
     assert!(batches.iter().all(|&n| n <= 25), "{batches:?}");
     // The first chunk of 25 lost 10, then (keeping one item each time) 9, then 8: each remainder
@@ -182,7 +186,11 @@ async fn a_batch_that_stays_unprocessed_fails_loudly_instead_of_losing_items() {
     let (tenant, user) = (unique("acme"), unique("u"));
     let leave = std::sync::Arc::new(LeaveUnprocessed::new(0, usize::MAX, true));
     let store = store_with(&leave).await;
-    let err = store.log.append(&tenant, &entries(&user, 3), far_future()).await.expect_err("must fail");
+    let err = store
+        .log
+        .append(&tenant, &entries(&user, 3), far_future())
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, StoreError::Unprocessed { count: 3, .. }), "{err}");
     assert_eq!(leave.batches.lock().unwrap().len(), 8, "a bounded number of attempts");
 }

@@ -25,10 +25,10 @@ use crate::cursor::Cursor;
 use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out, retry_delay_seconds};
 use crate::groups::Group;
 use crate::metrics::Metrics;
-use crate::policy::RolePolicy;
 use crate::notification::{
     Control, LogEntry, NotificationRequest, ParseLimits, ProducerMessage, Rejection, format_time, now_rfc3339, parse_producer_message,
 };
+use crate::policy::RolePolicy;
 use crate::runtime::{Handler, InitError};
 use crate::schedule::Scheduler;
 use crate::store::{Claim, ReminderState, Store, StoreError, epoch_seconds};

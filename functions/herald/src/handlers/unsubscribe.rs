@@ -41,7 +41,9 @@ impl Unsubscriber {
         let mut left = 0;
         let mut gone = Vec::new();
         for member in connections {
-            let Some(record) = self.store.connections.get(&member.connection_id).await? else { continue };
+            let Some(record) = self.store.connections.get(&member.connection_id).await? else {
+                continue;
+            };
             let principal = Principal {
                 user: record.user,
                 tenant: record.tenant,
@@ -85,6 +87,9 @@ mod tests {
     #[test]
     fn the_left_frame_names_the_group_and_why() {
         let frame: Value = serde_json::from_str(&left_frame(&Group::parse("course:42").unwrap())).unwrap();
-        assert_eq!(frame, serde_json::json!({"type": "left", "group": "course:42", "reason": "unsubscribed"}));
+        assert_eq!(
+            frame,
+            serde_json::json!({"type": "left", "group": "course:42", "reason": "unsubscribed"})
+        );
     }
 }
