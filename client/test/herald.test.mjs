@@ -426,7 +426,8 @@ describe(`against the local stack (target/${profile})`, () => {
     gateOpen = true;
 
     await until(() => missed.every((id) => received(id).length >= 1), "the missed notifications after reconnect");
-    assert.equal(client.state, "ready");
+    // Replayed frames arrive before the `resumed` reply that ends the sync: ready follows.
+    await until(() => client.state === "ready", "the client to be ready after the resume");
     // Published after the reconnect: arrives live, and is a barrier for late duplicates.
     const last = await publish(tenant, { to: { user }, event: "test.after" });
     await until(() => received(last).length === 1, "the notification after the reconnect");
