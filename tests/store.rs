@@ -4,7 +4,7 @@
 //! withholds items from the request moto receives and reports them back as unprocessed. An item
 //! that is not retried is then really missing from the table.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::config::interceptors::{BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -20,16 +20,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// For the first `failing_calls` BatchWriteItem calls: takes the last `withhold` items out of the
 /// request (keeping at least one, as an empty batch is invalid) and reports them unprocessed.
-#[derive(Debug)]
+/// Clones share their state, so the test keeps one to inspect after the client owns another.
+#[derive(Debug, Clone)]
 struct LeaveUnprocessed {
     withhold: usize,
     /// When true, every item of the request is also reported unprocessed (moto still writes
     /// what it got): a table that never catches up.
     forever: bool,
-    failing_calls: Mutex<usize>,
-    held: Mutex<Option<Value>>,
+    failing_calls: Arc<Mutex<usize>>,
+    held: Arc<Mutex<Option<Value>>>,
     /// Item count of every BatchWriteItem request, as sent.
-    batches: Mutex<Vec<usize>>,
+    batches: Arc<Mutex<Vec<usize>>>,
 }
 
 impl LeaveUnprocessed {
@@ -37,9 +38,9 @@ impl LeaveUnprocessed {
         Self {
             withhold,
             forever,
-            failing_calls: Mutex::new(failing_calls),
-            held: Mutex::new(None),
-            batches: Mutex::new(Vec::new()),
+            failing_calls: Arc::new(Mutex::new(failing_calls)),
+            held: Arc::new(Mutex::new(None)),
+            batches: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }
@@ -100,41 +101,15 @@ impl Intercept for LeaveUnprocessed {
     }
 }
 
-async fn store_with(interceptor: &std::sync::Arc<LeaveUnprocessed>) -> Store {
+async fn store_with(interceptor: &LeaveUnprocessed) -> Store {
     let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await)
-        .interceptor(SharedLeave(interceptor.clone()))
+        .interceptor(interceptor.clone())
         .build();
     let tables = Tables {
         connections: table("ConnectionsTable"),
         notifications: table("NotificationsTable"),
     };
     Store::new(aws_sdk_dynamodb::Client::from_conf(conf), &tables)
-}
-
-/// The interceptor stays inspectable by the test after the client owns it.
-#[derive(Debug)]
-struct SharedLeave(std::sync::Arc<LeaveUnprocessed>);
-
-impl Intercept for SharedLeave {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-    fn modify_before_signing(
-        &self,
-        c: &mut BeforeTransmitInterceptorContextMut<'_>,
-        r: &RuntimeComponents,
-        b: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.0.modify_before_signing(c, r, b)
-    }
-    fn modify_before_deserialization(
-        &self,
-        c: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        r: &RuntimeComponents,
-        b: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.0.modify_before_deserialization(c, r, b)
-    }
 }
 
 /// `n` log entries of one user's topic, cursors in order.
@@ -163,7 +138,7 @@ fn far_future() -> i64 {
 #[tokio::test]
 async fn unprocessed_items_are_retried_until_written_in_batches_of_at_most_25() {
     let (tenant, user) = (unique("acme"), unique("u"));
-    let leave = std::sync::Arc::new(LeaveUnprocessed::new(10, 3, false));
+    let leave = LeaveUnprocessed::new(10, 3, false);
     let store = store_with(&leave).await;
     store.log.append(&tenant, &entries(&user, 60), far_future()).await.expect("append");
 
@@ -184,7 +159,7 @@ async fn unprocessed_items_are_retried_until_written_in_batches_of_at_most_25() 
 #[tokio::test]
 async fn a_batch_that_stays_unprocessed_fails_loudly_instead_of_losing_items() {
     let (tenant, user) = (unique("acme"), unique("u"));
-    let leave = std::sync::Arc::new(LeaveUnprocessed::new(0, usize::MAX, true));
+    let leave = LeaveUnprocessed::new(0, usize::MAX, true);
     let store = store_with(&leave).await;
     let err = store
         .log
