@@ -9,18 +9,21 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-# `make dev` runs the release binaries (what Lambda runs). `make test` builds the functions and
-# the tests in one profile, `ci` (release optimizations without LTO, see Cargo.toml), so the AWS
-# SDK is compiled once for both, and the only other builds are clippy's check and `sam build`.
-PROFILE ?= release
-TEST_PROFILE ?= ci
+# `make dev` and `make test` run the functions built in cargo's dev profile (target/debug): the
+# quickest build from scratch and after an edit, and the one plain `cargo build`/`cargo test`
+# use, so every step shares it. Same source and features as Lambda, which runs the release
+# profile (fat LTO) that `sam build` makes; `make dev PROFILE=release` runs that one locally.
+# See docs/performance.md for the measurements behind this.
+PROFILE ?= dev
 flag = $(if $(filter release,$(1)),--release,--profile $(1))
+# cargo's output directory of a profile: dev builds land in target/debug.
+outdir = $(if $(filter dev,$(1)),debug,$(1))
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 # Tests run this many at once inside a test binary; most of their time is waiting on queues.
 TEST_THREADS ?= 8
 
-.PHONY: help dev build build-test test fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build bench clean venv
+.PHONY: help dev build test fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build bench clean venv
 
 help:
 	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
@@ -28,19 +31,19 @@ help:
 	@echo "make bench  fan-out benchmark (bench/RESULTS.md)"
 
 venv: $(VENV_STAMP)
-$(VENV_STAMP): infra/requirements.txt
+# infra/requirements.txt pins the local stack's dependencies, then installs the stack itself (the
+# package of infra/pyproject.toml, editable): a change to either file reinstalls.
+$(VENV_STAMP): infra/requirements.txt infra/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
 	touch $@
 
+# The one function binary (functions/lambda) that every function of the template runs.
 build:
-	cargo build $(call flag,$(PROFILE)) --bins
-
-build-test:
-	cargo build $(call flag,$(TEST_PROFILE)) --bins
+	cargo build $(call flag,$(PROFILE)) -p herald-lambda
 
 dev: venv build
-	PYTHONPATH=infra $(VENV)/bin/python -m herald_local --profile $(PROFILE) --visibility-timeout 10 --env HERALD_LOG_FORMAT=text
+	PYTHONPATH=infra $(VENV)/bin/python -m herald_local --profile $(call outdir,$(PROFILE)) --visibility-timeout 10 --env HERALD_LOG_FORMAT=text
 
 fmt:
 	cargo fmt --all -- --check
@@ -50,8 +53,8 @@ clippy:
 
 # Unit tests of the core library and the end-to-end tests (tests/), which start the local stack
 # with the real binaries built above.
-unit-and-e2e: venv build-test
-	HERALD_PROFILE=$(TEST_PROFILE) cargo test $(call flag,$(TEST_PROFILE)) --workspace -- --test-threads $(TEST_THREADS)
+unit-and-e2e: venv build
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) --workspace -- --test-threads $(TEST_THREADS)
 
 # The local stack's own tests (Runtime API, gateway, event sources) with fake functions.
 stack-tests: venv
@@ -60,21 +63,22 @@ stack-tests: venv
 lint-template:
 	infra/lint-template.sh
 
-api-contract: venv build-test
-	HERALD_PROFILE=$(TEST_PROFILE) infra/api-contract.sh
+api-contract: venv build
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) infra/api-contract.sh
 
 sam-build:
 	infra/sam-build.sh
 
 # The browser client's tests (Node's test runner) against the local stack.
-client-tests: venv build-test
-	HERALD_PROFILE=$(TEST_PROFILE) client/run-tests.sh
+client-tests: venv build
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) client/run-tests.sh
 
 test: fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build
 	@echo "make test: all checks passed"
 
-bench: venv build
-	HERALD_PROFILE=$(PROFILE) bench/run.sh
+bench: venv
+	$(MAKE) build PROFILE=release
+	HERALD_PROFILE=release bench/run.sh
 
 clean:
 	cargo clean

@@ -1,7 +1,10 @@
 """Cold-start init time of a function binary, as Lambda counts it: from process start to the
 runtime's first `GET /runtime/invocation/next` (configuration read, SDK clients built).
 
-    python bench/init_time.py BINARY [RUNS]      -> prints the median and range in ms
+    python bench/init_time.py BINARY [RUNS] [HANDLER]   -> prints the median and range in ms
+
+HANDLER is passed as `_HANDLER`, as Lambda does from the function's `Handler:` (Herald's one
+binary serves every function and picks the handler by it).
 
 A tiny Runtime API on a loopback port records when the request arrives; the process is then
 killed (it never gets an event). Stdlib only. The environment is the one `template.yaml` gives
@@ -52,10 +55,11 @@ class RuntimeApi(http.server.BaseHTTPRequestHandler):
 
 def main() -> None:
     binary, runs = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 15
+    handler = sys.argv[3] if len(sys.argv) > 3 else "bootstrap"
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}, **ENV,
-           "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}"}
+           "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}", "_HANDLER": handler}
     samples = []
     for _ in range(runs):
         arrived.clear()

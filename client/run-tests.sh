@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tests of the browser client against the real local stack (see test/herald.test.mjs).
-# HERALD_PROFILE=debug|release (default release) picks target/<profile>/ binaries; they must be built.
+# HERALD_PROFILE=debug|release (default debug) picks target/<profile>/herald; it must be built.
 set -euo pipefail
 cd "$(dirname "$0")"
 npm ci --no-audit --no-fund

@@ -23,13 +23,13 @@
 # exact pins), separate from the project's .venv (infra/requirements.txt: moto, aiohttp, ...) that
 # runs the stack.
 #
-# Usage: [HERALD_PROFILE=release|debug] infra/api-contract.sh [extra schemathesis run options]
+# Usage: [HERALD_PROFILE=debug|release] infra/api-contract.sh [extra schemathesis run options]
 # Exit status 0 only when every check passed; the stack is stopped in every case.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PROFILE="${HERALD_PROFILE:-release}"
+PROFILE="${HERALD_PROFILE:-debug}"
 PYTHON="${PYTHON:-python3}"
 SPEC="docs/openapi.yaml"
 SEED="${API_CONTRACT_SEED:-20261123}"

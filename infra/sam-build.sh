@@ -40,14 +40,16 @@ case "$ARCH" in
     *) echo "HERALD_ARCH must be x86_64 or arm64, not '$ARCH'" >&2; exit 2 ;;
 esac
 
-# Every function of the template needs its binary in the workspace.
+# Every function of the template needs its binary in the workspace. The nine functions share
+# one (`herald`, crate functions/lambda): SAM runs cargo lambda once per function, the first run
+# builds and links it, the other eight find it fresh and only copy it.
 mapfile -t BINARIES < <(sed -n 's/^ *Binary: *\([A-Za-z0-9_-]*\).*/\1/p' template.yaml)
 missing=()
-for b in "${BINARIES[@]}"; do
-    [[ -f "functions/$b/Cargo.toml" ]] || missing+=("functions/$b/Cargo.toml")
+for b in $(printf '%s\n' "${BINARIES[@]}" | sort -u); do
+    grep -hs -A1 '^\[\[bin\]\]' functions/*/Cargo.toml | grep -qx "name = \"$b\"" || missing+=("$b")
 done
 if ((${#missing[@]})); then
-    echo "sam-build: the function crates are not all there yet: ${missing[*]}" >&2
+    echo "sam-build: no [[bin]] in functions/*/Cargo.toml for: ${missing[*]}" >&2
     exit 3
 fi
 

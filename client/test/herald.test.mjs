@@ -1,7 +1,7 @@
 // End-to-end tests of client/herald.js against the REAL local stack (infra/herald_local running
 // the Rust binaries of target/$HERALD_PROFILE). Node's built-in runner: `node --test test/`.
 //
-// HERALD_PROFILE=debug|release (default release) picks the binaries; HERALD_TEST_VERBOSE=1 relays
+// HERALD_PROFILE=debug|release (default debug) picks the binary; HERALD_TEST_VERBOSE=1 relays
 // the stack's output. Every test uses its own tenant and users, waits with deadlines (never fixed
 // sleeps), and the stack is stopped at the end (and exits by itself if this process dies).
 
@@ -18,7 +18,7 @@ import { HeraldClient, HeraldError, MAX_FRAME_BYTES, SUBPROTOCOL, backoffDelay }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "..", "..");
-const profile = process.env.HERALD_PROFILE || "release";
+const profile = process.env.HERALD_PROFILE || "debug";
 const verbose = Boolean(process.env.HERALD_TEST_VERBOSE);
 const DEADLINE_MS = 30_000;
 
@@ -155,12 +155,11 @@ function makeClient(t, options) {
 
 function startStack() {
   return new Promise((resolve, reject) => {
-    for (const bin of ["authorizer", "ws-connect", "ws-message", "ws-join", "dispatch", "api"]) {
-      const file = path.join(repo, "target", profile, bin);
-      if (!existsSync(file)) {
-        reject(new Error(`${file} is missing: build the functions (cargo build${profile === "release" ? " --release" : ""}) or set HERALD_PROFILE`));
-        return;
-      }
+    // One binary serves every function; the stack starts it with each function's _HANDLER.
+    const file = path.join(repo, "target", profile, "herald");
+    if (!existsSync(file)) {
+      reject(new Error(`${file} is missing: build the functions (cargo build${profile === "release" ? " --release" : ""}) or set HERALD_PROFILE`));
+      return;
     }
     tmp = mkdtempSync(path.join(tmpdir(), "herald-client-test-"));
     const readyFile = path.join(tmp, "ready.json");

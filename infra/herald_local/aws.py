@@ -31,9 +31,6 @@ from .template import Resolver, Resource, Template, TemplateError, Unresolved
 log = logging.getLogger("herald_local")
 
 MOTO_REGION = "us-east-1"
-DUMMY_CREDENTIALS = {"aws_access_key_id": "herald", "aws_secret_access_key": "herald-local"}
-NAME_PREFIX = "herald"
-
 
 
 @dataclass
@@ -78,8 +75,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-async def open_endpoint(host: str = "127.0.0.1") -> Endpoint:
-    """AWS_ENDPOINT_URL when set (LocalStack, ...), otherwise a fresh moto server."""
+async def open_endpoint(host: str, credentials: dict[str, str]) -> Endpoint:
+    """AWS_ENDPOINT_URL when set (LocalStack, ...), otherwise a fresh moto server, which takes any
+    `credentials` (dummies; the functions sign with them)."""
     external = os.environ.get("AWS_ENDPOINT_URL")
     if external:
         creds = {
@@ -90,10 +88,10 @@ async def open_endpoint(host: str = "127.0.0.1") -> Endpoint:
             creds["aws_session_token"] = os.environ["AWS_SESSION_TOKEN"]
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or MOTO_REGION
         return Endpoint(url=external, region=region, credentials=creds)
-    return await _start_moto(host)
+    return await _start_moto(host, credentials)
 
 
-async def _start_moto(host: str, attempts: int = 3) -> Endpoint:
+async def _start_moto(host: str, credentials: dict[str, str], attempts: int = 3) -> Endpoint:
     for _ in range(attempts):
         port = free_port(host)  # tiny race with other processes: retried below
         proc = await procs.spawn(
@@ -104,7 +102,7 @@ async def _start_moto(host: str, attempts: int = 3) -> Endpoint:
                  asyncio.create_task(_drain_moto(proc.stderr))]
         url = f"http://{host}:{port}"
         if await _wait_http(url + "/moto-api/", proc, deadline=time.monotonic() + 20):
-            return Endpoint(url=url, region=MOTO_REGION, credentials=dict(DUMMY_CREDENTIALS),
+            return Endpoint(url=url, region=MOTO_REGION, credentials=dict(credentials),
                             process=proc, log_tasks=tasks)
         await procs.kill(proc)
     raise RuntimeError("moto server did not start")
@@ -158,9 +156,15 @@ class Provisioned:
     schedule_groups: dict[str, str] = field(default_factory=dict)  # logical id -> group name
 
 
-def physical_name(resource: Resource, props: dict[str, Any], name_key: str) -> str:
-    """The template's explicit name, else `herald-<LogicalId>` (see runtime-contract.md)."""
-    return str(props.get(name_key) or f"{NAME_PREFIX}-{resource.logical_id}")
+def generated_name(resolver: Resolver, logical_id: str) -> str:
+    """`<stack name>-<LogicalId>`: what a resource without an explicit name is called (AWS
+    generates names that start with the stack name too)."""
+    return f"{resolver.refs['AWS::StackName']}-{logical_id}"
+
+
+def physical_name(resolver: Resolver, resource: Resource, props: dict[str, Any], name_key: str) -> str:
+    """The template's explicit name, else the generated one (see runtime-contract.md)."""
+    return str(props.get(name_key) or generated_name(resolver, resource.logical_id))
 
 
 def api_id(logical_id: str) -> str:
@@ -184,7 +188,7 @@ def register_unprovisioned(resolver: Resolver, template: Template) -> None:
             resolver.refs[lid] = name
             resolver.attrs[(lid, "Arn")] = arn
         elif res.type == "AWS::IAM::Role":
-            name = str(resolver.resolve(props.get("RoleName")) or f"{NAME_PREFIX}-{lid}")
+            name = str(resolver.resolve(props.get("RoleName")) or generated_name(resolver, lid))
             resolver.refs[lid] = name
             resolver.attrs[(lid, "Arn")] = f"arn:aws:iam::{account}:role/{name}"
             resolver.attrs[(lid, "RoleId")] = api_id(lid).upper()
@@ -203,7 +207,7 @@ def function_name(resolver: Resolver, res: Resource) -> str:
         explicit = resolver.resolve(res.properties.get("FunctionName"))
     except Unresolved:
         explicit = None
-    return str(explicit or f"{NAME_PREFIX}-{res.logical_id}")
+    return str(explicit or generated_name(resolver, res.logical_id))
 
 
 def provision(endpoint: Endpoint, template: Template, resolver: Resolver,
@@ -241,7 +245,7 @@ _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
 
 def _create_table(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
                   out: Provisioned, _vt: int | None) -> None:
-    name = physical_name(res, props, "TableName")
+    name = physical_name(resolver, res, props, "TableName")
     ddb = client("dynamodb")
     args: dict[str, Any] = {k: props[k] for k in _TABLE_KEYS if k in props}
     args.setdefault("BillingMode", "PROVISIONED" if "ProvisionedThroughput" in props
@@ -289,7 +293,7 @@ def _attr_value(value: Any) -> str:
 
 def _create_queue(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
                   out: Provisioned, visibility_timeout: int | None) -> None:
-    name = physical_name(res, props, "QueueName")
+    name = physical_name(resolver, res, props, "QueueName")
     if props.get("FifoQueue") in (True, "true") and not name.endswith(".fifo"):
         name += ".fifo"
     attributes = {k: _attr_value(props[k]) for k in _QUEUE_ATTRIBUTES if k in props}
@@ -314,7 +318,7 @@ def _create_queue(client: Any, res: Resource, props: dict[str, Any], resolver: R
 
 def _create_schedule_group(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
                            out: Provisioned, _vt: int | None) -> None:
-    name = physical_name(res, props, "Name")
+    name = physical_name(resolver, res, props, "Name")
     scheduler = client("scheduler")
     try:
         arn = scheduler.create_schedule_group(Name=name)["ScheduleGroupArn"]

@@ -1,4 +1,8 @@
-"""Command line: run the stack (default), or talk to a running one (`token`, `invoke`)."""
+"""Command line: run the stack (default), or talk to a running one (`token`, `invoke`).
+
+`herald-local` (the installed command) and `python -m herald_local` both come in through
+`entry`, with Herald's adapter.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +16,33 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
+from .adapter import Adapter
+from .herald import Herald
 from .stack import Options, Stack
-
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_READY_FILE = REPO / "infra" / ".state" / "ready.json"
 
 log = logging.getLogger("herald_local")
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry(prog: str = "herald-local") -> NoReturn:
+    """Run `main` and exit with its status at once."""
+    code = main(prog=prog)
+    # Everything is stopped and reaped by now. Skip interpreter finalization: collecting the heap
+    # boto3's models leave behind takes most of a second, and test harnesses wait for our exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None, prog: str = "herald-local") -> int:
     argv = sys.argv[1:] if argv is None else argv
+    adapter = Herald()
     if argv and argv[0] == "token":
-        return _token(argv[1:])
+        return _token(argv[1:], adapter, f"{prog} token")
     if argv and argv[0] == "invoke":
-        return _invoke(argv[1:])
-    return _run(argv)
+        return _invoke(argv[1:], adapter, f"{prog} invoke")
+    return _run(argv, adapter, prog)
 
 
 # --- run -----------------------------------------------------------------------------------
@@ -40,17 +54,18 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _run_parser() -> argparse.ArgumentParser:
+def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m herald_local",
-        description="Herald's local stack. Subcommands for a running stack: token, invoke.")
-    p.add_argument("--template", type=Path, default=REPO / "template.yaml")
+        prog=prog,
+        description="Serve a SAM template's WebSocket and HTTP APIs, functions and event sources "
+                    "on loopback. Subcommands for a running stack: token, invoke.")
+    p.add_argument("--template", type=Path, default=adapter.template)
     p.add_argument("--profile", default="debug", help="cargo profile dir under target/ (debug)")
     p.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"],
                    help="loopback only")
     p.add_argument("--ws-port", type=int, default=0, help="0 = ephemeral")
     p.add_argument("--http-port", type=int, default=0, help="0 = ephemeral")
-    p.add_argument("--ready-file", type=Path, default=DEFAULT_READY_FILE)
+    p.add_argument("--ready-file", type=Path, default=adapter.ready_file)
     p.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     p.add_argument("--env", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="override a function environment variable (repeatable)")
@@ -62,7 +77,7 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="run DIR/<Binary> instead of target/<profile>/<Binary> "
                         "(default $HERALD_LOCAL_BIN_DIR)")
     p.add_argument("--binary", type=_key_value, action="append", default=[],
-                   metavar="BINARY=COMMAND", help="run COMMAND (shell-split) for BINARY (repeatable)")
+                   metavar="FUNCTION=COMMAND", help="run COMMAND (shell-split) for FUNCTION, its Handler or Binary (repeatable)")
     p.add_argument("--management-auth", choices=["iam", "none"],
                    default=os.environ.get("HERALD_LOCAL_MANAGEMENT_AUTH", "iam"),
                    help="iam: @connections calls must be SigV4-signed with the stack's credentials, "
@@ -73,8 +88,8 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(argv: list[str]) -> int:
-    args = _run_parser().parse_args(argv)
+def _run(argv: list[str], adapter: Adapter, prog: str) -> int:
+    args = _run_parser(adapter, prog).parse_args(argv)
     logging.basicConfig(stream=sys.stdout, format="[herald-local] %(levelname)s %(message)s",
                         level=logging.WARNING if args.quiet else logging.INFO)
     options = Options(
@@ -85,16 +100,16 @@ def _run(argv: list[str]) -> int:
         idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_seconds,
         quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary),
         management_auth=args.management_auth)
-    return asyncio.run(_serve(options, args.parent_pid))
+    return asyncio.run(_serve(options, adapter, args.parent_pid))
 
 
-async def _serve(options: Options, parent_pid: int | None) -> int:
+async def _serve(options: Options, adapter: Adapter, parent_pid: int | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     watchers = [asyncio.create_task(_watch_parent(parent_pid, stop))] if parent_pid else []
-    stack = Stack(options)
+    stack = Stack(options, adapter)
     try:
         starting = asyncio.create_task(stack.start())
         stopping = asyncio.create_task(stop.wait())
@@ -110,7 +125,7 @@ async def _serve(options: Options, parent_pid: int | None) -> int:
             log.error("start-up failed: %s", exc)
             return 1
         if not options.quiet:
-            print(banner(stack), flush=True)
+            print(adapter.banner(stack.info, options), flush=True)
         for name in stack.failed_functions:
             log.warning("%s did not initialize; its invocations fail until it does", name)
         await stop.wait()
@@ -137,61 +152,13 @@ async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
-def banner(stack: Stack) -> str:
-    info, opts = stack.info, stack.options
-    queues = info["queues"]
-    dispatch = queues.get("DispatchQueue") or next(iter(queues.values()), "<no queue>")
-    endpoint, region, jwt = info["awsEndpoint"], info["region"], info["jwt"]
-    binaries = opts.binary_dir or f"target/{opts.profile}"
-    if opts.binaries:
-        binaries += f", {len(opts.binaries)} overridden"
-    creds = info.get("managementCredentials")
-    if opts.management_auth == "none":
-        signing = "unsigned calls accepted"
-    elif creds:
-        signing = f"SigV4 for execute-api: key {creds['accessKeyId']}, secret {creds['secretAccessKey']}"
-    else:
-        signing = "SigV4 for execute-api with your AWS_* credentials"
-    ready = "" if opts.ready_file == DEFAULT_READY_FILE else f" --ready-file {opts.ready_file}"
-    message = ('{"tenant": "dev", "to": {"user": "dev-user"}, "event": "demo.hello", '
-               '"title": "Hello from the local stack"}')
-    lines = [
-        "",
-        f"Herald local stack is ready  ({opts.template}; binaries: {binaries})",
-        f"  WebSocket      {info['websocketUrl']}?token=JWT  (or subprotocols [\"herald.v1\", JWT])",
-        f"  HTTP API       {info['httpUrl']}",
-        f"  @connections   {info['managementEndpoint']}/@connections/{{connectionId}}  ({signing})",
-        f"  control        {info['controlUrl']}",
-        f"  AWS endpoint   {endpoint}  (region {region}, any credentials)",
-        f"  dispatch queue {dispatch}",
-        f"  JWT            issuer {jwt['issuer']}, audience {jwt['audience']}, algorithms "
-        f"{jwt['algorithms']}; ES256 key kid local-1 as inline JWKS, HS256 secret in the ready file",
-        f"  ready file     {opts.ready_file}",
-        "  dev token      sub dev-user, tenant dev, roles admin,service; valid 12 h:",
-        "",
-        f"export TOKEN={info['devToken']}",
-        "",
-        "Try:",
-        f"  websocat \"{info['websocketUrl']}?token=$TOKEN\"",
-        f"  python -m websockets \"{info['websocketUrl']}?token=$TOKEN\"   (pip install websockets)",
-        f"  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x aws --region {region} --endpoint-url {endpoint} "
-        f"sqs send-message --queue-url {dispatch} --message-body '{message}'",
-        f"  python -c 'import boto3; boto3.client(\"sqs\", endpoint_url=\"{endpoint}\", "
-        f"region_name=\"{region}\", aws_access_key_id=\"x\", aws_secret_access_key=\"x\")"
-        f".send_message(QueueUrl=\"{dispatch}\", MessageBody={json.dumps(message)})'",
-        f"  PYTHONPATH=infra python -m herald_local token{ready} --sub u1 --tenant acme --roles instructor",
-        f"  PYTHONPATH=infra python -m herald_local invoke{ready} ws-message -e events/ws-message-ping.json",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # --- clients of a running stack -----------------------------------------------------------
 
-def _client_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m herald_local {prog}")
-    p.add_argument("--ready-file", type=Path, default=DEFAULT_READY_FILE)
-    p.add_argument("--control-url", help="e.g. http://127.0.0.1:PORT/_herald (else from the ready file)")
+def _client_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--ready-file", type=Path, default=adapter.ready_file)
+    p.add_argument("--control-url",
+                   help=f"e.g. http://127.0.0.1:PORT{adapter.control_path} (else from the ready file)")
     return p
 
 
@@ -217,24 +184,12 @@ def _post(url: str, body: bytes) -> tuple[int, bytes]:
         raise SystemExit(f"cannot reach the stack at {url}: {err.reason}") from None
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _token(argv: list[str]) -> int:
-    p = _client_parser("token")
-    p.add_argument("--sub", default="dev-user")
-    p.add_argument("--tenant", default="dev")
-    p.add_argument("--roles", type=_csv, default=[], help="comma list")
-    p.add_argument("--groups", type=_csv, help="comma list (the token's groups claim)")
-    p.add_argument("--ttl", type=int, default=3600, help="seconds")
-    p.add_argument("--alg", default="ES256", choices=["ES256", "HS256"])
+def _token(argv: list[str], adapter: Adapter, prog: str) -> int:
+    p = _client_parser(adapter, prog)
+    adapter.add_token_arguments(p)
     args = p.parse_args(argv)
-    body: dict[str, Any] = {"sub": args.sub, "tenant": args.tenant, "roles": args.roles,
-                            "ttlSeconds": args.ttl, "alg": args.alg}
-    if args.groups is not None:
-        body["groups"] = args.groups
-    status, out = _post(_control_url(args) + "/token", json.dumps(body).encode())
+    body = json.dumps(adapter.token_request(args)).encode()
+    status, out = _post(_control_url(args) + "/token", body)
     if status != 200:
         print(out.decode(errors="replace"), file=sys.stderr)
         return 1
@@ -242,9 +197,9 @@ def _token(argv: list[str]) -> int:
     return 0
 
 
-def _invoke(argv: list[str]) -> int:
-    p = _client_parser("invoke")
-    p.add_argument("function", help="binary (e.g. dispatch) or logical id")
+def _invoke(argv: list[str], adapter: Adapter, prog: str) -> int:
+    p = _client_parser(adapter, prog)
+    p.add_argument("function", help="function: its Handler (e.g. dispatch), Binary or logical id")
     p.add_argument("-e", "--event", type=Path, help="event JSON file (default: stdin, or {})")
     args = p.parse_args(argv)
     if args.event:

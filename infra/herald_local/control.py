@@ -1,5 +1,5 @@
-"""Control API (local only), under /_herald on the WebSocket port: health, connections, faults,
-direct invocation (like `sam local invoke -e`) and development tokens."""
+"""Control API (local only), under the adapter's `control_path` on the WebSocket port: health,
+connections, faults, direct invocation (like `sam local invoke -e`) and development tokens."""
 
 from __future__ import annotations
 
@@ -9,31 +9,31 @@ from typing import Any
 
 from aiohttp import web
 
+from .adapter import Adapter
 from .faults import Faults
 from .gateway import Gateway
 from .runtime import FunctionError, FunctionPool
-from .tokens import TokenIssuer
 
 
 class Control:
     def __init__(self, *, gateway: Gateway | None, pools: dict[str, FunctionPool], faults: Faults,
-                 tokens: TokenIssuer, ready: asyncio.Event) -> None:
+                 adapter: Adapter, ready: asyncio.Event) -> None:
         self._gateway = gateway
         self._pools = pools
         self._faults = faults
-        self._tokens = tokens
+        self._adapter = adapter
         self._ready = ready
 
     def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/_herald/health", self._health)
-        r.add_get("/_herald/connections", self._connections)
-        r.add_post("/_herald/connections/{connection_id}/drop", self._drop)
-        r.add_post("/_herald/faults/posts", self._post_fault)
-        r.add_post("/_herald/faults/kill", self._kill_fault)
-        r.add_delete("/_herald/faults", self._clear_faults)
-        r.add_post("/_herald/invoke/{function}", self._invoke)
-        r.add_post("/_herald/token", self._token)
+        r, root = app.router, self._adapter.control_path
+        r.add_get(f"{root}/health", self._health)
+        r.add_get(f"{root}/connections", self._connections)
+        r.add_post(f"{root}/connections/{{connection_id}}/drop", self._drop)
+        r.add_post(f"{root}/faults/posts", self._post_fault)
+        r.add_post(f"{root}/faults/kill", self._kill_fault)
+        r.add_delete(f"{root}/faults", self._clear_faults)
+        r.add_post(f"{root}/invoke/{{function}}", self._invoke)
+        r.add_post(f"{root}/token", self._token)
 
     async def _health(self, _: web.Request) -> web.Response:
         if self._ready.is_set():
@@ -41,7 +41,11 @@ class Control:
         return web.json_response({"status": "starting"}, status=503)
 
     async def _connections(self, _: web.Request) -> web.Response:
-        return web.json_response(self._gateway.describe() if self._gateway else [])
+        connections = self._gateway.open_connections() if self._gateway else []
+        return web.json_response([
+            {"connectionId": conn.id, **self._adapter.connection_info(conn.ctx.authorizer),
+             "connectedAt": conn.ctx.connected_at_ms}
+            for conn in connections])
 
     async def _drop(self, request: web.Request) -> web.Response:
         if self._gateway and self._gateway.drop(request.match_info["connection_id"]):
@@ -61,7 +65,7 @@ class Control:
     async def _kill_fault(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         function = str(body.get("function", ""))
-        if not any(function in (p.spec.binary, p.spec.logical_id) for p in self._pools.values()):
+        if not any(function in (p.spec.key, p.spec.logical_id) for p in self._pools.values()):
             return _error(404, f"unknown function {function!r}")
         self._faults.add_kill_fault(function, str(body.get("match", "")), int(body.get("count", 1)))
         return web.Response(status=204)
@@ -86,12 +90,7 @@ class Control:
     async def _token(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         try:
-            token = self._tokens.issue(
-                str(body.get("sub", "dev-user")), str(body.get("tenant", "dev")),
-                roles=list(body.get("roles") or []),
-                groups=list(body["groups"]) if body.get("groups") is not None else None,
-                ttl_s=int(body.get("ttlSeconds", 3600)), alg=str(body.get("alg", "ES256")),
-                extra=body.get("claims"))
+            token = self._adapter.issue_token(body)
         except (TypeError, ValueError) as exc:
             return _error(400, str(exc))
         return web.json_response({"token": token})

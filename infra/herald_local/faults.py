@@ -1,4 +1,4 @@
-"""Injected failures (control API `/_herald/faults`), for tests and demos.
+"""Injected failures (control API `faults`), for tests and demos.
 
 Post faults make `@connections` answer an error instead of delivering; kill faults SIGKILL a
 function process right after it fetched a matching event. Both are consulted on hot paths, so

@@ -1,10 +1,12 @@
 """The template's functions: what to run for each and with which environment.
 
-A function is known by its logical id, its function name (what ARNs end with), and its binary
-(`Metadata.BuildProperties.Binary`), which is also the name it goes by in logs, the control API
-and the command line. By default the binary is `target/<profile>/<Binary>` next to the template;
-`--binary NAME=COMMAND` or `--binary-dir DIR` (or HERALD_LOCAL_BIN_DIR) run something else, which
-is how the tests run small Python fakes without building the Rust workspace.
+A function is known by its logical id, its function name (what ARNs end with), and its key: the
+`Handler` when the template sets one other than `bootstrap` (several functions can share one
+binary, `Metadata.BuildProperties.Binary`, and tell themselves apart by `_HANDLER`, as on Lambda),
+else the binary. The key is the name it goes by in logs, the control API and the command line. By
+default the executable is `target/<profile>/<Binary>` next to the template; `--binary KEY=COMMAND`
+or `--binary-dir DIR` (or HERALD_LOCAL_BIN_DIR) run something else, which is how the tests run
+small Python fakes without building the Rust workspace.
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ class FunctionSpec:
     env: dict[str, str]
     timeout_s: float
     memory_mb: int
+    handler: str = "bootstrap"   # the template's Handler; the process gets it as _HANDLER
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved SAM Events
+
+    @property
+    def key(self) -> str:
+        """The function's short name (logs, control API, --binary overrides)."""
+        return self.handler if self.handler and self.handler != "bootstrap" else self.binary
 
     @property
     def available(self) -> bool:
@@ -61,7 +69,8 @@ def load_functions(template: Template, resolver: Resolver, *, profile: str,
     """Every included AWS::Serverless::Function with a Binary, resolved.
 
     Environment precedence: inherited basics < template (Globals + function) < `base_env` (the
-    local stack's endpoint, gateway and JWT settings) < `env_overrides` (--env).
+    local AWS endpoint) < `env_overrides` (--env). The stack then adds its adapter's variables
+    between the template's and --env.
     """
     specs = []
     for res in template.of_type("AWS::Serverless::Function"):
@@ -76,8 +85,10 @@ def load_functions(template: Template, resolver: Resolver, *, profile: str,
         env.update({k: _env_value(v) for k, v in variables.items()})
         env.update(base_env)
         env.update(env_overrides)
-        if binary in commands:
-            command = shlex.split(commands[binary])
+        handler = str(props.get("Handler") or "bootstrap")
+        key = handler if handler != "bootstrap" else binary
+        if key in commands:
+            command = shlex.split(commands[key])
         elif binary_dir:
             command = [str(Path(binary_dir).resolve() / binary)]
         else:
@@ -88,6 +99,7 @@ def load_functions(template: Template, resolver: Resolver, *, profile: str,
             name=name,
             arn=resolver.attrs[(res.logical_id, "Arn")],
             binary=binary,
+            handler=handler,
             command=command,
             env=env,
             timeout_s=float(props.get("Timeout") or DEFAULT_TIMEOUT_S),
@@ -103,7 +115,7 @@ class FunctionIndex:
     def __init__(self, specs: list[FunctionSpec]) -> None:
         self._keys: dict[str, FunctionSpec] = {}
         for spec in specs:
-            for key in (spec.logical_id, spec.binary, spec.name):
+            for key in (spec.logical_id, spec.key, spec.name):
                 self._keys.setdefault(key, spec)
 
     def get(self, key: str) -> FunctionSpec | None:

@@ -29,7 +29,7 @@ from .wsapi import (AuthorizerVerdict, ConnectRequest, EventContext, Route, WebS
 
 log = logging.getLogger("herald_local")
 # aiohttp warns when the client's subprotocols and ours do not overlap, quoting the client's
-# list - which carries the JWT (["herald.v1", JWT]). A token must never reach the logs.
+# list - which may carry a token (e.g. ["app.v1", JWT]). A token must never reach the logs.
 logging.getLogger("aiohttp.websocket").setLevel(logging.ERROR)
 
 FRAME_LIMIT = 32 * 1024      # client frames (and, locally, whole messages): else close 1009
@@ -180,16 +180,8 @@ class Gateway:
 
     # --- control helpers -------------------------------------------------------------------
 
-    def describe(self) -> list[dict[str, Any]]:
-        out = []
-        for conn in self.connections.values():
-            if conn.state is State.OPEN:
-                auth = conn.ctx.authorizer
-                out.append({"connectionId": conn.id,
-                            "user": auth.get("user", auth.get("principalId")),
-                            "tenant": auth.get("tenant"),
-                            "connectedAt": conn.ctx.connected_at_ms})
-        return out
+    def open_connections(self) -> list[Connection]:
+        return [conn for conn in self.connections.values() if conn.state is State.OPEN]
 
     def drop(self, connection_id: str) -> bool:
         """Cut the TCP connection without a close frame; $disconnect still fires (1006)."""
@@ -389,7 +381,7 @@ class Gateway:
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _invoke(self, function: FunctionSpec, event: dict[str, Any]) -> bytes:
-        return await self._pools[function.binary].invoke(json.dumps(event).encode())
+        return await self._pools[function.key].invoke(json.dumps(event).encode())
 
     async def _invoke_quietly(self, function: FunctionSpec, event: dict[str, Any]) -> None:
         try:

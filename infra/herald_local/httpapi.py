@@ -197,7 +197,7 @@ class HttpApi:
         event = await self._event(request, route, params)
         try:
             raw = await asyncio.wait_for(
-                self._pools[route.function.binary].invoke(json.dumps(event).encode()),
+                self._pools[route.function.key].invoke(json.dumps(event).encode()),
                 INTEGRATION_TIMEOUT_S)
         except asyncio.TimeoutError:
             return web.json_response({"message": "Service Unavailable"}, status=503)

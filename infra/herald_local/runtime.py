@@ -179,7 +179,7 @@ class FunctionPool:
         self._faults = faults
         self._cwd = cwd
         self._report = report
-        self._names = (spec.binary, spec.logical_id, spec.name)
+        self._names = (spec.key, spec.logical_id, spec.name)
         self._instances: list[Instance] = []
         self._pending: collections.deque[Invocation] = collections.deque()
         self._idle: collections.deque[Instance] = collections.deque()
@@ -370,8 +370,8 @@ class FunctionPool:
         except OSError as exc:
             returncode = str(exc)
         else:
-            relays = [asyncio.create_task(procs.relay(inst.proc.stdout, self.spec.binary)),
-                      asyncio.create_task(procs.relay(inst.proc.stderr, self.spec.binary))]
+            relays = [asyncio.create_task(procs.relay(inst.proc.stdout, self.spec.key)),
+                      asyncio.create_task(procs.relay(inst.proc.stderr, self.spec.key))]
             returncode = await inst.proc.wait()
             procs.kill_group(inst.proc, reaped=True)  # anything it forked goes with it
             await asyncio.wait(relays, timeout=1)  # its last words come before ours
@@ -384,7 +384,7 @@ class FunctionPool:
         if inst.init_ms is None:
             self._init_failed(inst, reason)
         elif not inst.killed:
-            log.warning("%s: instance %d exited (%s)", self.spec.binary, inst.number, reason)
+            log.warning("%s: instance %d exited (%s)", self.spec.key, inst.number, reason)
         self._scale()
 
     async def _retire(self, inst: Instance) -> None:
@@ -401,7 +401,7 @@ class FunctionPool:
         self._backoff_until = time.monotonic() + min(0.25 * 2 ** (self._init_failures - 1), 5.0)
         self._warm = False  # try again when there is work, not in a loop
         message = inst.init_error or f"Runtime exited with error: {reason}"
-        log.warning("%s: init failed: %s", self.spec.binary, message)
+        log.warning("%s: init failed: %s", self.spec.key, message)
         self._settled.set()
         if not any(i.init_ms is not None for i in self._instances):
             self._fail_pending(FunctionError(
@@ -419,7 +419,7 @@ class FunctionPool:
             "AWS_LAMBDA_LOG_STREAM_NAME": stream,
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_EXECUTION_ENV": "AWS_Lambda_provided.al2023",
-            "_HANDLER": "bootstrap",
+            "_HANDLER": self.spec.handler,
             "LAMBDA_TASK_ROOT": self._cwd,
         }
 
@@ -436,7 +436,7 @@ class FunctionPool:
             parts.append(f"Init Duration: {inst.init_ms:.2f} ms")
         if status:
             parts.append(f"Status: {status}")
-        procs.emit(self.spec.binary, "\t".join(parts))
+        procs.emit(self.spec.key, "\t".join(parts))
 
 
 def _trace_id() -> str:

@@ -136,9 +136,9 @@ class Scheduler:
                         group, name, schedule.target_arn)
         else:
             try:
-                await self._pools[spec.binary].invoke(schedule.payload)
+                await self._pools[spec.key].invoke(schedule.payload)
             except FunctionError as exc:
-                log.warning("schedule %s/%s: %s failed: %s", group, name, spec.binary, exc)
+                log.warning("schedule %s/%s: %s failed: %s", group, name, spec.key, exc)
         if schedule.delete_after:
             try:
                 await asyncio.to_thread(self._client.delete_schedule, GroupName=group, Name=name)

@@ -94,7 +94,7 @@ class SqsPoller:
                 if messages:
                     await self._process(messages)
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-                log.warning("%s: polling %s failed: %s", self.mapping.function.binary,
+                log.warning("%s: polling %s failed: %s", self.mapping.function.key,
                             self.mapping.queue_url, exc)
                 await asyncio.sleep(1)
 
@@ -126,7 +126,7 @@ class SqsPoller:
             raw = await self._pool.invoke(json.dumps(event).encode())
         except FunctionError as exc:
             log.warning("%s: batch of %d failed, left for redelivery: %s",
-                        self.mapping.function.binary, len(messages), exc.error_type)
+                        self.mapping.function.key, len(messages), exc.error_type)
             return
         failed = self._failures(raw, {m["MessageId"] for m in messages})
         done = [m for m in messages if m["MessageId"] not in failed]
@@ -137,7 +137,7 @@ class SqsPoller:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                          for i, m in enumerate(chunk)])
             for failure in result.get("Failed") or []:  # e.g. its visibility timeout ran out
-                log.warning("%s: delete failed: %s", self.mapping.function.binary,
+                log.warning("%s: delete failed: %s", self.mapping.function.key,
                             failure.get("Message"))
 
     def _failures(self, raw: bytes, ids: set[str]) -> set[str]:

@@ -1,4 +1,8 @@
-"""Start-up and shutdown of the whole local stack, in the order local-stack.md describes."""
+"""Start-up and shutdown of the whole local stack, in the order local-stack.md describes.
+
+What the stack adds for one project (names, extra function environment, ready-file fields) comes
+from its `Adapter`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from . import aws
+from .adapter import Adapter
 from .control import Control
 from .faults import Faults
 from .functions import FunctionIndex, FunctionSpec, load_functions
@@ -25,7 +30,6 @@ from .runtime import MAX_RESPONSE_BYTES, FunctionPool, RuntimeApi
 from .scheduler import Scheduler
 from .sqs_source import SqsPoller, mappings_from_functions
 from .template import Resolver, Template
-from .tokens import TokenIssuer
 from .wsapi import WebSocketApi
 
 log = logging.getLogger("herald_local")
@@ -61,8 +65,9 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 class Stack:
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, adapter: Adapter) -> None:
         self.options = options
+        self.adapter = adapter
         self.ready = asyncio.Event()
         self.info: dict[str, Any] = {}
         self.failed_functions: list[str] = []
@@ -74,42 +79,40 @@ class Stack:
         self._background: list[SqsPoller | Scheduler] = []
 
     async def start(self) -> None:
-        opts = self.options
+        opts, adapter = self.options, self.adapter
         # boto3 calls (polls, schedules, provisioning) run in threads; the default pool of
         # cpu+4 threads is too small for several concurrent long-polls per queue.
         asyncio.get_running_loop().set_default_executor(
             concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws"))
         template = Template.load(opts.template)
-        self._endpoint = endpoint = await aws.open_endpoint(opts.host)
+        self._endpoint = endpoint = await aws.open_endpoint(opts.host, adapter.credentials)
         account = await asyncio.to_thread(aws.account_id, endpoint)
-        resolver = Resolver(template, region=endpoint.region, account_id=account)
+        resolver = Resolver(template, region=endpoint.region, account_id=account,
+                            stack_name=adapter.stack_name)
         aws.register_unprovisioned(resolver, template)
         provisioned = await asyncio.to_thread(
             aws.provision, endpoint, template, resolver, opts.visibility_timeout)
 
-        # Bind both ports first: the functions' HERALD_WS_ENDPOINT needs the real one.
+        # Bind both ports first: the adapter may give the functions the real management endpoint.
         ws_sock, http_sock = _listen(opts.host, opts.ws_port), _listen(opts.host, opts.http_port)
         ws_base = f"http://{opts.host}:{ws_sock.getsockname()[1]}"
         http_url = f"http://{opts.host}:{http_sock.getsockname()[1]}"
-        tokens = TokenIssuer()
-        base_env = {**endpoint.env(), **tokens.function_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+        base_env = {**endpoint.env(), "AWS_EC2_METADATA_DISABLED": "true"}
         specs = load_functions(template, resolver, profile=opts.profile, binary_dir=opts.binary_dir,
                                commands=opts.binaries, env_overrides=opts.env, base_env=base_env)
         index = FunctionIndex(specs)
         api = WebSocketApi.from_template(template, resolver, index)
         stage = api.stage if api else "prod"
         management = f"{ws_base}/{stage}"
-        if "HERALD_WS_ENDPOINT" not in opts.env:
-            for spec in specs:
-                spec.env["HERALD_WS_ENDPOINT"] = management
-        tokens.tenant_claim = next(
-            (s.env["HERALD_JWT_TENANT_CLAIM"] for s in specs if s.env.get("HERALD_JWT_TENANT_CLAIM")),
-            "tenant")
+        # The adapter's variables beat the template's, --env beats both (as in load_functions).
+        extra_env = adapter.function_env(specs, management_endpoint=management)
+        for spec in specs:
+            spec.env.update({k: v for k, v in extra_env.items() if k not in opts.env})
 
         faults = Faults()
         self._runtime = RuntimeApi(opts.host)
         await self._runtime.start()
-        self._pools = {s.binary: FunctionPool(s, self._runtime, faults, cwd=str(template.directory),
+        self._pools = {s.key: FunctionPool(s, self._runtime, faults, cwd=str(template.directory),
                                               report=not opts.quiet) for s in specs}
 
         ws_app = web.Application(client_max_size=MAX_RESPONSE_BYTES)  # invoke: Lambda's 6 MB
@@ -120,7 +123,7 @@ class Stack:
                                     verifier=Verifier(endpoint.credentials, endpoint.region)
                                     if opts.management_auth == "iam" else None)
             self._gateway.add_routes(ws_app)
-        Control(gateway=self._gateway, pools=self._pools, faults=faults, tokens=tokens,
+        Control(gateway=self._gateway, pools=self._pools, faults=faults, adapter=adapter,
                 ready=self.ready).add_routes(ws_app)
         http_api = http_api_from_template(template, resolver, specs, self._pools, account)
         await self._serve(ws_app, ws_sock)
@@ -129,11 +132,11 @@ class Stack:
         for pool in self._pools.values():
             pool.start()
         settled = await asyncio.gather(*(p.wait_settled(INIT_WAIT_S) for p in self._pools.values()))
-        self.failed_functions = [p.spec.binary for p, ok in zip(self._pools.values(), settled) if not ok]
+        self.failed_functions = [p.spec.key for p, ok in zip(self._pools.values(), settled) if not ok]
 
         sqs = endpoint.client("sqs", attempts=1)
         for mapping in mappings_from_functions(specs, provisioned):
-            self._background.append(SqsPoller(mapping, self._pools[mapping.function.binary], sqs,
+            self._background.append(SqsPoller(mapping, self._pools[mapping.function.key], sqs,
                                               endpoint.region))
         self._background.append(Scheduler(endpoint.client("scheduler", attempts=1), index, self._pools))
         for worker in self._background:
@@ -141,8 +144,8 @@ class Stack:
 
         self.info = self._describe(
             ws_url=f"ws://{opts.host}:{ws_sock.getsockname()[1]}/{stage}", management=management,
-            http_url=http_url, control_url=f"{ws_base}/_herald", stage=stage,
-            provisioned=provisioned, tokens=tokens, specs=specs)
+            http_url=http_url, control_url=f"{ws_base}{adapter.control_path}", stage=stage,
+            provisioned=provisioned, specs=specs)
         if opts.ready_file is not None:
             opts.ready_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = opts.ready_file.with_suffix(".tmp")
@@ -157,7 +160,7 @@ class Stack:
         self._runners.append(runner)
 
     def _describe(self, *, ws_url: str, management: str, http_url: str, control_url: str,
-                  stage: str, provisioned: aws.Provisioned, tokens: TokenIssuer,
+                  stage: str, provisioned: aws.Provisioned,
                   specs: list[FunctionSpec]) -> dict[str, Any]:
         assert self._endpoint is not None
         function_env: dict[str, str] = {}
@@ -181,15 +184,10 @@ class Stack:
             "queues": provisioned.queues,
             "tables": provisioned.tables,
             "scheduleGroup": next(iter(provisioned.schedule_groups.values()), None),
-            "jwt": {"issuer": tokens.function_env()["HERALD_JWT_ISSUER"],
-                    "audience": tokens.function_env()["HERALD_JWT_AUDIENCE"],
-                    "algorithms": tokens.function_env()["HERALD_JWT_ALGORITHMS"],
-                    "hs256Secret": tokens.hs256_secret, "jwks": tokens.jwks,
-                    "tenantClaim": tokens.tenant_claim},
-            "devToken": tokens.dev_token(),
+            **self.adapter.ready_info(),
             "functionEnv": function_env,
-            "functions": {s.binary: {"logicalId": s.logical_id, "name": s.name, "arn": s.arn,
-                                     "command": s.command, "running": s.binary not in self.failed_functions}
+            "functions": {s.key: {"logicalId": s.logical_id, "name": s.name, "arn": s.arn,
+                                     "command": s.command, "running": s.key not in self.failed_functions}
                           for s in specs},
             "pid": os.getpid(),
         }

@@ -138,7 +138,7 @@ class Resolver:
     """Evaluates intrinsics. `refs`/`attrs` are filled with physical ids and attributes."""
 
     def __init__(self, template: Template, *, region: str, account_id: str,
-                 stack_name: str = "herald", parameters: dict[str, str] | None = None) -> None:
+                 stack_name: str = "local", parameters: dict[str, str] | None = None) -> None:
         self.template = template
         self.refs: dict[str, Any] = {
             "AWS::Region": region,

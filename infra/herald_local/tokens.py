@@ -1,7 +1,8 @@
-"""Development JWTs: an ES256 key made at start (published as an inline JWKS) and an HS256 secret.
+"""Development JWT keys: an ES256 key made at start (published as an inline JWKS) and an HS256
+secret.
 
-The functions get these settings through HERALD_JWT_* and validate tokens exactly as they would
-on AWS; the stack only signs.
+The functions get the keys through their environment (the adapter names the variables) and
+validate tokens exactly as they would on AWS; the stack only signs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-ISSUER = "herald-local"
-AUDIENCE = "herald"
-ALGORITHMS = "ES256,HS256"
 KEY_ID = "local-1"
-DEV_TOKEN_TTL_S = 12 * 3600
 
 
 def _b64url(data: bytes) -> str:
@@ -35,8 +31,7 @@ def _json_b64(doc: dict[str, Any]) -> str:
 
 
 @dataclass
-class TokenIssuer:
-    tenant_claim: str = "tenant"
+class SigningKeys:
     hs256_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
 
@@ -49,28 +44,8 @@ class TokenIssuer:
             "y": _b64url(numbers.y.to_bytes(32, "big")),
         }]}
 
-    def function_env(self) -> dict[str, str]:
-        """HERALD_JWT_* for the functions (JWKS_URL is cleared: the keys are inline)."""
-        return {
-            "HERALD_JWT_ISSUER": ISSUER,
-            "HERALD_JWT_AUDIENCE": AUDIENCE,
-            "HERALD_JWT_ALGORITHMS": ALGORITHMS,
-            "HERALD_JWT_JWKS": json.dumps(self.jwks, separators=(",", ":")),
-            "HERALD_JWT_JWKS_URL": "",
-            "HERALD_JWT_HS256_SECRET": self.hs256_secret,
-        }
-
-    def issue(self, sub: str, tenant: str, *, roles: list[str] | None = None,
-              groups: list[str] | None = None, ttl_s: int = 3600, alg: str = "ES256",
-              extra: dict[str, Any] | None = None) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": ISSUER, "aud": AUDIENCE, "sub": sub, self.tenant_claim: tenant,
-            "roles": roles or [], "iat": now, "nbf": now, "exp": now + ttl_s,
-        }
-        if groups is not None:
-            claims["groups"] = groups
-        claims.update(extra or {})
+    def sign(self, claims: dict[str, Any], alg: str = "ES256") -> str:
+        """A compact JWS of `claims`: ES256 with the key of `jwks`, or HS256 with the secret."""
         if alg == "ES256":
             head = _json_b64({"alg": "ES256", "typ": "JWT", "kid": KEY_ID})
             signing_input = f"{head}.{_json_b64(claims)}".encode()
@@ -83,6 +58,3 @@ class TokenIssuer:
         else:
             raise ValueError(f"unsupported algorithm {alg} (ES256 or HS256)")
         return f"{signing_input.decode()}.{_b64url(signature)}"
-
-    def dev_token(self) -> str:
-        return self.issue("dev-user", "dev", roles=["admin", "service"], ttl_s=DEV_TOKEN_TTL_S)

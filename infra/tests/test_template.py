@@ -118,23 +118,26 @@ def test_herald_template_matches_the_runtime_contract() -> None:
     tpl, r = _resolved(REPO / "template.yaml")
     specs = load_functions(tpl, r, profile="debug", binary_dir=None, commands={},
                            env_overrides={}, base_env={})
-    assert {s.binary for s in specs} == {
+    assert {s.key for s in specs} == {
         "authorizer", "ws-connect", "ws-disconnect", "ws-join", "ws-message", "dispatch",
         "retry", "reminder", "api"}
+    # One binary serves the nine functions; each knows which it is by its Handler (_HANDLER).
+    assert {s.binary for s in specs} == {"herald"}
+    assert {s.handler for s in specs} == {s.key for s in specs}
     for spec in specs:
         assert spec.env["HERALD_CONNECTIONS_TABLE"] == "local-ConnectionsTable"
         assert spec.env["HERALD_DISPATCH_QUEUE_URL"] == "local-DispatchQueue"
     index = FunctionIndex(specs)
     reminder = index.get(specs[0].env["HERALD_REMINDER_TARGET_ARN"])
-    assert reminder is not None and reminder.binary == "reminder"
+    assert reminder is not None and reminder.key == "reminder"
     api = WebSocketApi.from_template(tpl, r, index)
     assert api is not None and api.selection_path == ["action"]
     routes = api.routes
     assert routes["$connect"].authorizer is not None
-    assert routes["$connect"].function.binary == "ws-connect"
-    assert routes["$disconnect"].function.binary == "ws-disconnect"
+    assert routes["$connect"].function.key == "ws-connect"
+    assert routes["$disconnect"].function.key == "ws-disconnect"
     assert routes["join"].two_way and routes["leave"].two_way and routes["$default"].two_way
-    assert routes["$default"].function.binary == "ws-message"
+    assert routes["$default"].function.key == "ws-message"
 
 
 def test_binary_commands(tmp_path: Path) -> None:
@@ -145,10 +148,35 @@ def test_binary_commands(tmp_path: Path) -> None:
                  ) -> dict[str, list[str]]:
         specs = load_functions(tpl, r, profile="release", binary_dir=binary_dir,
                                commands=overrides or {}, env_overrides={}, base_env={})
-        return {s.binary: s.command for s in specs}
+        return {s.key: s.command for s in specs}
 
     assert commands()["dispatch"] == [str(tpl.directory / "target" / "release" / "dispatch")]
     assert commands(str(tmp_path))["dispatch"] == [str(tmp_path / "dispatch")]
     custom = commands(str(tmp_path), {"dispatch": "python3 fake.py 'a b'"})
     assert custom["dispatch"] == ["python3", "fake.py", "a b"]
     assert custom["api"] == [str(tmp_path / "api")]
+
+
+def test_functions_sharing_a_binary_are_told_apart_by_handler(tmp_path: Path) -> None:
+    """Two functions over one binary: one executable, two keys, each started with its _HANDLER."""
+    tpl = load(tmp_path, """
+Resources:
+  A:
+    Type: AWS::Serverless::Function
+    Metadata: {BuildProperties: {Binary: one}}
+    Properties: {Handler: first}
+  B:
+    Type: AWS::Serverless::Function
+    Metadata: {BuildProperties: {Binary: one}}
+    Properties: {Handler: second}
+""")
+    r = Resolver(tpl, region="us-east-1", account_id="123456789012")
+    register_unprovisioned(r, tpl)
+    specs = load_functions(tpl, r, profile="ci", binary_dir=None, commands={"second": "fake"},
+                           env_overrides={}, base_env={})
+    by_key = {s.key: s for s in specs}
+    assert set(by_key) == {"first", "second"}
+    assert by_key["first"].command == [str(tmp_path / "target" / "ci" / "one")]
+    assert by_key["second"].command == ["fake"]
+    assert by_key["first"].handler == "first" and by_key["second"].handler == "second"
+    assert FunctionIndex(specs).get("second") is by_key["second"]

@@ -19,7 +19,7 @@ from herald_local.faults import Faults
 from herald_local.functions import FunctionSpec
 from herald_local.httpapi import HttpApi, HttpRoute
 from herald_local.scheduler import due_time
-from herald_local.tokens import TokenIssuer
+from herald_local.herald import TokenIssuer
 from herald_local.wsapi import AuthorizerVerdict, Route, WebSocketApi, authorizer_context
 
 ARN = "arn:aws:execute-api:us-east-1:123456789012:abc/prod/$connect"

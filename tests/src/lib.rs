@@ -79,9 +79,10 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The cargo profile whose binaries the stack runs (`HERALD_PROFILE`, default `release`).
+/// The target directory whose function binary the stack runs (`HERALD_PROFILE`, default `debug`,
+/// so a plain `cargo build && cargo test` runs what it just built).
 pub fn profile() -> String {
-    std::env::var("HERALD_PROFILE").unwrap_or_else(|_| "release".into())
+    std::env::var("HERALD_PROFILE").unwrap_or_else(|_| "debug".into())
 }
 
 static STACK: OnceLock<Stack> = OnceLock::new();
@@ -105,14 +106,13 @@ fn start_stack(env: &[(&str, &str)]) -> Stack {
         "{} is missing: run `make test` (it creates the virtualenv)",
         python.display()
     );
-    for bin in ["authorizer", "ws-connect", "dispatch", "api"] {
-        let p = root.join("target").join(profile()).join(bin);
-        assert!(
-            p.exists(),
-            "{} is missing: build the functions first (`make test` does)",
-            p.display()
-        );
-    }
+    // One binary serves every function (functions/lambda); the stack starts it with _HANDLER.
+    let bin = root.join("target").join(profile()).join("herald");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the functions first (`make test` does)",
+        bin.display()
+    );
     let name = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))

@@ -6,14 +6,21 @@ pub mod config;
 pub mod cursor;
 pub mod delivery;
 pub mod frames;
+pub mod gateway;
 pub mod groups;
 pub mod handlers;
+pub mod membership;
 pub mod metrics;
 pub mod notification;
 pub mod policy;
+pub mod queue;
+pub mod replay;
 pub mod runtime;
 pub mod schedule;
 pub mod store;
+
+#[cfg(test)]
+mod layering_tests;
 
 /// Lambda's error type at the edges: handlers return typed errors that convert into it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -94,20 +94,29 @@ pub async fn run<H: Handler>() -> Result<(), BoxError> {
     .await
 }
 
-/// The `main` of the HTTP API function (lambda_http adapts payload 2.0 events to `http` types).
-pub async fn run_http() -> Result<(), BoxError> {
+/// A function behind an HTTP API (payload 2.0): lambda_http adapts the event to `http` types, and
+/// every error is already an HTTP response, so there is no error path to the runtime.
+pub trait HttpHandler: Sized + Send + Sync + 'static {
+    const NAME: &'static str;
+
+    fn init(sdk: SdkConfig) -> impl Future<Output = Result<Self, InitError>> + Send;
+    fn handle(&self, req: lambda_http::Request) -> impl Future<Output = lambda_http::Response<lambda_http::Body>> + Send;
+}
+
+/// The whole `main` of an HTTP function: logs, SDK config, init, then lambda_http's loop.
+pub async fn run_http<H: HttpHandler>() -> Result<(), BoxError> {
     init_tracing();
     let sdk = sdk_config().await;
-    let api = match crate::handlers::api::Api::init(sdk).await {
-        Ok(a) => a,
+    let handler = match H::init(sdk).await {
+        Ok(h) => h,
         Err(e) => {
-            tracing::error!(function = "api", error = %e, "init failed");
+            tracing::error!(function = H::NAME, error = %e, "init failed");
             return Err(e.into());
         }
     };
-    let api = &api;
+    let handler = &handler;
     lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| async move {
-        Ok::<_, BoxError>(api.handle(req).await)
+        Ok::<_, BoxError>(handler.handle(req).await)
     }))
     .await
 }

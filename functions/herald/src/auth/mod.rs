@@ -28,9 +28,40 @@ pub struct Principal {
     pub groups: Vec<String>,
 }
 
+/// The roles Herald itself gives meaning to. Any other role in a token is the deployer's, for
+/// the join policy (`HERALD_JOIN_ROLES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A backend service: publishes over HTTP and acts for any user of its tenant.
+    Service,
+    /// A tenant administrator: acts for any user of its tenant (reminders, subscriptions).
+    Admin,
+    /// May address every tenant at once (`"to": {"all": true}`).
+    Platform,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Admin => "admin",
+            Self::Platform => "platform",
+        }
+    }
+}
+
 impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.has_role(role.as_str())
+    }
+
+    /// Acts for others within its own tenant: the one rule behind every "service or admin" check.
+    pub fn is_privileged(&self) -> bool {
+        self.has(Role::Service) || self.has(Role::Admin)
     }
 }
 

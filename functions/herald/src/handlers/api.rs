@@ -10,20 +10,18 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
-use super::defer::{Deferral, Deferred};
-use super::dispatch::{DispatchError, enqueue};
-use super::replay::read_merged;
-use super::unsubscribe::Unsubscriber;
-use super::ws_join::WsJoin;
-use crate::auth::{AuthError, JwtConfig, Principal, Verifier};
+use crate::auth::{AuthError, JwtConfig, Principal, Role, Verifier};
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
 use crate::cursor::Cursor;
 use crate::delivery::Poster;
 use crate::groups::{Group, valid_id};
+use crate::membership::{Unsubscriber, entitled};
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, parse_producer_message};
 use crate::policy::RolePolicy;
-use crate::runtime::InitError;
-use crate::schedule::Scheduler;
+use crate::queue::{Queue, QueueError};
+use crate::replay::read_merged;
+use crate::runtime::{HttpHandler, InitError};
+use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::store::{ReminderState, Store, StoreError, epoch_seconds};
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -74,15 +72,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<DispatchError> for ApiError {
-    fn from(e: DispatchError) -> Self {
+impl From<DeferError> for ApiError {
+    fn from(e: DeferError) -> Self {
         match e {
-            DispatchError::Store(s) => s.into(),
+            DeferError::Store(s) => s.into(),
             other => {
                 tracing::error!(error = %other, "downstream failure");
                 ApiError::internal()
             }
         }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        tracing::error!(error = %e, "queue failure");
+        ApiError::internal()
     }
 }
 
@@ -97,45 +102,38 @@ type ApiResult = Result<(StatusCode, Option<Value>), ApiError>;
 pub struct Api {
     verifier: Verifier,
     store: Store,
-    sqs: aws_sdk_sqs::Client,
+    queue: Queue,
     deferral: Deferral,
-    dispatch_queue: String,
     limits: Limits,
     roles: RolePolicy,
     unsubscriber: Unsubscriber,
 }
 
-impl Api {
-    pub async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
+impl HttpHandler for Api {
+    const NAME: &'static str = "api";
+
+    async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let verifier = Verifier::load(JwtConfig::from_source(&Env)?).await?;
         let store = Store::from_env(&sdk)?;
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let queues = Queues::from_source(&Env)?;
+        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
         let limits = Limits::from_source(&Env)?;
         let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
-        let deferral = Deferral::new(
-            store.clone(),
-            sqs.clone(),
-            scheduler,
-            queues.dispatch.clone(),
-            limits.retention_seconds,
-        );
+        let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
         let roles = RolePolicy::from_source(&Env)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         Ok(Self {
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone()),
             verifier,
             store,
-            sqs,
+            queue,
             deferral,
-            dispatch_queue: queues.dispatch,
             limits,
             roles,
         })
     }
 
     /// Routes a request; never fails: every error becomes a JSON error response.
-    pub async fn handle(&self, req: Request) -> Response<Body> {
+    async fn handle(&self, req: Request) -> Response<Body> {
         let (status, body) = match self.route(&req).await {
             Ok(ok) => ok,
             Err(e) => (e.status, Some(json!({"error": {"code": e.code, "message": e.message}}))),
@@ -150,7 +148,9 @@ impl Api {
         };
         builder.body(body).unwrap_or_default()
     }
+}
 
+impl Api {
     async fn route(&self, req: &Request) -> ApiResult {
         let path = req.raw_http_path().to_owned();
         let path = if path.is_empty() { req.uri().path().to_owned() } else { path };
@@ -304,25 +304,25 @@ impl Api {
         if n.tenant != p.tenant {
             return Err(ApiError::forbidden("tenant does not match the token"));
         }
-        if n.to == Target::All && !p.has_role("platform") {
+        if n.to == Target::All && !p.has(Role::Platform) {
             return Err(ApiError::forbidden("platform-wide notifications need the platform role"));
         }
         Ok(n)
     }
 
     async fn publish(&self, p: &Principal, req: &Request) -> ApiResult {
-        if !p.has_role("service") {
+        if !p.has(Role::Service) {
             return Err(ApiError::forbidden("publishing needs the service role"));
         }
         let mut n = self.parse_notification(p, req)?;
         let id = n.id.get_or_insert_with(|| format!("n-{}", Cursor::now())).clone();
-        enqueue(&self.sqs, &self.dispatch_queue, n.to_json().to_string(), 0).await?;
+        self.queue.dispatch(n.to_json().to_string(), 0).await?;
         Ok((StatusCode::ACCEPTED, Some(json!({"id": id}))))
     }
 
     async fn create_reminder(&self, p: &Principal, req: &Request) -> ApiResult {
         let mut n = self.parse_notification(p, req)?;
-        let privileged = p.has_role("service") || p.has_role("admin");
+        let privileged = p.is_privileged();
         if !privileged && n.to != Target::User(p.user.clone()) {
             return Err(ApiError::forbidden("reminders for others need the service or admin role"));
         }
@@ -369,7 +369,7 @@ impl Api {
             .get(&p.tenant, id)
             .await?
             .ok_or_else(|| ApiError::not_found("no such reminder"))?;
-        let privileged = p.has_role("service") || p.has_role("admin");
+        let privileged = p.is_privileged();
         // Someone else's reminder is reported as missing, not forbidden: ids are not disclosed.
         if !privileged && r.owner.as_deref() != Some(p.user.as_str()) {
             return Err(ApiError::not_found("no such reminder"));
@@ -396,7 +396,7 @@ impl Api {
     }
 
     async fn subscription(&self, p: &Principal, user: &str, group: &str, subscribe: bool) -> ApiResult {
-        if !(p.has_role("service") || p.has_role("admin")) {
+        if !p.is_privileged() {
             return Err(ApiError::forbidden("subscriptions need the service or admin role"));
         }
         if !valid_id(user, 128) {
@@ -416,7 +416,7 @@ impl Api {
 
     async fn presence(&self, p: &Principal, group: &str) -> ApiResult {
         let group = Group::parse(group).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if !WsJoin::entitled(&self.store, &self.roles, p, &group).await? {
+        if !entitled(&self.store, &self.roles, p, &group).await? {
             return Err(ApiError::forbidden(format!("not a member of {group}")));
         }
         let members = self

@@ -5,10 +5,10 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use serde_json::{Value, json};
 
-use super::ws::authorizer_context;
 use crate::BoxError;
 use crate::auth::{JwtConfig, Verifier, handshake_token};
 use crate::config::Env;
+use crate::gateway::authorizer_context;
 use crate::metrics::Metrics;
 use crate::runtime::{Handler, InitError};
 

@@ -12,9 +12,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use aws_config::SdkConfig;
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -22,31 +20,27 @@ use serde_json::Value;
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
 use crate::cursor::Cursor;
-use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out, retry_delay_seconds};
+use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out};
 use crate::groups::Group;
+use crate::membership::Unsubscriber;
 use crate::metrics::Metrics;
 use crate::notification::{
     Control, LogEntry, NotificationRequest, ParseLimits, ProducerMessage, Rejection, format_time, now_rfc3339, parse_producer_message,
 };
 use crate::policy::RolePolicy;
+use crate::queue::{INTERNAL_KEY, Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
-use crate::schedule::Scheduler;
+use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::store::{Claim, ReminderState, Store, StoreError, epoch_seconds};
-
-use super::defer::{Deferral, Deferred};
-use super::unsubscribe::Unsubscriber;
-
-/// Marks Herald's own messages on the dispatch queue (fan-out shard jobs).
-const INTERNAL_KEY: &str = "herald";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("SQS {op} failed: {message}")]
-    Sqs { op: &'static str, message: String },
     #[error(transparent)]
-    Schedule(#[from] crate::schedule::ScheduleError),
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Defer(#[from] DeferError),
     #[error("another invocation is delivering this notification; retry later")]
     InProgress,
 }
@@ -76,38 +70,22 @@ pub struct FanoutSummary {
 
 pub struct Dispatch {
     store: Store,
-    sqs: aws_sdk_sqs::Client,
+    queue: Queue,
     poster: Poster,
     deferral: Deferral,
     unsubscriber: Unsubscriber,
-    queues: Queues,
     limits: Limits,
 }
 
 impl Dispatch {
-    pub fn new(
-        store: Store,
-        sqs: aws_sdk_sqs::Client,
-        poster: Poster,
-        scheduler: Scheduler,
-        queues: Queues,
-        limits: Limits,
-        roles: RolePolicy,
-    ) -> Self {
-        let deferral = Deferral::new(
-            store.clone(),
-            sqs.clone(),
-            scheduler,
-            queues.dispatch.clone(),
-            limits.retention_seconds,
-        );
+    pub fn new(store: Store, queue: Queue, poster: Poster, scheduler: Scheduler, limits: Limits, roles: RolePolicy) -> Self {
+        let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
         Self {
             unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles),
             store,
-            sqs,
+            queue,
             poster,
             deferral,
-            queues,
             limits,
         }
     }
@@ -164,35 +142,14 @@ impl Dispatch {
     }
 
     async fn reject(&self, record: &SqsMessage, rejection: &Rejection) -> Result<Outcome, DispatchError> {
-        let attr = |v: &str| MessageAttributeValue::builder().data_type("String").string_value(v).build();
-        let reason = attr(rejection.code.as_str()).map_err(|e| DispatchError::Sqs {
-            op: "SendMessage",
-            message: e.to_string(),
-        })?;
-        let detail = attr(&truncate(&rejection.to_string(), 1024)).map_err(|e| DispatchError::Sqs {
-            op: "SendMessage",
-            message: e.to_string(),
-        })?;
-        let mut send = self
-            .sqs
-            .send_message()
-            .queue_url(&self.queues.dispatch_dlq)
-            .message_body(record.body.clone().unwrap_or_default())
-            .message_attributes("reason", reason)
-            .message_attributes("detail", detail);
-        if let Some(id) = &record.message_id {
-            send = send.message_attributes(
-                "sourceMessageId",
-                attr(id).map_err(|e| DispatchError::Sqs {
-                    op: "SendMessage",
-                    message: e.to_string(),
-                })?,
-            );
-        }
-        send.send().await.map_err(|e| DispatchError::Sqs {
-            op: "SendMessage",
-            message: DisplayErrorContext(&e).to_string(),
-        })?;
+        self.queue
+            .dead_letter(
+                record.body.clone().unwrap_or_default(),
+                rejection.code.as_str(),
+                &truncate(&rejection.to_string(), 1024),
+                record.message_id.as_deref(),
+            )
+            .await?;
         tracing::warn!(message = ?record.message_id, reason = rejection.code.as_str(), detail = %rejection, "rejected to the dead-letter queue");
         Metrics::new("dispatch")
             .with_dimension("Reason", rejection.code.as_str())
@@ -213,7 +170,8 @@ impl Dispatch {
     }
 
     pub async fn cancel(&self, tenant: &str, id: &str) -> Result<(), DispatchError> {
-        self.deferral.cancel(tenant, id).await.map(|_| ())
+        self.deferral.cancel(tenant, id).await?;
+        Ok(())
     }
 
     async fn notify(&self, req: NotificationRequest) -> Result<Outcome, DispatchError> {
@@ -403,80 +361,26 @@ impl Dispatch {
     }
 
     async fn queue_job(&self, job: FanoutJob) -> Result<(), DispatchError> {
-        let body = serde_json::json!({ INTERNAL_KEY: "fanout", "job": job }).to_string();
-        enqueue(&self.sqs, &self.queues.dispatch, body, 0).await
+        Ok(self.queue.fanout_job(&job).await?)
     }
 
     /// Acts on a fan-out's failures: gone connections are removed now, retryable ones go to the
     /// retry queue with only their ids.
     async fn settle(&self, tenant: &str, id: &str, frame: &str, report: &FanoutReport) -> Result<(), DispatchError> {
-        remove_gone(&self.store, &report.gone).await?;
+        self.store.connections.close_all(&report.gone).await?;
         if !report.retry.is_empty() {
-            send_retry(
-                &self.sqs,
-                &self.queues.retry,
-                RetryJob {
+            self.queue
+                .retry(&RetryJob {
                     tenant: tenant.to_owned(),
                     id: id.to_owned(),
                     frame: frame.to_owned(),
                     connections: report.retry.clone(),
                     attempt: 1,
-                },
-            )
-            .await?;
+                })
+                .await?;
         }
         Ok(())
     }
-}
-
-/// Removes connections API Gateway reported gone (410), with their memberships.
-pub async fn remove_gone(store: &Store, gone: &[String]) -> Result<(), StoreError> {
-    let results: Vec<Result<usize, StoreError>> = futures_util::stream::iter(gone.iter().cloned())
-        .map(|c| async move { store.connections.close(&c).await })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    for r in results {
-        r?;
-    }
-    Ok(())
-}
-
-/// Queues a retry with backoff. Connection ids are chunked so a message stays far below SQS's
-/// 256 KB limit even with a 32 KB frame.
-pub async fn send_retry(sqs: &aws_sdk_sqs::Client, queue: &str, job: RetryJob) -> Result<(), DispatchError> {
-    for chunk in job.connections.chunks(500) {
-        let part = RetryJob {
-            connections: chunk.to_vec(),
-            ..job.clone()
-        };
-        let body = serde_json::to_string(&part).map_err(|e| DispatchError::Sqs {
-            op: "SendMessage",
-            message: e.to_string(),
-        })?;
-        enqueue(sqs, queue, body, retry_delay_seconds(job.attempt)).await?;
-    }
-    Ok(())
-}
-
-/// Sends one message to one of Herald's queues, optionally delayed (SQS allows up to 900 s).
-pub async fn enqueue(sqs: &aws_sdk_sqs::Client, queue_url: &str, body: String, delay_seconds: i32) -> Result<(), DispatchError> {
-    let mut send = sqs.send_message().queue_url(queue_url).message_body(body);
-    if delay_seconds > 0 {
-        send = send.delay_seconds(delay_seconds);
-    }
-    send.send().await.map_err(|e| DispatchError::Sqs {
-        op: "SendMessage",
-        message: DisplayErrorContext(&e).to_string(),
-    })?;
-    Ok(())
-}
-
-/// The batch-response entry that makes SQS redeliver one message.
-pub fn redeliver(message_id: String) -> BatchItemFailure {
-    let mut failure = BatchItemFailure::default();
-    failure.item_identifier = message_id;
-    failure
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -494,10 +398,9 @@ impl Handler for Dispatch {
         let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
         Ok(Self::new(
             store,
-            aws_sdk_sqs::Client::new(&sdk),
+            Queue::new(&sdk, Queues::from_source(&Env)?),
             poster,
             scheduler,
-            Queues::from_source(&Env)?,
             Limits::from_source(&Env)?,
             RolePolicy::from_source(&Env)?,
         ))

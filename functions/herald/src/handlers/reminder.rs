@@ -5,13 +5,13 @@
 use aws_config::SdkConfig;
 use serde_json::Value;
 
-use super::dispatch::{DispatchError, enqueue};
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues};
 use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, parse_producer_message};
+use crate::queue::{Queue, QueueError};
 use crate::runtime::{Handler, InitError};
-use crate::store::{ReminderState, Store};
+use crate::store::{ReminderState, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fired {
@@ -24,24 +24,20 @@ pub enum ReminderError {
     #[error("schedule input is not a notification with an id: {0}")]
     BadInput(String),
     #[error(transparent)]
-    Dispatch(#[from] DispatchError),
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 pub struct ReminderTarget {
     store: Store,
-    sqs: aws_sdk_sqs::Client,
-    dispatch_queue: String,
+    queue: Queue,
     limits: Limits,
 }
 
 impl ReminderTarget {
-    pub fn new(store: Store, sqs: aws_sdk_sqs::Client, dispatch_queue: String, limits: Limits) -> Self {
-        Self {
-            store,
-            sqs,
-            dispatch_queue,
-            limits,
-        }
+    pub fn new(store: Store, queue: Queue, limits: Limits) -> Self {
+        Self { store, queue, limits }
     }
 
     pub async fn fire(&self, input: &Value) -> Result<Fired, ReminderError> {
@@ -56,7 +52,7 @@ impl ReminderTarget {
             Err(e) => return Err(ReminderError::BadInput(e.to_string())),
         };
         let id = req.id.as_deref().unwrap_or_default();
-        if let Some(r) = self.store.reminders.get(&req.tenant, id).await.map_err(DispatchError::from)? {
+        if let Some(r) = self.store.reminders.get(&req.tenant, id).await? {
             match r.state {
                 ReminderState::Cancelled => return Ok(self.skipped("cancelled")),
                 ReminderState::Fired => return Ok(self.skipped("already fired")),
@@ -65,13 +61,9 @@ impl ReminderTarget {
         }
         // Send first, then mark: a crash in between means a second fire, which dispatch
         // deduplicates; the other order could lose the reminder.
-        enqueue(&self.sqs, &self.dispatch_queue, body, 0).await?;
+        self.queue.dispatch(body, 0).await?;
         let expires = crate::store::epoch_seconds() + self.limits.retention_seconds as i64;
-        self.store
-            .reminders
-            .mark_fired(&req.tenant, id, expires)
-            .await
-            .map_err(DispatchError::from)?;
+        self.store.reminders.mark_fired(&req.tenant, id, expires).await?;
         Metrics::new("reminder").count("Fired", 1).flush();
         tracing::info!(tenant = %req.tenant, id, "reminder fired");
         Ok(Fired::Sent)
@@ -91,13 +83,8 @@ impl Handler for ReminderTarget {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
-        let queues = Queues::from_source(&Env)?;
-        Ok(Self::new(
-            store,
-            aws_sdk_sqs::Client::new(&sdk),
-            queues.dispatch,
-            Limits::from_source(&Env)?,
-        ))
+        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
+        Ok(Self::new(store, queue, Limits::from_source(&Env)?))
     }
 
     async fn handle(&self, event: Value) -> Result<Value, BoxError> {

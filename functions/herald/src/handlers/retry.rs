@@ -6,19 +6,27 @@
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
-use super::dispatch::{DispatchError, redeliver, remove_gone, send_retry};
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, ws_endpoint};
 use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
 use crate::metrics::Metrics;
+use crate::queue::{Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// A round that could not finish; the message is redelivered.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
 
 pub struct Retry {
     store: Store,
-    sqs: aws_sdk_sqs::Client,
+    queue: Queue,
     poster: Poster,
-    retry_queue: String,
     limits: Limits,
 }
 
@@ -34,24 +42,23 @@ pub enum RetryOutcome {
 }
 
 impl Retry {
-    pub fn new(store: Store, sqs: aws_sdk_sqs::Client, poster: Poster, retry_queue: String, limits: Limits) -> Self {
+    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits) -> Self {
         Self {
             store,
-            sqs,
+            queue,
             poster,
-            retry_queue,
             limits,
         }
     }
 
-    pub async fn job(&self, body: &str) -> Result<RetryOutcome, DispatchError> {
+    pub async fn job(&self, body: &str) -> Result<RetryOutcome, RetryError> {
         let Ok(job) = serde_json::from_str::<RetryJob>(body) else {
             tracing::error!(body_len = body.len(), "retry message is not a retry job; dropped");
             Metrics::new("retry").count("Malformed", 1).flush();
             return Ok(RetryOutcome::Malformed);
         };
         let report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
-        remove_gone(&self.store, &report.gone).await?;
+        self.store.connections.close_all(&report.gone).await?;
         let mut m = Metrics::new("retry");
         m.count("Delivered", report.delivered).count("Gone", report.gone.len());
         let outcome = if report.retry.is_empty() {
@@ -69,16 +76,13 @@ impl Retry {
             }
         } else {
             let requeued = report.retry.len();
-            send_retry(
-                &self.sqs,
-                &self.retry_queue,
-                RetryJob {
+            self.queue
+                .retry(&RetryJob {
                     connections: report.retry,
                     attempt: job.attempt + 1,
                     ..job
-                },
-            )
-            .await?;
+                })
+                .await?;
             m.count("Retried", requeued);
             RetryOutcome::Done {
                 delivered: report.delivered,
@@ -99,14 +103,8 @@ impl Handler for Retry {
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
-        let queues = Queues::from_source(&Env)?;
-        Ok(Self::new(
-            store,
-            aws_sdk_sqs::Client::new(&sdk),
-            poster,
-            queues.retry,
-            Limits::from_source(&Env)?,
-        ))
+        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
+        Ok(Self::new(store, queue, poster, Limits::from_source(&Env)?))
     }
 
     async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, BoxError> {

@@ -6,10 +6,10 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::http::HeaderValue;
 
-use super::ws::{caller, status};
 use crate::BoxError;
 use crate::auth::SUBPROTOCOL;
 use crate::config::{Env, Limits};
+use crate::gateway::{caller, status};
 use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::runtime::{Handler, InitError};

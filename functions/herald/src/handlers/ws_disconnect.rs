@@ -4,8 +4,8 @@
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
-use super::ws::status;
 use crate::BoxError;
+use crate::gateway::status;
 use crate::metrics::Metrics;
 use crate::runtime::{Handler, InitError};
 use crate::store::Store;

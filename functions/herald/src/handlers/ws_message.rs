@@ -10,17 +10,17 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Map, Value, json};
 
-use super::replay::read_merged;
-use super::ws::{Caller, answer, caller};
-use super::ws_join::{JoinError, WsJoin};
 use crate::BoxError;
 use crate::config::{Env, Limits, ws_endpoint};
 use crate::cursor::Cursor;
 use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
+use crate::gateway::{Caller, answer, caller};
 use crate::groups::Group;
+use crate::membership::{JoinError, Joins};
 use crate::metrics::Metrics;
 use crate::policy::RolePolicy;
+use crate::replay::read_merged;
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, epoch_seconds};
 
@@ -31,12 +31,12 @@ pub struct WsMessage {
     store: Store,
     poster: Poster,
     limits: Limits,
-    joins: WsJoin,
+    joins: Joins,
 }
 
 impl WsMessage {
     pub fn new(store: Store, poster: Poster, limits: Limits, roles: RolePolicy) -> Self {
-        let joins = WsJoin::new(store.clone(), limits.clone(), roles);
+        let joins = Joins::new(store.clone(), limits.clone(), roles);
         Self {
             store,
             poster,

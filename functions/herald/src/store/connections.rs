@@ -12,6 +12,7 @@
 //! partitions so no single partition key runs hot.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use futures_util::StreamExt;
 
 use super::{Item, StoreError, Table, conditional_failed, delete_request, epoch_seconds, get_list, get_n, get_s, list, n, put_request, s};
 use crate::groups::{Group, stable_hash};
@@ -204,6 +205,19 @@ impl Connections {
             .batch_write(vec![delete_request(conn_pk(conn_id), "#meta".to_owned())?])
             .await?;
         Ok(members.len())
+    }
+
+    /// Closes connections API Gateway reported gone (410), with their memberships, a few at a
+    /// time.
+    pub async fn close_all(&self, gone: &[String]) -> Result<(), StoreError> {
+        // Owned ids and `async move`: a closure borrowing its argument trips the compiler's
+        // higher-ranked lifetime check once the future is held across a handler's await.
+        let results: Vec<Result<usize, StoreError>> = futures_util::stream::iter(gone.iter().cloned())
+            .map(|c| async move { self.close(&c).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().try_for_each(|r| r.map(|_| ()))
     }
 
     /// One page of one shard of a group's live connections.

@@ -1,5 +1,5 @@
-//! What every WebSocket route shares: who is calling (from the authorizer context API Gateway
-//! attaches to every event of the connection) and how to answer.
+//! API Gateway WebSocket events: what every WebSocket route shares. Who is calling (from the
+//! authorizer context API Gateway attaches to every event of the connection) and how to answer.
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;

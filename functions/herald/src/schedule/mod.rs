@@ -1,21 +1,33 @@
-//! One-time EventBridge Scheduler schedules for reminders beyond SQS's 15-minute delay.
+//! Deferred delivery: one-time EventBridge Scheduler schedules for reminders beyond SQS's
+//! 15-minute delay ([`Scheduler`]), and the rule that picks between the two ([`Deferral`]).
+
+mod deferral;
+
+pub use deferral::{DeferError, Deferral, Deferred};
 
 use aws_config::SdkConfig;
 use aws_sdk_scheduler::Client;
-use aws_sdk_scheduler::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_scheduler::error::{BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_scheduler::operation::create_schedule::CreateScheduleError;
+use aws_sdk_scheduler::operation::delete_schedule::DeleteScheduleError;
+use aws_sdk_scheduler::operation::update_schedule::UpdateScheduleError;
 use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
 use chrono::{DateTime, Utc};
 
 use crate::config::Scheduling;
 
-/// SQS's maximum `DelaySeconds`: later deliveries go through Scheduler.
-pub const MAX_SQS_DELAY_SECONDS: i64 = 900;
-
+/// Each variant keeps the SDK error as its source; the message repeats its context because
+/// Lambda logs usually print only the top-level error. Boxed: SDK errors are a few hundred bytes.
 #[derive(Debug, thiserror::Error)]
-#[error("Scheduler {op} failed: {message}")]
-pub struct ScheduleError {
-    pub op: &'static str,
-    pub message: String,
+pub enum ScheduleError {
+    #[error("Scheduler CreateSchedule failed: {}", DisplayErrorContext(.0.as_ref()))]
+    Create(#[source] Box<SdkError<CreateScheduleError>>),
+    #[error("Scheduler UpdateSchedule failed: {}", DisplayErrorContext(.0.as_ref()))]
+    Update(#[source] Box<SdkError<UpdateScheduleError>>),
+    #[error("Scheduler DeleteSchedule failed: {}", DisplayErrorContext(.0.as_ref()))]
+    Delete(#[source] Box<SdkError<DeleteScheduleError>>),
+    #[error("a schedule could not be built: {0}")]
+    Build(#[source] BuildError),
 }
 
 #[derive(Clone, Debug)]
@@ -58,17 +70,11 @@ impl Scheduler {
             .role_arn(&self.cfg.role_arn)
             .input(input)
             .build()
-            .map_err(|e| ScheduleError {
-                op: "CreateSchedule",
-                message: e.to_string(),
-            })?;
+            .map_err(ScheduleError::Build)?;
         let window = FlexibleTimeWindow::builder()
             .mode(FlexibleTimeWindowMode::Off)
             .build()
-            .map_err(|e| ScheduleError {
-                op: "CreateSchedule",
-                message: e.to_string(),
-            })?;
+            .map_err(ScheduleError::Build)?;
         let expression = at_expression(at);
         let created = self
             .client
@@ -99,16 +105,10 @@ impl Scheduler {
                     .state(ScheduleState::Enabled)
                     .send()
                     .await
-                    .map_err(|e| ScheduleError {
-                        op: "UpdateSchedule",
-                        message: DisplayErrorContext(&e).to_string(),
-                    })?;
+                    .map_err(|e| ScheduleError::Update(Box::new(e)))?;
                 Ok(())
             }
-            Err(e) => Err(ScheduleError {
-                op: "CreateSchedule",
-                message: DisplayErrorContext(&e).to_string(),
-            }),
+            Err(e) => Err(ScheduleError::Create(Box::new(e))),
         }
     }
 
@@ -117,10 +117,7 @@ impl Scheduler {
         match self.client.delete_schedule().name(name).group_name(&self.cfg.group).send().await {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(ScheduleError {
-                op: "DeleteSchedule",
-                message: DisplayErrorContext(&e).to_string(),
-            }),
+            Err(e) => Err(ScheduleError::Delete(Box::new(e))),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Deferred delivery (`deliverAt` in the future), shared by `dispatch` and `POST /reminders`.
+//! Deferred delivery (`deliverAt` in the future), used by `dispatch` and `POST /reminders`.
 //!
 //! A reminder record is written first (it is what `GET /reminders/{id}` shows and what cancel
 //! flips); then the notification waits either on the dispatch queue (SQS `DelaySeconds`, up to
@@ -7,10 +7,20 @@
 
 use chrono::Utc;
 
-use super::dispatch::{DispatchError, enqueue};
+use super::{ScheduleError, Scheduler, schedule_name};
 use crate::notification::{NotificationRequest, format_time};
-use crate::schedule::{MAX_SQS_DELAY_SECONDS, Scheduler, schedule_name};
-use crate::store::{Reminder, ReminderState, Store, epoch_seconds};
+use crate::queue::{MAX_DELAY_SECONDS, Queue, QueueError};
+use crate::store::{Reminder, ReminderState, Store, StoreError, epoch_seconds};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeferError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deferred {
@@ -25,25 +35,23 @@ pub enum Deferred {
 #[derive(Clone, Debug)]
 pub struct Deferral {
     store: Store,
-    sqs: aws_sdk_sqs::Client,
+    queue: Queue,
     scheduler: Scheduler,
-    dispatch_queue: String,
     retention_seconds: u64,
 }
 
 impl Deferral {
-    pub fn new(store: Store, sqs: aws_sdk_sqs::Client, scheduler: Scheduler, dispatch_queue: String, retention_seconds: u64) -> Self {
+    pub fn new(store: Store, queue: Queue, scheduler: Scheduler, retention_seconds: u64) -> Self {
         Self {
             store,
-            sqs,
+            queue,
             scheduler,
-            dispatch_queue,
             retention_seconds,
         }
     }
 
     /// `req.id` and `req.deliver_at` must be set.
-    pub async fn defer(&self, req: &NotificationRequest, owner: Option<String>) -> Result<Deferred, DispatchError> {
+    pub async fn defer(&self, req: &NotificationRequest, owner: Option<String>) -> Result<Deferred, DeferError> {
         let id = req.id.clone().unwrap_or_default();
         let at = req.deliver_at.unwrap_or_else(Utc::now);
         let body = req.to_json().to_string();
@@ -60,8 +68,8 @@ impl Deferral {
             return Ok(Deferred::Cancelled);
         }
         let wait_s = ((at - Utc::now()).num_milliseconds().max(0) + 999) / 1000;
-        if wait_s <= MAX_SQS_DELAY_SECONDS {
-            enqueue(&self.sqs, &self.dispatch_queue, body, wait_s as i32).await?;
+        if wait_s <= MAX_DELAY_SECONDS {
+            self.queue.dispatch(body, wait_s).await?;
             Ok(Deferred::Queued)
         } else {
             self.scheduler.upsert(&schedule_name(&req.tenant, &id), &at, body).await?;
@@ -71,7 +79,7 @@ impl Deferral {
 
     /// Cancels a pending reminder: the record wins over a message still on its way (dispatch and
     /// the reminder target both check it), and the schedule, if any, is deleted.
-    pub async fn cancel(&self, tenant: &str, id: &str) -> Result<Option<ReminderState>, DispatchError> {
+    pub async fn cancel(&self, tenant: &str, id: &str) -> Result<Option<ReminderState>, DeferError> {
         let expires = epoch_seconds() + self.retention_seconds as i64;
         let previous = self.store.reminders.cancel(tenant, id, expires).await?;
         self.scheduler.delete(&schedule_name(tenant, id)).await?;

@@ -1,0 +1,140 @@
+//! Every message Herald sends to SQS, in one place: producer messages put back on the dispatch
+//! queue (deferred delivery, a fired reminder, `POST /notifications`), fan-out page jobs,
+//! retries with backoff, and rejected messages on the dead-letter queue with their reason.
+//!
+//! Handlers say *what* they send (`dispatch`, `fanout_job`, `retry`, `dead_letter`); the queue
+//! URL, the body's encoding, chunking and delays are decided here, so no handler holds an SQS
+//! client or builds a message by hand.
+
+use aws_config::SdkConfig;
+use aws_lambda_events::sqs::BatchItemFailure;
+use aws_sdk_sqs::error::{BuildError, DisplayErrorContext, SdkError};
+use aws_sdk_sqs::operation::send_message::SendMessageError;
+use aws_sdk_sqs::types::MessageAttributeValue;
+
+use crate::config::Queues;
+use crate::delivery::{FanoutJob, RetryJob, retry_delay_seconds};
+
+/// Marks Herald's own messages on the dispatch queue (fan-out page jobs).
+pub const INTERNAL_KEY: &str = "herald";
+
+/// SQS's largest delay: longer waits go through EventBridge Scheduler.
+pub const MAX_DELAY_SECONDS: i64 = 900;
+
+/// Connection ids per retry message: far below SQS's 256 KB even with a 32 KB frame.
+const RETRY_CHUNK: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The source is kept for callers that walk the chain; the message carries the SDK's
+    /// context too, because Lambda logs usually print only the top-level error. Boxed: the SDK
+    /// error is a few hundred bytes, and every `Result` that can hold it would pay for them.
+    #[error("sending to the {queue} queue failed: {}", DisplayErrorContext(.source.as_ref()))]
+    Send {
+        queue: &'static str,
+        #[source]
+        source: Box<SdkError<SendMessageError>>,
+    },
+    #[error("message attribute {name} is invalid: {source}")]
+    Attribute {
+        name: &'static str,
+        #[source]
+        source: BuildError,
+    },
+    #[error("a {what} message could not be encoded: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Herald's queues and the SQS client that sends to them. Cheap to clone (the SDK client is
+/// reference-counted), built once at init.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    sqs: aws_sdk_sqs::Client,
+    urls: Queues,
+}
+
+impl Queue {
+    pub fn new(sdk: &SdkConfig, urls: Queues) -> Self {
+        Self {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            urls,
+        }
+    }
+
+    /// A producer message for dispatch, optionally delayed (≤ [`MAX_DELAY_SECONDS`]).
+    pub async fn dispatch(&self, body: String, delay_seconds: i64) -> Result<(), QueueError> {
+        let delay = delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32;
+        self.send("dispatch", &self.urls.dispatch, body, delay, Vec::new()).await
+    }
+
+    /// The next page of a big audience, for another dispatch invocation.
+    pub async fn fanout_job(&self, job: &FanoutJob) -> Result<(), QueueError> {
+        let body = serde_json::json!({ INTERNAL_KEY: "fanout", "job": job }).to_string();
+        self.send("dispatch", &self.urls.dispatch, body, 0, Vec::new()).await
+    }
+
+    /// Connections to try again, delayed by the job's attempt (exponential backoff with jitter).
+    pub async fn retry(&self, job: &RetryJob) -> Result<(), QueueError> {
+        let delay = retry_delay_seconds(job.attempt);
+        for chunk in job.connections.chunks(RETRY_CHUNK) {
+            let part = RetryJob {
+                connections: chunk.to_vec(),
+                ..job.clone()
+            };
+            let body = serde_json::to_string(&part).map_err(|source| QueueError::Encode { what: "retry", source })?;
+            self.send("retry", &self.urls.retry, body, delay, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// A message that can never succeed, kept unchanged on the dead-letter queue with why
+    /// (`reason`, a code; `detail`, for people) and the SQS id it came in as.
+    pub async fn dead_letter(&self, body: String, reason: &str, detail: &str, source_message_id: Option<&str>) -> Result<(), QueueError> {
+        let mut attributes = vec![("reason", attribute("reason", reason)?), ("detail", attribute("detail", detail)?)];
+        if let Some(id) = source_message_id {
+            attributes.push(("sourceMessageId", attribute("sourceMessageId", id)?));
+        }
+        self.send("dead-letter", &self.urls.dispatch_dlq, body, 0, attributes).await
+    }
+
+    async fn send(
+        &self,
+        queue: &'static str,
+        url: &str,
+        body: String,
+        delay_seconds: i32,
+        attributes: Vec<(&'static str, MessageAttributeValue)>,
+    ) -> Result<(), QueueError> {
+        let mut send = self.sqs.send_message().queue_url(url).message_body(body);
+        if delay_seconds > 0 {
+            send = send.delay_seconds(delay_seconds);
+        }
+        for (name, value) in attributes {
+            send = send.message_attributes(name, value);
+        }
+        send.send().await.map_err(|e| QueueError::Send {
+            queue,
+            source: Box::new(e),
+        })?;
+        Ok(())
+    }
+}
+
+fn attribute(name: &'static str, value: &str) -> Result<MessageAttributeValue, QueueError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|source| QueueError::Attribute { name, source })
+}
+
+/// The batch-response entry that makes SQS redeliver one message (`ReportBatchItemFailures`).
+pub fn redeliver(message_id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = message_id;
+    failure
+}
