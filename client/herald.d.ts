@@ -117,6 +117,11 @@ export interface HeraldClientOptions {
   dedupeSize?: number;
   /** How many of them are saved with the cursor (default 200). */
   persistIds?: number;
+  /**
+   * Resume in the background after this many live notifications (default 50), so the resume
+   * point keeps up while connected. Live cursors never move it: fan-outs arrive out of order.
+   */
+  syncEvery?: number;
   /** The token claim holding the tenant (default `tenant`); only used for the storage key. */
   tenantClaim?: string;
   /** Connect in the constructor (default true); otherwise call `connect()`. */
@@ -128,7 +133,7 @@ export interface HeraldNotification {
   type: "notification";
   /** Stable across retries, replays and redeliveries. */
   id: string;
-  /** Opaque, ordered position in the user's log. */
+  /** Opaque, ordered position in the user's log. Not a resume point: see `HeraldClient.cursor`. */
   cursor: string;
   /** The group it was sent to: `user:u1`, `tenant`, `course:42`, `all`… */
   topic: string;
@@ -189,7 +194,7 @@ export interface AckedFrame {
 export interface ResumeResult {
   /** Notifications replayed by the server (before dedupe). */
   count: number;
-  /** The cursor after the resume. */
+  /** The resume point after the resume (the server's `resumed.cursor`). */
   cursor: string | null;
 }
 
@@ -198,7 +203,11 @@ export declare class HeraldClient {
   readonly state: HeraldState;
   /** True once re-joined and resumed. */
   readonly ready: boolean;
-  /** The last cursor seen. */
+  /**
+   * The resume point: what the server last answered to a `resume`. It trails the newest
+   * notifications on purpose (the server keeps it behind anything still in flight); the next
+   * resume starts after it and copies already shown are dropped by id.
+   */
   readonly cursor: string | null;
   /** The groups kept joined. */
   readonly groups: string[];

@@ -6,8 +6,13 @@
  * - authenticates with the JWT as a subprotocol (`["herald.v1", token]`) or `?token=`;
  *   `getToken()` is called before every (re)connect, so a refreshed token is always used;
  * - reconnects with exponential backoff and jitter (capped, reset once connected again);
- * - after every (re)connect re-joins the groups the app joined, then `resume`s from the last
- *   cursor it saw (kept in a storage adapter, `localStorage` by default), paging while `more`;
+ * - after every (re)connect re-joins the groups the app joined, then `resume`s from its resume
+ *   point (kept in a storage adapter, `localStorage` by default), paging while `more`;
+ * - the resume point is only ever what the server answered to a `resume` (`resumed.cursor`),
+ *   never a live frame's cursor: concurrent fan-outs deliver out of cursor order, and the server
+ *   keeps its answer behind every entry that can still appear (DESIGN.md, "Delivery
+ *   semantics"). While connected it resumes in the background after every `syncEvery` live
+ *   notifications, listing the ids it holds (`have`) so they are not sent again;
  * - delivers every notification once: deduplicated by `id` (bounded LRU), so replays and
  *   at-least-once redeliveries never show a duplicate toast;
  * - request/response frames matched by `ref`, with timeouts: `join`, `leave`, `ack`, `ping`,
@@ -33,7 +38,7 @@ const DEFAULT_BACKOFF = Object.freeze({ initialMs: 1000, maxMs: 30000, factor: 2
 /**
  * @typedef {{tokenTransport: "subprotocol" | "query", requestTimeoutMs: number, connectTimeoutMs: number,
  *   pingIntervalMs: number, dedupeSize: number, persistIds: number, replayHistory: boolean,
- *   tenantClaim: string, autoConnect: boolean}} Defaults
+ *   tenantClaim: string, autoConnect: boolean, syncEvery: number}} Defaults
  */
 /** @type {Readonly<Defaults>} */
 const DEFAULTS = Object.freeze({
@@ -46,6 +51,7 @@ const DEFAULTS = Object.freeze({
   replayHistory: true,
   tenantClaim: "tenant",
   autoConnect: true,
+  syncEvery: 50,
 });
 const STORAGE_VERSION = 1;
 /** Longest ref this client generates, used when sizing a frame before it gets its ref. */
@@ -226,7 +232,7 @@ class RecentIds {
  * @property {Map<string, Pending>} pending
  * @property {{history: boolean, skip: boolean} | null} resume  set while a resume runs
  * @property {Promise<import("./herald.js").ResumeResult> | null} resuming
- * @property {string | null} liveMax  highest live cursor seen while a resume runs
+ * @property {number} live  live notifications since the last completed resume
  * @property {number} lastSentAt
  * @property {unknown} lastError
  */
@@ -316,7 +322,7 @@ export class HeraldClient {
   get ready() {
     return this._state === "ready";
   }
-  /** The last cursor seen (what the next `resume` starts after), or null. */
+  /** The resume point (the server's last `resumed.cursor`; what the next `resume` starts after), or null. */
   get cursor() {
     return this._cursor;
   }
@@ -527,7 +533,7 @@ export class HeraldClient {
       pending: new Map(),
       resume: null,
       resuming: null,
-      liveMax: null,
+      live: 0,
       lastSentAt: Date.now(),
       lastError: null,
     };
@@ -605,11 +611,18 @@ export class HeraldClient {
       let resetOnce = false;
       const history = this._cursor == null;
       conn.resume = { history, skip: history && !this._o.replayHistory };
+      // Counted from here: live notifications after this point are not covered by this resume.
+      conn.live = 0;
+      // Where the next page starts: the resume point first, then the server's `next`.
+      let from = this._cursor;
       try {
         for (;;) {
-          const since = this._cursor;
+          const since = from;
           /** @type {Record<string, unknown>} */
           const frame = since == null ? { action: "resume" } : { action: "resume", since };
+          // The ids this client holds; the server reads past them without sending them again.
+          const have = this._seen.recent(MAX_ACK_IDS);
+          if (have.length > 0) frame.have = have;
           let reply;
           try {
             reply = await this._send(conn, frame);
@@ -619,6 +632,7 @@ export class HeraldClient {
               resetOnce = true;
               this._emitError(new HeraldError(e.code, `saved cursor refused, resuming from the start: ${e.message}`, { frame: e.frame }));
               this._cursor = null;
+              from = null;
               conn.resume = { history: true, skip: !this._o.replayHistory };
               continue;
             }
@@ -626,14 +640,17 @@ export class HeraldClient {
           }
           const count = Number(reply.count) || 0;
           total += count;
+          // The resume point is only ever the server's answer (it stays behind anything that
+          // can still appear); `next` (older servers: `cursor`) is where the next page starts.
           if (typeof reply.cursor === "string") this._cursor = laterCursor(this._cursor, reply.cursor);
+          from = typeof reply.next === "string" ? reply.next : typeof reply.cursor === "string" ? reply.cursor : from;
           this._persist();
           if (!reply.more) break;
           // Guards against a server that keeps answering `more` without delivering anything:
-          // a few retries when the cursor does not move (a replay post failed: back off a bit),
-          // a bounded number of empty pages when it does.
+          // a few retries when the position does not move (a replay post failed: back off a
+          // bit), a bounded number of empty pages when it does.
           emptyPages = count === 0 ? emptyPages + 1 : 0;
-          stalls = count === 0 && this._cursor === since ? stalls + 1 : 0;
+          stalls = count === 0 && from === since ? stalls + 1 : 0;
           if (stalls >= MAX_RESUME_STALLS || emptyPages >= MAX_EMPTY_RESUME_PAGES) {
             this._emitError(
               new HeraldError("resume_stalled", `resume keeps answering more without notifications after ${since}; trying again on the next connect`),
@@ -645,13 +662,10 @@ export class HeraldClient {
             if (this._conn !== conn) throw new HeraldError("disconnected", "connection lost during resume");
           }
         }
-        // Live notifications that arrived meanwhile were delivered; their cursors count now.
-        if (conn.liveMax) this._cursor = laterCursor(this._cursor, conn.liveMax);
         this._persist();
         return { count: total, cursor: this._cursor };
       } finally {
         conn.resume = null;
-        conn.liveMax = null;
         conn.resuming = null;
       }
     };
@@ -716,15 +730,13 @@ export class HeraldClient {
     }
     const replayed = n.replayed === true;
     const resume = conn.resume;
-    if (typeof n.cursor === "string") {
-      if (resume && !replayed) {
-        // Live while a resume runs: counted once the resume completes, so that a drop in the
-        // middle of it never moves the cursor past a page not yet replayed.
-        conn.liveMax = laterCursor(conn.liveMax, n.cursor);
-      } else {
-        // Replayed frames come in cursor order; live frames after the resume are new.
-        this._cursor = laterCursor(this._cursor, n.cursor);
-      }
+    // A live frame's cursor never moves the resume point: an older notification may still be
+    // on its way. Enough live ones since the last resume: resume in the background, so the
+    // resume point keeps up and a reconnect replays little.
+    if (!replayed && ++conn.live >= this._o.syncEvery && conn.phase === "ready" && !conn.resuming) {
+      this._resumeAll(conn).catch((e) => {
+        if (!(e instanceof HeraldError && (e.code === "disconnected" || e.code === "closed"))) this._emitError(e);
+      });
     }
     const duplicate = this._seen.has(n.id);
     this._seen.add(n.id);

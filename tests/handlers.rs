@@ -149,7 +149,8 @@ async fn message_fixtures_ping_ack_and_resume() {
         (body["type"].as_str(), body["count"].as_u64(), body["ref"].as_str()),
         (Some("resumed"), Some(1), Some("c3"))
     );
-    assert_eq!(body["cursor"], live["cursor"]);
+    // The resume point trails the visibility horizon: behind the notification just delivered.
+    assert!(body["cursor"].as_str() < live["cursor"].as_str(), "{body} {live}");
 }
 
 #[tokio::test]

@@ -89,9 +89,69 @@ async fn missed_pages_in_cursor_order_across_topics() {
         ids,
         all["items"].as_array().expect("items").iter().map(|i| &i["id"]).collect::<Vec<_>>()
     );
-    let newest = p2["cursor"].as_str().expect("cursor").to_owned();
+    assert_eq!(p2["next"], Value::Null, "nothing after the second page");
+    // The poller's position trails the visibility horizon: behind these fresh items, so a poll
+    // from it sees them again (same ids, dropped by id) rather than risk skipping a late one.
+    let newest = p2["items"][1]["cursor"].as_str().expect("cursor").to_owned();
+    let position = p2["cursor"].as_str().expect("cursor").to_owned();
+    assert!(position < newest, "{position} is behind {newest}");
+    // It never goes back past where this page started (the previous page's `next`), though.
+    assert_eq!(position, next);
+    let (_, again) = api(Method::GET, &format!("/notifications/missed?since={position}"), &tok, None).await;
+    assert_eq!(again["items"], p2["items"]);
+    // From the newest item itself there is nothing, and the position stays there.
     let (_, p3) = api(Method::GET, &format!("/notifications/missed?since={newest}"), &tok, None).await;
     assert_eq!(p3, json!({"items": [], "next": null, "cursor": newest}));
+}
+
+/// Issue "nothing lost", defect 1: a cursor is taken when a notification is claimed and its log
+/// entry becomes visible a little later. N1 claimed, N2 claimed and logged, a poller reads (sees
+/// N2 only), then N1's write lands. Handed N2's cursor, the poller would never see N1.
+#[tokio::test]
+async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let tok = token(&user, &tenant, &[], &[]);
+    let n1_cursor = herald::cursor::Cursor::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    seed(&tenant, &user, 1).await;
+    let (_, page) = api(Method::GET, "/notifications/missed", &tok, None).await;
+    let position = page["cursor"].as_str().expect("cursor").to_owned();
+
+    // N1's write lands now, under the cursor it was claimed with (a second after, well within
+    // what dispatch allows a write: see `horizon`).
+    let store = herald::store::Store::new(
+        dynamodb().await,
+        &herald::config::Tables {
+            connections: table("ConnectionsTable"),
+            notifications: table("NotificationsTable"),
+        },
+    );
+    let n1 = herald::notification::LogEntry {
+        id: "n1-late".into(),
+        cursor: n1_cursor,
+        topic: format!("user:{user}"),
+        content: herald::notification::Content {
+            event: "late".into(),
+            ..Default::default()
+        },
+        created_at: "2026-11-29T00:00:00Z".into(),
+    };
+    let expires = chrono::Utc::now().timestamp() + 3600;
+    store
+        .log
+        .append(&tenant, &[(herald::groups::Group::user(&user), n1)], expires)
+        .await
+        .expect("append");
+
+    let (_, next) = api(Method::GET, &format!("/notifications/missed?since={position}"), &tok, None).await;
+    let ids: Vec<&str> = next["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"n1-late"), "the late entry is ahead of the poller's position: {next}");
 }
 
 #[tokio::test]

@@ -13,11 +13,28 @@ const MAX_REF_LEN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
-    Join { group: String, reference: Option<Value> },
-    Leave { group: String, reference: Option<Value> },
-    Resume { since: Option<String>, reference: Option<Value> },
-    Ack { ids: Vec<String>, reference: Option<Value> },
-    Ping { reference: Option<Value> },
+    Join {
+        group: String,
+        reference: Option<Value>,
+    },
+    Leave {
+        group: String,
+        reference: Option<Value>,
+    },
+    /// `have`: ids the client already holds after `since` (received live): not posted again,
+    /// but read past like any other entry.
+    Resume {
+        since: Option<String>,
+        have: Vec<String>,
+        reference: Option<Value>,
+    },
+    Ack {
+        ids: Vec<String>,
+        reference: Option<Value>,
+    },
+    Ping {
+        reference: Option<Value>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -118,20 +135,14 @@ pub fn parse(body: &str) -> Result<ClientFrame, ErrorFrame> {
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(_) => return Err(err(ErrorCode::BadRequest, "since must be a cursor string")),
             };
-            Ok(ClientFrame::Resume { since, reference })
+            let have = match obj.get("have") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(v) => id_list(v, "have", 0).map_err(|m| err(ErrorCode::BadRequest, &m))?,
+            };
+            Ok(ClientFrame::Resume { since, have, reference })
         }
         "ack" => {
-            let Some(Value::Array(items)) = obj.get("ids") else {
-                return Err(err(ErrorCode::BadRequest, "ids must be an array of notification ids"));
-            };
-            if items.is_empty() || items.len() > MAX_ACK_IDS {
-                return Err(err(ErrorCode::BadRequest, "ids must hold 1..=100 notification ids"));
-            }
-            let ids: Option<Vec<String>> = items
-                .iter()
-                .map(|i| i.as_str().filter(|s| !s.is_empty() && s.len() <= 128).map(str::to_owned))
-                .collect();
-            let ids = ids.ok_or_else(|| err(ErrorCode::BadRequest, "ids must be non-empty strings of at most 128 bytes"))?;
+            let ids = id_list(obj.get("ids").unwrap_or(&Value::Null), "ids", 1).map_err(|m| err(ErrorCode::BadRequest, &m))?;
             Ok(ClientFrame::Ack { ids, reference })
         }
         "ping" => Ok(ClientFrame::Ping { reference }),
@@ -141,6 +152,21 @@ pub fn parse(body: &str) -> Result<ClientFrame, ErrorFrame> {
             reference,
         )),
     }
+}
+
+/// An array of `min..=100` notification ids (non-empty strings of at most 128 bytes).
+fn id_list(value: &Value, field: &str, min: usize) -> Result<Vec<String>, String> {
+    let Value::Array(items) = value else {
+        return Err(format!("{field} must be an array of notification ids"));
+    };
+    if items.len() < min || items.len() > MAX_ACK_IDS {
+        return Err(format!("{field} must hold {min}..={MAX_ACK_IDS} notification ids"));
+    }
+    items
+        .iter()
+        .map(|i| i.as_str().filter(|s| !s.is_empty() && s.len() <= 128).map(str::to_owned))
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| format!("{field} must be non-empty strings of at most 128 bytes"))
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -172,9 +198,20 @@ mod tests {
             parse(r#"{"action":"resume","since":"0ABC","ref":3}"#).unwrap(),
             ClientFrame::Resume {
                 since: Some("0ABC".into()),
+                have: Vec::new(),
                 reference: Some(json!(3))
             }
         );
+        assert_eq!(
+            parse(r#"{"action":"resume","since":"0ABC","have":["a","b"]}"#).unwrap(),
+            ClientFrame::Resume {
+                since: Some("0ABC".into()),
+                have: vec!["a".into(), "b".into()],
+                reference: None
+            }
+        );
+        assert_eq!(parse(r#"{"action":"resume","have":"a"}"#).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse(r#"{"action":"resume","have":[""]}"#).unwrap_err().code, ErrorCode::BadRequest);
         assert_eq!(
             parse(r#"{"action":"ack","ids":["a","b"]}"#).unwrap(),
             ClientFrame::Ack {

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cursor", 0),
     ("frames", 0),
     ("groups", 0),
+    ("horizon", 0),
     ("metrics", 0),
     ("notification", 0),
     ("policy", 0),

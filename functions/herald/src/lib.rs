@@ -9,6 +9,7 @@ pub mod frames;
 pub mod gateway;
 pub mod groups;
 pub mod handlers;
+pub mod horizon;
 pub mod membership;
 pub mod metrics;
 pub mod notification;

@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 
 use crate::auth::{AuthError, JwtConfig, Principal, Role, Verifier};
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, now_millis};
 use crate::delivery::Poster;
 use crate::groups::{Group, valid_id};
+use crate::horizon::Horizon;
 use crate::membership::{Unsubscriber, entitled};
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, parse_producer_message};
 use crate::policy::RolePolicy;
@@ -230,7 +231,11 @@ impl Api {
         };
         let topics = self.readable_topics(p).await?;
         let page = read_merged(&self.store, &p.tenant, &topics, since.max(self.retention_floor()), limit).await?;
-        let cursor = since.max(page.cursor);
+        let reached = since.max(page.cursor);
+        // A poller keeps `cursor` for its next poll: never past the visibility horizon, so an
+        // entry that becomes visible later is still ahead of it (see `horizon`). `next` pages on
+        // from what was read; entries past the horizon come again next poll, same ids.
+        let cursor = Horizon::default().cap(since, reached, now_millis());
         let items: Vec<Value> = page
             .entries
             .iter()
@@ -238,7 +243,7 @@ impl Api {
             .collect();
         Ok((
             StatusCode::OK,
-            Some(json!({"items": items, "next": if page.more { Some(cursor.to_string()) } else { None }, "cursor": cursor.to_string()})),
+            Some(json!({"items": items, "next": if page.more { Some(reached.to_string()) } else { None }, "cursor": cursor.to_string()})),
         ))
     }
 
@@ -284,7 +289,15 @@ impl Api {
         let (read_cursor, read_ids) = self.store.read_state.load(&p.tenant, &p.user).await?;
         let topics = self.readable_topics(p).await?;
         let page = read_merged(&self.store, &p.tenant, &topics, read_cursor.max(self.retention_floor()), UNREAD_CAP).await?;
-        let count = page.entries.iter().filter(|e| !read_ids.contains(&e.id)).count();
+        // Counted by id: a notification logged twice (a write redone under a fresh cursor, see
+        // `horizon`) is one unread notification.
+        let unread: HashSet<&str> = page
+            .entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .filter(|id| !read_ids.contains(*id))
+            .collect();
+        let count = unread.len();
         Ok((StatusCode::OK, Some(json!({"count": count, "capped": page.more}))))
     }
 

@@ -19,9 +19,10 @@ use serde_json::Value;
 
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, now_millis};
 use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out};
 use crate::groups::Group;
+use crate::horizon::Horizon;
 use crate::membership::Unsubscriber;
 use crate::metrics::Metrics;
 use crate::notification::{
@@ -43,6 +44,8 @@ pub enum DispatchError {
     Defer(#[from] DeferError),
     #[error("another invocation is delivering this notification; retry later")]
     InProgress,
+    #[error("the log write kept landing behind the visibility horizon; retry later")]
+    LateLog,
 }
 
 /// What happened to one message, for logs and metrics.
@@ -70,6 +73,7 @@ pub struct FanoutSummary {
 
 pub struct Dispatch {
     store: Store,
+    horizon: Horizon,
     queue: Queue,
     poster: Poster,
     deferral: Deferral,
@@ -83,6 +87,7 @@ impl Dispatch {
         Self {
             unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles),
             store,
+            horizon: Horizon::default(),
             queue,
             poster,
             deferral,
@@ -191,7 +196,7 @@ impl Dispatch {
         let started = Instant::now();
         let expires = epoch_seconds() + req.ttl_seconds.unwrap_or(self.limits.retention_seconds) as i64;
         let lease_ms = self.limits.claim_lease_seconds * 1000;
-        let cursor = match self
+        let claimed = match self
             .store
             .idempotency
             .claim(&req.tenant, &id, Cursor::now(), expires, lease_ms)
@@ -204,27 +209,29 @@ impl Dispatch {
             Claim::InProgress => return Err(DispatchError::InProgress),
             Claim::New(c) | Claim::Unfinished(c) => c,
         };
-        // The cursor's time is the creation time, so a redelivery renders the same frame.
-        let created_at = chrono::DateTime::<Utc>::from_timestamp_millis(cursor.millis() as i64)
+        // The claim's time is the creation time, so a redelivery renders the same frame.
+        let created_at = chrono::DateTime::<Utc>::from_timestamp_millis(claimed.millis() as i64)
             .map(|t| format_time(&t))
             .unwrap_or_else(now_rfc3339);
-        let entries: Vec<(Group, LogEntry)> = req
-            .to
-            .topics()
-            .into_iter()
-            .map(|topic| {
-                let entry = LogEntry {
-                    id: id.clone(),
-                    cursor,
-                    topic: topic.to_string(),
-                    content: req.content.clone(),
-                    created_at: created_at.clone(),
-                };
-                (topic, entry)
-            })
-            .collect();
-        // Nothing lost: the log is written before any push.
-        self.store.log.append(&req.tenant, &entries, expires).await?;
+        // Nothing lost: the log is written before any push, and visible before any reader can
+        // be handed a position past it (see `horizon`). A write that returned too late is written
+        // again under a fresh cursor; the late copy is a duplicate that clients drop by id.
+        let mut cursor = self.horizon.write_cursor(claimed, now_millis());
+        let mut attempts = 0;
+        let entries = loop {
+            let entries = log_entries(&req, &id, cursor, &created_at);
+            self.store.log.append(&req.tenant, &entries, expires).await?;
+            if self.horizon.landed_now(cursor) {
+                break entries;
+            }
+            attempts += 1;
+            Metrics::new("dispatch").count("LateLogWrites", 1).flush();
+            tracing::warn!(tenant = %req.tenant, id = %id, %cursor, attempts, "log write landed behind the horizon; writing again");
+            if attempts >= MAX_LATE_WRITES {
+                return Err(DispatchError::LateLog);
+            }
+            cursor = Cursor::now();
+        };
 
         let summary = self.fan_out_entries(&req.tenant, &id, &entries).await?;
         self.store.idempotency.finish(&req.tenant, &id).await?;
@@ -381,6 +388,27 @@ impl Dispatch {
         }
         Ok(())
     }
+}
+
+/// Log writes in a row that may land too late before the message is left for redelivery.
+const MAX_LATE_WRITES: u32 = 3;
+
+/// One log entry per topic of the notification, all under `cursor`.
+fn log_entries(req: &NotificationRequest, id: &str, cursor: Cursor, created_at: &str) -> Vec<(Group, LogEntry)> {
+    req.to
+        .topics()
+        .into_iter()
+        .map(|topic| {
+            let entry = LogEntry {
+                id: id.to_owned(),
+                cursor,
+                topic: topic.to_string(),
+                content: req.content.clone(),
+                created_at: created_at.to_owned(),
+            };
+            (topic, entry)
+        })
+        .collect()
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -3,8 +3,11 @@
 //! `resume` replays, from the log, the caller's notifications after a cursor — only from topics
 //! the connection is a member of right now (so a group it left, or never could join, is never
 //! replayed) — as `replayed` notification frames posted in cursor order, then answers
-//! `resumed {cursor,count,more}`. Big gaps are paged: `more: true` means "resume again from
-//! `cursor`".
+//! `resumed {cursor,count,more,next}`. `cursor` is the client's resume point (never past the
+//! visibility horizon, see `horizon`); big gaps are paged: `more: true` means "resume again
+//! from `next`". Ids the client lists in `have` are read past without being posted again.
+
+use std::collections::HashSet;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -12,11 +15,12 @@ use serde_json::{Map, Value, json};
 
 use crate::BoxError;
 use crate::config::{Env, Limits, ws_endpoint};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, now_millis};
 use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::gateway::{Caller, answer, caller};
 use crate::groups::Group;
+use crate::horizon::Horizon;
 use crate::membership::{JoinError, Joins};
 use crate::metrics::Metrics;
 use crate::policy::RolePolicy;
@@ -31,6 +35,7 @@ pub struct WsMessage {
     store: Store,
     poster: Poster,
     limits: Limits,
+    horizon: Horizon,
     joins: Joins,
 }
 
@@ -41,6 +46,7 @@ impl WsMessage {
             store,
             poster,
             limits,
+            horizon: Horizon::default(),
             joins,
         }
     }
@@ -61,7 +67,7 @@ impl WsMessage {
                 m.insert("count".into(), ids.len().into());
                 frames::reply("acked", m, reference)
             }
-            ClientFrame::Resume { since, reference } => self.resume(&who, since.as_deref(), reference).await?,
+            ClientFrame::Resume { since, have, reference } => self.resume(&who, since.as_deref(), &have, reference).await?,
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
             ClientFrame::Join { group, reference } => flatten(self.joins.join(&who, &group, reference).await)?,
             ClientFrame::Leave { group, reference } => flatten(self.joins.leave(&who, &group, reference).await)?,
@@ -69,7 +75,7 @@ impl WsMessage {
         Ok(answer(Some(body)))
     }
 
-    async fn resume(&self, who: &Caller, since: Option<&str>, reference: Option<Value>) -> Result<String, BoxError> {
+    async fn resume(&self, who: &Caller, since: Option<&str>, have: &[String], reference: Option<Value>) -> Result<String, BoxError> {
         let since = match since {
             None => Cursor::MIN,
             Some(s) => match s.parse::<Cursor>() {
@@ -90,13 +96,19 @@ impl WsMessage {
             .collect();
         let floor = Cursor::at_millis((epoch_seconds() as u64).saturating_sub(self.limits.retention_seconds) * 1000);
         let page = read_merged(&self.store, &p.tenant, &topics, since.max(floor), RESUME_PAGE).await?;
+        let have: HashSet<&str> = have.iter().map(String::as_str).collect();
         let mut sent = 0;
-        let mut cursor = since;
+        let mut reached = since;
         for entry in &page.entries {
+            // Already with the client (it said so): read past it without posting it again.
+            if have.contains(entry.id.as_str()) {
+                reached = entry.cursor;
+                continue;
+            }
             match self.poster.post(&who.connection_id, &entry.frame(true)).await {
                 PostOutcome::Delivered => {
                     sent += 1;
-                    cursor = entry.cursor;
+                    reached = entry.cursor;
                 }
                 PostOutcome::Gone => {
                     self.store.connections.close(&who.connection_id).await?;
@@ -106,14 +118,21 @@ impl WsMessage {
                 PostOutcome::Retryable(_) | PostOutcome::Failed(_) => break,
             }
         }
-        let complete = sent == page.entries.len();
+        let complete = reached == page.entries.last().map_or(since, |e| e.cursor);
         if complete {
             // Past any expired entries the page skipped, not just the last one sent.
-            cursor = since.max(page.cursor);
+            reached = since.max(page.cursor);
         }
         let more = page.more || !complete;
         Metrics::new("ws-message").count("Resumes", 1).count("Replayed", sent).flush();
-        let m = json!({"cursor": cursor.to_string(), "count": sent, "more": more});
+        // `cursor` is where the client resumes after a drop: never past the visibility horizon,
+        // so an entry that becomes visible later is still ahead of it. `next` is where to read
+        // on while `more` (entries past the horizon were sent; the client drops their copies).
+        let cursor = self.horizon.cap(since, reached, now_millis());
+        let mut m = json!({"cursor": cursor.to_string(), "count": sent, "more": more});
+        if more {
+            m["next"] = json!(reached.to_string());
+        }
         Ok(frames::reply("resumed", m.as_object().cloned().unwrap_or_default(), reference))
     }
 }

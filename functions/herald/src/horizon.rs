@@ -1,0 +1,140 @@
+//! The visibility horizon: how far a reader may be told it has read.
+//!
+//! A notification's cursor is taken when it is claimed, and its log entry becomes visible a
+//! little later. Two dispatchers race: N1 claimed first (older cursor), N2 logged first. A reader
+//! that reads the log between the two writes sees N2 and not N1; if it were handed N2's cursor as
+//! its position, N1 would land behind that position and never be read (issue: "a reader can
+//! skip a notification for good"). The same holds for live pushes, which arrive in any order.
+//!
+//! The rule, in two halves, each checked where it applies:
+//!
+//! * **Readers** (`resume`'s `resumed.cursor`, `missed`'s `cursor`) are never handed a position
+//!   newer than `now - LAG` ([`Horizon::cap`]). Entries newer than that are still sent; they
+//!   are sent again by the next read, and clients drop the copy by id.
+//! * **Writers** (`dispatch`) make every entry visible before its cursor falls behind the
+//!   horizon: a claim older than half the lag is logged under a fresh cursor
+//!   ([`Horizon::write_cursor`]), and a write that returned too late is written again under a
+//!   fresh cursor ([`Horizon::landed_in_time`]). A late copy left behind is a duplicate by id.
+//!
+//! Together: when a reader is handed position `p` at time `t`, `p <= t - LAG`, and every entry
+//! with a cursor `<= p` was visible before `p + LAG <= t`, so it was there for the read that
+//! produced `p`. Clocks of different Lambda hosts agree to milliseconds (NTP); the margin below
+//! covers them and DynamoDB's eventually consistent reads.
+
+use crate::cursor::{Cursor, now_millis};
+
+/// How far behind the clock a reader's position trails.
+pub const LAG_MS: u64 = 10_000;
+
+/// What a writer keeps in hand against clock skew and replication lag.
+pub const MARGIN_MS: u64 = 2_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    lag_ms: u64,
+    margin_ms: u64,
+}
+
+impl Default for Horizon {
+    fn default() -> Self {
+        Self {
+            lag_ms: LAG_MS,
+            margin_ms: MARGIN_MS,
+        }
+    }
+}
+
+impl Horizon {
+    /// The newest position a reader may be handed at `now_ms`.
+    pub fn safe_at(&self, now_ms: u64) -> Cursor {
+        Cursor::at_millis(now_ms.saturating_sub(self.lag_ms))
+    }
+
+    /// A reader started at `since` and read up to `reached`: the position to hand out. Never
+    /// before `since` (positions only move forward), never past the horizon.
+    pub fn cap(&self, since: Cursor, reached: Cursor, now_ms: u64) -> Cursor {
+        since.max(reached.min(self.safe_at(now_ms)))
+    }
+
+    /// The cursor to log a claimed notification under at `now_ms`: the claim's own while a
+    /// write started now can still land in time, a fresh one otherwise (a takeover after a
+    /// crash, a claim that waited on throttling).
+    pub fn write_cursor(&self, claimed: Cursor, now_ms: u64) -> Cursor {
+        if now_ms.saturating_sub(claimed.millis()) <= self.lag_ms / 2 {
+            claimed
+        } else {
+            Cursor::now()
+        }
+    }
+
+    /// Whether a write under `cursor` that returned at `now_ms` became visible before any reader
+    /// could have been handed a position at or past `cursor`.
+    pub fn landed_in_time(&self, cursor: Cursor, now_ms: u64) -> bool {
+        now_ms + self.margin_ms < cursor.millis() + self.lag_ms
+    }
+
+    /// [`Self::landed_in_time`] against the clock.
+    pub fn landed_now(&self, cursor: Cursor) -> bool {
+        self.landed_in_time(cursor, now_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn readers_never_pass_the_horizon_nor_go_back() {
+        let h = Horizon::default();
+        let since = Cursor::from_parts(T - 60_000, 7);
+        let newest = Cursor::from_parts(T - 1, 3);
+        let capped = h.cap(since, newest, T);
+        assert_eq!(capped, Cursor::at_millis(T - LAG_MS));
+        // Everything read is older than the horizon: hand out what was read.
+        let old = Cursor::from_parts(T - 30_000, 1);
+        assert_eq!(h.cap(since, old, T), old);
+        // A position given out earlier is never taken back.
+        let recent_since = Cursor::from_parts(T - 5_000, 1);
+        assert_eq!(h.cap(recent_since, newest, T), recent_since);
+    }
+
+    #[test]
+    fn a_claim_too_old_to_land_in_time_gets_a_fresh_cursor() {
+        let h = Horizon::default();
+        let young = Cursor::from_parts(T - 1_000, 1);
+        assert_eq!(h.write_cursor(young, T), young);
+        let old = Cursor::from_parts(T - 6_000, 1);
+        let fresh = h.write_cursor(old, T);
+        assert_ne!(fresh, old);
+        assert!(fresh.millis() >= now_millis() - 1_000);
+    }
+
+    #[test]
+    fn a_write_is_in_time_only_with_the_margin_to_spare() {
+        let h = Horizon::default();
+        let c = Cursor::from_parts(T, 1);
+        assert!(h.landed_in_time(c, T + 100));
+        assert!(h.landed_in_time(c, T + LAG_MS - MARGIN_MS - 1));
+        assert!(!h.landed_in_time(c, T + LAG_MS - MARGIN_MS));
+        assert!(!h.landed_in_time(c, T + 60_000));
+    }
+
+    /// The argument of the module comment, on one interleaving: N1 claimed first and logged
+    /// late, N2 claimed later and logged at once; a reader reads between the two writes.
+    #[test]
+    fn the_reader_between_two_writes_is_not_handed_a_position_past_the_late_one() {
+        let h = Horizon::default();
+        let n1 = Cursor::from_parts(T, 1);
+        let n2 = Cursor::from_parts(T + 50, 1);
+        let read_at = T + 200; // sees n2 only
+        let position = h.cap(Cursor::MIN, n2, read_at);
+        // N1's write returns at T + 3 s: in time, so it is logged under n1...
+        assert!(h.landed_in_time(n1, T + 3_000));
+        // ...and the position handed out is still before it.
+        assert!(position < n1);
+        // A write that returns after the horizon could have passed it is redone fresh.
+        assert!(!h.landed_in_time(n1, T + 9_000));
+    }
+}
