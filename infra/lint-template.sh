@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lints Herald's SAM template, offline (only the one-time installs reach PyPI):
-#   1. contract   - template.yaml defines every logical id, binary and HERALD_* variable of
+#   1. contract   - template.yaml defines every logical id, handler and HERALD_* variable of
 #                   docs/runtime-contract.md (the functions and the local stack rely on them)
 #   2. cfn-lint   - CloudFormation/SAM linter (errors AND warnings fail)
 #   3. sam validate --lint   - SAM translation + cfn-lint through SAM CLI
@@ -67,22 +67,24 @@ contract = open(contract_path).read()
 res = tpl.get("Resources", {})
 errors = []
 
-# Functions table: | `LogicalId` | `binary` | trigger |
+# Functions table: | `LogicalId` | `handler` | trigger |. One binary serves them all.
 functions = re.findall(r"^\|\s*`(\w+Function)`\s*\|\s*`([\w-]+)`\s*\|", contract, re.M)
 if len(functions) != 9:
     errors.append(f"expected 9 functions in the contract, parsed {len(functions)}")
 glob = tpl.get("Globals", {}).get("Function", {})
-for lid, binary in functions:
+fn_env = {}
+for lid, handler in functions:
     r = res.get(lid)
     if not r or r.get("Type") != "AWS::Serverless::Function":
         errors.append(f"{lid}: missing or not AWS::Serverless::Function")
         continue
     p, md = r.get("Properties", {}), r.get("Metadata", {})
+    fn_env[lid] = (p.get("Environment") or {}).get("Variables") or {}
     if md.get("BuildMethod") != "rust-cargolambda":
         errors.append(f"{lid}: Metadata.BuildMethod must be rust-cargolambda")
-    if (md.get("BuildProperties") or {}).get("Binary") != binary:
-        errors.append(f"{lid}: Metadata.BuildProperties.Binary must be {binary}")
-    for key, want in (("Runtime", "provided.al2023"), ("Handler", "bootstrap"), ("CodeUri", ".")):
+    if (md.get("BuildProperties") or {}).get("Binary") != "herald":
+        errors.append(f"{lid}: Metadata.BuildProperties.Binary must be herald (the one binary)")
+    for key, want in (("Runtime", "provided.al2023"), ("Handler", handler), ("CodeUri", ".")):
         if p.get(key, glob.get(key)) != want:
             errors.append(f"{lid}: {key} must be {want}")
 
@@ -92,12 +94,15 @@ for row in re.findall(r"^\|\s*(`\w+`(?:\s*→\s*`\w+`)?)\s*\|\s*(?:DynamoDB|SQS|
         if lid not in res:
             errors.append(f"resource {lid} is missing")
 
-# Environment table: every HERALD_* name must be set in Globals (or on every function).
+# Environment table: every HERALD_* name must be set in Globals or on the functions that use it
+# (the JWT settings and secret go only to the two functions that verify tokens).
 names = sorted(set(re.findall(r"`(HERALD_[A-Z0-9_]+)`", contract)))
 genv = (glob.get("Environment") or {}).get("Variables") or {}
 for name in names:
-    if name not in genv:
-        errors.append(f"environment variable {name} is not in Globals.Function.Environment")
+    if name not in genv and not any(name in env for env in fn_env.values()):
+        errors.append(f"environment variable {name} is set neither in Globals nor on a function")
+for name in (n for n in genv if n.startswith("HERALD_JWT_")):
+    errors.append(f"{name} is in Globals: only the authorizer and the API may get the JWT settings")
 
 for e in errors:
     print("  contract:", e)

@@ -71,6 +71,42 @@ async fn same_producer_id_is_logged_and_pushed_once() {
     assert_eq!(r["count"], 1, "logged once");
 }
 
+/// Issue "nothing lost", defect 8: the idempotency key lived only as long as the notification's
+/// `ttlSeconds` (60 s here), so a DLQ redrive or a producer retry after that was logged and pushed
+/// again. The key now outlives the dead-letter queues' 14-day retention.
+#[tokio::test]
+async fn an_idempotency_key_outlives_a_short_ttl_and_the_dlq_retention() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let id = unique("short");
+    let mut msg = note(&tenant, json!({"user": user}), "short-lived");
+    msg["id"] = json!(id);
+    msg["ttlSeconds"] = json!(60);
+    publish(msg).await;
+    assert_eq!(c.notification().await["id"], id.as_str());
+    let key = dynamodb()
+        .await
+        .get_item()
+        .table_name(table("NotificationsTable"))
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("i#{tenant}#{id}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("#".into()))
+        .send()
+        .await
+        .expect("get the idempotency key");
+    let expires: i64 = key
+        .item()
+        .and_then(|i| i.get("expiresAt"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .expect("expiresAt");
+    let dlq_retention = 14 * 24 * 3600;
+    assert!(
+        expires > chrono::Utc::now().timestamp() + dlq_retention,
+        "the key expires at {expires}, before a redrive from the DLQ could come back"
+    );
+}
+
 #[tokio::test]
 async fn a_killed_dispatch_is_redelivered_and_delivered_once() {
     let tenant = unique("acme");
@@ -134,6 +170,33 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_never_block_the_batch()
         assert_eq!(got.as_deref(), Some(reason), "{needle}");
         assert!(m.message_attributes().and_then(|a| a.get("detail")).is_some());
     }
+}
+
+/// Issue "nothing lost", defect 3: a message shaped like Herald's own fan-out job, put on the
+/// dispatch queue by a producer, had an arbitrary frame pushed to any group key, skipping
+/// validation, the payload budget and the log. Internal jobs now have their own queue; on the
+/// dispatch queue such a message is malformed producer input.
+#[tokio::test]
+async fn a_forged_fanout_job_on_the_dispatch_queue_is_dead_lettered_and_pushes_nothing() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let marker = unique("forged");
+    let frame = json!({"type": "notification", "id": marker, "cursor": "0", "topic": "tenant", "event": "phish", "title": marker});
+    let forged = json!({"herald": "fanout", "job": {
+        "tenant": tenant, "id": marker, "groupKey": format!("{tenant}#tenant"), "shard": 0,
+        "after": null, "frame": frame.to_string()}});
+    publish(forged).await;
+    let m = find_message("DispatchDeadLetterQueue", &marker).await;
+    let reason = m
+        .message_attributes()
+        .and_then(|a| a.get("reason"))
+        .and_then(|v| v.string_value())
+        .map(str::to_owned);
+    assert_eq!(reason.as_deref(), Some("bad_request"));
+    // Nothing reached the tenant's connections: the next frame is a real notification.
+    publish(note(&tenant, json!({"user": user}), "real")).await;
+    assert_eq!(c.notification().await["title"], "real");
 }
 
 #[tokio::test]
@@ -202,6 +265,48 @@ async fn short_deliver_at_waits_on_the_queue() {
     publish(msg).await;
     c.expect_silence(Duration::from_secs(2)).await;
     assert_eq!(c.notification().await["title"], "later");
+    c.expect_silence(Duration::from_secs(2)).await;
+}
+
+/// Issue "nothing lost", defect 4: the same id sent again with a later `deliverAt` (both within
+/// SQS's 15-minute delay) left the first delayed message on the queue. It fired at the old time,
+/// and the moved one was then dropped as a duplicate.
+#[tokio::test]
+async fn sending_an_id_again_with_a_later_deliver_at_moves_it() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let id = unique("moved");
+    let service = token("svc", &tenant, &["service"], &[]);
+    let scheduled_for = |at: String| {
+        let (id, service) = (id.clone(), service.clone());
+        async move {
+            let at = chrono::DateTime::parse_from_rfc3339(&at).expect("time").to_utc();
+            let want = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            eventually("the reminder record", || async {
+                let (_, r) = api(reqwest::Method::GET, &format!("/reminders/{id}"), &service, None).await;
+                (r["deliverAt"] == want.as_str()).then_some(())
+            })
+            .await;
+        }
+    };
+    let mut msg = note(&tenant, json!({"user": user}), "moved");
+    msg["id"] = json!(id);
+    let first = chrono_now_plus(4);
+    msg["deliverAt"] = json!(first);
+    publish(msg.clone()).await;
+    scheduled_for(first).await;
+    let second = chrono_now_plus(10);
+    msg["deliverAt"] = json!(second);
+    publish(msg).await;
+    scheduled_for(second.clone()).await;
+
+    let due = chrono::DateTime::parse_from_rfc3339(&second).expect("time").to_utc();
+    let n = c.next_within(Duration::from_secs(30)).await.expect("the moved notification");
+    assert_eq!(n["id"], id.as_str());
+    let early_ms = (due - chrono::Utc::now()).num_milliseconds();
+    // Dispatch delivers what is due within a second; the old copy would be ~6 s early.
+    assert!(early_ms <= 1500, "delivered {early_ms} ms before its new time: the old copy fired");
     c.expect_silence(Duration::from_secs(2)).await;
 }
 

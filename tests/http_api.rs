@@ -346,35 +346,87 @@ async fn reminders_are_created_read_and_cancelled() {
 }
 
 #[tokio::test]
-async fn reminder_ids_cannot_be_taken_over_or_reused() {
+async fn reminder_ids_are_each_users_own() {
     let tenant = unique("acme");
     let (u1, u2) = (unique("u1"), unique("u2"));
     let id = unique("shared");
-    let mine = json!({"id": id, "tenant": tenant, "to": {"user": u1}, "event": "e", "deliverAt": later(3600)});
+    let mine = json!({"id": id, "tenant": tenant, "to": {"user": u1}, "event": "e", "title": "u1's", "deliverAt": later(3600)});
     let (s, _) = api(Method::POST, "/reminders", &token(&u1, &tenant, &[], &[]), Some(mine.clone())).await;
     assert_eq!(s, 201);
-    // The owner may move it; another user may not take it over.
+    // The owner may move it; another user's same id is that user's own reminder, not a takeover.
     let (s, _) = api(Method::POST, "/reminders", &token(&u1, &tenant, &[], &[]), Some(mine)).await;
     assert_eq!(s, 201);
-    let theirs = json!({"id": id, "tenant": tenant, "to": {"user": u2}, "event": "e", "deliverAt": later(3600)});
+    let theirs = json!({"id": id, "tenant": tenant, "to": {"user": u2}, "event": "e", "title": "u2's", "deliverAt": later(3600)});
     let (s, b) = api(Method::POST, "/reminders", &token(&u2, &tenant, &[], &[]), Some(theirs)).await;
-    assert_error(s, &b, 409, "conflict");
-    let (_, r) = api(Method::GET, &format!("/reminders/{id}"), &token(&u1, &tenant, &[], &[]), None).await;
-    assert_eq!(r["state"], "scheduled");
+    assert_eq!((s, b["id"].as_str()), (201, Some(id.as_str())));
+    for (user, title) in [(&u1, "u1's"), (&u2, "u2's")] {
+        let (_, r) = api(Method::GET, &format!("/reminders/{id}"), &token(user, &tenant, &[], &[]), None).await;
+        assert_eq!(
+            (r["state"].as_str(), r["notification"]["title"].as_str()),
+            (Some("scheduled"), Some(title))
+        );
+    }
 
-    // An id already delivered as a notification would be dropped as a duplicate when it fired.
+    // A user's id never collides with a producer's: one already delivered as a notification is
+    // still free for a user's own reminder.
     let used = unique("used");
     let mut c = Client::connect(&u1, &tenant, &[], &[]).await;
     publish(json!({"id": used, "tenant": tenant, "to": {"user": u1}, "event": "e"})).await;
     c.notification().await;
-    let (s, b) = api(
+    let (s, _) = api(
         Method::POST,
         "/reminders",
         &token(&u1, &tenant, &[], &[]),
         Some(json!({"id": used, "tenant": tenant, "to": {"user": u1}, "event": "e", "deliverAt": later(60)})),
     )
     .await;
-    assert_error(s, &b, 409, "conflict");
+    assert_eq!(s, 201);
+    // `~` starts the reserved ids of users' reminders: nobody names one.
+    let (s, b) = api(
+        Method::POST,
+        "/reminders",
+        &token(&u1, &tenant, &[], &[]),
+        Some(json!({"id": format!("~{u2}~{id}"), "tenant": tenant, "to": {"user": u1}, "event": "e", "deliverAt": later(60)})),
+    )
+    .await;
+    assert_error(s, &b, 400, "bad_request");
+}
+
+/// Issue "nothing lost", defect 2: a plain user's `POST /reminders {"id":"grade-7781"}` made a
+/// later service notification `grade-7781` to a course a silent duplicate: the members got
+/// nothing, the service got 202.
+#[tokio::test]
+async fn a_users_reminder_id_never_swallows_a_producers_notification() {
+    let tenant = unique("acme");
+    let (squatter, member) = (unique("squat"), unique("member"));
+    let id = unique("grade");
+    let (s, _) = api(
+        Method::POST,
+        "/reminders",
+        &token(&squatter, &tenant, &[], &[]),
+        Some(json!({"id": id, "tenant": tenant, "to": {"user": squatter}, "event": "e", "deliverAt": later(2)})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let mut c = Client::connect(&member, &tenant, &[], &["course:42"]).await;
+    c.join("course:42").await;
+    // The squatter's reminder fires and is delivered first (the worst case).
+    let squatter_token = token(&squatter, &tenant, &[], &[]);
+    eventually("the user's reminder fired", || async {
+        let (_, r) = api(Method::GET, &format!("/reminders/{id}"), &squatter_token, None).await;
+        (r["state"] == "fired").then_some(())
+    })
+    .await;
+    let (s, _) = api(
+        Method::POST,
+        "/notifications",
+        &token("svc", &tenant, &["service"], &[]),
+        Some(json!({"id": id, "tenant": tenant, "to": {"group": "course:42"}, "event": "assignment.graded", "title": "Graded"})),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let n = c.notification().await;
+    assert_eq!((n["id"].as_str(), n["title"].as_str()), (Some(id.as_str()), Some("Graded")));
 }
 
 #[tokio::test]

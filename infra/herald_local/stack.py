@@ -105,9 +105,11 @@ class Stack:
         stage = api.stage if api else "prod"
         management = f"{ws_base}/{stage}"
         # The adapter's variables beat the template's, --env beats both (as in load_functions).
+        # The adapter only sets what the template gives a function: a secret the template keeps
+        # from a function (least privilege) stays away from it locally too.
         extra_env = adapter.function_env(specs, management_endpoint=management)
         for spec in specs:
-            spec.env.update({k: v for k, v in extra_env.items() if k not in opts.env})
+            spec.env.update({k: v for k, v in extra_env.items() if k not in opts.env and k in spec.env})
 
         faults = Faults()
         self._runtime = RuntimeApi(opts.host)

@@ -15,7 +15,8 @@ def test_invoke_returns_the_response_with_the_functions_environment(stack: Stack
     status, body, _ = stack.invoke("echo", {"hello": 1, "env": [
         "ECHO_ONLY", "HERALD_LOG_FORMAT", "HERALD_WS_ENDPOINT", "AWS_LAMBDA_FUNCTION_NAME",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_ENDPOINT_URL", "HERALD_JWT_ISSUER",
-        "HERALD_JWT_JWKS_URL", "HERALD_STAGE_KIND", "HERALD_PICKED", "HERALD_FAKE_LOG"]})
+        "HERALD_JWT_JWKS_URL", "HERALD_STAGE_KIND", "HERALD_PICKED", "HERALD_FAKE_LOG",
+        "HERALD_JWT_HS256_SECRET"]})
     assert status == 200
     assert body["event"]["hello"] == 1
     env = body["env"]
@@ -27,6 +28,8 @@ def test_invoke_returns_the_response_with_the_functions_environment(stack: Stack
     assert env["AWS_ENDPOINT_URL"] == stack.info["awsEndpoint"]
     assert env["HERALD_JWT_ISSUER"] == "herald-local"          # local JWT settings beat the template
     assert env["HERALD_JWT_JWKS_URL"] == ""
+    # The template gives this function no secret, so the stack does not add one either.
+    assert env.get("HERALD_JWT_HS256_SECRET") is None
     assert env["HERALD_STAGE_KIND"] == "production"
     assert env["HERALD_PICKED"] == "a,y"
     assert env["HERALD_FAKE_LOG"] == str(stack.fake_log)       # --env

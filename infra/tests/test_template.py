@@ -121,6 +121,9 @@ def test_herald_template_matches_the_runtime_contract() -> None:
     assert {s.key for s in specs} == {
         "authorizer", "ws-connect", "ws-disconnect", "ws-join", "ws-message", "dispatch",
         "retry", "reminder", "api"}
+    # Only the two functions that verify tokens get the JWT settings and the HS256 secret.
+    assert {s.key for s in specs if "HERALD_JWT_HS256_SECRET" in s.env} == {"authorizer", "api"}
+    assert {s.key for s in specs if "HERALD_JWT_ISSUER" in s.env} == {"authorizer", "api"}
     # One binary serves the nine functions; each knows which it is by its Handler (_HANDLER).
     assert {s.binary for s in specs} == {"herald"}
     assert {s.handler for s in specs} == {s.key for s in specs}

@@ -83,8 +83,11 @@ impl Tables {
 /// SQS queues.
 #[derive(Debug, Clone)]
 pub struct Queues {
+    /// Producers' messages (and Herald's own deferred ones).
     pub dispatch: String,
     pub dispatch_dlq: String,
+    /// Herald's own fan-out page jobs: never producer input.
+    pub fanout: String,
     pub retry: String,
 }
 
@@ -93,8 +96,16 @@ impl Queues {
         Ok(Self {
             dispatch: required(src, "HERALD_DISPATCH_QUEUE_URL")?,
             dispatch_dlq: required(src, "HERALD_DISPATCH_DLQ_URL")?,
+            fanout: required(src, "HERALD_FANOUT_QUEUE_URL")?,
             retry: required(src, "HERALD_RETRY_QUEUE_URL")?,
         })
+    }
+
+    /// Whether an SQS record's `eventSourceARN` is the fan-out queue (`arn:…:{name}` against the
+    /// URL's `…/{name}`).
+    pub fn is_fanout_source(&self, event_source_arn: &str) -> bool {
+        let name = self.fanout.rsplit('/').next().unwrap_or_default();
+        !name.is_empty() && event_source_arn.rsplit(':').next() == Some(name)
     }
 }
 
@@ -133,6 +144,10 @@ pub struct Limits {
     /// How long a dispatch claim on a notification id holds before a redelivery may take it
     /// over: at least the dispatch function's timeout, below the queue's visibility timeout.
     pub claim_lease_seconds: u64,
+    /// How long an id is remembered for idempotency, whatever the notification's own TTL: it
+    /// must outlive every way a message can come back (the dead-letter queues keep messages 14
+    /// days, and a redrive from there must still be recognised as a duplicate).
+    pub dedupe_seconds: u64,
 }
 
 impl Default for Limits {
@@ -146,6 +161,7 @@ impl Default for Limits {
             retry_max_attempts: 5,
             connection_ttl_seconds: 2 * 3600 + 600,
             claim_lease_seconds: 60,
+            dedupe_seconds: 15 * 24 * 3600,
         }
     }
 }
@@ -162,6 +178,7 @@ impl Limits {
             retry_max_attempts: bounded(src, "HERALD_RETRY_MAX_ATTEMPTS", d.retry_max_attempts, 1, 20)?,
             connection_ttl_seconds: d.connection_ttl_seconds,
             claim_lease_seconds: bounded(src, "HERALD_CLAIM_LEASE_SECONDS", d.claim_lease_seconds, 1, 900)?,
+            dedupe_seconds: bounded(src, "HERALD_DEDUPE_SECONDS", d.dedupe_seconds, 3600, 400 * 24 * 3600)?,
         })
     }
 }
@@ -214,6 +231,32 @@ pub(crate) mod tests {
     #[test]
     fn empty_string_counts_as_unset() {
         assert_eq!(optional(&source(&[("X", "  ")]), "X"), None);
+    }
+
+    #[test]
+    fn the_fanout_queue_is_recognised_by_its_arn() {
+        let q = Queues::from_source(&source(&[
+            (
+                "HERALD_DISPATCH_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/herald-DispatchQueue-A",
+            ),
+            (
+                "HERALD_DISPATCH_DLQ_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/herald-DispatchDeadLetterQueue-B",
+            ),
+            (
+                "HERALD_FANOUT_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/herald-FanoutQueue-C",
+            ),
+            (
+                "HERALD_RETRY_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/herald-RetryQueue-D",
+            ),
+        ]))
+        .unwrap();
+        assert!(q.is_fanout_source("arn:aws:sqs:eu-west-1:1:herald-FanoutQueue-C"));
+        assert!(!q.is_fanout_source("arn:aws:sqs:eu-west-1:1:herald-DispatchQueue-A"));
+        assert!(!q.is_fanout_source(""));
     }
 
     #[test]

@@ -357,10 +357,22 @@ fn parse_control(obj: &Map<String, Value>) -> Result<Control, Rejection> {
 }
 
 pub fn validate_message_id(id: &str) -> Result<(), Rejection> {
-    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
+    // A user's own reminder id is `~{user}~{id}`: a user id and an id of up to 128 bytes each.
+    let max = if id.starts_with(USER_SCOPE) { 2 * 128 + 2 } else { 128 };
+    if id.is_empty() || id.len() > max || id.chars().any(|c| c.is_control()) {
         return Err(bad("id", "must be 1..=128 characters without control characters"));
     }
     Ok(())
+}
+
+/// Ids starting with this are reserved: they are users' own reminder ids ([`user_scoped_id`]).
+pub const USER_SCOPE: char = '~';
+
+/// The notification id of a reminder a user set for themselves (`POST /reminders` without a
+/// privileged role). Users and producers share a tenant, but not an id namespace: a user's
+/// `grade-7781` never makes a service's notification `grade-7781` a duplicate.
+pub fn user_scoped_id(user: &str, id: &str) -> String {
+    format!("{USER_SCOPE}{user}{USER_SCOPE}{id}")
 }
 
 fn valid_user(u: &str, field: &str) -> Result<(), Rejection> {

@@ -1,6 +1,7 @@
 //! Every message Herald sends to SQS, in one place: producer messages put back on the dispatch
-//! queue (deferred delivery, a fired reminder, `POST /notifications`), fan-out page jobs,
-//! retries with backoff, and rejected messages on the dead-letter queue with their reason.
+//! queue (deferred delivery, a fired reminder, `POST /notifications`), fan-out page jobs on their
+//! own queue, retries with backoff, and rejected messages on the dead-letter queue with their
+//! reason.
 //!
 //! Handlers say *what* they send (`dispatch`, `fanout_job`, `retry`, `dead_letter`); the queue
 //! URL, the body's encoding, chunking and delays are decided here, so no handler holds an SQS
@@ -15,8 +16,8 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use crate::config::Queues;
 use crate::delivery::{FanoutJob, RetryJob, retry_delay_seconds};
 
-/// Marks Herald's own messages on the dispatch queue (fan-out page jobs).
-pub const INTERNAL_KEY: &str = "herald";
+/// The message attribute of a deferred copy: the `deliverAt` it was deferred for.
+pub const DEFERRED_FOR: &str = "deferredFor";
 
 /// SQS's largest delay: longer waits go through EventBridge Scheduler.
 pub const MAX_DELAY_SECONDS: i64 = 900;
@@ -71,10 +72,28 @@ impl Queue {
         self.send("dispatch", &self.urls.dispatch, body, delay, Vec::new()).await
     }
 
-    /// The next page of a big audience, for another dispatch invocation.
+    /// A deferred notification, back on the dispatch queue with its delay. `deferredFor` carries
+    /// the delivery time it was deferred for: if the notification is moved meanwhile (the same id
+    /// sent again with another `deliverAt`), dispatch recognises this copy as superseded.
+    pub async fn dispatch_deferred(&self, body: String, delay_seconds: i64, deliver_at: &str) -> Result<(), QueueError> {
+        let delay = delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32;
+        let attributes = vec![(DEFERRED_FOR, attribute(DEFERRED_FOR, deliver_at)?)];
+        self.send("dispatch", &self.urls.dispatch, body, delay, attributes).await
+    }
+
+    /// The next page of a big audience, for another dispatch invocation. On its own queue, which
+    /// only dispatch may send to: nothing a producer sends is ever taken for a job.
     pub async fn fanout_job(&self, job: &FanoutJob) -> Result<(), QueueError> {
-        let body = serde_json::json!({ INTERNAL_KEY: "fanout", "job": job }).to_string();
-        self.send("dispatch", &self.urls.dispatch, body, 0, Vec::new()).await
+        let body = serde_json::to_string(job).map_err(|source| QueueError::Encode {
+            what: "fan-out job",
+            source,
+        })?;
+        self.send("fanout", &self.urls.fanout, body, 0, Vec::new()).await
+    }
+
+    /// Whether an SQS record came from the fan-out queue (by its `eventSourceARN`).
+    pub fn is_fanout_source(&self, event_source_arn: &str) -> bool {
+        self.urls.is_fanout_source(event_source_arn)
     }
 
     /// Connections to try again, delayed by the job's attempt (exponential backoff with jitter).

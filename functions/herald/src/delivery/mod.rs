@@ -90,7 +90,7 @@ pub fn retry_delay_seconds(attempt: u32) -> i32 {
     (half + crate::store::jitter(half + 1)).min(900) as i32
 }
 
-/// A fan-out shard job on the dispatch queue: one page of one membership shard of a big group.
+/// A fan-out page job on the fan-out queue: one page of one membership shard of a big group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FanoutJob {

@@ -17,7 +17,7 @@ use crate::delivery::Poster;
 use crate::groups::{Group, valid_id};
 use crate::horizon::Horizon;
 use crate::membership::{Unsubscriber, entitled};
-use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, parse_producer_message};
+use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
 use crate::policy::RolePolicy;
 use crate::queue::{Queue, QueueError};
 use crate::replay::read_merged;
@@ -329,6 +329,7 @@ impl Api {
         }
         let mut n = self.parse_notification(p, req)?;
         let id = n.id.get_or_insert_with(|| format!("n-{}", Cursor::now())).clone();
+        reserved(&id)?;
         self.queue.dispatch(n.to_json().to_string(), 0).await?;
         Ok((StatusCode::ACCEPTED, Some(json!({"id": id}))))
     }
@@ -344,8 +345,13 @@ impl Api {
             return Err(ApiError::bad_request("deliverAt: must be in the future"));
         }
         let id = n.id.get_or_insert_with(|| format!("r-{}", Cursor::now())).clone();
+        reserved(&id)?;
+        // A user's own reminder lives in the user's id namespace; a privileged caller acts as a
+        // producer and uses the tenant's.
+        let key = if privileged { id.clone() } else { user_scoped_id(&p.user, &id) };
+        n.id = Some(key.clone());
         let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "conflict", m);
-        if let Some(existing) = self.store.reminders.get(&p.tenant, &id).await? {
+        if let Some(existing) = self.store.reminders.get(&p.tenant, &key).await? {
             if existing.state != ReminderState::Scheduled {
                 return Err(conflict(format!("reminder {id} is already {}", existing.state.as_str())));
             }
@@ -354,9 +360,9 @@ impl Api {
                 return Err(conflict(format!("reminder id {id} is taken")));
             }
         }
-        // Reminder and notification ids share one namespace (dispatch deduplicates on it): an id
-        // already delivered would be silently dropped when the reminder fires.
-        if self.store.idempotency.exists(&p.tenant, &id).await? {
+        // A reminder's id is its notification's (dispatch deduplicates on it): an id already
+        // delivered would be silently dropped when the reminder fires.
+        if self.store.idempotency.exists(&p.tenant, &key).await? {
             return Err(conflict(format!("id {id} was already used by a notification")));
         }
         match self.deferral.defer(&n, Some(p.user.clone())).await? {
@@ -376,13 +382,14 @@ impl Api {
         if crate::notification::validate_message_id(id).is_err() {
             return Err(ApiError::not_found("no such reminder"));
         }
+        let privileged = p.is_privileged();
+        let key = if privileged { id.to_owned() } else { user_scoped_id(&p.user, id) };
         let r = self
             .store
             .reminders
-            .get(&p.tenant, id)
+            .get(&p.tenant, &key)
             .await?
             .ok_or_else(|| ApiError::not_found("no such reminder"))?;
-        let privileged = p.is_privileged();
         // Someone else's reminder is reported as missing, not forbidden: ids are not disclosed.
         if !privileged && r.owner.as_deref() != Some(p.user.as_str()) {
             return Err(ApiError::not_found("no such reminder"));
@@ -395,7 +402,7 @@ impl Api {
         let notification: Value = serde_json::from_str(&r.request).unwrap_or(Value::Null);
         Ok((
             StatusCode::OK,
-            Some(json!({"id": r.id, "state": r.state.as_str(), "deliverAt": r.deliver_at, "notification": notification})),
+            Some(json!({"id": id, "state": r.state.as_str(), "deliverAt": r.deliver_at, "notification": notification})),
         ))
     }
 
@@ -404,7 +411,7 @@ impl Api {
         if r.state == ReminderState::Fired {
             return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "reminder already fired"));
         }
-        self.deferral.cancel(&p.tenant, id).await?;
+        self.deferral.cancel(&p.tenant, &r.id).await?;
         Ok((StatusCode::NO_CONTENT, None))
     }
 
@@ -444,6 +451,16 @@ impl Api {
             Some(json!({"group": group.to_string(), "users": users, "connections": members.len()})),
         ))
     }
+}
+
+/// Ids starting with `~` belong to users' own reminders ([`user_scoped_id`]); nobody names one.
+fn reserved(id: &str) -> Result<(), ApiError> {
+    if id.starts_with(USER_SCOPE) {
+        return Err(ApiError::bad_request(
+            "id: ids starting with ~ are reserved for users' own reminders",
+        ));
+    }
+    Ok(())
 }
 
 fn body_text(req: &Request) -> Result<&str, ApiError> {

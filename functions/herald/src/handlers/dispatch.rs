@@ -1,10 +1,12 @@
-//! `dispatch`: the SQS consumer that turns producer messages into pushes.
+//! `dispatch`: the SQS consumer that turns producer messages into pushes. It consumes two queues:
+//! the dispatch queue (producer input, always validated) and the fan-out queue (its own page
+//! jobs, which no producer can send).
 //!
 //! Per message: validate (a bad one goes to the DLQ with its reason and never blocks the batch);
-//! claim its id (idempotency: a redelivery reuses the first cursor, a finished one is skipped);
+//! claim its id (idempotency: a finished one is skipped; a redelivery after a crash takes over);
 //! write the log entry **before** any push; resolve recipients by Query (never Scan); fan out
 //! with bounded concurrency; 410 → clean up at once; 429/5xx → retry queue with backoff; big
-//! audiences → fan-out shard jobs re-queued so several invocations post in parallel;
+//! audiences → fan-out page jobs on the fan-out queue so several invocations post in parallel;
 //! `deliverAt` in the future → SQS delay (≤ 15 min) or a one-time Scheduler schedule.
 //! Only transient failures are reported back as batch item failures, for redelivery.
 
@@ -15,7 +17,6 @@ use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use futures_util::StreamExt;
-use serde_json::Value;
 
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
@@ -29,7 +30,7 @@ use crate::notification::{
     Control, LogEntry, NotificationRequest, ParseLimits, ProducerMessage, Rejection, format_time, now_rfc3339, parse_producer_message,
 };
 use crate::policy::RolePolicy;
-use crate::queue::{INTERNAL_KEY, Queue, QueueError, redeliver};
+use crate::queue::{DEFERRED_FOR, Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
 use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::store::{Claim, ReminderState, Store, StoreError, epoch_seconds};
@@ -55,6 +56,8 @@ pub enum Outcome {
     Duplicate,
     Deferred,
     Cancelled,
+    /// A deferred copy whose notification was moved to another time.
+    Superseded,
     Rejected(String),
     Controlled,
     Shard(FanoutSummary),
@@ -122,10 +125,17 @@ impl Dispatch {
     /// One SQS message. `Err` means transient: the message is redelivered.
     pub async fn message(&self, record: &SqsMessage) -> Result<Outcome, DispatchError> {
         let body = record.body.as_deref().unwrap_or_default();
-        if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(body)
-            && obj.get(INTERNAL_KEY).and_then(Value::as_str) == Some("fanout")
-            && let Ok(job) = serde_json::from_value::<FanoutJob>(obj.get("job").cloned().unwrap_or_default())
+        // Fan-out jobs come only from their own queue, which only dispatch sends to. Anything on
+        // the dispatch queue is producer input, however it looks: a forged job is malformed.
+        if record
+            .event_source_arn
+            .as_deref()
+            .is_some_and(|arn| self.queue.is_fanout_source(arn))
         {
+            let Ok(job) = serde_json::from_str::<FanoutJob>(body) else {
+                tracing::error!(message = ?record.message_id, body_len = body.len(), "fan-out queue message is not a job; dropped");
+                return Ok(Outcome::Rejected("malformed_job".into()));
+            };
             return self.run_job(&job).await.map(Outcome::Shard);
         }
         let limits = ParseLimits {
@@ -141,7 +151,8 @@ impl Dispatch {
                 if req.id.is_none() {
                     req.id = record.message_id.clone();
                 }
-                self.notify(req).await
+                let deferred_for = record.message_attributes.get(DEFERRED_FOR).and_then(|a| a.string_value.clone());
+                self.notify(req, deferred_for).await
             }
         }
     }
@@ -179,27 +190,39 @@ impl Dispatch {
         Ok(())
     }
 
-    async fn notify(&self, req: NotificationRequest) -> Result<Outcome, DispatchError> {
+    /// `deferred_for`: set on Herald's own deferred copy, the `deliverAt` it was deferred for.
+    async fn notify(&self, req: NotificationRequest, deferred_for: Option<String>) -> Result<Outcome, DispatchError> {
         let id = req.id.clone().unwrap_or_default();
         if let Some(at) = req.deliver_at {
             let wait = (at - Utc::now()).num_milliseconds();
             if wait > 1000 {
                 return self.defer(req).await;
             }
-            if let Some(r) = self.store.reminders.get(&req.tenant, &id).await?
-                && r.state == ReminderState::Cancelled
-            {
-                Metrics::new("dispatch").count("Cancelled", 1).flush();
-                return Ok(Outcome::Cancelled);
+            if let Some(r) = self.store.reminders.get(&req.tenant, &id).await? {
+                if r.state == ReminderState::Cancelled {
+                    Metrics::new("dispatch").count("Cancelled", 1).flush();
+                    return Ok(Outcome::Cancelled);
+                }
+                // A delayed copy of an earlier `deliverAt`: the id was sent again with another
+                // time, and the reminder record holds the newest. SQS cannot take back a delayed
+                // message, so the copy is recognised here and dropped.
+                if r.state == ReminderState::Scheduled && deferred_for.as_deref().is_some_and(|d| d != r.deliver_at) {
+                    tracing::info!(tenant = %req.tenant, id = %id, deferred_for = ?deferred_for, now_for = %r.deliver_at, "superseded deferred copy dropped");
+                    Metrics::new("dispatch").count("Superseded", 1).flush();
+                    return Ok(Outcome::Superseded);
+                }
             }
         }
         let started = Instant::now();
         let expires = epoch_seconds() + req.ttl_seconds.unwrap_or(self.limits.retention_seconds) as i64;
         let lease_ms = self.limits.claim_lease_seconds * 1000;
+        // The id is remembered longer than the entry lives: a producer retry or a DLQ redrive
+        // after a short `ttlSeconds` is still a duplicate.
+        let remembered = expires.max(epoch_seconds() + self.limits.dedupe_seconds as i64);
         let claimed = match self
             .store
             .idempotency
-            .claim(&req.tenant, &id, Cursor::now(), expires, lease_ms)
+            .claim(&req.tenant, &id, Cursor::now(), remembered, lease_ms)
             .await?
         {
             Claim::Done(_) => {

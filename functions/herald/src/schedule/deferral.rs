@@ -69,7 +69,7 @@ impl Deferral {
         }
         let wait_s = ((at - Utc::now()).num_milliseconds().max(0) + 999) / 1000;
         if wait_s <= MAX_DELAY_SECONDS {
-            self.queue.dispatch(body, wait_s).await?;
+            self.queue.dispatch_deferred(body, wait_s, &reminder.deliver_at).await?;
             Ok(Deferred::Queued)
         } else {
             self.scheduler.upsert(&schedule_name(&req.tenant, &id), &at, body).await?;
