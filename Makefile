@@ -76,11 +76,13 @@ client-tests: venv build
 # Everything CI checks. `sam build` (the release artifact: one fat-LTO link, ~9 minutes of CPU
 # alone) runs in the background at the lowest CPU and I/O priority (infra/sam-build.sh) while the
 # other checks run: they spend much of their time waiting on queues and sockets, so it mostly
-# uses what they leave idle. Its output is in target/sam-build.log.
+# uses what they leave idle. Its output is in target/sam-build.log. `set -m` gives it a process
+# group of its own (to stop it if a check fails) in the same session: a new session (setsid)
+# would be a new scheduler autogroup, which gets an equal CPU share whatever its nice value.
 CHECKS := fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract
 test: sam-venv
 	@mkdir -p target; \
-	setsid infra/sam-build.sh > target/sam-build.log 2>&1 & sam=$$!; \
+	set -m; infra/sam-build.sh > target/sam-build.log 2>&1 & sam=$$!; set +m; \
 	status=0; $(MAKE) --no-print-directory $(CHECKS) || status=$$?; \
 	if [ $$status -ne 0 ]; then kill -- -$$sam 2>/dev/null || true; wait $$sam || true; echo "make test: FAILED"; exit $$status; fi; \
 	echo "==> waiting for sam build (target/sam-build.log)"; \

@@ -5,3 +5,20 @@ set -euo pipefail
 cd "$(dirname "$0")"
 npm ci --no-audit --no-fund
 node --test test/
+
+# The package as a user gets it: `npm pack`, installed into a fresh project, imported by name.
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+npm pack --silent --pack-destination "$tmp" >/dev/null
+(
+    cd "$tmp"
+    npm init -y >/dev/null
+    npm install --no-audit --no-fund --offline ./herald-client-*.tgz >/dev/null
+    node --input-type=module -e '
+        import { HeraldClient, HeraldError, SUBPROTOCOL } from "@herald/client";
+        if (typeof HeraldClient !== "function" || typeof HeraldError !== "function" || SUBPROTOCOL !== "herald.v1") {
+            console.error("the packed client does not export what herald.d.ts declares");
+            process.exit(1);
+        }
+        console.log("packed client: installs from its tarball and imports by name");'
+)

@@ -85,17 +85,9 @@ async fn an_idempotency_key_outlives_a_short_ttl_and_the_dlq_retention() {
     msg["ttlSeconds"] = json!(60);
     publish(msg).await;
     assert_eq!(c.notification().await["id"], id.as_str());
-    let key = dynamodb()
-        .await
-        .get_item()
-        .table_name(table("NotificationsTable"))
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("i#{tenant}#{id}")))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("#".into()))
-        .send()
-        .await
-        .expect("get the idempotency key");
+    let key = item("NotificationsTable", &format!("i#{tenant}#{id}"), "#").await;
     let expires: i64 = key
-        .item()
+        .as_ref()
         .and_then(|i| i.get("expiresAt"))
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
@@ -197,6 +189,47 @@ async fn a_forged_fanout_job_on_the_dispatch_queue_is_dead_lettered_and_pushes_n
     // Nothing reached the tenant's connections: the next frame is a real notification.
     publish(note(&tenant, json!({"user": user}), "real")).await;
     assert_eq!(c.notification().await["title"], "real");
+}
+
+/// Issue "nothing lost", defect 9: a join racing a disconnect can leave a membership row whose
+/// connection item is gone. Each notification to the group then drew a post and a 410, and
+/// `close` (which reads the memberships from the connection item) removed nothing.
+#[tokio::test]
+async fn an_orphan_membership_is_removed_on_its_first_410() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let tenant = unique("acme");
+    let user = unique("u");
+    let orphan = unique("orphan");
+    // A live member, so we know when the fan-out has happened.
+    let mut c = Client::connect(&user, &tenant, &[], &["course:77"]).await;
+    c.join("course:77").await;
+    // The orphan row, in every shard partition of the group (one of them is where a join would
+    // have put it; all of them are read by the fan-out).
+    let partitions: Vec<String> = (0..4).map(|shard| format!("g#{tenant}#course:77#{shard}")).collect();
+    for pk in &partitions {
+        dynamodb()
+            .await
+            .put_item()
+            .table_name(table("ConnectionsTable"))
+            .item("pk", AttributeValue::S(pk.clone()))
+            .item("sk", AttributeValue::S(orphan.clone()))
+            .item("user", AttributeValue::S("ghost".into()))
+            .item("expiresAt", AttributeValue::N((chrono::Utc::now().timestamp() + 3600).to_string()))
+            .send()
+            .await
+            .expect("orphan row");
+    }
+    publish(note(&tenant, json!({"group": "course:77"}), "to the course")).await;
+    assert_eq!(c.notification().await["title"], "to the course");
+    eventually("the orphan rows removed", || async {
+        for pk in &partitions {
+            if sort_keys("ConnectionsTable", pk).await.contains(&orphan) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -527,7 +527,42 @@ async fn presence_lists_online_members_to_members_only() {
     let (s, body) = api(Method::GET, "/groups/room:9/presence", &token(&u1, &tenant, &[], &["room:9"]), None).await;
     let mut expected = vec![u1.clone(), u2.clone()];
     expected.sort();
-    assert_eq!((s, body), (200, json!({"group": "room:9", "users": expected, "connections": 2})));
+    assert_eq!(
+        (s, body),
+        (200, json!({"group": "room:9", "users": expected, "connections": 2, "next": null}))
+    );
+    // Paged: one connection a page, every member listed once across the pages, then no `next`.
+    let member = token(&u1, &tenant, &[], &["room:9"]);
+    let mut listed = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10 {
+        let (s, page) = api(
+            Method::GET,
+            &format!("/groups/room:9/presence?limit=1&after={after}"),
+            &member,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{page}");
+        assert!(page["connections"].as_u64() <= Some(1), "{page}");
+        listed.extend(
+            page["users"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str().map(str::to_owned)),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    listed.sort();
+    assert_eq!(listed, expected);
+    let (s, b) = api(Method::GET, "/groups/room:9/presence?after=not-a-token", &member, None).await;
+    assert_error(s, &b, 400, "bad_request");
+    let (s, b) = api(Method::GET, "/groups/room:9/presence?limit=1001", &member, None).await;
+    assert_error(s, &b, 400, "bad_request");
     let (s, b) = api(
         Method::GET,
         "/groups/room:9/presence",

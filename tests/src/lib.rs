@@ -542,20 +542,31 @@ pub async fn find_message(queue_id: &str, needle: &str) -> aws_sdk_sqs::types::M
     .await
 }
 
-/// The `{group}#{shard}` memberships recorded on a connection item, sorted.
-pub async fn memberships_of(connection_id: &str) -> Vec<String> {
-    let out = dynamodb()
+/// One item of a table (strongly consistent read), by its keys.
+pub async fn item(
+    table_id: &str,
+    pk: &str,
+    sk: &str,
+) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    dynamodb()
         .await
         .get_item()
-        .table_name(table("ConnectionsTable"))
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("c#{connection_id}")))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("#meta".into()))
+        .table_name(table(table_id))
+        .key("pk", AttributeValue::S(pk.to_owned()))
+        .key("sk", AttributeValue::S(sk.to_owned()))
         .consistent_read(true)
         .send()
         .await
-        .expect("get item");
-    let mut set: Vec<String> = out
-        .item()
+        .expect("get item")
+        .item
+}
+
+/// The `{group}#{shard}` memberships recorded on a connection item, sorted.
+pub async fn memberships_of(connection_id: &str) -> Vec<String> {
+    let mut set: Vec<String> = item("ConnectionsTable", &format!("c#{connection_id}"), "#meta")
+        .await
+        .as_ref()
         .and_then(|i| i.get("memberships"))
         .and_then(|v| v.as_ss().ok())
         .cloned()

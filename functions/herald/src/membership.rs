@@ -9,6 +9,10 @@
 //! affected connection is told with `{"type":"left","group":…,"reason":"unsubscribed"}`.
 //! Connections still entitled another way (the token's `groups` claim, a role) keep the group.
 
+use std::collections::HashSet;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use crate::auth::Principal;
@@ -163,9 +167,102 @@ fn left_frame(group: &Group) -> String {
     frames::reply("left", fields, None)
 }
 
+/// Where a presence listing goes on: the shard and the last connection id listed. Opaque to
+/// callers (URL-safe base64 of `{shard}\n{connection}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceToken {
+    pub shard: u16,
+    pub after: Option<String>,
+}
+
+impl PresenceToken {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}\n{}", self.shard, self.after.as_deref().unwrap_or("")))
+    }
+
+    /// `None` for anything this server did not hand out (or for a shard the group does not have).
+    pub fn decode(token: &str, shards: u16) -> Option<Self> {
+        let raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (shard, after) = text.split_once('\n')?;
+        let shard: u16 = shard.parse().ok().filter(|s| *s < shards)?;
+        if after.len() > 256 || after.chars().any(char::is_control) {
+            return None;
+        }
+        Some(Self {
+            shard,
+            after: (!after.is_empty()).then(|| after.to_owned()),
+        })
+    }
+}
+
+/// One page of a group's live connections: at most `limit` of them, distinct users sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresencePage {
+    pub users: Vec<String>,
+    pub connections: usize,
+    pub next: Option<PresenceToken>,
+}
+
+/// Reads a group's membership shards in order from `from`, a page at a time, until `limit`
+/// connections are listed. A user with connections on two pages is listed on both.
+pub async fn presence_page(
+    store: &Store,
+    group_key: &str,
+    shards: u16,
+    from: PresenceToken,
+    limit: usize,
+) -> Result<PresencePage, StoreError> {
+    let (mut shard, mut after) = (from.shard, from.after);
+    let mut members = Vec::new();
+    let mut next = None;
+    while shard < shards {
+        let page = store
+            .connections
+            .members_page(group_key, shard, after.as_deref(), limit - members.len())
+            .await?;
+        members.extend(page.members);
+        match page.next {
+            Some(last) => after = Some(last),
+            None => {
+                shard += 1;
+                after = None;
+            }
+        }
+        if members.len() >= limit {
+            if shard < shards {
+                next = Some(PresenceToken { shard, after });
+            }
+            break;
+        }
+    }
+    let mut users: Vec<String> = members.iter().map(|m| m.user.clone()).collect::<HashSet<_>>().into_iter().collect();
+    users.sort();
+    Ok(PresencePage {
+        users,
+        connections: members.len(),
+        next,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_tokens_round_trip_and_refuse_what_was_not_handed_out() {
+        let t = PresenceToken {
+            shard: 2,
+            after: Some("Ab3=".into()),
+        };
+        assert_eq!(PresenceToken::decode(&t.encode(), 4), Some(t.clone()));
+        assert_eq!(PresenceToken::decode(&t.encode(), 2), None, "no such shard");
+        let start = PresenceToken { shard: 1, after: None };
+        assert_eq!(PresenceToken::decode(&start.encode(), 4), Some(start));
+        for bad in ["", "not base64!", "MQ", &URL_SAFE_NO_PAD.encode("x\ny")] {
+            assert_eq!(PresenceToken::decode(bad, 4), None, "{bad}");
+        }
+    }
 
     #[test]
     fn the_left_frame_names_the_group_and_why() {

@@ -5,8 +5,15 @@
 //! `kid`; HS256 is checked only against the configured secret (so a token "signed" with the RSA
 //! public key as an HMAC secret fails); `iss`, `aud`, `exp` and `sub` are required; `exp`/`nbf`
 //! get 30 s of leeway; tokens over 8 KB are refused before any parsing.
+//!
+//! Keys fetched from a JWKS URL rotate: a token whose `kid` is unknown makes the verifier fetch
+//! the set again (at most once per [`JWKS_REFETCH_INTERVAL`], so a flood of made-up kids cannot
+//! hammer the identity provider), and a failed fetch keeps the keys it has. A JWKS outage at cold
+//! start does not fail init: the verifier starts with no keys and fetches on the first token.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
@@ -180,66 +187,165 @@ struct VerifyKey {
     alg: Option<Algorithm>,
 }
 
+type KeySet = HashMap<String, VerifyKey>;
+
+/// The shortest time between two fetches of the JWKS URL.
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A JWKS configured by URL: where to fetch it again, and when it was last tried.
+struct RemoteJwks {
+    url: String,
+    client: reqwest::Client,
+    last_attempt: Mutex<Option<Instant>>,
+}
+
+impl RemoteJwks {
+    /// Claims the right to fetch now, if the last attempt is at least `interval` old.
+    fn may_fetch(&self, interval: Duration) -> bool {
+        let Ok(mut last) = self.last_attempt.lock() else { return false };
+        let due = last.is_none_or(|t| t.elapsed() >= interval);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+}
+
 /// Verifies tokens; built once at init.
 pub struct Verifier {
-    keys: HashMap<String, VerifyKey>,
+    keys: RwLock<Arc<KeySet>>,
     hmac: Option<DecodingKey>,
     cfg: JwtConfig,
+    remote: Option<RemoteJwks>,
+    refetch_interval: Duration,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
-            .finish()
+        let kids: Vec<String> = self.current_keys().keys().cloned().collect();
+        f.debug_struct("Verifier").field("kids", &kids).finish()
     }
 }
 
 impl Verifier {
-    /// Builds the verifier, fetching the JWKS once when it is configured by URL.
+    /// Builds the verifier. A JWKS configured by URL is fetched now; if that fails, init goes on
+    /// with no keys (logged) and the first token with a `kid` fetches again.
     pub async fn load(cfg: JwtConfig) -> Result<Self, AuthInitError> {
-        let jwks = match (&cfg.jwks, &cfg.jwks_url) {
-            (Some(inline), _) => Some(inline.clone()),
-            (None, Some(url)) => Some(fetch_jwks(url).await?),
-            (None, None) => None,
-        };
-        Self::new(cfg, jwks.as_deref())
+        let url = if cfg.jwks.is_none() { cfg.jwks_url.clone() } else { None };
+        let inline = cfg.jwks.clone();
+        let mut verifier = Self::new(cfg, inline.as_deref())?;
+        if let Some(url) = url {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| AuthInitError::Fetch {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+            verifier.remote = Some(RemoteJwks {
+                url,
+                client,
+                last_attempt: Mutex::new(None),
+            });
+            verifier.refresh().await;
+        }
+        Ok(verifier)
     }
 
     pub fn new(cfg: JwtConfig, jwks: Option<&str>) -> Result<Self, AuthInitError> {
-        let mut keys = HashMap::new();
-        if let Some(json) = jwks {
-            let set: Value = serde_json::from_str(json).map_err(|e| AuthInitError::Parse(e.to_string()))?;
-            let list = set
-                .get("keys")
-                .and_then(Value::as_array)
-                .ok_or_else(|| AuthInitError::Parse("no `keys` array".into()))?;
-            for raw in list {
-                // Identity providers publish encryption keys and algorithms Herald does not use in
-                // the same set; skip them instead of refusing the whole set.
-                let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
-                    continue;
-                };
-                if raw.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
-                    continue;
-                }
-                let Some(kid) = jwk.common.key_id.clone() else { continue };
-                let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
-                let alg = raw.get("alg").and_then(Value::as_str).and_then(|a| a.parse::<Algorithm>().ok());
-                keys.insert(
-                    kid,
-                    VerifyKey {
-                        family: key.family(),
-                        key,
-                        alg,
-                    },
-                );
-            }
-        }
+        let keys = match jwks {
+            Some(json) => parse_jwks(json)?,
+            None => KeySet::new(),
+        };
         let hmac = cfg.hs256_secret.as_ref().map(|s| DecodingKey::from_secret(s.as_bytes()));
-        Ok(Self { keys, hmac, cfg })
+        Ok(Self {
+            keys: RwLock::new(Arc::new(keys)),
+            hmac,
+            cfg,
+            remote: None,
+            refetch_interval: JWKS_REFETCH_INTERVAL,
+        })
     }
 
+    fn current_keys(&self) -> Arc<KeySet> {
+        // A poisoned lock still holds a complete key set (it is replaced whole).
+        match self.keys.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Fetches the JWKS URL again if the rate limit allows; keeps the current keys when the
+    /// fetch or the parse fails. Returns whether the keys were replaced.
+    async fn refresh(&self) -> bool {
+        let Some(remote) = &self.remote else { return false };
+        if !remote.may_fetch(self.refetch_interval) {
+            return false;
+        }
+        let fetched = match fetch_jwks(&remote.client, &remote.url).await {
+            Ok(json) => parse_jwks(&json),
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(keys) => {
+                tracing::info!(url = %remote.url, kids = keys.len(), "JWKS fetched");
+                let fresh = Arc::new(keys);
+                match self.keys.write() {
+                    Ok(mut k) => *k = fresh,
+                    Err(poisoned) => *poisoned.into_inner() = fresh,
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS fetch failed; keeping the keys already known");
+                false
+            }
+        }
+    }
+
+    /// [`Self::verify`], and when the token's `kid` is unknown and the JWKS comes from a URL,
+    /// fetches the set again (rate-limited) and tries once more: keys rotate.
+    pub async fn verify_refreshing(&self, token: &str) -> Result<Principal, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::UnknownKey) if self.refresh().await => self.verify(token),
+            other => other,
+        }
+    }
+}
+
+/// The signing keys of a JWKS document.
+fn parse_jwks(json: &str) -> Result<KeySet, AuthInitError> {
+    let set: Value = serde_json::from_str(json).map_err(|e| AuthInitError::Parse(e.to_string()))?;
+    let list = set
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| AuthInitError::Parse("no `keys` array".into()))?;
+    let mut keys = KeySet::new();
+    for raw in list {
+        // Identity providers publish encryption keys and algorithms Herald does not use in the
+        // same set; skip them instead of refusing the whole set.
+        let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+            continue;
+        };
+        if raw.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
+            continue;
+        }
+        let Some(kid) = jwk.common.key_id.clone() else { continue };
+        let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
+        let alg = raw.get("alg").and_then(Value::as_str).and_then(|a| a.parse::<Algorithm>().ok());
+        keys.insert(
+            kid,
+            VerifyKey {
+                family: key.family(),
+                key,
+                alg,
+            },
+        );
+    }
+    Ok(keys)
+}
+
+impl Verifier {
     pub fn tenant_claim(&self) -> &str {
         &self.cfg.tenant_claim
     }
@@ -255,11 +361,14 @@ impl Verifier {
         if !self.cfg.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
+        // Held for the decode below: the key is borrowed from this snapshot of the set.
+        let keys: Arc<KeySet>;
         let key = match header.alg.family() {
             AlgorithmFamily::Hmac => self.hmac.as_ref().ok_or(AuthError::AlgorithmNotAllowed)?,
             family => {
                 let kid = header.kid.as_deref().ok_or(AuthError::UnknownKey)?;
-                let k = self.keys.get(kid).ok_or(AuthError::UnknownKey)?;
+                keys = self.current_keys();
+                let k = keys.get(kid).ok_or(AuthError::UnknownKey)?;
                 if k.family != family || k.alg.is_some_and(|a| a != header.alg) {
                     return Err(AuthError::AlgorithmNotAllowed);
                 }
@@ -323,15 +432,11 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
-async fn fetch_jwks(url: &str) -> Result<String, AuthInitError> {
+async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<String, AuthInitError> {
     let fail = |reason: String| AuthInitError::Fetch {
         url: url.to_owned(),
         reason,
     };
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
     let resp = client.get(url).send().await.map_err(|e| fail(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(fail(format!("HTTP {}", resp.status())));

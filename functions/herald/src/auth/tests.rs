@@ -244,3 +244,123 @@ fn finds_handshake_token_in_query_or_subprotocol() {
     assert_eq!(handshake_token(Some(""), Some("herald.v1")), None);
     assert_eq!(handshake_token(None, None), None);
 }
+
+// ------------------------------------------------------------------ JWKS from a URL, rotating
+
+/// A JWKS endpoint on a loopback port: serves what `body` holds (503 while it is `None`) and
+/// counts the requests it answers.
+struct JwksServer {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn jwks_server(initial: Option<String>) -> JwksServer {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    let body = std::sync::Arc::new(std::sync::Mutex::new(initial));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (b, h) = (body.clone(), hits.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut buf[read..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+            h.fetch_add(1, Ordering::SeqCst);
+            let reply = match b.lock().unwrap().clone() {
+                Some(json) => format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                    json.len()
+                ),
+                None => "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
+            };
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    JwksServer { url, body, hits }
+}
+
+/// The fixture's JWKS with only the keys named.
+fn jwks_with(kids: &[&str]) -> String {
+    let mut set: serde_json::Value = serde_json::from_str(JWKS).unwrap();
+    let keys = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| kids.contains(&k["kid"].as_str().unwrap_or("")))
+        .cloned()
+        .collect();
+    set["keys"] = serde_json::Value::Array(keys);
+    set.to_string()
+}
+
+fn url_config(url: &str) -> JwtConfig {
+    JwtConfig {
+        jwks: None,
+        jwks_url: Some(url.to_owned()),
+        ..config(&[Algorithm::RS256, Algorithm::ES256])
+    }
+}
+
+fn hits(server: &JwksServer) -> usize {
+    server.hits.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Issue "nothing lost", defect 6: keys were fetched once at init, so a rotation refused every
+/// token signed with the new key until instances recycled.
+#[tokio::test]
+async fn a_rotated_key_is_fetched_when_a_token_first_uses_it() {
+    let server = jwks_server(Some(jwks_with(&["ec-1"]))).await;
+    let mut v = Verifier::load(url_config(&server.url)).await.unwrap();
+    v.refetch_interval = std::time::Duration::ZERO;
+    let token = rs(&claims()); // kid rsa-1: not published yet
+    assert_eq!(v.verify_refreshing(&token).await, Err(AuthError::UnknownKey));
+    *server.body.lock().unwrap() = Some(jwks_with(&["ec-1", "rsa-1"])); // the provider rotates
+    assert_eq!(v.verify_refreshing(&token).await.map(|p| p.user), Ok("u1".to_owned()));
+    assert_eq!(
+        v.verify(&sign(Algorithm::ES256, Some("ec-1"), &claims())).map(|p| p.user),
+        Ok("u1".to_owned())
+    );
+}
+
+/// ... and a JWKS outage at cold start failed init.
+#[tokio::test]
+async fn a_jwks_outage_at_cold_start_does_not_fail_init() {
+    let server = jwks_server(None).await;
+    let mut v = Verifier::load(url_config(&server.url)).await.expect("init goes on without keys");
+    v.refetch_interval = std::time::Duration::ZERO;
+    let token = rs(&claims());
+    assert_eq!(v.verify_refreshing(&token).await, Err(AuthError::UnknownKey));
+    *server.body.lock().unwrap() = Some(JWKS.to_owned()); // the provider is back
+    assert!(v.verify_refreshing(&token).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_outage_later_keeps_the_keys_already_known() {
+    let server = jwks_server(Some(JWKS.to_owned())).await;
+    let mut v = Verifier::load(url_config(&server.url)).await.unwrap();
+    v.refetch_interval = std::time::Duration::ZERO;
+    *server.body.lock().unwrap() = None;
+    let unknown = sign(Algorithm::RS256, Some("rsa-2"), &claims());
+    assert_eq!(v.verify_refreshing(&unknown).await, Err(AuthError::UnknownKey));
+    assert_eq!(hits(&server), 2, "the unknown kid made it try");
+    assert!(v.verify_refreshing(&rs(&claims())).await.is_ok(), "the cached key still verifies");
+}
+
+#[tokio::test]
+async fn made_up_kids_fetch_at_most_once_per_interval() {
+    let server = jwks_server(Some(JWKS.to_owned())).await;
+    let v = Verifier::load(url_config(&server.url)).await.unwrap();
+    for i in 0..20 {
+        let token = sign(Algorithm::RS256, Some(&format!("made-up-{i}")), &claims());
+        assert_eq!(v.verify_refreshing(&token).await, Err(AuthError::UnknownKey));
+    }
+    assert_eq!(hits(&server), 1, "only the fetch at init: the others fell within the interval");
+}

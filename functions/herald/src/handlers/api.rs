@@ -16,7 +16,7 @@ use crate::cursor::{Cursor, now_millis};
 use crate::delivery::Poster;
 use crate::groups::{Group, valid_id};
 use crate::horizon::Horizon;
-use crate::membership::{Unsubscriber, entitled};
+use crate::membership::{PresenceToken, Unsubscriber, entitled, presence_page};
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
 use crate::policy::RolePolicy;
 use crate::queue::{Queue, QueueError};
@@ -30,6 +30,8 @@ pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 200;
 /// Unread counts stop here ("99+" in a UI); counting further would read the whole log.
 pub const UNREAD_CAP: usize = 1000;
+/// Connections listed by one presence page at most.
+pub const PRESENCE_PAGE: usize = 1000;
 
 /// An HTTP error as the contract shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,7 +166,7 @@ impl Api {
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = req.method().clone();
         // Authenticate before routing so an unauthenticated caller learns nothing about routes.
-        let principal = self.authenticate(req)?;
+        let principal = self.authenticate(req).await?;
         match (method, segs.as_slice()) {
             (Method::GET, ["notifications", "missed"]) => self.missed(&principal, req).await,
             (Method::POST, ["notifications", "read"]) => self.read(&principal, req).await,
@@ -175,12 +177,12 @@ impl Api {
             (Method::DELETE, ["reminders", id]) => self.cancel_reminder(&principal, id).await,
             (Method::PUT, ["subscriptions", user, group]) => self.subscription(&principal, user, group, true).await,
             (Method::DELETE, ["subscriptions", user, group]) => self.subscription(&principal, user, group, false).await,
-            (Method::GET, ["groups", group, "presence"]) => self.presence(&principal, group).await,
+            (Method::GET, ["groups", group, "presence"]) => self.presence(&principal, group, req).await,
             _ => Err(ApiError::not_found("no such route")),
         }
     }
 
-    fn authenticate(&self, req: &Request) -> Result<Principal, ApiError> {
+    async fn authenticate(&self, req: &Request) -> Result<Principal, ApiError> {
         let header = req
             .headers()
             .get("authorization")
@@ -190,7 +192,7 @@ impl Api {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(AuthError::Malformed)?;
-        Ok(self.verifier.verify(token.trim())?)
+        Ok(self.verifier.verify_refreshing(token.trim()).await?)
     }
 
     /// The topics whose log the caller may read: personal, tenant, platform-wide, and the groups
@@ -434,21 +436,38 @@ impl Api {
         Ok((StatusCode::NO_CONTENT, None))
     }
 
-    async fn presence(&self, p: &Principal, group: &str) -> ApiResult {
+    /// Paged: a big tenant's presence would not fit one response (API Gateway and Lambda cap
+    /// them at 6 MB), and reading it whole would be one long scan of every shard.
+    async fn presence(&self, p: &Principal, group: &str, req: &Request) -> ApiResult {
         let group = Group::parse(group).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let q = req.query_string_parameters();
+        let limit = match q.first("limit") {
+            None => PRESENCE_PAGE,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=PRESENCE_PAGE).contains(n))
+                .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={PRESENCE_PAGE}")))?,
+        };
+        let shards = group.shards(self.limits.membership_shards);
+        let from = match q.first("after").filter(|a| !a.is_empty()) {
+            None => PresenceToken { shard: 0, after: None },
+            Some(t) => {
+                PresenceToken::decode(t, shards).ok_or_else(|| ApiError::bad_request("after is not a token from a previous page"))?
+            }
+        };
         if !entitled(&self.store, &self.roles, p, &group).await? {
             return Err(ApiError::forbidden(format!("not a member of {group}")));
         }
-        let members = self
-            .store
-            .connections
-            .all_members(&group.key(&p.tenant), group.shards(self.limits.membership_shards))
-            .await?;
-        let mut users: Vec<String> = members.iter().map(|m| m.user.clone()).collect::<HashSet<_>>().into_iter().collect();
-        users.sort();
+        let page = presence_page(&self.store, &group.key(&p.tenant), shards, from, limit).await?;
         Ok((
             StatusCode::OK,
-            Some(json!({"group": group.to_string(), "users": users, "connections": members.len()})),
+            Some(json!({
+                "group": group.to_string(),
+                "users": page.users,
+                "connections": page.connections,
+                "next": page.next.map(|t| t.encode()),
+            })),
         ))
     }
 }

@@ -26,7 +26,7 @@ impl Authorizer {
         Self { verifier }
     }
 
-    pub fn authorize(&self, req: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> Result<Value, Unauthorized> {
+    pub async fn authorize(&self, req: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> Result<Value, Unauthorized> {
         let query = req.query_string_parameters.first("token");
         let protocol = req.headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
         let Some(found) = handshake_token(query, protocol) else {
@@ -37,7 +37,7 @@ impl Authorizer {
                 .flush();
             return Err(Unauthorized);
         };
-        let principal = self.verifier.verify(&found.token).map_err(|e| {
+        let principal = self.verifier.verify_refreshing(&found.token).await.map_err(|e| {
             tracing::info!(reason = %e, "connection refused");
             Metrics::new("authorizer")
                 .with_dimension("Reason", format!("{e:?}").split('(').next().unwrap_or("invalid").to_owned())
@@ -68,6 +68,6 @@ impl Handler for Authorizer {
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Value, BoxError> {
-        Ok(self.authorize(&event)?)
+        Ok(self.authorize(&event).await?)
     }
 }

@@ -10,7 +10,7 @@
 //! `deliverAt` in the future → SQS delay (≤ 15 min) or a one-time Scheduler schedule.
 //! Only transient failures are reported back as batch item failures, for redelivery.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use aws_config::SdkConfig;
@@ -305,8 +305,13 @@ impl Dispatch {
             .await;
         let mut summary = FanoutSummary::default();
         let mut by_frame: HashMap<String, Vec<String>> = HashMap::new();
+        // Which membership rows each connection was read from, to remove them on a 410.
+        let mut rows: HashMap<String, Vec<(String, u16)>> = HashMap::new();
         for result in fetched {
             let (key, shard, frame, page) = result?;
+            for m in &page.members {
+                rows.entry(m.connection_id.clone()).or_default().push((key.clone(), shard));
+            }
             if let Some(after) = page.next {
                 self.queue_job(FanoutJob {
                     tenant: tenant.to_owned(),
@@ -329,6 +334,17 @@ impl Dispatch {
             let posting = Instant::now();
             let r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
             summary.posting_us += posting.elapsed().as_micros() as u64;
+            // A set: one batch must not name a row twice.
+            let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
+            for conn in &r.gone {
+                for row in rows.get(conn).into_iter().flatten() {
+                    stale.entry(row.clone()).or_default().insert(conn.clone());
+                }
+            }
+            for ((key, shard), conns) in stale {
+                let conns: Vec<String> = conns.into_iter().collect();
+                self.store.connections.remove_members(&key, shard, &conns).await?;
+            }
             self.settle(tenant, id, &frame, &r).await?;
             report.merge(r);
         }
@@ -376,6 +392,10 @@ impl Dispatch {
             self.limits.fanout_concurrency,
         )
         .await;
+        self.store
+            .connections
+            .remove_members(&job.group_key, job.shard, &report.gone)
+            .await?;
         self.settle(&job.tenant, &job.id, &job.frame, &report).await?;
         self.store.idempotency.finish(&job.tenant, &key).await?;
         summary.delivered = report.delivered;

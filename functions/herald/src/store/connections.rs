@@ -220,6 +220,21 @@ impl Connections {
         results.into_iter().try_for_each(|r| r.map(|_| ()))
     }
 
+    /// Deletes membership rows of one group shard. A 410 from a row whose connection item is
+    /// already gone (a join that raced a disconnect) is cleaned here: `close` finds nothing to
+    /// read the memberships from, and the row would otherwise draw a post and a 410 on every
+    /// notification until its TTL.
+    pub async fn remove_members(&self, group_key: &str, shard: u16, conn_ids: &[String]) -> Result<(), StoreError> {
+        let pk = shard_pk(group_key, shard);
+        // One batch must not name a row twice (a connection can be reported gone more than once).
+        let unique: std::collections::BTreeSet<&String> = conn_ids.iter().collect();
+        let deletes = unique
+            .into_iter()
+            .map(|id| delete_request(pk.clone(), id.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.table.batch_write(deletes).await
+    }
+
     /// One page of one shard of a group's live connections.
     pub async fn members_page(
         &self,
