@@ -3,7 +3,12 @@
 
 # ensure_venv DIR REQUIREMENTS: create DIR if missing, (re)install when the pins changed.
 ensure_venv() {
-    local dir="$1" req="$2" stamp want
+    local dir="$1" req="$2" stamp want lock
+    # Two scripts may need the same virtualenv at once (make test builds with SAM in the
+    # background while the template lint uses the same SAM CLI): one installs, the other waits
+    # for it and then finds the stamp up to date.
+    exec {lock}>"$dir.lock"
+    flock "$lock"
     stamp="$dir/.requirements.sha256"
     want="$(sha256sum "$req" | cut -d' ' -f1)"
     if [[ ! -x "$dir/bin/python" ]]; then
@@ -17,4 +22,6 @@ ensure_venv() {
         "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req"
         echo "$want" > "$stamp"
     fi
+    flock -u "$lock"
+    exec {lock}>&-
 }

@@ -9,16 +9,17 @@
 //! The rule, in two halves, each checked where it applies:
 //!
 //! * **Readers** (`resume`'s `resumed.cursor`, `missed`'s `cursor`) are never handed a position
-//!   newer than `now - LAG` ([`Horizon::cap`]). Entries newer than that are still sent; they
-//!   are sent again by the next read, and clients drop the copy by id.
+//!   newer than `t - LAG`, `t` being the clock when their read began ([`Horizon::cap`]).
+//!   Entries newer than that are still sent; they are sent again by the next read, and clients
+//!   drop the copy by id.
 //! * **Writers** (`dispatch`) make every entry visible before its cursor falls behind the
 //!   horizon: a claim older than half the lag is logged under a fresh cursor
 //!   ([`Horizon::write_cursor`]), and a write that returned too late is written again under a
 //!   fresh cursor ([`Horizon::landed_in_time`]). A late copy left behind is a duplicate by id.
 //!
-//! Together: when a reader is handed position `p` at time `t`, `p <= t - LAG`, and every entry
-//! with a cursor `<= p` was visible before `p + LAG <= t`, so it was there for the read that
-//! produced `p`. Clocks of different Lambda hosts agree to milliseconds (NTP); the margin below
+//! Together: when a read that began at `t` hands out position `p`, `p <= t - LAG`, and every
+//! entry with a cursor `c <= p` was visible by `c + LAG - MARGIN < t`, so it was there for that
+//! read. Clocks of different Lambda hosts agree to milliseconds (NTP); the margin below
 //! covers them and DynamoDB's eventually consistent reads.
 
 use crate::cursor::{Cursor, now_millis};
@@ -50,10 +51,11 @@ impl Horizon {
         Cursor::at_millis(now_ms.saturating_sub(self.lag_ms))
     }
 
-    /// A reader started at `since` and read up to `reached`: the position to hand out. Never
-    /// before `since` (positions only move forward), never past the horizon.
-    pub fn cap(&self, since: Cursor, reached: Cursor, now_ms: u64) -> Cursor {
-        since.max(reached.min(self.safe_at(now_ms)))
+    /// A reader started at `since` and read up to `reached`, in a read that began at `read_at_ms`:
+    /// the position to hand out. Never before `since` (positions only move forward), never past
+    /// the horizon of the read's start.
+    pub fn cap(&self, since: Cursor, reached: Cursor, read_at_ms: u64) -> Cursor {
+        since.max(reached.min(self.safe_at(read_at_ms)))
     }
 
     /// The cursor to log a claimed notification under at `now_ms`: the claim's own while a

@@ -232,12 +232,15 @@ impl Api {
                 .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")))?,
         };
         let topics = self.readable_topics(p).await?;
+        // The clock before the read: the position handed out must trail what was visible when
+        // the read began (see `horizon`).
+        let read_at = now_millis();
         let page = read_merged(&self.store, &p.tenant, &topics, since.max(self.retention_floor()), limit).await?;
         let reached = since.max(page.cursor);
         // A poller keeps `cursor` for its next poll: never past the visibility horizon, so an
         // entry that becomes visible later is still ahead of it (see `horizon`). `next` pages on
         // from what was read; entries past the horizon come again next poll, same ids.
-        let cursor = Horizon::default().cap(since, reached, now_millis());
+        let cursor = Horizon::default().cap(since, reached, read_at);
         let items: Vec<Value> = page
             .entries
             .iter()

@@ -95,6 +95,9 @@ impl WsMessage {
             .filter_map(|g| Group::parse(g).ok())
             .collect();
         let floor = Cursor::at_millis((epoch_seconds() as u64).saturating_sub(self.limits.retention_seconds) * 1000);
+        // The clock before the read: the position handed out must trail what was visible when
+        // the read began (see `horizon`).
+        let read_at = now_millis();
         let page = read_merged(&self.store, &p.tenant, &topics, since.max(floor), RESUME_PAGE).await?;
         let have: HashSet<&str> = have.iter().map(String::as_str).collect();
         let mut sent = 0;
@@ -128,7 +131,7 @@ impl WsMessage {
         // `cursor` is where the client resumes after a drop: never past the visibility horizon,
         // so an entry that becomes visible later is still ahead of it. `next` is where to read
         // on while `more` (entries past the horizon were sent; the client drops their copies).
-        let cursor = self.horizon.cap(since, reached, now_millis());
+        let cursor = self.horizon.cap(since, reached, read_at);
         let mut m = json!({"cursor": cursor.to_string(), "count": sent, "more": more});
         if more {
             m["next"] = json!(reached.to_string());
