@@ -23,7 +23,7 @@ VENV_STAMP := $(VENV)/.installed
 # Tests run this many at once inside a test binary; most of their time is waiting on queues.
 TEST_THREADS ?= 8
 
-.PHONY: help dev build test fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build bench clean venv
+.PHONY: help dev build test sam-venv fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build bench clean venv
 
 help:
 	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
@@ -80,7 +80,7 @@ client-tests: venv build
 # group of its own (to stop it if a check fails) in the same session: a new session (setsid)
 # would be a new scheduler autogroup, which gets an equal CPU share whatever its nice value.
 CHECKS := fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract
-test:
+test: sam-venv
 	@mkdir -p target; \
 	set -m; infra/sam-build.sh > target/sam-build.log 2>&1 & sam=$$!; set +m; \
 	status=0; $(MAKE) --no-print-directory $(CHECKS) || status=$$?; \
@@ -89,6 +89,10 @@ test:
 	if ! wait $$sam; then tail -n 40 target/sam-build.log; echo "make test: sam build FAILED"; exit 1; fi; \
 	tail -n 14 target/sam-build.log; \
 	echo "make test: all checks passed"
+
+# sam build and the template lint share the pinned SAM CLI virtualenv: created once, up front.
+sam-venv:
+	@PYTHON=$(PYTHON) bash -c 'source infra/venv.sh && ensure_venv .venv-sam infra/requirements-sam.txt'
 
 bench: venv
 	$(MAKE) build PROFILE=release

@@ -223,14 +223,7 @@ impl Api {
                 .parse::<Cursor>()
                 .map_err(|_| ApiError::bad_request("since is not a valid cursor"))?,
         };
-        let limit = match q.first("limit") {
-            None => DEFAULT_PAGE,
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")))?,
-        };
+        let limit = page_limit(q.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
         let topics = self.readable_topics(p).await?;
         // The clock before the read: the position handed out must trail what was visible when
         // the read began (see `horizon`).
@@ -444,14 +437,7 @@ impl Api {
     async fn presence(&self, p: &Principal, group: &str, req: &Request) -> ApiResult {
         let group = Group::parse(group).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let q = req.query_string_parameters();
-        let limit = match q.first("limit") {
-            None => PRESENCE_PAGE,
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=PRESENCE_PAGE).contains(n))
-                .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={PRESENCE_PAGE}")))?,
-        };
+        let limit = page_limit(q.first("limit"), PRESENCE_PAGE, PRESENCE_PAGE)?;
         let shards = group.shards(self.limits.membership_shards);
         let from = match q.first("after").filter(|a| !a.is_empty()) {
             None => PresenceToken { shard: 0, after: None },
@@ -472,6 +458,18 @@ impl Api {
                 "next": page.next.map(|t| t.encode()),
             })),
         ))
+    }
+}
+
+/// A `limit` query parameter: `default` when absent, else a number in `1..=max`.
+fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={max}"))),
     }
 }
 
