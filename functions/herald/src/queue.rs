@@ -68,16 +68,25 @@ impl Queue {
 
     /// A producer message for dispatch, optionally delayed (≤ [`MAX_DELAY_SECONDS`]).
     pub async fn dispatch(&self, body: String, delay_seconds: i64) -> Result<(), QueueError> {
-        let delay = delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32;
-        self.send("dispatch", &self.urls.dispatch, body, delay, Vec::new()).await
+        self.delayed_dispatch(body, delay_seconds, Vec::new()).await
     }
 
     /// A deferred notification, back on the dispatch queue with its delay. `deferredFor` carries
     /// the delivery time it was deferred for: if the notification is moved meanwhile (the same id
     /// sent again with another `deliverAt`), dispatch recognises this copy as superseded.
     pub async fn dispatch_deferred(&self, body: String, delay_seconds: i64, deliver_at: &str) -> Result<(), QueueError> {
-        let delay = delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32;
         let attributes = vec![(DEFERRED_FOR, attribute(DEFERRED_FOR, deliver_at)?)];
+        self.delayed_dispatch(body, delay_seconds, attributes).await
+    }
+
+    /// The dispatch queue, with SQS's delay bound applied in one place.
+    async fn delayed_dispatch(
+        &self,
+        body: String,
+        delay_seconds: i64,
+        attributes: Vec<(&'static str, MessageAttributeValue)>,
+    ) -> Result<(), QueueError> {
+        let delay = delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32;
         self.send("dispatch", &self.urls.dispatch, body, delay, attributes).await
     }
 
