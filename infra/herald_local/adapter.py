@@ -4,7 +4,8 @@ The rest of the package emulates what a SAM template describes - API Gateway Web
 APIs with the @connections management API, Lambda's Runtime API, SQS event sources, EventBridge
 Scheduler - for functions built as `provided` runtime binaries. A project's own conventions on top
 of the template come from an `Adapter`: names, settings its functions read from their environment
-besides the template's, development tokens, the start banner. `herald.py` is Herald's.
+besides the template's, development tokens, static files to serve (a demo page), the start banner.
+`herald.py` is Herald's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Adapter(Protocol):
     control_path: str            # root of the control API on the WebSocket port, e.g. "/_local"
     template: Path               # --template default
     ready_file: Path             # --ready-file default
+    # Directories served read-only on the WebSocket port, by URL prefix ("/client" serves
+    # DIR/x at /client/x; a directory stands for its index.html). Empty: none.
+    static_dirs: dict[str, Path]
 
     def function_env(self, specs: list[FunctionSpec], *, management_endpoint: str) -> dict[str, str]:
         """Variables laid over every function's template environment (--env still wins).

@@ -1,10 +1,12 @@
 """Control API (local only), under the adapter's `control_path` on the WebSocket port: health,
-connections, faults, direct invocation (like `sam local invoke -e`) and development tokens."""
+the stack's endpoints, connections, faults, direct invocation (like `sam local invoke -e`),
+sending to the stack's queues, and development tokens."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,8 +19,11 @@ from .runtime import FunctionError, FunctionPool
 
 class Control:
     def __init__(self, *, gateway: Gateway | None, pools: dict[str, FunctionPool], faults: Faults,
-                 adapter: Adapter, ready: asyncio.Event) -> None:
+                 adapter: Adapter, ready: asyncio.Event,
+                 info: Callable[[], dict[str, Any]] = dict, sqs: Any = None) -> None:
         self._gateway = gateway
+        self._info = info   # the ready file's content, once ready
+        self._sqs = sqs     # a boto3 SQS client of the stack's AWS endpoint
         self._pools = pools
         self._faults = faults
         self._adapter = adapter
@@ -27,18 +32,49 @@ class Control:
     def add_routes(self, app: web.Application) -> None:
         r, root = app.router, self._adapter.control_path
         r.add_get(f"{root}/health", self._health)
+        r.add_get(f"{root}/endpoints", self._endpoints)
         r.add_get(f"{root}/connections", self._connections)
         r.add_post(f"{root}/connections/{{connection_id}}/drop", self._drop)
         r.add_post(f"{root}/faults/posts", self._post_fault)
         r.add_post(f"{root}/faults/kill", self._kill_fault)
+        r.add_post(f"{root}/faults/redeliver", self._redeliver_fault)
+        r.add_post(f"{root}/faults/aws", self._aws_fault)
+        r.add_get(f"{root}/faults", self._fault_counts)
         r.add_delete(f"{root}/faults", self._clear_faults)
         r.add_post(f"{root}/invoke/{{function}}", self._invoke)
+        r.add_post(f"{root}/queues/{{queue}}/messages", self._send)
         r.add_post(f"{root}/token", self._token)
 
     async def _health(self, _: web.Request) -> web.Response:
         if self._ready.is_set():
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "starting"}, status=503)
+
+    async def _endpoints(self, _: web.Request) -> web.Response:
+        """Where the stack's APIs are, for a page it serves (a browser cannot read the ready
+        file). Only addresses: the keys and secrets of the ready file stay out of it."""
+        if not self._ready.is_set():
+            return web.json_response({"status": "starting"}, status=503)
+        info = self._info()
+        return web.json_response({key: info.get(key) for key in (
+            "websocketUrl", "httpUrl", "controlUrl", "managementEndpoint", "awsEndpoint", "region",
+            "stage", "queues", "staticUrls")})
+
+    async def _send(self, request: web.Request) -> web.Response:
+        """SendMessage of the request body to a queue of the stack (by logical id), as a
+        producer would: a page or a script without an AWS SDK can use the real event source."""
+        queues = self._info().get("queues") or {}
+        url = queues.get(request.match_info["queue"])
+        if url is None or self._sqs is None:
+            return _error(404, f"unknown queue {request.match_info['queue']!r} (known: {sorted(queues)})")
+        body = await request.text()
+        if not body:
+            return _error(400, "the request body is the message body; it is empty")
+        try:
+            sent = await asyncio.to_thread(self._sqs.send_message, QueueUrl=url, MessageBody=body)
+        except Exception as exc:  # the endpoint's own refusal (size, characters), shown as is
+            return _error(400, f"SendMessage failed: {exc}")
+        return web.json_response({"messageId": sent["MessageId"]})
 
     async def _connections(self, _: web.Request) -> web.Response:
         connections = self._gateway.open_connections() if self._gateway else []
@@ -65,10 +101,46 @@ class Control:
     async def _kill_fault(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         function = str(body.get("function", ""))
-        if not any(function in (p.spec.key, p.spec.logical_id) for p in self._pools.values()):
+        if not self._known(function):
             return _error(404, f"unknown function {function!r}")
-        self._faults.add_kill_fault(function, str(body.get("match", "")), int(body.get("count", 1)))
+        try:
+            rate = body.get("rate")
+            self._faults.add_kill_fault(function, str(body.get("match", "")), int(body.get("count", 1)),
+                                        rate=None if rate is None else float(rate),
+                                        after_ms=int(body.get("afterMs", 0)))
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
         return web.Response(status=204)
+
+    async def _redeliver_fault(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        function = str(body.get("function", ""))
+        if not self._known(function):
+            return _error(404, f"unknown function {function!r}")
+        try:
+            self._faults.add_redeliver_fault(function, float(body.get("rate", 1.0)))
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
+        return web.Response(status=204)
+
+    async def _aws_fault(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            status = body.get("status")
+            self._faults.add_aws_fault(
+                str(body.get("target", "")), match=str(body.get("match", "")),
+                rate=float(body.get("rate", 1.0)), status=None if status is None else int(status),
+                error_type=str(body.get("errorType", "")), delay_ms=int(body.get("delayMs", 0)))
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
+        return web.Response(status=204)
+
+    async def _fault_counts(self, _: web.Request) -> web.Response:
+        """What was injected so far, by kind (cleared faults keep their counts)."""
+        return web.json_response({"injected": self._faults.counts})
+
+    def _known(self, function: str) -> bool:
+        return any(function in (p.spec.key, p.spec.logical_id) for p in self._pools.values())
 
     async def _clear_faults(self, _: web.Request) -> web.Response:
         self._faults.clear()

@@ -1,8 +1,11 @@
 """Injected failures (control API `faults`), for tests and demos.
 
 Post faults make `@connections` answer an error instead of delivering; kill faults SIGKILL a
-function process right after it fetched a matching event. Both are consulted on hot paths, so
-the common case (no fault configured) costs one truth test.
+function process after it fetched a matching event (at once, or a random moment later: mid-
+invocation); redelivery faults make an SQS event source leave a message it processed on the
+queue, so SQS hands it out again (its at-least-once delivery); AWS faults make the AWS endpoint
+proxy (`--aws-faults`) answer a throttling error or delay a call. All are consulted on hot paths,
+so the common case (no fault configured) costs one truth test.
 """
 
 from __future__ import annotations
@@ -34,15 +37,44 @@ class _CountedPostFault:
 class _KillFault:
     function: str
     match: bytes
-    remaining: int
+    remaining: int | None  # None: every matching invocation, with probability `rate`
+    rate: float = 1.0
+    after_ms: int = 0      # kill at a random moment within this many ms of the fetch
+
+
+@dataclass
+class _RedeliverFault:
+    function: str
+    rate: float
+
+
+@dataclass
+class AwsFault:
+    """One rule of the AWS endpoint proxy. `target` is the call's X-Amz-Target (e.g.
+    `DynamoDB_20120810.BatchWriteItem`, `AmazonSQS.SendMessage`) or a suffix of it (`PutItem`);
+    `match` a substring the request body must contain (a table name)."""
+    target: str
+    match: bytes
+    rate: float
+    status: int | None = None       # answer this error instead of forwarding ...
+    error_type: str = ""
+    delay_ms: int = 0               # ... or forward after this delay
+    injected: int = 0
+
+    def applies(self, target: str, body: bytes) -> bool:
+        return target.endswith(self.target) and self.match in body
 
 
 class Faults:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._counted: list[_CountedPostFault] = []
-        self._rate: tuple[float, int] | None = None
+        self._rates: list[tuple[float, int]] = []  # (share of posts, status)
         self._kills: list[_KillFault] = []
+        self._redeliver: list[_RedeliverFault] = []
+        self.aws: list[AwsFault] = []
         self._rng = rng or random.Random()
+        # What was injected, by kind, for the control API (`GET faults`): chaos runs report it.
+        self.counts: dict[str, int] = {}
 
     def add_post_fault(self, status: int, *, connection_ids: list[str] | None = None,
                        count: int | None = None, rate: float | None = None) -> None:
@@ -51,41 +83,96 @@ class Faults:
         if rate is not None:
             if not 0 <= rate <= 1:
                 raise ValueError("rate must be within [0, 1]")
-            self._rate = (rate, status)
+            self._rates.append((rate, status))
         else:
             ids = frozenset(connection_ids) if connection_ids else None
             self._counted.append(_CountedPostFault(ids, status, count or 1))
 
-    def add_kill_fault(self, function: str, match: str = "", count: int = 1) -> None:
-        self._kills.append(_KillFault(function, match.encode(), count))
+    def add_kill_fault(self, function: str, match: str = "", count: int | None = 1, *,
+                       rate: float | None = None, after_ms: int = 0) -> None:
+        """`count` kills of matching invocations, or (with `rate`) that share of all of them."""
+        if rate is not None and not 0 <= rate <= 1:
+            raise ValueError("rate must be within [0, 1]")
+        if after_ms < 0:
+            raise ValueError("afterMs must not be negative")
+        self._kills.append(_KillFault(function, match.encode(), None if rate is not None else count or 1,
+                                      1.0 if rate is None else rate, after_ms))
+
+    def add_redeliver_fault(self, function: str, rate: float) -> None:
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be within [0, 1]")
+        self._redeliver.append(_RedeliverFault(function, rate))
+
+    def add_aws_fault(self, target: str, *, match: str = "", rate: float = 1.0,
+                      status: int | None = None, error_type: str = "", delay_ms: int = 0) -> None:
+        if not target:
+            raise ValueError("target (an X-Amz-Target such as DynamoDB_20120810.PutItem) is required")
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be within [0, 1]")
+        if status is None and delay_ms <= 0:
+            raise ValueError("an AWS fault needs a status (an error to answer) or delayMs")
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError("status must be 4xx or 5xx")
+        self.aws.append(AwsFault(target, match.encode(), rate, status, error_type, delay_ms))
 
     def clear(self) -> None:
         self._counted.clear()
         self._kills.clear()
-        self._rate = None
+        self._redeliver.clear()
+        self.aws.clear()
+        self._rates.clear()
+
+    def count(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
 
     def post_status(self, connection_id: str) -> int | None:
         """The error status the next post to `connection_id` must answer, if any."""
-        if not self._counted and self._rate is None:
+        if not self._counted and not self._rates:
             return None
         for fault in self._counted:
             if fault.connection_ids is None or connection_id in fault.connection_ids:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._counted.remove(fault)
+                self.count(f"post{fault.status}")
                 return fault.status
-        if self._rate is not None and self._rng.random() < self._rate[0]:
-            return self._rate[1]
+        for rate, status in self._rates:
+            if self._rng.random() < rate:
+                self.count(f"post{status}")
+                return status
         return None
 
-    def should_kill(self, names: tuple[str, ...], payload: bytes) -> bool:
-        """Whether the invocation of the function known as `names` with `payload` dies now."""
+    def kill_delay(self, names: tuple[str, ...], payload: bytes) -> float | None:
+        """Whether the invocation of the function known as `names` with `payload` dies: None if
+        not, else after how many seconds (0: as soon as it fetched the event)."""
         if not self._kills:
-            return False
+            return None
         for fault in self._kills:
             if fault.function in names and fault.match in payload:
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._kills.remove(fault)
+                if fault.remaining is None:
+                    if self._rng.random() >= fault.rate:
+                        continue
+                else:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._kills.remove(fault)
+                self.count("kill")
+                return self._rng.uniform(0, fault.after_ms) / 1000 if fault.after_ms else 0.0
+        return None
+
+    def should_redeliver(self, names: tuple[str, ...]) -> bool:
+        """Whether an event source leaves a message that `names` processed on its queue."""
+        for fault in self._redeliver:
+            if fault.function in names and self._rng.random() < fault.rate:
+                self.count("redelivery")
                 return True
         return False
+
+    def aws_fault(self, target: str, body: bytes) -> AwsFault | None:
+        """The AWS fault the call `target` with `body` meets, if any."""
+        for fault in self.aws:
+            if fault.applies(target, body) and self._rng.random() < fault.rate:
+                fault.injected += 1
+                self.count(f"aws:{fault.target}:{'delay' if fault.status is None else fault.status}")
+                return fault
+        return None

@@ -7,8 +7,8 @@ Herald's template and functions expect, besides what the template says (docs/run
 - HERALD_WS_ENDPOINT, the @connections endpoint the functions post to: locally the gateway's;
 - Herald's claims in those tokens (sub, tenant, roles, groups) and in the authorizer context
   (user, tenant).
-The start banner and the defaults of --template and --ready-file (this repository's files) are
-Herald's too. Everything else in the package is the general emulator (see adapter.py).
+The start banner, the demo page it serves (client/, so that client/demo/ imports the client as it
+ships) and the defaults of --template and --ready-file (this repository's files) are Herald's too. Everything else in the package is the general emulator (see adapter.py).
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ class Herald:
     control_path = "/_herald"
     template = REPO / "template.yaml"
     ready_file = REPO / "infra" / ".state" / "ready.json"
+    # The browser client's directory, so that the demo page (client/demo/) imports ../herald.js
+    # exactly as it ships: no copy, no build step.
+    static_dirs = {"/client": REPO / "client"}
+    demo_path = "demo/"
 
     def __init__(self) -> None:
         self.tokens = TokenIssuer()
@@ -151,9 +155,11 @@ class Herald:
         ready = "" if options.ready_file == self.ready_file else f" --ready-file {options.ready_file}"
         message = ('{"tenant": "dev", "to": {"user": "dev-user"}, "event": "demo.hello", '
                    '"title": "Hello from the local stack"}')
+        demo = info.get("staticUrls", {}).get("/client")
         lines = [
             "",
             f"Herald local stack is ready  ({options.template}; binaries: {binaries})",
+            *([f"  demo page      {demo}{self.demo_path}  (open it in a browser)"] if demo else []),
             f"  WebSocket      {info['websocketUrl']}?token=JWT  (or subprotocols [\"herald.v1\", JWT])",
             f"  HTTP API       {info['httpUrl']}",
             f"  @connections   {info['managementEndpoint']}/@connections/{{connectionId}}  ({signing})",

@@ -176,10 +176,10 @@ class FunctionPool:
                  cwd: str, report: bool) -> None:
         self.spec = spec
         self._runtime = runtime
-        self._faults = faults
+        self.faults = faults  # also read by the function's event sources
         self._cwd = cwd
         self._report = report
-        self._names = (spec.key, spec.logical_id, spec.name)
+        self.names = (spec.key, spec.logical_id, spec.name)
         self._instances: list[Instance] = []
         self._pending: collections.deque[Invocation] = collections.deque()
         self._idle: collections.deque[Instance] = collections.deque()
@@ -266,14 +266,24 @@ class FunctionPool:
             "Content-Type": "application/json",
         }
         response = web.Response(body=inv.payload, headers=headers)
-        if self._faults.should_kill(self._names, inv.payload):
+        delay = self.faults.kill_delay(self.names, inv.payload)
+        if delay == 0:
             # "as soon as it has fetched the event": deliver it, then pull the plug. A fast
             # function may answer while we are still writing; `doomed` discards that answer.
             inv.doomed = True
             await response.prepare(request)
             await response.write_eof()
             self.kill(inst)
+        elif delay is not None:
+            # Mid-invocation: whatever the function got done by then (a log write, some posts)
+            # stays done, the rest never happens, and the invocation fails like a crash.
+            asyncio.get_running_loop().call_later(delay, self._kill_if_running, inst, inv)
         return response
+
+    def _kill_if_running(self, inst: Instance, inv: Invocation) -> None:
+        if inst.current is inv and not inv.future.done() and not inst.killed:
+            inv.doomed = True
+            self.kill(inst)
 
     def current(self, inst: Instance, request_id: str) -> Invocation:
         if inst.current is None or inst.current.request_id != request_id:

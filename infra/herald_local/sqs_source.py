@@ -129,7 +129,10 @@ class SqsPoller:
                         self.mapping.function.key, len(messages), exc.error_type)
             return
         failed = self._failures(raw, {m["MessageId"] for m in messages})
-        done = [m for m in messages if m["MessageId"] not in failed]
+        # An injected redelivery leaves a processed message on the queue: SQS hands it out again
+        # once its visibility timeout ends, as its at-least-once delivery may on AWS.
+        done = [m for m in messages if m["MessageId"] not in failed
+                and not self._pool.faults.should_redeliver(self._pool.names)]
         for start in range(0, len(done), 10):
             chunk = done[start:start + 10]
             result = await asyncio.to_thread(

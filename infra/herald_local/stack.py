@@ -21,6 +21,7 @@ from aiohttp import web
 from . import aws
 from .adapter import Adapter
 from .control import Control
+from .awsproxy import AwsProxy
 from .faults import Faults
 from .functions import FunctionIndex, FunctionSpec, load_functions
 from .gateway import Gateway
@@ -29,6 +30,7 @@ from .httpapi import http_api_from_template
 from .runtime import MAX_RESPONSE_BYTES, FunctionPool, RuntimeApi
 from .scheduler import Scheduler
 from .sqs_source import SqsPoller, mappings_from_functions
+from .static import StaticDir
 from .template import Resolver, Template
 from .wsapi import WebSocketApi
 
@@ -55,6 +57,8 @@ class Options:
     # @connections requires SigV4 (IAM) like API Gateway; the fan-out benchmark turns it off so
     # its unsigned raw HTTP loop can reach the same endpoint.
     management_auth: str = "iam"
+    # Functions reach the AWS endpoint through the fault proxy (awsproxy.py).
+    aws_faults: bool = False
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -98,6 +102,11 @@ class Stack:
         ws_base = f"http://{opts.host}:{ws_sock.getsockname()[1]}"
         http_url = f"http://{opts.host}:{http_sock.getsockname()[1]}"
         base_env = {**endpoint.env(), "AWS_EC2_METADATA_DISABLED": "true"}
+        faults = Faults()
+        if opts.aws_faults:
+            proxy_sock = _listen(opts.host, 0)
+            base_env["AWS_ENDPOINT_URL"] = f"http://{opts.host}:{proxy_sock.getsockname()[1]}"
+            await self._serve(AwsProxy(endpoint.url, faults).application(), proxy_sock)
         specs = load_functions(template, resolver, profile=opts.profile, binary_dir=opts.binary_dir,
                                commands=opts.binaries, env_overrides=opts.env, base_env=base_env)
         index = FunctionIndex(specs)
@@ -111,7 +120,6 @@ class Stack:
         for spec in specs:
             spec.env.update({k: v for k, v in extra_env.items() if k not in opts.env and k in spec.env})
 
-        faults = Faults()
         self._runtime = RuntimeApi(opts.host)
         await self._runtime.start()
         self._pools = {s.key: FunctionPool(s, self._runtime, faults, cwd=str(template.directory),
@@ -126,7 +134,13 @@ class Stack:
                                     if opts.management_auth == "iam" else None)
             self._gateway.add_routes(ws_app)
         Control(gateway=self._gateway, pools=self._pools, faults=faults, adapter=adapter,
-                ready=self.ready).add_routes(ws_app)
+                ready=self.ready, info=lambda: self.info,
+                sqs=endpoint.client("sqs")).add_routes(ws_app)
+        # The adapter's static directories (a demo page), on the same origin as the control API.
+        static = [StaticDir(prefix, directory) for prefix, directory in
+                  adapter.static_dirs.items()]
+        for served in static:
+            served.add_routes(ws_app)
         http_api = http_api_from_template(template, resolver, specs, self._pools, account)
         await self._serve(ws_app, ws_sock)
         await self._serve(http_api.application(), http_sock)
@@ -147,7 +161,8 @@ class Stack:
         self.info = self._describe(
             ws_url=f"ws://{opts.host}:{ws_sock.getsockname()[1]}/{stage}", management=management,
             http_url=http_url, control_url=f"{ws_base}{adapter.control_path}", stage=stage,
-            provisioned=provisioned, specs=specs)
+            provisioned=provisioned, specs=specs,
+            static_urls={s.prefix: f"{ws_base}{s.prefix}/" for s in static})
         if opts.ready_file is not None:
             opts.ready_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = opts.ready_file.with_suffix(".tmp")
@@ -163,7 +178,7 @@ class Stack:
 
     def _describe(self, *, ws_url: str, management: str, http_url: str, control_url: str,
                   stage: str, provisioned: aws.Provisioned,
-                  specs: list[FunctionSpec]) -> dict[str, Any]:
+                  specs: list[FunctionSpec], static_urls: dict[str, str]) -> dict[str, Any]:
         assert self._endpoint is not None
         function_env: dict[str, str] = {}
         for spec in specs:  # the union; per-function differences are rare in this template
@@ -186,6 +201,7 @@ class Stack:
             "queues": provisioned.queues,
             "tables": provisioned.tables,
             "scheduleGroup": next(iter(provisioned.schedule_groups.values()), None),
+            "staticUrls": static_urls,
             **self.adapter.ready_info(),
             "functionEnv": function_env,
             "functions": {s.key: {"logicalId": s.logical_id, "name": s.name, "arn": s.arn,

@@ -105,10 +105,31 @@ def test_counted_and_rate_post_faults() -> None:
 def test_kill_faults_match_name_and_text() -> None:
     faults = Faults()
     faults.add_kill_fault("dispatch", "boom", count=1)
-    assert not faults.should_kill(("retry",), b"boom")
-    assert not faults.should_kill(("dispatch",), b"calm")
-    assert faults.should_kill(("dispatch", "DispatchFunction"), b"..boom..")
-    assert not faults.should_kill(("dispatch",), b"boom")
+    assert faults.kill_delay(("retry",), b"boom") is None
+    assert faults.kill_delay(("dispatch",), b"calm") is None
+    assert faults.kill_delay(("dispatch", "DispatchFunction"), b"..boom..") == 0
+    assert faults.kill_delay(("dispatch",), b"boom") is None
+
+
+def test_rate_faults_count_what_they_inject() -> None:
+    faults = Faults(random.Random(7))
+    faults.add_kill_fault("dispatch", rate=1.0, after_ms=500)
+    delay = faults.kill_delay(("dispatch",), b"{}")
+    assert delay is not None and 0 <= delay <= 0.5
+    faults.add_redeliver_fault("dispatch", rate=1.0)
+    assert faults.should_redeliver(("dispatch",)) and not faults.should_redeliver(("retry",))
+    faults.add_aws_fault("BatchWriteItem", match="Log", status=400,
+                         error_type="ProvisionedThroughputExceededException")
+    fault = faults.aws_fault("DynamoDB_20120810.BatchWriteItem", b'{"herald-LogTable": []}')
+    assert fault is not None and fault.status == 400
+    assert faults.aws_fault("DynamoDB_20120810.BatchWriteItem", b'{"other": []}') is None
+    assert faults.aws_fault("DynamoDB_20120810.Query", b"Log") is None
+    assert faults.counts == {"kill": 1, "redelivery": 1, "aws:BatchWriteItem:400": 1}
+    with pytest.raises(ValueError):
+        faults.add_aws_fault("PutItem")  # neither an error nor a delay
+    faults.add_kill_fault("dispatch", rate=0.0)
+    faults.clear()
+    assert faults.kill_delay(("dispatch",), b"{}") is None and not faults.aws
 
 
 def test_at_expressions() -> None:
