@@ -23,7 +23,7 @@ VENV_STAMP := $(VENV)/.installed
 # Tests run this many at once inside a test binary; most of their time is waiting on queues.
 TEST_THREADS ?= 8
 
-.PHONY: help dev build test sam-venv fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract sam-build bench clean venv
+.PHONY: help dev build test sam-venv fmt clippy unit-and-e2e stack-tests client-tests browser-tests lint-template api-contract sam-build bench clean venv
 
 help:
 	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
@@ -73,13 +73,19 @@ sam-build:
 client-tests: venv build
 	HERALD_PROFILE=$(call outdir,$(PROFILE)) client/run-tests.sh
 
+# The demo page (client/demo/) in headless Chromium against the local stack: one stack, one
+# browser (client/browser-test/). Chromium is Debian's package (apt-get install chromium), which
+# .ci/run installs; playwright-core, pinned in client/browser-test/package-lock.json, drives it.
+browser-tests: venv build
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) client/browser-test/run-tests.sh
+
 # Everything CI checks. `sam build` (the release artifact: one fat-LTO link, ~9 minutes of CPU
 # alone) runs in the background at the lowest CPU and I/O priority (infra/sam-build.sh) while the
 # other checks run: they spend much of their time waiting on queues and sockets, so it mostly
 # uses what they leave idle. Its output is in target/sam-build.log. `set -m` gives it a process
 # group of its own (to stop it if a check fails) in the same session: a new session (setsid)
 # would be a new scheduler autogroup, which gets an equal CPU share whatever its nice value.
-CHECKS := fmt clippy unit-and-e2e stack-tests client-tests lint-template api-contract
+CHECKS := fmt clippy unit-and-e2e stack-tests client-tests browser-tests lint-template api-contract
 test: sam-venv
 	@mkdir -p target; \
 	set -m; infra/sam-build.sh > target/sam-build.log 2>&1 & sam=$$!; set +m; \

@@ -1,0 +1,334 @@
+// The demo page (client/demo/) in a real browser: headless Chromium from Debian's packages
+// (/usr/bin/chromium, or $CHROMIUM), driven by playwright-core, against the REAL local stack
+// (infra/herald_local running the Rust binary of target/$HERALD_PROFILE). Node's built-in runner.
+//
+// One stack and one browser for all tests; each test has its own browser context (its own
+// localStorage) and its own tenant, so tests never see each other's notifications. Everything
+// waits for a DOM condition or a server state with a deadline; nothing sleeps a fixed time.
+//
+// The screenshot of the README is taken here: target/browser-tests/demo.png on every run, and
+// docs/demo.png too with HERALD_UPDATE_SCREENSHOT=1.
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "..", "..");
+const profile = process.env.HERALD_PROFILE || "debug";
+const verbose = Boolean(process.env.HERALD_TEST_VERBOSE);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const DEADLINE_MS = 20_000;
+
+/** @type {any} */
+let stack; // the ready file
+/** @type {import("node:child_process").ChildProcess | null} */
+let proc = null;
+/** @type {import("playwright-core").Browser | null} */
+let browser = null;
+let tmp = "";
+const output = [];
+
+// ------------------------------------------------------------------------------------- helpers
+
+let counter = 0;
+const unique = (prefix) => `${prefix}-${process.pid}-${++counter}-${Math.random().toString(36).slice(2, 7)}`;
+
+async function http(method, url, { token, json, text } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (json !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(url, { method, headers, body: json !== undefined ? JSON.stringify(json) : text });
+  const raw = await res.text();
+  let body = null;
+  try {
+    body = raw ? JSON.parse(raw) : null;
+  } catch {
+    body = raw;
+  }
+  return { status: res.status, body };
+}
+
+async function mintToken(claims) {
+  const res = await http("POST", `${stack.controlUrl}/token`, { json: { alg: "HS256", ...claims } });
+  assert.equal(res.status, 200, `POST /_herald/token: ${JSON.stringify(res.body)}`);
+  return res.body.token;
+}
+
+/** A producer message on the SQS dispatch queue (SendMessage, through the control API). */
+async function sendThroughSqs(message) {
+  const res = await http("POST", `${stack.controlUrl}/queues/DispatchQueue/messages`, { text: JSON.stringify(message) });
+  assert.equal(res.status, 200, `SendMessage: ${JSON.stringify(res.body)}`);
+}
+
+/** Polls until `fn()` is truthy (server state; DOM conditions use Playwright's own waits). */
+async function until(fn, what, timeoutMs = DEADLINE_MS) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Waits until the notification `id` is in `user`'s log (GET /notifications/missed). */
+async function logged(user, id) {
+  const token = await mintToken(user);
+  await until(async () => {
+    const res = await http("GET", `${stack.httpUrl}/notifications/missed?limit=200`, { token });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body.items.some((n) => n.id === id);
+  }, `${id} in the log of ${user.sub}`);
+}
+
+/**
+ * The demo page as `user` in a fresh browser context, with every console error and uncaught
+ * exception recorded. Closed when the test ends.
+ */
+async function openDemo(t, user, { viewport = { width: 1280, height: 860 } } = {}) {
+  const context = await browser.newContext({ viewport });
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`uncaught: ${e.message}`));
+  const q = new URLSearchParams({ sub: user.sub, tenant: user.tenant, roles: (user.roles ?? []).join(","), groups: (user.groups ?? []).join(",") });
+  await page.goto(`${stack.staticUrls["/client"]}demo/?${q}`);
+  await ready(page);
+  return { page, context, problems };
+}
+
+const ready = (page) => page.locator('#badge[data-state="ready"]').waitFor({ timeout: DEADLINE_MS });
+const toast = (page, id) => page.locator(`#toasts .toast[data-id="${id}"]`);
+const inboxItem = (page, id) => page.locator(`#inbox-list li[data-id="${id}"]`);
+/** Every toast the page has shown for `id` (the activity log keeps them after they fade). */
+const toastsShown = (page, id) => page.locator(`#activity-list li[data-toast-id="${id}"]`).count();
+const unreadIs = (page, n) => page.locator(`#unread[data-count="${n}"]`).waitFor({ timeout: DEADLINE_MS });
+
+function message(user, id, title) {
+  return { id, tenant: user.tenant, to: { user: user.sub }, event: "demo.test", title, body: `sent by ${path.basename(fileURLToPath(import.meta.url))}` };
+}
+
+// ------------------------------------------------------------------------------- the stack
+
+function startStack() {
+  return new Promise((resolve, reject) => {
+    const file = path.join(repo, "target", profile, "herald");
+    if (!existsSync(file)) {
+      reject(new Error(`${file} is missing: build the functions (make build) or set HERALD_PROFILE`));
+      return;
+    }
+    tmp = mkdtempSync(path.join(tmpdir(), "herald-browser-test-"));
+    const readyFile = path.join(tmp, "ready.json");
+    const args = ["-m", "herald_local", "--profile", profile, "--ready-file", readyFile,
+      "--parent-pid", String(process.pid), "--visibility-timeout", "10", "--quiet"];
+    proc = spawn(path.join(repo, ".venv", "bin", "python"), args, {
+      cwd: repo,
+      env: { ...process.env, PYTHONPATH: "infra" },
+      stdio: ["ignore", verbose ? "inherit" : "pipe", verbose ? "inherit" : "pipe"],
+    });
+    const keep = (chunk) => {
+      for (const line of String(chunk).split("\n")) if (line) output.push(line);
+      if (output.length > 400) output.splice(0, output.length - 400);
+    };
+    proc.stdout?.on("data", keep);
+    proc.stderr?.on("data", keep);
+    let done = false;
+    proc.on("error", (e) => {
+      if (!done) ((done = true), reject(e));
+    });
+    proc.on("exit", (code, signal) => {
+      if (!done) ((done = true), reject(new Error(`local stack exited (${code ?? signal}) before it was ready:\n${output.join("\n")}`)));
+    });
+    const deadline = Date.now() + 90_000;
+    const poll = () => {
+      if (done) return;
+      if (existsSync(readyFile)) {
+        done = true;
+        resolve(JSON.parse(readFileSync(readyFile, "utf8"))); // written atomically
+        return;
+      }
+      if (Date.now() > deadline) {
+        done = true;
+        reject(new Error(`local stack not ready within 90 s:\n${output.join("\n")}`));
+        return;
+      }
+      setTimeout(poll, 100);
+    };
+    poll();
+  });
+}
+
+async function stopStack() {
+  const p = proc;
+  proc = null;
+  if (p && p.exitCode === null && p.signalCode === null) {
+    const exited = new Promise((r) => p.once("exit", r));
+    p.kill("SIGTERM");
+    const timer = setTimeout(() => p.kill("SIGKILL"), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+}
+
+// ------------------------------------------------------------------------------------- tests
+
+describe(`the demo page in Chromium (target/${profile})`, () => {
+  before(async () => {
+    if (!existsSync(executablePath)) {
+      throw new Error(`${executablePath} is missing: apt-get install -y chromium (or set CHROMIUM)`);
+    }
+    // The browser starts while the stack does.
+    [stack, browser] = await Promise.all([
+      startStack(),
+      chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-dev-shm-usage"] }),
+    ]);
+  }, { timeout: 120_000 });
+
+  after(async () => {
+    await browser?.close();
+    await stopStack();
+  });
+
+  test("loads with no console errors and connects", async (t) => {
+    const { page, problems } = await openDemo(t, { sub: "u1", tenant: unique("t") });
+    assert.equal(await page.textContent("#badge"), "ready");
+    assert.deepEqual(problems, []);
+  });
+
+  test("a notification sent through SQS shows as a toast and in the inbox", async (t) => {
+    const user = { sub: "u1", tenant: unique("t") };
+    const { page, problems } = await openDemo(t, user);
+    const id = unique("n");
+    await sendThroughSqs(message(user, id, "Assignment graded"));
+    await toast(page, id).waitFor({ timeout: DEADLINE_MS });
+    await inboxItem(page, id).waitFor({ timeout: DEADLINE_MS });
+    assert.match(await toast(page, id).textContent(), /Assignment graded/);
+    assert.deepEqual(problems, []);
+  });
+
+  test("the unread count drops on read", async (t) => {
+    const user = { sub: "u1", tenant: unique("t") };
+    const { page, problems } = await openDemo(t, user);
+    const [a, b] = [unique("n"), unique("n")];
+    await sendThroughSqs(message(user, a, "first"));
+    await sendThroughSqs(message(user, b, "second"));
+    await inboxItem(page, a).waitFor({ timeout: DEADLINE_MS });
+    await inboxItem(page, b).waitFor({ timeout: DEADLINE_MS });
+    await unreadIs(page, 2);
+    await inboxItem(page, a).getByRole("button", { name: "Mark read" }).click();
+    await unreadIs(page, 1);
+    await page.locator(`#inbox-list li.read[data-id="${a}"]`).waitFor({ timeout: DEADLINE_MS });
+    assert.deepEqual(problems, []);
+  });
+
+  test("a reload resumes without a duplicate toast", async (t) => {
+    const user = { sub: "u1", tenant: unique("t") };
+    const { page, problems } = await openDemo(t, user);
+    const before = unique("n");
+    await sendThroughSqs(message(user, before, "before the reload"));
+    await toast(page, before).waitFor({ timeout: DEADLINE_MS });
+    // The client saved its resume point in localStorage; the reloaded page resumes from it.
+    await page.reload();
+    await ready(page);
+    const afterReload = unique("n");
+    await sendThroughSqs(message(user, afterReload, "after the reload"));
+    await toast(page, afterReload).waitFor({ timeout: DEADLINE_MS });
+    // Live delivery works again and the one sent before is listed once, not toasted again.
+    assert.equal(await inboxItem(page, before).count(), 1);
+    assert.equal(await toastsShown(page, before), 0);
+    assert.equal(await toastsShown(page, afterReload), 1);
+    const saved = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("herald:")));
+    assert.equal(saved.length, 1, "the client keeps its resume point per user");
+    assert.deepEqual(problems, []);
+  });
+
+  test("a forced disconnect while a notification is sent still shows it once after the reconnect", async (t) => {
+    const user = { sub: "u1", tenant: unique("t") };
+    const { page, context } = await openDemo(t, user);
+    // The button: the stack drops the socket without a close frame; the client comes back.
+    await page.getByRole("button", { name: "Drop connection" }).click();
+    await page.locator('#activity-list li[data-state="reconnecting"]').waitFor({ timeout: DEADLINE_MS });
+    await ready(page);
+
+    // Now keep it down while the notification is sent: the browser is offline (no reconnect
+    // can succeed) and the stack drops the connection.
+    await context.setOffline(true);
+    const [conn] = await until(async () => {
+      const all = (await http("GET", `${stack.controlUrl}/connections`)).body;
+      const mine = all.filter((c) => c.tenant === user.tenant && c.user === user.sub);
+      return mine.length === 1 && mine;
+    }, "the page's connection");
+    assert.equal((await http("POST", `${stack.controlUrl}/connections/${conn.connectionId}/drop`)).status, 204);
+    await page.locator('#badge:is([data-state="reconnecting"], [data-state="polling"])').waitFor({ timeout: DEADLINE_MS });
+    const id = unique("n");
+    await sendThroughSqs(message(user, id, "sent while you were away"));
+    await logged(user, id);
+    assert.equal(await toastsShown(page, id), 0, "nothing can arrive while offline");
+
+    await context.setOffline(false);
+    await toast(page, id).waitFor({ timeout: DEADLINE_MS });
+    await ready(page);
+    // Back and resumed: a live one arrives, and the missed one was shown exactly once.
+    const next = unique("n");
+    await sendThroughSqs(message(user, next, "live again"));
+    await toast(page, next).waitFor({ timeout: DEADLINE_MS });
+    assert.equal(await toastsShown(page, id), 1);
+    assert.equal(await inboxItem(page, id).count(), 1);
+  });
+
+  test("a forbidden join shows the server's error", async (t) => {
+    const user = { sub: "u1", tenant: unique("t"), groups: ["course:42"] };
+    const { page, problems } = await openDemo(t, user);
+    const form = page.locator("#join-form");
+    await form.locator('input[name="group"]').fill("course:42");
+    await form.getByRole("button", { name: "Join" }).click();
+    await page.locator('#group-list li[data-group="course:42"]').waitFor({ timeout: DEADLINE_MS });
+    await form.locator('input[name="group"]').fill("course:7");
+    await form.getByRole("button", { name: "Join" }).click();
+    const status = page.locator('#join-status[data-kind="error"]');
+    await status.waitFor({ timeout: DEADLINE_MS });
+    assert.match(await status.textContent(), /^forbidden: /);
+    assert.equal(await page.locator('#group-list li[data-group="course:7"]').count(), 0);
+    assert.deepEqual(problems, []);
+  });
+
+  test("screenshot for the README", async (t) => {
+    const user = { sub: "dev-user", tenant: unique("demo"), groups: ["course:42"] };
+    const { page, problems } = await openDemo(t, user, { viewport: { width: 1280, height: 820 } });
+    const form = page.locator("#join-form");
+    await form.getByRole("button", { name: "Join" }).click(); // course:42, the default
+    await page.locator('#group-list li[data-group="course:42"]').waitFor({ timeout: DEADLINE_MS });
+    const sent = [
+      ["Welcome to Herald", "Notifications from your services, live in the browser."],
+      ["Class starts in 5 minutes", "Room 101 · Intro to distributed systems"],
+      ["Assignment graded", "Your essay got an A."],
+    ];
+    for (const [title, body] of sent) {
+      const id = unique("n");
+      await sendThroughSqs({ id, tenant: user.tenant, to: { user: user.sub }, event: "demo.message", title, body });
+      await inboxItem(page, id).waitFor({ timeout: DEADLINE_MS });
+    }
+    await form.locator('input[name="group"]').fill("course:7");
+    await form.getByRole("button", { name: "Join" }).click();
+    await page.locator('#join-status[data-kind="error"]').waitFor({ timeout: DEADLINE_MS });
+    await page.locator('#presence-status[data-kind="ok"]').waitFor({ timeout: DEADLINE_MS });
+    await unreadIs(page, 3);
+    const dir = path.join(repo, "target", "browser-tests");
+    mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, "demo.png");
+    await page.screenshot({ path: file, animations: "disabled" });
+    if (process.env.HERALD_UPDATE_SCREENSHOT) copyFileSync(file, path.join(repo, "docs", "demo.png"));
+    assert.deepEqual(problems, []);
+  });
+});
