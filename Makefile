@@ -23,12 +23,13 @@ VENV_STAMP := $(VENV)/.installed
 # Tests run this many at once inside a test binary; most of their time is waiting on queues.
 TEST_THREADS ?= 8
 
-.PHONY: help dev build test sam-venv fmt clippy unit-and-e2e stack-tests client-tests browser-tests lint-template api-contract sam-build bench clean venv
+.PHONY: help dev build test sam-venv fmt clippy unit-and-e2e stack-tests client-tests browser-tests chaos-check chaos lint-template api-contract sam-build bench clean venv
 
 help:
 	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
 	@echo "make test   fmt, clippy, unit + end-to-end tests, local-stack and client tests, template lint, API contract, sam build"
 	@echo "make bench  fan-out benchmark (bench/RESULTS.md)"
+	@echo "make chaos  the chaos suite: 200 clients, 5,000 notifications, reconnect churn and faults; fails on any loss (docs/reliability.md)"
 
 venv: $(VENV_STAMP)
 # infra/requirements.txt pins the local stack's dependencies, then installs the stack itself (the
@@ -79,13 +80,28 @@ client-tests: venv build
 browser-tests: venv build
 	HERALD_PROFILE=$(call outdir,$(PROFILE)) client/browser-test/run-tests.sh
 
+# The chaos suite (chaos/chaos.mjs, docs/reliability.md): clients running client/herald.js with
+# reconnect churn, concurrent producers of every target kind, injected faults; fails on any loss.
+# `make chaos` is the full run (≤ 10 minutes); `chaos-check`, a small fixed-seed run, is part of
+# `make test`. CHAOS_ARGS adds options (e.g. CHAOS_ARGS="--seed 7").
+CHAOS_ARGS ?=
+chaos: venv build client/node_modules/.package-lock.json
+	node chaos/chaos.mjs --profile $(call outdir,$(PROFILE)) --clients 200 --notifications 5000 --rate 60 --max-seconds 600 $(CHAOS_ARGS)
+
+chaos-check: venv build client/node_modules/.package-lock.json
+	node chaos/chaos.mjs --profile $(call outdir,$(PROFILE)) --clients 24 --tenants 3 --notifications 300 --rate 30 --churn-ms 800-4000 --seed 1 --max-seconds 240 $(CHAOS_ARGS)
+
+# npm keeps this file in node_modules, newer than the lockfile after every install.
+client/node_modules/.package-lock.json: client/package-lock.json
+	cd client && npm ci --no-audit --no-fund
+
 # Everything CI checks. `sam build` (the release artifact: one fat-LTO link, ~9 minutes of CPU
 # alone) runs in the background at the lowest CPU and I/O priority (infra/sam-build.sh) while the
 # other checks run: they spend much of their time waiting on queues and sockets, so it mostly
 # uses what they leave idle. Its output is in target/sam-build.log. `set -m` gives it a process
 # group of its own (to stop it if a check fails) in the same session: a new session (setsid)
 # would be a new scheduler autogroup, which gets an equal CPU share whatever its nice value.
-CHECKS := fmt clippy unit-and-e2e stack-tests client-tests browser-tests lint-template api-contract
+CHECKS := fmt clippy unit-and-e2e stack-tests client-tests browser-tests chaos-check lint-template api-contract
 test: sam-venv
 	@mkdir -p target; \
 	set -m; infra/sam-build.sh > target/sam-build.log 2>&1 & sam=$$!; set +m; \

@@ -1,0 +1,614 @@
+#!/usr/bin/env node
+// The chaos suite: proof of the delivery promise under concurrency, faults and reconnect churn.
+//
+// It starts the local stack (the real function binaries, with the AWS fault proxy), connects
+// many browser clients — `client/herald.js` itself, the algorithm a user's app runs — in several
+// tenants and groups, plus a few users who only poll `GET /notifications/missed`, and then, while
+// concurrent producers send every target kind (user, users, group, tenant, all; through SQS and
+// the HTTP API; with duplicate ids and deferred ones):
+//   - every client's connection is dropped every few seconds and comes back with `resume`;
+//   - the stack injects faults: function processes killed mid-invocation, `@connections`
+//     5xx / 429 / 410, DynamoDB throttling, delayed log writes, SQS redelivery.
+// At the end the faults stop, the queues drain, every client resumes once more and every poller
+// polls to the end. What each user was meant to get is known from what was sent (not from the
+// server's log, so a notification missing from the log counts as lost too).
+//
+// It prints the figures and exits 1 on any loss (or on a duplicate shown twice, or when the run
+// does not settle in time). Everything is bounded: the run stops by itself (`--max-seconds`).
+//
+//   node chaos/chaos.mjs [--clients 200] [--tenants 4] [--notifications 5000] [--producers 4]
+//                        [--rate 60] [--seed 1] [--churn-ms 1000-8000] [--no-faults]
+//                        [--max-seconds 600] [--report FILE.json] [--profile debug]
+//
+// Loopback only: the stack binds 127.0.0.1 on ephemeral ports and exits with this process.
+
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { HeraldClient } from "../client/herald.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "..");
+// The client's own dev dependency: the `ws` WebSocket for Node (browsers have their own).
+const WebSocket = createRequire(path.join(repo, "client", "package.json"))("ws");
+
+// ------------------------------------------------------------------------------ options
+
+function parseArgs(argv) {
+  const o = {
+    clients: 200,
+    tenants: 4,
+    notifications: 5000,
+    producers: 4,
+    rate: 60,
+    seed: 1,
+    churnMs: [1000, 8000],
+    faults: true,
+    maxSeconds: 600,
+    report: null,
+    profile: process.env.HERALD_PROFILE || "debug",
+    verbose: Boolean(process.env.HERALD_CHAOS_VERBOSE),
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    const int = (v, min) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < min) throw new Error(`${a}: expected an integer ≥ ${min}, got ${v}`);
+      return n;
+    };
+    if (a === "--clients") o.clients = int(next(), 2);
+    else if (a === "--tenants") o.tenants = int(next(), 1);
+    else if (a === "--notifications") o.notifications = int(next(), 1);
+    else if (a === "--producers") o.producers = int(next(), 1);
+    else if (a === "--rate") o.rate = int(next(), 1);
+    else if (a === "--seed") o.seed = int(next(), 0);
+    else if (a === "--churn-ms") {
+      const [lo, hi] = next().split("-").map(Number);
+      if (!(lo > 0 && hi >= lo)) throw new Error("--churn-ms: expected LOW-HIGH milliseconds");
+      o.churnMs = [lo, hi];
+    } else if (a === "--no-faults") o.faults = false;
+    else if (a === "--max-seconds") o.maxSeconds = int(next(), 30);
+    else if (a === "--report") o.report = next();
+    else if (a === "--profile") o.profile = next();
+    else if (a === "--verbose") o.verbose = true;
+    else throw new Error(`unknown option ${a} (see the header of chaos/chaos.mjs)`);
+  }
+  if (o.tenants > o.clients) throw new Error("--tenants must not exceed --clients");
+  return o;
+}
+
+// A small seeded generator (mulberry32): the same seed makes the same population, the same
+// messages and the same drop schedule (the stack's timing still varies from run to run).
+function rng(seed) {
+  let a = seed >>> 0 || 0x9e3779b9;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return {
+    next,
+    int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)),
+    pick: (xs) => xs[Math.floor(next() * xs.length)],
+    chance: (p) => next() < p,
+  };
+}
+
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(fn, what, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await pause(100);
+  }
+}
+
+// ------------------------------------------------------------------------------ the stack
+
+function startStack(o, log) {
+  const file = path.join(repo, "target", o.profile, "herald");
+  if (!existsSync(file)) throw new Error(`${file} is missing: run \`make build\` first`);
+  const tmp = mkdtempSync(path.join(tmpdir(), "herald-chaos-"));
+  const readyFile = path.join(tmp, "ready.json");
+  const args = [
+    "-m", "herald_local", "--profile", o.profile, "--ready-file", readyFile,
+    "--parent-pid", String(process.pid), "--visibility-timeout", "5", "--quiet", "--aws-faults",
+    // Warnings and errors only: a chaos run makes the functions log every fault they meet.
+    "--env", "RUST_LOG=warn",
+  ];
+  const proc = spawn(path.join(repo, ".venv", "bin", "python"), args, {
+    cwd: repo,
+    env: { ...process.env, PYTHONPATH: "infra" },
+    stdio: ["ignore", o.verbose ? "inherit" : "pipe", o.verbose ? "inherit" : "pipe"],
+  });
+  const keep = (chunk) => {
+    for (const line of String(chunk).split("\n")) if (line) log.push(line);
+    if (log.length > 300) log.splice(0, log.length - 300);
+  };
+  proc.stdout?.on("data", keep);
+  proc.stderr?.on("data", keep);
+  const exited = new Promise((resolve) => proc.on("exit", resolve));
+  const stop = async () => {
+    proc.kill("SIGTERM");
+    await Promise.race([exited, pause(15_000)]);
+    rmSync(tmp, { recursive: true, force: true });
+  };
+  return {
+    stop,
+    ready: until(
+      () => {
+        if (proc.exitCode !== null) throw new Error(`the local stack exited (${proc.exitCode}):\n${log.join("\n")}`);
+        if (!existsSync(readyFile)) return null;
+        try {
+          return JSON.parse(readFileSync(readyFile, "utf8"));
+        } catch {
+          return null;
+        }
+      },
+      "the local stack to be ready",
+      120_000,
+    ),
+  };
+}
+
+async function http(method, url, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = text;
+  }
+  return { status: res.status, json, headers: res.headers };
+}
+
+async function control(stack, method, route, body) {
+  const res = await http(method, `${stack.controlUrl}${route}`, { body });
+  if (res.status >= 300) throw new Error(`${method} ${route}: ${res.status} ${JSON.stringify(res.json)}`);
+  return res.json;
+}
+
+async function mintToken(stack, claims) {
+  return (await control(stack, "POST", "/token", { alg: "HS256", ttlSeconds: 7200, ...claims })).token;
+}
+
+/** SQS SendMessage over its JSON protocol (the local endpoint does not check signatures). */
+async function sqsSend(stack, queueUrl, body, delaySeconds = 0) {
+  const payload = { QueueUrl: queueUrl, MessageBody: JSON.stringify(body) };
+  if (delaySeconds > 0) payload.DelaySeconds = delaySeconds;
+  return sqsCall(stack, "SendMessage", payload);
+}
+
+async function sqsCall(stack, action, payload) {
+  const res = await fetch(stack.awsEndpoint, {
+    method: "POST",
+    headers: {
+      "content-type": "application/x-amz-json-1.0",
+      "x-amz-target": `AmazonSQS.${action}`,
+      authorization: `AWS4-HMAC-SHA256 Credential=herald/20261129/${stack.region}/sqs/aws4_request, SignedHeaders=host, Signature=0`,
+    },
+    body: JSON.stringify(payload),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`SQS ${action}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/** Messages in a queue: waiting, in flight and delayed. */
+async function queueDepth(stack, queueUrl) {
+  const { Attributes: a } = await sqsCall(stack, "GetQueueAttributes", {
+    QueueUrl: queueUrl,
+    AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+  });
+  return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) + Number(a.ApproximateNumberOfMessagesDelayed);
+}
+
+// ------------------------------------------------------------------------------ population
+
+const TEAMS = 4;
+
+/**
+ * Tenants, their users (every third one with a second device), each user in one or two teams
+ * (`team:N`, entitled by the token's `groups` claim). A few users per tenant have no socket and
+ * poll `missed` instead.
+ */
+function population(o, run, r) {
+  const users = [];
+  const perTenant = Math.ceil(o.clients / o.tenants);
+  let devices = 0;
+  for (let t = 0; t < o.tenants; t++) {
+    const tenant = `chaos-${run}-t${t}`;
+    for (let u = 0; devices < o.clients && u < perTenant; u++) {
+      const teams = [`team:${r.int(0, TEAMS - 1)}`];
+      if (r.chance(0.4)) teams.push(`team:${(Number(teams[0].slice(5)) + 1) % TEAMS}`);
+      const n = u % 3 === 0 && devices + 2 <= o.clients && devices < (t + 1) * perTenant - 1 ? 2 : 1;
+      users.push({ tenant, sub: `u${t}-${u}`, teams, devices: n, poller: false });
+      devices += n;
+    }
+    const pollers = Math.max(1, Math.round(perTenant / 25));
+    for (let p = 0; p < pollers; p++) {
+      users.push({ tenant, sub: `poll${t}-${p}`, teams: [`team:${r.int(0, TEAMS - 1)}`], devices: 0, poller: true });
+    }
+  }
+  return users;
+}
+
+// ------------------------------------------------------------------------------ clients
+
+class Device {
+  constructor(user, index, stack, token, o) {
+    this.user = user;
+    this.name = `${user.tenant}/${user.sub}#${index}`;
+    this.shown = new Map(); // id -> times the app saw it
+    this.live = 0;
+    this.replayed = 0;
+    this.drops = 0;
+    this.errors = [];
+    this.client = new HeraldClient({
+      url: stack.websocketUrl,
+      token,
+      WebSocketImpl: WebSocket,
+      storage: null,
+      groups: user.teams,
+      // Quick reconnects: a browser would wait longer, the churn is the point here.
+      backoff: { initialMs: 200, maxMs: 2000 },
+      syncEvery: 50,
+      dedupeSize: 20_000,
+    });
+    this.client.on("notification", (n, meta) => {
+      this.shown.set(n.id, (this.shown.get(n.id) ?? 0) + 1);
+      if (meta.replayed) this.replayed++;
+      else this.live++;
+    });
+    this.client.on("error", (e) => {
+      // Expected under faults (a resume cut by a drop, a request that met a killed function);
+      // kept for the report.
+      if (this.errors.length < 20) this.errors.push(`${e.code}: ${e.message}`);
+    });
+  }
+}
+
+/** A user without a socket: polls `missed` from the server's `cursor`, paging with `next`. */
+class Poller {
+  constructor(user, stack, token) {
+    this.user = user;
+    this.name = `${user.tenant}/${user.sub}`;
+    this.stack = stack;
+    this.token = token;
+    this.cursor = null;
+    this.shown = new Map();
+    this.polls = 0;
+    this.failures = 0;
+  }
+
+  /** One poll to the end (all pages). The resume point is only ever the server's `cursor`. */
+  async poll() {
+    let from = this.cursor;
+    for (let page = 0; page < 1000; page++) {
+      const q = new URLSearchParams({ limit: "200" });
+      if (from) q.set("since", from);
+      const res = await http("GET", `${this.stack.httpUrl}/notifications/missed?${q}`, { token: this.token });
+      this.polls++;
+      if (res.status !== 200) {
+        this.failures++;
+        return false;
+      }
+      for (const n of res.json.items) if (!this.shown.has(n.id)) this.shown.set(n.id, 1);
+      if (typeof res.json.cursor === "string") this.cursor = res.json.cursor;
+      if (!res.json.next) return true;
+      from = res.json.next;
+    }
+    return true;
+  }
+}
+
+// ------------------------------------------------------------------------------ producers
+
+/**
+ * The message plan: `count` notifications over the population, every target kind, each with the
+ * set of users meant to get it. Some are sent twice (a producer retry with the same id), some
+ * are deferred a few seconds (`deliverAt`), a few go to everyone (`all`).
+ */
+function plan(o, run, users, r) {
+  const byTenant = new Map();
+  for (const u of users) {
+    if (!byTenant.has(u.tenant)) byTenant.set(u.tenant, []);
+    byTenant.get(u.tenant).push(u);
+  }
+  const tenants = [...byTenant.keys()];
+  const key = (u) => `${u.tenant}/${u.sub}`;
+  const messages = [];
+  for (let i = 0; i < o.notifications; i++) {
+    const tenant = r.pick(tenants);
+    const members = byTenant.get(tenant);
+    const roll = r.next();
+    let to;
+    let audience;
+    if (roll < 0.35) {
+      const u = r.pick(members);
+      to = { user: u.sub };
+      audience = [u];
+    } else if (roll < 0.55) {
+      const picked = new Set();
+      const n = r.int(2, 5);
+      for (let k = 0; k < n; k++) picked.add(r.pick(members));
+      audience = [...picked];
+      to = { users: audience.map((u) => u.sub) };
+    } else if (roll < 0.85) {
+      const team = `team:${r.int(0, TEAMS - 1)}`;
+      to = { group: team };
+      audience = members.filter((u) => u.teams.includes(team));
+    } else if (roll < 0.995) {
+      to = { tenant: true };
+      audience = members;
+    } else {
+      to = { all: true };
+      audience = users;
+    }
+    const id = `c${run}-${i}`;
+    const deferMs = r.chance(0.02) ? r.int(2000, 6000) : 0;
+    messages.push({
+      id,
+      tenant,
+      to,
+      audience: new Set(audience.map(key)),
+      via: to.all || r.chance(0.6) ? "sqs" : "http",
+      deferMs,
+      duplicate: r.chance(0.03),
+    });
+  }
+  return messages;
+}
+
+async function produce(o, stack, messages, serviceTokens, stats, deadline) {
+  const dispatchQueue = stack.queues.DispatchQueue;
+  let next = 0;
+  const started = Date.now();
+  const send = async (m) => {
+    const began = Date.now();
+    const body = { id: m.id, tenant: m.tenant, to: m.to, event: "chaos.test", title: `chaos ${m.id}`, body: "nothing lost" };
+    if (m.deferMs) body.deliverAt = new Date(Date.now() + m.deferMs).toISOString();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (m.via === "sqs") {
+          await sqsSend(stack, dispatchQueue, body);
+        } else {
+          const res = await http("POST", `${stack.httpUrl}/notifications`, { token: serviceTokens.get(m.tenant), body });
+          // A 5xx means the API failed (a killed function): the producer retries, same id.
+          if (res.status >= 500 || res.status === 429) throw new Error(`POST /notifications: ${res.status}`);
+          if (res.status !== 202) throw new Error(`POST /notifications refused: ${res.status} ${JSON.stringify(res.json)}`);
+        }
+        stats.sent++;
+        stats.sendMs[m.via] = (stats.sendMs[m.via] ?? 0) + (Date.now() - began);
+        return;
+      } catch (e) {
+        if (attempt >= 20 || Date.now() > deadline || /refused/.test(String(e.message))) throw e;
+        stats.producerRetries++;
+        await pause(100 * (attempt + 1));
+      }
+    }
+  };
+  const worker = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= messages.length) return;
+      // Paced: the producers together send `rate` notifications a second.
+      const due = started + (i * 1000) / o.rate;
+      if (due > Date.now()) await pause(due - Date.now());
+      const m = messages[i];
+      await send(m);
+      if (m.duplicate) {
+        await send(m);
+        stats.duplicatesSent++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: o.producers }, worker));
+}
+
+// ------------------------------------------------------------------------------ faults
+
+const FAULTS = [
+  ["POST", "/faults/posts", { rate: 0.02, status: 500 }],
+  ["POST", "/faults/posts", { rate: 0.02, status: 429 }],
+  ["POST", "/faults/posts", { rate: 0.003, status: 410 }],
+  ["POST", "/faults/kill", { function: "dispatch", rate: 0.04, afterMs: 400 }],
+  ["POST", "/faults/kill", { function: "retry", rate: 0.05, afterMs: 200 }],
+  ["POST", "/faults/kill", { function: "ws-message", rate: 0.01, afterMs: 150 }],
+  ["POST", "/faults/redeliver", { function: "dispatch", rate: 0.04 }],
+  // The log write (BatchWriteItem of `n#` items): throttled, delayed a little, and now and then
+  // delayed past the visibility horizon (10 s), which makes dispatch write it again.
+  ["POST", "/faults/aws", { target: "BatchWriteItem", match: '"n#', rate: 0.03, status: 400 }],
+  ["POST", "/faults/aws", { target: "BatchWriteItem", match: '"n#', rate: 0.05, delayMs: 2500 }],
+  ["POST", "/faults/aws", { target: "BatchWriteItem", match: '"n#', rate: 0.004, delayMs: 11000 }],
+  ["POST", "/faults/aws", { target: "DynamoDB_20120810.Query", rate: 0.02, status: 400 }],
+  ["POST", "/faults/aws", { target: "DynamoDB_20120810.UpdateItem", rate: 0.02, status: 400 }],
+  ["POST", "/faults/aws", { target: "DynamoDB_20120810.PutItem", rate: 0.02, status: 400 }],
+];
+
+// ------------------------------------------------------------------------------ the run
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const hardStop = setTimeout(() => {
+    console.error(`chaos: --max-seconds ${o.maxSeconds} reached; stopping`);
+    process.exit(2);
+  }, o.maxSeconds * 1000);
+  hardStop.unref();
+  const t0 = Date.now();
+  const elapsed = () => ((Date.now() - t0) / 1000).toFixed(1);
+  const say = (msg) => console.log(`[chaos ${elapsed()}s] ${msg}`);
+  const r = rng(o.seed);
+  const run = `${o.seed}x${Date.now().toString(36)}`;
+  const stackLog = [];
+  const local = startStack(o, stackLog);
+  let failed = true;
+  const devices = [];
+  try {
+    const stack = await local.ready;
+    say(`stack ready (${o.profile}); ${o.clients} clients in ${o.tenants} tenants, ${o.notifications} notifications from ${o.producers} producers at ${o.rate}/s, faults ${o.faults ? "on" : "off"}, seed ${o.seed}`);
+
+    const users = population(o, run, r);
+    const pollers = [];
+    for (const u of users) {
+      const token = await mintToken(stack, { sub: u.sub, tenant: u.tenant, roles: [], groups: u.teams });
+      if (u.poller) pollers.push(new Poller(u, stack, token));
+      for (let d = 0; d < u.devices; d++) devices.push(new Device(u, d, stack, token, o));
+    }
+    const serviceTokens = new Map();
+    for (const u of users) {
+      if (!serviceTokens.has(u.tenant)) serviceTokens.set(u.tenant, await mintToken(stack, { sub: "chaos-producer", tenant: u.tenant, roles: ["service"] }));
+    }
+    // Connect in waves (a browser fleet does not open 200 sockets in one millisecond either).
+    for (let i = 0; i < devices.length; i += 20) {
+      for (const d of devices.slice(i, i + 20)) d.client.connect();
+      await until(() => devices.slice(i, i + 20).every((d) => d.client.state === "ready"), "clients to be ready", 60_000);
+    }
+    for (const p of pollers) await p.poll(); // their starting point: now
+    say(`${devices.length} clients ready, ${pollers.length} pollers`);
+
+    if (o.faults) for (const [m, route, body] of FAULTS) await control(stack, m, route, body);
+
+    // Churn: each device's connection is cut at random intervals, abruptly (no close frame, as
+    // a network failure: `ws.terminate()` destroys the TCP socket), whatever the client is doing
+    // — in the middle of a resume too. The client notices, reconnects and resumes by itself.
+    let churning = true;
+    const churn = devices.map(async (d, i) => {
+      const ch = rng(o.seed * 7919 + i);
+      while (churning) {
+        await pause(ch.int(o.churnMs[0], o.churnMs[1]));
+        const socket = d.client._conn?.ws;
+        if (!churning || !socket || socket.readyState !== WebSocket.OPEN) continue;
+        socket.terminate();
+        d.drops++;
+      }
+    });
+    let polling = true;
+    const polls = pollers.map(async (p) => {
+      while (polling) {
+        await p.poll().catch(() => p.failures++);
+        await pause(1000);
+      }
+    });
+
+    const messages = plan(o, run, users, r);
+    const stats = { sent: 0, duplicatesSent: 0, producerRetries: 0, sendMs: {} };
+    const progress = setInterval(() => say(`sent ${stats.sent}/${messages.length + messages.filter((m) => m.duplicate).length}`), 10_000);
+    try {
+      await produce(o, stack, messages, serviceTokens, stats, t0 + o.maxSeconds * 1000);
+    } finally {
+      clearInterval(progress);
+    }
+    say(`send ms total by path: ${JSON.stringify(stats.sendMs)}`);
+    say(`producers done: ${stats.sent} sends (${stats.duplicatesSent} duplicate ids, ${stats.producerRetries} producer retries)`);
+
+    // Settle: stop the churn and the faults, let every queue drain (deferred ones fire).
+    churning = false;
+    await Promise.all(churn);
+    const injected = o.faults ? (await control(stack, "GET", "/faults")).injected : {};
+    await control(stack, "DELETE", "/faults");
+    const queues = ["DispatchQueue", "FanoutQueue", "RetryQueue"].map((q) => stack.queues[q]).filter(Boolean);
+    const maxDefer = Math.max(0, ...messages.map((m) => m.deferMs));
+    await pause(maxDefer);
+    await until(async () => (await Promise.all(queues.map((q) => queueDepth(stack, q)))).every((n) => n === 0), "the queues to drain", 240_000);
+    say("queues drained; final resume and poll");
+
+    // Every dispatch has finished, so every entry is in the log: one resume (which sends
+    // entries past the horizon too) and one poll each must bring everything.
+    polling = false;
+    await Promise.all(polls);
+    await until(() => devices.every((d) => d.client.state === "ready"), "every client to be ready again", 60_000);
+    await Promise.all(devices.map((d) => d.client.resume().catch(() => d.client.resume())));
+    for (const p of pollers) await p.poll();
+
+    // The figures.
+    const key = (u) => `${u.tenant}/${u.sub}`;
+    const received = new Map(); // user key -> Set of ids (any device)
+    let dupShown = 0;
+    let live = 0;
+    let replayed = 0;
+    for (const d of devices) {
+      const set = received.get(key(d.user)) ?? new Set();
+      for (const [id, times] of d.shown) {
+        set.add(id);
+        if (times > 1) dupShown += times - 1;
+      }
+      received.set(key(d.user), set);
+      live += d.live;
+      replayed += d.replayed;
+    }
+    for (const p of pollers) received.set(key(p.user), new Set(p.shown.keys()));
+    let intended = 0;
+    let deviceIntended = 0;
+    const lost = [];
+    for (const m of messages) {
+      for (const u of m.audience) {
+        intended++;
+        const got = received.get(u);
+        if (!got || !got.has(m.id)) lost.push(`${m.id} -> ${u}`);
+      }
+    }
+    // Per device: each device of a user must show it (a second tab resumes on its own).
+    let deviceLost = 0;
+    for (const d of devices) {
+      for (const m of messages) {
+        if (!m.audience.has(key(d.user))) continue;
+        deviceIntended++;
+        if (!d.shown.has(m.id)) deviceLost++;
+      }
+    }
+    const figures = {
+      seed: o.seed,
+      clients: devices.length,
+      pollers: pollers.length,
+      users: users.length,
+      tenants: o.tenants,
+      notifications: messages.length,
+      sends: stats.sent,
+      duplicateIdsSent: stats.duplicatesSent,
+      deferred: messages.filter((m) => m.deferMs).length,
+      intendedDeliveries: intended,
+      intendedDeviceDeliveries: deviceIntended,
+      drops: devices.reduce((n, d) => n + d.drops, 0),
+      faultsInjected: injected,
+      receivedLive: live,
+      receivedByResume: replayed,
+      pollerRequests: pollers.reduce((n, p) => n + p.polls, 0),
+      lost: lost.length,
+      lostOnDevices: deviceLost,
+      duplicatesShown: dupShown,
+      seconds: Number(elapsed()),
+    };
+    console.log(JSON.stringify(figures, null, 2));
+    if (o.report) writeFileSync(o.report, `${JSON.stringify(figures, null, 2)}\n`);
+    if (lost.length) console.error(`LOST (first 20 of ${lost.length}):\n  ${lost.slice(0, 20).join("\n  ")}`);
+    failed = lost.length > 0 || deviceLost > 0 || dupShown > 0;
+    say(failed ? "FAILED: the delivery promise did not hold" : "nothing lost");
+  } catch (e) {
+    console.error(`chaos: ${e.stack || e}`);
+    if (stackLog.length) console.error(`--- last lines of the local stack ---\n${stackLog.slice(-60).join("\n")}`);
+  } finally {
+    for (const d of devices) d.client.close();
+    await local.stop();
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+main();
