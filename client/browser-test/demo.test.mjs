@@ -304,7 +304,8 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
   });
 
   test("screenshot for the README", async (t) => {
-    const user = { sub: "dev-user", tenant: unique("demo"), groups: ["course:42"] };
+    // The page's default user (no other test uses tenant dev).
+    const user = { sub: "dev-user", tenant: "dev", groups: ["course:42"] };
     const { page, problems } = await openDemo(t, user, { viewport: { width: 1280, height: 820 } });
     const form = page.locator("#join-form");
     await form.getByRole("button", { name: "Join" }).click(); // course:42, the default
@@ -324,6 +325,9 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
     await page.locator('#join-status[data-kind="error"]').waitFor({ timeout: DEADLINE_MS });
     await page.locator('#presence-status[data-kind="ok"]').waitFor({ timeout: DEADLINE_MS });
     await unreadIs(page, 3);
+    // A job under way: its progress notifications move the bar (and are not toasted).
+    await page.getByRole("button", { name: "Start a job" }).click();
+    await page.waitForFunction(() => document.querySelector("#job-bar").value >= 40, null, { timeout: DEADLINE_MS });
     const dir = path.join(repo, "target", "browser-tests");
     mkdirSync(dir, { recursive: true });
     const file = path.join(dir, "demo.png");

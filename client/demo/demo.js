@@ -421,7 +421,7 @@ const SEND_OPTIONS = [
     name: "deliverAt",
     render: () =>
       h("label", { class: "row", title: "deliverAt: Herald holds it (SQS delay up to 15 min, EventBridge Scheduler beyond) — a reminder" },
-        "deliver in", h("input", { name: "delay", type: "number", min: "0", max: "3600", step: "1", placeholder: "0", size: "5" }), "seconds"),
+        h("span", {}, "deliver in"), h("input", { name: "delay", type: "number", min: "0", max: "3600", step: "1", placeholder: "0", size: "5" }), "seconds"),
     /** @param {Record<string, unknown>} message @param {HTMLFormElement} form */
     apply: (message, form) => {
       const seconds = Number(/** @type {any} */ (form.elements).delay.value || 0);
