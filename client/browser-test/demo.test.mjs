@@ -303,6 +303,23 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
     assert.deepEqual(problems, []);
   });
 
+  test("two tabs, two tenants: a tenant broadcast reaches only its own tenant", async (t) => {
+    const alice = { sub: "alice", tenant: unique("acme") };
+    const eve = { sub: "eve", tenant: unique("other") };
+    const [a, e] = await Promise.all([openDemo(t, alice), openDemo(t, eve)]);
+    const broadcast = unique("n");
+    await sendThroughSqs({ id: broadcast, tenant: alice.tenant, to: { tenant: true }, event: "demo.test", title: "to acme" });
+    await toast(a.page, broadcast).waitFor({ timeout: DEADLINE_MS });
+    // A barrier: once eve has her own later notification, acme's would have arrived too.
+    const own = unique("n");
+    await sendThroughSqs({ id: own, tenant: eve.tenant, to: { tenant: true }, event: "demo.test", title: "to other" });
+    await toast(e.page, own).waitFor({ timeout: DEADLINE_MS });
+    assert.equal(await toastsShown(e.page, broadcast), 0);
+    assert.equal(await inboxItem(e.page, broadcast).count(), 0);
+    assert.equal(await toastsShown(a.page, own), 0);
+    assert.deepEqual([...a.problems, ...e.problems], []);
+  });
+
   test("screenshot for the README", async (t) => {
     // The page's default user (no other test uses tenant dev).
     const user = { sub: "dev-user", tenant: "dev", groups: ["course:42"] };

@@ -316,13 +316,18 @@ function inboxPanel(/** @type {Ctx} */ ctx) {
   const read = new Set(JSON.parse(localStorage.getItem(readKey) || "[]"));
   const saveRead = () => localStorage.setItem(readKey, JSON.stringify([...read].slice(-1000)));
 
+  // Bursts of notifications coalesce into one request; of overlapping requests only the latest
+  // answer is shown (an older one finishing last would show a stale count).
   let refreshing = /** @type {ReturnType<typeof setTimeout> | null} */ (null);
+  let latest = 0;
   const refreshUnread = () => {
     if (refreshing) return;
     refreshing = setTimeout(async () => {
       refreshing = null;
+      const mine = ++latest;
       try {
         const { count, capped } = await ctx.api("GET", "/notifications/unread-count");
+        if (mine !== latest) return;
         unread.textContent = capped ? `${count}+` : String(count);
         unread.dataset.count = String(count);
       } catch (e) {
@@ -481,6 +486,7 @@ function groupsPanel(/** @type {Ctx} */ ctx) {
   const ul = $("#group-list");
   const datalist = $("#joined-groups");
   const key = ctx.storeKey("groups");
+  $("#own-group").textContent = `user:${ctx.identity.sub}`;
 
   const render = () => {
     const kept = ctx.herald.groups;
