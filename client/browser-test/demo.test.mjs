@@ -89,8 +89,8 @@ async function logged(user, id) {
 }
 
 /**
- * The demo page as `user` in a fresh browser context, with every console error and uncaught
- * exception recorded. Closed when the test ends.
+ * The demo page as `user` in a fresh browser context, with every console error, uncaught
+ * exception and request that leaves the local stack recorded. Closed when the test ends.
  */
 async function openDemo(t, user, { viewport = { width: 1280, height: 860 } } = {}) {
   const context = await browser.newContext({ viewport });
@@ -101,6 +101,10 @@ async function openDemo(t, user, { viewport = { width: 1280, height: 860 } } = {
     if (m.type() === "error") problems.push(`console: ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push(`uncaught: ${e.message}`));
+  // Everything comes from the local stack: no CDN, no web font, nothing from the internet.
+  page.on("request", (r) => {
+    if (!/^(https?|wss?):\/\/127\.0\.0\.1[:/]|^data:/.test(r.url())) problems.push(`request off the local stack: ${r.url()}`);
+  });
   const q = new URLSearchParams({ sub: user.sub, tenant: user.tenant, roles: (user.roles ?? []).join(","), groups: (user.groups ?? []).join(",") });
   await page.goto(`${stack.staticUrls["/client"]}demo/?${q}`);
   await ready(page);
