@@ -125,7 +125,7 @@ function startStack(o, log) {
   const readyFile = path.join(tmp, "ready.json");
   const args = [
     "-m", "herald_local", "--profile", o.profile, "--ready-file", readyFile,
-    "--parent-pid", String(process.pid), "--visibility-timeout", "5", "--quiet", "--aws-faults",
+    "--parent-pid", String(process.pid), "--visibility-timeout", "5", "--quiet",
     // Warnings and errors only: a chaos run makes the functions log every fault they meet.
     "--env", "RUST_LOG=warn",
   ];

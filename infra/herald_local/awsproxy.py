@@ -1,8 +1,11 @@
-"""The AWS endpoint proxy (`--aws-faults`): functions reach the AWS endpoint through it, so the
-control API can make a call fail the way AWS does under load (a throttling error) or arrive late
-(a slow log write). Without a fault it forwards each request unchanged and answers what the
-endpoint answered. Only functions go through it; the stack's own pollers and provisioning talk
-to the endpoint directly, so a fault never stalls the emulator itself.
+"""The AWS endpoint proxy: functions reach the AWS endpoint through it. It adds what the local
+endpoint lacks and AWS does — SQS keeps the caller's `X-Amzn-Trace-Id` header as the message's
+`AWSTraceHeader`, which is how Lambda's recursive loop detection follows a request chain through
+a queue (moto only keeps an explicit system attribute) — and lets the control API make a call
+fail the way AWS does under load (a throttling error) or arrive late (a slow log write).
+Otherwise it forwards each request unchanged and answers what the endpoint answered. Only
+functions go through it; the stack's own pollers and provisioning talk to the endpoint
+directly, so a fault never stalls the emulator itself.
 
 Calls are told apart by their `X-Amz-Target` header (DynamoDB's and SQS's JSON protocols), and a
 rule may also require a substring of the body (a table or queue name).
@@ -60,6 +63,9 @@ class AwsProxy:
                 text=json.dumps({"__type": error, "message": "injected fault (herald-local)"}))
         if fault is not None:
             await asyncio.sleep(fault.delay_ms / 1000)
+        trace = request.headers.get("X-Amzn-Trace-Id")
+        if trace and target in ("AmazonSQS.SendMessage", "AmazonSQS.SendMessageBatch"):
+            body = _with_trace_header(body, target, trace)
         if self._session is None:
             # No total timeout: the SDK's own timeouts apply, as they would against AWS.
             self._session = aiohttp.ClientSession(
@@ -74,3 +80,18 @@ class AwsProxy:
             if "Content-Encoding" in upstream.headers:
                 out["Content-Encoding"] = upstream.headers["Content-Encoding"]
             return web.Response(status=upstream.status, body=payload, headers=out)
+
+
+def _with_trace_header(body: bytes, target: str, trace: str) -> bytes:
+    """The SendMessage(Batch) request with `AWSTraceHeader` set from the HTTP header, unless the
+    caller set it explicitly (SQS keeps the explicit one)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body  # not ours to judge: the endpoint answers the malformed request
+    attribute = {"AWSTraceHeader": {"DataType": "String", "StringValue": trace}}
+    messages = doc.get("Entries") if target.endswith("Batch") else [doc]
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict):
+            message.setdefault("MessageSystemAttributes", attribute)
+    return json.dumps(doc).encode()

@@ -83,9 +83,6 @@ def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
                    help="iam: @connections calls must be SigV4-signed with the stack's credentials, "
                         "as on AWS (default); none: accept unsigned calls "
                         "(default $HERALD_LOCAL_MANAGEMENT_AUTH)")
-    p.add_argument("--aws-faults", action="store_true",
-                   help="functions reach the AWS endpoint through a proxy that the control API "
-                        "can make throttle or delay calls (POST <control>/faults/aws)")
     p.add_argument("--quiet", action="store_true",
                    help="no banner, REPORT lines or info logs (function output is still relayed)")
     return p
@@ -102,7 +99,7 @@ def _run(argv: list[str], adapter: Adapter, prog: str) -> int:
         env=dict(args.env), visibility_timeout=args.visibility_timeout,
         idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_seconds,
         quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary),
-        management_auth=args.management_auth, aws_faults=args.aws_faults)
+        management_auth=args.management_auth)
     return asyncio.run(_serve(options, adapter, args.parent_pid))
 
 

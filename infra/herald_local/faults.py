@@ -4,7 +4,7 @@ Post faults make `@connections` answer an error instead of delivering; kill faul
 function process after it fetched a matching event (at once, or a random moment later: mid-
 invocation); redelivery faults make an SQS event source leave a message it processed on the
 queue, so SQS hands it out again (its at-least-once delivery); AWS faults make the AWS endpoint
-proxy (`--aws-faults`) answer a throttling error or delay a call. All are consulted on hot paths,
+proxy (awsproxy.py) answer a throttling error or delay a call. All are consulted on hot paths,
 so the common case (no fault configured) costs one truth test.
 """
 

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import secrets
+import zlib
 import socket
 import time
 import uuid
@@ -60,6 +61,7 @@ class Invocation:
     fetched_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     doomed: bool = False   # a kill fault hit it: whatever the process answers, it dies first
+    lineage: int = 0       # hops of this request chain so far (Lambda's recursive loop detection)
 
 
 @dataclass(eq=False)
@@ -180,6 +182,7 @@ class FunctionPool:
         self._cwd = cwd
         self._report = report
         self.names = (spec.key, spec.logical_id, spec.name)
+        self.lineage_hash = lineage_hash(spec.arn)
         self._instances: list[Instance] = []
         self._pending: collections.deque[Invocation] = collections.deque()
         self._idle: collections.deque[Instance] = collections.deque()
@@ -204,11 +207,13 @@ class FunctionPool:
             return False
         return any(i.init_ms is not None for i in self._instances)
 
-    async def invoke(self, payload: bytes) -> bytes:
-        """Run one invocation; returns the response payload or raises FunctionError."""
+    async def invoke(self, payload: bytes, *, lineage: int = 0) -> bytes:
+        """Run one invocation; returns the response payload or raises FunctionError. `lineage`:
+        how many invocations of this function the request chain went through before this one."""
         if self._closing:
             raise FunctionError("Runtime.Shutdown", "the local stack is shutting down")
-        inv = Invocation(str(uuid.uuid4()), payload, asyncio.get_running_loop().create_future())
+        inv = Invocation(str(uuid.uuid4()), payload, asyncio.get_running_loop().create_future(),
+                         lineage=lineage)
         while self._idle:
             inst = self._idle.popleft()
             if inst.idle:
@@ -262,7 +267,7 @@ class FunctionPool:
             "Lambda-Runtime-Aws-Request-Id": inv.request_id,
             "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
             "Lambda-Runtime-Invoked-Function-Arn": self.spec.arn,
-            "Lambda-Runtime-Trace-Id": _trace_id(),
+            "Lambda-Runtime-Trace-Id": _trace_id(self.lineage_hash, inv.lineage + 1),
             "Content-Type": "application/json",
         }
         response = web.Response(body=inv.payload, headers=headers)
@@ -449,9 +454,32 @@ class FunctionPool:
         procs.emit(self.spec.key, "\t".join(parts))
 
 
-def _trace_id() -> str:
+# Lambda stops a request chain that went through the same function this many times (its
+# recursive loop detection, which follows the trace header's Lineage through SQS).
+MAX_LINEAGE = 16
+
+
+def lineage_hash(arn: str) -> str:
+    return f"{zlib.crc32(arn.encode()):08x}"
+
+
+def lineage_count(trace_header: str | None, function_hash: str) -> int:
+    """How many times the chain of `trace_header` went through the function of `function_hash`
+    (`...;Lineage=<hash>:<count>`, several hashes separated by `|`)."""
+    for field in (trace_header or "").split(";"):
+        key, _, value = field.strip().partition("=")
+        if key != "Lineage":
+            continue
+        for part in value.split("|"):
+            name, _, count = part.rpartition(":")
+            if name.endswith(function_hash) and count.isdigit():
+                return int(count)
+    return 0
+
+
+def _trace_id(function_hash: str, lineage: int) -> str:
     return (f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};"
-            f"Parent={secrets.token_hex(8)};Sampled=0")
+            f"Parent={secrets.token_hex(8)};Sampled=0;Lineage={function_hash}:{lineage}")
 
 
 def _peak_rss_mb(pid: int) -> int | None:

@@ -24,7 +24,7 @@ import botocore.exceptions
 
 from .aws import Provisioned
 from .functions import FunctionSpec
-from .runtime import FunctionError, FunctionPool
+from .runtime import MAX_LINEAGE, FunctionError, FunctionPool, lineage_count
 from .template import TemplateError
 
 log = logging.getLogger("herald_local")
@@ -78,6 +78,7 @@ class SqsPoller:
         self._sqs = sqs          # a boto3 client (thread-safe); calls run in worker threads
         self._region = region
         self._tasks: list[asyncio.Task[None]] = []
+        self.loops_stopped = 0   # messages not handed over: their chain was too long
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop()) for _ in range(self.mapping.concurrency)]
@@ -121,9 +122,24 @@ class SqsPoller:
         return response.get("Messages") or []
 
     async def _process(self, messages: list[dict[str, Any]]) -> None:
+        # Lambda's recursive loop detection: a message whose request chain already went through
+        # this function MAX_LINEAGE times is not handed to it. It stays on the queue (and moves
+        # to the dead-letter queue after its receives run out), as on AWS.
+        counts = {m["MessageId"]: lineage_count((m.get("Attributes") or {}).get("AWSTraceHeader"),
+                                                self._pool.lineage_hash) for m in messages}
+        stopped = [m for m in messages if counts[m["MessageId"]] >= MAX_LINEAGE]
+        if stopped:
+            self.loops_stopped += len(stopped)
+            log.warning("%s: recursive loop detected: %d message(s) of %s went through it %d times; "
+                        "not invoked (as Lambda)", self.mapping.function.key, len(stopped),
+                        self.mapping.queue_url, MAX_LINEAGE)
+            messages = [m for m in messages if counts[m["MessageId"]] < MAX_LINEAGE]
+            if not messages:
+                return
+        lineage = max(counts[m["MessageId"]] for m in messages)
         event = {"Records": [self._record(m) for m in messages]}
         try:
-            raw = await self._pool.invoke(json.dumps(event).encode())
+            raw = await self._pool.invoke(json.dumps(event).encode(), lineage=lineage)
         except FunctionError as exc:
             log.warning("%s: batch of %d failed, left for redelivery: %s",
                         self.mapping.function.key, len(messages), exc.error_type)

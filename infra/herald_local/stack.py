@@ -57,8 +57,6 @@ class Options:
     # @connections requires SigV4 (IAM) like API Gateway; the fan-out benchmark turns it off so
     # its unsigned raw HTTP loop can reach the same endpoint.
     management_auth: str = "iam"
-    # Functions reach the AWS endpoint through the fault proxy (awsproxy.py).
-    aws_faults: bool = False
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -102,11 +100,11 @@ class Stack:
         ws_base = f"http://{opts.host}:{ws_sock.getsockname()[1]}"
         http_url = f"http://{opts.host}:{http_sock.getsockname()[1]}"
         base_env = {**endpoint.env(), "AWS_EC2_METADATA_DISABLED": "true"}
+        # Functions reach the endpoint through the proxy (trace headers on SQS, AWS faults).
         faults = Faults()
-        if opts.aws_faults:
-            proxy_sock = _listen(opts.host, 0)
-            base_env["AWS_ENDPOINT_URL"] = f"http://{opts.host}:{proxy_sock.getsockname()[1]}"
-            await self._serve(AwsProxy(endpoint.url, faults).application(), proxy_sock)
+        proxy_sock = _listen(opts.host, 0)
+        base_env["AWS_ENDPOINT_URL"] = f"http://{opts.host}:{proxy_sock.getsockname()[1]}"
+        await self._serve(AwsProxy(endpoint.url, faults).application(), proxy_sock)
         specs = load_functions(template, resolver, profile=opts.profile, binary_dir=opts.binary_dir,
                                commands=opts.binaries, env_overrides=opts.env, base_env=base_env)
         index = FunctionIndex(specs)
@@ -191,6 +189,8 @@ class Stack:
             "httpUrl": http_url,
             "controlUrl": control_url,
             "awsEndpoint": self._endpoint.url,
+            # What the functions reach it through (the proxy; awsproxy.py).
+            "functionAwsEndpoint": function_env.get("AWS_ENDPOINT_URL", self._endpoint.url),
             "region": self._endpoint.region,
             # What the functions sign @connections calls with, for clients of the local stack.
             # Only the stack's own moto credentials (dummies); never ones from the environment.

@@ -1,5 +1,5 @@
 """Faults a chaos run injects: SQS redelivery of a processed message, and the AWS endpoint proxy
-(`--aws-faults`) answering throttling errors or delaying calls."""
+(awsproxy.py) answering throttling errors or delaying calls."""
 
 from __future__ import annotations
 

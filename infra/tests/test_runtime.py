@@ -25,7 +25,8 @@ def test_invoke_returns_the_response_with_the_functions_environment(stack: Stack
     assert env["HERALD_WS_ENDPOINT"] == stack.info["managementEndpoint"]
     assert env["AWS_LAMBDA_FUNCTION_NAME"] == "herald-EchoFunction"
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "512"
-    assert env["AWS_ENDPOINT_URL"] == stack.info["awsEndpoint"]
+    # Through the stack's proxy (trace headers, AWS faults), which forwards to the endpoint.
+    assert env["AWS_ENDPOINT_URL"] == stack.info["functionAwsEndpoint"] != stack.info["awsEndpoint"]
     assert env["HERALD_JWT_ISSUER"] == "herald-local"          # local JWT settings beat the template
     assert env["HERALD_JWT_JWKS_URL"] == ""
     # The template gives this function no secret, so the stack does not add one either.

@@ -8,6 +8,7 @@
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+pub mod chain;
 mod poster;
 
 pub use poster::{PostOutcome, Poster, PosterError};
@@ -90,7 +91,9 @@ pub fn retry_delay_seconds(attempt: u32) -> i32 {
     (half + crate::store::jitter(half + 1)).min(900) as i32
 }
 
-/// A fan-out page job on the fan-out queue: one page of one membership shard of a big group.
+/// A job on the fan-out queue for one membership shard of a big audience (see [`chain`]): a
+/// walk (no `connections`: read the shard after `after`, queue post jobs and the next walk) or a
+/// post job (post to `connections`, read from that shard).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FanoutJob {
@@ -101,6 +104,20 @@ pub struct FanoutJob {
     /// Continue after this connection id.
     pub after: Option<String>,
     pub frame: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<String>,
+}
+
+impl FanoutJob {
+    /// The key that claims this job, so a redelivered job does not post its page twice. A walk
+    /// is known by where it starts; a post job by its first connection (a walk run again from the
+    /// same position cuts the same pages).
+    pub fn claim_key(&self) -> String {
+        match self.connections.first() {
+            None => format!("{}#job#{}#{}", self.id, self.shard, self.after.as_deref().unwrap_or("")),
+            Some(first) => format!("{}#post#{}#{}", self.id, self.shard, first),
+        }
+    }
 }
 
 #[cfg(test)]

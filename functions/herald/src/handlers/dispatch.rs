@@ -6,7 +6,8 @@
 //! claim its id (idempotency: a finished one is skipped; a redelivery after a crash takes over);
 //! write the log entry **before** any push; resolve recipients by Query (never Scan); fan out
 //! with bounded concurrency; 410 → clean up at once; 429/5xx → retry queue with backoff; big
-//! audiences → fan-out page jobs on the fan-out queue so several invocations post in parallel;
+//! audiences → walk and post jobs on the fan-out queue so several invocations post in parallel,
+//! in a chain of at most eight hops (`delivery::chain`);
 //! `deliverAt` in the future → SQS delay (≤ 15 min) or a one-time Scheduler schedule.
 //! Only transient failures are reported back as batch item failures, for redelivery.
 
@@ -21,7 +22,7 @@ use futures_util::StreamExt;
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
 use crate::cursor::{Cursor, now_millis};
-use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out};
+use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, chain, fan_out};
 use crate::groups::Group;
 use crate::horizon::Horizon;
 use crate::membership::Unsubscriber;
@@ -320,6 +321,7 @@ impl Dispatch {
                     shard,
                     after: Some(after),
                     frame: frame.clone(),
+                    connections: Vec::new(),
                 })
                 .await?;
                 summary.shards_queued += 1;
@@ -355,11 +357,12 @@ impl Dispatch {
         Ok(summary)
     }
 
-    /// One page of a big group: queue the next page first (so it proceeds in parallel), then post.
-    /// A job is claimed like a notification, so a redelivered job (visibility timeout, retry after
-    /// a partial failure) does not post its page twice.
+    /// A job of a big audience (see [`chain`]): a walk reads part of a shard and splits it into
+    /// post jobs, a post job posts to the connections it names. A job is claimed like a
+    /// notification, so a redelivered job (visibility timeout, retry after a partial failure)
+    /// does not post its page twice.
     async fn run_job(&self, job: &FanoutJob) -> Result<FanoutSummary, DispatchError> {
-        let key = format!("{}#job#{}#{}", job.id, job.shard, job.after.as_deref().unwrap_or(""));
+        let key = job.claim_key();
         let expires = epoch_seconds() + self.limits.retention_seconds as i64;
         match self
             .store
@@ -371,27 +374,15 @@ impl Dispatch {
             Claim::InProgress => return Err(DispatchError::InProgress),
             Claim::New(_) | Claim::Unfinished(_) => {}
         }
-        let page = self
-            .store
-            .connections
-            .members_page(&job.group_key, job.shard, job.after.as_deref(), self.limits.fanout_shard_size)
-            .await?;
         let mut summary = FanoutSummary::default();
-        if let Some(after) = page.next {
-            self.queue_job(FanoutJob {
-                after: Some(after),
-                ..job.clone()
-            })
-            .await?;
-            summary.shards_queued = 1;
-        }
-        let report = fan_out(
-            &self.poster,
-            page.members.into_iter().map(|m| m.connection_id),
-            &job.frame,
-            self.limits.fanout_concurrency,
-        )
-        .await;
+        let page = if job.connections.is_empty() {
+            let (page, queued) = self.walk(job).await?;
+            summary.shards_queued = queued;
+            page
+        } else {
+            job.connections.clone()
+        };
+        let report = fan_out(&self.poster, page, &job.frame, self.limits.fanout_concurrency).await;
         self.store
             .connections
             .remove_members(&job.group_key, job.shard, &report.gone)
@@ -408,6 +399,55 @@ impl Dispatch {
             .count("Retried", summary.retried)
             .flush();
         Ok(summary)
+    }
+
+    /// Reads up to a walk's budget of the shard after `job.after`; queues the next walk first (so
+    /// it proceeds in parallel), then a post job per page but the first, which it returns for
+    /// this invocation to post. Returns that page and how many jobs it queued.
+    async fn walk(&self, job: &FanoutJob) -> Result<(Vec<String>, usize), DispatchError> {
+        let budget = chain::walk_budget(self.limits.membership_shards);
+        let mut read = Vec::new();
+        let mut position = job.after.clone();
+        loop {
+            let limit = chain::WALK_QUERY_LIMIT.min(budget - read.len());
+            let page = self
+                .store
+                .connections
+                .members_page(&job.group_key, job.shard, position.as_deref(), limit)
+                .await?;
+            read.extend(page.members.into_iter().map(|m| m.connection_id));
+            position = page.next;
+            if position.is_none() || read.len() >= budget {
+                break;
+            }
+        }
+        let mut queued = 0;
+        if position.is_some() {
+            self.queue_job(FanoutJob {
+                after: position,
+                connections: Vec::new(),
+                ..job.clone()
+            })
+            .await?;
+            queued += 1;
+        }
+        let page_size = self.limits.fanout_shard_size.max(1);
+        let mut pages = read.chunks(page_size);
+        let own = pages.next().map(<[String]>::to_vec).unwrap_or_default();
+        let posts: Vec<FanoutJob> = pages
+            .map(|connections| FanoutJob {
+                connections: connections.to_vec(),
+                ..job.clone()
+            })
+            .collect();
+        queued += posts.len();
+        let sent: Vec<Result<(), DispatchError>> = futures_util::stream::iter(posts)
+            .map(|post| async move { self.queue_job(post).await })
+            .buffer_unordered(JOB_SENDS_IN_FLIGHT)
+            .collect()
+            .await;
+        sent.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok((own, queued))
     }
 
     async fn queue_job(&self, job: FanoutJob) -> Result<(), DispatchError> {
@@ -435,6 +475,9 @@ impl Dispatch {
 
 /// Log writes in a row that may land too late before the message is left for redelivery.
 const MAX_LATE_WRITES: u32 = 3;
+
+/// Post jobs a walk sends at once (one SendMessage each).
+const JOB_SENDS_IN_FLIGHT: usize = 16;
 
 /// One log entry per topic of the notification, all under `cursor`.
 fn log_entries(req: &NotificationRequest, id: &str, cursor: Cursor, created_at: &str) -> Vec<(Group, LogEntry)> {
