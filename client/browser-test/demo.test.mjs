@@ -290,7 +290,7 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
     assert.equal(await inboxItem(page, id).count(), 1);
   });
 
-  test("a forbidden join shows the server's error", async (t) => {
+  test("a forbidden join shows the server's error, and so does a dead-lettered message", async (t) => {
     const user = { sub: "u1", tenant: unique("t"), groups: ["course:42"] };
     const { page, problems } = await openDemo(t, user);
     const form = page.locator("#join-form");
@@ -303,6 +303,14 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
     await status.waitFor({ timeout: DEADLINE_MS });
     assert.match(await status.textContent(), /^forbidden: /);
     assert.equal(await page.locator('#group-list li[data-group="course:7"]').count(), 0);
+
+    // SendMessage takes anything; dispatch dead-letters a bad message with its reason.
+    const sender = page.locator("#send-form");
+    await sender.locator('input[name="toGroup"]').fill("not a group");
+    await sender.getByRole("button", { name: "Send" }).click();
+    const sent = page.locator('#send-status[data-kind="error"]');
+    await sent.waitFor({ timeout: DEADLINE_MS });
+    assert.match(await sent.textContent(), /^dead-lettered by dispatch: bad_request: to\.group: /);
     assert.deepEqual(problems, []);
   });
 

@@ -161,10 +161,27 @@ async function createContext() {
     publish: async (message, via = "sqs") => {
       if (via === "http") {
         const res = await call("POST", `${endpoints.httpUrl}/notifications`, { token: await ctx.serviceToken(), json: message });
-        return `accepted: 202, id ${res.id}`;
+        return { text: `accepted: 202, id ${res.id}`, messageId: null };
       }
       const res = await call("POST", `${control}/queues/DispatchQueue/messages`, { text: JSON.stringify(message) });
-      return `queued: SQS message ${res.messageId.slice(0, 8)}…`;
+      return { text: `queued: SQS message ${res.messageId.slice(0, 8)}…`, messageId: String(res.messageId) };
+    },
+    /**
+     * What dispatch made of an SQS message: SendMessage cannot refuse a bad notification, dispatch
+     * moves it to the dead-letter queue with `reason` and `detail` attributes (and the
+     * `sourceMessageId`). Watches that queue for a while; resolves with the dead letter's
+     * attributes, or null when none came.
+     * @param {string} messageId @param {number} [forMs]
+     */
+    deadLetter: async (messageId, forMs = 5000) => {
+      const deadline = Date.now() + forMs;
+      while (Date.now() < deadline) {
+        const { messages } = await call("GET", `${control}/queues/DispatchDeadLetterQueue/messages`);
+        const found = messages.find((/** @type {any} */ m) => m.attributes.sourceMessageId === messageId);
+        if (found) return found.attributes;
+        await new Promise((r) => setTimeout(r, 400));
+      }
+      return null;
     },
     /** @type {HeraldClient} */
     herald: /** @type {any} */ (null),
@@ -464,14 +481,23 @@ function senderPanel(/** @type {Ctx} */ ctx) {
   f.toGroup.addEventListener("input", () => (f.to.value = "group"));
   update();
 
+  let sends = 0;
   form.addEventListener("submit", async (/** @type {Event} */ e) => {
     e.preventDefault();
     const m = message();
+    const send = ++sends;
     ctx.status(statusEl, "sending…", "pending");
     try {
-      const result = await ctx.publish(m, f.via.value);
-      ctx.status(statusEl, m.deliverAt ? `${result}; due ${clock(String(m.deliverAt))}` : result);
+      const { text, messageId } = await ctx.publish(m, f.via.value);
+      ctx.status(statusEl, m.deliverAt ? `${text}; due ${clock(String(m.deliverAt))}` : text);
       ctx.log(`sent “${m.title}” to ${JSON.stringify(m.to)} via ${f.via.value === "sqs" ? "SQS" : "HTTP"}`);
+      // The HTTP API answers a bad message itself (400 and why); over SQS the answer is a dead letter.
+      const dead = messageId ? await ctx.deadLetter(messageId) : null;
+      if (dead) {
+        const why = `dead-lettered by dispatch: ${dead.reason}: ${dead.detail}`;
+        if (send === sends) ctx.status(statusEl, why, "error"); // not over a later send's status
+        ctx.log(`“${m.title}” ${why}`, { kind: "error" });
+      }
     } catch (err) {
       ctx.status(statusEl, describe(err), "error");
       ctx.log(`send failed: ${describe(err)}`, { kind: "error" });
@@ -687,7 +713,11 @@ async function main() {
     $("#badge").textContent = "offline";
     return;
   }
+  // Panels that do not need the connection first: the job panel's event handler must be in
+  // place before the history is loaded, so that old progress updates stay out of the inbox.
   identityPanel(ctx);
+  senderPanel(ctx);
+  jobPanel(ctx);
   const toast = toaster(ctx);
   const inbox = inboxPanel(ctx);
 
@@ -722,10 +752,8 @@ async function main() {
     ctx.log(`client error ${err.code}: ${err.message}`, { kind: "error", data: { code: err.code } }));
 
   connectionPanel(ctx);
-  senderPanel(ctx);
   groupsPanel(ctx);
   presencePanel(ctx);
-  jobPanel(ctx);
   pollingFallback(ctx, deliver);
   // For people poking at it from the devtools console.
   Object.assign(window, { herald: ctx.herald, demo: ctx });

@@ -17,6 +17,9 @@ from .gateway import Gateway
 from .runtime import FunctionError, FunctionPool
 
 
+PEEK_LIMIT = 100   # messages a peek returns at most
+
+
 class Control:
     def __init__(self, *, gateway: Gateway | None, pools: dict[str, FunctionPool], faults: Faults,
                  adapter: Adapter, ready: asyncio.Event,
@@ -43,6 +46,7 @@ class Control:
         r.add_delete(f"{root}/faults", self._clear_faults)
         r.add_post(f"{root}/invoke/{{function}}", self._invoke)
         r.add_post(f"{root}/queues/{{queue}}/messages", self._send)
+        r.add_get(f"{root}/queues/{{queue}}/messages", self._peek)
         r.add_post(f"{root}/token", self._token)
 
     async def _health(self, _: web.Request) -> web.Response:
@@ -75,6 +79,44 @@ class Control:
         except Exception as exc:  # the endpoint's own refusal (size, characters), shown as is
             return _error(400, f"SendMessage failed: {exc}")
         return web.json_response({"messageId": sent["MessageId"]})
+
+    async def _peek(self, request: web.Request) -> web.Response:
+        """The messages on a queue without a consumer (a dead-letter queue), left in place: each
+        is received, then made visible again at once. A page shows what dispatch refused, with
+        the `reason`/`detail` attributes. Refused for queues with a redrive policy, where a
+        receive counts toward maxReceiveCount and would move the message."""
+        queue = request.match_info["queue"]
+        url = (self._info().get("queues") or {}).get(queue)
+        if url is None or self._sqs is None:
+            return _error(404, f"unknown queue {queue!r}")
+
+        def peek() -> list[dict[str, Any]] | None:
+            attrs = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
+            if attrs.get("Attributes", {}).get("RedrivePolicy"):
+                return None
+            seen: dict[str, dict[str, Any]] = {}
+            try:
+                while len(seen) < PEEK_LIMIT:  # hidden while collected, so each call brings new ones
+                    got = self._sqs.receive_message(
+                        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30, WaitTimeSeconds=0,
+                        MessageAttributeNames=["All"], AttributeNames=["SentTimestamp"]).get("Messages") or []
+                    fresh = [m for m in got if m["MessageId"] not in seen]
+                    if not fresh:
+                        break
+                    seen.update((m["MessageId"], m) for m in fresh)
+            finally:
+                for m in seen.values():
+                    self._sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"],
+                                                        VisibilityTimeout=0)
+            return [{"messageId": m["MessageId"], "body": m["Body"],
+                     "sentAt": int(m.get("Attributes", {}).get("SentTimestamp", 0)),
+                     "attributes": {k: v.get("StringValue") for k, v in (m.get("MessageAttributes") or {}).items()}}
+                    for m in seen.values()]
+
+        messages = await asyncio.to_thread(peek)
+        if messages is None:
+            return _error(409, f"{queue} has a redrive policy: a peek would count as a receive")
+        return web.json_response({"messages": sorted(messages, key=lambda m: m["sentAt"])})
 
     async def _connections(self, _: web.Request) -> web.Response:
         connections = self._gateway.open_connections() if self._gateway else []

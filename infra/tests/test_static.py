@@ -1,5 +1,6 @@
-"""The adapter's static directories (Herald's: client/, for the demo page), the control API's
-endpoints listing and its SendMessage to the stack's queues."""
+"""The adapter's static directories (Herald's: client/, for the demo page), and what the control
+API offers such a page: the endpoints listing, SendMessage to the stack's queues and a peek at a
+dead-letter queue."""
 
 from __future__ import annotations
 
@@ -109,3 +110,19 @@ def test_send_to_a_queue_reaches_its_event_source(stack: Stack) -> None:
     assert status == 404 and "DispatchQueue" in body["error"]
     status, body, _ = stack.control("POST", "/queues/DispatchQueue/messages", raw=b"")
     assert status == 400
+
+
+def test_peek_leaves_dead_letters_in_place(stack: Stack) -> None:
+    sqs = stack.client("sqs")
+    marker = f"dead-{uuid.uuid4().hex}"
+    sqs.send_message(QueueUrl=stack.info["queues"]["RetryDeadLetterQueue"], MessageBody=marker,
+                     MessageAttributes={"reason": {"DataType": "String", "StringValue": "bad_request"}})
+    for _ in range(2):  # still there the second time: a peek puts back what it saw
+        status, body, _ = stack.control("GET", "/queues/RetryDeadLetterQueue/messages")
+        assert status == 200
+        [mine] = [m for m in body["messages"] if m["body"] == marker]
+        assert mine["attributes"] == {"reason": "bad_request"} and mine["sentAt"] > 0
+    # A receive on a queue with a redrive policy counts toward its maxReceiveCount: refused.
+    status, body, _ = stack.control("GET", "/queues/DispatchQueue/messages")
+    assert status == 409 and "redrive" in body["error"]
+    assert stack.control("GET", "/queues/NoSuchQueue/messages")[0] == 404
