@@ -53,6 +53,51 @@ async fn every_target_kind_reaches_its_audience() {
     b.expect_silence(Duration::from_millis(1000)).await;
 }
 
+/// Nothing-lost defect 10: the tenant's log was one partition that every user's `missed` and
+/// `resume` read. A tenant notification is now written to every replica partition, and users
+/// spread over them; whichever replica a user reads, the notification is there.
+#[tokio::test]
+async fn a_tenant_notification_is_in_every_replica_and_every_user_reads_it() {
+    let tenant = unique("wide");
+    let id = unique("closing");
+    publish(json!({"id": id, "tenant": tenant, "to": {"tenant": true}, "event": "office.closing", "title": "Office closes early"})).await;
+    let replicas = eventually("the entry in every replica of the tenant's log", || {
+        let tenant = tenant.clone();
+        async move {
+            let mut found = 0;
+            for r in 0..herald::store::WIDE_REPLICAS {
+                let pk = if r == 0 {
+                    format!("n#{tenant}#tenant")
+                } else {
+                    format!("n#{tenant}#tenant#r{r}")
+                };
+                found += usize::from(!sort_keys("NotificationsTable", &pk).await.is_empty());
+            }
+            (found == usize::from(herald::store::WIDE_REPLICAS)).then_some(found)
+        }
+    })
+    .await;
+    assert_eq!(replicas, 8);
+    for i in 0..24 {
+        let user = format!("reader-{i}");
+        let (status, body) = api(
+            reqwest::Method::GET,
+            "/notifications/missed",
+            &token(&user, &tenant, &[], &[]),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Vec<&str> = body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["id"].as_str())
+            .collect();
+        assert_eq!(ids, vec![id.as_str()], "{user} reads its replica");
+    }
+}
+
 #[tokio::test]
 async fn same_producer_id_is_logged_and_pushed_once() {
     let tenant = unique("acme");

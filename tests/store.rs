@@ -142,7 +142,11 @@ async fn unprocessed_items_are_retried_until_written_in_batches_of_at_most_25() 
     let store = store_with(&leave).await;
     store.log.append(&tenant, &entries(&user, 60), far_future()).await.expect("append");
 
-    let page = store.log.after(&tenant, &Group::user(&user), Cursor::MIN, 100).await.expect("read");
+    let page = store
+        .log
+        .after(&tenant, &Group::user(&user), &user, Cursor::MIN, 100)
+        .await
+        .expect("read");
     let ids: Vec<String> = page.entries.iter().map(|e| e.id.clone()).collect();
     assert_eq!(
         ids,

@@ -53,6 +53,7 @@ pub fn merge_pages(since: Cursor, pages: Vec<LogPage>, limit: usize) -> ReplayPa
 pub async fn read_merged(
     store: &crate::store::Store,
     tenant: &str,
+    reader: &str,
     topics: &[crate::groups::Group],
     since: Cursor,
     limit: usize,
@@ -61,7 +62,7 @@ pub async fn read_merged(
     // Entries older than the retention window may linger until TTL removes them; never replay
     // them, so behaviour does not depend on when DynamoDB's TTL sweeper ran.
     let pages: Vec<Result<LogPage, _>> = futures_util::stream::iter(topics.iter().cloned())
-        .map(|t| async move { store.log.after(tenant, &t, since, limit + 1).await })
+        .map(|t| async move { store.log.after(tenant, &t, reader, since, limit + 1).await })
         .buffered(16)
         .collect()
         .await;

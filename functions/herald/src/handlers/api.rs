@@ -228,7 +228,7 @@ impl Api {
         // The clock before the read: the position handed out must trail what was visible when
         // the read began (see `horizon`).
         let read_at = now_millis();
-        let page = read_merged(&self.store, &p.tenant, &topics, since.max(self.retention_floor()), limit).await?;
+        let page = read_merged(&self.store, &p.tenant, &p.user, &topics, since.max(self.retention_floor()), limit).await?;
         let reached = since.max(page.cursor);
         // A poller keeps `cursor` for its next poll: never past the visibility horizon, so an
         // entry that becomes visible later is still ahead of it (see `horizon`). `next` pages on
@@ -286,7 +286,15 @@ impl Api {
     async fn unread_count(&self, p: &Principal) -> ApiResult {
         let (read_cursor, read_ids) = self.store.read_state.load(&p.tenant, &p.user).await?;
         let topics = self.readable_topics(p).await?;
-        let page = read_merged(&self.store, &p.tenant, &topics, read_cursor.max(self.retention_floor()), UNREAD_CAP).await?;
+        let page = read_merged(
+            &self.store,
+            &p.tenant,
+            &p.user,
+            &topics,
+            read_cursor.max(self.retention_floor()),
+            UNREAD_CAP,
+        )
+        .await?;
         // Counted by id: a notification logged twice (a write redone under a fresh cursor, see
         // `horizon`) is one unread notification.
         let unread: HashSet<&str> = page

@@ -98,7 +98,7 @@ impl WsMessage {
         // The clock before the read: the position handed out must trail what was visible when
         // the read began (see `horizon`).
         let read_at = now_millis();
-        let page = read_merged(&self.store, &p.tenant, &topics, since.max(floor), RESUME_PAGE).await?;
+        let page = read_merged(&self.store, &p.tenant, &p.user, &topics, since.max(floor), RESUME_PAGE).await?;
         let have: HashSet<&str> = have.iter().map(String::as_str).collect();
         let mut sent = 0;
         let mut reached = since;

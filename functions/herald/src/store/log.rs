@@ -2,10 +2,20 @@
 //!
 //! Every accepted notification is written here before any push, once per topic, so `resume` and
 //! `missed` can replay it for the retention window (TTL on `expiresAt`).
+//!
+//! Wide topics (`tenant`, `all`) are read by every user of the tenant (of the platform) on every
+//! `resume`, `missed` and unread count: in a reconnect storm one partition would take them all,
+//! and a DynamoDB partition serves at most 3,000 read units a second. So their entries are
+//! written to [`WIDE_REPLICAS`] partitions (`n#{groupKey}`, then `n#{groupKey}#r{k}`), and each
+//! reader always reads the one its user hashes to: the reads spread over them, at the price of
+//! that many writes for a tenant or platform broadcast, which are rare next to the reads. All
+//! replicas are written before dispatch checks the write landed in time (see `horizon`), so every
+//! replica is as complete as the one partition was, and a user who always reads the same replica
+//! sees its entries in cursor order as before.
 
 use super::{Item, StoreError, Table, epoch_seconds, get_n, get_s, n, put_request, s};
 use crate::cursor::Cursor;
-use crate::groups::Group;
+use crate::groups::{Group, stable_hash};
 use crate::notification::{Content, LogEntry};
 
 #[derive(Clone, Debug)]
@@ -13,8 +23,30 @@ pub struct Log {
     table: Table,
 }
 
-fn topic_pk(tenant: &str, topic: &Group) -> String {
-    format!("n#{}", topic.key(tenant))
+/// Partitions a wide topic's entries are written to (see the module documentation).
+pub const WIDE_REPLICAS: u16 = 8;
+
+fn is_wide(topic: &Group) -> bool {
+    matches!(topic, Group::Tenant | Group::All)
+}
+
+/// The partition of replica `replica` of a topic's log. Replica 0 is the topic's only partition
+/// when it is not wide (and its first one when it is).
+fn topic_pk(tenant: &str, topic: &Group, replica: u16) -> String {
+    match replica {
+        0 => format!("n#{}", topic.key(tenant)),
+        r => format!("n#{}#r{r}", topic.key(tenant)),
+    }
+}
+
+/// The partition `reader` (a user) reads a topic from: always the same one for a user.
+fn read_pk(tenant: &str, topic: &Group, reader: &str) -> String {
+    let replica = if is_wide(topic) {
+        (stable_hash(reader) % u64::from(WIDE_REPLICAS)) as u16
+    } else {
+        0
+    };
+    topic_pk(tenant, topic, replica)
 }
 
 /// A page of one topic's log.
@@ -37,33 +69,36 @@ impl Log {
     pub async fn append(&self, tenant: &str, entries: &[(Group, LogEntry)], expires_at: i64) -> Result<(), StoreError> {
         let mut writes = Vec::with_capacity(entries.len());
         for (topic, e) in entries {
-            let mut item = Item::from([
-                ("pk".into(), s(topic_pk(tenant, topic))),
-                ("sk".into(), s(e.cursor.to_string())),
-                ("id".into(), s(e.id.clone())),
-                ("topic".into(), s(e.topic.clone())),
-                (
-                    "content".into(),
-                    s(serde_json::to_string(&e.content).map_err(|x| StoreError::Corrupt(x.to_string()))?),
-                ),
-                ("createdAt".into(), s(e.created_at.clone())),
-                ("expiresAt".into(), n(expires_at)),
-            ]);
-            item.shrink_to_fit();
-            writes.push(put_request(item)?);
+            let replicas = if is_wide(topic) { WIDE_REPLICAS } else { 1 };
+            for replica in 0..replicas {
+                let mut item = Item::from([
+                    ("pk".into(), s(topic_pk(tenant, topic, replica))),
+                    ("sk".into(), s(e.cursor.to_string())),
+                    ("id".into(), s(e.id.clone())),
+                    ("topic".into(), s(e.topic.clone())),
+                    (
+                        "content".into(),
+                        s(serde_json::to_string(&e.content).map_err(|x| StoreError::Corrupt(x.to_string()))?),
+                    ),
+                    ("createdAt".into(), s(e.created_at.clone())),
+                    ("expiresAt".into(), n(expires_at)),
+                ]);
+                item.shrink_to_fit();
+                writes.push(put_request(item)?);
+            }
         }
         self.table.batch_write(writes).await
     }
 
-    /// Entries of a topic strictly after `after`, oldest first.
-    pub async fn after(&self, tenant: &str, topic: &Group, after: Cursor, limit: usize) -> Result<LogPage, StoreError> {
+    /// Entries of a topic strictly after `after`, oldest first, as `reader` (a user) reads them.
+    pub async fn after(&self, tenant: &str, topic: &Group, reader: &str, after: Cursor, limit: usize) -> Result<LogPage, StoreError> {
         let out = self
             .table
             .client
             .query()
             .table_name(&self.table.name)
             .key_condition_expression("pk = :pk AND sk > :after")
-            .expression_attribute_values(":pk", s(topic_pk(tenant, topic)))
+            .expression_attribute_values(":pk", s(read_pk(tenant, topic, reader)))
             .expression_attribute_values(":after", s(after.to_string()))
             .limit(limit.clamp(1, 1000) as i32)
             .send()
@@ -102,4 +137,42 @@ fn parse_entry(item: &Item) -> Result<LogEntry, StoreError> {
         content,
         created_at: get_s(item, "createdAt")?.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect 10 of the nothing-lost issue: every user read the one partition of `tenant` and
+    /// `all`. Users now spread over the replicas; personal and named groups stay in one.
+    #[test]
+    fn readers_of_wide_topics_spread_over_the_replicas() {
+        let users: Vec<String> = (0..400).map(|i| format!("user-{i}")).collect();
+        for topic in [Group::Tenant, Group::All] {
+            let mut load = std::collections::HashMap::new();
+            for u in &users {
+                *load.entry(read_pk("acme", &topic, u)).or_insert(0usize) += 1;
+            }
+            assert_eq!(load.len(), usize::from(WIDE_REPLICAS), "{topic}: {load:?}");
+            let hottest = load.values().copied().max().unwrap_or_default();
+            assert!(
+                hottest < users.len() / 4,
+                "{topic}: one partition takes {hottest} of {} readers",
+                users.len()
+            );
+            for u in &users {
+                assert_eq!(
+                    read_pk("acme", &topic, u),
+                    read_pk("acme", &topic, u),
+                    "a user always reads the same replica"
+                );
+            }
+        }
+        let course = Group::Named {
+            kind: "course".into(),
+            id: "42".into(),
+        };
+        assert_eq!(read_pk("acme", &course, "user-1"), topic_pk("acme", &course, 0));
+        assert_eq!(read_pk("acme", &course, "user-1"), read_pk("acme", &course, "user-2"));
+    }
 }

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 pub use connections::{ConnectionRecord, Connections, Member, MembersPage};
-pub use log::{Log, LogPage};
+pub use log::{Log, LogPage, WIDE_REPLICAS};
 pub use state::{Claim, Idempotency, ReadState, Reminder, ReminderState, Reminders, Subscriptions};
 
 use crate::config::Tables;
