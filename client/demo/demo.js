@@ -136,8 +136,12 @@ async function createContext() {
   };
   const userClaims = { sub: identity.sub, tenant: identity.tenant, roles: identity.roles, groups: identity.groups };
 
-  /** Per-user keys in localStorage, so two users in two tabs never share page state. */
-  const storeKey = (/** @type {string} */ what) => `herald-demo:${what}:${identity.tenant}:${identity.sub}`;
+  /**
+   * Per-user keys in localStorage, so two users in two tabs never share page state; per stack
+   * too, like the client's own key (a new `make dev` is a new, empty stack on a new port).
+   */
+  const storeKey = (/** @type {string} */ what) =>
+    `herald-demo:${what}:${endpoints.websocketUrl}:${identity.tenant}:${identity.sub}`;
 
   const ctx = {
     identity,
