@@ -71,7 +71,7 @@ sam-build:
 	infra/sam-build.sh
 
 # The browser client's tests (Node's test runner) against the local stack.
-client-tests: venv build
+client-tests: venv build client/node_modules/.package-lock.json
 	HERALD_PROFILE=$(call outdir,$(PROFILE)) client/run-tests.sh
 
 # The demo page (client/demo/) in headless Chromium against the local stack: one stack, one
@@ -95,17 +95,25 @@ chaos-check: venv build client/node_modules/.package-lock.json
 client/node_modules/.package-lock.json: client/package-lock.json
 	cd client && npm ci --no-audit --no-fund
 
-# Everything CI checks. `sam build` (the release artifact: one fat-LTO link, ~9 minutes of CPU
-# alone) runs in the background at the lowest CPU and I/O priority (infra/sam-build.sh) while the
-# other checks run: they spend much of their time waiting on queues and sockets, so it mostly
-# uses what they leave idle. Its output is in target/sam-build.log. `set -m` gives it a process
-# group of its own (to stop it if a check fails) in the same session: a new session (setsid)
-# would be a new scheduler autogroup, which gets an equal CPU share whatever its nice value.
-CHECKS := fmt clippy unit-and-e2e stack-tests client-tests browser-tests chaos-check lint-template api-contract
+# Everything CI checks, in two phases that each run several checks at once (`make -j`, output
+# kept per check). First the dev build, with what needs no build beside it (the template lint and
+# the local stack's own tests, mostly Python); then clippy beside the checks that start stacks
+# and wait on queues and sockets (end-to-end, client, browser, chaos, API contract), which leave
+# most of the CPU idle. `sam build` (the release artifact: one fat-LTO link, ~9 minutes of CPU
+# alone) runs in the background all along at the lowest CPU and I/O priority
+# (infra/sam-build.sh), taking what the checks leave; its output is in target/sam-build.log.
+# `set -m` gives it a process group of its own (to stop it if a check fails) in the same
+# session: a new session (setsid) would be a new scheduler autogroup, which gets an equal CPU
+# share whatever its nice value. docs/performance.md has the measurements behind this.
+BUILD_PHASE := fmt build lint-template stack-tests
+CHECK_PHASE := clippy unit-and-e2e client-tests browser-tests chaos-check api-contract
+CHECKS := $(BUILD_PHASE) $(CHECK_PHASE)
 test: sam-venv
 	@mkdir -p target; \
 	set -m; infra/sam-build.sh > target/sam-build.log 2>&1 & sam=$$!; set +m; \
-	status=0; $(MAKE) --no-print-directory $(CHECKS) || status=$$?; \
+	status=0; \
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(BUILD_PHASE) || status=$$?; \
+	if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory -j3 --output-sync=target $(CHECK_PHASE) || status=$$?; fi; \
 	if [ $$status -ne 0 ]; then kill -- -$$sam 2>/dev/null || true; wait $$sam || true; echo "make test: FAILED"; exit $$status; fi; \
 	echo "==> waiting for sam build (target/sam-build.log)"; \
 	if ! wait $$sam; then tail -n 40 target/sam-build.log; echo "make test: sam build FAILED"; exit 1; fi; \

@@ -3,7 +3,11 @@
 # HERALD_PROFILE=debug|release (default debug) picks target/<profile>/herald; it must be built.
 set -euo pipefail
 cd "$(dirname "$0")"
-npm ci --no-audit --no-fund
+# npm writes node_modules/.package-lock.json on every install: newer than the lockfile means the
+# pinned dev dependencies are in place (and the chaos suite, which shares them, may be using them).
+if [[ ! node_modules/.package-lock.json -nt package-lock.json ]]; then
+    npm ci --no-audit --no-fund
+fi
 node --test test/
 
 # The package as a user gets it: `npm pack`, installed into a fresh project, imported by name.
