@@ -24,7 +24,7 @@ import time
 ENV = {
     "AWS_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "init", "AWS_SECRET_ACCESS_KEY": "init",
-    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_EC2_METADATA_DISABLED": "true",
     "AWS_LAMBDA_FUNCTION_NAME": "herald-init", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
     "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_LOG_STREAM_NAME": "init",
     "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/herald-init",

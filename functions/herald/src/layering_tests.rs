@@ -15,6 +15,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("metrics", 0),
     ("notification", 0),
     ("policy", 0),
+    ("tls", 0),
+    ("sdk_http", 1),
     ("delivery", 1),
     ("queue", 1),
     ("store", 1),

@@ -18,7 +18,9 @@ pub mod queue;
 pub mod replay;
 pub mod runtime;
 pub mod schedule;
+pub mod sdk_http;
 pub mod store;
+pub mod tls;
 
 #[cfg(test)]
 mod layering_tests;

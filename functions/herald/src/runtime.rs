@@ -15,6 +15,7 @@ use crate::BoxError;
 use crate::auth::AuthInitError;
 use crate::config::ConfigError;
 use crate::delivery::PosterError;
+use crate::sdk_http::SdkHttpClient;
 
 /// A failed init names what is wrong; Lambda reports it as an init error.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum InitError {
     Auth(#[from] AuthInitError),
     #[error(transparent)]
     Delivery(#[from] PosterError),
+    #[error("TLS for the AWS SDK clients: {0}")]
+    Tls(#[source] std::sync::Arc<crate::tls::TlsError>),
 }
 
 /// JSON logs in Lambda (CloudWatch Logs Insights can query fields); `HERALD_LOG_FORMAT=text`
@@ -51,8 +54,12 @@ pub fn init_tracing() {
 
 /// The SDK configuration. Fan-out posts make a single attempt each: Herald's own retry queue
 /// does the backing off, across invocations, without holding a Lambda busy while it sleeps.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+/// Every SDK client (and the loader's own credential providers) sends through one
+/// [`SdkHttpClient`]: the SDK's default client parsed the system's root certificates at init.
+pub async fn sdk_config() -> Result<SdkConfig, InitError> {
+    let http = SdkHttpClient::shared().map_err(InitError::Tls)?;
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(2))
@@ -61,7 +68,7 @@ pub async fn sdk_config() -> SdkConfig {
         )
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .load()
-        .await
+        .await)
 }
 
 /// A function's logic: built once at init, then called per event.
@@ -77,8 +84,7 @@ pub trait Handler: Sized + Send + Sync + 'static {
 /// The whole `main` of a function: logs, SDK config, init, then the Lambda runtime loop.
 pub async fn run<H: Handler>() -> Result<(), BoxError> {
     init_tracing();
-    let sdk = sdk_config().await;
-    let handler = match H::init(sdk).await {
+    let handler = match init::<H>().await {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(function = H::NAME, error = %e, "init failed");
@@ -94,6 +100,14 @@ pub async fn run<H: Handler>() -> Result<(), BoxError> {
     .await
 }
 
+async fn init<H: Handler>() -> Result<H, InitError> {
+    H::init(sdk_config().await?).await
+}
+
+async fn init_http<H: HttpHandler>() -> Result<H, InitError> {
+    H::init(sdk_config().await?).await
+}
+
 /// A function behind an HTTP API (payload 2.0): lambda_http adapts the event to `http` types, and
 /// every error is already an HTTP response, so there is no error path to the runtime.
 pub trait HttpHandler: Sized + Send + Sync + 'static {
@@ -106,8 +120,7 @@ pub trait HttpHandler: Sized + Send + Sync + 'static {
 /// The whole `main` of an HTTP function: logs, SDK config, init, then lambda_http's loop.
 pub async fn run_http<H: HttpHandler>() -> Result<(), BoxError> {
     init_tracing();
-    let sdk = sdk_config().await;
-    let handler = match H::init(sdk).await {
+    let handler = match init_http::<H>().await {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(function = H::NAME, error = %e, "init failed");

@@ -235,7 +235,12 @@ impl Verifier {
         let inline = cfg.jwks.clone();
         let mut verifier = Self::new(cfg, inline.as_deref())?;
         if let Some(url) = url {
+            let tls = crate::tls::client_config().map_err(|e| AuthInitError::Fetch {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
             let client = reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
                 .timeout(Duration::from_secs(5))
                 .build()
                 .map_err(|e| AuthInitError::Fetch {

@@ -40,6 +40,8 @@ pub enum PosterError {
     NoRegion,
     #[error("building the HTTP client for the management API: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("TLS for the management API: {0}")]
+    Tls(#[source] Arc<crate::tls::TlsError>),
 }
 
 /// Signing service name of the management API.
@@ -63,6 +65,7 @@ impl Poster {
         let provider = sdk.credentials_provider().ok_or(PosterError::NoCredentials)?;
         let region = sdk.region().ok_or(PosterError::NoRegion)?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config().map_err(PosterError::Tls)?)
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(3))
             .build()
