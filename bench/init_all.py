@@ -37,8 +37,10 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import typing
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from init_time import ENV  # noqa: E402 - the environment template.yaml gives the functions
@@ -85,16 +87,16 @@ class Run:
         self.outcome = ""
 
 
-RUN = Run()
-
-
 class RuntimeApi(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: with Nagle, the second waits for the client's delayed
+    # ACK (40 ms), which would be measured as the function's time.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if not self.path.endswith("/runtime/invocation/next"):
             return self.reply(404, b"{}")
-        run = RUN
+        run = self.server.run
         if run.asked.is_set():              # a second `next`: the measurement is over
             time.sleep(5)
             return
@@ -119,7 +121,7 @@ class RuntimeApi(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        run = RUN
+        run = self.server.run
         if "/runtime/invocation/" in self.path and not run.answered.is_set():
             run.answered_at = time.perf_counter()
             run.outcome = self.path.rsplit("/", 1)[-1]
@@ -141,6 +143,7 @@ class AwsStub(http.server.BaseHTTPRequestHandler):
     """Every AWS API and the @connections endpoint: `200 {}` to any request."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def answer(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -156,6 +159,11 @@ class AwsStub(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def tail(log: typing.BinaryIO) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-1500:]
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
@@ -166,6 +174,7 @@ def rss_kb(pid: int) -> int:
 
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    run = Run()
 
     def handle_error(self, *_: object) -> None:
         pass  # a measured process is killed with its connections open: expected, not news
@@ -173,7 +182,7 @@ class Server(http.server.ThreadingHTTPServer):
 
 def serve(handler: type) -> Server:
     server = Server(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server
 
 
@@ -191,9 +200,8 @@ def main() -> None:
         binary, _, handler = spec.partition(":")
         targets.append((label, binary, handler or "bootstrap"))
 
-    runtime, aws = serve(RuntimeApi), serve(AwsStub)
-    base = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}, **ENV,
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{runtime.server_address[1]}"}
+    aws = serve(AwsStub)
+    base = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}, **ENV}
     if invoke:
         stub = f"http://127.0.0.1:{aws.server_address[1]}"
         base = {k: v.replace("http://127.0.0.1:9", stub) for k, v in base.items()}
@@ -209,30 +217,41 @@ def main() -> None:
 
     samples: dict[str, list[tuple[float, int, float]]] = {label: [] for label, _, _ in targets}
     outcomes: dict[str, set[str]] = {label: set() for label, _, _ in targets}
-    global RUN
+    # The function's logs go to a file, not a pipe nobody reads while it runs (a full pipe would
+    # block the process mid-invocation).
+    log = tempfile.TemporaryFile()
     for _ in range(runs):
         for label, binary, handler in targets:
-            RUN = Run()
-            RUN.event = events[label] if invoke else None
+            # A Runtime API of its own for every process: a killed process's last request must not
+            # reach the next one's stub.
+            runtime = serve(RuntimeApi)
+            run = runtime.run = Run()
+            run.event = events[label] if invoke else None
+            log.seek(0)
+            log.truncate()
+            env = {**base, "_HANDLER": handler, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{runtime.server_address[1]}"}
             started = time.perf_counter()
-            proc = subprocess.Popen([binary], env={**base, "_HANDLER": handler},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            if not RUN.asked.wait(10):
+            proc = subprocess.Popen([binary], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=log)
+            if not run.asked.wait(10):
                 proc.kill()
-                sys.exit(f"{label} never asked for an event: {proc.communicate()[1].decode()[-500:]}")
-            init = (RUN.asked_at - started) * 1000
+                sys.exit(f"{label} never asked for an event: {tail(log)}")
+            init = (run.asked_at - started) * 1000
             rss = rss_kb(proc.pid)
             first = 0.0
             if invoke:
-                if not RUN.answered.wait(20):
+                if not run.answered.wait(20):
                     proc.kill()
-                    sys.exit(f"{label} never answered its first event: {proc.communicate()[1].decode()[-500:]}")
-                first = (RUN.answered_at - RUN.sent_at) * 1000
-                outcomes[label].add(RUN.outcome)
+                    sys.exit(f"{label} never answered its first event: {tail(log)}")
+                first = (run.answered_at - run.sent_at) * 1000
+                outcomes[label].add(run.outcome)
+                if os.environ.get("INIT_ALL_LOGS"):
+                    print(f"--- {label}: {tail(log)}", file=sys.stderr)
             samples[label].append((init, rss, first))
             proc.kill()
             proc.wait()
-    runtime.shutdown()
+            runtime.shutdown()
+            runtime.server_close()
     aws.shutdown()
 
     def med(label: str, i: int) -> float:

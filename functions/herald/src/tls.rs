@@ -70,7 +70,10 @@ mod tests {
     #[test]
     fn the_bundled_roots_include_amazons_and_offer_http1() {
         let config = build().map_err(|e| e.to_string());
-        assert!(config.as_ref().is_ok_and(|c| c.alpn_protocols == [b"http/1.1".to_vec()]), "{config:?}");
+        assert!(
+            config.as_ref().is_ok_and(|c| c.alpn_protocols == [b"http/1.1".to_vec()]),
+            "{config:?}"
+        );
         // Amazon Root CA 1, which execute-api and the AWS endpoints chain to.
         let amazon = webpki_roots::TLS_SERVER_ROOTS
             .iter()

@@ -62,6 +62,10 @@ impl Handler for Authorizer {
     type Output = Value;
     const NAME: &'static str = "authorizer";
 
+    // Tokens are verified with keys from the environment (or the JWKS URL, over its own
+    // client): no AWS API is called, so the SDK configuration is not loaded.
+    const USES_AWS: bool = false;
+
     async fn init(_sdk: SdkConfig) -> Result<Self, InitError> {
         let cfg = JwtConfig::from_source(&Env)?;
         Ok(Self::new(Verifier::load(cfg).await?))
