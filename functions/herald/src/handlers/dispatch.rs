@@ -44,8 +44,8 @@ pub enum DispatchError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Defer(#[from] DeferError),
-    #[error("another invocation is delivering this notification; retry later")]
-    InProgress,
+    #[error("another invocation is delivering this notification; retry in {lease_left_ms} ms")]
+    InProgress { lease_left_ms: u64 },
     #[error("the log write kept landing behind the visibility horizon; retry later")]
     LateLog,
 }
@@ -102,8 +102,11 @@ impl Dispatch {
     pub async fn batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let results: Vec<(Option<String>, Result<Outcome, DispatchError>)> = futures_util::stream::iter(event.records)
             .map(|record| async move {
-                let id = record.message_id.clone();
-                (id, self.message(&record).await)
+                let result = self.message(&record).await;
+                if let Err(DispatchError::InProgress { lease_left_ms }) = &result {
+                    self.retry_when_lease_ends(&record, *lease_left_ms).await;
+                }
+                (record.message_id, result)
             })
             .buffer_unordered(10)
             .collect()
@@ -121,6 +124,22 @@ impl Dispatch {
             }
         }
         response
+    }
+
+    /// A message whose claim another invocation holds comes back when that claim's lease ends,
+    /// not after the queue's visibility timeout: when the timeout is shorter than the lease (the
+    /// local stack's few seconds; an operator's setting), each early receive would fail again and
+    /// count toward the dead-letter queue, and a crash could send a notification there. Best
+    /// effort: if this fails, the queue's own timeout applies.
+    async fn retry_when_lease_ends(&self, record: &SqsMessage, lease_left_ms: u64) {
+        let (Some(arn), Some(receipt)) = (record.event_source_arn.as_deref(), record.receipt_handle.as_deref()) else {
+            return;
+        };
+        // A second past the lease, so the next receive finds it over.
+        let seconds = lease_left_ms.div_ceil(1000) + 1;
+        if let Err(e) = self.queue.retry_later(arn, receipt, seconds).await {
+            tracing::warn!(message = ?record.message_id, error = %e, "could not postpone the redelivery; the queue's visibility timeout applies");
+        }
     }
 
     /// One SQS message. `Err` means transient: the message is redelivered.
@@ -230,7 +249,7 @@ impl Dispatch {
                 Metrics::new("dispatch").count("Duplicates", 1).flush();
                 return Ok(Outcome::Duplicate);
             }
-            Claim::InProgress => return Err(DispatchError::InProgress),
+            Claim::InProgress { lease_left_ms } => return Err(DispatchError::InProgress { lease_left_ms }),
             Claim::New(c) | Claim::Unfinished(c) => c,
         };
         // The claim's time is the creation time, so a redelivery renders the same frame.
@@ -371,7 +390,7 @@ impl Dispatch {
             .await?
         {
             Claim::Done(_) => return Ok(FanoutSummary::default()),
-            Claim::InProgress => return Err(DispatchError::InProgress),
+            Claim::InProgress { lease_left_ms } => return Err(DispatchError::InProgress { lease_left_ms }),
             Claim::New(_) | Claim::Unfinished(_) => {}
         }
         let mut summary = FanoutSummary::default();
