@@ -7,7 +7,7 @@ export declare const MAX_FRAME_BYTES: number;
 /** Ids per `ack` frame accepted by the server (`ack()` splits longer lists). */
 export declare const MAX_ACK_IDS: number;
 
-export type HeraldState = "idle" | "connecting" | "syncing" | "ready" | "reconnecting" | "closed";
+export type HeraldState = "idle" | "connecting" | "syncing" | "ready" | "reconnecting" | "polling" | "closed";
 
 /** Error codes: the server's, then the client's own. */
 export type HeraldErrorCode =
@@ -126,6 +126,17 @@ export interface HeraldClientOptions {
   tenantClaim?: string;
   /** Connect in the constructor (default true); otherwise call `connect()`. */
   autoConnect?: boolean;
+  /**
+   * The HTTP API's base URL (e.g. `https://api.example.com`). With it, when the WebSocket cannot
+   * be opened (`pollAfterFailures` handshakes failed in a row: a proxy that blocks the upgrade),
+   * the client polls `GET /notifications/missed` (state `polling`) with the same resume point,
+   * dedupe and events, keeps trying the socket, and switches back to it when it opens.
+   */
+  httpUrl?: string;
+  /** Failed handshakes in a row before polling (default 2). */
+  pollAfterFailures?: number;
+  /** Time between polls (default 5000 ms). */
+  pollIntervalMs?: number;
 }
 
 /** A notification frame as the server sends it. */
@@ -153,6 +164,8 @@ export interface NotificationMeta {
   replayed: boolean;
   /** Part of the history replayed on a first connect without any saved cursor. */
   history: boolean;
+  /** Delivered by a poll of `GET /notifications/missed` (the polling fallback). */
+  polled?: boolean;
 }
 
 export interface StateChange {

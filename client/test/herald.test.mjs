@@ -525,6 +525,45 @@ describe(`against the local stack (target/${profile})`, () => {
     assert.equal(received(second).length, 1, "N2 is not shown twice");
   });
 
+  test("where the WebSocket upgrade is refused it polls missed, receives everything once, and goes back to the socket", async (t) => {
+    const tenant = unique("t");
+    const user = "u-poll";
+    const token = await mintToken({ sub: user, tenant });
+    // A proxy that blocks the upgrade: while `blocked`, every handshake goes to a loopback port
+    // nobody listens on, so it fails the way a refused upgrade does (the socket never opens).
+    let blocked = true;
+    class BlockingWebSocket extends WebSocket {
+      constructor(url, protocols) {
+        super(blocked ? "ws://127.0.0.1:9/" : url, protocols);
+      }
+    }
+    const { client, log, received } = makeClient(t, {
+      token,
+      WebSocketImpl: BlockingWebSocket,
+      httpUrl: stack.httpUrl,
+      pollAfterFailures: 2,
+      pollIntervalMs: 300,
+      backoff: { initialMs: 200, maxMs: 400 },
+    });
+    await until(() => client.state === "polling", "the client to fall back to polling");
+    // The first poll set the resume point (history from before it is not this test's).
+    await until(() => client.cursor !== null, "a resume point from the first poll");
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push(await publish(tenant, { to: { user }, event: "test.polled" }));
+    for (const id of ids) await until(() => received(id).length === 1, `${id} by polling`);
+    assert.ok(ids.every((id) => received(id)[0].meta.polled === true), "delivered by the poll");
+    assert.equal(client.state, "polling", "the socket stayed blocked");
+    // The proxy lets the upgrade through again: the background attempt opens the socket.
+    blocked = false;
+    await until(() => client.state === "ready", "the socket to take over");
+    const live = await publish(tenant, { to: { user }, event: "test.live-again" });
+    await until(() => received(live).length === 1, "a live notification over the socket");
+    assert.notEqual(received(live)[0].meta.polled, true);
+    for (const id of ids) assert.equal(received(id).length, 1, `${id} shown once across polling and resume`);
+    const states = log.states.map((s) => s.state);
+    assert.ok(states.indexOf("polling") < states.lastIndexOf("ready"), `states: ${states.join(" → ")}`);
+  });
+
   test("an error frame rejects with the server's code; too big frames are refused locally", async (t) => {
     const tenant = unique("t");
     const { client, log, ready } = makeClient(t, { token: await mintToken({ sub: "u-err", tenant }) });
