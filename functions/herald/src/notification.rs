@@ -61,6 +61,16 @@ pub struct Content {
     pub link: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data: Option<Value>,
+    /// Who published it, on a client publish: taken from the publisher's token, never from the
+    /// frame. Producer notifications have none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<Sender>,
+}
+
+/// `"from":{"user":"u1"}` in a client-published frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub user: String,
 }
 
 /// A validated producer notification.
@@ -254,6 +264,7 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
             body,
             link,
             data,
+            from: None,
         },
         deliver_at,
         ttl_seconds,
@@ -449,6 +460,33 @@ impl LogEntry {
         // Serializing plain strings and a `Value` cannot fail.
         serde_json::to_string(&frame).unwrap_or_default()
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EphemeralFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    topic: &'a str,
+    #[serde(flatten)]
+    content: &'a Content,
+    created_at: &'a str,
+    ephemeral: bool,
+}
+
+/// The frame of an ephemeral client publish: a notification frame without a cursor (it is in
+/// no log, so it is no resume point) and with `"ephemeral":true`.
+pub fn ephemeral_frame(id: &str, topic: &str, content: &Content, created_at: &str) -> String {
+    let frame = EphemeralFrame {
+        kind: "notification",
+        id,
+        topic,
+        content,
+        created_at,
+        ephemeral: true,
+    };
+    serde_json::to_string(&frame).unwrap_or_default()
 }
 
 pub fn format_time(t: &DateTime<Utc>) -> String {

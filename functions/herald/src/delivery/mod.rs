@@ -101,6 +101,12 @@ pub struct FanoutJob {
     /// Continue after this connection id.
     pub after: Option<String>,
     pub frame: String,
+    /// A connection the frame is not posted to (a publisher that did not ask for `echo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<String>,
+    /// An ephemeral frame (client publish, not logged): failed posts are not retried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 #[cfg(test)]

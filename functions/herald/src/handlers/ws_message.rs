@@ -1,4 +1,5 @@
-//! `$default`: `resume`, `ack`, `ping`, and a clear error frame for anything else.
+//! `$default` and `publish`: `resume`, `ack`, `ping`, `publish` (see `publish`), and a clear
+//! error frame for anything else. Every frame first spends the connection's frame budget.
 //!
 //! `resume` replays, from the log, the caller's notifications after a cursor — only from topics
 //! the connection is a member of right now (so a group it left, or never could join, is never
@@ -14,16 +15,21 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use serde_json::{Map, Value, json};
 
 use crate::BoxError;
-use crate::config::{Env, Limits, ws_endpoint};
+use crate::broadcast::Broadcaster;
+use crate::budget::Budget;
+use crate::config::{Env, Limits, Queues, ws_endpoint};
 use crate::cursor::{Cursor, now_millis};
 use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::gateway::{Caller, answer, caller};
 use crate::groups::Group;
 use crate::horizon::Horizon;
+use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
 use crate::metrics::Metrics;
-use crate::policy::RolePolicy;
+use crate::policy::{PublishPolicy, RolePolicy};
+use crate::publish::{PublishError, Publisher};
+use crate::queue::Queue;
 use crate::replay::read_merged;
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, epoch_seconds};
@@ -37,12 +43,32 @@ pub struct WsMessage {
     limits: Limits,
     horizon: Horizon,
     joins: Joins,
+    limiter: Limiter,
+    publisher: Publisher,
+}
+
+/// What `ws-message` is built from besides its clients: settings read at init.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub limits: Limits,
+    pub roles: RolePolicy,
+    pub frames: Option<Budget>,
+    pub publish: PublishPolicy,
 }
 
 impl WsMessage {
-    pub fn new(store: Store, poster: Poster, limits: Limits, roles: RolePolicy) -> Self {
+    pub fn new(store: Store, poster: Poster, queue: Queue, settings: Settings) -> Self {
+        let Settings {
+            limits,
+            roles,
+            frames,
+            publish,
+        } = settings;
         let joins = Joins::new(store.clone(), limits.clone(), roles);
+        let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone());
         Self {
+            limiter: Limiter::new(store.clone(), frames),
+            publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
             store,
             poster,
             limits,
@@ -53,7 +79,20 @@ impl WsMessage {
 
     pub async fn route(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
-        let frame = match frames::parse(req.body.as_deref().unwrap_or_default()) {
+        let parsed = frames::parse(req.body.as_deref().unwrap_or_default());
+        // Every frame spends the connection's budget, a malformed one too (it cost an invocation).
+        let reference = match &parsed {
+            Ok(f) => f.reference().cloned(),
+            Err(e) => e.reference.clone(),
+        };
+        if let Some(refused) = self
+            .limiter
+            .admit_frame(Self::NAME, &who.connection_id, req.request_context.request_time_epoch, reference)
+            .await?
+        {
+            return Ok(answer(Some(refused.to_json())));
+        }
+        let frame = match parsed {
             Ok(f) => f,
             Err(e) => return Ok(answer(Some(e.to_json()))),
         };
@@ -71,6 +110,11 @@ impl WsMessage {
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
             ClientFrame::Join { group, reference } => flatten(self.joins.join(&who, &group, reference).await)?,
             ClientFrame::Leave { group, reference } => flatten(self.joins.leave(&who, &group, reference).await)?,
+            ClientFrame::Publish(frame) => match self.publisher.publish(Self::NAME, &who, *frame).await {
+                Ok(body) => body,
+                Err(PublishError::Store(e)) => return Err(e.into()),
+                Err(PublishError::Broadcast(e)) => return Err(e.into()),
+            },
         };
         Ok(answer(Some(body)))
     }
@@ -156,7 +200,15 @@ impl Handler for WsMessage {
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
-        Ok(Self::new(store, poster, Limits::from_source(&Env)?, RolePolicy::from_source(&Env)?))
+        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
+        let settings = Settings {
+            limits: Limits::from_source(&Env)?,
+            roles: RolePolicy::from_source(&Env)?,
+            frames: Budget::frames(&Env)?,
+            publish: PublishPolicy::from_source(&Env)?,
+        };
+        tracing::info!(kinds = ?settings.publish.kinds(), "publish policy");
+        Ok(Self::new(store, poster, queue, settings))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {
