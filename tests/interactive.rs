@@ -316,3 +316,91 @@ async fn publishing_never_crosses_tenants() {
     let next = eve.notification().await;
     assert_eq!(next["id"], own["id"], "eve got acme's message: {next}");
 }
+
+/// The next presence frame (other frames are skipped).
+async fn presence(c: &mut Client) -> Value {
+    loop {
+        let f = c.next().await;
+        if f["type"] == "presence" {
+            return f;
+        }
+    }
+}
+
+fn presence_of(group: &str, user: &str, state: &str) -> Value {
+    json!({"type": "presence", "group": group, "user": user, "state": state})
+}
+
+/// Presence in a `room` (the local stack's presence kind): a user's first connection joining
+/// (or auto-joining through a subscription) is `online`, the last one leaving is `offline` after
+/// the grace period, and a reconnect within the grace period produces nothing.
+#[tokio::test]
+async fn presence_online_offline_and_a_quick_reconnect_says_nothing() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let (u, v, x) = (unique("u"), unique("v"), unique("x"));
+    let mut watcher = member(&unique("w"), &tenant, &[&room]).await;
+
+    let uc = member(&u, &tenant, &[&room]).await;
+    assert_eq!(presence(&mut watcher).await, presence_of(&room, &u, "online"));
+    let vc = member(&v, &tenant, &[&room]).await;
+    assert_eq!(presence(&mut watcher).await, presence_of(&room, &v, "online"));
+
+    // A second connection of an online user is no news.
+    let u2 = member(&u, &tenant, &[&room]).await;
+    // x is subscribed (enrollment sync): connecting auto-joins the room, which counts as a join.
+    publish(json!({"control": "subscribe", "tenant": tenant, "user": x, "group": room})).await;
+    eventually("x subscribed", || async {
+        sort_keys("NotificationsTable", &format!("s#{tenant}#{x}"))
+            .await
+            .contains(&room)
+            .then_some(())
+    })
+    .await;
+    let xc = Client::connect(&x, &tenant, &[], &[]).await;
+    assert_eq!(
+        presence(&mut watcher).await,
+        presence_of(&room, &x, "online"),
+        "u's second connection was announced"
+    );
+
+    // u drops both connections and is back (one connection) within the grace period: nothing.
+    u2.close().await;
+    uc.close().await;
+    eventually("u's connections gone", || async {
+        connection_ids_of(&u).await.is_empty().then_some(())
+    })
+    .await;
+    let _back = member(&u, &tenant, &[&room]).await;
+    // v leaves for good after that: v's offline check is due after u's, so if u's departure
+    // were announced, the watcher would see it first.
+    vc.close().await;
+    assert_eq!(presence(&mut watcher).await, presence_of(&room, &v, "offline"));
+    xc.close().await;
+    assert_eq!(
+        presence(&mut watcher).await,
+        presence_of(&room, &x, "offline"),
+        "u's quick reconnect was announced"
+    );
+}
+
+/// `leave` counts like a disconnect; a kind without presence (`course`) stays quiet (checked by
+/// what the watcher sees next).
+#[tokio::test]
+async fn leaving_announces_offline_and_other_kinds_send_no_presence() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let course = format!("course:{}", unique("c"));
+    let u = unique("u");
+    let mut watcher = member(&unique("w"), &tenant, &[&room, &course]).await;
+    // Joining a course (no presence for that kind) first, then the room.
+    let mut uc = member(&u, &tenant, &[&course, &room]).await;
+    assert_eq!(
+        presence(&mut watcher).await,
+        presence_of(&room, &u, "online"),
+        "a course join was announced"
+    );
+    let left = uc.request(json!({"action": "leave", "group": room, "ref": "l"}), "left").await;
+    assert_eq!(left["type"], "left");
+    assert_eq!(presence(&mut watcher).await, presence_of(&room, &u, "offline"));
+}

@@ -32,9 +32,11 @@ AUDIENCE = "herald"
 ALGORITHMS = "ES256,HS256"
 DEV_TOKEN_TTL_S = 12 * 3600
 # Settings whose template default is "off", turned on locally so that `make dev` demonstrates
-# them without configuration: members may publish to `room:*` groups. `--env` still wins.
+# them without configuration: members may publish to `room:*` groups, whose members get
+# presence events of each other. `--env` still wins.
 LOCAL_DEFAULTS = {
     "HERALD_PUBLISH_POLICY": "room=member",
+    "HERALD_PRESENCE_KINDS": "room",
 }
 
 

@@ -74,6 +74,9 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     // above that, low enough for the budget's own test to exceed it.
     ("HERALD_HTTP_RATE", "50"),
     ("HERALD_HTTP_BURST", "100"),
+    // Presence's grace period, shorter than the default 10 s so that offline events come quickly;
+    // a reconnect still takes well under it.
+    ("HERALD_PRESENCE_GRACE_SECONDS", "3"),
 ];
 
 pub fn repo_root() -> PathBuf {

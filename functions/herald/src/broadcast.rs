@@ -22,6 +22,7 @@ use crate::groups::Group;
 use crate::horizon::Horizon;
 use crate::metrics::Metrics;
 use crate::notification::{Content, LogEntry, format_time, now_rfc3339};
+use crate::presence::{Presence, PresenceError};
 use crate::queue::{Queue, QueueError};
 use crate::store::{Claim, Store, StoreError, epoch_seconds};
 
@@ -31,6 +32,8 @@ pub enum BroadcastError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
     #[error("another invocation is delivering this notification; retry later")]
     InProgress,
     #[error("the log write kept landing behind the visibility horizon; retry later")]
@@ -87,16 +90,18 @@ pub struct Broadcaster {
     poster: Poster,
     limits: Limits,
     horizon: Horizon,
+    presence: Presence,
 }
 
 impl Broadcaster {
-    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits) -> Self {
+    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits, presence: Presence) -> Self {
         Self {
             store,
             queue,
             poster,
             limits,
             horizon: Horizon::default(),
+            presence,
         }
     }
 
@@ -290,7 +295,8 @@ impl Broadcaster {
     /// Acts on a fan-out's failures: gone connections are removed now, retryable ones go to the
     /// retry queue with only their ids (unless the frame is ephemeral).
     async fn settle(&self, tenant: &str, id: &str, frame: &str, report: &FanoutReport, ephemeral: bool) -> Result<(), BroadcastError> {
-        self.store.connections.close_all(&report.gone).await?;
+        let closed = self.store.connections.close_all(&report.gone).await?;
+        self.presence.closed(&closed).await?;
         if !report.retry.is_empty() && !ephemeral {
             self.queue
                 .retry(&RetryJob {

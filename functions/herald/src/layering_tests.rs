@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("gateway", 2),
     ("limiter", 2),
     ("membership", 2),
+    ("presence", 2),
     ("publish", 2),
     ("replay", 2),
     ("runtime", 2),

@@ -17,6 +17,7 @@ pub mod membership;
 pub mod metrics;
 pub mod notification;
 pub mod policy;
+pub mod presence;
 pub mod publish;
 pub mod queue;
 pub mod replay;

@@ -113,6 +113,59 @@ impl PublishPolicy {
     }
 }
 
+/// Presence events: `HERALD_PRESENCE_KINDS` (e.g. `room,chat`: the named group kinds whose
+/// members are told when a user comes online or goes offline; default none),
+/// `HERALD_PRESENCE_GRACE_SECONDS` (default 10: a user back within it produces no offline/online
+/// pair), `HERALD_PRESENCE_MAX_MEMBERS` (default 100: bigger groups send none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresencePolicy {
+    kinds: Vec<String>,
+    pub grace_seconds: u64,
+    pub max_members: usize,
+}
+
+impl Default for PresencePolicy {
+    fn default() -> Self {
+        Self {
+            kinds: Vec::new(),
+            grace_seconds: 10,
+            max_members: 100,
+        }
+    }
+}
+
+impl PresencePolicy {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let kinds: Vec<String> = optional(src, "HERALD_PRESENCE_KINDS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if let Some(bad) = kinds.iter().find(|k| !crate::groups::valid_kind(k) || *k == "user" || *k == "all") {
+            return Err(ConfigError::Invalid {
+                name: "HERALD_PRESENCE_KINDS",
+                reason: format!("{bad:?} is not a named group kind"),
+            });
+        }
+        Ok(Self {
+            kinds,
+            grace_seconds: crate::config::bounded(src, "HERALD_PRESENCE_GRACE_SECONDS", d.grace_seconds, 0, 900)?,
+            max_members: crate::config::bounded(src, "HERALD_PRESENCE_MAX_MEMBERS", d.max_members, 1, 1000)?,
+        })
+    }
+
+    /// Whether `group` sends presence events (named groups of the configured kinds only).
+    pub fn applies(&self, group: &Group) -> bool {
+        matches!(group, Group::Named { kind, .. } if self.kinds.iter().any(|k| k == kind))
+    }
+
+    pub fn kinds(&self) -> &[String] {
+        &self.kinds
+    }
+}
+
 /// The answer to "may this principal receive this group's notifications?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entitlement {
@@ -194,6 +247,23 @@ mod tests {
         assert!(PublishPolicy::parse("room").is_err());
         assert!(PublishPolicy::parse("room=").is_err());
         assert!(PublishPolicy::parse("Room!=member").is_err());
+    }
+
+    #[test]
+    fn presence_is_for_the_configured_named_kinds() {
+        let src = |name: &str| match name {
+            "HERALD_PRESENCE_KINDS" => Some("room, chat".to_owned()),
+            "HERALD_PRESENCE_GRACE_SECONDS" => Some("3".to_owned()),
+            _ => None,
+        };
+        let p = PresencePolicy::from_source(&src).unwrap();
+        assert!(p.applies(&Group::parse("room:7").unwrap()));
+        assert!(!p.applies(&Group::parse("course:7").unwrap()));
+        assert!(!p.applies(&Group::Tenant));
+        assert_eq!((p.grace_seconds, p.max_members), (3, 100));
+        assert!(!PresencePolicy::default().applies(&Group::parse("room:7").unwrap()));
+        let bad = |name: &str| (name == "HERALD_PRESENCE_KINDS").then(|| "user".to_owned());
+        assert!(PresencePolicy::from_source(&bad).is_err());
     }
 
     #[test]

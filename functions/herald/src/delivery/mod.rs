@@ -109,6 +109,26 @@ pub struct FanoutJob {
     pub ephemeral: bool,
 }
 
+/// A presence check on the internal queue, delayed by the grace period: "`user` left `group`
+/// at `left_at`; if they are still away, announce them offline".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PresenceCheck {
+    pub tenant: String,
+    pub group: String,
+    pub user: String,
+    pub left_at: u64,
+}
+
+/// What Herald sends itself on its internal queue (never producer input: only Herald's roles
+/// may send there).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum InternalMessage {
+    Presence(PresenceCheck),
+    Job(FanoutJob),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +140,30 @@ mod tests {
             let ceiling = 1i32 << attempt.clamp(1, 9);
             assert!(d >= ceiling / 2 && d <= ceiling.min(900), "attempt {attempt}: {d}");
         }
+    }
+
+    #[test]
+    fn internal_messages_are_told_apart() {
+        let check = PresenceCheck {
+            tenant: "t".into(),
+            group: "room:7".into(),
+            user: "u1".into(),
+            left_at: 5,
+        };
+        let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&check).unwrap()).unwrap();
+        assert_eq!(v, InternalMessage::Presence(check));
+        let job = FanoutJob {
+            tenant: "t".into(),
+            id: "n".into(),
+            group_key: "t#room:7".into(),
+            shard: 1,
+            after: None,
+            frame: "{}".into(),
+            exclude: None,
+            ephemeral: false,
+        };
+        let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
+        assert_eq!(v, InternalMessage::Job(job));
     }
 
     #[test]

@@ -22,7 +22,8 @@ use crate::limiter::Limiter;
 use crate::membership::{PresenceToken, Unsubscriber, entitled, presence_page};
 use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
-use crate::policy::RolePolicy;
+use crate::policy::{PresencePolicy, RolePolicy};
+use crate::presence::{Presence, PresenceError};
 use crate::queue::{Queue, QueueError};
 use crate::replay::read_merged;
 use crate::runtime::{HttpHandler, InitError};
@@ -112,6 +113,15 @@ impl From<QueueError> for ApiError {
     }
 }
 
+impl From<PresenceError> for ApiError {
+    fn from(e: PresenceError) -> Self {
+        match e {
+            PresenceError::Store(s) => s.into(),
+            PresenceError::Queue(q) => q.into(),
+        }
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
@@ -143,8 +153,15 @@ impl HttpHandler for Api {
         let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
         let roles = RolePolicy::from_source(&Env)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
+        let presence = Presence::new(
+            store.clone(),
+            queue.clone(),
+            poster.clone(),
+            PresencePolicy::from_source(&Env)?,
+            &limits,
+        );
         Ok(Self {
-            unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone()),
+            unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
             verifier,
             store,

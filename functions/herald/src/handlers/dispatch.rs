@@ -20,12 +20,13 @@ use futures_util::StreamExt;
 use crate::BoxError;
 use crate::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Reach};
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
-use crate::delivery::{FanoutJob, Poster};
+use crate::delivery::{InternalMessage, Poster};
 use crate::groups::Group;
 use crate::membership::Unsubscriber;
 use crate::metrics::Metrics;
 use crate::notification::{Control, NotificationRequest, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
-use crate::policy::RolePolicy;
+use crate::policy::{PresencePolicy, RolePolicy};
+use crate::presence::{Presence, PresenceError};
 use crate::queue::{DEFERRED_FOR, Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
 use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
@@ -41,6 +42,8 @@ pub enum DispatchError {
     Defer(#[from] DeferError),
     #[error(transparent)]
     Broadcast(#[from] BroadcastError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
 }
 
 /// What happened to one message, for logs and metrics.
@@ -55,9 +58,12 @@ pub enum Outcome {
     Rejected(String),
     Controlled,
     Shard(FanoutSummary),
+    /// A presence check after a departure's grace period.
+    Presence,
 }
 
 pub struct Dispatch {
+    presence: Presence,
     store: Store,
     queue: Queue,
     broadcaster: Broadcaster,
@@ -67,11 +73,21 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new(store: Store, queue: Queue, poster: Poster, scheduler: Scheduler, limits: Limits, roles: RolePolicy) -> Self {
+    pub fn new(
+        store: Store,
+        queue: Queue,
+        poster: Poster,
+        scheduler: Scheduler,
+        limits: Limits,
+        roles: RolePolicy,
+        presence: PresencePolicy,
+    ) -> Self {
         let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
+        let presence = Presence::new(store.clone(), queue.clone(), poster.clone(), presence, &limits);
         Self {
-            unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles),
-            broadcaster: Broadcaster::new(store.clone(), queue.clone(), poster, limits.clone()),
+            unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles, presence.clone()),
+            broadcaster: Broadcaster::new(store.clone(), queue.clone(), poster, limits.clone(), presence.clone()),
+            presence,
             store,
             queue,
             deferral,
@@ -113,9 +129,16 @@ impl Dispatch {
             .as_deref()
             .is_some_and(|arn| self.queue.is_fanout_source(arn))
         {
-            let Ok(job) = serde_json::from_str::<FanoutJob>(body) else {
-                tracing::error!(message = ?record.message_id, body_len = body.len(), "fan-out queue message is not a job; dropped");
-                return Ok(Outcome::Rejected("malformed_job".into()));
+            let job = match serde_json::from_str::<InternalMessage>(body) {
+                Ok(InternalMessage::Job(job)) => job,
+                Ok(InternalMessage::Presence(check)) => {
+                    self.presence.check(&check).await?;
+                    return Ok(Outcome::Presence);
+                }
+                Err(_) => {
+                    tracing::error!(message = ?record.message_id, body_len = body.len(), "internal queue message is not Herald's; dropped");
+                    return Ok(Outcome::Rejected("malformed_job".into()));
+                }
             };
             let summary = self.broadcaster.run_job(&job).await?;
             Metrics::new("dispatch")
@@ -263,6 +286,7 @@ impl Handler for Dispatch {
             scheduler,
             Limits::from_source(&Env)?,
             RolePolicy::from_source(&Env)?,
+            PresencePolicy::from_source(&Env)?,
         ))
     }
 

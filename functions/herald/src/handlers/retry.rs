@@ -10,6 +10,8 @@ use crate::BoxError;
 use crate::config::{Env, Limits, Queues, ws_endpoint};
 use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
 use crate::metrics::Metrics;
+use crate::policy::PresencePolicy;
+use crate::presence::{Presence, PresenceError};
 use crate::queue::{Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, StoreError};
@@ -21,6 +23,8 @@ pub enum RetryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
 }
 
 pub struct Retry {
@@ -28,6 +32,7 @@ pub struct Retry {
     queue: Queue,
     poster: Poster,
     limits: Limits,
+    presence: Presence,
 }
 
 /// One retry round's result.
@@ -42,8 +47,9 @@ pub enum RetryOutcome {
 }
 
 impl Retry {
-    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits) -> Self {
+    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits, presence: PresencePolicy) -> Self {
         Self {
+            presence: Presence::new(store.clone(), queue.clone(), poster.clone(), presence, &limits),
             store,
             queue,
             poster,
@@ -58,7 +64,8 @@ impl Retry {
             return Ok(RetryOutcome::Malformed);
         };
         let report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
-        self.store.connections.close_all(&report.gone).await?;
+        let closed = self.store.connections.close_all(&report.gone).await?;
+        self.presence.closed(&closed).await?;
         let mut m = Metrics::new("retry");
         m.count("Delivered", report.delivered).count("Gone", report.gone.len());
         let outcome = if report.retry.is_empty() {
@@ -104,7 +111,13 @@ impl Handler for Retry {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
-        Ok(Self::new(store, queue, poster, Limits::from_source(&Env)?))
+        Ok(Self::new(
+            store,
+            queue,
+            poster,
+            Limits::from_source(&Env)?,
+            PresencePolicy::from_source(&Env)?,
+        ))
     }
 
     async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, BoxError> {

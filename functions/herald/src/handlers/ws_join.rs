@@ -7,12 +7,15 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 
 use crate::BoxError;
 use crate::budget::Budget;
-use crate::config::{Env, Limits};
+use crate::config::{Env, Limits, Queues, ws_endpoint};
+use crate::delivery::Poster;
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::gateway::{answer, caller};
 use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
-use crate::policy::RolePolicy;
+use crate::policy::{PresencePolicy, RolePolicy};
+use crate::presence::Presence;
+use crate::queue::Queue;
 use crate::runtime::{Handler, InitError};
 use crate::store::Store;
 
@@ -22,10 +25,10 @@ pub struct WsJoin {
 }
 
 impl WsJoin {
-    pub fn new(store: Store, limits: Limits, roles: RolePolicy, frames: Option<Budget>) -> Self {
+    pub fn new(store: Store, limits: Limits, roles: RolePolicy, frames: Option<Budget>, presence: Presence) -> Self {
         Self {
             limiter: Limiter::new(store.clone(), frames),
-            joins: Joins::new(store, limits, roles),
+            joins: Joins::new(store, limits, roles, presence),
         }
     }
 
@@ -58,6 +61,7 @@ impl WsJoin {
             Ok(body) => Ok(answer(Some(body))),
             Err(JoinError::Refused(frame)) => Ok(answer(Some(frame.to_json()))),
             Err(JoinError::Store(e)) => Err(e.into()),
+            Err(JoinError::Presence(e)) => Err(e.into()),
         }
     }
 }
@@ -69,11 +73,20 @@ impl Handler for WsJoin {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
+        let limits = Limits::from_source(&Env)?;
+        let presence = Presence::new(
+            store.clone(),
+            Queue::new(&sdk, Queues::from_source(&Env)?),
+            Poster::new(&sdk, &ws_endpoint(&Env)?)?,
+            PresencePolicy::from_source(&Env)?,
+            &limits,
+        );
         Ok(Self::new(
             store,
-            Limits::from_source(&Env)?,
+            limits,
             RolePolicy::from_source(&Env)?,
             Budget::frames(&Env)?,
+            presence,
         ))
     }
 

@@ -27,7 +27,8 @@ use crate::horizon::Horizon;
 use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
 use crate::metrics::Metrics;
-use crate::policy::{PublishPolicy, RolePolicy};
+use crate::policy::{PresencePolicy, PublishPolicy, RolePolicy};
+use crate::presence::Presence;
 use crate::publish::{PublishError, Publisher};
 use crate::queue::Queue;
 use crate::replay::read_merged;
@@ -45,6 +46,7 @@ pub struct WsMessage {
     joins: Joins,
     limiter: Limiter,
     publisher: Publisher,
+    presence: Presence,
 }
 
 /// What `ws-message` is built from besides its clients: settings read at init.
@@ -54,6 +56,7 @@ pub struct Settings {
     pub roles: RolePolicy,
     pub frames: Option<Budget>,
     pub publish: PublishPolicy,
+    pub presence: PresencePolicy,
 }
 
 impl WsMessage {
@@ -63,12 +66,15 @@ impl WsMessage {
             roles,
             frames,
             publish,
+            presence,
         } = settings;
-        let joins = Joins::new(store.clone(), limits.clone(), roles);
-        let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone());
+        let presence = Presence::new(store.clone(), queue.clone(), poster.clone(), presence, &limits);
+        let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone());
+        let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
         Self {
             limiter: Limiter::new(store.clone(), frames),
             publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
+            presence,
             store,
             poster,
             limits,
@@ -158,7 +164,8 @@ impl WsMessage {
                     reached = entry.cursor;
                 }
                 PostOutcome::Gone => {
-                    self.store.connections.close(&who.connection_id).await?;
+                    let closed = self.store.connections.close(&who.connection_id).await?;
+                    self.presence.closed(&[closed]).await?;
                     return Ok(String::new());
                 }
                 // Stop at the first failure so the client's cursor never skips an entry.
@@ -189,6 +196,7 @@ fn flatten(r: Result<String, JoinError>) -> Result<String, BoxError> {
         Ok(s) => Ok(s),
         Err(JoinError::Refused(frame)) => Ok(frame.to_json()),
         Err(JoinError::Store(e)) => Err(e.into()),
+        Err(JoinError::Presence(e)) => Err(e.into()),
     }
 }
 
@@ -206,6 +214,7 @@ impl Handler for WsMessage {
             roles: RolePolicy::from_source(&Env)?,
             frames: Budget::frames(&Env)?,
             publish: PublishPolicy::from_source(&Env)?,
+            presence: PresencePolicy::from_source(&Env)?,
         };
         tracing::info!(kinds = ?settings.publish.kinds(), "publish policy");
         Ok(Self::new(store, poster, queue, settings))

@@ -9,6 +9,7 @@
 mod budgets;
 mod connections;
 mod log;
+mod presence;
 mod state;
 
 use std::collections::HashMap;
@@ -19,8 +20,9 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 pub use budgets::Budgets;
-pub use connections::{ConnectionRecord, Connections, Member, MembersPage};
+pub use connections::{Closed, ConnectionRecord, Connections, Member, MembersPage};
 pub use log::{Log, LogPage};
+pub use presence::{Departure, Presences};
 pub use state::{Claim, Idempotency, ReadState, Reminder, ReminderState, Reminders, Subscriptions};
 
 use crate::config::Tables;
@@ -64,6 +66,7 @@ impl StoreError {
 pub struct Store {
     pub connections: Connections,
     pub budgets: Budgets,
+    pub presence: Presences,
     pub log: Log,
     pub idempotency: Idempotency,
     pub subscriptions: Subscriptions,
@@ -88,6 +91,10 @@ impl Store {
                 name: tables.connections.clone(),
             }),
             budgets: Budgets::new(Table {
+                client: client.clone(),
+                name: tables.connections.clone(),
+            }),
+            presence: Presences::new(Table {
                 client: client.clone(),
                 name: tables.connections.clone(),
             }),
