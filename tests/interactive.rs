@@ -404,3 +404,93 @@ async fn leaving_announces_offline_and_other_kinds_send_no_presence() {
     assert_eq!(left["type"], "left");
     assert_eq!(presence(&mut watcher).await, presence_of(&room, &u, "offline"));
 }
+
+/// Waits until dispatch finished the notification `id` of `tenant` (its claim is `done`).
+async fn dispatched(tenant: &str, id: &str) {
+    eventually(&format!("{id} dispatched"), || async {
+        let claim = item("NotificationsTable", &format!("i#{tenant}#{id}"), "#").await?;
+        (claim.get("state").and_then(|s| s.as_s().ok()).map(String::as_str) == Some("done")).then_some(())
+    })
+    .await;
+}
+
+fn progress(tenant: &str, user: &str, job: &str, id: &str, event: &str, percent: u32) -> Value {
+    json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": event, "collapse": job,
+           "data": {"job": job, "percent": percent}})
+}
+
+/// A job's progress as a latest-value stream: 50 updates with one `collapse` key, and a client
+/// that resumes afterwards gets one — the latest — as does `missed`; the log holds one entry.
+#[tokio::test]
+async fn collapse_keeps_only_the_latest_progress_update() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let job = unique("job");
+    for i in 0..49 {
+        publish(progress(&tenant, &user, &job, &format!("{job}-p{i}"), "job.progress", i * 2)).await;
+    }
+    for i in 0..49 {
+        dispatched(&tenant, &format!("{job}-p{i}")).await;
+    }
+    // The last one after all the others, so it is the latest by cursor too.
+    let done = format!("{job}-done");
+    publish(progress(&tenant, &user, &job, &done, "job.completed", 100)).await;
+    dispatched(&tenant, &done).await;
+
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    c.send(json!({"action": "resume", "ref": "r"})).await;
+    let mut replayed = Vec::new();
+    loop {
+        let f = c.next().await;
+        if f["type"] == "resumed" {
+            break;
+        }
+        replayed.push(f);
+    }
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0]["id"], done.as_str());
+    assert_eq!(replayed[0]["collapse"], job.as_str());
+    assert_eq!(replayed[0]["data"]["percent"], 100);
+
+    let tok = token(&user, &tenant, &[], &[]);
+    let (_, missed) = api(Method::GET, "/notifications/missed", &tok, None).await;
+    let ids: Vec<&str> = missed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![done.as_str()]);
+    assert_eq!(
+        sort_keys("NotificationsTable", &format!("n#{tenant}#user:{user}")).await.len(),
+        1,
+        "one log entry per key"
+    );
+}
+
+/// Updates that could not be posted (429) wait on the retry queue; once a later update of the
+/// key is delivered, they are dropped instead of arriving late and out of date.
+#[tokio::test]
+async fn pending_updates_of_a_key_are_delivered_as_the_latest_only() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let job = unique("job");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let conn = c.connection_id().await;
+    control(
+        Method::POST,
+        "/faults/posts",
+        Some(json!({"connectionIds": [conn], "status": 429, "count": 3})),
+    )
+    .await;
+    for i in 0..3 {
+        let id = format!("{job}-p{i}");
+        publish(progress(&tenant, &user, &job, &id, "job.progress", i * 30)).await;
+        dispatched(&tenant, &id).await;
+    }
+    let last = format!("{job}-p3");
+    publish(progress(&tenant, &user, &job, &last, "job.progress", 90)).await;
+    assert_eq!(c.notification().await["id"], last.as_str());
+    // The three retries are due within 2 s (first attempt: 1..2 s): none may arrive.
+    c.expect_silence(Duration::from_secs(5)).await;
+}

@@ -17,14 +17,14 @@ use futures_util::StreamExt;
 
 use crate::config::Limits;
 use crate::cursor::{Cursor, now_millis};
-use crate::delivery::{FanoutJob, FanoutReport, Poster, RetryJob, fan_out};
+use crate::delivery::{CollapseRef, FanoutJob, FanoutReport, Poster, RetryJob, fan_out};
 use crate::groups::Group;
 use crate::horizon::Horizon;
 use crate::metrics::Metrics;
 use crate::notification::{Content, LogEntry, format_time, now_rfc3339};
 use crate::presence::{Presence, PresenceError};
 use crate::queue::{Queue, QueueError};
-use crate::store::{Claim, Store, StoreError, epoch_seconds};
+use crate::store::{Claim, Collapsed, Store, StoreError, epoch_seconds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcastError {
@@ -50,6 +50,30 @@ pub enum Logged {
     Entries(Vec<(Group, LogEntry)>),
     /// Logged and pushed before (same id): nothing to do.
     Duplicate(Cursor),
+}
+
+/// One frame for one topic's live connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: Group,
+    pub frame: String,
+    /// Set for an entry of a latest-value stream (its retries check it is still the latest).
+    pub collapse: Option<CollapseRef>,
+}
+
+impl Outgoing {
+    /// The live frame of a logged entry.
+    pub fn entry(topic: Group, entry: &LogEntry) -> Self {
+        Self {
+            collapse: entry.content.collapse.as_ref().map(|key| CollapseRef {
+                topic: entry.topic.clone(),
+                key: key.clone(),
+                cursor: entry.cursor.to_string(),
+            }),
+            frame: entry.frame(false),
+            topic,
+        }
+    }
 }
 
 /// How a frame is fanned out.
@@ -147,7 +171,19 @@ impl Broadcaster {
                 .collect();
             self.store.log.append(tenant, &entries, expires).await?;
             if self.horizon.landed_now(cursor) {
-                return Ok(Logged::Entries(entries));
+                // A latest-value stream keeps one entry per key: this one replaces the previous
+                // one, or (a later one got there first) is dropped unpushed.
+                let mut pushed = Vec::with_capacity(entries.len());
+                for (topic, entry) in entries {
+                    if let Some(key) = &entry.content.collapse
+                        && self.store.log.collapse(tenant, &topic, key, entry.cursor, expires).await? == Collapsed::Superseded
+                    {
+                        Metrics::new("dispatch").count("Collapsed", 1).flush();
+                        continue;
+                    }
+                    pushed.push((topic, entry));
+                }
+                return Ok(Logged::Entries(pushed));
             }
             attempts += 1;
             Metrics::new("dispatch").count("LateLogWrites", 1).flush();
@@ -166,19 +202,17 @@ impl Broadcaster {
 
     /// Posts each topic's frame to the topic's live connections. Each membership shard's first
     /// page is posted here; the rest of a big group becomes jobs for other invocations.
-    pub async fn fan_out(
-        &self,
-        tenant: &str,
-        id: &str,
-        frames: &[(Group, String)],
-        reach: Reach<'_>,
-    ) -> Result<FanoutSummary, BroadcastError> {
+    pub async fn fan_out(&self, tenant: &str, id: &str, frames: &[Outgoing], reach: Reach<'_>) -> Result<FanoutSummary, BroadcastError> {
         let mut pages = Vec::new();
-        for (topic, frame) in frames {
-            let shards = topic.shards(self.limits.membership_shards);
+        let mut collapse_of: HashMap<&str, &CollapseRef> = HashMap::new();
+        for out in frames {
+            if let Some(c) = &out.collapse {
+                collapse_of.insert(out.frame.as_str(), c);
+            }
+            let shards = out.topic.shards(self.limits.membership_shards);
             let first_page = (self.limits.fanout_shard_size / usize::from(shards)).max(1);
             for shard in 0..shards {
-                pages.push((topic.key(tenant), shard, first_page, frame.clone()));
+                pages.push((out.topic.key(tenant), shard, first_page, out.frame.clone()));
             }
         }
         let fetched: Vec<Result<_, StoreError>> = futures_util::stream::iter(pages)
@@ -235,7 +269,8 @@ impl Broadcaster {
                 let conns: Vec<String> = conns.into_iter().collect();
                 self.store.connections.remove_members(&key, shard, &conns).await?;
             }
-            self.settle(tenant, id, &frame, &r, reach.ephemeral).await?;
+            let collapse = collapse_of.get(frame.as_str()).map(|c| (*c).clone());
+            self.settle(tenant, id, &frame, &r, reach.ephemeral, collapse).await?;
             summary.add(&r, !reach.ephemeral);
         }
         Ok(summary)
@@ -286,7 +321,7 @@ impl Broadcaster {
             .connections
             .remove_members(&job.group_key, job.shard, &report.gone)
             .await?;
-        self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral).await?;
+        self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
         self.store.idempotency.finish(&job.tenant, &key).await?;
         summary.add(&report, !job.ephemeral);
         Ok(summary)
@@ -294,7 +329,15 @@ impl Broadcaster {
 
     /// Acts on a fan-out's failures: gone connections are removed now, retryable ones go to the
     /// retry queue with only their ids (unless the frame is ephemeral).
-    async fn settle(&self, tenant: &str, id: &str, frame: &str, report: &FanoutReport, ephemeral: bool) -> Result<(), BroadcastError> {
+    async fn settle(
+        &self,
+        tenant: &str,
+        id: &str,
+        frame: &str,
+        report: &FanoutReport,
+        ephemeral: bool,
+        collapse: Option<CollapseRef>,
+    ) -> Result<(), BroadcastError> {
         let closed = self.store.connections.close_all(&report.gone).await?;
         self.presence.closed(&closed).await?;
         if !report.retry.is_empty() && !ephemeral {
@@ -305,6 +348,7 @@ impl Broadcaster {
                     frame: frame.to_owned(),
                     connections: report.retry.clone(),
                     attempt: 1,
+                    collapse,
                 })
                 .await?;
         }

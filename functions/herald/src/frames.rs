@@ -54,6 +54,8 @@ pub struct PublishFrame {
     pub data: Option<Value>,
     pub ephemeral: bool,
     pub echo: bool,
+    /// A latest-value stream's key (see `notification::Content::collapse`).
+    pub collapse: Option<String>,
     pub reference: Option<Value>,
 }
 
@@ -67,6 +69,7 @@ const PUBLISH_FIELDS: &[&str] = &[
     "data",
     "ephemeral",
     "echo",
+    "collapse",
     "ref",
 ];
 
@@ -256,7 +259,12 @@ fn publish(obj: &serde_json::Map<String, Value>, reference: Option<Value>) -> Re
         Some(v @ Value::Object(_)) => Some(v.clone()),
         Some(_) => return Err(err("data must be an object".into())),
     };
+    let collapse = text("collapse")?;
+    if collapse.as_deref().is_some_and(|k| !crate::notification::valid_collapse_key(k)) {
+        return Err(err("collapse must be 1..=128 bytes without control characters".into()));
+    }
     Ok(PublishFrame {
+        collapse,
         group,
         id,
         event,

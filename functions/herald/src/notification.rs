@@ -61,6 +61,10 @@ pub struct Content {
     pub link: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data: Option<Value>,
+    /// A latest-value stream's key: of the notifications of one topic with the same key, the log
+    /// keeps, replays and delivers only the latest.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub collapse: Option<String>,
     /// Who published it, on a client publish: taken from the publisher's token, never from the
     /// frame. Producer notifications have none.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -107,6 +111,9 @@ impl NotificationRequest {
         }
         if let Some(d) = &self.content.data {
             m.insert("data".into(), d.clone());
+        }
+        if let Some(k) = &self.content.collapse {
+            m.insert("collapse".into(), k.clone().into());
         }
         if let Some(at) = &self.deliver_at {
             m.insert("deliverAt".into(), format_time(at).into());
@@ -200,7 +207,16 @@ const NOTIFICATION_FIELDS: &[&str] = &[
     "data",
     "deliverAt",
     "ttlSeconds",
+    "collapse",
 ];
+
+/// Longest `collapse` key.
+pub const MAX_COLLAPSE_KEY: usize = 128;
+
+/// A `collapse` key: 1..=128 bytes without control characters.
+pub fn valid_collapse_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_COLLAPSE_KEY && !key.chars().any(char::is_control)
+}
 
 fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<NotificationRequest, Rejection> {
     reject_unknown(obj, NOTIFICATION_FIELDS)?;
@@ -254,6 +270,10 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
             Some(ttl)
         }
     };
+    let collapse = optional_str(obj, "collapse")?;
+    if collapse.as_deref().is_some_and(|k| !valid_collapse_key(k)) {
+        return Err(bad("collapse", "must be 1..=128 bytes without control characters"));
+    }
     let request = NotificationRequest {
         id,
         tenant,
@@ -264,6 +284,7 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
             body,
             link,
             data,
+            collapse,
             from: None,
         },
         deliver_at,

@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::broadcast::{BroadcastError, Broadcaster, Logged, Reach};
+use crate::broadcast::{BroadcastError, Broadcaster, Logged, Outgoing, Reach};
 use crate::config::Limits;
 use crate::cursor::Cursor;
 use crate::frames::{self, ErrorCode, ErrorFrame, PublishFrame};
@@ -87,6 +87,7 @@ impl Publisher {
             body: frame.body,
             link: None,
             data: frame.data,
+            collapse: frame.collapse,
             from: Some(Sender { user: p.user.clone() }),
         };
         let id = user_scoped_id(&p.user, frame.id.as_deref().unwrap_or(&Cursor::now().to_string()));
@@ -113,7 +114,12 @@ impl Publisher {
         let mut reply = Map::new();
         if frame.ephemeral {
             let text = ephemeral_frame(&id, &name, &content, &created_at);
-            let summary = self.broadcaster.fan_out(&p.tenant, &id, &[(group, text)], reach).await?;
+            let out = Outgoing {
+                topic: group,
+                frame: text,
+                collapse: None,
+            };
+            let summary = self.broadcaster.fan_out(&p.tenant, &id, &[out], reach).await?;
             Metrics::new(function)
                 .with_dimension("Kind", kind.clone())
                 .count("PublishedEphemeral", 1)
@@ -125,8 +131,9 @@ impl Publisher {
         let cursor = match self.broadcaster.log(&p.tenant, &id, vec![group], &content, expires).await {
             Ok(Logged::Duplicate(cursor)) => cursor,
             Ok(Logged::Entries(entries)) => {
+                // Empty only when a later entry of the same collapse key was logged first.
                 let cursor = entries.first().map_or(Cursor::MIN, |(_, e)| e.cursor);
-                let frames: Vec<(Group, String)> = entries.into_iter().map(|(g, e)| (g, e.frame(false))).collect();
+                let frames: Vec<Outgoing> = entries.into_iter().map(|(g, e)| Outgoing::entry(g, &e)).collect();
                 let summary = self.broadcaster.fan_out(&p.tenant, &id, &frames, reach).await?;
                 self.broadcaster.finish(&p.tenant, &id).await?;
                 Metrics::new(function)

@@ -80,6 +80,19 @@ pub struct RetryJob {
     pub connections: Vec<String>,
     /// 1 for the first retry.
     pub attempt: u32,
+    /// Set for an entry of a latest-value stream: the retry is dropped once a later entry of
+    /// the key exists (it was pushed, or will be, in its place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<CollapseRef>,
+}
+
+/// Which latest-value stream entry a frame is: topic, key and the entry's cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollapseRef {
+    pub topic: String,
+    pub key: String,
+    pub cursor: String,
 }
 
 /// Exponential backoff with jitter for attempt `n` (1-based), within SQS's 15-minute delay cap:
@@ -174,6 +187,7 @@ mod tests {
             frame: "{}".into(),
             connections: vec!["a".into()],
             attempt: 2,
+            collapse: None,
         };
         let again: RetryJob = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
         assert_eq!(job, again);

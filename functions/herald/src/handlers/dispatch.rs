@@ -18,10 +18,9 @@ use chrono::Utc;
 use futures_util::StreamExt;
 
 use crate::BoxError;
-use crate::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Reach};
+use crate::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
 use crate::delivery::{InternalMessage, Poster};
-use crate::groups::Group;
 use crate::membership::Unsubscriber;
 use crate::metrics::Metrics;
 use crate::notification::{Control, NotificationRequest, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
@@ -236,7 +235,7 @@ impl Dispatch {
             }
             Logged::Entries(entries) => entries,
         };
-        let frames: Vec<(Group, String)> = entries.into_iter().map(|(g, e)| (g, e.frame(false))).collect();
+        let frames: Vec<Outgoing> = entries.into_iter().map(|(g, e)| Outgoing::entry(g, &e)).collect();
         let summary = self.broadcaster.fan_out(&req.tenant, &id, &frames, Reach::default()).await?;
         self.broadcaster.finish(&req.tenant, &id).await?;
         if req.deliver_at.is_some() {

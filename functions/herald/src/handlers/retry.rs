@@ -9,6 +9,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, ws_endpoint};
 use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
+use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::policy::PresencePolicy;
 use crate::presence::{Presence, PresenceError};
@@ -44,6 +45,9 @@ pub enum RetryOutcome {
     Abandoned { delivered: usize, abandoned: usize },
     /// Not a retry job: dropped with an error log (it can never succeed).
     Malformed,
+    /// A latest-value stream's entry with a later one logged: the later one is what counts, so
+    /// this one is not posted again.
+    Superseded,
 }
 
 impl Retry {
@@ -63,6 +67,14 @@ impl Retry {
             Metrics::new("retry").count("Malformed", 1).flush();
             return Ok(RetryOutcome::Malformed);
         };
+        if let Some(c) = &job.collapse
+            && let Ok(topic) = Group::parse(&c.topic)
+            && let Some(latest) = self.store.log.latest(&job.tenant, &topic, &c.key).await?
+            && latest.to_string() > c.cursor
+        {
+            Metrics::new("retry").count("Superseded", 1).flush();
+            return Ok(RetryOutcome::Superseded);
+        }
         let report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
         let closed = self.store.connections.close_all(&report.gone).await?;
         self.presence.closed(&closed).await?;

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 
 pub use budgets::Budgets;
 pub use connections::{Closed, ConnectionRecord, Connections, Member, MembersPage};
-pub use log::{Log, LogPage};
+pub use log::{Collapsed, Log, LogPage};
 pub use presence::{Departure, Presences};
 pub use state::{Claim, Idempotency, ReadState, Reminder, ReminderState, Reminders, Subscriptions};
 
