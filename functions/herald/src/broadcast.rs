@@ -178,7 +178,7 @@ impl Broadcaster {
                     if let Some(key) = &entry.content.collapse
                         && self.store.log.collapse(tenant, &topic, key, entry.cursor, expires).await? == Collapsed::Superseded
                     {
-                        Metrics::new("dispatch").count("Collapsed", 1).flush();
+                        Metrics::new(self.presence.function()).count("Collapsed", 1).flush();
                         continue;
                     }
                     pushed.push((topic, entry));
@@ -186,7 +186,7 @@ impl Broadcaster {
                 return Ok(Logged::Entries(pushed));
             }
             attempts += 1;
-            Metrics::new("dispatch").count("LateLogWrites", 1).flush();
+            Metrics::new(self.presence.function()).count("LateLogWrites", 1).flush();
             tracing::warn!(%tenant, %id, %cursor, attempts, "log write landed behind the horizon; writing again");
             if attempts >= MAX_LATE_WRITES {
                 return Err(BroadcastError::LateLog);

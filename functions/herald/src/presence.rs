@@ -45,11 +45,14 @@ pub struct Presence {
     /// How long a presence record outlives its last update (a connection's lifetime).
     ttl_seconds: u64,
     shards: u16,
+    /// The function it runs in, for metrics.
+    function: &'static str,
 }
 
 impl Presence {
-    pub fn new(store: Store, queue: Queue, poster: Poster, policy: PresencePolicy, limits: &Limits) -> Self {
+    pub fn new(function: &'static str, store: Store, queue: Queue, poster: Poster, policy: PresencePolicy, limits: &Limits) -> Self {
         Self {
+            function,
             store,
             queue,
             poster,
@@ -61,6 +64,11 @@ impl Presence {
 
     pub fn policy(&self) -> &PresencePolicy {
         &self.policy
+    }
+
+    /// The function it runs in (metrics of the services built around it).
+    pub fn function(&self) -> &'static str {
+        self.function
     }
 
     /// `connection` of `user` joined `groups`: announce the user online where they were not.
@@ -136,7 +144,7 @@ impl Presence {
             members.extend(page.members);
             if members.len() > cap {
                 tracing::info!(%group, cap, "group above the presence cap: no event");
-                Metrics::new("presence").count("PresenceSkipped", 1).flush();
+                Metrics::new(self.function).count("PresenceSkipped", 1).flush();
                 return Ok(());
             }
         }
@@ -148,7 +156,7 @@ impl Presence {
         let closed = self.store.connections.close_all(&report.gone).await?;
         self.closed(&closed).await?;
         tracing::info!(%group, %user, state, delivered = report.delivered, "presence event");
-        Metrics::new("presence")
+        Metrics::new(self.function)
             .count("PresenceEvents", 1)
             .count("PresenceDelivered", report.delivered)
             .flush();

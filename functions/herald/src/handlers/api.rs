@@ -154,6 +154,7 @@ impl HttpHandler for Api {
         let roles = RolePolicy::from_source(&Env)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let presence = Presence::new(
+            Self::NAME,
             store.clone(),
             queue.clone(),
             poster.clone(),

@@ -82,7 +82,7 @@ impl Dispatch {
         presence: PresencePolicy,
     ) -> Self {
         let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
-        let presence = Presence::new(store.clone(), queue.clone(), poster.clone(), presence, &limits);
+        let presence = Presence::new("dispatch", store.clone(), queue.clone(), poster.clone(), presence, &limits);
         Self {
             unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles, presence.clone()),
             broadcaster: Broadcaster::new(store.clone(), queue.clone(), poster, limits.clone(), presence.clone()),

@@ -53,7 +53,7 @@ pub enum RetryOutcome {
 impl Retry {
     pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits, presence: PresencePolicy) -> Self {
         Self {
-            presence: Presence::new(store.clone(), queue.clone(), poster.clone(), presence, &limits),
+            presence: Presence::new("retry", store.clone(), queue.clone(), poster.clone(), presence, &limits),
             store,
             queue,
             poster,

@@ -75,6 +75,7 @@ impl Handler for WsConnect {
         let store = Store::from_env(&sdk)?;
         let limits = Limits::from_source(&Env)?;
         let presence = Presence::new(
+            Self::NAME,
             store.clone(),
             Queue::new(&sdk, Queues::from_source(&Env)?),
             Poster::new(&sdk, &ws_endpoint(&Env)?)?,

@@ -48,6 +48,7 @@ impl Handler for WsDisconnect {
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
         let presence = Presence::new(
+            Self::NAME,
             store.clone(),
             Queue::new(&sdk, Queues::from_source(&Env)?),
             Poster::new(&sdk, &ws_endpoint(&Env)?)?,

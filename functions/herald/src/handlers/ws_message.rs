@@ -68,7 +68,7 @@ impl WsMessage {
             publish,
             presence,
         } = settings;
-        let presence = Presence::new(store.clone(), queue.clone(), poster.clone(), presence, &limits);
+        let presence = Presence::new("ws-message", store.clone(), queue.clone(), poster.clone(), presence, &limits);
         let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone());
         let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
         Self {
