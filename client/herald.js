@@ -279,7 +279,9 @@ export class HeraldClient {
     /** @private @type {import("./herald.js").HeraldStorage | null} */
     this._storage = options.storage === undefined ? defaultStorage() : options.storage;
     /** @private @type {{notification: Set<Function>, state: Set<Function>, error: Set<Function>}} */
-    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set() };
+    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set(), presence: new Set() };
+    /** @private @type {Map<string, number>} when each group's last typing event was sent */
+    this._typingSent = new Map();
     /** @private @type {Set<string>} */
     this._groups = new Set();
     for (const g of options.groups ?? []) {
@@ -345,9 +347,10 @@ export class HeraldClient {
   }
 
   /**
-   * Subscribes to `"notification"` (notification, meta), `"state"` (change) or `"error"`
-   * (HeraldError). Returns the function that unsubscribes.
-   * @param {"notification" | "state" | "error"} event
+   * Subscribes to `"notification"` (notification, meta), `"state"` (change), `"error"`
+   * (HeraldError), `"left"` (frame) or `"presence"` (`{group, user, state}`). Returns the
+   * function that unsubscribes.
+   * @param {"notification" | "state" | "error" | "left" | "presence"} event
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -449,6 +452,69 @@ export class HeraldClient {
     }
     const replies = await Promise.all(parts);
     return { type: "acked", count: replies.reduce((n, r) => n + (Number(r.count) || 0), 0) };
+  }
+
+  /**
+   * Publishes to a group the connection is a member of (the server checks membership and the
+   * group kind's publish policy on every frame; `from` is taken from the token). Logged by
+   * default — stored, retried and replayed like any notification — and resolves with
+   * `{type:"published", id, cursor}`; `ephemeral: true` (typing, cursors, location) is pushed
+   * at once and never stored, and resolves with `{type:"published"}`. Other members receive it;
+   * this connection only with `echo: true`. Rejects with the server's code (`forbidden`,
+   * `too_large`, `rate_limited` with `frame.retryAfterMs`, `bad_request`), or `unsupported`
+   * from a server without client publish.
+   * @param {string} group
+   * @param {string} event
+   * @param {import("./herald.js").PublishOptions} [options]
+   * @returns {Promise<import("./herald.js").PublishedFrame>}
+   */
+  async publish(group, event, options = {}) {
+    if (typeof group !== "string" || !group) throw new HeraldError("bad_request", "publish: group must be a non-empty string");
+    if (typeof event !== "string" || !event) throw new HeraldError("bad_request", "publish: event must be a non-empty string");
+    /** @type {Record<string, unknown>} */
+    const frame = { action: "publish", group, event };
+    for (const key of ["title", "body", "data", "id", "collapse"]) {
+      if (options[key] !== undefined) frame[key] = options[key];
+    }
+    if (options.ephemeral) frame.ephemeral = true;
+    if (options.echo) frame.echo = true;
+    let reply;
+    try {
+      reply = await this._request(frame);
+    } catch (e) {
+      if (e instanceof HeraldError && e.code === "unknown_action") {
+        throw new HeraldError("unsupported", "this server does not support publish (it answered unknown_action)", { frame: e.frame, cause: e });
+      }
+      throw e;
+    }
+    // The sender's own message comes back in a later resume (it is in the group's log): it is
+    // already known here, so it is not shown again.
+    if (typeof reply.id === "string" && reply.id) {
+      this._seen.add(reply.id);
+      this._persist();
+    }
+    return reply;
+  }
+
+  /**
+   * A typing indicator for `group`: call it on every keystroke. It publishes an ephemeral
+   * `event` (default `"typing"`) at once, then at most one every `debounceMs` (default 300)
+   * while keystrokes keep coming — a burst of typing costs a few frames, far inside the
+   * connection's frame budget. Errors (e.g. `forbidden`) go to the `"error"` listeners.
+   * @param {string} group
+   * @param {{event?: string, debounceMs?: number, data?: Record<string, unknown>}} [options]
+   * @returns {boolean} whether this call sent a frame
+   */
+  typing(group, options = {}) {
+    const debounceMs = options.debounceMs ?? 300;
+    const now = Date.now();
+    const last = this._typingSent.get(group);
+    if (last !== undefined && now - last < debounceMs) return false;
+    this._typingSent.set(group, now);
+    this.publish(group, options.event ?? "typing", { ephemeral: true, data: options.data }).catch((e) => {
+      if (!(e instanceof HeraldError && (e.code === "disconnected" || e.code === "closed"))) this._emitError(e);
+    });
+    return true;
   }
 
   /**
@@ -728,6 +794,8 @@ export class HeraldClient {
     if (frame.type === "error") {
       const code = typeof frame.code === "string" ? frame.code : "server_error";
       this._emitError(new HeraldError(code, String(frame.message ?? code), { frame }));
+    } else if (frame.type === "presence" && typeof frame.group === "string" && typeof frame.user === "string") {
+      this._emit("presence", frame);
     } else if (frame.type === "left" && typeof frame.group === "string") {
       // The server took the group away (e.g. the user's subscription was removed): forget it,
       // so the next reconnect does not try to re-join it.

@@ -15,7 +15,7 @@ use aws_sdk_sqs::operation::send_message::SendMessageError;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::config::Queues;
-use crate::delivery::{FanoutJob, RetryJob, retry_delay_seconds};
+use crate::delivery::{FanoutJob, PresenceCheck, RetryJob, retry_delay_seconds};
 
 /// The message attribute of a deferred copy: the `deliverAt` it was deferred for.
 pub const DEFERRED_FOR: &str = "deferredFor";
@@ -131,6 +131,17 @@ impl Queue {
                 source: Box::new(e),
             })?;
         Ok(())
+    }
+
+    /// A presence check, after the grace period, on the same internal queue as fan-out jobs
+    /// (which producers cannot send to).
+    pub async fn presence_check(&self, check: &PresenceCheck, delay_seconds: u64) -> Result<(), QueueError> {
+        let body = serde_json::to_string(check).map_err(|source| QueueError::Encode {
+            what: "presence check",
+            source,
+        })?;
+        let delay = delay_seconds.min(MAX_DELAY_SECONDS as u64) as i32;
+        self.send("fanout", &self.urls.fanout, body, delay, Vec::new()).await
     }
 
     /// Whether an SQS record came from the fan-out queue (by its `eventSourceARN`).
