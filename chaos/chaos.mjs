@@ -282,8 +282,9 @@ class Device {
     });
     this.client.on("error", (e) => {
       // Expected under faults (a resume cut by a drop, a request that met a killed function);
-      // kept for the report.
-      if (this.errors.length < 20) this.errors.push(`${e.code}: ${e.message}`);
+      // the latest are kept for the report.
+      this.errors.push(`${e.code}: ${e.message}`);
+      if (this.errors.length > 12) this.errors.shift();
     });
   }
 }
@@ -539,7 +540,9 @@ async function main() {
     polling = false;
     await Promise.all(polls);
     await until(() => devices.every((d) => d.client.state === "ready"), "every client to be ready again", 60_000);
-    await Promise.all(devices.map((d) => d.client.resume().catch(() => d.client.resume())));
+    const finalErrors = [];
+    await Promise.all(devices.map((d) => d.client.resume().catch(() => d.client.resume()).catch((e) => finalErrors.push(`${d.name}: ${e.code} ${e.message}`))));
+    if (finalErrors.length) say(`final resume failed for ${finalErrors.length} device(s): ${finalErrors.slice(0, 5).join("; ")}`);
     for (const p of pollers) await p.poll();
 
     // The figures.
@@ -602,7 +605,20 @@ async function main() {
     };
     console.log(JSON.stringify(figures, null, 2));
     if (o.report) writeFileSync(o.report, `${JSON.stringify(figures, null, 2)}\n`);
-    if (lost.length) console.error(`LOST (first 20 of ${lost.length}):\n  ${lost.slice(0, 20).join("\n  ")}`);
+    if (lost.length) {
+      console.error(`LOST (first 20 of ${lost.length}):\n  ${lost.slice(0, 20).join("\n  ")}`);
+      // What the devices that lost something went through, and whether one more resume brings
+      // it (then the final resume stopped early) or not (then the server does not replay it).
+      for (const d of devices) {
+        const missing = messages.filter((m) => m.audience.has(key(d.user)) && !d.shown.has(m.id));
+        if (!missing.length) continue;
+        const again = await d.client.resume().then((r) => `resume again: ${r.count} replayed`, (e) => `resume again failed: ${e.code} ${e.message}`);
+        const recovered = missing.filter((m) => d.shown.has(m.id)).length;
+        console.error(`device ${d.name}: state ${d.client.state}, cursor ${d.client.cursor}, drops ${d.drops}, groups ${d.user.teams}; ` +
+          `missing ${missing.length} (${[...new Set(missing.map((m) => Object.keys(m.to)[0] + (m.to.group ? `:${m.to.group}` : "")))].join(", ")}); ` +
+          `${again}, recovered ${recovered}; errors: ${JSON.stringify(d.errors)}`);
+      }
+    }
     failed = lost.length > 0 || deviceLost > 0 || dupShown > 0;
     say(failed ? "FAILED: the delivery promise did not hold" : "nothing lost");
   } catch (e) {
