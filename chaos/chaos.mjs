@@ -17,7 +17,7 @@
 // does not settle in time). Everything is bounded: the run stops by itself (`--max-seconds`).
 //
 //   node chaos/chaos.mjs [--clients 200] [--tenants 4] [--notifications 5000] [--producers 4]
-//                        [--rate 60] [--seed 1] [--churn-ms 1000-8000] [--no-faults]
+//                        [--rate 60] [--http-share 0.25] [--seed 1] [--churn-ms 1000-8000] [--no-faults]
 //                        [--max-seconds 600] [--report FILE.json] [--profile debug]
 //
 // Loopback only: the stack binds 127.0.0.1 on ephemeral ports and exits with this process.
@@ -45,6 +45,7 @@ function parseArgs(argv) {
     notifications: 5000,
     producers: 4,
     rate: 60,
+    httpShare: 0.25,
     seed: 1,
     churnMs: [1000, 8000],
     faults: true,
@@ -70,6 +71,10 @@ function parseArgs(argv) {
     else if (a === "--producers") o.producers = int(next(), 1);
     else if (a === "--rate") o.rate = int(next(), 1);
     else if (a === "--seed") o.seed = int(next(), 0);
+    else if (a === "--http-share") {
+      o.httpShare = Number(next());
+      if (!(o.httpShare >= 0 && o.httpShare <= 1)) throw new Error("--http-share: a fraction in [0, 1]");
+    }
     else if (a === "--churn-ms") {
       const [lo, hi] = next().split("-").map(Number);
       if (!(lo > 0 && hi >= lo)) throw new Error("--churn-ms: expected LOW-HIGH milliseconds");
@@ -373,7 +378,7 @@ function plan(o, run, users, r) {
       tenant,
       to,
       audience: new Set(audience.map(key)),
-      via: to.all || r.chance(0.6) ? "sqs" : "http",
+      via: to.all || !r.chance(o.httpShare) ? "sqs" : "http",
       deferMs,
       duplicate: r.chance(0.03),
     });
