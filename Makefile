@@ -23,7 +23,7 @@ VENV_STAMP := $(VENV)/.installed
 # Tests run this many at once inside a test binary; most of their time is waiting on queues.
 TEST_THREADS ?= 8
 
-.PHONY: help dev build test sam-venv fmt clippy unit-and-e2e stack-tests client-tests browser-tests chaos-check chaos lint-template api-contract sam-build bench clean venv
+.PHONY: help dev build test-build test sam-venv fmt clippy unit-and-e2e e2e-big stack-tests client-tests browser-tests chaos-check chaos lint-template api-contract sam-build bench clean venv
 
 help:
 	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
@@ -52,10 +52,26 @@ fmt:
 clippy:
 	cargo clippy --all-targets -- -D warnings
 
-# Unit tests of the core library and the end-to-end tests (tests/), which start the local stack
-# with the real binaries built above.
+# Unit tests of the workspace and the end-to-end tests (tests/), which start the local stack with
+# the real binaries built above: one stack per test binary. The big-audience binaries (thousands
+# of connections) are a target of their own so that `make test` runs them beside the others.
+E2E_BIG := broadcast fanout_chain
 unit-and-e2e: venv build
-	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) --workspace -- --test-threads $(TEST_THREADS)
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) --workspace --exclude herald-e2e -- --test-threads $(TEST_THREADS)
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) -p herald-e2e --lib \
+		$(addprefix --test ,$(filter-out $(E2E_BIG),$(E2E_TESTS))) -- --test-threads $(TEST_THREADS)
+
+e2e-big: venv build
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) -p herald-e2e \
+		$(addprefix --test ,$(E2E_BIG)) -- --test-threads $(TEST_THREADS)
+
+# Every test binary, compiled: `make test` does it in its build phase, so that the checks of the
+# next phase (which share cargo's lock on target/) start at once and clippy runs beside them.
+test-build: build
+	cargo test $(call flag,$(PROFILE)) --workspace --no-run
+
+# Every end-to-end test binary, from tests/Cargo.toml: a new one is picked up by itself.
+E2E_TESTS := $(shell sed -n 's/^name = "\(.*\)"/\1/p' tests/Cargo.toml | grep -v '^herald-e2e$$')
 
 # The local stack's own tests (Runtime API, gateway, event sources) with fake functions.
 stack-tests: venv
@@ -86,7 +102,7 @@ browser-tests: venv build
 # `make test`. CHAOS_ARGS adds options (e.g. CHAOS_ARGS="--seed 7").
 CHAOS_ARGS ?=
 chaos: venv build client/node_modules/.package-lock.json
-	node chaos/chaos.mjs --profile $(call outdir,$(PROFILE)) --clients 200 --notifications 5000 --rate 60 --max-seconds 600 $(CHAOS_ARGS)
+	node chaos/chaos.mjs --profile $(call outdir,$(PROFILE)) --clients 200 --notifications 5000 --producers 16 --rate 40 --churn-ms 2000-8000 --max-seconds 600 $(CHAOS_ARGS)
 
 chaos-check: venv build client/node_modules/.package-lock.json
 	node chaos/chaos.mjs --profile $(call outdir,$(PROFILE)) --clients 24 --tenants 3 --notifications 300 --rate 30 --churn-ms 800-4000 --seed 1 --max-seconds 240 $(CHAOS_ARGS)
@@ -96,17 +112,17 @@ client/node_modules/.package-lock.json: client/package-lock.json
 	cd client && npm ci --no-audit --no-fund
 
 # Everything CI checks, in two phases that each run several checks at once (`make -j`, output
-# kept per check). First the dev build, with what needs no build beside it (the template lint and
-# the local stack's own tests, mostly Python); then clippy beside the checks that start stacks
-# and wait on queues and sockets (end-to-end, client, browser, chaos, API contract), which leave
-# most of the CPU idle. `sam build` (the release artifact: one fat-LTO link, ~9 minutes of CPU
+# kept per check). First the dev build and the test binaries, with what needs no build beside it
+# (the template lint and the local stack's own tests, mostly Python); then clippy beside the
+# checks that start stacks and wait on queues and sockets (end-to-end, client, browser, chaos,
+# API contract), which leave most of the CPU idle. `sam build` (the release artifact: one fat-LTO link, ~9 minutes of CPU
 # alone) runs in the background all along at the lowest CPU and I/O priority
 # (infra/sam-build.sh), taking what the checks leave; its output is in target/sam-build.log.
 # `set -m` gives it a process group of its own (to stop it if a check fails) in the same
 # session: a new session (setsid) would be a new scheduler autogroup, which gets an equal CPU
 # share whatever its nice value. docs/performance.md has the measurements behind this.
-BUILD_PHASE := fmt build lint-template stack-tests
-CHECK_PHASE := clippy unit-and-e2e client-tests browser-tests chaos-check api-contract
+BUILD_PHASE := fmt build test-build lint-template stack-tests
+CHECK_PHASE := e2e-big unit-and-e2e clippy client-tests browser-tests chaos-check api-contract
 CHECKS := $(BUILD_PHASE) $(CHECK_PHASE)
 test: sam-venv
 	@mkdir -p target; \

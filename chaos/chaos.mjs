@@ -17,7 +17,7 @@
 // does not settle in time). Everything is bounded: the run stops by itself (`--max-seconds`).
 //
 //   node chaos/chaos.mjs [--clients 200] [--tenants 4] [--notifications 5000] [--producers 4]
-//                        [--rate 60] [--seed 1] [--churn-ms 1000-8000] [--no-faults]
+//                        [--rate 60] [--http-share 0.25] [--seed 1] [--churn-ms 1000-8000] [--no-faults]
 //                        [--max-seconds 600] [--report FILE.json] [--profile debug]
 //
 // Loopback only: the stack binds 127.0.0.1 on ephemeral ports and exits with this process.
@@ -45,6 +45,7 @@ function parseArgs(argv) {
     notifications: 5000,
     producers: 4,
     rate: 60,
+    httpShare: 0.25,
     seed: 1,
     churnMs: [1000, 8000],
     faults: true,
@@ -70,6 +71,10 @@ function parseArgs(argv) {
     else if (a === "--producers") o.producers = int(next(), 1);
     else if (a === "--rate") o.rate = int(next(), 1);
     else if (a === "--seed") o.seed = int(next(), 0);
+    else if (a === "--http-share") {
+      o.httpShare = Number(next());
+      if (!(o.httpShare >= 0 && o.httpShare <= 1)) throw new Error("--http-share: a fraction in [0, 1]");
+    }
     else if (a === "--churn-ms") {
       const [lo, hi] = next().split("-").map(Number);
       if (!(lo > 0 && hi >= lo)) throw new Error("--churn-ms: expected LOW-HIGH milliseconds");
@@ -128,6 +133,9 @@ function startStack(o, log) {
     "--parent-pid", String(process.pid), "--visibility-timeout", "5", "--quiet",
     // Warnings and errors only: a chaos run makes the functions log every fault they meet.
     "--env", "RUST_LOG=warn",
+    // A killed dispatch's claim is taken over when its lease ends (90 s in the template, under
+    // the queue's 360 s visibility timeout): a shorter one lets the run settle sooner.
+    "--env", "HERALD_CLAIM_LEASE_SECONDS=8",
   ];
   const proc = spawn(path.join(repo, ".venv", "bin", "python"), args, {
     cwd: repo,
@@ -279,8 +287,9 @@ class Device {
     });
     this.client.on("error", (e) => {
       // Expected under faults (a resume cut by a drop, a request that met a killed function);
-      // kept for the report.
-      if (this.errors.length < 20) this.errors.push(`${e.code}: ${e.message}`);
+      // the latest are kept for the report.
+      this.errors.push(`${e.code}: ${e.message}`);
+      if (this.errors.length > 12) this.errors.shift();
     });
   }
 }
@@ -369,7 +378,7 @@ function plan(o, run, users, r) {
       tenant,
       to,
       audience: new Set(audience.map(key)),
-      via: to.all || r.chance(0.6) ? "sqs" : "http",
+      via: to.all || !r.chance(o.httpShare) ? "sqs" : "http",
       deferMs,
       duplicate: r.chance(0.03),
     });
@@ -516,7 +525,8 @@ async function main() {
     } finally {
       clearInterval(progress);
     }
-    say(`send ms total by path: ${JSON.stringify(stats.sendMs)}`);
+    const avg = (via) => (stats.sendMs[via] ? Math.round(stats.sendMs[via] / messages.filter((m) => m.via === via).length) : 0);
+    say(`producer send latency, mean: SQS ${avg("sqs")} ms, HTTP ${avg("http")} ms`);
     say(`producers done: ${stats.sent} sends (${stats.duplicatesSent} duplicate ids, ${stats.producerRetries} producer retries)`);
 
     // Settle: stop the churn and the faults, let every queue drain (deferred ones fire).
@@ -535,7 +545,9 @@ async function main() {
     polling = false;
     await Promise.all(polls);
     await until(() => devices.every((d) => d.client.state === "ready"), "every client to be ready again", 60_000);
-    await Promise.all(devices.map((d) => d.client.resume().catch(() => d.client.resume())));
+    const finalErrors = [];
+    await Promise.all(devices.map((d) => d.client.resume().catch(() => d.client.resume()).catch((e) => finalErrors.push(`${d.name}: ${e.code} ${e.message}`))));
+    if (finalErrors.length) say(`final resume failed for ${finalErrors.length} device(s): ${finalErrors.slice(0, 5).join("; ")}`);
     for (const p of pollers) await p.poll();
 
     // The figures.
@@ -598,7 +610,20 @@ async function main() {
     };
     console.log(JSON.stringify(figures, null, 2));
     if (o.report) writeFileSync(o.report, `${JSON.stringify(figures, null, 2)}\n`);
-    if (lost.length) console.error(`LOST (first 20 of ${lost.length}):\n  ${lost.slice(0, 20).join("\n  ")}`);
+    if (lost.length) {
+      console.error(`LOST (first 20 of ${lost.length}):\n  ${lost.slice(0, 20).join("\n  ")}`);
+      // What the devices that lost something went through, and whether one more resume brings
+      // it (then the final resume stopped early) or not (then the server does not replay it).
+      for (const d of devices) {
+        const missing = messages.filter((m) => m.audience.has(key(d.user)) && !d.shown.has(m.id));
+        if (!missing.length) continue;
+        const again = await d.client.resume().then((r) => `resume again: ${r.count} replayed`, (e) => `resume again failed: ${e.code} ${e.message}`);
+        const recovered = missing.filter((m) => d.shown.has(m.id)).length;
+        console.error(`device ${d.name}: state ${d.client.state}, cursor ${d.client.cursor}, drops ${d.drops}, groups ${d.user.teams}; ` +
+          `missing ${missing.length} (${[...new Set(missing.map((m) => Object.keys(m.to)[0] + (m.to.group ? `:${m.to.group}` : "")))].join(", ")}); ` +
+          `${again}, recovered ${recovered}; errors: ${JSON.stringify(d.errors)}`);
+      }
+    }
     failed = lost.length > 0 || deviceLost > 0 || dupShown > 0;
     say(failed ? "FAILED: the delivery promise did not hold" : "nothing lost");
   } catch (e) {

@@ -7,7 +7,7 @@ export declare const MAX_FRAME_BYTES: number;
 /** Ids per `ack` frame accepted by the server (`ack()` splits longer lists). */
 export declare const MAX_ACK_IDS: number;
 
-export type HeraldState = "idle" | "connecting" | "syncing" | "ready" | "reconnecting" | "closed";
+export type HeraldState = "idle" | "connecting" | "syncing" | "ready" | "reconnecting" | "polling" | "closed";
 
 /** Error codes: the server's, then the client's own. */
 export type HeraldErrorCode =
@@ -30,6 +30,7 @@ export type HeraldErrorCode =
   | "bad_frame"
   | "gateway_error"
   | "server_error"
+  | "unsupported"
   | (string & {});
 
 export declare class HeraldError extends Error {
@@ -126,6 +127,17 @@ export interface HeraldClientOptions {
   tenantClaim?: string;
   /** Connect in the constructor (default true); otherwise call `connect()`. */
   autoConnect?: boolean;
+  /**
+   * The HTTP API's base URL (e.g. `https://api.example.com`). With it, when the WebSocket cannot
+   * be opened (`pollAfterFailures` handshakes failed in a row: a proxy that blocks the upgrade),
+   * the client polls `GET /notifications/missed` (state `polling`) with the same resume point,
+   * dedupe and events, keeps trying the socket, and switches back to it when it opens.
+   */
+  httpUrl?: string;
+  /** Failed handshakes in a row before polling (default 2). */
+  pollAfterFailures?: number;
+  /** Time between polls (default 5000 ms). */
+  pollIntervalMs?: number;
 }
 
 /** A notification frame as the server sends it. */
@@ -145,7 +157,42 @@ export interface HeraldNotification {
   createdAt?: string;
   /** True when it came from `resume`. */
   replayed?: boolean;
+  /** Set on a member's publish: who sent it (from their token, never from the frame). */
+  from?: { user: string };
+  /** A latest-value stream's key: a later notification of the same topic and key replaces this one. */
+  collapse?: string;
+  /** An ephemeral publish (typing, location): never stored, no `cursor`. */
+  ephemeral?: boolean;
   [key: string]: unknown;
+}
+
+export interface PublishOptions {
+  title?: string;
+  body?: string;
+  data?: Record<string, unknown>;
+  /** Not stored, not retried, never replayed; lowest latency (typing indicators, cursors, location). */
+  ephemeral?: boolean;
+  /** Deliver to this connection too (default: the other members only). */
+  echo?: boolean;
+  /** Your idempotency key ([A-Za-z0-9._-]{1,64}): sending it again is answered with the same id and cursor, not posted twice. */
+  id?: string;
+  /** A latest-value stream's key (e.g. `"progress"`): only the latest per group and key is kept. */
+  collapse?: string;
+}
+
+/** The answer to `publish`: `id` and `cursor` for a logged publish, neither for an ephemeral one. */
+export interface PublishedFrame {
+  type: "published";
+  id?: string;
+  cursor?: string;
+}
+
+/** A member of a presence-enabled group came online (first connection) or went offline (last one, after a grace period). */
+export interface PresenceFrame {
+  type: "presence";
+  group: string;
+  user: string;
+  state: "online" | "offline";
 }
 
 export interface NotificationMeta {
@@ -153,6 +200,8 @@ export interface NotificationMeta {
   replayed: boolean;
   /** Part of the history replayed on a first connect without any saved cursor. */
   history: boolean;
+  /** Delivered by a poll of `GET /notifications/missed` (the polling fallback). */
+  polled?: boolean;
 }
 
 export interface StateChange {
@@ -172,6 +221,8 @@ export interface ErrorFrame {
   code: string;
   message: string;
   ref?: string | number;
+  /** With `rate_limited`: when the connection's frame budget has room again. */
+  retryAfterMs?: number;
 }
 export interface JoinedFrame {
   type: "joined";
@@ -217,6 +268,8 @@ export declare class HeraldClient {
   on(event: "error", fn: (error: HeraldError) => void): () => void;
   /** The server took a group away (e.g. `reason: "unsubscribed"`); it is no longer in `groups`. */
   on(event: "left", fn: (frame: LeftFrame) => void): () => void;
+  /** Presence events of the groups whose kind the server has presence for (e.g. `room`). */
+  on(event: "presence", fn: (frame: PresenceFrame) => void): () => void;
 
   /** Starts connecting (only with `autoConnect: false`). */
   connect(): void;
@@ -226,6 +279,18 @@ export declare class HeraldClient {
   leave(group: string): Promise<LeftFrame>;
   /** Marks notifications read; lists over 100 ids are split. */
   ack(ids: string | string[]): Promise<AckedFrame>;
+  /**
+   * Publishes to a group this connection is a member of (the server checks the group kind's
+   * policy). Rejects with `forbidden`, `too_large`, `rate_limited`, `bad_request`, or
+   * `unsupported` from a server without client publish.
+   */
+  publish(group: string, event: string, options?: PublishOptions): Promise<PublishedFrame>;
+  /**
+   * Typing indicator: call on every keystroke. Publishes an ephemeral `event` (default
+   * `"typing"`) at once, then at most one per `debounceMs` (default 300). Returns whether this
+   * call sent one; errors go to the `"error"` listeners.
+   */
+  typing(group: string, options?: { event?: string; debounceMs?: number; data?: Record<string, unknown> }): boolean;
   /** Resolves with the round-trip time in ms. */
   ping(): Promise<number>;
   /** Fetches what was missed since the cursor now (also automatic after every (re)connect). */

@@ -21,7 +21,11 @@
  *   10), only while the page is visible when there is a `document`;
  * - refuses frames over 32 KB (API Gateway's limit) before sending them;
  * - forgets a group the server takes away (`{type:"left", group, reason}` without `ref`, e.g.
- *   after an unsubscribe) and emits `left`.
+ *   after an unsubscribe) and emits `left`;
+ * - where the WebSocket cannot be opened (a proxy that blocks the upgrade) and `httpUrl` is
+ *   given: polls `GET /notifications/missed` with the same resume point, dedupe and events
+ *   (state `polling`), keeps trying the socket in the background, and switches back to it when
+ *   it opens.
  *
  * Types are in herald.d.ts; the JSDoc here mirrors them.
  */
@@ -38,7 +42,8 @@ const DEFAULT_BACKOFF = Object.freeze({ initialMs: 1000, maxMs: 30000, factor: 2
 /**
  * @typedef {{tokenTransport: "subprotocol" | "query", requestTimeoutMs: number, connectTimeoutMs: number,
  *   pingIntervalMs: number, dedupeSize: number, persistIds: number, replayHistory: boolean,
- *   tenantClaim: string, autoConnect: boolean, syncEvery: number}} Defaults
+ *   tenantClaim: string, autoConnect: boolean, syncEvery: number, pollAfterFailures: number,
+ *   pollIntervalMs: number}} Defaults
  */
 /** @type {Readonly<Defaults>} */
 const DEFAULTS = Object.freeze({
@@ -52,7 +57,11 @@ const DEFAULTS = Object.freeze({
   tenantClaim: "tenant",
   autoConnect: true,
   syncEvery: 50,
+  pollAfterFailures: 2,
+  pollIntervalMs: 5000,
 });
+/** Notifications a poll asks for per page (the API's page limit is larger). */
+const POLL_PAGE = 100;
 const STORAGE_VERSION = 1;
 /** Longest ref this client generates, used when sizing a frame before it gets its ref. */
 const REF_ALLOWANCE = '"ref":"h999999999999999",'.length;
@@ -67,7 +76,7 @@ const noop = () => {};
  * `unknown_action`, `too_large`, `rate_limited`, `internal`) or one of the client's own
  * (`timeout`, `disconnected`, `closed`, `too_large`, `cancelled`, `connect_failed`,
  * `token_failed`, `sync_failed`, `ping_timeout`, `resume_stalled`, `storage_failed`,
- * `bad_frame`, `gateway_error`, `server_error`).
+ * `bad_frame`, `gateway_error`, `server_error`, `poll_failed`).
  */
 export class HeraldError extends Error {
   /**
@@ -270,7 +279,9 @@ export class HeraldClient {
     /** @private @type {import("./herald.js").HeraldStorage | null} */
     this._storage = options.storage === undefined ? defaultStorage() : options.storage;
     /** @private @type {{notification: Set<Function>, state: Set<Function>, error: Set<Function>}} */
-    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set() };
+    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set(), presence: new Set() };
+    /** @private @type {Map<string, number>} when each group's last typing event was sent */
+    this._typingSent = new Map();
     /** @private @type {Set<string>} */
     this._groups = new Set();
     for (const g of options.groups ?? []) {
@@ -307,6 +318,10 @@ export class HeraldClient {
     this._connectTimer = null;
     /** @private */
     this._closed = false;
+    /** @private Handshakes that failed in a row (the socket never opened). */
+    this._handshakeFailures = 0;
+    /** @private @type {{timer: ReturnType<typeof setTimeout> | null, running: boolean} | null} */
+    this._poll = null;
     /** @private */
     this._starting = false;
     /** @private @type {(() => void) | null} */
@@ -332,9 +347,10 @@ export class HeraldClient {
   }
 
   /**
-   * Subscribes to `"notification"` (notification, meta), `"state"` (change) or `"error"`
-   * (HeraldError). Returns the function that unsubscribes.
-   * @param {"notification" | "state" | "error"} event
+   * Subscribes to `"notification"` (notification, meta), `"state"` (change), `"error"`
+   * (HeraldError), `"left"` (frame) or `"presence"` (`{group, user, state}`). Returns the
+   * function that unsubscribes.
+   * @param {"notification" | "state" | "error" | "left" | "presence"} event
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -439,6 +455,69 @@ export class HeraldClient {
   }
 
   /**
+   * Publishes to a group the connection is a member of (the server checks membership and the
+   * group kind's publish policy on every frame; `from` is taken from the token). Logged by
+   * default — stored, retried and replayed like any notification — and resolves with
+   * `{type:"published", id, cursor}`; `ephemeral: true` (typing, cursors, location) is pushed
+   * at once and never stored, and resolves with `{type:"published"}`. Other members receive it;
+   * this connection only with `echo: true`. Rejects with the server's code (`forbidden`,
+   * `too_large`, `rate_limited` with `frame.retryAfterMs`, `bad_request`), or `unsupported`
+   * from a server without client publish.
+   * @param {string} group
+   * @param {string} event
+   * @param {import("./herald.js").PublishOptions} [options]
+   * @returns {Promise<import("./herald.js").PublishedFrame>}
+   */
+  async publish(group, event, options = {}) {
+    if (typeof group !== "string" || !group) throw new HeraldError("bad_request", "publish: group must be a non-empty string");
+    if (typeof event !== "string" || !event) throw new HeraldError("bad_request", "publish: event must be a non-empty string");
+    /** @type {Record<string, unknown>} */
+    const frame = { action: "publish", group, event };
+    for (const key of ["title", "body", "data", "id", "collapse"]) {
+      if (options[key] !== undefined) frame[key] = options[key];
+    }
+    if (options.ephemeral) frame.ephemeral = true;
+    if (options.echo) frame.echo = true;
+    let reply;
+    try {
+      reply = await this._request(frame);
+    } catch (e) {
+      if (e instanceof HeraldError && e.code === "unknown_action") {
+        throw new HeraldError("unsupported", "this server does not support publish (it answered unknown_action)", { frame: e.frame, cause: e });
+      }
+      throw e;
+    }
+    // The sender's own message comes back in a later resume (it is in the group's log): it is
+    // already known here, so it is not shown again.
+    if (typeof reply.id === "string" && reply.id) {
+      this._seen.add(reply.id);
+      this._persist();
+    }
+    return reply;
+  }
+
+  /**
+   * A typing indicator for `group`: call it on every keystroke. It publishes an ephemeral
+   * `event` (default `"typing"`) at once, then at most one every `debounceMs` (default 300)
+   * while keystrokes keep coming — a burst of typing costs a few frames, far inside the
+   * connection's frame budget. Errors (e.g. `forbidden`) go to the `"error"` listeners.
+   * @param {string} group
+   * @param {{event?: string, debounceMs?: number, data?: Record<string, unknown>}} [options]
+   * @returns {boolean} whether this call sent a frame
+   */
+  typing(group, options = {}) {
+    const debounceMs = options.debounceMs ?? 300;
+    const now = Date.now();
+    const last = this._typingSent.get(group);
+    if (last !== undefined && now - last < debounceMs) return false;
+    this._typingSent.set(group, now);
+    this.publish(group, options.event ?? "typing", { ephemeral: true, data: options.data }).catch((e) => {
+      if (!(e instanceof HeraldError && (e.code === "disconnected" || e.code === "closed"))) this._emitError(e);
+    });
+    return true;
+  }
+
+  /**
    * Round trip to the server. Resolves with the time it took in milliseconds.
    * @returns {Promise<number>}
    */
@@ -468,6 +547,7 @@ export class HeraldClient {
   close() {
     if (this._closed) return;
     this._closed = true;
+    this._stopPolling();
     this._generation++;
     this._clearTimers();
     this._unlisten?.();
@@ -495,7 +575,8 @@ export class HeraldClient {
     const generation = ++this._generation;
     const stale = () => this._closed || generation !== this._generation;
     this._clearTimer("_reconnectTimer");
-    this._setState("connecting", { attempt: this._attempt });
+    // While polling, socket attempts run in the background: the state stays `polling`.
+    if (!this._poll) this._setState("connecting", { attempt: this._attempt });
     let token;
     try {
       token = this._o.getToken ? await this._o.getToken() : this._o.token;
@@ -557,6 +638,9 @@ export class HeraldClient {
   _onOpen(conn) {
     if (this._conn !== conn) return;
     this._clearTimer("_connectTimer");
+    this._handshakeFailures = 0;
+    // The socket works (again): it takes over from polling, resuming from the same point.
+    this._stopPolling();
     conn.phase = "syncing";
     this._setState("syncing");
     void this._sync(conn);
@@ -710,6 +794,8 @@ export class HeraldClient {
     if (frame.type === "error") {
       const code = typeof frame.code === "string" ? frame.code : "server_error";
       this._emitError(new HeraldError(code, String(frame.message ?? code), { frame }));
+    } else if (frame.type === "presence" && typeof frame.group === "string" && typeof frame.user === "string") {
+      this._emit("presence", frame);
     } else if (frame.type === "left" && typeof frame.group === "string") {
       // The server took the group away (e.g. the user's subscription was removed): forget it,
       // so the next reconnect does not try to re-join it.
@@ -758,6 +844,7 @@ export class HeraldClient {
     this._failPending(conn, "disconnected", `connection closed (${ev?.code ?? "?"}) before the reply`);
     if (this._closed) return;
     if (conn.phase === "opening") {
+      this._handshakeFailures += 1;
       const why = conn.lastError ? errText(conn.lastError) : `closed with ${ev?.code ?? "?"}`;
       this._emitError(new HeraldError("connect_failed", `WebSocket handshake failed: ${why}`, { cause: conn.lastError }));
     }
@@ -795,7 +882,8 @@ export class HeraldClient {
     if (this._closed) return;
     this._attempt += 1;
     const delayMs = backoffDelay(this._attempt, this._o.backoff);
-    this._setState("reconnecting", { ...detail, attempt: this._attempt, delayMs });
+    if (this._o.httpUrl && this._handshakeFailures >= this._o.pollAfterFailures) this._startPolling();
+    if (!this._poll) this._setState("reconnecting", { ...detail, attempt: this._attempt, delayMs });
     this._clearTimer("_reconnectTimer");
     this._reconnectTimer = setTimeout(() => {
       this._reconnectTimer = null;
@@ -808,6 +896,87 @@ export class HeraldClient {
     if (this._closed || !this._reconnectTimer) return;
     this._clearTimer("_reconnectTimer");
     void this._open();
+  }
+
+  // ---------------------------------------------------------------- polling fallback
+
+  /**
+   * The socket cannot be opened (several handshakes failed in a row): poll the HTTP API until it
+   * can. Socket attempts go on in the background (`_scheduleReconnect`).
+   * @private
+   */
+  _startPolling() {
+    if (this._poll || this._closed) return;
+    this._poll = { timer: null, running: false };
+    this._setState("polling", { attempt: this._attempt });
+    void this._pollNow();
+  }
+
+  /** @private */
+  _stopPolling() {
+    if (!this._poll) return;
+    if (this._poll.timer) clearTimeout(this._poll.timer);
+    this._poll = null;
+  }
+
+  /**
+   * One poll: `missed` from the resume point, page after page (`next`) while there is more;
+   * the resume point becomes the server's `cursor`, as after a `resume`.
+   * @private
+   */
+  async _pollNow() {
+    const poll = this._poll;
+    if (!poll || poll.running) return;
+    poll.running = true;
+    try {
+      const token = this._o.getToken ? await this._o.getToken() : this._o.token;
+      if (typeof token !== "string" || !token) throw new TypeError("getToken() returned no token");
+      if (this._poll !== poll) return;
+      await this._loadState(token);
+      const history = this._cursor == null;
+      const skip = history && !this._o.replayHistory;
+      let from = this._cursor;
+      for (let page = 0; page < 1000; page++) {
+        const query = `limit=${POLL_PAGE}${from == null ? "" : `&since=${encodeURIComponent(from)}`}`;
+        const base = /** @type {string} */ (this._o.httpUrl).replace(/\/+$/, "");
+        const res = await fetch(`${base}/notifications/missed?${query}`, { headers: { authorization: `Bearer ${token}` } });
+        if (this._poll !== poll) return; // the socket took over meanwhile: it resumes by itself
+        if (!res.ok) {
+          let detail = "";
+          try {
+            const body = await res.json();
+            detail = body?.error?.message ?? "";
+          } catch {
+            // not JSON
+          }
+          throw new HeraldError(res.status === 429 ? "rate_limited" : "poll_failed", `GET /notifications/missed answered ${res.status} ${detail}`.trim());
+        }
+        const body = await res.json();
+        for (const n of Array.isArray(body.items) ? body.items : []) {
+          this._deliverPolled(n, { history, skip });
+        }
+        if (typeof body.cursor === "string") this._cursor = laterCursor(this._cursor, body.cursor);
+        this._persist();
+        if (typeof body.next !== "string" || !body.next) break;
+        from = body.next;
+      }
+    } catch (e) {
+      if (this._poll === poll) this._emitError(e instanceof HeraldError ? e : new HeraldError("poll_failed", `polling failed: ${errText(e)}`, { cause: e }));
+    } finally {
+      poll.running = false;
+      if (this._poll === poll) poll.timer = setTimeout(() => void this._pollNow(), this._o.pollIntervalMs);
+    }
+  }
+
+  /** A notification from a poll: the same dedupe and events as a replayed one. @private */
+  _deliverPolled(n, { history, skip }) {
+    if (!n || typeof n.id !== "string" || !n.id) return;
+    const duplicate = this._seen.has(n.id);
+    this._seen.add(n.id);
+    if (duplicate || skip) return;
+    /** @type {import("./herald.js").NotificationMeta} */
+    const meta = { replayed: true, history, polled: true };
+    this._emit("notification", { type: "notification", ...n, replayed: true }, meta);
   }
 
   // ---------------------------------------------------------------- requests

@@ -404,7 +404,8 @@ async fn a_users_reminder_id_never_swallows_a_producers_notification() {
         Method::POST,
         "/reminders",
         &token(&squatter, &tenant, &[], &[]),
-        Some(json!({"id": id, "tenant": tenant, "to": {"user": squatter}, "event": "e", "deliverAt": later(2)})),
+        // Far enough ahead to still be in the future when a busy machine handles the request.
+        Some(json!({"id": id, "tenant": tenant, "to": {"user": squatter}, "event": "e", "deliverAt": later(6)})),
     )
     .await;
     assert_eq!(s, 201);

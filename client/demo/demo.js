@@ -191,8 +191,6 @@ async function createContext() {
     herald: /** @type {any} */ (null),
     /** Where the client starts when nothing is saved: the end of the history the inbox loaded. */
     startCursor: /** @type {string | null} */ (null),
-    /** True while the page polls the HTTP API because the WebSocket cannot come back. */
-    polling: false,
     /** Notification handlers by event: a handler that returns true has consumed it (no toast, no inbox). */
     handlers: /** @type {Map<string, Handler>} */ (new Map()),
     handle(/** @type {string} */ event, /** @type {Handler} */ fn) {
@@ -254,33 +252,31 @@ function identityPanel(/** @type {Ctx} */ ctx) {
 }
 
 /**
- * The badge: the client's states (connecting → syncing → ready, reconnecting), plus the page's own
- * "polling" while it falls back to GET /notifications/missed. And the drop button.
+ * The badge: the client's states (connecting → syncing → ready, reconnecting, and polling while
+ * the WebSocket cannot be opened and the client polls GET /notifications/missed). And the drop
+ * button.
  */
 function connectionPanel(/** @type {Ctx} */ ctx) {
   const badge = $("#badge");
   const detail = $("#badge-detail");
   let openedAt = 0;
-  let state = "idle";
   const show = (/** @type {string} */ s, /** @type {string} */ text = "") => {
     badge.dataset.state = s;
     badge.textContent = s;
     detail.textContent = text;
   };
   ctx.herald.on("state", (/** @type {import("../herald.js").StateChange} */ change) => {
-    state = change.state;
     if (change.state === "syncing" && change.previous === "connecting") openedAt = Date.now();
     let text = "";
     if (change.state === "reconnecting") {
       const why = change.code ? ` (closed ${change.code}${change.reason ? `: ${change.reason}` : ""})` : "";
       text = `attempt ${change.attempt}, next in ${((change.delayMs ?? 0) / 1000).toFixed(1)} s${why}`;
     } else if (change.state === "syncing") text = "re-joining groups, resuming";
-    if (!ctx.polling) show(change.state, text);
+    else if (change.state === "polling") text = "WebSocket down: GET /notifications/missed every 3 s";
+    show(change.state, text);
     ctx.log(`connection: ${change.state}${text ? ` — ${text}` : ""}`, { kind: "state", data: { state: change.state } });
     ctx.emit("state", change);
   });
-  ctx.on("polling", (/** @type {boolean} */ on) =>
-    on ? show("polling", "WebSocket down: GET /notifications/missed every 3 s") : show(state));
 
   const drop = $("#drop");
   drop.addEventListener("click", async () => {
@@ -667,42 +663,6 @@ function jobPanel(/** @type {Ctx} */ ctx) {
   });
 }
 
-/**
- * The fallback a page can add on top of the client: while the WebSocket cannot come back (a
- * proxy that blocks it, a long outage), poll GET /notifications/missed from the resume point. The
- * inbox drops by id whatever the client replays once it is back.
- */
-const POLL_EVERY_MS = 3000;
-function pollingFallback(/** @type {Ctx} */ ctx, /** @type {(n: any, meta: any) => void} */ deliver) {
-  /** @type {ReturnType<typeof setTimeout> | null} */
-  let timer = null;
-  let since = "";
-  const tick = async () => {
-    try {
-      const res = await ctx.api("GET", `/notifications/missed?limit=200${since ? `&since=${encodeURIComponent(since)}` : ""}`);
-      for (const n of res.items) deliver(n, { replayed: true, history: false, polled: true });
-      since = res.next || res.cursor || since;
-    } catch (e) {
-      ctx.log(`poll: ${describe(e)}`, { kind: "error" });
-    }
-    if (timer) timer = setTimeout(tick, POLL_EVERY_MS);
-  };
-  ctx.on("state", (/** @type {any} */ change) => {
-    if (change.state === "reconnecting" && change.attempt >= 2 && !timer) {
-      since = ctx.herald.cursor ?? ctx.startCursor ?? "";
-      ctx.polling = true;
-      ctx.emit("polling", true);
-      ctx.log("the WebSocket keeps failing: polling GET /notifications/missed", { kind: "state" });
-      timer = setTimeout(tick, 0);
-    } else if (change.state === "ready" && timer) {
-      clearTimeout(timer);
-      timer = null;
-      ctx.polling = false;
-      ctx.emit("polling", false);
-    }
-  });
-}
-
 // ------------------------------------------------------------------------------ start
 
 async function main() {
@@ -750,6 +710,9 @@ async function main() {
     initialCursor: ctx.startCursor || null,
     // The stack is local: come back quickly after a drop (defaults: 1 s doubling to 30 s).
     backoff: { initialMs: 500, maxMs: 5000 },
+    // Where the WebSocket cannot be opened, the client polls the HTTP API (state "polling").
+    httpUrl: ctx.endpoints.httpUrl,
+    pollIntervalMs: 3000,
   });
   ctx.herald.on("notification", deliver);
   ctx.herald.on("error", (/** @type {HeraldError} */ err) =>
@@ -758,7 +721,6 @@ async function main() {
   connectionPanel(ctx);
   groupsPanel(ctx);
   presencePanel(ctx);
-  pollingFallback(ctx, deliver);
   // For people poking at it from the devtools console.
   Object.assign(window, { herald: ctx.herald, demo: ctx });
 }

@@ -268,6 +268,52 @@ describe("without a server", () => {
     assert.ok((await client.ping()) >= 0, "the connection is usable");
   });
 
+  test("publish on a server without it rejects with unsupported; typing sends at most one frame per 300 ms", async (t) => {
+    // A scripted server that predates client publish: unknown_action, as Herald answers any
+    // action it does not know.
+    const sent = [];
+    class OldServer {
+      constructor() {
+        queueMicrotask(() => this.onopen?.({}));
+      }
+      send(text) {
+        const f = JSON.parse(text);
+        sent.push({ at: Date.now(), f });
+        const reply =
+          f.action === "resume"
+            ? { type: "resumed", cursor: "01M7HBNC000000000000000000", count: 0, more: false, ref: f.ref }
+            : f.action === "publish"
+              ? { type: "error", code: "unknown_action", message: 'unknown action "publish"', ref: f.ref }
+              : { type: "pong", ref: f.ref };
+        setTimeout(() => this.onmessage?.({ data: JSON.stringify(reply) }), 1);
+      }
+      close() {
+        setTimeout(() => this.onclose?.({ code: 1000, reason: "" }), 1);
+      }
+    }
+    const client = new HeraldClient({ url: "ws://old.invalid/prod", token: "t", WebSocketImpl: OldServer, storage: null });
+    t.after(() => client.close());
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    await until(() => client.state === "ready", "ready", 10_000);
+    await assert.rejects(client.publish("room:1", "chat.message", { body: "hi" }), (e) => e instanceof HeraldError && e.code === "unsupported");
+
+    // Twenty keystrokes 20 ms apart (400 ms of typing): frames at 0 ms and after 300 ms only.
+    const started = Date.now();
+    let calls = 0;
+    for (let i = 0; i < 20; i++) {
+      if (client.typing("room:1")) calls += 1;
+      await pause(20);
+    }
+    const typing = sent.filter((s) => s.f.action === "publish" && s.f.event === "typing");
+    assert.equal(calls, typing.length);
+    assert.ok(typing.length === 2, `${typing.length} typing frames for ${Date.now() - started} ms of typing`);
+    assert.ok(typing[1].at - typing[0].at >= 300, "at most one per 300 ms");
+    assert.ok(typing.every((s) => s.f.ephemeral === true && s.f.group === "room:1"));
+    await until(() => errors.length === 2, "the typing publishes' errors reported");
+    assert.ok(errors.every((e) => e.code === "unsupported"));
+  });
+
   test("options are checked", () => {
     assert.throws(() => new HeraldClient({ token: "x", WebSocketImpl: WebSocket }), TypeError);
     assert.throws(() => new HeraldClient({ url: "ws://127.0.0.1:1/x", WebSocketImpl: WebSocket }), TypeError);
@@ -366,6 +412,39 @@ describe(`against the local stack (target/${profile})`, () => {
     assert.equal(left.type, "left");
     assert.equal(left.group, "course:42");
     assert.deepEqual(client.groups, []);
+  });
+
+  test("members chat (logged, no copy for the sender, not even after a resume), type (ephemeral) and see presence", async (t) => {
+    const tenant = unique("t");
+    const room = `room:${unique("r")}`;
+    const alice = makeClient(t, { getToken: () => mintToken({ sub: "alice", tenant, groups: [room] }), groups: [room] });
+    await alice.ready();
+    const presence = [];
+    alice.client.on("presence", (p) => presence.push(p));
+    const bob = makeClient(t, { getToken: () => mintToken({ sub: "bob", tenant, groups: [room] }), groups: [room] });
+    await bob.ready();
+    await until(() => presence.some((p) => p.user === "bob" && p.state === "online"), "bob online");
+    assert.deepEqual(presence[0], { type: "presence", group: room, user: "bob", state: "online" });
+
+    const sent = await alice.client.publish(room, "chat.message", { body: "hi bob" });
+    assert.equal(sent.type, "published");
+    assert.equal(typeof sent.id, "string");
+    await until(() => bob.received(sent.id).length === 1, "bob gets the message");
+    const got = bob.received(sent.id)[0].n;
+    assert.deepEqual(got.from, { user: "alice" });
+    assert.equal(got.body, "hi bob");
+
+    assert.equal(bob.client.typing(room), true);
+    assert.equal(bob.client.typing(room), false, "debounced");
+    await until(() => alice.log.notifications.some((x) => x.n.event === "typing"), "alice sees bob typing");
+    const typing = alice.log.notifications.find((x) => x.n.event === "typing").n;
+    assert.equal(typing.ephemeral, true);
+    assert.deepEqual(typing.from, { user: "bob" });
+
+    // The message is in the room's log, so alice's resume reads it: she already has it.
+    await alice.client.resume();
+    assert.equal(alice.received(sent.id).length, 0, "the sender was shown her own message");
+    await assert.rejects(alice.client.publish("course:1", "chat.message"), (e) => e instanceof HeraldError && e.code === "forbidden");
   });
 
   test("a group the server takes away (unsubscribed) is forgotten and reported", async (t) => {
@@ -523,6 +602,45 @@ describe(`against the local stack (target/${profile})`, () => {
     assert.equal(received(first)[0].meta.replayed, true);
     await until(() => client.state === "ready", "ready again");
     assert.equal(received(second).length, 1, "N2 is not shown twice");
+  });
+
+  test("where the WebSocket upgrade is refused it polls missed, receives everything once, and goes back to the socket", async (t) => {
+    const tenant = unique("t");
+    const user = "u-poll";
+    const token = await mintToken({ sub: user, tenant });
+    // A proxy that blocks the upgrade: while `blocked`, every handshake goes to a loopback port
+    // nobody listens on, so it fails the way a refused upgrade does (the socket never opens).
+    let blocked = true;
+    class BlockingWebSocket extends WebSocket {
+      constructor(url, protocols) {
+        super(blocked ? "ws://127.0.0.1:9/" : url, protocols);
+      }
+    }
+    const { client, log, received } = makeClient(t, {
+      token,
+      WebSocketImpl: BlockingWebSocket,
+      httpUrl: stack.httpUrl,
+      pollAfterFailures: 2,
+      pollIntervalMs: 300,
+      backoff: { initialMs: 200, maxMs: 400 },
+    });
+    await until(() => client.state === "polling", "the client to fall back to polling");
+    // The first poll set the resume point (history from before it is not this test's).
+    await until(() => client.cursor !== null, "a resume point from the first poll");
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push(await publish(tenant, { to: { user }, event: "test.polled" }));
+    for (const id of ids) await until(() => received(id).length === 1, `${id} by polling`);
+    assert.ok(ids.every((id) => received(id)[0].meta.polled === true), "delivered by the poll");
+    assert.equal(client.state, "polling", "the socket stayed blocked");
+    // The proxy lets the upgrade through again: the background attempt opens the socket.
+    blocked = false;
+    await until(() => client.state === "ready", "the socket to take over");
+    const live = await publish(tenant, { to: { user }, event: "test.live-again" });
+    await until(() => received(live).length === 1, "a live notification over the socket");
+    assert.notEqual(received(live)[0].meta.polled, true);
+    for (const id of ids) assert.equal(received(id).length, 1, `${id} shown once across polling and resume`);
+    const states = log.states.map((s) => s.state);
+    assert.ok(states.indexOf("polling") < states.lastIndexOf("ready"), `states: ${states.join(" → ")}`);
   });
 
   test("an error frame rejects with the server's code; too big frames are refused locally", async (t) => {

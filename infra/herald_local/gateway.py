@@ -357,7 +357,7 @@ class Gateway:
             return
         event = conn.ctx.message_event(route.key, body, is_base64)
         try:
-            raw = await self._invoke(route.function, event)
+            raw = await self._invoke(route.function, event, source=conn.id)
         except FunctionError as exc:
             log.warning("route %s failed: %s", route.key, exc)
             await self._reply(conn, {"message": "Internal server error", "connectionId": conn.id,
@@ -380,8 +380,9 @@ class Gateway:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    async def _invoke(self, function: FunctionSpec, event: dict[str, Any]) -> bytes:
-        return await self._pools[function.key].invoke(json.dumps(event).encode())
+    async def _invoke(self, function: FunctionSpec, event: dict[str, Any],
+                      source: str | None = None) -> bytes:
+        return await self._pools[function.key].invoke(json.dumps(event).encode(), source)
 
     async def _invoke_quietly(self, function: FunctionSpec, event: dict[str, Any]) -> None:
         try:

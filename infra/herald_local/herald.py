@@ -31,6 +31,13 @@ ISSUER = "herald-local"
 AUDIENCE = "herald"
 ALGORITHMS = "ES256,HS256"
 DEV_TOKEN_TTL_S = 12 * 3600
+# Settings whose template default is "off", turned on locally so that `make dev` demonstrates
+# them without configuration: members may publish to `room:*` groups, whose members get
+# presence events of each other. `--env` still wins.
+LOCAL_DEFAULTS = {
+    "HERALD_PUBLISH_POLICY": "room=member",
+    "HERALD_PRESENCE_KINDS": "room",
+}
 
 
 @dataclass
@@ -101,7 +108,8 @@ class Herald:
         self.tokens.tenant_claim = next(
             (s.env["HERALD_JWT_TENANT_CLAIM"] for s in specs if s.env.get("HERALD_JWT_TENANT_CLAIM")),
             "tenant")
-        return {**self.tokens.function_env(), "HERALD_WS_ENDPOINT": management_endpoint}
+        return {**self.tokens.function_env(), "HERALD_WS_ENDPOINT": management_endpoint,
+                **LOCAL_DEFAULTS}
 
     def ready_info(self) -> dict[str, Any]:
         return {

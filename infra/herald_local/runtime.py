@@ -58,6 +58,7 @@ class Invocation:
     request_id: str
     payload: bytes
     future: asyncio.Future[bytes]
+    source: str | None = None   # who it is for (a WebSocket connection): see FairQueue
     fetched_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     doomed: bool = False   # a kill fault hit it: whatever the process answers, it dies first
@@ -171,6 +172,44 @@ def _parse_error(body: bytes, headers: Mapping[str, str]) -> tuple[str, str]:
     return error_type or "Unhandled", message
 
 
+class FairQueue:
+    """Queued invocations, taken round-robin across their sources (FIFO within one).
+
+    Lambda scales out per invocation, so on AWS one WebSocket connection's flood of frames does
+    not hold back another connection's frame. A pool here has at most MAX_INSTANCES; a plain
+    FIFO would queue every other caller behind the flood, which is this emulator's limit, not
+    the system's. Invocations without a source share one lane.
+    """
+
+    def __init__(self) -> None:
+        self._lanes: dict[str | None, collections.deque[Invocation]] = {}
+        self._order: collections.deque[str | None] = collections.deque()
+
+    def append(self, inv: Invocation) -> None:
+        lane = self._lanes.get(inv.source)
+        if lane is None:
+            lane = self._lanes[inv.source] = collections.deque()
+            self._order.append(inv.source)
+        lane.append(inv)
+
+    def popleft(self) -> Invocation:
+        source = self._order.popleft()
+        lane = self._lanes[source]
+        inv = lane.popleft()
+        if lane:
+            self._order.append(source)
+        else:
+            del self._lanes[source]
+        return inv
+
+    def __bool__(self) -> bool:
+        return bool(self._order)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for lane in self._lanes.values():
+            yield from lane
+
+
 class FunctionPool:
     """The instances of one function and the invocations queued for them."""
 
@@ -184,7 +223,7 @@ class FunctionPool:
         self.names = (spec.key, spec.logical_id, spec.name)
         self.lineage_hash = lineage_hash(spec.arn)
         self._instances: list[Instance] = []
-        self._pending: collections.deque[Invocation] = collections.deque()
+        self._pending = FairQueue()
         self._idle: collections.deque[Instance] = collections.deque()
         self._numbers = itertools.count(1)
         self._warm = True             # keep one instance even without work
@@ -207,13 +246,15 @@ class FunctionPool:
             return False
         return any(i.init_ms is not None for i in self._instances)
 
-    async def invoke(self, payload: bytes, *, lineage: int = 0) -> bytes:
-        """Run one invocation; returns the response payload or raises FunctionError. `lineage`:
-        how many invocations of this function the request chain went through before this one."""
+    async def invoke(self, payload: bytes, source: str | None = None, *, lineage: int = 0) -> bytes:
+        """Run one invocation; returns the response payload or raises FunctionError.
+        `source` (a connection id) keeps one caller's backlog from queueing the others;
+        `lineage`: how many invocations of this function the request chain went through before
+        this one."""
         if self._closing:
             raise FunctionError("Runtime.Shutdown", "the local stack is shutting down")
         inv = Invocation(str(uuid.uuid4()), payload, asyncio.get_running_loop().create_future(),
-                         lineage=lineage)
+                         source, lineage=lineage)
         while self._idle:
             inst = self._idle.popleft()
             if inst.idle:

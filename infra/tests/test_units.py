@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from herald_local.faults import Faults
 from herald_local.functions import FunctionSpec
 from herald_local.httpapi import HttpApi, HttpRoute
+from herald_local.runtime import FairQueue, Invocation
 from herald_local.scheduler import due_time
 from herald_local.herald import TokenIssuer
 from herald_local.wsapi import AuthorizerVerdict, Route, WebSocketApi, authorizer_context
@@ -229,3 +230,20 @@ def test_sigv4_refuses_everything_else() -> None:
     assert verdict(good, now=SIGNED_AT + dt.timedelta(minutes=6)) == "InvalidSignatureException"
     session = {**SIGNING_CREDS, "aws_session_token": "tok"}
     assert verdict(good, creds=session) == "UnrecognizedClientException"
+
+
+def test_fair_queue_takes_sources_round_robin() -> None:
+    """One connection's backlog does not queue another connection's invocation behind it."""
+    def inv(name: str, source: str | None) -> Invocation:
+        return Invocation(name, b"", None, source)  # type: ignore[arg-type]
+
+    q = FairQueue()
+    for i in range(3):
+        q.append(inv(f"flood{i}", "a"))
+    q.append(inv("calm", "b"))
+    q.append(inv("sqs", None))
+    assert [i.request_id for i in q] == ["flood0", "flood1", "flood2", "calm", "sqs"]
+    taken = []
+    while q:
+        taken.append(q.popleft().request_id)
+    assert taken == ["flood0", "calm", "sqs", "flood1", "flood2"]

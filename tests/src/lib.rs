@@ -70,6 +70,13 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     // Shorter than the stack's 10 s visibility timeout (as the template's 90 s is shorter than
     // the queue's 360 s), so a redelivery after a crash takes the claim over.
     ("HERALD_CLAIM_LEASE_SECONDS", "5"),
+    // Tests poll the HTTP API as one user many times a second (`eventually`): a request budget
+    // above that, low enough for the budget's own test to exceed it.
+    ("HERALD_HTTP_RATE", "50"),
+    ("HERALD_HTTP_BURST", "100"),
+    // Presence's grace period, shorter than the default 10 s so that offline events come quickly;
+    // a reconnect still takes well under it.
+    ("HERALD_PRESENCE_GRACE_SECONDS", "3"),
 ];
 
 pub fn repo_root() -> PathBuf {

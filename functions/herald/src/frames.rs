@@ -35,7 +35,43 @@ pub enum ClientFrame {
     Ping {
         reference: Option<Value>,
     },
+    /// Boxed: it is much bigger than the other frames.
+    Publish(Box<PublishFrame>),
 }
+
+/// `{"action":"publish","group":"room:7","event":"chat.message","title","body","data",
+/// "ephemeral":false,"echo":false,"id":"optional","ref":"p1"}`. Who may publish is not decided
+/// here (see `policy::PublishPolicy`); `from` is never read from the frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishFrame {
+    pub group: String,
+    /// The client's idempotency key (a retry after a reconnect sends it again), in the
+    /// publisher's own namespace.
+    pub id: Option<String>,
+    pub event: String,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub data: Option<Value>,
+    pub ephemeral: bool,
+    pub echo: bool,
+    /// A latest-value stream's key (see `notification::Content::collapse`).
+    pub collapse: Option<String>,
+    pub reference: Option<Value>,
+}
+
+const PUBLISH_FIELDS: &[&str] = &[
+    "action",
+    "group",
+    "id",
+    "event",
+    "title",
+    "body",
+    "data",
+    "ephemeral",
+    "echo",
+    "collapse",
+    "ref",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,6 +93,9 @@ pub struct ErrorFrame {
     pub message: String,
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<Value>,
+    /// With `rate_limited`: when the next frame fits the connection's budget.
+    #[serde(rename = "retryAfterMs", skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorFrame {
@@ -66,11 +105,38 @@ impl ErrorFrame {
             code,
             message: message.into(),
             reference,
+            retry_after_ms: None,
+        }
+    }
+
+    /// `{"type":"error","code":"rate_limited","retryAfterMs":N}`: the frame was not acted on.
+    pub fn rate_limited(retry_after_ms: u64, reference: Option<Value>) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(
+                ErrorCode::RateLimited,
+                format!("frame budget exceeded; send again in {retry_after_ms} ms"),
+                reference,
+            )
         }
     }
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl ClientFrame {
+    /// The client's `ref`, echoed in the answer.
+    pub fn reference(&self) -> Option<&Value> {
+        match self {
+            Self::Join { reference, .. }
+            | Self::Leave { reference, .. }
+            | Self::Resume { reference, .. }
+            | Self::Ack { reference, .. }
+            | Self::Ping { reference } => reference.as_ref(),
+            Self::Publish(p) => p.reference.as_ref(),
+        }
     }
 }
 
@@ -146,12 +212,69 @@ pub fn parse(body: &str) -> Result<ClientFrame, ErrorFrame> {
             Ok(ClientFrame::Ack { ids, reference })
         }
         "ping" => Ok(ClientFrame::Ping { reference }),
+        "publish" => publish(&obj, reference).map(|p| ClientFrame::Publish(Box::new(p))),
         other => Err(ErrorFrame::new(
             ErrorCode::UnknownAction,
             format!("unknown action {:?}", truncate(other, 32)),
             reference,
         )),
     }
+}
+
+fn publish(obj: &serde_json::Map<String, Value>, reference: Option<Value>) -> Result<PublishFrame, ErrorFrame> {
+    let err = |msg: String| ErrorFrame::new(ErrorCode::BadRequest, msg, reference.clone());
+    if let Some(k) = obj.keys().find(|k| !PUBLISH_FIELDS.contains(&k.as_str())) {
+        return Err(err(format!("{:?} is not a field of publish", truncate(k, 32))));
+    }
+    let text = |field: &str| match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(err(format!("{field} must be a string"))),
+    };
+    let flag = |field: &str| match obj.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(err(format!("{field} must be true or false"))),
+    };
+    let group = text("group")?.ok_or_else(|| err("group must be a string".into()))?;
+    let event = text("event")?.ok_or_else(|| err("event is required".into()))?;
+    if event.is_empty()
+        || event.len() > 64
+        || !event
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+    {
+        return Err(err("event must match [A-Za-z0-9._:-]{1,64}".into()));
+    }
+    let id = text("id")?;
+    if id.as_deref().is_some_and(|i| !crate::groups::valid_id(i, 64)) {
+        return Err(err("id must match [A-Za-z0-9._-]{1,64}".into()));
+    }
+    let title = text("title")?;
+    if title.as_ref().is_some_and(|t| t.chars().count() > 256) {
+        return Err(err("title is longer than 256 characters".into()));
+    }
+    let data = match obj.get("data") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => return Err(err("data must be an object".into())),
+    };
+    let collapse = text("collapse")?;
+    if collapse.as_deref().is_some_and(|k| !crate::notification::valid_collapse_key(k)) {
+        return Err(err("collapse must be 1..=128 bytes without control characters".into()));
+    }
+    Ok(PublishFrame {
+        collapse,
+        group,
+        id,
+        event,
+        title,
+        body: text("body")?,
+        data,
+        ephemeral: flag("ephemeral")?,
+        echo: flag("echo")?,
+        reference,
+    })
 }
 
 /// An array of `min..=100` notification ids (non-empty strings of at most 128 bytes).
@@ -243,6 +366,52 @@ mod tests {
         assert_eq!(parse(r#"{"action":"ack","ids":[1]}"#).unwrap_err().code, ErrorCode::BadRequest);
         assert_eq!(parse(r#"{"action":"ping","ref":{"a":1}}"#).unwrap_err().code, ErrorCode::BadRequest);
         assert_eq!(parse(&"x".repeat(MAX_CLIENT_FRAME + 1)).unwrap_err().code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn publish_frames_are_checked_field_by_field() {
+        let ClientFrame::Publish(p) =
+            parse(r#"{"action":"publish","group":"room:7","event":"chat.message","body":"hi","data":{"a":1},"ephemeral":true,"ref":"p1"}"#)
+                .unwrap()
+        else {
+            panic!("not a publish frame")
+        };
+        assert_eq!(
+            (p.group.as_str(), p.event.as_str(), p.ephemeral, p.echo),
+            ("room:7", "chat.message", true, false)
+        );
+        assert_eq!(p.reference, Some(json!("p1")));
+        for (bad, why) in [
+            (r#"{"action":"publish","group":"room:7"}"#, "event is required"),
+            (r#"{"action":"publish","group":"room:7","event":"a b"}"#, "event must match"),
+            (
+                r#"{"action":"publish","group":"room:7","event":"e","from":{"user":"x"}}"#,
+                "\"from\" is not a field",
+            ),
+            (
+                r#"{"action":"publish","group":"room:7","event":"e","echo":"yes"}"#,
+                "echo must be true or false",
+            ),
+            (
+                r#"{"action":"publish","group":"room:7","event":"e","data":[1]}"#,
+                "data must be an object",
+            ),
+            (r#"{"action":"publish","group":"room:7","event":"e","id":"a/b"}"#, "id must match"),
+            (r#"{"action":"publish","event":"e","ref":"r"}"#, "group must be a string"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn rate_limited_frames_say_when_to_send_again() {
+        let v: Value = serde_json::from_str(&ErrorFrame::rate_limited(50, Some(json!(7))).to_json()).unwrap();
+        assert_eq!(
+            (v["type"].clone(), v["code"].clone(), v["retryAfterMs"].clone(), v["ref"].clone()),
+            (json!("error"), json!("rate_limited"), json!(50), json!(7))
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub enum GroupError {
 #[error("tenant must match [A-Za-z0-9._-]{{1,64}}")]
 pub struct TenantError;
 
-fn valid_kind(kind: &str) -> bool {
+pub fn valid_kind(kind: &str) -> bool {
     let mut chars = kind.chars();
     matches!(chars.next(), Some('a'..='z')) && kind.len() <= 32 && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
 }

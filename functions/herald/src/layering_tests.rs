@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 /// Each top-level module's layer; a module may use modules of its own layer or below.
 const LAYERS: &[(&str, u8)] = &[
     ("auth", 0),
+    ("budget", 0),
     ("config", 0),
     ("cursor", 0),
     ("frames", 0),
@@ -20,8 +21,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("delivery", 1),
     ("queue", 1),
     ("store", 1),
+    ("broadcast", 2),
     ("gateway", 2),
+    ("limiter", 2),
     ("membership", 2),
+    ("presence", 2),
+    ("publish", 2),
     ("replay", 2),
     ("runtime", 2),
     ("schedule", 2),

@@ -2,6 +2,8 @@
 //! the logic lives here, one module per concept, so it can be tested without a Lambda runtime.
 
 pub mod auth;
+pub mod broadcast;
+pub mod budget;
 pub mod config;
 pub mod cursor;
 pub mod delivery;
@@ -10,10 +12,13 @@ pub mod gateway;
 pub mod groups;
 pub mod handlers;
 pub mod horizon;
+pub mod limiter;
 pub mod membership;
 pub mod metrics;
 pub mod notification;
 pub mod policy;
+pub mod presence;
+pub mod publish;
 pub mod queue;
 pub mod replay;
 pub mod runtime;

@@ -23,6 +23,7 @@ use crate::gateway::Caller;
 use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::policy::{Entitlement, RolePolicy, entitlement};
+use crate::presence::{Presence, PresenceError};
 use crate::store::{ConnectionRecord, Store, StoreError};
 
 /// May this principal receive `group`'s notifications? The policy decides without I/O; only
@@ -41,6 +42,7 @@ pub struct Joins {
     store: Store,
     limits: Limits,
     roles: RolePolicy,
+    presence: Presence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +51,18 @@ pub enum JoinError {
     Refused(ErrorFrame),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
 }
 
 impl Joins {
-    pub fn new(store: Store, limits: Limits, roles: RolePolicy) -> Self {
-        Self { store, limits, roles }
+    pub fn new(store: Store, limits: Limits, roles: RolePolicy, presence: Presence) -> Self {
+        Self {
+            store,
+            limits,
+            roles,
+            presence,
+        }
     }
 
     pub async fn join(&self, who: &Caller, name: &str, reference: Option<Value>) -> Result<String, JoinError> {
@@ -76,6 +85,10 @@ impl Joins {
             .connections
             .join(&record, &group, self.limits.membership_shards, self.limits.connection_ttl_seconds)
             .await?;
+        let p = &who.principal;
+        self.presence
+            .arrived(&p.tenant, &p.user, &who.connection_id, std::slice::from_ref(&group))
+            .await?;
         Metrics::new("ws-join").count("Joins", 1).flush();
         Ok(frames::reply("joined", group_field(&group), reference))
     }
@@ -90,10 +103,12 @@ impl Joins {
                 reference,
             )));
         }
-        self.store
-            .connections
-            .leave(&who.connection_id, &who.principal.tenant, &group)
-            .await?;
+        let p = &who.principal;
+        if self.store.connections.leave(&who.connection_id, &p.tenant, &group).await? {
+            self.presence
+                .departed(&p.tenant, &p.user, &who.connection_id, std::slice::from_ref(&group))
+                .await?;
+        }
         Ok(frames::reply("left", group_field(&group), reference))
     }
 }
@@ -109,16 +124,22 @@ pub struct Unsubscriber {
     store: Store,
     poster: Poster,
     roles: RolePolicy,
+    presence: Presence,
 }
 
 impl Unsubscriber {
-    pub fn new(store: Store, poster: Poster, roles: RolePolicy) -> Self {
-        Self { store, poster, roles }
+    pub fn new(store: Store, poster: Poster, roles: RolePolicy, presence: Presence) -> Self {
+        Self {
+            store,
+            poster,
+            roles,
+            presence,
+        }
     }
 
     /// Deletes the subscription and the memberships it entitled. Returns how many live
     /// connections left the group.
-    pub async fn unsubscribe(&self, tenant: &str, user: &str, group: &Group) -> Result<usize, StoreError> {
+    pub async fn unsubscribe(&self, tenant: &str, user: &str, group: &Group) -> Result<usize, PresenceError> {
         self.store.subscriptions.unsubscribe(tenant, user, group).await?;
         // Every connection is a member of its user's personal group (one shard): that is the
         // user's list of live connections.
@@ -144,6 +165,9 @@ impl Unsubscriber {
                 continue;
             }
             left += 1;
+            self.presence
+                .departed(tenant, user, &member.connection_id, std::slice::from_ref(group))
+                .await?;
             // Telling the client is best effort: the membership is gone either way, which is what
             // stops delivery. A client that misses the frame learns it on its next join.
             match self.poster.post(&member.connection_id, &frame).await {
@@ -154,7 +178,8 @@ impl Unsubscriber {
                 }
             }
         }
-        self.store.connections.close_all(&gone).await?;
+        let closed = self.store.connections.close_all(&gone).await?;
+        self.presence.closed(&closed).await?;
         tracing::info!(%tenant, %user, %group, left, "unsubscribed");
         Ok(left)
     }

@@ -61,6 +61,20 @@ pub struct Content {
     pub link: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data: Option<Value>,
+    /// A latest-value stream's key: of the notifications of one topic with the same key, the log
+    /// keeps, replays and delivers only the latest.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub collapse: Option<String>,
+    /// Who published it, on a client publish: taken from the publisher's token, never from the
+    /// frame. Producer notifications have none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<Sender>,
+}
+
+/// `"from":{"user":"u1"}` in a client-published frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub user: String,
 }
 
 /// A validated producer notification.
@@ -97,6 +111,9 @@ impl NotificationRequest {
         }
         if let Some(d) = &self.content.data {
             m.insert("data".into(), d.clone());
+        }
+        if let Some(k) = &self.content.collapse {
+            m.insert("collapse".into(), k.clone().into());
         }
         if let Some(at) = &self.deliver_at {
             m.insert("deliverAt".into(), format_time(at).into());
@@ -190,7 +207,16 @@ const NOTIFICATION_FIELDS: &[&str] = &[
     "data",
     "deliverAt",
     "ttlSeconds",
+    "collapse",
 ];
+
+/// Longest `collapse` key.
+pub const MAX_COLLAPSE_KEY: usize = 128;
+
+/// A `collapse` key: 1..=128 bytes without control characters.
+pub fn valid_collapse_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_COLLAPSE_KEY && !key.chars().any(char::is_control)
+}
 
 fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<NotificationRequest, Rejection> {
     reject_unknown(obj, NOTIFICATION_FIELDS)?;
@@ -244,6 +270,10 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
             Some(ttl)
         }
     };
+    let collapse = optional_str(obj, "collapse")?;
+    if collapse.as_deref().is_some_and(|k| !valid_collapse_key(k)) {
+        return Err(bad("collapse", "must be 1..=128 bytes without control characters"));
+    }
     let request = NotificationRequest {
         id,
         tenant,
@@ -254,6 +284,8 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
             body,
             link,
             data,
+            collapse,
+            from: None,
         },
         deliver_at,
         ttl_seconds,
@@ -449,6 +481,33 @@ impl LogEntry {
         // Serializing plain strings and a `Value` cannot fail.
         serde_json::to_string(&frame).unwrap_or_default()
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EphemeralFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    topic: &'a str,
+    #[serde(flatten)]
+    content: &'a Content,
+    created_at: &'a str,
+    ephemeral: bool,
+}
+
+/// The frame of an ephemeral client publish: a notification frame without a cursor (it is in
+/// no log, so it is no resume point) and with `"ephemeral":true`.
+pub fn ephemeral_frame(id: &str, topic: &str, content: &Content, created_at: &str) -> String {
+    let frame = EphemeralFrame {
+        kind: "notification",
+        id,
+        topic,
+        content,
+        created_at,
+        ephemeral: true,
+    };
+    serde_json::to_string(&frame).unwrap_or_default()
 }
 
 pub fn format_time(t: &DateTime<Utc>) -> String {

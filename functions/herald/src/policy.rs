@@ -1,5 +1,7 @@
-//! Who may join which group. The client's word is never enough: a join is allowed only by the
-//! token's `groups` claim, a durable subscription, or the role policy.
+//! Who may join which group, and who may publish to it. The client's word is never enough: a
+//! join is allowed only by the token's `groups` claim, a durable subscription, or the role
+//! policy; a publish only to a group the connection is a member of, when the group kind's publish
+//! policy allows it.
 
 use crate::auth::Principal;
 use crate::config::{ConfigError, Source, optional};
@@ -45,6 +47,122 @@ impl RolePolicy {
         self.rules
             .iter()
             .any(|(role, kinds)| principal.has_role(role) && kinds.iter().any(|k| k == "*" || k == kind))
+    }
+}
+
+/// `HERALD_PUBLISH_POLICY`, e.g. `room=member;course=instructor,admin;announcement=admin`:
+/// group kind → who among its members may publish to it from a connection: `member` (anyone
+/// who is a member) or role names. A kind not listed is closed (the default: nobody), and so are
+/// `user`, `tenant` and `all` unless listed by those names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishPolicy {
+    rules: Vec<(String, Vec<String>)>,
+}
+
+/// Who may publish, per rule: every member.
+pub const ANY_MEMBER: &str = "member";
+
+impl PublishPolicy {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        match optional(src, "HERALD_PUBLISH_POLICY") {
+            None => Ok(Self::default()),
+            Some(spec) => Self::parse(&spec).map_err(|reason| ConfigError::Invalid {
+                name: "HERALD_PUBLISH_POLICY",
+                reason,
+            }),
+        }
+    }
+
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for rule in spec.split(';').map(str::trim).filter(|r| !r.is_empty()) {
+            let (kind, who) = rule
+                .split_once('=')
+                .ok_or_else(|| format!("rule {rule:?} must be kind=member or kind=role,role"))?;
+            let kind = kind.trim();
+            let who: Vec<String> = who.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+            if who.is_empty() {
+                return Err(format!("rule {rule:?} names nobody"));
+            }
+            if !crate::groups::valid_kind(kind) {
+                return Err(format!("rule {rule:?}: {kind:?} is not a group kind"));
+            }
+            rules.push((kind.to_owned(), who));
+        }
+        Ok(Self { rules })
+    }
+
+    /// May `principal`, a member of `group`, publish to it? Membership is the caller's to check.
+    pub fn allows(&self, principal: &Principal, group: &Group) -> bool {
+        let kind = match group {
+            Group::User(_) => "user",
+            Group::Tenant => "tenant",
+            Group::All => "all",
+            Group::Named { kind, .. } => kind.as_str(),
+        };
+        self.rules
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .flat_map(|(_, who)| who)
+            .any(|w| w == ANY_MEMBER || principal.has_role(w))
+    }
+
+    /// The kinds with a rule, for the start-up log.
+    pub fn kinds(&self) -> Vec<&str> {
+        self.rules.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// Presence events: `HERALD_PRESENCE_KINDS` (e.g. `room,chat`: the named group kinds whose
+/// members are told when a user comes online or goes offline; default none),
+/// `HERALD_PRESENCE_GRACE_SECONDS` (default 10: a user back within it produces no offline/online
+/// pair), `HERALD_PRESENCE_MAX_MEMBERS` (default 100: bigger groups send none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresencePolicy {
+    kinds: Vec<String>,
+    pub grace_seconds: u64,
+    pub max_members: usize,
+}
+
+impl Default for PresencePolicy {
+    fn default() -> Self {
+        Self {
+            kinds: Vec::new(),
+            grace_seconds: 10,
+            max_members: 100,
+        }
+    }
+}
+
+impl PresencePolicy {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let kinds: Vec<String> = optional(src, "HERALD_PRESENCE_KINDS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if let Some(bad) = kinds.iter().find(|k| !crate::groups::valid_kind(k) || *k == "user" || *k == "all") {
+            return Err(ConfigError::Invalid {
+                name: "HERALD_PRESENCE_KINDS",
+                reason: format!("{bad:?} is not a named group kind"),
+            });
+        }
+        Ok(Self {
+            kinds,
+            grace_seconds: crate::config::bounded(src, "HERALD_PRESENCE_GRACE_SECONDS", d.grace_seconds, 0, 900)?,
+            max_members: crate::config::bounded(src, "HERALD_PRESENCE_MAX_MEMBERS", d.max_members, 1, 1000)?,
+        })
+    }
+
+    /// Whether `group` sends presence events (named groups of the configured kinds only).
+    pub fn applies(&self, group: &Group) -> bool {
+        matches!(group, Group::Named { kind, .. } if self.kinds.iter().any(|k| k == kind))
+    }
+
+    pub fn kinds(&self) -> &[String] {
+        &self.kinds
     }
 }
 
@@ -110,6 +228,42 @@ mod tests {
         assert_eq!(entitlement(&who(&["instructor"], &[]), &course, &p), Entitlement::Token);
         assert_eq!(entitlement(&who(&["instructor"], &[]), &order, &p), Entitlement::NeedsSubscription);
         assert_eq!(entitlement(&who(&["admin"], &[]), &order, &p), Entitlement::Token);
+    }
+
+    #[test]
+    fn publishing_is_closed_unless_a_kind_allows_it() {
+        let p = PublishPolicy::parse("room=member; course=instructor,admin; tenant=admin").unwrap();
+        let room = Group::parse("room:7").unwrap();
+        let course = Group::parse("course:42").unwrap();
+        let order = Group::parse("order:1").unwrap();
+        assert!(p.allows(&who(&[], &[]), &room));
+        assert!(!p.allows(&who(&[], &[]), &course));
+        assert!(p.allows(&who(&["instructor"], &[]), &course));
+        assert!(!p.allows(&who(&["admin"], &[]), &order), "no rule: nobody");
+        assert!(p.allows(&who(&["admin"], &[]), &Group::Tenant));
+        assert!(!p.allows(&who(&[], &[]), &Group::Tenant));
+        assert!(!p.allows(&who(&["admin"], &[]), &Group::user("u1")));
+        assert!(!PublishPolicy::default().allows(&who(&["admin"], &[]), &room));
+        assert!(PublishPolicy::parse("room").is_err());
+        assert!(PublishPolicy::parse("room=").is_err());
+        assert!(PublishPolicy::parse("Room!=member").is_err());
+    }
+
+    #[test]
+    fn presence_is_for_the_configured_named_kinds() {
+        let src = |name: &str| match name {
+            "HERALD_PRESENCE_KINDS" => Some("room, chat".to_owned()),
+            "HERALD_PRESENCE_GRACE_SECONDS" => Some("3".to_owned()),
+            _ => None,
+        };
+        let p = PresencePolicy::from_source(&src).unwrap();
+        assert!(p.applies(&Group::parse("room:7").unwrap()));
+        assert!(!p.applies(&Group::parse("course:7").unwrap()));
+        assert!(!p.applies(&Group::Tenant));
+        assert_eq!((p.grace_seconds, p.max_members), (3, 100));
+        assert!(!PresencePolicy::default().applies(&Group::parse("room:7").unwrap()));
+        let bad = |name: &str| (name == "HERALD_PRESENCE_KINDS").then(|| "user".to_owned());
+        assert!(PresencePolicy::from_source(&bad).is_err());
     }
 
     #[test]

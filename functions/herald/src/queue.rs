@@ -10,17 +10,21 @@
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::BatchItemFailure;
 use aws_sdk_sqs::error::{BuildError, DisplayErrorContext, SdkError};
+use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
 use aws_sdk_sqs::operation::send_message::SendMessageError;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::config::Queues;
-use crate::delivery::{FanoutJob, RetryJob, retry_delay_seconds};
+use crate::delivery::{FanoutJob, PresenceCheck, RetryJob, retry_delay_seconds};
 
 /// The message attribute of a deferred copy: the `deliverAt` it was deferred for.
 pub const DEFERRED_FOR: &str = "deferredFor";
 
 /// SQS's largest delay: longer waits go through EventBridge Scheduler.
 pub const MAX_DELAY_SECONDS: i64 = 900;
+
+/// SQS's longest visibility timeout.
+const MAX_VISIBILITY_SECONDS: u64 = 43_200;
 
 /// Connection ids per retry message: far below SQS's 256 KB even with a 32 KB frame.
 const RETRY_CHUNK: usize = 500;
@@ -35,6 +39,12 @@ pub enum QueueError {
         queue: &'static str,
         #[source]
         source: Box<SdkError<SendMessageError>>,
+    },
+    #[error("postponing a message of the {queue} queue failed: {}", DisplayErrorContext(.source.as_ref()))]
+    Postpone {
+        queue: &'static str,
+        #[source]
+        source: Box<SdkError<ChangeMessageVisibilityError>>,
     },
     #[error("message attribute {name} is invalid: {source}")]
     Attribute {
@@ -98,6 +108,40 @@ impl Queue {
             source,
         })?;
         self.send("fanout", &self.urls.fanout, body, 0, Vec::new()).await
+    }
+
+    /// Makes a received message (from the dispatch or the fan-out queue, by the record's
+    /// `eventSourceARN`) visible again only after `seconds` (SQS's ChangeMessageVisibility, at
+    /// most 12 hours), for a retry that cannot succeed before then.
+    pub async fn retry_later(&self, event_source_arn: &str, receipt_handle: &str, seconds: u64) -> Result<(), QueueError> {
+        let (queue, url) = if self.is_fanout_source(event_source_arn) {
+            ("fanout", &self.urls.fanout)
+        } else {
+            ("dispatch", &self.urls.dispatch)
+        };
+        self.sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds.min(MAX_VISIBILITY_SECONDS) as i32)
+            .send()
+            .await
+            .map_err(|e| QueueError::Postpone {
+                queue,
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+
+    /// A presence check, after the grace period, on the same internal queue as fan-out jobs
+    /// (which producers cannot send to).
+    pub async fn presence_check(&self, check: &PresenceCheck, delay_seconds: u64) -> Result<(), QueueError> {
+        let body = serde_json::to_string(check).map_err(|source| QueueError::Encode {
+            what: "presence check",
+            source,
+        })?;
+        let delay = delay_seconds.min(MAX_DELAY_SECONDS as u64) as i32;
+        self.send("fanout", &self.urls.fanout, body, delay, Vec::new()).await
     }
 
     /// Whether an SQS record came from the fan-out queue (by its `eventSourceARN`).

@@ -19,8 +19,32 @@ pub struct ReplayPage {
     pub more: bool,
 }
 
-/// Merges one page per topic, emitting at most `limit` entries.
+/// Merges one page per topic, emitting at most `limit` entries; of several entries of one
+/// `collapse` key of one topic, only the latest (see [`latest_only`]).
 pub fn merge_pages(since: Cursor, pages: Vec<LogPage>, limit: usize) -> ReplayPage {
+    let mut page = merge_all(since, pages, limit);
+    page.entries = latest_only(std::mem::take(&mut page.entries));
+    page
+}
+
+/// Drops every entry that a later entry of the same topic and `collapse` key supersedes. The
+/// log keeps one entry per key, but a reader can catch the moment between the newer write and
+/// the older entry's removal. The last entry is always kept, so a page's cursor never changes.
+pub fn latest_only(entries: Vec<LogEntry>) -> Vec<LogEntry> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<LogEntry> = entries
+        .into_iter()
+        .rev()
+        .filter(|e| match &e.content.collapse {
+            Some(key) => seen.insert((e.topic.clone(), key.clone())),
+            None => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+fn merge_all(since: Cursor, pages: Vec<LogPage>, limit: usize) -> ReplayPage {
     let bound = pages.iter().filter(|p| p.more).map(|p| p.last_read.unwrap_or(since)).min();
     let mut all: Vec<LogEntry> = pages.into_iter().flat_map(|p| p.entries).collect();
     all.sort_by_key(|e| e.cursor);
@@ -86,6 +110,29 @@ mod tests {
             },
             created_at: String::new(),
         }
+    }
+
+    #[test]
+    fn only_the_latest_of_a_collapse_key_is_replayed() {
+        let keyed = |topic: &str, millis: u64, key: &str| {
+            let mut e = entry(topic, millis);
+            e.content.collapse = Some(key.into());
+            e
+        };
+        let page = LogPage {
+            entries: vec![
+                keyed("job:1", 1, "progress"),
+                entry("job:1", 2),
+                keyed("job:1", 3, "progress"),
+                keyed("job:2", 4, "progress"),
+            ],
+            more: false,
+            last_read: Some(Cursor::from_parts(4, 0)),
+        };
+        let merged = merge_pages(Cursor::MIN, vec![page], 10);
+        let ids: Vec<&str> = merged.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, vec!["job:1-2", "job:1-3", "job:2-4"]);
+        assert_eq!(merged.cursor, Cursor::from_parts(4, 0));
     }
 
     fn page(topic: &str, at: &[u64], more: bool) -> LogPage {

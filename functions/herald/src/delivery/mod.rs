@@ -81,6 +81,19 @@ pub struct RetryJob {
     pub connections: Vec<String>,
     /// 1 for the first retry.
     pub attempt: u32,
+    /// Set for an entry of a latest-value stream: the retry is dropped once a later entry of
+    /// the key exists (it was pushed, or will be, in its place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<CollapseRef>,
+}
+
+/// Which latest-value stream entry a frame is: topic, key and the entry's cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollapseRef {
+    pub topic: String,
+    pub key: String,
+    pub cursor: String,
 }
 
 /// Exponential backoff with jitter for attempt `n` (1-based), within SQS's 15-minute delay cap:
@@ -106,6 +119,12 @@ pub struct FanoutJob {
     pub frame: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<String>,
+    /// A connection the frame is not posted to (a publisher that did not ask for `echo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<String>,
+    /// An ephemeral frame (client publish, not logged): failed posts are not retried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 impl FanoutJob {
@@ -118,6 +137,26 @@ impl FanoutJob {
             Some(first) => format!("{}#post#{}#{}", self.id, self.shard, first),
         }
     }
+}
+
+/// A presence check on the internal queue, delayed by the grace period: "`user` left `group`
+/// at `left_at`; if they are still away, announce them offline".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PresenceCheck {
+    pub tenant: String,
+    pub group: String,
+    pub user: String,
+    pub left_at: u64,
+}
+
+/// What Herald sends itself on its internal queue (never producer input: only Herald's roles
+/// may send there).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum InternalMessage {
+    Presence(PresenceCheck),
+    Job(FanoutJob),
 }
 
 #[cfg(test)]
@@ -134,6 +173,38 @@ mod tests {
     }
 
     #[test]
+    fn internal_messages_are_told_apart() {
+        let check = PresenceCheck {
+            tenant: "t".into(),
+            group: "room:7".into(),
+            user: "u1".into(),
+            left_at: 5,
+        };
+        let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&check).unwrap()).unwrap();
+        assert_eq!(v, InternalMessage::Presence(check));
+        let job = FanoutJob {
+            tenant: "t".into(),
+            id: "n".into(),
+            group_key: "t#room:7".into(),
+            shard: 1,
+            after: None,
+            frame: "{}".into(),
+            connections: Vec::new(),
+            exclude: None,
+            ephemeral: false,
+        };
+        let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
+        assert_eq!(v, InternalMessage::Job(job.clone()));
+        // A post job (a walk's page) too.
+        let post = FanoutJob {
+            connections: vec!["c1".into(), "c2".into()],
+            ..job
+        };
+        let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&post).unwrap()).unwrap();
+        assert_eq!(v, InternalMessage::Job(post));
+    }
+
+    #[test]
     fn jobs_round_trip() {
         let job = RetryJob {
             tenant: "t".into(),
@@ -141,6 +212,7 @@ mod tests {
             frame: "{}".into(),
             connections: vec!["a".into()],
             attempt: 2,
+            collapse: None,
         };
         let again: RetryJob = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
         assert_eq!(job, again);

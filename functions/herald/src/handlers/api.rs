@@ -7,18 +7,23 @@ use std::collections::HashSet;
 use aws_config::SdkConfig;
 use chrono::Utc;
 use lambda_http::http::{Method, StatusCode};
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
 use crate::auth::{AuthError, JwtConfig, Principal, Role, Verifier};
+use crate::budget::Budget;
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
 use crate::cursor::{Cursor, now_millis};
 use crate::delivery::Poster;
 use crate::groups::{Group, valid_id};
 use crate::horizon::Horizon;
+use crate::limiter::Limiter;
 use crate::membership::{PresenceToken, Unsubscriber, entitled, presence_page};
+use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
-use crate::policy::RolePolicy;
+use crate::policy::{PresencePolicy, RolePolicy};
+use crate::presence::{Presence, PresenceError};
 use crate::queue::{Queue, QueueError};
 use crate::replay::read_merged;
 use crate::runtime::{HttpHandler, InitError};
@@ -40,6 +45,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After`, on a 429 of the caller's request budget.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -48,6 +55,18 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// The caller spent its request budget: 429 with `Retry-After` (whole seconds, at least 1).
+    fn over_budget(retry_after_ms: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_ms.div_ceil(1000).max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("request budget exceeded; try again in {retry_after_ms} ms"),
+            )
         }
     }
     fn bad_request(m: impl Into<String>) -> Self {
@@ -94,6 +113,15 @@ impl From<QueueError> for ApiError {
     }
 }
 
+impl From<PresenceError> for ApiError {
+    fn from(e: PresenceError) -> Self {
+        match e {
+            PresenceError::Store(s) => s.into(),
+            PresenceError::Queue(q) => q.into(),
+        }
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
@@ -110,6 +138,7 @@ pub struct Api {
     limits: Limits,
     roles: RolePolicy,
     unsubscriber: Unsubscriber,
+    limiter: Limiter,
 }
 
 impl HttpHandler for Api {
@@ -124,8 +153,17 @@ impl HttpHandler for Api {
         let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
         let roles = RolePolicy::from_source(&Env)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
+        let presence = Presence::new(
+            Self::NAME,
+            store.clone(),
+            queue.clone(),
+            poster.clone(),
+            PresencePolicy::from_source(&Env)?,
+            &limits,
+        );
         Ok(Self {
-            unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone()),
+            unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
+            limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
             verifier,
             store,
             queue,
@@ -137,11 +175,18 @@ impl HttpHandler for Api {
 
     /// Routes a request; never fails: every error becomes a JSON error response.
     async fn handle(&self, req: Request) -> Response<Body> {
+        let mut retry_after = None;
         let (status, body) = match self.route(&req).await {
             Ok(ok) => ok,
-            Err(e) => (e.status, Some(json!({"error": {"code": e.code, "message": e.message}}))),
+            Err(e) => {
+                retry_after = e.retry_after;
+                (e.status, Some(json!({"error": {"code": e.code, "message": e.message}})))
+            }
         };
         let mut builder = Response::builder().status(status);
+        if let Some(seconds) = retry_after {
+            builder = builder.header("retry-after", seconds.to_string());
+        }
         let body = match body {
             Some(v) => {
                 builder = builder.header("content-type", "application/json");
@@ -167,6 +212,19 @@ impl Api {
         let method = req.method().clone();
         // Authenticate before routing so an unauthenticated caller learns nothing about routes.
         let principal = self.authenticate(req).await?;
+        // Per caller, not per connection: one user's script cannot starve the others.
+        let received = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.time_epoch,
+            _ => 0,
+        };
+        if let Some(ms) = self
+            .limiter
+            .check(&Limiter::caller_key(&principal.tenant, &principal.user), received)
+            .await?
+        {
+            Metrics::new("api").count("RateLimited", 1).flush();
+            return Err(ApiError::over_budget(ms));
+        }
         match (method, segs.as_slice()) {
             (Method::GET, ["notifications", "missed"]) => self.missed(&principal, req).await,
             (Method::POST, ["notifications", "read"]) => self.read(&principal, req).await,

@@ -9,7 +9,10 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues, ws_endpoint};
 use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
+use crate::groups::Group;
 use crate::metrics::Metrics;
+use crate::policy::PresencePolicy;
+use crate::presence::{Presence, PresenceError};
 use crate::queue::{Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, StoreError};
@@ -21,6 +24,8 @@ pub enum RetryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
 }
 
 pub struct Retry {
@@ -28,6 +33,7 @@ pub struct Retry {
     queue: Queue,
     poster: Poster,
     limits: Limits,
+    presence: Presence,
 }
 
 /// One retry round's result.
@@ -39,11 +45,15 @@ pub enum RetryOutcome {
     Abandoned { delivered: usize, abandoned: usize },
     /// Not a retry job: dropped with an error log (it can never succeed).
     Malformed,
+    /// A latest-value stream's entry with a later one logged: the later one is what counts, so
+    /// this one is not posted again.
+    Superseded,
 }
 
 impl Retry {
-    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits) -> Self {
+    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits, presence: PresencePolicy) -> Self {
         Self {
+            presence: Presence::new("retry", store.clone(), queue.clone(), poster.clone(), presence, &limits),
             store,
             queue,
             poster,
@@ -57,8 +67,17 @@ impl Retry {
             Metrics::new("retry").count("Malformed", 1).flush();
             return Ok(RetryOutcome::Malformed);
         };
+        if let Some(c) = &job.collapse
+            && let Ok(topic) = Group::parse(&c.topic)
+            && let Some(latest) = self.store.log.latest(&job.tenant, &topic, &c.key).await?
+            && latest.to_string() > c.cursor
+        {
+            Metrics::new("retry").count("Superseded", 1).flush();
+            return Ok(RetryOutcome::Superseded);
+        }
         let report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
-        self.store.connections.close_all(&report.gone).await?;
+        let closed = self.store.connections.close_all(&report.gone).await?;
+        self.presence.closed(&closed).await?;
         let mut m = Metrics::new("retry");
         m.count("Delivered", report.delivered).count("Gone", report.gone.len());
         let outcome = if report.retry.is_empty() {
@@ -104,7 +123,13 @@ impl Handler for Retry {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
-        Ok(Self::new(store, queue, poster, Limits::from_source(&Env)?))
+        Ok(Self::new(
+            store,
+            queue,
+            poster,
+            Limits::from_source(&Env)?,
+            PresencePolicy::from_source(&Env)?,
+        ))
     }
 
     async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, BoxError> {

@@ -1,5 +1,5 @@
 //! `$connect`: store the connection and its automatic memberships (`user:{sub}`, `tenant`, `all`
-//! and the user's durable subscriptions), then accept. Answers `herald.v1` when the browser
+//! and the user's durable subscriptions; presence events for them), then accept. Answers `herald.v1` when the browser
 //! offered it (the token came as a subprotocol).
 
 use aws_config::SdkConfig;
@@ -8,21 +8,26 @@ use aws_lambda_events::http::HeaderValue;
 
 use crate::BoxError;
 use crate::auth::SUBPROTOCOL;
-use crate::config::{Env, Limits};
+use crate::config::{Env, Limits, Queues, ws_endpoint};
+use crate::delivery::Poster;
 use crate::gateway::{caller, status};
 use crate::groups::Group;
 use crate::metrics::Metrics;
+use crate::policy::PresencePolicy;
+use crate::presence::Presence;
+use crate::queue::Queue;
 use crate::runtime::{Handler, InitError};
 use crate::store::{ConnectionRecord, Store};
 
 pub struct WsConnect {
     store: Store,
     limits: Limits,
+    presence: Presence,
 }
 
 impl WsConnect {
-    pub fn new(store: Store, limits: Limits) -> Self {
-        Self { store, limits }
+    pub fn new(store: Store, limits: Limits, presence: Presence) -> Self {
+        Self { store, limits, presence }
     }
 
     pub async fn connect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
@@ -42,6 +47,9 @@ impl WsConnect {
             .connections
             .open(&record, &groups, self.limits.membership_shards, self.limits.connection_ttl_seconds)
             .await?;
+        // The auto-joins count as joins for presence (a subscribed `room:7`, say). This
+        // connection is not told: it cannot be posted to before the handshake completes.
+        self.presence.arrived(&p.tenant, &p.user, &record.id, &groups).await?;
         tracing::info!(connection = %record.id, user = %p.user, tenant = %p.tenant, groups = groups.len(), "connected");
         Metrics::new("ws-connect").count("ConnectionsOpened", 1).flush();
 
@@ -65,7 +73,16 @@ impl Handler for WsConnect {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
-        Ok(Self::new(store, Limits::from_source(&Env)?))
+        let limits = Limits::from_source(&Env)?;
+        let presence = Presence::new(
+            Self::NAME,
+            store.clone(),
+            Queue::new(&sdk, Queues::from_source(&Env)?),
+            Poster::new(&sdk, &ws_endpoint(&Env)?)?,
+            PresencePolicy::from_source(&Env)?,
+            &limits,
+        );
+        Ok(Self::new(store, limits, presence))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

@@ -5,18 +5,24 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use crate::BoxError;
+use crate::config::{Env, Limits, Queues, ws_endpoint};
+use crate::delivery::Poster;
 use crate::gateway::status;
 use crate::metrics::Metrics;
+use crate::policy::PresencePolicy;
+use crate::presence::Presence;
+use crate::queue::Queue;
 use crate::runtime::{Handler, InitError};
 use crate::store::Store;
 
 pub struct WsDisconnect {
     store: Store,
+    presence: Presence,
 }
 
 impl WsDisconnect {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, presence: Presence) -> Self {
+        Self { store, presence }
     }
 
     pub async fn disconnect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
@@ -24,7 +30,10 @@ impl WsDisconnect {
         let Some(id) = req.request_context.connection_id.as_deref().filter(|c| !c.is_empty()) else {
             return Ok(status(200));
         };
-        let removed = self.store.connections.close(id).await?;
+        let closed = self.store.connections.close(id).await?;
+        let removed = closed.groups.len();
+        // The user's last connection leaving a presence group: offline after the grace period.
+        self.presence.closed(&[closed]).await?;
         tracing::info!(connection = %id, memberships = removed, code = ?req.request_context.disconnect_status_code, "disconnected");
         Metrics::new("ws-disconnect").count("ConnectionsClosed", 1).flush();
         Ok(status(200))
@@ -37,7 +46,16 @@ impl Handler for WsDisconnect {
     const NAME: &'static str = "ws-disconnect";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        Ok(Self::new(Store::from_env(&sdk)?))
+        let store = Store::from_env(&sdk)?;
+        let presence = Presence::new(
+            Self::NAME,
+            store.clone(),
+            Queue::new(&sdk, Queues::from_source(&Env)?),
+            Poster::new(&sdk, &ws_endpoint(&Env)?)?,
+            PresencePolicy::from_source(&Env)?,
+            &Limits::from_source(&Env)?,
+        );
+        Ok(Self::new(store, presence))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

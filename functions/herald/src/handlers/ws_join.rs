@@ -6,29 +6,48 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use crate::BoxError;
-use crate::config::{Env, Limits};
+use crate::budget::Budget;
+use crate::config::{Env, Limits, Queues, ws_endpoint};
+use crate::delivery::Poster;
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::gateway::{answer, caller};
+use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
-use crate::policy::RolePolicy;
+use crate::policy::{PresencePolicy, RolePolicy};
+use crate::presence::Presence;
+use crate::queue::Queue;
 use crate::runtime::{Handler, InitError};
 use crate::store::Store;
 
 pub struct WsJoin {
     joins: Joins,
+    limiter: Limiter,
 }
 
 impl WsJoin {
-    pub fn new(store: Store, limits: Limits, roles: RolePolicy) -> Self {
+    pub fn new(store: Store, limits: Limits, roles: RolePolicy, frames: Option<Budget>, presence: Presence) -> Self {
         Self {
-            joins: Joins::new(store, limits, roles),
+            limiter: Limiter::new(store.clone(), frames),
+            joins: Joins::new(store, limits, roles, presence),
         }
     }
 
     /// Handles a frame routed to `join`/`leave`; other actions get the DESIGN error.
     pub async fn route(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
-        let result = match frames::parse(req.body.as_deref().unwrap_or_default()) {
+        let parsed = frames::parse(req.body.as_deref().unwrap_or_default());
+        let reference = match &parsed {
+            Ok(f) => f.reference().cloned(),
+            Err(e) => e.reference.clone(),
+        };
+        if let Some(refused) = self
+            .limiter
+            .admit_frame(Self::NAME, &who.connection_id, req.request_context.request_time_epoch, reference)
+            .await?
+        {
+            return Ok(answer(Some(refused.to_json())));
+        }
+        let result = match parsed {
             Ok(ClientFrame::Join { group, reference }) => self.joins.join(&who, &group, reference).await,
             Ok(ClientFrame::Leave { group, reference }) => self.joins.leave(&who, &group, reference).await,
             Ok(_) => Err(JoinError::Refused(ErrorFrame::new(
@@ -42,6 +61,7 @@ impl WsJoin {
             Ok(body) => Ok(answer(Some(body))),
             Err(JoinError::Refused(frame)) => Ok(answer(Some(frame.to_json()))),
             Err(JoinError::Store(e)) => Err(e.into()),
+            Err(JoinError::Presence(e)) => Err(e.into()),
         }
     }
 }
@@ -53,7 +73,22 @@ impl Handler for WsJoin {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
-        Ok(Self::new(store, Limits::from_source(&Env)?, RolePolicy::from_source(&Env)?))
+        let limits = Limits::from_source(&Env)?;
+        let presence = Presence::new(
+            Self::NAME,
+            store.clone(),
+            Queue::new(&sdk, Queues::from_source(&Env)?),
+            Poster::new(&sdk, &ws_endpoint(&Env)?)?,
+            PresencePolicy::from_source(&Env)?,
+            &limits,
+        );
+        Ok(Self::new(
+            store,
+            limits,
+            RolePolicy::from_source(&Env)?,
+            Budget::frames(&Env)?,
+            presence,
+        ))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

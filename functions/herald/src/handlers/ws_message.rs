@@ -1,4 +1,5 @@
-//! `$default`: `resume`, `ack`, `ping`, and a clear error frame for anything else.
+//! `$default` and `publish`: `resume`, `ack`, `ping`, `publish` (see `publish`), and a clear
+//! error frame for anything else. Every frame first spends the connection's frame budget.
 //!
 //! `resume` replays, from the log, the caller's notifications after a cursor — only from topics
 //! the connection is a member of right now (so a group it left, or never could join, is never
@@ -14,16 +15,22 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use serde_json::{Map, Value, json};
 
 use crate::BoxError;
-use crate::config::{Env, Limits, ws_endpoint};
+use crate::broadcast::Broadcaster;
+use crate::budget::Budget;
+use crate::config::{Env, Limits, Queues, ws_endpoint};
 use crate::cursor::{Cursor, now_millis};
 use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::gateway::{Caller, answer, caller};
 use crate::groups::Group;
 use crate::horizon::Horizon;
+use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
 use crate::metrics::Metrics;
-use crate::policy::RolePolicy;
+use crate::policy::{PresencePolicy, PublishPolicy, RolePolicy};
+use crate::presence::Presence;
+use crate::publish::{PublishError, Publisher};
+use crate::queue::Queue;
 use crate::replay::read_merged;
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, epoch_seconds};
@@ -37,12 +44,37 @@ pub struct WsMessage {
     limits: Limits,
     horizon: Horizon,
     joins: Joins,
+    limiter: Limiter,
+    publisher: Publisher,
+    presence: Presence,
+}
+
+/// What `ws-message` is built from besides its clients: settings read at init.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub limits: Limits,
+    pub roles: RolePolicy,
+    pub frames: Option<Budget>,
+    pub publish: PublishPolicy,
+    pub presence: PresencePolicy,
 }
 
 impl WsMessage {
-    pub fn new(store: Store, poster: Poster, limits: Limits, roles: RolePolicy) -> Self {
-        let joins = Joins::new(store.clone(), limits.clone(), roles);
+    pub fn new(store: Store, poster: Poster, queue: Queue, settings: Settings) -> Self {
+        let Settings {
+            limits,
+            roles,
+            frames,
+            publish,
+            presence,
+        } = settings;
+        let presence = Presence::new("ws-message", store.clone(), queue.clone(), poster.clone(), presence, &limits);
+        let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone());
+        let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
         Self {
+            limiter: Limiter::new(store.clone(), frames),
+            publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
+            presence,
             store,
             poster,
             limits,
@@ -53,7 +85,20 @@ impl WsMessage {
 
     pub async fn route(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
-        let frame = match frames::parse(req.body.as_deref().unwrap_or_default()) {
+        let parsed = frames::parse(req.body.as_deref().unwrap_or_default());
+        // Every frame spends the connection's budget, a malformed one too (it cost an invocation).
+        let reference = match &parsed {
+            Ok(f) => f.reference().cloned(),
+            Err(e) => e.reference.clone(),
+        };
+        if let Some(refused) = self
+            .limiter
+            .admit_frame(Self::NAME, &who.connection_id, req.request_context.request_time_epoch, reference)
+            .await?
+        {
+            return Ok(answer(Some(refused.to_json())));
+        }
+        let frame = match parsed {
             Ok(f) => f,
             Err(e) => return Ok(answer(Some(e.to_json()))),
         };
@@ -71,6 +116,11 @@ impl WsMessage {
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
             ClientFrame::Join { group, reference } => flatten(self.joins.join(&who, &group, reference).await)?,
             ClientFrame::Leave { group, reference } => flatten(self.joins.leave(&who, &group, reference).await)?,
+            ClientFrame::Publish(frame) => match self.publisher.publish(Self::NAME, &who, *frame).await {
+                Ok(body) => body,
+                Err(PublishError::Store(e)) => return Err(e.into()),
+                Err(PublishError::Broadcast(e)) => return Err(e.into()),
+            },
         };
         Ok(answer(Some(body)))
     }
@@ -114,7 +164,8 @@ impl WsMessage {
                     reached = entry.cursor;
                 }
                 PostOutcome::Gone => {
-                    self.store.connections.close(&who.connection_id).await?;
+                    let closed = self.store.connections.close(&who.connection_id).await?;
+                    self.presence.closed(&[closed]).await?;
                     return Ok(String::new());
                 }
                 // Stop at the first failure so the client's cursor never skips an entry.
@@ -145,6 +196,7 @@ fn flatten(r: Result<String, JoinError>) -> Result<String, BoxError> {
         Ok(s) => Ok(s),
         Err(JoinError::Refused(frame)) => Ok(frame.to_json()),
         Err(JoinError::Store(e)) => Err(e.into()),
+        Err(JoinError::Presence(e)) => Err(e.into()),
     }
 }
 
@@ -156,7 +208,16 @@ impl Handler for WsMessage {
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
-        Ok(Self::new(store, poster, Limits::from_source(&Env)?, RolePolicy::from_source(&Env)?))
+        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
+        let settings = Settings {
+            limits: Limits::from_source(&Env)?,
+            roles: RolePolicy::from_source(&Env)?,
+            frames: Budget::frames(&Env)?,
+            publish: PublishPolicy::from_source(&Env)?,
+            presence: PresencePolicy::from_source(&Env)?,
+        };
+        tracing::info!(kinds = ?settings.publish.kinds(), "publish policy");
+        Ok(Self::new(store, poster, queue, settings))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

@@ -34,6 +34,16 @@ pub struct Member {
     pub user: String,
 }
 
+/// A closed connection and the groups it was removed from (empty when it was already gone),
+/// for presence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Closed {
+    pub connection: String,
+    pub user: String,
+    pub tenant: String,
+    pub groups: Vec<Group>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MembersPage {
     pub members: Vec<Member>,
@@ -186,17 +196,22 @@ impl Connections {
     /// Deletes a connection and every membership it holds. Idempotent: an unknown id is fine,
     /// because `$disconnect`, a 410 and TTL may all race to clean the same connection.
     /// Returns how many memberships were removed.
-    pub async fn close(&self, conn_id: &str) -> Result<usize, StoreError> {
-        let Some(meta) = self.meta(conn_id).await? else { return Ok(0) };
+    pub async fn close(&self, conn_id: &str) -> Result<Closed, StoreError> {
+        let Some(meta) = self.meta(conn_id).await? else {
+            return Ok(Closed::default());
+        };
         let tenant = get_s(&meta, "tenant")?.to_owned();
+        let user = get_s(&meta, "user").unwrap_or_default().to_owned();
         let members = memberships(&meta);
         let mut deletes = Vec::with_capacity(members.len() + 1);
+        let mut groups = Vec::with_capacity(members.len());
         for m in &members {
             let Some((name, shard)) = m.rsplit_once('#') else { continue };
             let (Ok(group), Ok(shard)) = (Group::parse(name), shard.parse::<u16>()) else {
                 continue;
             };
             deletes.push(delete_request(shard_pk(&group.key(&tenant), shard), conn_id.to_owned())?);
+            groups.push(group);
         }
         // Memberships first, the connection item last: a crash in between leaves the item, so a
         // repeated close still finds what to clean.
@@ -204,20 +219,28 @@ impl Connections {
         self.table
             .batch_write(vec![delete_request(conn_pk(conn_id), "#meta".to_owned())?])
             .await?;
-        Ok(members.len())
+        Ok(Closed {
+            connection: conn_id.to_owned(),
+            user,
+            tenant,
+            groups,
+        })
     }
 
     /// Closes connections API Gateway reported gone (410), with their memberships, a few at a
     /// time.
-    pub async fn close_all(&self, gone: &[String]) -> Result<(), StoreError> {
+    pub async fn close_all(&self, gone: &[String]) -> Result<Vec<Closed>, StoreError> {
         // Owned ids and `async move`: a closure borrowing its argument trips the compiler's
         // higher-ranked lifetime check once the future is held across a handler's await.
-        let results: Vec<Result<usize, StoreError>> = futures_util::stream::iter(gone.iter().cloned())
+        let results: Vec<Result<Closed, StoreError>> = futures_util::stream::iter(gone.iter().cloned())
             .map(|c| async move { self.close(&c).await })
             .buffer_unordered(16)
             .collect()
             .await;
-        results.into_iter().try_for_each(|r| r.map(|_| ()))
+        results
+            .into_iter()
+            .filter(|r| !matches!(r, Ok(c) if c.connection.is_empty()))
+            .collect()
     }
 
     /// Deletes membership rows of one group shard. A 410 from a row whose connection item is

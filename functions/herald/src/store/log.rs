@@ -12,6 +12,15 @@
 //! replicas are written before dispatch checks the write landed in time (see `horizon`), so every
 //! replica is as complete as the one partition was, and a user who always reads the same replica
 //! sees its entries in cursor order as before.
+//!
+//! Latest-value streams: for a notification with a `collapse` key, `k#{groupKey}` / `{key}`
+//! holds the cursor of the topic's latest entry of that key. It only ever moves forward (a
+//! conditional update), and whoever moves it removes the entry it pointed to; an entry that
+//! arrives behind it is removed at once. So the log keeps one entry per (topic, key) — the
+//! latest by cursor — and `resume`/`missed` replay only that one.
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, StoreError, Table, epoch_seconds, get_n, get_s, n, put_request, s};
 use crate::cursor::Cursor;
@@ -47,6 +56,19 @@ fn read_pk(tenant: &str, topic: &Group, reader: &str) -> String {
         0
     };
     topic_pk(tenant, topic, replica)
+}
+
+fn collapse_pk(tenant: &str, topic: &Group) -> String {
+    format!("k#{}", topic.key(tenant))
+}
+
+/// What recording an entry as its key's latest did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collapsed {
+    /// It is the latest; the entry it replaced (if any) was removed from the log.
+    Latest,
+    /// A later entry of the key was there first: this one was removed, and is not to be pushed.
+    Superseded,
 }
 
 /// A page of one topic's log.
@@ -88,6 +110,75 @@ impl Log {
             }
         }
         self.table.batch_write(writes).await
+    }
+
+    /// Makes `cursor` the latest entry of `key` in `topic`, removing the entry it supersedes (or
+    /// itself, when a later one was recorded first).
+    pub async fn collapse(&self, tenant: &str, topic: &Group, key: &str, cursor: Cursor, expires_at: i64) -> Result<Collapsed, StoreError> {
+        let out = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(collapse_pk(tenant, topic)))
+            .key("sk", s(key))
+            .update_expression("SET #c = :c, expiresAt = :e")
+            .condition_expression("attribute_not_exists(#c) OR #c < :c")
+            .expression_attribute_names("#c", "cursor")
+            .expression_attribute_values(":c", s(cursor.to_string()))
+            .expression_attribute_values(":e", n(expires_at))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let (outcome, remove) = match out {
+            Ok(o) => (
+                Collapsed::Latest,
+                o.attributes.as_ref().and_then(|a| get_s(a, "cursor").ok()).map(str::to_owned),
+            ),
+            Err(e) => match e.into_service_error() {
+                // Equal is a redelivery of the same entry: it stays.
+                UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    let stored = failed.item.as_ref().and_then(|a| get_s(a, "cursor").ok()).map(str::to_owned);
+                    if stored.as_deref() == Some(cursor.to_string().as_str()) {
+                        return Ok(Collapsed::Latest);
+                    }
+                    (Collapsed::Superseded, Some(cursor.to_string()))
+                }
+                other => {
+                    return Err(StoreError::Dynamo {
+                        op: "UpdateItem",
+                        code: aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&other).map(str::to_owned),
+                        message: aws_sdk_dynamodb::error::DisplayErrorContext(&other).to_string(),
+                    });
+                }
+            },
+        };
+        if let Some(sk) = remove {
+            // From every replica of a wide topic: each reader must see only the latest.
+            let replicas = if is_wide(topic) { WIDE_REPLICAS } else { 1 };
+            for replica in 0..replicas {
+                self.table
+                    .client
+                    .delete_item()
+                    .table_name(&self.table.name)
+                    .key("pk", s(topic_pk(tenant, topic, replica)))
+                    .key("sk", s(sk.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The cursor of the latest entry of `key` in `topic`, if any.
+    pub async fn latest(&self, tenant: &str, topic: &Group, key: &str) -> Result<Option<Cursor>, StoreError> {
+        let item = self.table.get(collapse_pk(tenant, topic), key).await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| get_s(i, "cursor").ok())
+            .and_then(|c| c.parse::<Cursor>().ok()))
     }
 
     /// Entries of a topic strictly after `after`, oldest first, as `reader` (a user) reads them.

@@ -1,12 +1,15 @@
 //! DynamoDB data layer. Every access pattern is a key lookup or a Query; nothing Scans.
 //!
 //! Two tables, both `pk`/`sk` strings with TTL on `expiresAt` (see `docs/data-model.md`):
-//! - `ConnectionsTable`: ephemeral connection state — connections and group memberships.
+//! - `ConnectionsTable`: ephemeral connection state — connections, group memberships and rate
+//!   budgets.
 //! - `NotificationsTable`: the log and per-user state — log entries, idempotency keys, read
 //!   marks, durable subscriptions, reminders.
 
+mod budgets;
 mod connections;
 mod log;
+mod presence;
 mod state;
 
 use std::collections::HashMap;
@@ -16,8 +19,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
-pub use connections::{ConnectionRecord, Connections, Member, MembersPage};
-pub use log::{Log, LogPage, WIDE_REPLICAS};
+pub use budgets::Budgets;
+pub use connections::{Closed, ConnectionRecord, Connections, Member, MembersPage};
+pub use log::{Collapsed, Log, LogPage, WIDE_REPLICAS};
+pub use presence::{Departure, Presences};
 pub use state::{Claim, Idempotency, ReadState, Reminder, ReminderState, Reminders, Subscriptions};
 
 use crate::config::Tables;
@@ -60,6 +65,8 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub connections: Connections,
+    pub budgets: Budgets,
+    pub presence: Presences,
     pub log: Log,
     pub idempotency: Idempotency,
     pub subscriptions: Subscriptions,
@@ -80,6 +87,14 @@ impl Store {
         };
         Self {
             connections: Connections::new(Table {
+                client: client.clone(),
+                name: tables.connections.clone(),
+            }),
+            budgets: Budgets::new(Table {
+                client: client.clone(),
+                name: tables.connections.clone(),
+            }),
+            presence: Presences::new(Table {
                 client: client.clone(),
                 name: tables.connections.clone(),
             }),

@@ -24,8 +24,9 @@ pub enum Claim {
     /// Claimed before, never finished, and the claim's lease has run out (the claimer crashed or
     /// timed out): log and push again with the original cursor; clients dedupe on the id.
     Unfinished(Cursor),
-    /// Another invocation holds a live claim (a concurrent duplicate): try again later.
-    InProgress,
+    /// Another invocation holds a live claim (a concurrent duplicate, or one that crashed and
+    /// whose lease has not run out): try again once the lease ends, in about this many ms.
+    InProgress { lease_left_ms: u64 },
     /// Already logged and pushed: skip.
     Done(Cursor),
 }
@@ -77,8 +78,11 @@ impl Idempotency {
             return Ok(Claim::Done(stored));
         }
         let claimed_at = super::get_n(&item, "claimedAt").unwrap_or(0);
-        if now.saturating_sub(claimed_at as u64) < lease_ms {
-            return Ok(Claim::InProgress);
+        let held_ms = now.saturating_sub(claimed_at as u64);
+        if held_ms < lease_ms {
+            return Ok(Claim::InProgress {
+                lease_left_ms: lease_ms - held_ms,
+            });
         }
         let takeover = self
             .table
@@ -97,7 +101,8 @@ impl Idempotency {
             .await;
         match takeover {
             Ok(_) => Ok(Claim::Unfinished(stored)),
-            Err(e) if conditional_failed(&e) => Ok(Claim::InProgress),
+            // Another invocation took it over first: its lease has just begun.
+            Err(e) if conditional_failed(&e) => Ok(Claim::InProgress { lease_left_ms: lease_ms }),
             Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
         }
     }

@@ -1,0 +1,832 @@
+//! `herald-load`: a load-test tool. It opens N WebSocket clients across tenants and groups,
+//! publishes M notifications of every target kind (user, users, group, tenant, all) at a set rate
+//! through SQS or the HTTP API, and reports end-to-end latency (producer send → frame at the
+//! client: p50, p95, p99, max), deliveries expected and received, duplicates, and what was lost
+//! after a final `resume` (must be 0). A progress line while it runs; a JSON and a Markdown
+//! report at the end.
+//!
+//! Against the local stack by default (it starts one, loopback only, with the binaries of
+//! `--profile`), or against a deployed stack given its URLs and a way to mint tokens
+//! (docs/deploy.md, "Load testing a deployment"):
+//!
+//! ```text
+//! herald-load [--clients 1000] [--tenants 4] [--groups 8] [--notifications 2000] [--rate 100]
+//!             [--via sqs|http|mixed] [--kinds user,users,group,tenant,all] [--max-seconds 600]
+//!             [--report bench/load-report] [--connect-concurrency 64]
+//!   deployed: --ws-url wss://... --http-url https://... [--queue-url https://sqs...]
+//!             (--hs256-secret S --issuer I --audience A | --token-command 'CMD')
+//! ```
+//! `--token-command` runs `CMD SUB TENANT ROLES GROUPS` (roles and groups comma-separated) and
+//! reads the token from its standard output.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+// ------------------------------------------------------------------------------ options
+
+#[derive(Debug, Clone)]
+struct Options {
+    clients: usize,
+    tenants: usize,
+    groups: usize,
+    notifications: usize,
+    rate: f64,
+    via: Via,
+    kinds: Vec<Kind>,
+    max_seconds: u64,
+    report: String,
+    connect_concurrency: usize,
+    target: Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Sqs,
+    Http,
+    Mixed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    User,
+    Users,
+    Group,
+    Tenant,
+    All,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Result<Kind, String> {
+        Ok(match s {
+            "user" => Kind::User,
+            "users" => Kind::Users,
+            "group" => Kind::Group,
+            "tenant" => Kind::Tenant,
+            "all" => Kind::All,
+            other => return Err(format!("unknown target kind {other:?} (user, users, group, tenant, all)")),
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Users => "users",
+            Kind::Group => "group",
+            Kind::Tenant => "tenant",
+            Kind::All => "all",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Local,
+    Deployed {
+        ws_url: String,
+        http_url: String,
+        queue_url: Option<String>,
+        tokens: TokenSource,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum TokenSource {
+    Hs256 { secret: String, issuer: String, audience: String },
+    Command(String),
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut o = Options {
+        clients: 1000,
+        tenants: 4,
+        groups: 8,
+        notifications: 2000,
+        rate: 100.0,
+        via: Via::Sqs,
+        kinds: vec![Kind::User, Kind::Users, Kind::Group, Kind::Tenant, Kind::All],
+        max_seconds: 600,
+        report: "bench/load-report".into(),
+        connect_concurrency: 64,
+        target: Target::Local,
+    };
+    let (mut ws_url, mut http_url, mut queue_url) = (None, None, None);
+    let (mut secret, mut issuer, mut audience, mut command) = (None, None, None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: not a number: {v}"));
+        match flag.as_str() {
+            "--clients" => o.clients = number(value()?)?,
+            "--tenants" => o.tenants = number(value()?)?.max(1),
+            "--groups" => o.groups = number(value()?)?.max(1),
+            "--notifications" => o.notifications = number(value()?)?,
+            "--rate" => o.rate = value()?.parse::<f64>().map_err(|e| format!("--rate: {e}"))?.max(0.1),
+            "--via" => {
+                o.via = match value()?.as_str() {
+                    "sqs" => Via::Sqs,
+                    "http" => Via::Http,
+                    "mixed" => Via::Mixed,
+                    v => return Err(format!("--via: sqs, http or mixed, not {v}")),
+                }
+            }
+            "--kinds" => o.kinds = value()?.split(',').map(Kind::parse).collect::<Result<_, _>>()?,
+            "--max-seconds" => o.max_seconds = number(value()?)? as u64,
+            "--report" => o.report = value()?,
+            "--connect-concurrency" => o.connect_concurrency = number(value()?)?.max(1),
+            "--ws-url" => ws_url = Some(value()?),
+            "--http-url" => http_url = Some(value()?),
+            "--queue-url" => queue_url = Some(value()?),
+            "--hs256-secret" => secret = Some(value()?),
+            "--issuer" => issuer = Some(value()?),
+            "--audience" => audience = Some(value()?),
+            "--token-command" => command = Some(value()?),
+            "-h" | "--help" => return Err("see the header of bench/src/load.rs for the options".into()),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if o.clients < o.tenants {
+        return Err("--clients must be at least --tenants".into());
+    }
+    if o.kinds.is_empty() {
+        return Err("--kinds names no target kind".into());
+    }
+    if let Some(ws_url) = ws_url {
+        let http_url = http_url.ok_or("--ws-url needs --http-url")?;
+        let tokens = match (secret, command) {
+            (Some(secret), None) => TokenSource::Hs256 {
+                secret,
+                issuer: issuer.ok_or("--hs256-secret needs --issuer")?,
+                audience: audience.ok_or("--hs256-secret needs --audience")?,
+            },
+            (None, Some(c)) => TokenSource::Command(c),
+            _ => return Err("a deployed target needs --hs256-secret (with --issuer, --audience) or --token-command".into()),
+        };
+        if queue_url.is_none() && o.via != Via::Http {
+            return Err("--via sqs/mixed against a deployment needs --queue-url (or use --via http)".into());
+        }
+        o.target = Target::Deployed {
+            ws_url,
+            http_url,
+            queue_url,
+            tokens,
+        };
+    }
+    Ok(o)
+}
+
+// ------------------------------------------------------------------------------ the target
+
+struct Endpoints {
+    ws_url: String,
+    http_url: String,
+    queue_url: Option<String>,
+    tokens: TokenSource,
+    sqs: Option<aws_sdk_sqs::Client>,
+    /// Queues to watch drain (local only): dispatch, fan-out, retry.
+    drain: Vec<String>,
+}
+
+async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
+    match &o.target {
+        Target::Local => {
+            // The stack of herald-e2e's harness (loopback, ephemeral ports, stops with us), with
+            // the template's settings but a claim lease under the stack's 10 s visibility
+            // timeout, as the template's 90 s is under the queues' 360 s.
+            let stack = tokio::task::spawn_blocking(|| herald_e2e::stack_with(&[("HERALD_CLAIM_LEASE_SECONDS", "8")])).await?;
+            let r = &stack.ready;
+            let queue = |id: &str| r.queues.get(id).cloned();
+            Ok(Endpoints {
+                ws_url: r.websocket_url.clone(),
+                http_url: r.http_url.clone(),
+                queue_url: queue("DispatchQueue"),
+                tokens: TokenSource::Hs256 {
+                    secret: r.jwt.hs256_secret.clone(),
+                    issuer: r.jwt.issuer.clone(),
+                    audience: r.jwt.audience.clone(),
+                },
+                sqs: Some(herald_e2e::sqs().await),
+                drain: ["DispatchQueue", "FanoutQueue", "RetryQueue"]
+                    .iter()
+                    .filter_map(|q| queue(q))
+                    .collect(),
+            })
+        }
+        Target::Deployed {
+            ws_url,
+            http_url,
+            queue_url,
+            tokens,
+        } => {
+            let sqs = match queue_url {
+                Some(_) => Some(aws_sdk_sqs::Client::new(
+                    &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+                )),
+                None => None,
+            };
+            Ok(Endpoints {
+                ws_url: ws_url.clone(),
+                http_url: http_url.trim_end_matches('/').to_owned(),
+                queue_url: queue_url.clone(),
+                tokens: tokens.clone(),
+                sqs,
+                drain: Vec::new(),
+            })
+        }
+    }
+}
+
+fn mint(tokens: &TokenSource, sub: &str, tenant: &str, roles: &[&str], groups: &[String]) -> Result<String, BoxError> {
+    match tokens {
+        TokenSource::Hs256 { secret, issuer, audience } => {
+            let now = epoch_ms() / 1000;
+            let claims = json!({"sub": sub, "tenant": tenant, "roles": roles, "groups": groups,
+                "iss": issuer, "aud": audience, "iat": now, "exp": now + 4 * 3600});
+            Ok(jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )?)
+        }
+        TokenSource::Command(cmd) => {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{cmd} \"$@\""))
+                .arg("token-command")
+                .args([sub, tenant, &roles.join(","), &groups.join(",")])
+                .output()?;
+            if !out.status.success() {
+                return Err(format!("--token-command failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+            }
+            Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+        }
+    }
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------------------------------------ clients
+
+/// What one client saw: live deliveries (id → times, and latency of the first), and its start
+/// position for the final resume.
+#[derive(Default)]
+struct Seen {
+    live: HashMap<String, u32>,
+    latencies_ms: Vec<u64>,
+    replayed: HashSet<String>,
+}
+
+struct Member {
+    tenant: String,
+    user: String,
+    group: String,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects, joins its group and asks for a resume point; returns the socket and that cursor.
+async fn open(e: &Endpoints, m: &Member) -> Result<(Ws, Option<String>), BoxError> {
+    let token = mint(&e.tokens, &m.user, &m.tenant, &[], std::slice::from_ref(&m.group))?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?token={token}", e.ws_url)).await?;
+    ws.send(Message::text(json!({"action": "join", "group": m.group, "ref": "j"}).to_string()))
+        .await?;
+    ws.send(Message::text(json!({"action": "resume", "ref": "r"}).to_string())).await?;
+    let mut cursor = None;
+    let (mut joined, mut resumed) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(joined && resumed) {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            return Err(format!("{}: no joined/resumed within 60 s", m.user).into());
+        };
+        if let Message::Text(t) = msg? {
+            let f: Value = serde_json::from_str(&t)?;
+            match f["type"].as_str() {
+                Some("joined") => joined = true,
+                Some("resumed") => {
+                    resumed = true;
+                    cursor = f["cursor"].as_str().map(str::to_owned);
+                }
+                Some("error") => return Err(format!("{}: {}", m.user, f).into()),
+                _ => {}
+            }
+        }
+    }
+    Ok((ws, cursor))
+}
+
+/// Reads frames until told to stop, recording every notification and its latency.
+async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, stop: tokio::sync::watch::Receiver<bool>) -> Ws {
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return ws,
+            msg = ws.next() => {
+                let Some(Ok(Message::Text(t))) = msg else {
+                    if msg.is_none() { return ws; }
+                    continue;
+                };
+                let Ok(f) = serde_json::from_str::<Value>(&t) else { continue };
+                if f["type"] != "notification" {
+                    continue;
+                }
+                let (Some(id), sent) = (f["id"].as_str(), f["data"]["sentAt"].as_u64()) else { continue };
+                let mut s = seen.lock().await;
+                let n = s.live.entry(id.to_owned()).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(sent) = sent {
+                        s.latencies_ms.push(epoch_ms().saturating_sub(sent));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The final resume from the client's start position: every id the server replays.
+async fn final_resume(ws: &mut Ws, since: Option<&str>) -> Result<HashSet<String>, BoxError> {
+    let mut ids = HashSet::new();
+    let mut from = since.map(str::to_owned);
+    for page in 0..10_000 {
+        let mut frame = json!({"action": "resume", "ref": format!("f{page}")});
+        if let Some(c) = &from {
+            frame["since"] = json!(c);
+        }
+        ws.send(Message::text(frame.to_string())).await?;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
+                .await
+                .map_err(|_| "no resumed within 60 s")?
+                .ok_or("connection closed during the final resume")??;
+            let Message::Text(t) = msg else { continue };
+            let f: Value = serde_json::from_str(&t)?;
+            match f["type"].as_str() {
+                Some("notification") if f["replayed"] == true => {
+                    if let Some(id) = f["id"].as_str() {
+                        ids.insert(id.to_owned());
+                    }
+                }
+                Some("resumed") => {
+                    if f["more"] != true {
+                        return Ok(ids);
+                    }
+                    from = f["next"].as_str().or(f["cursor"].as_str()).map(str::to_owned);
+                    break;
+                }
+                Some("error") => return Err(format!("resume refused: {f}").into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(ids)
+}
+
+// ------------------------------------------------------------------------------ producers
+
+struct Planned {
+    id: String,
+    tenant: String,
+    kind: Kind,
+    to: Value,
+    /// Indexes of the members meant to get it.
+    audience: Vec<usize>,
+}
+
+fn plan(o: &Options, run: &str, members: &[Member]) -> Vec<Planned> {
+    let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, m) in members.iter().enumerate() {
+        by_tenant.entry(&m.tenant).or_default().push(i);
+    }
+    let tenants: Vec<&str> = {
+        let mut t: Vec<&str> = by_tenant.keys().copied().collect();
+        t.sort_unstable();
+        t
+    };
+    let mut out = Vec::with_capacity(o.notifications);
+    for n in 0..o.notifications {
+        let kind = o.kinds[n % o.kinds.len()];
+        let tenant = tenants[n % tenants.len()];
+        let local = &by_tenant[tenant];
+        let pick = |k: usize| local[(n * 7919 + k * 104_729) % local.len()];
+        let (to, audience) = match kind {
+            Kind::User => {
+                let i = pick(0);
+                (json!({"user": members[i].user}), vec![i])
+            }
+            Kind::Users => {
+                let mut picked: Vec<usize> = (0..5).map(pick).collect();
+                picked.sort_unstable();
+                picked.dedup();
+                (
+                    json!({"users": picked.iter().map(|i| &members[*i].user).collect::<Vec<_>>()}),
+                    picked,
+                )
+            }
+            Kind::Group => {
+                let group = format!("g{}", n % o.groups);
+                let audience = local
+                    .iter()
+                    .copied()
+                    .filter(|i| members[*i].group == format!("team:{group}"))
+                    .collect();
+                (json!({"group": format!("team:{group}")}), audience)
+            }
+            Kind::Tenant => (json!({"tenant": true}), local.clone()),
+            Kind::All => (json!({"all": true}), (0..members.len()).collect()),
+        };
+        out.push(Planned {
+            id: format!("{run}-{n}"),
+            tenant: tenant.to_owned(),
+            kind,
+            to,
+            audience,
+        });
+    }
+    out
+}
+
+async fn send(
+    e: &Endpoints,
+    o: &Options,
+    http: &reqwest::Client,
+    service: &HashMap<String, String>,
+    p: &Planned,
+    n: usize,
+) -> Result<(), BoxError> {
+    let body = json!({"id": p.id, "tenant": p.tenant, "to": p.to, "event": "load.test",
+        "title": format!("load {}", p.id), "data": {"sentAt": epoch_ms()}});
+    // `all` is producer-only over SQS (the HTTP API keeps a caller to its own tenant).
+    let via_sqs = p.kind == Kind::All || o.via == Via::Sqs || (o.via == Via::Mixed && n.is_multiple_of(2));
+    if via_sqs {
+        let (Some(sqs), Some(url)) = (&e.sqs, &e.queue_url) else {
+            return Err("no queue to send to (--queue-url)".into());
+        };
+        sqs.send_message().queue_url(url).message_body(body.to_string()).send().await?;
+    } else {
+        let token = service.get(&p.tenant).ok_or("no service token")?;
+        let r = http
+            .post(format!("{}/notifications", e.http_url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        if r.status().as_u16() != 202 {
+            return Err(format!("POST /notifications: {} {}", r.status(), r.text().await.unwrap_or_default()).into());
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------ the run
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// A progress bar redrawn in place on a terminal; into a log (CI, a file), a plain line every
+/// few seconds instead.
+fn progress(label: &str, done: usize, total: usize, extra: &str) {
+    use std::io::IsTerminal;
+    use std::sync::Mutex as StdMutex;
+    static LAST_LINE: StdMutex<Option<Instant>> = StdMutex::new(None);
+    let width = 30;
+    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+    let bar = format!(
+        "{label:<10} [{}{}] {done}/{total} {extra}",
+        "#".repeat(filled),
+        ".".repeat(width - filled)
+    );
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{bar}      ");
+        let _ = std::io::stderr().flush();
+        return;
+    }
+    let Ok(mut last) = LAST_LINE.lock() else { return };
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) || done >= total {
+        eprintln!("{bar}");
+        *last = Some(Instant::now());
+    }
+}
+
+async fn run(o: Options) -> Result<Value, BoxError> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(o.max_seconds);
+    let e = Arc::new(endpoints(&o).await?);
+    let run = format!("load{}", epoch_ms() % 1_000_000_000);
+    let members: Vec<Member> = (0..o.clients)
+        .map(|i| Member {
+            tenant: format!("{run}-t{}", i % o.tenants),
+            user: format!("u{i}"),
+            group: format!("team:g{}", (i / o.tenants) % o.groups),
+        })
+        .collect();
+
+    // Connect.
+    let opened = Arc::new(AtomicUsize::new(0));
+    let connecting = futures_util::stream::iter(members.iter().enumerate())
+        .map(|(i, m)| {
+            let (e, opened) = (e.clone(), opened.clone());
+            async move {
+                let r = open(&e, m).await;
+                opened.fetch_add(1, Ordering::Relaxed);
+                (i, r)
+            }
+        })
+        .buffer_unordered(o.connect_concurrency)
+        .collect::<Vec<_>>();
+    let ticker = {
+        let opened = opened.clone();
+        let total = o.clients;
+        tokio::spawn(async move {
+            loop {
+                progress("connect", opened.load(Ordering::Relaxed), total, "");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let mut sockets = connecting.await;
+    ticker.abort();
+    progress(
+        "connect",
+        o.clients,
+        o.clients,
+        &format!("in {:.1} s", started.elapsed().as_secs_f64()),
+    );
+    eprintln!();
+    sockets.sort_by_key(|(i, _)| *i);
+    let connect_seconds = started.elapsed().as_secs_f64();
+
+    // Listen.
+    let received = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut listeners = Vec::new();
+    let mut starts = Vec::new();
+    let mut seen = Vec::new();
+    for (i, r) in sockets {
+        let (ws, cursor) = r.map_err(|err| format!("client {i}: {err}"))?;
+        let s = Arc::new(Mutex::new(Seen::default()));
+        seen.push(s.clone());
+        starts.push(cursor);
+        listeners.push(tokio::spawn(listen(ws, s, received.clone(), stop_rx.clone())));
+    }
+
+    // Produce.
+    let planned = plan(&o, &run, &members);
+    let expected: usize = planned.iter().map(|p| p.audience.len()).sum();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let mut service = HashMap::new();
+    for m in &members {
+        if !service.contains_key(&m.tenant) {
+            service.insert(m.tenant.clone(), mint(&e.tokens, "herald-load", &m.tenant, &["service"], &[])?);
+        }
+    }
+    let sent = Arc::new(AtomicUsize::new(0));
+    let produce_started = Instant::now();
+    let producing = {
+        let (e, o2, http, sent) = (e.clone(), o.clone(), http.clone(), sent.clone());
+        let planned: Vec<(usize, String, String, Kind, Value)> = planned
+            .iter()
+            .enumerate()
+            .map(|(n, p)| (n, p.id.clone(), p.tenant.clone(), p.kind, p.to.clone()))
+            .collect();
+        tokio::spawn(async move {
+            futures_util::stream::iter(planned)
+                .map(|(n, id, tenant, kind, to)| {
+                    let (e, o2, http, service, sent) = (e.clone(), o2.clone(), http.clone(), service.clone(), sent.clone());
+                    async move {
+                        // Paced: notification n leaves at n / rate seconds.
+                        let due = produce_started + Duration::from_secs_f64(n as f64 / o2.rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        let p = Planned {
+                            id,
+                            tenant,
+                            kind,
+                            to,
+                            audience: Vec::new(),
+                        };
+                        let r = send(&e, &o2, &http, &service, &p, n).await;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        r
+                    }
+                })
+                .buffer_unordered(64)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    // Progress until everything arrived, or nothing new for a while after the last send.
+    let mut last = (0usize, Instant::now());
+    loop {
+        let (s, r) = (sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed));
+        progress("deliver", r, expected, &format!("sent {s}/{}", planned.len()));
+        if r != last.0 {
+            last = (r, Instant::now());
+        }
+        let quiet = s == planned.len() && last.1.elapsed() > Duration::from_secs(20);
+        if r >= expected || quiet || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!();
+    let send_errors: Vec<String> = producing
+        .await?
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    let produce_seconds = produce_started.elapsed().as_secs_f64();
+    // Local: let the queues drain before the final resume (a retry may still be on its way).
+    if let Some(sqs) = &e.sqs {
+        for q in &e.drain {
+            while Instant::now() < deadline {
+                let a = sqs
+                    .get_queue_attributes()
+                    .queue_url(q)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+                    .send()
+                    .await?;
+                let count = |k: aws_sdk_sqs::types::QueueAttributeName| {
+                    a.attributes()
+                        .and_then(|m| m.get(&k))
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                use aws_sdk_sqs::types::QueueAttributeName as N;
+                if count(N::ApproximateNumberOfMessages)
+                    + count(N::ApproximateNumberOfMessagesNotVisible)
+                    + count(N::ApproximateNumberOfMessagesDelayed)
+                    == 0
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    // Final resume: stop listening, then each client replays from its start position.
+    let _ = stop_tx.send(true);
+    let mut resumed_ok = 0;
+    let done = Arc::new(AtomicUsize::new(0));
+    let finals = futures_util::stream::iter(listeners.into_iter().zip(starts).zip(seen.iter().cloned()))
+        .map(|((listener, start), s)| {
+            let done = done.clone();
+            async move {
+                let mut ws = listener.await.map_err(|e| e.to_string())?;
+                let ids = final_resume(&mut ws, start.as_deref()).await.map_err(|e| e.to_string())?;
+                s.lock().await.replayed = ids;
+                let _ = ws.close(None).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), String>(())
+            }
+        })
+        .buffer_unordered(o.connect_concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let mut resume_errors = Vec::new();
+    for r in finals {
+        match r {
+            Ok(()) => resumed_ok += 1,
+            Err(err) => resume_errors.push(err),
+        }
+    }
+
+    // Figures.
+    let mut latencies = Vec::new();
+    let (mut live, mut duplicates, mut recovered, mut lost) = (0usize, 0usize, 0usize, 0usize);
+    let mut audiences: Vec<Vec<&str>> = vec![Vec::new(); members.len()];
+    for p in &planned {
+        for i in &p.audience {
+            audiences[*i].push(&p.id);
+        }
+    }
+    let mut by_kind: HashMap<&str, usize> = HashMap::new();
+    for p in &planned {
+        *by_kind.entry(p.kind.name()).or_default() += 1;
+    }
+    for (i, s) in seen.iter().enumerate() {
+        let s = s.lock().await;
+        latencies.extend_from_slice(&s.latencies_ms);
+        duplicates += s.live.values().filter(|n| **n > 1).map(|n| (*n - 1) as usize).sum::<usize>();
+        for id in &audiences[i] {
+            if s.live.contains_key(*id) {
+                live += 1;
+            } else if s.replayed.contains(*id) {
+                recovered += 1;
+            } else {
+                lost += 1;
+            }
+        }
+    }
+    latencies.sort_unstable();
+    Ok(json!({
+        "target": match &o.target { Target::Local => "local", Target::Deployed { .. } => "deployed" },
+        "clients": o.clients,
+        "tenants": o.tenants,
+        "groups": o.groups,
+        "notifications": planned.len(),
+        "byKind": by_kind,
+        "via": format!("{:?}", o.via).to_lowercase(),
+        "rate": o.rate,
+        "connectSeconds": (connect_seconds * 10.0).round() / 10.0,
+        "produceSeconds": (produce_seconds * 10.0).round() / 10.0,
+        "expectedDeliveries": expected,
+        "receivedLive": live,
+        "recoveredByResume": recovered,
+        "lostAfterResume": lost,
+        "duplicates": duplicates,
+        "latencyMs": {
+            "p50": percentile(&latencies, 50.0),
+            "p95": percentile(&latencies, 95.0),
+            "p99": percentile(&latencies, 99.0),
+            "max": latencies.last().copied().unwrap_or(0),
+            "samples": latencies.len(),
+        },
+        "finalResumes": resumed_ok,
+        "sendErrors": send_errors.iter().take(10).collect::<Vec<_>>(),
+        "sendErrorCount": send_errors.len(),
+        "resumeErrors": resume_errors.iter().take(10).collect::<Vec<_>>(),
+        "seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    }))
+}
+
+fn markdown(r: &Value) -> String {
+    let l = &r["latencyMs"];
+    format!(
+        "# herald-load report\n\n| | |\n|---|---|\n| target | {} |\n| clients / tenants / groups | {} / {} / {} |\n\
+         | notifications (via {}, {} /s) | {} {} |\n| connect time | {} s |\n| expected deliveries | {} |\n\
+         | received live | {} |\n| recovered by the final resume | {} |\n| **lost after resume** | **{}** |\n\
+         | duplicates | {} |\n| latency p50 / p95 / p99 / max | {} / {} / {} / {} ms ({} samples) |\n\
+         | send errors | {} |\n| run time | {} s |\n",
+        r["target"].as_str().unwrap_or_default(),
+        r["clients"],
+        r["tenants"],
+        r["groups"],
+        r["via"].as_str().unwrap_or_default(),
+        r["rate"],
+        r["notifications"],
+        r["byKind"],
+        r["connectSeconds"],
+        r["expectedDeliveries"],
+        r["receivedLive"],
+        r["recoveredByResume"],
+        r["lostAfterResume"],
+        r["duplicates"],
+        l["p50"],
+        l["p95"],
+        l["p99"],
+        l["max"],
+        l["samples"],
+        r["sendErrorCount"],
+        r["seconds"],
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let o = match parse_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("herald-load: {e}");
+            std::process::exit(2);
+        }
+    };
+    let report = o.report.clone();
+    match run(o).await {
+        Ok(r) => {
+            let text = serde_json::to_string_pretty(&r).unwrap_or_default();
+            println!("{text}");
+            let written = std::fs::write(format!("{report}.json"), format!("{text}\n"))
+                .and_then(|()| std::fs::write(format!("{report}.md"), markdown(&r)));
+            if let Err(e) = written {
+                eprintln!("herald-load: writing {report}.json/.md: {e}");
+            } else {
+                eprintln!("report: {report}.json, {report}.md");
+            }
+            let lost = r["lostAfterResume"].as_u64().unwrap_or(1);
+            std::process::exit(if lost == 0 && r["sendErrorCount"] == 0 { 0 } else { 1 });
+        }
+        Err(e) => {
+            eprintln!("\nherald-load: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Log first, then push: what a producer notification (`dispatch`) and a client publish
+//! (`ws-message`) share once they are validated.
+//!
+//! - [`Broadcaster::log`] claims the id (idempotency), and writes one log entry per topic, visible
+//!   before the horizon passes its cursor (see `horizon`): from here on nothing is lost.
+//! - [`Broadcaster::fan_out`] posts a frame to the topics' live connections: each membership
+//!   shard's first page here, the rest of a big group as walk and post jobs on the fan-out queue,
+//!   in a chain of at most eight hops (`delivery::chain`);
+//!   410 → the connection and the membership row it came from are removed now; 429/5xx → the
+//!   retry queue (only for logged frames: an ephemeral one is not worth a second try).
+//! - [`Broadcaster::run_job`] runs one fan-out job: a walk (reads a budget of a shard, queues
+//!   post jobs and the next walk) or a post job.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+
+use crate::config::Limits;
+use crate::cursor::{Cursor, now_millis};
+use crate::delivery::{CollapseRef, FanoutJob, FanoutReport, Poster, RetryJob, chain, fan_out};
+use crate::groups::Group;
+use crate::horizon::Horizon;
+use crate::metrics::Metrics;
+use crate::notification::{Content, LogEntry, format_time, now_rfc3339};
+use crate::presence::{Presence, PresenceError};
+use crate::queue::{Queue, QueueError};
+use crate::store::{Claim, Collapsed, Store, StoreError, epoch_seconds};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+    #[error("another invocation is delivering this notification; retry in {lease_left_ms} ms")]
+    InProgress { lease_left_ms: u64 },
+    #[error("the log write kept landing behind the visibility horizon; retry later")]
+    LateLog,
+}
+
+/// Log writes in a row that may land too late before the message is left for redelivery.
+const MAX_LATE_WRITES: u32 = 3;
+
+/// Post jobs a walk sends at once (one SendMessage each).
+const JOB_SENDS_IN_FLIGHT: usize = 16;
+
+/// What [`Broadcaster::log`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logged {
+    /// Logged now: push these entries.
+    Entries(Vec<(Group, LogEntry)>),
+    /// Logged and pushed before (same id): nothing to do.
+    Duplicate(Cursor),
+}
+
+/// One frame for one topic's live connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: Group,
+    pub frame: String,
+    /// Set for an entry of a latest-value stream (its retries check it is still the latest).
+    pub collapse: Option<CollapseRef>,
+}
+
+impl Outgoing {
+    /// The live frame of a logged entry.
+    pub fn entry(topic: Group, entry: &LogEntry) -> Self {
+        Self {
+            collapse: entry.content.collapse.as_ref().map(|key| CollapseRef {
+                topic: entry.topic.clone(),
+                key: key.clone(),
+                cursor: entry.cursor.to_string(),
+            }),
+            frame: entry.frame(false),
+            topic,
+        }
+    }
+}
+
+/// How a frame is fanned out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reach<'a> {
+    /// A connection that does not receive it (a publisher without `echo`).
+    pub exclude: Option<&'a str>,
+    /// Not logged: failed posts are not retried.
+    pub ephemeral: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanoutSummary {
+    pub delivered: usize,
+    pub gone: usize,
+    pub retried: usize,
+    pub failed: usize,
+    pub shards_queued: usize,
+    /// Time spent posting (excluding reads and writes of state), for the fan-out benchmark.
+    pub posting_us: u64,
+}
+
+impl FanoutSummary {
+    fn add(&mut self, r: &FanoutReport, retried: bool) {
+        self.delivered += r.delivered;
+        self.gone += r.gone.len();
+        if retried {
+            self.retried += r.retry.len();
+        }
+        self.failed += r.failed;
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Broadcaster {
+    store: Store,
+    queue: Queue,
+    poster: Poster,
+    limits: Limits,
+    horizon: Horizon,
+    presence: Presence,
+}
+
+impl Broadcaster {
+    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits, presence: Presence) -> Self {
+        Self {
+            store,
+            queue,
+            poster,
+            limits,
+            horizon: Horizon::default(),
+            presence,
+        }
+    }
+
+    /// Claims `id` and writes its log entries (one per topic) under one cursor. `expires`: when
+    /// the entries expire (epoch seconds).
+    pub async fn log(&self, tenant: &str, id: &str, topics: Vec<Group>, content: &Content, expires: i64) -> Result<Logged, BroadcastError> {
+        let lease_ms = self.limits.claim_lease_seconds * 1000;
+        // The id is remembered longer than the entry lives: a producer retry or a DLQ redrive
+        // after a short `ttlSeconds` is still a duplicate.
+        let remembered = expires.max(epoch_seconds() + self.limits.dedupe_seconds as i64);
+        let claimed = match self
+            .store
+            .idempotency
+            .claim(tenant, id, Cursor::now(), remembered, lease_ms)
+            .await?
+        {
+            Claim::Done(c) => return Ok(Logged::Duplicate(c)),
+            Claim::InProgress { lease_left_ms } => return Err(BroadcastError::InProgress { lease_left_ms }),
+            Claim::New(c) | Claim::Unfinished(c) => c,
+        };
+        // The claim's time is the creation time, so a redelivery renders the same frame.
+        let created_at = chrono::DateTime::<Utc>::from_timestamp_millis(claimed.millis() as i64)
+            .map(|t| format_time(&t))
+            .unwrap_or_else(now_rfc3339);
+        // Nothing lost: the log is written before any push, and visible before any reader can
+        // be handed a position past it (see `horizon`). A write that returned too late is written
+        // again under a fresh cursor; the late copy is a duplicate that clients drop by id.
+        let mut cursor = self.horizon.write_cursor(claimed, now_millis());
+        let mut attempts = 0;
+        loop {
+            let entries: Vec<(Group, LogEntry)> = topics
+                .iter()
+                .map(|topic| {
+                    let entry = LogEntry {
+                        id: id.to_owned(),
+                        cursor,
+                        topic: topic.to_string(),
+                        content: content.clone(),
+                        created_at: created_at.clone(),
+                    };
+                    (topic.clone(), entry)
+                })
+                .collect();
+            self.store.log.append(tenant, &entries, expires).await?;
+            if self.horizon.landed_now(cursor) {
+                // A latest-value stream keeps one entry per key: this one replaces the previous
+                // one, or (a later one got there first) is dropped unpushed.
+                let mut pushed = Vec::with_capacity(entries.len());
+                for (topic, entry) in entries {
+                    if let Some(key) = &entry.content.collapse
+                        && self.store.log.collapse(tenant, &topic, key, entry.cursor, expires).await? == Collapsed::Superseded
+                    {
+                        Metrics::new(self.presence.function()).count("Collapsed", 1).flush();
+                        continue;
+                    }
+                    pushed.push((topic, entry));
+                }
+                return Ok(Logged::Entries(pushed));
+            }
+            attempts += 1;
+            Metrics::new(self.presence.function()).count("LateLogWrites", 1).flush();
+            tracing::warn!(%tenant, %id, %cursor, attempts, "log write landed behind the horizon; writing again");
+            if attempts >= MAX_LATE_WRITES {
+                return Err(BroadcastError::LateLog);
+            }
+            cursor = Cursor::now();
+        }
+    }
+
+    /// Marks a logged id delivered: a later duplicate is skipped.
+    pub async fn finish(&self, tenant: &str, id: &str) -> Result<(), BroadcastError> {
+        Ok(self.store.idempotency.finish(tenant, id).await?)
+    }
+
+    /// Posts each topic's frame to the topic's live connections. Each membership shard's first
+    /// page is posted here; the rest of a big group becomes jobs for other invocations.
+    pub async fn fan_out(&self, tenant: &str, id: &str, frames: &[Outgoing], reach: Reach<'_>) -> Result<FanoutSummary, BroadcastError> {
+        let mut pages = Vec::new();
+        let mut collapse_of: HashMap<&str, &CollapseRef> = HashMap::new();
+        for out in frames {
+            if let Some(c) = &out.collapse {
+                collapse_of.insert(out.frame.as_str(), c);
+            }
+            let shards = out.topic.shards(self.limits.membership_shards);
+            let first_page = (self.limits.fanout_shard_size / usize::from(shards)).max(1);
+            for shard in 0..shards {
+                pages.push((out.topic.key(tenant), shard, first_page, out.frame.clone()));
+            }
+        }
+        let fetched: Vec<Result<_, StoreError>> = futures_util::stream::iter(pages)
+            .map(|(key, shard, limit, frame)| async move {
+                let page = self.store.connections.members_page(&key, shard, None, limit).await?;
+                Ok((key, shard, frame, page))
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut summary = FanoutSummary::default();
+        let mut by_frame: HashMap<String, Vec<String>> = HashMap::new();
+        // Which membership rows each connection was read from, to remove them on a 410.
+        let mut rows: HashMap<String, Vec<(String, u16)>> = HashMap::new();
+        for result in fetched {
+            let (key, shard, frame, page) = result?;
+            for m in &page.members {
+                rows.entry(m.connection_id.clone()).or_default().push((key.clone(), shard));
+            }
+            if let Some(after) = page.next {
+                self.queue
+                    .fanout_job(&FanoutJob {
+                        tenant: tenant.to_owned(),
+                        id: id.to_owned(),
+                        group_key: key,
+                        shard,
+                        after: Some(after),
+                        frame: frame.clone(),
+                        connections: Vec::new(),
+                        exclude: reach.exclude.map(str::to_owned),
+                        ephemeral: reach.ephemeral,
+                    })
+                    .await?;
+                summary.shards_queued += 1;
+            }
+            by_frame.entry(frame).or_default().extend(
+                page.members
+                    .into_iter()
+                    .map(|m| m.connection_id)
+                    .filter(|c| Some(c.as_str()) != reach.exclude),
+            );
+        }
+        for (frame, connections) in by_frame {
+            let posting = Instant::now();
+            let r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
+            summary.posting_us += posting.elapsed().as_micros() as u64;
+            // A set: one batch must not name a row twice.
+            let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
+            for conn in &r.gone {
+                for row in rows.get(conn).into_iter().flatten() {
+                    stale.entry(row.clone()).or_default().insert(conn.clone());
+                }
+            }
+            for ((key, shard), conns) in stale {
+                let conns: Vec<String> = conns.into_iter().collect();
+                self.store.connections.remove_members(&key, shard, &conns).await?;
+            }
+            let collapse = collapse_of.get(frame.as_str()).map(|c| (*c).clone());
+            self.settle(tenant, id, &frame, &r, reach.ephemeral, collapse).await?;
+            summary.add(&r, !reach.ephemeral);
+        }
+        Ok(summary)
+    }
+
+    /// A job of a big audience (see [`chain`]): a walk reads part of a shard and splits it into
+    /// post jobs, a post job posts to the connections it names. A job is claimed like a
+    /// notification, so a redelivered job (visibility timeout, retry after a partial failure)
+    /// does not post its page twice.
+    pub async fn run_job(&self, job: &FanoutJob) -> Result<FanoutSummary, BroadcastError> {
+        let key = job.claim_key();
+        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
+        match self
+            .store
+            .idempotency
+            .claim(&job.tenant, &key, Cursor::MIN, expires, self.limits.claim_lease_seconds * 1000)
+            .await?
+        {
+            Claim::Done(_) => return Ok(FanoutSummary::default()),
+            Claim::InProgress { lease_left_ms } => return Err(BroadcastError::InProgress { lease_left_ms }),
+            Claim::New(_) | Claim::Unfinished(_) => {}
+        }
+        let mut summary = FanoutSummary::default();
+        let page = if job.connections.is_empty() {
+            let (page, queued) = self.walk(job).await?;
+            summary.shards_queued = queued;
+            page
+        } else {
+            job.connections.clone()
+        };
+        let report = fan_out(
+            &self.poster,
+            page.into_iter().filter(|c| job.exclude.as_deref() != Some(c.as_str())),
+            &job.frame,
+            self.limits.fanout_concurrency,
+        )
+        .await;
+        self.store
+            .connections
+            .remove_members(&job.group_key, job.shard, &report.gone)
+            .await?;
+        self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
+        self.store.idempotency.finish(&job.tenant, &key).await?;
+        summary.add(&report, !job.ephemeral);
+        Ok(summary)
+    }
+
+    /// Reads up to a walk's budget of the shard after `job.after`; queues the next walk first (so
+    /// it proceeds in parallel), then a post job per page but the first, which it returns for
+    /// this invocation to post. Returns that page and how many jobs it queued.
+    async fn walk(&self, job: &FanoutJob) -> Result<(Vec<String>, usize), BroadcastError> {
+        let budget = chain::walk_budget(self.limits.membership_shards);
+        let mut read = Vec::new();
+        let mut position = job.after.clone();
+        loop {
+            let limit = chain::WALK_QUERY_LIMIT.min(budget - read.len());
+            let page = self
+                .store
+                .connections
+                .members_page(&job.group_key, job.shard, position.as_deref(), limit)
+                .await?;
+            read.extend(page.members.into_iter().map(|m| m.connection_id));
+            position = page.next;
+            if position.is_none() || read.len() >= budget {
+                break;
+            }
+        }
+        let mut queued = 0;
+        if position.is_some() {
+            self.queue
+                .fanout_job(&FanoutJob {
+                    after: position,
+                    connections: Vec::new(),
+                    ..job.clone()
+                })
+                .await?;
+            queued += 1;
+        }
+        let page_size = self.limits.fanout_shard_size.max(1);
+        let mut pages = read.chunks(page_size);
+        let own = pages.next().map(<[String]>::to_vec).unwrap_or_default();
+        let posts: Vec<FanoutJob> = pages
+            .map(|connections| FanoutJob {
+                connections: connections.to_vec(),
+                ..job.clone()
+            })
+            .collect();
+        queued += posts.len();
+        let sent: Vec<Result<(), QueueError>> = futures_util::stream::iter(posts)
+            .map(|post| async move { self.queue.fanout_job(&post).await })
+            .buffer_unordered(JOB_SENDS_IN_FLIGHT)
+            .collect()
+            .await;
+        sent.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok((own, queued))
+    }
+
+    /// Acts on a fan-out's failures: gone connections are removed now, retryable ones go to the
+    /// retry queue with only their ids (unless the frame is ephemeral).
+    async fn settle(
+        &self,
+        tenant: &str,
+        id: &str,
+        frame: &str,
+        report: &FanoutReport,
+        ephemeral: bool,
+        collapse: Option<CollapseRef>,
+    ) -> Result<(), BroadcastError> {
+        let closed = self.store.connections.close_all(&report.gone).await?;
+        self.presence.closed(&closed).await?;
+        if !report.retry.is_empty() && !ephemeral {
+            self.queue
+                .retry(&RetryJob {
+                    tenant: tenant.to_owned(),
+                    id: id.to_owned(),
+                    frame: frame.to_owned(),
+                    connections: report.retry.clone(),
+                    attempt: 1,
+                    collapse,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}

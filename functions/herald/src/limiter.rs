@@ -1,0 +1,111 @@
+//! Applies a rate budget (`budget`) to a caller: WebSocket frames per connection, HTTP requests
+//! per user. The shared state is in DynamoDB (`store::Budgets`), because a connection's frames
+//! are spread over every instance of the function.
+//!
+//! A unit is charged at the time API Gateway received it (`requestTimeEpoch`, `timeEpoch`), not
+//! when an instance got round to it: the budget is about how fast the client sends, and a burst
+//! that queued up before the function must not pass for a steady stream because the function
+//! took its time. Every time compared comes from that one clock.
+//!
+//! Each instance also remembers, for a short while, whom it refused and until when. A refusal
+//! means the stored TAT is more than the burst ahead, and refused units never move it, so every
+//! unit before that time is refused too: answering them from memory is exact, and it is what
+//! keeps a flood cheap — after one refusal per instance, the flood's frames cost no I/O, so they
+//! hold a Lambda instance for microseconds instead of a DynamoDB round trip, and other
+//! connections' frames are not queued behind them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::budget::{Budget, Decision};
+use crate::cursor::now_millis;
+use crate::frames::ErrorFrame;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Refusals remembered per instance; beyond it, expired ones are dropped (then all, if a flood
+/// of distinct keys filled it — forgetting only costs a DynamoDB call).
+const REMEMBERED: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct Limiter {
+    store: Store,
+    budget: Option<Budget>,
+    refused_until: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Limiter {
+    /// `budget: None` serves everything.
+    pub fn new(store: Store, budget: Option<Budget>) -> Self {
+        Self {
+            store,
+            budget,
+            refused_until: Arc::default(),
+        }
+    }
+
+    /// The key of a WebSocket connection's frame budget.
+    pub fn connection_key(connection_id: &str) -> String {
+        format!("ws#{connection_id}")
+    }
+
+    /// The key of an HTTP caller's request budget.
+    pub fn caller_key(tenant: &str, user: &str) -> String {
+        format!("http#{tenant}#{user}")
+    }
+
+    /// `Ok(None)` when the unit is served, `Ok(Some(ms))` when it is refused for `ms`.
+    /// `received_ms`: when API Gateway received it (0 or absent: now).
+    pub async fn check(&self, key: &str, received_ms: i64) -> Result<Option<u64>, StoreError> {
+        let Some(budget) = &self.budget else { return Ok(None) };
+        let now = if received_ms > 0 { received_ms as u64 } else { now_millis() };
+        if let Some(until) = self.remembered(key, now) {
+            return Ok(Some(until - now));
+        }
+        match self.store.budgets.spend(key, budget, now).await? {
+            Decision::Allow { .. } => Ok(None),
+            Decision::Deny { retry_after_ms } => {
+                let retry_after_ms = retry_after_ms.max(1);
+                self.remember(key, now + retry_after_ms, now);
+                Ok(Some(retry_after_ms))
+            }
+        }
+    }
+
+    /// Spends one frame of a connection's budget: `Some(error frame)` when it is refused (the
+    /// frame must then be otherwise ignored). `function` names the metric's function.
+    pub async fn admit_frame(
+        &self,
+        function: &'static str,
+        connection_id: &str,
+        received_ms: i64,
+        reference: Option<Value>,
+    ) -> Result<Option<ErrorFrame>, StoreError> {
+        match self.check(&Self::connection_key(connection_id), received_ms).await? {
+            None => Ok(None),
+            Some(ms) => {
+                tracing::debug!(connection = %connection_id, retry_after_ms = ms, "frame refused: over budget");
+                Metrics::new(function).count("RateLimited", 1).flush();
+                Ok(Some(ErrorFrame::rate_limited(ms, reference)))
+            }
+        }
+    }
+
+    fn remembered(&self, key: &str, now: u64) -> Option<u64> {
+        let map = self.refused_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(key).copied().filter(|until| *until > now)
+    }
+
+    fn remember(&self, key: &str, until: u64, now: u64) {
+        let mut map = self.refused_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if map.len() >= REMEMBERED {
+            map.retain(|_, u| *u > now);
+            if map.len() >= REMEMBERED {
+                map.clear();
+            }
+        }
+        map.insert(key.to_owned(), until);
+    }
+}

@@ -1,0 +1,496 @@
+//! Interactive features end to end (DESIGN.md, "Interactive features" and "Rate limits"): frame
+//! and request budgets, client publish, against the local stack.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use herald_e2e::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The frame budget the stack runs with: the template's defaults.
+const FRAME_RATE: f64 = 20.0;
+const FRAME_BURST: usize = 40;
+
+/// The defect: 300 frames sent in one burst by one connection were all served (each one an
+/// invocation and a DynamoDB write), and another connection's frames queued behind them. Now the
+/// connection gets its burst and then its rate; the rest is answered `rate_limited` with
+/// `retryAfterMs` and has no effect; another connection is served as usual meanwhile.
+#[tokio::test]
+async fn a_burst_of_300_frames_is_held_to_the_budget_and_another_connection_is_served() {
+    let tenant = unique("acme");
+    let user = unique("flooder");
+    let mut flooder = Client::connect(&user, &tenant, &[], &[]).await;
+    let mut calm = Client::connect(&unique("calm"), &tenant, &[], &[]).await;
+
+    let started = Instant::now();
+    // `ack` writes a read mark per served frame: what a refused frame must not do.
+    for i in 0..300 {
+        flooder.send(json!({"action": "ack", "ids": [format!("n{i}")], "ref": i})).await;
+    }
+    // The other connection, queued right behind the flood, is served every time.
+    for i in 0..5 {
+        let sent = Instant::now();
+        let reply = calm.request(json!({"action": "ping", "ref": format!("calm{i}")}), "pong").await;
+        assert_eq!(
+            reply,
+            json!({"type": "pong", "ref": format!("calm{i}")}),
+            "the calm connection was refused"
+        );
+        assert!(sent.elapsed() < Duration::from_secs(5), "calm ping took {:?}", sent.elapsed());
+    }
+
+    // Every frame of the flood gets exactly one answer.
+    let mut answers: HashMap<u64, Value> = HashMap::new();
+    while answers.len() < 300 {
+        let f = flooder.next().await;
+        let r = f["ref"].as_u64().unwrap_or_else(|| panic!("answer without a numeric ref: {f}"));
+        assert!(answers.insert(r, f).is_none(), "frame {r} answered twice");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let served: Vec<u64> = answers.iter().filter(|(_, f)| f["type"] == "acked").map(|(r, _)| *r).collect();
+    let refused: Vec<&Value> = answers.values().filter(|f| f["code"] == "rate_limited").collect();
+    assert_eq!(served.len() + refused.len(), 300, "only acked or rate_limited: {answers:?}");
+    assert!(served.len() >= FRAME_BURST, "the burst is served: {}", served.len());
+    let ceiling = FRAME_BURST as f64 + FRAME_RATE * elapsed + 1.0;
+    assert!(
+        (served.len() as f64) <= ceiling,
+        "{} frames served in {elapsed:.1} s, budget {ceiling:.0}",
+        served.len()
+    );
+    for f in &refused {
+        assert_eq!(f["type"], "error");
+        let wait = f["retryAfterMs"].as_u64().unwrap_or(0);
+        assert!((1..=1000).contains(&wait), "retryAfterMs {wait}: {f}");
+    }
+    // Refused frames were otherwise ignored: exactly the served acks left read marks.
+    let marks = sort_keys("NotificationsTable", &format!("r#{tenant}#{user}")).await;
+    let mut want: Vec<String> = served.iter().map(|r| format!("m#n{r}")).collect();
+    want.sort();
+    let mut got: Vec<String> = marks.into_iter().filter(|k| k.starts_with("m#")).collect();
+    got.sort();
+    assert_eq!(got, want);
+
+    // The budget refills: after the advertised wait, the flooder is served again.
+    let wait = refused.iter().filter_map(|f| f["retryAfterMs"].as_u64()).max().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait + 1000 / FRAME_RATE as u64)).await;
+    let again = flooder.request(json!({"action": "ping", "ref": "again"}), "pong").await;
+    assert_eq!(again["type"], "pong", "{again}");
+}
+
+/// The HTTP API's budget is per caller: one user's burst draws 429s with `Retry-After`, and
+/// another user of the same tenant is served meanwhile.
+#[tokio::test]
+async fn http_callers_over_their_budget_get_429_with_retry_after() {
+    let tenant = unique("acme");
+    let greedy = token(&unique("greedy"), &tenant, &[], &[]);
+    let other = token(&unique("other"), &tenant, &[], &[]);
+    let url = format!("{}/notifications/unread-count", stack().ready.http_url);
+    let client = http();
+    let calls = (0..HTTP_BURST + 50).map(|_| client.get(&url).bearer_auth(&greedy).send());
+    let responses = futures_util::future::join_all(calls).await;
+    let mut ok = 0;
+    let mut limited = 0;
+    for r in responses {
+        let r = r.expect("request");
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                let after: u64 = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                assert!(after >= 1, "Retry-After in whole seconds, at least 1");
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(ok >= HTTP_BURST, "the burst is served: {ok}");
+    assert!(limited > 0, "nothing refused out of {}", HTTP_BURST + 50);
+    let (status, body) = api(Method::GET, "/notifications/unread-count", &other, None).await;
+    assert_eq!(status, 200, "another caller is served: {body}");
+}
+
+/// `TEST_ENV`'s request budget burst.
+const HTTP_BURST: usize = 100;
+
+/// Connects `user` of `tenant` entitled to `groups` (token claim) and joins them.
+async fn member(user: &str, tenant: &str, groups: &[&str]) -> Client {
+    let mut c = Client::connect(user, tenant, &[], groups).await;
+    for g in groups {
+        let joined = c.join(g).await;
+        assert_eq!(joined["type"], "joined", "{joined}");
+    }
+    c
+}
+
+fn chat(group: &str, body: &str, reference: &str) -> Value {
+    json!({"action": "publish", "group": group, "event": "chat.message", "body": body, "ref": reference})
+}
+
+/// Two members chat: the message is logged (an id and a cursor in `published`), reaches the
+/// other member with `from` set from the publisher's token, not the publisher itself (unless
+/// `echo`), and is replayed to the other member after a disconnect, once.
+#[tokio::test]
+async fn two_members_chat_logged_and_replayed_without_a_copy_for_the_sender() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let (alice_id, bob_id) = (unique("alice"), unique("bob"));
+    let mut alice = member(&alice_id, &tenant, &[&room]).await;
+    let mut bob = member(&bob_id, &tenant, &[&room]).await;
+
+    let published = alice.request(chat(&room, "hello bob", "p1"), "published").await;
+    assert_eq!(published["type"], "published", "{published}");
+    assert_eq!(published["ref"], "p1");
+    let id = published["id"].as_str().expect("a logged publish has an id").to_owned();
+    assert!(id.starts_with(&format!("~{alice_id}~")), "the publisher's own id namespace: {id}");
+    assert_eq!(published["cursor"].as_str().map(str::len), Some(26), "{published}");
+
+    let got = bob.notification().await;
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["topic"], room.as_str());
+    assert_eq!(got["event"], "chat.message");
+    assert_eq!(got["body"], "hello bob");
+    assert_eq!(got["from"], json!({"user": alice_id}));
+    assert_eq!(got["cursor"], published["cursor"]);
+
+    // The first message was posted before `published` came back, so had it gone to alice it
+    // would be her next notification; with `echo`, the second one comes back to her.
+    let mut echo = chat(&room, "echo me", "p2");
+    echo["echo"] = json!(true);
+    alice.send(echo).await;
+    // The echo is posted during the publish, so it may come before or after `published`.
+    let (mut second, mut back) = (Value::Null, Value::Null);
+    while second.is_null() || back.is_null() {
+        let f = alice.next().await;
+        match f["type"].as_str() {
+            Some("published") => second = f,
+            Some("notification") if back.is_null() => back = f,
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+    assert_eq!(back["id"], second["id"], "alice got her first message back: {back}");
+    assert_eq!(bob.notification().await["id"], second["id"]);
+
+    // Bob drops; alice writes; bob comes back and resumes: the missed message is replayed once.
+    bob.close().await;
+    eventually("bob gone", || async { connection_ids_of(&bob_id).await.is_empty().then_some(()) }).await;
+    let third = alice.request(chat(&room, "are you there?", "p3"), "published").await;
+    let mut bob = member(&bob_id, &tenant, &[&room]).await;
+    bob.send(json!({"action": "resume", "ref": "r1"})).await;
+    let mut replayed = Vec::new();
+    loop {
+        let f = bob.next().await;
+        if f["type"] == "resumed" {
+            break;
+        }
+        if f["type"] == "notification" {
+            replayed.push(f);
+        }
+    }
+    let ids: Vec<&str> = replayed.iter().filter_map(|f| f["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            id.as_str(),
+            second["id"].as_str().unwrap_or("?"),
+            third["id"].as_str().unwrap_or("?")
+        ]
+    );
+    assert!(
+        replayed
+            .iter()
+            .all(|f| f["replayed"] == true && f["from"] == json!({"user": alice_id}))
+    );
+
+    // Sending the same client id again is a duplicate: the same id and cursor, nothing posted.
+    let mut again = chat(&room, "once", "p4");
+    again["id"] = json!("msg-1");
+    let first = alice.request(again.clone(), "published").await;
+    let repeat = alice.request(again, "published").await;
+    assert_eq!(
+        (first["id"].clone(), first["cursor"].clone()),
+        (repeat["id"].clone(), repeat["cursor"].clone())
+    );
+    assert_eq!(bob.notification().await["id"], first["id"]);
+    let after = alice.request(chat(&room, "after", "p5"), "published").await;
+    assert_eq!(bob.notification().await["id"], after["id"], "the duplicate was posted again");
+}
+
+/// A typing indicator: pushed to the other members at once with `ephemeral: true` and no cursor,
+/// never stored (not in `missed`, not replayed).
+#[tokio::test]
+async fn typing_is_ephemeral() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let (alice_id, bob_id) = (unique("alice"), unique("bob"));
+    let mut alice = member(&alice_id, &tenant, &[&room]).await;
+    let mut bob = member(&bob_id, &tenant, &[&room]).await;
+
+    let typing = json!({"action": "publish", "group": room, "event": "chat.typing", "ephemeral": true, "ref": "t1"});
+    let published = alice.request(typing, "published").await;
+    assert_eq!(
+        published,
+        json!({"type": "published", "ref": "t1"}),
+        "no id or cursor: nothing was logged"
+    );
+    let got = bob.notification().await;
+    assert_eq!(
+        (got["event"].clone(), got["ephemeral"].clone()),
+        (json!("chat.typing"), json!(true))
+    );
+    assert_eq!(got["from"], json!({"user": alice_id}));
+    assert!(got.get("cursor").is_none(), "an ephemeral frame is no resume point: {got}");
+
+    // A logged message after it: once `missed` shows that one, it would show the typing too.
+    let marker = alice.request(chat(&room, "marker", "m1"), "published").await;
+    let tok = token(&bob_id, &tenant, &[], &[&room]);
+    let items = eventually("the marker in missed", || async {
+        let (_, v) = api(Method::GET, "/notifications/missed", &tok, None).await;
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        items.iter().any(|i| i["id"] == marker["id"]).then_some(items)
+    })
+    .await;
+    assert!(items.iter().all(|i| i["event"] != "chat.typing"), "typing was logged: {items:?}");
+    bob.send(json!({"action": "resume", "ref": "r"})).await;
+    loop {
+        let f = bob.next().await;
+        assert_ne!(f["event"], "chat.typing", "typing was replayed");
+        if f["type"] == "resumed" {
+            break;
+        }
+    }
+}
+
+/// Refused: a publish to a group the connection is not a member of, and to a group whose kind's
+/// policy does not let members publish (`course`: the local stack allows only `room=member`).
+/// `from` in a frame is refused, not trusted. Nothing refused reaches anyone.
+#[tokio::test]
+async fn publishing_needs_membership_and_the_kind_policy_and_cannot_spoof_from() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let course = format!("course:{}", unique("c"));
+    let bob_id = unique("bob");
+    let mut bob = member(&bob_id, &tenant, &[&room, &course]).await;
+    // Entitled to the room by its token, but never joined it.
+    let mut carol = Client::connect(&unique("carol"), &tenant, &[], &[&room]).await;
+    let refused = carol.request(chat(&room, "let me in", "c1"), "published").await;
+    assert_eq!(
+        (refused["code"].clone(), refused["ref"].clone()),
+        (json!("forbidden"), json!("c1")),
+        "{refused}"
+    );
+
+    let mut dave = member(&unique("dave"), &tenant, &[&course]).await;
+    let refused = dave.request(chat(&course, "members may not", "d1"), "published").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    assert!(refused["message"].as_str().is_some_and(|m| m.contains("course")), "{refused}");
+
+    let mut alice = member(&unique("alice"), &tenant, &[&room]).await;
+    let mut spoof = chat(&room, "I am bob", "a1");
+    spoof["from"] = json!({"user": bob_id});
+    let refused = alice.request(spoof, "published").await;
+    assert_eq!(refused["code"], "bad_request", "{refused}");
+
+    let ok = alice.request(chat(&room, "allowed", "a2"), "published").await;
+    let next = bob.notification().await;
+    assert_eq!(next["id"], ok["id"], "a refused publish reached bob: {next}");
+}
+
+/// Group names are the publisher's tenant's: the same name in another tenant is another group.
+#[tokio::test]
+async fn publishing_never_crosses_tenants() {
+    let room = format!("room:{}", unique("r"));
+    let (acme, other) = (unique("acme"), unique("other"));
+    let mut alice = member(&unique("alice"), &acme, &[&room]).await;
+    let mut eve = member(&unique("eve"), &other, &[&room]).await;
+    let mut mallory = member(&unique("mallory"), &other, &[&room]).await;
+    let sent = alice.request(chat(&room, "acme only", "a1"), "published").await;
+    assert_eq!(sent["type"], "published", "{sent}");
+    let own = mallory.request(chat(&room, "other tenant", "m1"), "published").await;
+    let next = eve.notification().await;
+    assert_eq!(next["id"], own["id"], "eve got acme's message: {next}");
+}
+
+/// The next presence frame (other frames are skipped).
+async fn presence(c: &mut Client) -> Value {
+    loop {
+        let f = c.next().await;
+        if f["type"] == "presence" {
+            return f;
+        }
+    }
+}
+
+fn presence_of(group: &str, user: &str, state: &str) -> Value {
+    json!({"type": "presence", "group": group, "user": user, "state": state})
+}
+
+/// Presence in a `room` (the local stack's presence kind): a user's first connection joining
+/// (or auto-joining through a subscription) is `online`, the last one leaving is `offline` after
+/// the grace period, and a reconnect within the grace period produces nothing.
+#[tokio::test]
+async fn presence_online_offline_and_a_quick_reconnect_says_nothing() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let (u, v, x) = (unique("u"), unique("v"), unique("x"));
+    let mut watcher = member(&unique("w"), &tenant, &[&room]).await;
+
+    let uc = member(&u, &tenant, &[&room]).await;
+    assert_eq!(presence(&mut watcher).await, presence_of(&room, &u, "online"));
+    let vc = member(&v, &tenant, &[&room]).await;
+    assert_eq!(presence(&mut watcher).await, presence_of(&room, &v, "online"));
+
+    // A second connection of an online user is no news.
+    let u2 = member(&u, &tenant, &[&room]).await;
+    // x is subscribed (enrollment sync): connecting auto-joins the room, which counts as a join.
+    publish(json!({"control": "subscribe", "tenant": tenant, "user": x, "group": room})).await;
+    eventually("x subscribed", || async {
+        sort_keys("NotificationsTable", &format!("s#{tenant}#{x}"))
+            .await
+            .contains(&room)
+            .then_some(())
+    })
+    .await;
+    let xc = Client::connect(&x, &tenant, &[], &[]).await;
+    assert_eq!(
+        presence(&mut watcher).await,
+        presence_of(&room, &x, "online"),
+        "u's second connection was announced"
+    );
+
+    // u drops both connections and is back (one connection) within the grace period: nothing.
+    u2.close().await;
+    uc.close().await;
+    eventually("u's connections gone", || async {
+        connection_ids_of(&u).await.is_empty().then_some(())
+    })
+    .await;
+    let _back = member(&u, &tenant, &[&room]).await;
+    // v leaves for good after that: v's offline check is due after u's, so if u's departure
+    // were announced, the watcher would see it first.
+    vc.close().await;
+    assert_eq!(presence(&mut watcher).await, presence_of(&room, &v, "offline"));
+    xc.close().await;
+    assert_eq!(
+        presence(&mut watcher).await,
+        presence_of(&room, &x, "offline"),
+        "u's quick reconnect was announced"
+    );
+}
+
+/// `leave` counts like a disconnect; a kind without presence (`course`) stays quiet (checked by
+/// what the watcher sees next).
+#[tokio::test]
+async fn leaving_announces_offline_and_other_kinds_send_no_presence() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let course = format!("course:{}", unique("c"));
+    let u = unique("u");
+    let mut watcher = member(&unique("w"), &tenant, &[&room, &course]).await;
+    // Joining a course (no presence for that kind) first, then the room.
+    let mut uc = member(&u, &tenant, &[&course, &room]).await;
+    assert_eq!(
+        presence(&mut watcher).await,
+        presence_of(&room, &u, "online"),
+        "a course join was announced"
+    );
+    let left = uc.request(json!({"action": "leave", "group": room, "ref": "l"}), "left").await;
+    assert_eq!(left["type"], "left");
+    assert_eq!(presence(&mut watcher).await, presence_of(&room, &u, "offline"));
+}
+
+/// Waits until dispatch finished the notification `id` of `tenant` (its claim is `done`).
+async fn dispatched(tenant: &str, id: &str) {
+    eventually(&format!("{id} dispatched"), || async {
+        let claim = item("NotificationsTable", &format!("i#{tenant}#{id}"), "#").await?;
+        (claim.get("state").and_then(|s| s.as_s().ok()).map(String::as_str) == Some("done")).then_some(())
+    })
+    .await;
+}
+
+fn progress(tenant: &str, user: &str, job: &str, id: &str, event: &str, percent: u32) -> Value {
+    json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": event, "collapse": job,
+           "data": {"job": job, "percent": percent}})
+}
+
+/// A job's progress as a latest-value stream: 50 updates with one `collapse` key, and a client
+/// that resumes afterwards gets one — the latest — as does `missed`; the log holds one entry.
+#[tokio::test]
+async fn collapse_keeps_only_the_latest_progress_update() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let job = unique("job");
+    for i in 0..49 {
+        publish(progress(&tenant, &user, &job, &format!("{job}-p{i}"), "job.progress", i * 2)).await;
+    }
+    for i in 0..49 {
+        dispatched(&tenant, &format!("{job}-p{i}")).await;
+    }
+    // The last one after all the others, so it is the latest by cursor too.
+    let done = format!("{job}-done");
+    publish(progress(&tenant, &user, &job, &done, "job.completed", 100)).await;
+    dispatched(&tenant, &done).await;
+
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    c.send(json!({"action": "resume", "ref": "r"})).await;
+    let mut replayed = Vec::new();
+    loop {
+        let f = c.next().await;
+        if f["type"] == "resumed" {
+            break;
+        }
+        replayed.push(f);
+    }
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0]["id"], done.as_str());
+    assert_eq!(replayed[0]["collapse"], job.as_str());
+    assert_eq!(replayed[0]["data"]["percent"], 100);
+
+    let tok = token(&user, &tenant, &[], &[]);
+    let (_, missed) = api(Method::GET, "/notifications/missed", &tok, None).await;
+    let ids: Vec<&str> = missed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![done.as_str()]);
+    assert_eq!(
+        sort_keys("NotificationsTable", &format!("n#{tenant}#user:{user}")).await.len(),
+        1,
+        "one log entry per key"
+    );
+}
+
+/// Updates that could not be posted (429) wait on the retry queue; once a later update of the
+/// key is delivered, they are dropped instead of arriving late and out of date.
+#[tokio::test]
+async fn pending_updates_of_a_key_are_delivered_as_the_latest_only() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let job = unique("job");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let conn = c.connection_id().await;
+    control(
+        Method::POST,
+        "/faults/posts",
+        Some(json!({"connectionIds": [conn], "status": 429, "count": 3})),
+    )
+    .await;
+    for i in 0..3 {
+        let id = format!("{job}-p{i}");
+        publish(progress(&tenant, &user, &job, &id, "job.progress", i * 30)).await;
+        dispatched(&tenant, &id).await;
+    }
+    let last = format!("{job}-p3");
+    publish(progress(&tenant, &user, &job, &last, "job.progress", 90)).await;
+    assert_eq!(c.notification().await["id"], last.as_str());
+    // The three retries are due within 2 s (first attempt: 1..2 s): none may arrive.
+    c.expect_silence(Duration::from_secs(5)).await;
+}
