@@ -56,19 +56,20 @@ clippy:
 # the real binaries built above: one stack per test binary. The big-audience binaries (thousands
 # of connections) are a target of their own so that `make test` runs them beside the others.
 E2E_BIG := broadcast fanout_chain
+# Always `--workspace` (with target filters): `-p` alone would resolve features for one package
+# and rebuild shared dependencies with a different feature set than `test-build` compiled.
 unit-and-e2e: venv build
-	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) --workspace --exclude herald-e2e -- --test-threads $(TEST_THREADS)
-	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) -p herald-e2e --lib \
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) --workspace --lib --bins \
 		$(addprefix --test ,$(filter-out $(E2E_BIG),$(E2E_TESTS))) -- --test-threads $(TEST_THREADS)
 
 e2e-big: venv build
-	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) -p herald-e2e \
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) --workspace \
 		$(addprefix --test ,$(E2E_BIG)) -- --test-threads $(TEST_THREADS)
 
 # Every test binary, compiled: `make test` does it in its build phase, so that the checks of the
 # next phase (which share cargo's lock on target/) start at once and clippy runs beside them.
 test-build: build
-	cargo test $(call flag,$(PROFILE)) --workspace --no-run
+	cargo test $(call flag,$(PROFILE)) --workspace --lib --bins --tests --no-run
 
 # Every end-to-end test binary, from tests/Cargo.toml: a new one is picked up by itself.
 E2E_TESTS := $(shell sed -n 's/^name = "\(.*\)"/\1/p' tests/Cargo.toml | grep -v '^herald-e2e$$')
