@@ -154,6 +154,32 @@ async fn message_fixtures_ping_ack_and_resume() {
 }
 
 #[tokio::test]
+async fn message_fixture_publish_reaches_the_other_member() {
+    let tenant = unique("acme");
+    let (alice, bob) = (unique("alice"), unique("bob"));
+    let mut a = Client::connect(&alice, &tenant, &[], &["room:7"]).await;
+    let mut b = Client::connect(&bob, &tenant, &[], &["room:7"]).await;
+    a.join("room:7").await;
+    b.join("room:7").await;
+    let conn = a.connection_id().await;
+    let resp = invoke(
+        "ws-message",
+        &as_caller(fixture("ws-message-publish.json"), &conn, &alice, &tenant, "room:7"),
+    )
+    .await;
+    let published = body_json(&resp);
+    assert_eq!(
+        (published["type"].as_str(), published["ref"].as_str()),
+        (Some("published"), Some("p1")),
+        "{published}"
+    );
+    let got = b.notification().await;
+    assert_eq!(got["id"], published["id"]);
+    assert_eq!(got["from"], json!({"user": alice}));
+    assert_eq!(got["body"], "Hello, room");
+}
+
+#[tokio::test]
 async fn dispatch_fixture_delivers_logs_and_dead_letters_the_bad_record() {
     let tenant = unique("acme");
     let mut client = Client::connect("u1", &tenant, &[], &["course:42"]).await;

@@ -469,7 +469,8 @@ async fn collapse_keeps_only_the_latest_progress_update() {
 }
 
 /// Updates that could not be posted (429) wait on the retry queue; once a later update of the
-/// key is delivered, they are dropped instead of arriving late and out of date.
+/// key is logged, they are dropped instead of arriving late and out of date: the connection gets
+/// the latest only.
 #[tokio::test]
 async fn pending_updates_of_a_key_are_delivered_as_the_latest_only() {
     let tenant = unique("acme");
@@ -477,20 +478,50 @@ async fn pending_updates_of_a_key_are_delivered_as_the_latest_only() {
     let job = unique("job");
     let mut c = Client::connect(&user, &tenant, &[], &[]).await;
     let conn = c.connection_id().await;
+    // Every post to the connection fails while the four updates are dispatched; the retries
+    // that run meanwhile fail too (and are tried again, or dropped once superseded).
     control(
         Method::POST,
         "/faults/posts",
-        Some(json!({"connectionIds": [conn], "status": 429, "count": 3})),
+        Some(json!({"connectionIds": [conn], "status": 429, "count": 1000})),
     )
     .await;
-    for i in 0..3 {
+    for i in 0..4 {
         let id = format!("{job}-p{i}");
         publish(progress(&tenant, &user, &job, &id, "job.progress", i * 30)).await;
         dispatched(&tenant, &id).await;
     }
-    let last = format!("{job}-p3");
-    publish(progress(&tenant, &user, &job, &last, "job.progress", 90)).await;
-    assert_eq!(c.notification().await["id"], last.as_str());
-    // The three retries are due within 2 s (first attempt: 1..2 s): none may arrive.
-    c.expect_silence(Duration::from_secs(5)).await;
+    // Only this test of this stack injects faults.
+    control(Method::DELETE, "/faults", None).await;
+    // Four updates are pending for the connection; only the latest arrives (from the retry queue).
+    let got = c.notification().await;
+    assert_eq!(got["id"], format!("{job}-p3").as_str(), "{got}");
+    // Later attempts are due within 6 s (1..2 s, then 2..4 s): none may bring an older update.
+    c.expect_silence(Duration::from_secs(8)).await;
+}
+
+/// Above the presence cap (the tests run with 5 live connections) a room sends no presence
+/// events; the watcher's next event is one from a small room, joined afterwards.
+#[tokio::test]
+async fn rooms_above_the_presence_cap_send_no_events() {
+    let tenant = unique("acme");
+    let big = format!("room:{}", unique("big"));
+    let small = format!("room:{}", unique("small"));
+    let mut watcher = member(&unique("w"), &tenant, &[&big, &small]).await;
+    let mut others = Vec::new();
+    for i in 0..4 {
+        let u = unique(&format!("u{i}"));
+        others.push(member(&u, &tenant, &[&big]).await);
+        assert_eq!(presence(&mut watcher).await, presence_of(&big, &u, "online"));
+    }
+    // Five connections now: the sixth member's arrival is not announced.
+    let sixth = unique("sixth");
+    let _quiet = member(&sixth, &tenant, &[&big]).await;
+    let later = unique("later");
+    let _small = member(&later, &tenant, &[&small]).await;
+    assert_eq!(
+        presence(&mut watcher).await,
+        presence_of(&small, &later, "online"),
+        "the sixth member was announced"
+    );
 }

@@ -95,7 +95,8 @@ async def _start_moto(host: str, credentials: dict[str, str], attempts: int = 3)
     for _ in range(attempts):
         port = free_port(host)  # tiny race with other processes: retried below
         proc = await procs.spawn(
-            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+            # moto with DynamoDB's per-item atomicity (see moto_server.py).
+            [sys.executable, "-m", "herald_local.moto_server", "-H", host, "-p", str(port)],
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         # moto logs every request at INFO on stderr; only keep what looks like trouble.
         tasks = [asyncio.create_task(_drain_moto(proc.stdout)),

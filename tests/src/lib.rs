@@ -77,6 +77,8 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     // Presence's grace period, shorter than the default 10 s so that offline events come quickly;
     // a reconnect still takes well under it.
     ("HERALD_PRESENCE_GRACE_SECONDS", "3"),
+    // Presence events only in groups of at most five live connections, so the cap is testable.
+    ("HERALD_PRESENCE_MAX_MEMBERS", "5"),
 ];
 
 pub fn repo_root() -> PathBuf {

@@ -25,6 +25,20 @@ use crate::frames::ErrorFrame;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
+/// How far API Gateway's receive time may be from this instance's clock and still be used. A
+/// frame does not queue that long, so anything further off is a wrong timestamp (a replayed test
+/// event, a skewed clock), and charging it could refuse a connection for days.
+const MAX_SKEW_MS: u64 = 60_000;
+
+/// The time a unit is charged at: when API Gateway received it, unless that is missing or
+/// implausible; then the instance's clock.
+fn charge_time(received_ms: i64, clock_ms: u64) -> u64 {
+    match u64::try_from(received_ms) {
+        Ok(r) if r > 0 && r.abs_diff(clock_ms) <= MAX_SKEW_MS => r,
+        _ => clock_ms,
+    }
+}
+
 /// Refusals remembered per instance; beyond it, expired ones are dropped (then all, if a flood
 /// of distinct keys filled it — forgetting only costs a DynamoDB call).
 const REMEMBERED: usize = 10_000;
@@ -60,7 +74,7 @@ impl Limiter {
     /// `received_ms`: when API Gateway received it (0 or absent: now).
     pub async fn check(&self, key: &str, received_ms: i64) -> Result<Option<u64>, StoreError> {
         let Some(budget) = &self.budget else { return Ok(None) };
-        let now = if received_ms > 0 { received_ms as u64 } else { now_millis() };
+        let now = charge_time(received_ms, now_millis());
         if let Some(until) = self.remembered(key, now) {
             return Ok(Some(until - now));
         }
@@ -107,5 +121,20 @@ impl Limiter {
             }
         }
         map.insert(key.to_owned(), until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_are_charged_at_the_receive_time_unless_it_is_implausible() {
+        let clock = 1_795_900_000_000;
+        assert_eq!(charge_time(clock as i64 - 2_000, clock), clock - 2_000, "queued two seconds");
+        assert_eq!(charge_time(0, clock), clock, "no receive time");
+        assert_eq!(charge_time(-5, clock), clock);
+        assert_eq!(charge_time(1_795_428_000_123, clock), clock, "a days-old test event");
+        assert_eq!(charge_time(clock as i64 + 120_000, clock), clock, "from the future");
     }
 }

@@ -62,10 +62,6 @@ impl Presence {
         }
     }
 
-    pub fn policy(&self) -> &PresencePolicy {
-        &self.policy
-    }
-
     /// The function it runs in (metrics of the services built around it).
     pub fn function(&self) -> &'static str {
         self.function

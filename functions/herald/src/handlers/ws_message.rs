@@ -216,7 +216,7 @@ impl Handler for WsMessage {
             publish: PublishPolicy::from_source(&Env)?,
             presence: PresencePolicy::from_source(&Env)?,
         };
-        tracing::info!(kinds = ?settings.publish.kinds(), "publish policy");
+        tracing::info!(publish = ?settings.publish.kinds(), presence = ?settings.presence.kinds(), "group kinds with publish and presence");
         Ok(Self::new(store, poster, queue, settings))
     }
 

@@ -4,8 +4,9 @@
 //! |---|---|---|
 //! | a user's presence in a group | `p#{groupKey}` | `{user}` |
 //!
-//! The item holds the string set `conns` of the user's connections in the group and, while an
-//! offline event waits out the grace period, `leftAt` (epoch ms). Sets make arrivals and
+//! The item holds the string set `conns` of the user's connections in the group and `leftAt`
+//! (epoch ms), the last departure: while the set is empty, an offline event waits out the grace
+//! period from it. Sets make arrivals and
 //! departures idempotent (a repeated join or a second cleanup of one connection changes
 //! nothing), and every transition is one conditional update, so two instances handling the
 //! same user's connections cannot both announce it.
@@ -60,8 +61,11 @@ impl Presences {
         Ok(!had_connections && !old.contains_key("leftAt"))
     }
 
-    /// Removes a connection of `user`; when it was the last one, records `now` as the time the
-    /// user left.
+    /// Removes a connection of `user`, recording `now` as the time the user left, in one
+    /// atomic update: a separate second step would leave a moment in which the set is empty
+    /// and no departure is recorded, and an arrival then would announce the user online again.
+    /// `leftAt` only matters once the set is empty (an arrival while other connections remain
+    /// is no news anyway); the check is queued only then.
     pub async fn depart(&self, group_key: &str, user: &str, connection: &str, now: u64) -> Result<Departure, StoreError> {
         let removed = self
             .table
@@ -70,41 +74,28 @@ impl Presences {
             .table_name(&self.table.name)
             .key("pk", s(pk(group_key)))
             .key("sk", s(user))
-            .update_expression("DELETE conns :c")
+            .update_expression("DELETE conns :c SET leftAt = :now")
             .condition_expression("contains(conns, :id)")
             .expression_attribute_values(":c", AttributeValue::Ss(vec![connection.to_owned()]))
             .expression_attribute_values(":id", s(connection))
+            .expression_attribute_values(":now", n(now))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        let left = match removed {
-            Ok(out) => out
-                .attributes
-                .unwrap_or_default()
-                .get("conns")
-                .and_then(|v| v.as_ss().ok())
-                .is_none_or(|c| c.is_empty()),
-            Err(e) if conditional_failed(&e) => return Ok(Departure::Nothing),
-            Err(e) => return Err(StoreError::dynamo("UpdateItem", e)),
-        };
-        if !left {
-            return Ok(Departure::Nothing);
-        }
-        // Only while still empty: a connection that arrived meanwhile keeps the user online.
-        let marked = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key("pk", s(pk(group_key)))
-            .key("sk", s(user))
-            .update_expression("SET leftAt = :now")
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(conns)")
-            .expression_attribute_values(":now", n(now))
-            .send()
-            .await;
-        match marked {
-            Ok(_) => Ok(Departure::Pending { left_at: now }),
+        match removed {
+            Ok(out) => {
+                let last = out
+                    .attributes
+                    .unwrap_or_default()
+                    .get("conns")
+                    .and_then(|v| v.as_ss().ok())
+                    .is_none_or(|c| c.is_empty());
+                Ok(if last {
+                    Departure::Pending { left_at: now }
+                } else {
+                    Departure::Nothing
+                })
+            }
             Err(e) if conditional_failed(&e) => Ok(Departure::Nothing),
             Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
         }
