@@ -197,13 +197,7 @@ async function mintToken(stack, claims) {
   return (await control(stack, "POST", "/token", { alg: "HS256", ttlSeconds: 7200, ...claims })).token;
 }
 
-/** SQS SendMessage over its JSON protocol (the local endpoint does not check signatures). */
-async function sqsSend(stack, queueUrl, body, delaySeconds = 0) {
-  const payload = { QueueUrl: queueUrl, MessageBody: JSON.stringify(body) };
-  if (delaySeconds > 0) payload.DelaySeconds = delaySeconds;
-  return sqsCall(stack, "SendMessage", payload);
-}
-
+/** An SQS call over its JSON protocol (the local endpoint does not check signatures). */
 async function sqsCall(stack, action, payload) {
   const res = await fetch(stack.awsEndpoint, {
     method: "POST",
@@ -386,47 +380,71 @@ function plan(o, run, users, r) {
   return messages;
 }
 
+/**
+ * Sends the plan, paced at `rate` notifications a second in plan order, by `producers` concurrent
+ * workers. SQS-bound messages go in batches of up to ten consecutive ones (SendMessageBatch, as a
+ * busy service sends), HTTP-bound ones one request each; a duplicate is the same body sent again
+ * in the next unit. A failed send is retried (same id) like a producer would.
+ */
 async function produce(o, stack, messages, serviceTokens, stats, deadline) {
   const dispatchQueue = stack.queues.DispatchQueue;
-  let next = 0;
   const started = Date.now();
-  const send = async (m) => {
-    const began = Date.now();
+  // Units in plan order: each message, and its duplicate right after it.
+  const units = [];
+  messages.forEach((m, i) => {
+    units.push({ m, due: started + (i * 1000) / o.rate });
+    if (m.duplicate) units.push({ m, due: started + (i * 1000) / o.rate, duplicate: true });
+  });
+  // Sends: up to ten consecutive SQS units (never the same id twice in one batch), or one HTTP.
+  const sends = [];
+  for (const u of units) {
+    const last = sends[sends.length - 1];
+    if (u.m.via === "sqs" && last && last.via === "sqs" && last.units.length < 10 && !last.units.some((x) => x.m.id === u.m.id)) {
+      last.units.push(u);
+    } else {
+      sends.push({ via: u.m.via, due: u.due, units: [u] });
+    }
+  }
+  const bodyOf = (m) => {
     const body = { id: m.id, tenant: m.tenant, to: m.to, event: "chaos.test", title: `chaos ${m.id}`, body: "nothing lost" };
     if (m.deferMs) body.deliverAt = new Date(Date.now() + m.deferMs).toISOString();
-    for (let attempt = 0; ; attempt++) {
-      try {
-        if (m.via === "sqs") {
-          await sqsSend(stack, dispatchQueue, body);
-        } else {
-          const res = await http("POST", `${stack.httpUrl}/notifications`, { token: serviceTokens.get(m.tenant), body });
-          // A 5xx means the API failed (a killed function): the producer retries, same id.
-          if (res.status >= 500 || res.status === 429) throw new Error(`POST /notifications: ${res.status}`);
-          if (res.status !== 202) throw new Error(`POST /notifications refused: ${res.status} ${JSON.stringify(res.json)}`);
-        }
-        stats.sent++;
-        stats.sendMs[m.via] = (stats.sendMs[m.via] ?? 0) + (Date.now() - began);
-        return;
-      } catch (e) {
-        if (attempt >= 20 || Date.now() > deadline || /refused/.test(String(e.message))) throw e;
-        stats.producerRetries++;
-        await pause(100 * (attempt + 1));
-      }
-    }
+    return body;
   };
+  const attempt = async (send) => {
+    if (send.via === "sqs") {
+      const entries = send.units.map((u, i) => ({ Id: String(i), MessageBody: JSON.stringify(bodyOf(u.m)) }));
+      const out = await sqsCall(stack, "SendMessageBatch", { QueueUrl: dispatchQueue, Entries: entries });
+      if (out.Failed?.length) throw new Error(`SendMessageBatch: ${out.Failed.length} failed`);
+      return;
+    }
+    const m = send.units[0].m;
+    const res = await http("POST", `${stack.httpUrl}/notifications`, { token: serviceTokens.get(m.tenant), body: bodyOf(m) });
+    // A 5xx means the API failed (a killed function): the producer retries, same id.
+    if (res.status >= 500 || res.status === 429) throw new Error(`POST /notifications: ${res.status}`);
+    if (res.status !== 202) throw new Error(`POST /notifications refused: ${res.status} ${JSON.stringify(res.json)}`);
+  };
+  let next = 0;
   const worker = async () => {
     for (;;) {
       const i = next++;
-      if (i >= messages.length) return;
-      // Paced: the producers together send `rate` notifications a second.
-      const due = started + (i * 1000) / o.rate;
-      if (due > Date.now()) await pause(due - Date.now());
-      const m = messages[i];
-      await send(m);
-      if (m.duplicate) {
-        await send(m);
-        stats.duplicatesSent++;
+      if (i >= sends.length) return;
+      const send = sends[i];
+      if (send.due > Date.now()) await pause(send.due - Date.now());
+      const began = Date.now();
+      for (let tries = 0; ; tries++) {
+        try {
+          await attempt(send);
+          break;
+        } catch (e) {
+          if (tries >= 20 || Date.now() > deadline || /refused/.test(String(e.message))) throw e;
+          stats.producerRetries++;
+          await pause(100 * (tries + 1));
+        }
       }
+      stats.sent += send.units.length;
+      stats.duplicatesSent += send.units.filter((u) => u.duplicate).length;
+      stats.sendMs[send.via] = (stats.sendMs[send.via] ?? 0) + (Date.now() - began);
+      stats.requests[send.via] = (stats.requests[send.via] ?? 0) + 1;
     }
   };
   await Promise.all(Array.from({ length: o.producers }, worker));
@@ -518,15 +536,15 @@ async function main() {
     });
 
     const messages = plan(o, run, users, r);
-    const stats = { sent: 0, duplicatesSent: 0, producerRetries: 0, sendMs: {} };
+    const stats = { sent: 0, duplicatesSent: 0, producerRetries: 0, sendMs: {}, requests: {} };
     const progress = setInterval(() => say(`sent ${stats.sent}/${messages.length + messages.filter((m) => m.duplicate).length}`), 10_000);
     try {
       await produce(o, stack, messages, serviceTokens, stats, t0 + o.maxSeconds * 1000);
     } finally {
       clearInterval(progress);
     }
-    const avg = (via) => (stats.sendMs[via] ? Math.round(stats.sendMs[via] / messages.filter((m) => m.via === via).length) : 0);
-    say(`producer send latency, mean: SQS ${avg("sqs")} ms, HTTP ${avg("http")} ms`);
+    const avg = (via) => (stats.requests[via] ? Math.round(stats.sendMs[via] / stats.requests[via]) : 0);
+    say(`producer requests: ${stats.requests.sqs ?? 0} SQS batches (mean ${avg("sqs")} ms), ${stats.requests.http ?? 0} POST /notifications (mean ${avg("http")} ms)`);
     say(`producers done: ${stats.sent} sends (${stats.duplicatesSent} duplicate ids, ${stats.producerRetries} producer retries)`);
 
     // Settle: stop the churn and the faults, let every queue drain (deferred ones fire).
