@@ -341,8 +341,11 @@ class FunctionPool:
 
     def finish(self, inst: Instance, inv: Invocation, *, result: bytes | None = None,
                error: FunctionError | None = None, status: str | None = None) -> None:
-        if inv.doomed and inst.proc is not None and inst.proc.returncode is None:
-            return  # the exit watcher fails it once the kill has landed
+        if inv.doomed and error is None:
+            # A kill fault hit it: an answer the process sent before it died may still be read
+            # after the exit (while the watcher drains its output), and must not count. Only the
+            # exit watcher's (or the timeout's) error finishes it.
+            return
         if inv.timer is not None:
             inv.timer.cancel()
         if inst.current is inv:
