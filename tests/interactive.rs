@@ -85,11 +85,13 @@ async fn http_callers_over_their_budget_get_429_with_retry_after() {
     let tenant = unique("acme");
     let greedy = token(&unique("greedy"), &tenant, &[], &[]);
     let other = token(&unique("other"), &tenant, &[], &[]);
-    let url = format!("{}/notifications/unread-count", stack().ready.http_url);
-    // The local API serves the burst a few requests at a time: on a busy machine (make test runs
-    // checks side by side) the last of 80 can wait well past the usual 30 s.
+    // A cheap request (one read of a reminder that does not exist: 404), so that the local API,
+    // a few instances on a machine that make test keeps busy, answers the whole burst well within
+    // API Gateway's 30 s integration timeout. The budget is charged at the time each request
+    // reached the API, so how fast they are served does not change which are refused.
+    let url = format!("{}/reminders/{}", stack().ready.http_url, unique("none"));
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(180))
+        .timeout(Duration::from_secs(120))
         .build()
         .expect("http client");
     let calls = (0..HTTP_BURST + 50).map(|_| client.get(&url).bearer_auth(&greedy).send());
@@ -99,7 +101,7 @@ async fn http_callers_over_their_budget_get_429_with_retry_after() {
     for r in responses {
         let r = r.expect("request");
         match r.status().as_u16() {
-            200 => ok += 1,
+            404 => ok += 1,
             429 => {
                 limited += 1;
                 let after: u64 = r
