@@ -122,8 +122,10 @@ client/node_modules/.package-lock.json: client/package-lock.json
 # `set -m` gives it a process group of its own (to stop it if a check fails) in the same
 # session: a new session (setsid) would be a new scheduler autogroup, which gets an equal CPU
 # share whatever its nice value. docs/performance.md has the measurements behind this.
+# clippy starts after the first tests: it holds cargo's lock on target/ for its whole check, and
+# the test targets, though compiled already, wait on that lock before they run.
 BUILD_PHASE := fmt build test-build lint-template stack-tests
-CHECK_PHASE := e2e-big unit-and-e2e clippy client-tests browser-tests chaos-check api-contract
+CHECK_PHASE := e2e-big unit-and-e2e client-tests clippy browser-tests chaos-check api-contract
 CHECKS := $(BUILD_PHASE) $(CHECK_PHASE)
 test: sam-venv
 	@mkdir -p target; \
