@@ -500,3 +500,74 @@ async fn cancelling_a_long_reminder_deletes_its_schedule() {
 fn chrono_now_plus(seconds: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// A message dispatch works on stays invisible for as long as the work lasts (`Queue::hold`),
+/// however short the queue's visibility timeout: otherwise a slow fan-out job is delivered again
+/// mid-work, and the copy, finding the claim's lease over, posts the page a second time (a busy
+/// CI machine: 43 of 2,000 members got a notification twice). Once the work ends without a
+/// delete (the invocation died or failed), the message is back within two leases.
+/// On a queue of its own, which no function consumes.
+#[tokio::test]
+async fn a_held_message_stays_invisible_until_the_work_ends() {
+    let sqs = sqs().await;
+    let name = unique("hold");
+    let url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .unwrap_or_default();
+    sqs.send_message().queue_url(&url).message_body("job").send().await.expect("send");
+    let received = sqs
+        .receive_message()
+        .queue_url(&url)
+        .visibility_timeout(1)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .expect("receive");
+    let receipt = received.messages().first().and_then(|m| m.receipt_handle()).map(str::to_owned);
+    let receipt = receipt.expect("the message");
+    let queue = herald::queue::Queue::new(
+        &sdk().await,
+        herald::config::Queues {
+            dispatch: String::new(),
+            dispatch_dlq: String::new(),
+            fanout: url.clone(),
+            retry: String::new(),
+        },
+    );
+    let arn = format!("arn:aws:sqs:{}:123456789012:{name}", stack().ready.region);
+    // Six times the queue's 1 s timeout, held one 2 s lease at a time; meanwhile nobody else
+    // may receive it.
+    let watcher = async {
+        let mut seen = 0;
+        let until = std::time::Instant::now() + Duration::from_secs(6);
+        while std::time::Instant::now() < until {
+            let r = sqs
+                .receive_message()
+                .queue_url(&url)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
+            seen += r.messages().len();
+        }
+        seen
+    };
+    let (seen, ()) = tokio::join!(watcher, queue.hold(&arn, &receipt, 2, tokio::time::sleep(Duration::from_secs(7))));
+    assert_eq!(seen, 0, "the message was delivered again while it was held");
+    let back = eventually("the message back once the hold ends", || {
+        let (sqs, url) = (sqs.clone(), url.clone());
+        async move {
+            let r = sqs.receive_message().queue_url(&url).wait_time_seconds(1).send().await.ok()?;
+            (!r.messages().is_empty()).then_some(())
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), back)
+        .await
+        .expect("back within two leases");
+    sqs.delete_queue().queue_url(&url).send().await.expect("delete queue");
+}

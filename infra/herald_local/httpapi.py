@@ -195,12 +195,20 @@ class HttpApi:
             return web.json_response({"message": "Not Found"}, status=404)
         route, params = selected
         event = await self._event(request, route, params)
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        call = asyncio.ensure_future(
+            self._pools[route.function.key].invoke(json.dumps(event).encode(), started=started))
         try:
-            raw = await asyncio.wait_for(
-                self._pools[route.function.key].invoke(json.dumps(event).encode()),
-                INTEGRATION_TIMEOUT_S)
+            # The integration timeout runs from when an instance takes the request: time queued
+            # for one of this emulator's few instances would not exist on Lambda, which scales
+            # out per request (a burst of 150 on a busy machine queued past 30 s and got 503s).
+            await asyncio.wait({started, call}, return_when=asyncio.FIRST_COMPLETED)
+            raw = await asyncio.wait_for(call, INTEGRATION_TIMEOUT_S)
         except asyncio.TimeoutError:
             return web.json_response({"message": "Service Unavailable"}, status=503)
+        except asyncio.CancelledError:  # the caller went away: so does its invocation
+            call.cancel()
+            raise
         except FunctionError as exc:
             log.warning("%s failed: %s", route.key, exc)
             return web.json_response({"message": "Internal Server Error"}, status=500)

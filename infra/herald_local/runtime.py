@@ -63,6 +63,7 @@ class Invocation:
     timer: asyncio.TimerHandle | None = None
     doomed: bool = False   # a kill fault hit it: whatever the process answers, it dies first
     lineage: int = 0       # hops of this request chain so far (Lambda's recursive loop detection)
+    started: asyncio.Future[None] | None = None  # set when an instance takes it (see invoke)
 
 
 @dataclass(eq=False)
@@ -246,15 +247,18 @@ class FunctionPool:
             return False
         return any(i.init_ms is not None for i in self._instances)
 
-    async def invoke(self, payload: bytes, source: str | None = None, *, lineage: int = 0) -> bytes:
+    async def invoke(self, payload: bytes, source: str | None = None, *, lineage: int = 0,
+                     started: asyncio.Future[None] | None = None) -> bytes:
         """Run one invocation; returns the response payload or raises FunctionError.
         `source` (a connection id) keeps one caller's backlog from queueing the others;
         `lineage`: how many invocations of this function the request chain went through before
-        this one."""
+        this one; `started` is resolved when an instance takes the invocation. Lambda would
+        have started another instance instead of queueing it here, so a caller's timeout that
+        stands for an AWS one (API Gateway's integration timeout) counts from then."""
         if self._closing:
             raise FunctionError("Runtime.Shutdown", "the local stack is shutting down")
         inv = Invocation(str(uuid.uuid4()), payload, asyncio.get_running_loop().create_future(),
-                         source, lineage=lineage)
+                         source, lineage=lineage, started=started)
         while self._idle:
             inst = self._idle.popleft()
             if inst.idle:
@@ -301,6 +305,8 @@ class FunctionPool:
                 inv = self._take_pending()
         inst.current = inv
         inv.fetched_at = time.monotonic()
+        if inv.started is not None and not inv.started.done():
+            inv.started.set_result(None)
         inv.timer = asyncio.get_running_loop().call_later(
             self.spec.timeout_s, self._timed_out, inst, inv)
         deadline_ms = int(time.time() * 1000 + self.spec.timeout_s * 1000)

@@ -141,8 +141,11 @@ pub struct Limits {
     pub retry_max_attempts: u32,
     /// Connections outlive API Gateway's 2-hour maximum by a margin, then TTL removes leftovers.
     pub connection_ttl_seconds: u64,
-    /// How long a dispatch claim on a notification id holds before a redelivery may take it
-    /// over: at least the dispatch function's timeout, below the queue's visibility timeout.
+    /// How long a dispatch claim on a notification id (or a fan-out job) holds before another
+    /// delivery of it may take it over. A live dispatch keeps its own message invisible (see
+    /// `handlers::dispatch`), so only a copy from elsewhere (a producer's retry) or a redelivery
+    /// after a crash meets the claim; above the function's timeout (the template's 90 s against
+    /// 60 s), no copy can take over from a holder that is still alive.
     pub claim_lease_seconds: u64,
     /// How long an id is remembered for idempotency, whatever the notification's own TTL: it
     /// must outlive every way a message can come back (the dead-letter queues keep messages 14

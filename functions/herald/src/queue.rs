@@ -7,6 +7,8 @@
 //! URL, the body's encoding, chunking and delays are decided here, so no handler holds an SQS
 //! client or builds a message by hand.
 
+use std::time::Duration;
+
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::BatchItemFailure;
 use aws_sdk_sqs::error::{BuildError, DisplayErrorContext, SdkError};
@@ -40,8 +42,8 @@ pub enum QueueError {
         #[source]
         source: Box<SdkError<SendMessageError>>,
     },
-    #[error("postponing a message of the {queue} queue failed: {}", DisplayErrorContext(.source.as_ref()))]
-    Postpone {
+    #[error("changing the visibility of a message of the {queue} queue failed: {}", DisplayErrorContext(.source.as_ref()))]
+    Visibility {
         queue: &'static str,
         #[source]
         source: Box<SdkError<ChangeMessageVisibilityError>>,
@@ -110,10 +112,34 @@ impl Queue {
         self.send("fanout", &self.urls.fanout, body, 0, Vec::new()).await
     }
 
+    /// Runs `work` on a received message and keeps the message invisible until it is done:
+    /// every half `lease_seconds` its visibility is set to two leases from now. If the process
+    /// dies, the message comes back within two leases. Best effort: a failed extension is
+    /// logged, and the previous one (or the queue's own timeout) applies.
+    pub async fn hold<T>(&self, event_source_arn: &str, receipt_handle: &str, lease_seconds: u64, work: impl Future<Output = T>) -> T {
+        let lease = lease_seconds.max(1);
+        let period = Duration::from_millis(lease * 500);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // After a stall, one extension now is enough; no burst of the missed ones.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = ticks.tick() => {
+                    if let Err(e) = self.set_visibility(event_source_arn, receipt_handle, 2 * lease).await {
+                        tracing::warn!(error = %e, "could not extend a message's visibility");
+                    }
+                }
+            }
+        }
+    }
+
     /// Makes a received message (from the dispatch or the fan-out queue, by the record's
-    /// `eventSourceARN`) visible again only after `seconds` (SQS's ChangeMessageVisibility, at
-    /// most 12 hours), for a retry that cannot succeed before then.
-    pub async fn retry_later(&self, event_source_arn: &str, receipt_handle: &str, seconds: u64) -> Result<(), QueueError> {
+    /// `eventSourceARN`) visible again only after `seconds` from now (SQS's
+    /// ChangeMessageVisibility, at most 12 hours): to keep it while it is being worked on, or
+    /// to retry it when that can succeed.
+    pub async fn set_visibility(&self, event_source_arn: &str, receipt_handle: &str, seconds: u64) -> Result<(), QueueError> {
         let (queue, url) = if self.is_fanout_source(event_source_arn) {
             ("fanout", &self.urls.fanout)
         } else {
@@ -126,7 +152,7 @@ impl Queue {
             .visibility_timeout(seconds.min(MAX_VISIBILITY_SECONDS) as i32)
             .send()
             .await
-            .map_err(|e| QueueError::Postpone {
+            .map_err(|e| QueueError::Visibility {
                 queue,
                 source: Box::new(e),
             })?;

@@ -97,7 +97,7 @@ impl Dispatch {
     pub async fn batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let results: Vec<(Option<String>, Result<Outcome, DispatchError>)> = futures_util::stream::iter(event.records)
             .map(|record| async move {
-                let result = self.message(&record).await;
+                let result = self.holding(&record, self.message(&record)).await;
                 if let Err(DispatchError::Broadcast(BroadcastError::InProgress { lease_left_ms })) = &result {
                     self.retry_when_lease_ends(&record, *lease_left_ms).await;
                 }
@@ -121,6 +121,19 @@ impl Dispatch {
         response
     }
 
+    /// Runs `work` on `record`, keeping the message invisible meanwhile ([`Queue::hold`], one
+    /// lease at a time). A slow invocation (a big fan-out job on a busy machine, a throttled
+    /// table) would otherwise see its message delivered again while it still works, once the
+    /// queue's visibility timeout runs out; that copy finds the claim's lease over and takes it,
+    /// so the page is posted twice, and the extra work pushes other jobs the same way. If the
+    /// invocation dies, the message is back within two leases and finds the lease over.
+    async fn holding<T>(&self, record: &SqsMessage, work: impl Future<Output = T>) -> T {
+        match (record.event_source_arn.as_deref(), record.receipt_handle.as_deref()) {
+            (Some(arn), Some(receipt)) => self.queue.hold(arn, receipt, self.limits.claim_lease_seconds, work).await,
+            _ => work.await,
+        }
+    }
+
     /// A message whose claim another invocation holds comes back when that claim's lease ends,
     /// not after the queue's visibility timeout: when the timeout is shorter than the lease (the
     /// local stack's few seconds; an operator's setting), each early receive would fail again and
@@ -132,7 +145,7 @@ impl Dispatch {
         };
         // A second past the lease, so the next receive finds it over.
         let seconds = lease_left_ms.div_ceil(1000) + 1;
-        if let Err(e) = self.queue.retry_later(arn, receipt, seconds).await {
+        if let Err(e) = self.queue.set_visibility(arn, receipt, seconds).await {
             tracing::warn!(message = ?record.message_id, error = %e, "could not postpone the redelivery; the queue's visibility timeout applies");
         }
     }
