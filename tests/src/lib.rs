@@ -214,7 +214,7 @@ pub struct Client {
 }
 
 /// How long a test waits for something that should happen.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(45);
 
 impl Client {
     pub async fn connect(user: &str, tenant: &str, roles: &[&str], groups: &[&str]) -> Client {
