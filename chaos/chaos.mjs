@@ -22,17 +22,13 @@
 //
 // Loopback only: the stack binds 127.0.0.1 on ephemeral ports and exits with this process.
 
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
 import { HeraldClient } from "../client/herald.js";
+import { repo, startStack, until } from "../client/test-support/stack.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "..");
 // The client's own dev dependency: the `ws` WebSocket for Node (browsers have their own).
 const WebSocket = createRequire(path.join(repo, "client", "package.json"))("ws");
 
@@ -111,65 +107,24 @@ function rng(seed) {
 
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function until(fn, what, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await pause(100);
-  }
-}
-
 // ------------------------------------------------------------------------------ the stack
 
-function startStack(o, log) {
-  const file = path.join(repo, "target", o.profile, "herald");
-  if (!existsSync(file)) throw new Error(`${file} is missing: run \`make build\` first`);
-  const tmp = mkdtempSync(path.join(tmpdir(), "herald-chaos-"));
-  const readyFile = path.join(tmp, "ready.json");
-  const args = [
-    "-m", "herald_local", "--profile", o.profile, "--ready-file", readyFile,
-    "--parent-pid", String(process.pid), "--visibility-timeout", "5", "--quiet",
-    // Warnings and errors only: a chaos run makes the functions log every fault they meet.
-    "--env", "RUST_LOG=warn",
-    // A killed dispatch's claim is taken over when its lease ends (90 s in the template, under
-    // the queue's 360 s visibility timeout): a shorter one lets the run settle sooner.
-    "--env", "HERALD_CLAIM_LEASE_SECONDS=8",
-  ];
-  const proc = spawn(path.join(repo, ".venv", "bin", "python"), args, {
-    cwd: repo,
-    env: { ...process.env, PYTHONPATH: "infra" },
-    stdio: ["ignore", o.verbose ? "inherit" : "pipe", o.verbose ? "inherit" : "pipe"],
+/** The local stack for a run (client/test-support/stack.mjs), tuned to settle quickly. */
+function chaosStack(o) {
+  return startStack({
+    profile: o.profile,
+    verbose: o.verbose,
+    visibilityTimeout: 5,
+    keepLines: 300,
+    readyTimeoutMs: 120_000,
+    env: [
+      // Warnings and errors only: a chaos run makes the functions log every fault they meet.
+      "RUST_LOG=warn",
+      // A killed dispatch's claim is taken over when its lease ends (90 s in the template, under
+      // the queue's 360 s visibility timeout): a shorter one lets the run settle sooner.
+      "HERALD_CLAIM_LEASE_SECONDS=8",
+    ],
   });
-  const keep = (chunk) => {
-    for (const line of String(chunk).split("\n")) if (line) log.push(line);
-    if (log.length > 300) log.splice(0, log.length - 300);
-  };
-  proc.stdout?.on("data", keep);
-  proc.stderr?.on("data", keep);
-  const exited = new Promise((resolve) => proc.on("exit", resolve));
-  const stop = async () => {
-    proc.kill("SIGTERM");
-    await Promise.race([exited, pause(15_000)]);
-    rmSync(tmp, { recursive: true, force: true });
-  };
-  return {
-    stop,
-    ready: until(
-      () => {
-        if (proc.exitCode !== null) throw new Error(`the local stack exited (${proc.exitCode}):\n${log.join("\n")}`);
-        if (!existsSync(readyFile)) return null;
-        try {
-          return JSON.parse(readFileSync(readyFile, "utf8"));
-        } catch {
-          return null;
-        }
-      },
-      "the local stack to be ready",
-      120_000,
-    ),
-  };
 }
 
 async function http(method, url, { token, body } = {}) {
@@ -484,8 +439,8 @@ async function main() {
   const say = (msg) => console.log(`[chaos ${elapsed()}s] ${msg}`);
   const r = rng(o.seed);
   const run = `${o.seed}x${Date.now().toString(36)}`;
-  const stackLog = [];
-  const local = startStack(o, stackLog);
+  const local = chaosStack(o);
+  const stackLog = local.output;
   let failed = true;
   const devices = [];
   try {

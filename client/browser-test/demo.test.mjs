@@ -11,16 +11,14 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { chromium } from "playwright-core";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "..", "..");
+import { repo, startStack, until as waitUntil } from "../test-support/stack.mjs";
+
 const profile = process.env.HERALD_PROFILE || "debug";
 const verbose = Boolean(process.env.HERALD_TEST_VERBOSE);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -28,12 +26,10 @@ const DEADLINE_MS = 20_000;
 
 /** @type {any} */
 let stack; // the ready file
-/** @type {import("node:child_process").ChildProcess | null} */
-let proc = null;
+/** @type {ReturnType<typeof startStack> | undefined} */
+let local; // the running stack
 /** @type {import("playwright-core").Browser | null} */
 let browser = null;
-let tmp = "";
-const output = [];
 
 // ------------------------------------------------------------------------------------- helpers
 
@@ -68,15 +64,7 @@ async function sendThroughSqs(message) {
 }
 
 /** Polls until `fn()` is truthy (server state; DOM conditions use Playwright's own waits). */
-async function until(fn, what, timeoutMs = DEADLINE_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = (fn, what, timeoutMs = DEADLINE_MS) => waitUntil(fn, what, timeoutMs);
 
 /** Waits until the notification `id` is in `user`'s log (GET /notifications/missed). */
 async function logged(user, id) {
@@ -124,67 +112,6 @@ function message(user, id, title) {
 
 // ------------------------------------------------------------------------------- the stack
 
-function startStack() {
-  return new Promise((resolve, reject) => {
-    const file = path.join(repo, "target", profile, "herald");
-    if (!existsSync(file)) {
-      reject(new Error(`${file} is missing: build the functions (make build) or set HERALD_PROFILE`));
-      return;
-    }
-    tmp = mkdtempSync(path.join(tmpdir(), "herald-browser-test-"));
-    const readyFile = path.join(tmp, "ready.json");
-    const args = ["-m", "herald_local", "--profile", profile, "--ready-file", readyFile,
-      "--parent-pid", String(process.pid), "--visibility-timeout", "10", "--quiet"];
-    proc = spawn(path.join(repo, ".venv", "bin", "python"), args, {
-      cwd: repo,
-      env: { ...process.env, PYTHONPATH: "infra" },
-      stdio: ["ignore", verbose ? "inherit" : "pipe", verbose ? "inherit" : "pipe"],
-    });
-    const keep = (chunk) => {
-      for (const line of String(chunk).split("\n")) if (line) output.push(line);
-      if (output.length > 400) output.splice(0, output.length - 400);
-    };
-    proc.stdout?.on("data", keep);
-    proc.stderr?.on("data", keep);
-    let done = false;
-    proc.on("error", (e) => {
-      if (!done) ((done = true), reject(e));
-    });
-    proc.on("exit", (code, signal) => {
-      if (!done) ((done = true), reject(new Error(`local stack exited (${code ?? signal}) before it was ready:\n${output.join("\n")}`)));
-    });
-    const deadline = Date.now() + 90_000;
-    const poll = () => {
-      if (done) return;
-      if (existsSync(readyFile)) {
-        done = true;
-        resolve(JSON.parse(readFileSync(readyFile, "utf8"))); // written atomically
-        return;
-      }
-      if (Date.now() > deadline) {
-        done = true;
-        reject(new Error(`local stack not ready within 90 s:\n${output.join("\n")}`));
-        return;
-      }
-      setTimeout(poll, 100);
-    };
-    poll();
-  });
-}
-
-async function stopStack() {
-  const p = proc;
-  proc = null;
-  if (p && p.exitCode === null && p.signalCode === null) {
-    const exited = new Promise((r) => p.once("exit", r));
-    p.kill("SIGTERM");
-    const timer = setTimeout(() => p.kill("SIGKILL"), 15_000);
-    await exited;
-    clearTimeout(timer);
-  }
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-}
-
 // ------------------------------------------------------------------------------------- tests
 
 describe(`the demo page in Chromium (target/${profile})`, () => {
@@ -193,15 +120,16 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
       throw new Error(`${executablePath} is missing: apt-get install -y chromium (or set CHROMIUM)`);
     }
     // The browser starts while the stack does.
+    local = startStack({ profile, verbose });
     [stack, browser] = await Promise.all([
-      startStack(),
+      local.ready,
       chromium.launch({ executablePath, args: ["--no-sandbox", "--disable-dev-shm-usage"] }),
     ]);
   }, { timeout: 120_000 });
 
   after(async () => {
     await browser?.close();
-    await stopStack();
+    await local?.stop();
   });
 
   test("loads with no console errors and connects", async (t) => {

@@ -7,27 +7,19 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 
 import { HeraldClient, HeraldError, MAX_FRAME_BYTES, SUBPROTOCOL, backoffDelay } from "../herald.js";
+import { startStack, until as waitUntil } from "../test-support/stack.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "..", "..");
 const profile = process.env.HERALD_PROFILE || "debug";
 const verbose = Boolean(process.env.HERALD_TEST_VERBOSE);
 const DEADLINE_MS = 30_000;
 
 /** @type {any} */
 let stack; // the ready file
-/** @type {import("node:child_process").ChildProcess | null} */
-let proc = null;
-let tmp = "";
-const output = [];
+/** @type {ReturnType<typeof startStack> | undefined} */
+let local; // the running stack
 
 // ------------------------------------------------------------------------------------- helpers
 
@@ -40,15 +32,7 @@ function unique(prefix) {
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `fn` until it returns a truthy value, or fails with `what` after the deadline. */
-async function until(fn, what, timeoutMs = DEADLINE_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await pause(25);
-  }
-}
+const until = (fn, what, timeoutMs = DEADLINE_MS) => waitUntil(fn, what, timeoutMs, 25);
 
 async function http(method, url, { token, body } = {}) {
   const headers = {};
@@ -152,73 +136,6 @@ function makeClient(t, options) {
 }
 
 // ------------------------------------------------------------------------------- the stack
-
-function startStack() {
-  return new Promise((resolve, reject) => {
-    // One binary serves every function; the stack starts it with each function's _HANDLER.
-    const file = path.join(repo, "target", profile, "herald");
-    if (!existsSync(file)) {
-      reject(new Error(`${file} is missing: build the functions (cargo build${profile === "release" ? " --release" : ""}) or set HERALD_PROFILE`));
-      return;
-    }
-    tmp = mkdtempSync(path.join(tmpdir(), "herald-client-test-"));
-    const readyFile = path.join(tmp, "ready.json");
-    const python = path.join(repo, ".venv", "bin", "python");
-    const args = ["-m", "herald_local", "--profile", profile, "--ready-file", readyFile, "--parent-pid", String(process.pid), "--visibility-timeout", "10", "--quiet"];
-    proc = spawn(python, args, {
-      cwd: repo,
-      env: { ...process.env, PYTHONPATH: "infra" },
-      stdio: ["ignore", verbose ? "inherit" : "pipe", verbose ? "inherit" : "pipe"],
-    });
-    const keep = (chunk) => {
-      for (const line of String(chunk).split("\n")) if (line) output.push(line);
-      if (output.length > 400) output.splice(0, output.length - 400);
-    };
-    proc.stdout?.on("data", keep);
-    proc.stderr?.on("data", keep);
-    let done = false;
-    proc.on("error", (e) => {
-      if (!done) ((done = true), reject(e));
-    });
-    proc.on("exit", (code, signal) => {
-      if (!done) ((done = true), reject(new Error(`local stack exited (${code ?? signal}) before it was ready:\n${output.join("\n")}`)));
-    });
-    const deadline = Date.now() + 90_000;
-    const poll = () => {
-      if (done) return;
-      if (existsSync(readyFile)) {
-        try {
-          const ready = JSON.parse(readFileSync(readyFile, "utf8"));
-          done = true;
-          resolve(ready);
-          return;
-        } catch {
-          // written atomically, but be lenient
-        }
-      }
-      if (Date.now() > deadline) {
-        done = true;
-        reject(new Error(`local stack not ready within 90 s:\n${output.join("\n")}`));
-        return;
-      }
-      setTimeout(poll, 100);
-    };
-    poll();
-  });
-}
-
-async function stopStack() {
-  const p = proc;
-  proc = null;
-  if (p && p.exitCode === null && p.signalCode === null) {
-    const exited = new Promise((r) => p.once("exit", r));
-    p.kill("SIGTERM");
-    const timer = setTimeout(() => p.kill("SIGKILL"), 15_000);
-    await exited;
-    clearTimeout(timer);
-  }
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-}
 
 // ---------------------------------------------------------------------- tests without a stack
 
@@ -326,11 +243,12 @@ describe("without a server", () => {
 
 describe(`against the local stack (target/${profile})`, () => {
   before(async () => {
-    stack = await startStack();
+    local = startStack({ profile, verbose });
+    stack = await local.ready;
   }, { timeout: 120_000 });
 
   after(async () => {
-    await stopStack();
+    await local?.stop();
   });
 
   test("connects with the token as subprotocol and receives a notification", async (t) => {
