@@ -17,11 +17,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
-
 use crate::budget::{Budget, Decision};
 use crate::cursor::now_millis;
-use crate::frames::ErrorFrame;
+use crate::frames::{self, ClientFrame, ErrorFrame};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -88,21 +86,28 @@ impl Limiter {
         }
     }
 
-    /// Spends one frame of a connection's budget: `Some(error frame)` when it is refused (the
-    /// frame must then be otherwise ignored). `function` names the metric's function.
+    /// Parses a client frame and spends one unit of its connection's budget, a malformed frame
+    /// too (it cost an invocation). `Ok(Err(frame))`: the error frame to answer, and nothing
+    /// else to do — the frame was malformed, or over budget (then otherwise ignored). `function`
+    /// names the metric's function.
     pub async fn admit_frame(
         &self,
         function: &'static str,
         connection_id: &str,
         received_ms: i64,
-        reference: Option<Value>,
-    ) -> Result<Option<ErrorFrame>, StoreError> {
+        body: &str,
+    ) -> Result<Result<ClientFrame, ErrorFrame>, StoreError> {
+        let parsed = frames::parse(body);
         match self.check(&Self::connection_key(connection_id), received_ms).await? {
-            None => Ok(None),
+            None => Ok(parsed),
             Some(ms) => {
                 tracing::debug!(connection = %connection_id, retry_after_ms = ms, "frame refused: over budget");
                 Metrics::new(function).count("RateLimited", 1).flush();
-                Ok(Some(ErrorFrame::rate_limited(ms, reference)))
+                let reference = match &parsed {
+                    Ok(f) => f.reference().cloned(),
+                    Err(e) => e.reference.clone(),
+                };
+                Ok(Err(ErrorFrame::rate_limited(ms, reference)))
             }
         }
     }

@@ -15,7 +15,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::Limits;
+use aws_config::SdkConfig;
+
+use crate::config::{Env, Limits, Queues, ws_endpoint};
 use crate::cursor::now_millis;
 use crate::delivery::{Poster, PresenceCheck, fan_out};
 use crate::frames;
@@ -23,6 +25,7 @@ use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::policy::PresencePolicy;
 use crate::queue::{Queue, QueueError};
+use crate::runtime::InitError;
 use crate::store::{Closed, Departure, Store, StoreError, epoch_seconds};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,19 @@ impl Presence {
             ttl_seconds: limits.connection_ttl_seconds,
             shards: limits.membership_shards,
         }
+    }
+
+    /// What a WebSocket function needs at init, from its environment: its own queue and
+    /// `@connections` clients, the presence policy.
+    pub fn from_env(function: &'static str, sdk: &SdkConfig, store: Store, limits: &Limits) -> Result<Self, InitError> {
+        Ok(Self::new(
+            function,
+            store,
+            Queue::new(sdk, Queues::from_source(&Env)?),
+            Poster::new(sdk, &ws_endpoint(&Env)?)?,
+            PresencePolicy::from_source(&Env)?,
+            limits,
+        ))
     }
 
     /// The function it runs in (metrics of the services built around it).

@@ -8,14 +8,11 @@ use aws_lambda_events::http::HeaderValue;
 
 use crate::BoxError;
 use crate::auth::SUBPROTOCOL;
-use crate::config::{Env, Limits, Queues, ws_endpoint};
-use crate::delivery::Poster;
+use crate::config::{Env, Limits};
 use crate::gateway::{caller, status};
 use crate::groups::Group;
 use crate::metrics::Metrics;
-use crate::policy::PresencePolicy;
 use crate::presence::Presence;
-use crate::queue::Queue;
 use crate::runtime::{Handler, InitError};
 use crate::store::{ConnectionRecord, Store};
 
@@ -74,14 +71,7 @@ impl Handler for WsConnect {
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
         let limits = Limits::from_source(&Env)?;
-        let presence = Presence::new(
-            Self::NAME,
-            store.clone(),
-            Queue::new(&sdk, Queues::from_source(&Env)?),
-            Poster::new(&sdk, &ws_endpoint(&Env)?)?,
-            PresencePolicy::from_source(&Env)?,
-            &limits,
-        );
+        let presence = Presence::from_env(Self::NAME, &sdk, store.clone(), &limits)?;
         Ok(Self::new(store, limits, presence))
     }
 

@@ -5,13 +5,10 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use crate::BoxError;
-use crate::config::{Env, Limits, Queues, ws_endpoint};
-use crate::delivery::Poster;
+use crate::config::{Env, Limits};
 use crate::gateway::status;
 use crate::metrics::Metrics;
-use crate::policy::PresencePolicy;
 use crate::presence::Presence;
-use crate::queue::Queue;
 use crate::runtime::{Handler, InitError};
 use crate::store::Store;
 
@@ -47,14 +44,7 @@ impl Handler for WsDisconnect {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
-        let presence = Presence::new(
-            Self::NAME,
-            store.clone(),
-            Queue::new(&sdk, Queues::from_source(&Env)?),
-            Poster::new(&sdk, &ws_endpoint(&Env)?)?,
-            PresencePolicy::from_source(&Env)?,
-            &Limits::from_source(&Env)?,
-        );
+        let presence = Presence::from_env(Self::NAME, &sdk, store.clone(), &Limits::from_source(&Env)?)?;
         Ok(Self::new(store, presence))
     }
 

@@ -7,15 +7,13 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 
 use crate::BoxError;
 use crate::budget::Budget;
-use crate::config::{Env, Limits, Queues, ws_endpoint};
-use crate::delivery::Poster;
-use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
+use crate::config::{Env, Limits};
+use crate::frames::{ClientFrame, ErrorCode, ErrorFrame};
 use crate::gateway::{answer, caller};
 use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
-use crate::policy::{PresencePolicy, RolePolicy};
+use crate::policy::RolePolicy;
 use crate::presence::Presence;
-use crate::queue::Queue;
 use crate::runtime::{Handler, InitError};
 use crate::store::Store;
 
@@ -35,19 +33,12 @@ impl WsJoin {
     /// Handles a frame routed to `join`/`leave`; other actions get the DESIGN error.
     pub async fn route(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
-        let parsed = frames::parse(req.body.as_deref().unwrap_or_default());
-        let reference = match &parsed {
-            Ok(f) => f.reference().cloned(),
-            Err(e) => e.reference.clone(),
-        };
-        if let Some(refused) = self
+        let body = req.body.as_deref().unwrap_or_default();
+        let admitted = self
             .limiter
-            .admit_frame(Self::NAME, &who.connection_id, req.request_context.request_time_epoch, reference)
-            .await?
-        {
-            return Ok(answer(Some(refused.to_json())));
-        }
-        let result = match parsed {
+            .admit_frame(Self::NAME, &who.connection_id, req.request_context.request_time_epoch, body)
+            .await?;
+        let result = match admitted {
             Ok(ClientFrame::Join { group, reference }) => self.joins.join(&who, &group, reference).await,
             Ok(ClientFrame::Leave { group, reference }) => self.joins.leave(&who, &group, reference).await,
             Ok(_) => Err(JoinError::Refused(ErrorFrame::new(
@@ -74,14 +65,7 @@ impl Handler for WsJoin {
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let store = Store::from_env(&sdk)?;
         let limits = Limits::from_source(&Env)?;
-        let presence = Presence::new(
-            Self::NAME,
-            store.clone(),
-            Queue::new(&sdk, Queues::from_source(&Env)?),
-            Poster::new(&sdk, &ws_endpoint(&Env)?)?,
-            PresencePolicy::from_source(&Env)?,
-            &limits,
-        );
+        let presence = Presence::from_env(Self::NAME, &sdk, store.clone(), &limits)?;
         Ok(Self::new(
             store,
             limits,

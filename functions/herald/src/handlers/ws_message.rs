@@ -85,22 +85,14 @@ impl WsMessage {
 
     pub async fn route(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
-        let parsed = frames::parse(req.body.as_deref().unwrap_or_default());
-        // Every frame spends the connection's budget, a malformed one too (it cost an invocation).
-        let reference = match &parsed {
-            Ok(f) => f.reference().cloned(),
-            Err(e) => e.reference.clone(),
-        };
-        if let Some(refused) = self
+        let body = req.body.as_deref().unwrap_or_default();
+        let admitted = self
             .limiter
-            .admit_frame(Self::NAME, &who.connection_id, req.request_context.request_time_epoch, reference)
-            .await?
-        {
-            return Ok(answer(Some(refused.to_json())));
-        }
-        let frame = match parsed {
+            .admit_frame(Self::NAME, &who.connection_id, req.request_context.request_time_epoch, body)
+            .await?;
+        let frame = match admitted {
             Ok(f) => f,
-            Err(e) => return Ok(answer(Some(e.to_json()))),
+            Err(refused) => return Ok(answer(Some(refused.to_json()))),
         };
         let body = match frame {
             ClientFrame::Ping { reference } => frames::reply("pong", Map::new(), reference),
