@@ -76,7 +76,9 @@ async fn missed_pages_in_cursor_order_across_topics() {
     let (s, p1) = api(Method::GET, "/notifications/missed?limit=2", &tok, None).await;
     assert_eq!((s, p1["items"].as_array().map(Vec::len)), (200, Some(2)));
     let next = p1["next"].as_str().expect("a next cursor").to_owned();
+    let read_from = herald::cursor::now_millis();
     let (_, p2) = api(Method::GET, &format!("/notifications/missed?limit=2&since={next}"), &tok, None).await;
+    let read_by = herald::cursor::now_millis();
     assert_eq!(p2["items"].as_array().map(Vec::len), Some(2));
     let ids: Vec<&Value> = p1["items"]
         .as_array()
@@ -90,15 +92,33 @@ async fn missed_pages_in_cursor_order_across_topics() {
         all["items"].as_array().expect("items").iter().map(|i| &i["id"]).collect::<Vec<_>>()
     );
     assert_eq!(p2["next"], Value::Null, "nothing after the second page");
-    // The poller's position trails the visibility horizon: behind these fresh items, so a poll
-    // from it sees them again (same ids, dropped by id) rather than risk skipping a late one.
+    // The poller's position trails the visibility horizon (`horizon`): never past the clock of
+    // the read's start minus the lag, so behind items as fresh as these (a poll from it sees them
+    // again, same ids, dropped by id) rather than risk skipping a late one; and never back past
+    // where this page started (the previous page's `next`). The read began between `read_from`
+    // and `read_by`, so the position lies between the two caps (on a quick machine both are
+    // `next`; on a slow one the horizon may have passed some of the items by then).
     let newest = p2["items"][1]["cursor"].as_str().expect("cursor").to_owned();
     let position = p2["cursor"].as_str().expect("cursor").to_owned();
-    assert!(position < newest, "{position} is behind {newest}");
-    // It never goes back past where this page started (the previous page's `next`), though.
-    assert_eq!(position, next);
+    let parse = |c: &str| c.parse::<herald::cursor::Cursor>().expect("a cursor");
+    let horizon = herald::horizon::Horizon::default();
+    let (earliest, latest) = (
+        horizon.cap(parse(&next), parse(&newest), read_from),
+        horizon.cap(parse(&next), parse(&newest), read_by),
+    );
+    assert!(
+        earliest <= parse(&position) && parse(&position) <= latest,
+        "position {position} outside [{earliest}, {latest}] (next {next}, newest {newest})"
+    );
+    // From the position, exactly the items after it come again.
     let (_, again) = api(Method::GET, &format!("/notifications/missed?since={position}"), &tok, None).await;
-    assert_eq!(again["items"], p2["items"]);
+    let after: Vec<&Value> = p2["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["cursor"].as_str().is_some_and(|c| c > position.as_str()))
+        .collect();
+    assert_eq!(again["items"].as_array().map(|v| v.iter().collect::<Vec<_>>()), Some(after));
     // From the newest item itself there is nothing, and the position stays there.
     let (_, p3) = api(Method::GET, &format!("/notifications/missed?since={newest}"), &tok, None).await;
     assert_eq!(p3, json!({"items": [], "next": null, "cursor": newest}));
@@ -138,11 +158,25 @@ async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
         created_at: "2026-11-29T00:00:00Z".into(),
     };
     let expires = chrono::Utc::now().timestamp() + 3600;
-    store
-        .log
-        .append(&tenant, &[(herald::groups::Group::user(&user), n1)], expires)
-        .await
-        .expect("append");
+    // As dispatch writes (`Broadcaster::log`): under the claimed cursor while that can still
+    // land in time, and again under a fresh one if the write returned too late. On a quick
+    // machine the first write is in time, and it is the one a reader handed N2's cursor skips;
+    // on a slow one (the read above took long) the rule picks a fresh cursor, as it would in
+    // dispatch.
+    let horizon = herald::horizon::Horizon::default();
+    let mut cursor = horizon.write_cursor(n1_cursor, herald::cursor::now_millis());
+    loop {
+        let entry = herald::notification::LogEntry { cursor, ..n1.clone() };
+        store
+            .log
+            .append(&tenant, &[(herald::groups::Group::user(&user), entry)], expires)
+            .await
+            .expect("append");
+        if horizon.landed_now(cursor) {
+            break;
+        }
+        cursor = herald::cursor::Cursor::now();
+    }
 
     let (_, next) = api(Method::GET, &format!("/notifications/missed?since={position}"), &tok, None).await;
     let ids: Vec<&str> = next["items"]
@@ -452,7 +486,7 @@ async fn a_short_reminder_from_the_api_is_delivered() {
     let tenant = unique("acme");
     let user = unique("u");
     let mut client = Client::connect(&user, &tenant, &[], &[]).await;
-    let body = json!({"tenant": tenant, "to": {"user": user}, "event": "study.reminder", "title": "soon", "deliverAt": later(3)});
+    let body = json!({"tenant": tenant, "to": {"user": user}, "event": "study.reminder", "title": "soon", "deliverAt": later(10)});
     let (s, b) = api(Method::POST, "/reminders", &token(&user, &tenant, &[], &[]), Some(body)).await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(client.notification().await["title"], "soon");
