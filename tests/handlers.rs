@@ -132,11 +132,13 @@ async fn message_fixtures_ping_ack_and_resume() {
 
     publish(json!({"tenant": tenant, "to": {"user": user}, "event": "e", "title": "one"})).await;
     let live = client.notification().await;
+    let read_from = herald::cursor::now_millis();
     let resumed = invoke(
         "ws-message",
         &as_caller(fixture("ws-message-resume.json"), &conn, &user, &tenant, ""),
     )
     .await;
+    let read_by = herald::cursor::now_millis();
     // The replayed frame went to the real connection through @connections ...
     let replayed = client.notification().await;
     assert_eq!(
@@ -149,8 +151,19 @@ async fn message_fixtures_ping_ack_and_resume() {
         (body["type"].as_str(), body["count"].as_u64(), body["ref"].as_str()),
         (Some("resumed"), Some(1), Some("c3"))
     );
-    // The resume point trails the visibility horizon: behind the notification just delivered.
-    assert!(body["cursor"].as_str() < live["cursor"].as_str(), "{body} {live}");
+    // The resume point trails the visibility horizon (the clock at the read's start minus the
+    // lag): behind a notification as fresh as this one, unless the machine is so slow that the
+    // horizon passed it before the read. The read began between `read_from` and `read_by`.
+    let parse = |v: &Value| v.as_str().and_then(|c| c.parse::<herald::cursor::Cursor>().ok());
+    let (position, newest) = (parse(&body["cursor"]).expect("a cursor"), parse(&live["cursor"]).expect("a cursor"));
+    let horizon = herald::horizon::Horizon::default();
+    let since = herald::cursor::Cursor::MIN; // the fixture's
+    let (earliest, latest) = (horizon.cap(since, newest, read_from), horizon.cap(since, newest, read_by));
+    assert!(earliest <= position && position <= latest, "{body} {live}");
+    assert!(
+        read_from >= newest.millis() + herald::horizon::LAG_MS || position < newest,
+        "{body} {live}"
+    );
 }
 
 #[tokio::test]
