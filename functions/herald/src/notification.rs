@@ -288,7 +288,7 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
     }
     let escalate_after = match obj.get("escalate") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(parse_escalate(v, &to, limits.escalate_min_seconds)?),
+        Some(v) => Some(parse_escalate(v, &to, limits)?),
     };
     let request = NotificationRequest {
         escalate_after,
@@ -340,7 +340,9 @@ pub fn check_budget(request: &NotificationRequest, budget: usize) -> Result<(), 
     Ok(())
 }
 
-/// `"escalate":{"afterSeconds":n}`: the delay, within `min..=`[`ESCALATE_MAX_SECONDS`].
+/// `"escalate":{"afterSeconds":n}`: the delay, from the configured minimum up to
+/// [`ESCALATE_MAX_SECONDS`] or the retention, whichever is shorter (a read mark lives as long
+/// as the retention: a longer wait could find the mark of a read one gone and escalate it).
 ///
 /// Only notifications to users (`user`, `users`) escalate: "none of the user's devices has read
 /// it" is a question about one known person. A group, the tenant or everyone is an audience
@@ -348,20 +350,21 @@ pub fn check_budget(request: &NotificationRequest, budget: usize) -> Result<(), 
 /// email for it (and a tenant-wide escalation would be one queue message per user of the
 /// tenant); a producer that wants some members escalated names them in `users`. So `escalate`
 /// with any other target is rejected, with that reason, rather than silently ignored.
-fn parse_escalate(v: &Value, to: &Target, min_seconds: u64) -> Result<u64, Rejection> {
+fn parse_escalate(v: &Value, to: &Target, limits: ParseLimits) -> Result<u64, Rejection> {
+    let (min_seconds, max_seconds) = (limits.escalate_min_seconds, ESCALATE_MAX_SECONDS.min(limits.retention_seconds));
     let Value::Object(obj) = v else {
         return Err(bad("escalate", "must be an object like {\"afterSeconds\":900}"));
     };
     if let Some(k) = obj.keys().find(|k| k.as_str() != "afterSeconds") {
         return Err(bad(&format!("escalate.{k}"), "is not a known field"));
     }
-    let range = format!("must be an integer number of seconds within {min_seconds}..={ESCALATE_MAX_SECONDS}");
+    let range = format!("must be an integer number of seconds within {min_seconds}..={max_seconds}");
     let after = obj
         .get("afterSeconds")
         .ok_or_else(|| bad("escalate.afterSeconds", "is required"))?
         .as_u64()
         .ok_or_else(|| bad("escalate.afterSeconds", range.clone()))?;
-    if !(min_seconds..=ESCALATE_MAX_SECONDS).contains(&after) {
+    if !(min_seconds..=max_seconds).contains(&after) {
         return Err(bad("escalate.afterSeconds", range));
     }
     if !matches!(to, Target::User(_) | Target::Users(_)) {
