@@ -56,7 +56,12 @@ async fn escalations() -> Vec<Value> {
             }
         }
     }
-    RECEIVED.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(_, b)| b.clone()).collect()
+    RECEIVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect()
 }
 
 /// The escalation messages of notification `id` for `user`.
@@ -225,7 +230,11 @@ async fn bad_escalate_values_are_rejected_with_their_reason() {
         (json!({"user": user}), json!({"afterSeconds": 604_801}), "escalate.afterSeconds"),
         (json!({"user": user}), json!({"afterSeconds": "900"}), "escalate.afterSeconds"),
         (json!({"user": user}), json!({"after": 900}), "escalate.after"),
-        (json!({"group": "course:1"}), json!({"afterSeconds": 900}), "only notifications to users"),
+        (
+            json!({"group": "course:1"}),
+            json!({"afterSeconds": 900}),
+            "only notifications to users",
+        ),
         (json!({"tenant": true}), json!({"afterSeconds": 900}), "only notifications to users"),
     ];
     for (to, escalate, reason) in cases {
@@ -246,4 +255,65 @@ async fn bad_escalate_values_are_rejected_with_their_reason() {
         let detail = attrs.get("detail").and_then(|a| a.string_value()).unwrap_or_default();
         assert!(detail.contains(reason), "{detail}");
     }
+}
+
+#[tokio::test]
+async fn a_wait_beyond_15_minutes_is_a_schedule_whose_check_escalates_when_it_fires() {
+    use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
+    let tenant = unique("acme");
+    let user = unique("u");
+    let id = unique("grade");
+    publish(json!({
+        "id": id, "tenant": tenant, "to": {"user": user}, "event": "assignment.graded",
+        "escalate": {"afterSeconds": 1200}
+    }))
+    .await;
+    // Twenty minutes is beyond SQS's delay: a one-time schedule whose input is the check.
+    let scheduler = aws_sdk_scheduler::Client::new(&sdk().await);
+    let name = herald::escalation::schedule_name_for(&tenant, &id, &user);
+    let group = stack().ready.schedule_group.clone();
+    let schedule = eventually("the escalation's schedule", || {
+        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
+        async move { s.get_schedule().name(n).group_name(g).send().await.ok() }
+    })
+    .await;
+    assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
+    let target = schedule.target().expect("target").clone();
+    let mut input: Value = serde_json::from_str(target.input().unwrap_or("{}")).expect("input");
+    let due = input["escalationCheck"]["due"].as_i64().expect("a check with its due time");
+    assert!(due >= chrono::Utc::now().timestamp() + 1000, "due in twenty minutes: {input}");
+
+    // Time travel: the check is due now, and the schedule fires in two seconds.
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    input["escalationCheck"]["due"] = json!(chrono::Utc::now().timestamp());
+    let target = Target::builder()
+        .arn(target.arn())
+        .role_arn(target.role_arn())
+        .input(input.to_string())
+        .build()
+        .expect("target");
+    scheduler
+        .update_schedule()
+        .name(&name)
+        .group_name(&group)
+        .schedule_expression(herald::schedule::at_expression(&soon))
+        .schedule_expression_timezone("UTC")
+        .flexible_time_window(
+            FlexibleTimeWindow::builder()
+                .mode(FlexibleTimeWindowMode::Off)
+                .build()
+                .expect("window"),
+        )
+        .target(target)
+        .action_after_completion(ActionAfterCompletion::Delete)
+        .state(ScheduleState::Enabled)
+        .send()
+        .await
+        .expect("update schedule");
+    let got = escalation_of(&id, &user).await;
+    assert_eq!(got["notification"]["event"], "assignment.graded");
+    // Scheduler delivers at least once: the same input fired again escalates nothing more.
+    assert_eq!(invoke("reminder", &input).await["fired"], true, "forwarded to the internal queue");
+    internal_queue_drained().await;
+    assert_eq!(escalations_of(&id, &user).await.len(), 1);
 }

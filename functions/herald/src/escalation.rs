@@ -124,6 +124,12 @@ fn claim_key(id: &str, user: &str) -> String {
     format!("{id}\u{1f}escalate\u{1f}{user}")
 }
 
+/// The schedule of a long wait: one per (notification, user), so scheduling again (a
+/// redelivered dispatch) moves the same schedule instead of adding one.
+pub fn schedule_name_for(tenant: &str, id: &str, user: &str) -> String {
+    schedule_name(tenant, &claim_key(id, user))
+}
+
 #[derive(Clone, Debug)]
 pub struct Escalation {
     store: Store,
@@ -189,7 +195,7 @@ impl Escalation {
             Timer::Schedule => {
                 let at = DateTime::<Utc>::from_timestamp(check.due, 0).unwrap_or_else(Utc::now);
                 let input = serde_json::json!({ SCHEDULE_INPUT_KEY: check }).to_string();
-                let name = schedule_name(&check.tenant, &claim_key(&check.id, &check.user));
+                let name = schedule_name_for(&check.tenant, &check.id, &check.user);
                 self.scheduler.upsert(&name, &at, input).await?;
             }
         }
