@@ -542,6 +542,7 @@ async fn a_held_message_stays_invisible_until_the_work_ends() {
             dispatch_dlq: String::new(),
             fanout: url.clone(),
             retry: String::new(),
+            escalation: String::new(),
         },
     );
     let arn = format!("arn:aws:sqs:{}:123456789012:{name}", stack().ready.region);

@@ -559,6 +559,60 @@ describe(`against the local stack (target/${profile})`, () => {
     assert.ok(states.indexOf("polling") < states.lastIndexOf("ready"), `states: ${states.join(" → ")}`);
   });
 
+  test("a live client forced onto polling and back misses nothing and shows everything once", async (t) => {
+    // The fallback from a working socket (not from the start), with notifications published at
+    // every step: live, in the gap before the first poll, while polling, while the socket comes
+    // back (each may arrive by poll, by the resume or live), and live again.
+    const tenant = unique("t");
+    const user = "u-fallback";
+    let blocked = false;
+    class BlockingWebSocket extends WebSocket {
+      constructor(url, protocols) {
+        super(blocked ? "ws://127.0.0.1:9/" : url, protocols);
+      }
+    }
+    const { client, log, received, ready } = makeClient(t, {
+      getToken: () => mintToken({ sub: user, tenant }),
+      WebSocketImpl: BlockingWebSocket,
+      httpUrl: stack.httpUrl,
+      pollAfterFailures: 2,
+      pollIntervalMs: 300,
+      backoff: { initialMs: 200, maxMs: 400 },
+    });
+    await ready();
+    const ids = [await publish(tenant, { to: { user }, event: "test.live" })];
+    await until(() => received(ids[0]).length === 1, "the live notification");
+
+    // The proxy starts refusing the upgrade and the connection drops.
+    blocked = true;
+    const [conn] = await connectionsOf(tenant, user);
+    assert.ok(conn, "the connection is listed");
+    const dropped = await http("POST", `${stack.controlUrl}/connections/${encodeURIComponent(conn.connectionId)}/drop`);
+    assert.equal(dropped.status, 204);
+    ids.push(await publish(tenant, { to: { user }, event: "test.gap" }));
+    await until(() => client.state === "polling", "the client to fall back to polling");
+    for (let i = 0; i < 2; i++) ids.push(await publish(tenant, { to: { user }, event: "test.polled" }));
+    for (const id of ids) await until(() => received(id).length === 1, `${id} before the return`);
+    assert.equal(client.state, "polling", "the socket stayed blocked");
+
+    // The upgrade works again: one notification while the socket takes over, one live after.
+    blocked = false;
+    ids.push(await publish(tenant, { to: { user }, event: "test.switching" }));
+    await until(() => client.state === "ready", "the socket to take over");
+    const live = await publish(tenant, { to: { user }, event: "test.live-again" });
+    ids.push(live);
+    await until(() => received(live).length === 1, "a live notification over the socket");
+    assert.notEqual(received(live)[0].meta.polled, true, "the last one came over the socket");
+    for (const id of ids) {
+      await until(() => received(id).length >= 1, `${id} at all`);
+      assert.equal(received(id).length, 1, `${id} shown once across the fallback and the return`);
+    }
+    const states = log.states.map((s) => s.state);
+    const firstReady = states.indexOf("ready");
+    assert.ok(firstReady < states.indexOf("polling") && states.indexOf("polling") < states.lastIndexOf("ready"),
+      `ready → polling → ready: ${states.join(" → ")}`);
+  });
+
   test("an error frame rejects with the server's code; too big frames are refused locally", async (t) => {
     const tenant = unique("t");
     const { client, log, ready } = makeClient(t, { token: await mintToken({ sub: "u-err", tenant }) });

@@ -79,6 +79,8 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     ("HERALD_PRESENCE_GRACE_SECONDS", "3"),
     // Presence events only in groups of at most five live connections, so the cap is testable.
     ("HERALD_PRESENCE_MAX_MEMBERS", "5"),
+    // Escalation's shortest wait, 60 s in production, so escalation tests wait seconds.
+    ("HERALD_ESCALATE_MIN_SECONDS", "1"),
 ];
 
 pub fn repo_root() -> PathBuf {

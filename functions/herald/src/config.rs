@@ -89,6 +89,8 @@ pub struct Queues {
     /// Herald's own fan-out page jobs: never producer input.
     pub fanout: String,
     pub retry: String,
+    /// Unread notifications past their `escalate` deadline, for the operator's email/SMS worker.
+    pub escalation: String,
 }
 
 impl Queues {
@@ -98,6 +100,7 @@ impl Queues {
             dispatch_dlq: required(src, "HERALD_DISPATCH_DLQ_URL")?,
             fanout: required(src, "HERALD_FANOUT_QUEUE_URL")?,
             retry: required(src, "HERALD_RETRY_QUEUE_URL")?,
+            escalation: required(src, "HERALD_ESCALATION_QUEUE_URL")?,
         })
     }
 
@@ -151,6 +154,9 @@ pub struct Limits {
     /// must outlive every way a message can come back (the dead-letter queues keep messages 14
     /// days, and a redrive from there must still be recognised as a duplicate).
     pub dedupe_seconds: u64,
+    /// The shortest `escalate.afterSeconds` a producer may ask for: 60 s. Only a test stack
+    /// lowers it, so its tests need not wait a minute.
+    pub escalate_min_seconds: u64,
 }
 
 impl Default for Limits {
@@ -165,6 +171,7 @@ impl Default for Limits {
             connection_ttl_seconds: 2 * 3600 + 600,
             claim_lease_seconds: 60,
             dedupe_seconds: 15 * 24 * 3600,
+            escalate_min_seconds: 60,
         }
     }
 }
@@ -182,6 +189,7 @@ impl Limits {
             connection_ttl_seconds: d.connection_ttl_seconds,
             claim_lease_seconds: bounded(src, "HERALD_CLAIM_LEASE_SECONDS", d.claim_lease_seconds, 1, 900)?,
             dedupe_seconds: bounded(src, "HERALD_DEDUPE_SECONDS", d.dedupe_seconds, 3600, 400 * 24 * 3600)?,
+            escalate_min_seconds: bounded(src, "HERALD_ESCALATE_MIN_SECONDS", d.escalate_min_seconds, 1, 60)?,
         })
     }
 }
@@ -254,6 +262,10 @@ pub(crate) mod tests {
             (
                 "HERALD_RETRY_QUEUE_URL",
                 "https://sqs.eu-west-1.amazonaws.com/1/herald-RetryQueue-D",
+            ),
+            (
+                "HERALD_ESCALATION_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/herald-EscalationQueue-E",
             ),
         ]))
         .unwrap();

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("queue", 1),
     ("store", 1),
     ("broadcast", 2),
+    ("escalation", 2),
     ("gateway", 2),
     ("limiter", 2),
     ("membership", 2),

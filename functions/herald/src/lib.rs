@@ -7,6 +7,7 @@ pub mod budget;
 pub mod config;
 pub mod cursor;
 pub mod delivery;
+pub mod escalation;
 pub mod frames;
 pub mod gateway;
 pub mod groups;

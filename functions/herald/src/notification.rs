@@ -15,6 +15,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_USERS: usize = 1000;
 /// Scheduling horizon for `deliverAt`.
 pub const MAX_DELAY_DAYS: i64 = 366;
+/// The longest `escalate.afterSeconds`: 7 days. The shortest is configured
+/// ([`ParseLimits::escalate_min_seconds`], 60 s unless a test stack lowers it).
+pub const ESCALATE_MAX_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Who a notification is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +91,9 @@ pub struct NotificationRequest {
     pub content: Content,
     pub deliver_at: Option<DateTime<Utc>>,
     pub ttl_seconds: Option<u64>,
+    /// `"escalate":{"afterSeconds":n}`: if no device of a targeted user has read or acked it
+    /// `n` seconds after it was logged, it goes to the escalation queue (see `escalation`).
+    pub escalate_after: Option<u64>,
 }
 
 impl NotificationRequest {
@@ -121,6 +127,9 @@ impl NotificationRequest {
         if let Some(ttl) = self.ttl_seconds {
             m.insert("ttlSeconds".into(), ttl.into());
         }
+        if let Some(after) = self.escalate_after {
+            m.insert("escalate".into(), serde_json::json!({ "afterSeconds": after }));
+        }
         Value::Object(m)
     }
 }
@@ -133,6 +142,9 @@ pub enum Control {
     Cancel { tenant: String, id: String },
 }
 
+// One lives per message being handled, moved once into its handler: boxing the notification
+// would save a few hundred bytes of stack at the price of an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProducerMessage {
     Notify(NotificationRequest),
@@ -176,6 +188,8 @@ fn bad(field: &str, reason: impl Into<String>) -> Rejection {
 pub struct ParseLimits {
     pub payload_budget: usize,
     pub retention_seconds: u64,
+    /// The shortest `escalate.afterSeconds` accepted.
+    pub escalate_min_seconds: u64,
 }
 
 pub fn parse_producer_message(body: &str, limits: ParseLimits) -> Result<ProducerMessage, Rejection> {
@@ -208,6 +222,7 @@ const NOTIFICATION_FIELDS: &[&str] = &[
     "deliverAt",
     "ttlSeconds",
     "collapse",
+    "escalate",
 ];
 
 /// Longest `collapse` key.
@@ -274,7 +289,12 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
     if collapse.as_deref().is_some_and(|k| !valid_collapse_key(k)) {
         return Err(bad("collapse", "must be 1..=128 bytes without control characters"));
     }
+    let escalate_after = match obj.get("escalate") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_escalate(v, &to, limits)?),
+    };
     let request = NotificationRequest {
+        escalate_after,
         id,
         tenant,
         to,
@@ -321,6 +341,42 @@ pub fn check_budget(request: &NotificationRequest, budget: usize) -> Result<(), 
         });
     }
     Ok(())
+}
+
+/// `"escalate":{"afterSeconds":n}`: the delay, from the configured minimum up to
+/// [`ESCALATE_MAX_SECONDS`] or the retention, whichever is shorter (a read mark lives as long
+/// as the retention: a longer wait could find the mark of a read one gone and escalate it).
+///
+/// Only notifications to users (`user`, `users`) escalate: "none of the user's devices has read
+/// it" is a question about one known person. A group, the tenant or everyone is an audience
+/// that changes while the notification waits, with members who were never meant to get an
+/// email for it (and a tenant-wide escalation would be one queue message per user of the
+/// tenant); a producer that wants some members escalated names them in `users`. So `escalate`
+/// with any other target is rejected, with that reason, rather than silently ignored.
+fn parse_escalate(v: &Value, to: &Target, limits: ParseLimits) -> Result<u64, Rejection> {
+    let (min_seconds, max_seconds) = (limits.escalate_min_seconds, ESCALATE_MAX_SECONDS.min(limits.retention_seconds));
+    let Value::Object(obj) = v else {
+        return Err(bad("escalate", "must be an object like {\"afterSeconds\":900}"));
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "afterSeconds") {
+        return Err(bad(&format!("escalate.{k}"), "is not a known field"));
+    }
+    let range = format!("must be an integer number of seconds within {min_seconds}..={max_seconds}");
+    let after = obj
+        .get("afterSeconds")
+        .ok_or_else(|| bad("escalate.afterSeconds", "is required"))?
+        .as_u64()
+        .ok_or_else(|| bad("escalate.afterSeconds", range.clone()))?;
+    if !(min_seconds..=max_seconds).contains(&after) {
+        return Err(bad("escalate.afterSeconds", range));
+    }
+    if !matches!(to, Target::User(_) | Target::Users(_)) {
+        return Err(bad(
+            "escalate",
+            "only notifications to users (to.user, to.users) escalate; name the users to escalate to in to.users",
+        ));
+    }
+    Ok(after)
 }
 
 fn parse_target(v: &Value) -> Result<Target, Rejection> {
@@ -528,6 +584,7 @@ mod tests {
     const LIMITS: ParseLimits = ParseLimits {
         payload_budget: 2048,
         retention_seconds: 604_800,
+        escalate_min_seconds: 60,
     };
 
     fn parse(s: &str) -> Result<ProducerMessage, Rejection> {
@@ -539,6 +596,42 @@ mod tests {
             ProducerMessage::Notify(n) => n,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn escalate_is_bounded_and_only_for_users() {
+        let n = notify(r#"{"tenant":"acme","to":{"users":["u1","u2"]},"event":"e","escalate":{"afterSeconds":900}}"#);
+        assert_eq!(n.escalate_after, Some(900));
+        // It survives the round trip through a deferral or a schedule.
+        let again = notify(&n.to_json().to_string());
+        assert_eq!(again.escalate_after, Some(900));
+        for (escalate, field) in [
+            (r#"{"afterSeconds":59}"#, "escalate.afterSeconds"),
+            (r#"{"afterSeconds":604801}"#, "escalate.afterSeconds"),
+            (r#"{"afterSeconds":-5}"#, "escalate.afterSeconds"),
+            (r#"{"afterSeconds":"900"}"#, "escalate.afterSeconds"),
+            (r#"{}"#, "escalate.afterSeconds"),
+            (r#"{"afterSeconds":900,"via":"sms"}"#, "escalate.via"),
+            (r#"900"#, "escalate"),
+        ] {
+            let msg = format!(r#"{{"tenant":"acme","to":{{"user":"u1"}},"event":"e","escalate":{escalate}}}"#);
+            let err = parse(&msg).unwrap_err();
+            assert_eq!((err.code, err.field.as_str()), (RejectCode::BadRequest, field), "{escalate}: {err}");
+        }
+        let err = parse(r#"{"tenant":"acme","to":{"group":"course:1"},"event":"e","escalate":{"afterSeconds":900}}"#).unwrap_err();
+        assert_eq!(err.field, "escalate");
+        assert!(err.reason.contains("only notifications to users"), "{err}");
+        assert!(parse(r#"{"tenant":"acme","to":{"all":true},"event":"e","escalate":{"afterSeconds":900}}"#).is_err());
+        // A test stack's shorter minimum.
+        let quick = ParseLimits {
+            escalate_min_seconds: 1,
+            ..LIMITS
+        };
+        let ok = parse_producer_message(
+            r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","escalate":{"afterSeconds":2}}"#,
+            quick,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use aws_sdk_sqs::operation::send_message::SendMessageError;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::config::Queues;
-use crate::delivery::{FanoutJob, PresenceCheck, RetryJob, retry_delay_seconds};
+use crate::delivery::{EscalationCheck, FanoutJob, PresenceCheck, RetryJob, retry_delay_seconds};
 
 /// The message attribute of a deferred copy: the `deliverAt` it was deferred for.
 pub const DEFERRED_FOR: &str = "deferredFor";
@@ -168,6 +168,23 @@ impl Queue {
         })?;
         let delay = delay_seconds.min(MAX_DELAY_SECONDS as u64) as i32;
         self.send("fanout", &self.urls.fanout, body, delay, Vec::new()).await
+    }
+
+    /// An escalation check, delayed until it is due (at most [`MAX_DELAY_SECONDS`]), on the
+    /// internal queue like presence checks: producers cannot send there, so nobody can forge
+    /// one and have Herald email a user an arbitrary text.
+    pub async fn escalation_check(&self, check: &EscalationCheck, delay_seconds: u64) -> Result<(), QueueError> {
+        let body = serde_json::to_string(check).map_err(|source| QueueError::Encode {
+            what: "escalation check",
+            source,
+        })?;
+        let delay = delay_seconds.min(MAX_DELAY_SECONDS as u64) as i32;
+        self.send("fanout", &self.urls.fanout, body, delay, Vec::new()).await
+    }
+
+    /// An unread notification past its deadline, for the operator's worker.
+    pub async fn escalate(&self, body: String) -> Result<(), QueueError> {
+        self.send("escalation", &self.urls.escalation, body, 0, Vec::new()).await
     }
 
     /// Whether an SQS record came from the fan-out queue (by its `eventSourceARN`).

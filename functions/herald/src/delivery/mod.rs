@@ -150,12 +150,30 @@ pub struct PresenceCheck {
     pub left_at: u64,
 }
 
+/// An escalation check on the internal queue (see `escalation`): "if `user` has not read
+/// notification `id` by `due`, hand it to the escalation queue". It carries what the
+/// escalation message needs, so the check never depends on the log entry still being there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EscalationCheck {
+    pub tenant: String,
+    pub id: String,
+    pub user: String,
+    /// The entry's cursor in the user's log: a read cursor at or past it counts as read.
+    pub cursor: String,
+    /// When it is due (epoch seconds).
+    pub due: i64,
+    /// The notification as the user's devices received it (the frame without `type`).
+    pub notification: serde_json::Value,
+}
+
 /// What Herald sends itself on its internal queue (never producer input: only Herald's roles
 /// may send there).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum InternalMessage {
     Presence(PresenceCheck),
+    Escalation(EscalationCheck),
     Job(FanoutJob),
 }
 
@@ -195,6 +213,16 @@ mod tests {
         };
         let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
         assert_eq!(v, InternalMessage::Job(job.clone()));
+        let escalation = EscalationCheck {
+            tenant: "t".into(),
+            id: "n".into(),
+            user: "u1".into(),
+            cursor: "c".into(),
+            due: 7,
+            notification: serde_json::json!({"id": "n", "event": "e"}),
+        };
+        let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&escalation).unwrap()).unwrap();
+        assert_eq!(v, InternalMessage::Escalation(escalation));
         // A post job (a walk's page) too.
         let post = FanoutJob {
             connections: vec!["c1".into(), "c2".into()],

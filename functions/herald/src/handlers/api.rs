@@ -370,6 +370,7 @@ impl Api {
         let limits = ParseLimits {
             payload_budget: self.limits.payload_budget,
             retention_seconds: self.limits.retention_seconds,
+            escalate_min_seconds: self.limits.escalate_min_seconds,
         };
         let parsed = parse_producer_message(raw, limits).map_err(|r| match r.code {
             RejectCode::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.to_string()),

@@ -21,6 +21,7 @@ use crate::BoxError;
 use crate::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
 use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
 use crate::delivery::{InternalMessage, Poster};
+use crate::escalation::{Escalation, EscalationError, Fired};
 use crate::membership::Unsubscriber;
 use crate::metrics::Metrics;
 use crate::notification::{Control, NotificationRequest, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
@@ -43,6 +44,19 @@ pub enum DispatchError {
     Broadcast(#[from] BroadcastError),
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    #[error(transparent)]
+    Escalation(#[from] EscalationError),
+}
+
+impl DispatchError {
+    /// How long until another invocation's claim on this work ends, when that is the failure.
+    fn lease_left_ms(&self) -> Option<u64> {
+        match self {
+            DispatchError::Broadcast(BroadcastError::InProgress { lease_left_ms })
+            | DispatchError::Escalation(EscalationError::InProgress { lease_left_ms }) => Some(*lease_left_ms),
+            _ => None,
+        }
+    }
 }
 
 /// What happened to one message, for logs and metrics.
@@ -59,6 +73,8 @@ pub enum Outcome {
     Shard(FanoutSummary),
     /// A presence check after a departure's grace period.
     Presence,
+    /// An escalation check at (or before) its deadline.
+    Escalation(Fired),
 }
 
 pub struct Dispatch {
@@ -68,6 +84,7 @@ pub struct Dispatch {
     broadcaster: Broadcaster,
     deferral: Deferral,
     unsubscriber: Unsubscriber,
+    escalation: Escalation,
     limits: Limits,
 }
 
@@ -81,6 +98,7 @@ impl Dispatch {
         roles: RolePolicy,
         presence: PresencePolicy,
     ) -> Self {
+        let escalation = Escalation::new("dispatch", store.clone(), queue.clone(), scheduler.clone(), &limits);
         let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
         let presence = Presence::new("dispatch", store.clone(), queue.clone(), poster.clone(), presence, &limits);
         Self {
@@ -90,6 +108,7 @@ impl Dispatch {
             store,
             queue,
             deferral,
+            escalation,
             limits,
         }
     }
@@ -98,8 +117,8 @@ impl Dispatch {
         let results: Vec<(Option<String>, Result<Outcome, DispatchError>)> = futures_util::stream::iter(event.records)
             .map(|record| async move {
                 let result = self.holding(&record, self.message(&record)).await;
-                if let Err(DispatchError::Broadcast(BroadcastError::InProgress { lease_left_ms })) = &result {
-                    self.retry_when_lease_ends(&record, *lease_left_ms).await;
+                if let Some(lease_left_ms) = result.as_ref().err().and_then(DispatchError::lease_left_ms) {
+                    self.retry_when_lease_ends(&record, lease_left_ms).await;
                 }
                 (record.message_id, result)
             })
@@ -166,6 +185,9 @@ impl Dispatch {
                     self.presence.check(&check).await?;
                     return Ok(Outcome::Presence);
                 }
+                Ok(InternalMessage::Escalation(check)) => {
+                    return Ok(Outcome::Escalation(self.escalation.check(&check).await?));
+                }
                 Err(_) => {
                     tracing::error!(message = ?record.message_id, body_len = body.len(), "internal queue message is not Herald's; dropped");
                     return Ok(Outcome::Rejected("malformed_job".into()));
@@ -182,6 +204,7 @@ impl Dispatch {
         let limits = ParseLimits {
             payload_budget: self.limits.payload_budget,
             retention_seconds: self.limits.retention_seconds,
+            escalate_min_seconds: self.limits.escalate_min_seconds,
         };
         match parse_producer_message(body, limits) {
             Err(rejection) => self.reject(record, &rejection).await,
@@ -267,8 +290,13 @@ impl Dispatch {
             }
             Logged::Entries(entries) => entries,
         };
-        let frames: Vec<Outgoing> = entries.into_iter().map(|(g, e)| Outgoing::entry(g, &e)).collect();
+        let frames: Vec<Outgoing> = entries.iter().map(|(g, e)| Outgoing::entry(g.clone(), e)).collect();
         let summary = self.broadcaster.fan_out(&req.tenant, &id, &frames, Reach::default()).await?;
+        // Before `finish`: a redelivery after a failure here finds the id unfinished and
+        // schedules again (the once-guard at the deadline absorbs the second check).
+        if let Some(after) = req.escalate_after {
+            self.escalation.schedule(&req.tenant, &id, &entries, after).await?;
+        }
         self.broadcaster.finish(&req.tenant, &id).await?;
         if req.deliver_at.is_some() {
             self.store.reminders.mark_fired(&req.tenant, &id, expires).await?;

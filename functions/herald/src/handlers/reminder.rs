@@ -1,12 +1,19 @@
 //! `reminder`: the EventBridge Scheduler target. Scheduler delivers at least once, so a fired or
 //! cancelled reminder is skipped; the notification then goes to dispatch, whose idempotency on
 //! the id makes two racing fires push once.
+//!
+//! A schedule can also carry an escalation check (`{"escalationCheck":{...}}`, for an
+//! `escalate` wait beyond SQS's 15 minutes; see `escalation`): it is put on the internal queue
+//! as it is, and dispatch checks it there. Only Scheduler invokes this function, with inputs
+//! Herald wrote, so this is no way for a producer onto the internal queue.
 
 use aws_config::SdkConfig;
 use serde_json::Value;
 
 use crate::BoxError;
 use crate::config::{Env, Limits, Queues};
+use crate::delivery::EscalationCheck;
+use crate::escalation::SCHEDULE_INPUT_KEY;
 use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, parse_producer_message};
 use crate::queue::{Queue, QueueError};
@@ -41,10 +48,18 @@ impl ReminderTarget {
     }
 
     pub async fn fire(&self, input: &Value) -> Result<Fired, ReminderError> {
+        if let Some(check) = input.get(SCHEDULE_INPUT_KEY) {
+            let check: EscalationCheck =
+                serde_json::from_value(check.clone()).map_err(|e| ReminderError::BadInput(format!("escalation check: {e}")))?;
+            self.queue.escalation_check(&check, 0).await?;
+            tracing::info!(tenant = %check.tenant, id = %check.id, user = %check.user, "escalation check due");
+            return Ok(Fired::Sent);
+        }
         let body = input.to_string();
         let limits = ParseLimits {
             payload_budget: self.limits.payload_budget,
             retention_seconds: self.limits.retention_seconds,
+            escalate_min_seconds: self.limits.escalate_min_seconds,
         };
         let req = match parse_producer_message(&body, limits) {
             Ok(ProducerMessage::Notify(r)) if r.id.is_some() => r,

@@ -246,6 +246,24 @@ impl ReadState {
         }
     }
 
+    /// Whether `user` has read notification `id` (whose entry in their log is at `cursor`): a
+    /// read mark for the id (`ack`, `POST /notifications/read` with `ids`), or the read cursor
+    /// at or past the entry (`upTo`). Strongly consistent reads: a mark written just before
+    /// the deadline counts.
+    pub async fn is_read(&self, tenant: &str, user: &str, id: &str, cursor: Option<Cursor>) -> Result<bool, StoreError> {
+        if self.table.get(Self::key(tenant, user), &format!("m#{id}")).await?.is_some() {
+            return Ok(true);
+        }
+        let Some(cursor) = cursor else { return Ok(false) };
+        let Some(item) = self.table.get(Self::key(tenant, user), "#cursor").await? else {
+            return Ok(false);
+        };
+        let read: Cursor = get_s(&item, "cursor")?
+            .parse()
+            .map_err(|_| StoreError::Corrupt("read cursor".into()))?;
+        Ok(read >= cursor)
+    }
+
     /// The read cursor and the ids marked read.
     pub async fn load(&self, tenant: &str, user: &str) -> Result<(Cursor, HashSet<String>), StoreError> {
         let mut cursor = Cursor::MIN;
