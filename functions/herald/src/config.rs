@@ -194,8 +194,8 @@ pub struct PushSettings {
     pub vapid_private_key: Option<String>,
     /// base64url of the VAPID public key (uncompressed point), served to clients.
     pub vapid_public_key: Option<String>,
-    /// The VAPID `sub` contact, `mailto:` or `https:`.
-    pub vapid_subject: String,
+    /// The VAPID `sub` contact, `mailto:` or `https:` (required with the keys).
+    pub vapid_subject: Option<String>,
     /// An `http://` origin whose push endpoints are accepted besides `https://` ones: the local
     /// stack's push service. Loopback only, so no setting can open plain-text pushes elsewhere.
     pub insecure_origin: Option<String>,
@@ -215,7 +215,7 @@ impl PushSettings {
         Ok(Self {
             vapid_private_key: optional(src, "HERALD_VAPID_PRIVATE_KEY"),
             vapid_public_key: optional(src, "HERALD_VAPID_PUBLIC_KEY"),
-            vapid_subject: optional(src, "HERALD_VAPID_SUBJECT").unwrap_or_else(|| "mailto:push@herald.invalid".into()),
+            vapid_subject: optional(src, "HERALD_VAPID_SUBJECT"),
             insecure_origin,
         })
     }

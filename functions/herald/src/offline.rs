@@ -77,7 +77,11 @@ impl Pusher {
         let Some(private) = &settings.vapid_private_key else {
             return Ok(None);
         };
-        let vapid = Vapid::new(private, settings.vapid_public_key.as_deref(), &settings.vapid_subject)?;
+        let vapid = Vapid::new(
+            private,
+            settings.vapid_public_key.as_deref(),
+            settings.vapid_subject.as_deref().unwrap_or_default(),
+        )?;
         Ok(Some(PushSender::new(vapid)?))
     }
 

@@ -19,10 +19,12 @@ use futures_util::StreamExt;
 
 use crate::BoxError;
 use crate::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
-use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
+use crate::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
 use crate::delivery::{InternalMessage, Poster};
+use crate::groups::Group;
 use crate::membership::Unsubscriber;
 use crate::metrics::Metrics;
+use crate::offline::{PushError, PushSummary, Pusher, UserPush};
 use crate::notification::{Control, NotificationRequest, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
 use crate::policy::{PresencePolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
@@ -43,6 +45,8 @@ pub enum DispatchError {
     Broadcast(#[from] BroadcastError),
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    #[error(transparent)]
+    Push(#[from] PushError),
 }
 
 /// What happened to one message, for logs and metrics.
@@ -68,6 +72,7 @@ pub struct Dispatch {
     broadcaster: Broadcaster,
     deferral: Deferral,
     unsubscriber: Unsubscriber,
+    pusher: Pusher,
     limits: Limits,
 }
 
@@ -80,6 +85,7 @@ impl Dispatch {
         limits: Limits,
         roles: RolePolicy,
         presence: PresencePolicy,
+        pusher: Pusher,
     ) -> Self {
         let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
         let presence = Presence::new("dispatch", store.clone(), queue.clone(), poster.clone(), presence, &limits);
@@ -90,6 +96,7 @@ impl Dispatch {
             store,
             queue,
             deferral,
+            pusher,
             limits,
         }
     }
@@ -267,8 +274,23 @@ impl Dispatch {
             }
             Logged::Entries(entries) => entries,
         };
-        let frames: Vec<Outgoing> = entries.into_iter().map(|(g, e)| Outgoing::entry(g, &e)).collect();
+        let frames: Vec<Outgoing> = entries.iter().map(|(g, e)| Outgoing::entry(g.clone(), e)).collect();
         let summary = self.broadcaster.fan_out(&req.tenant, &id, &frames, Reach::default()).await?;
+        // Before `finish`: a crash in between pushes again on redelivery (at least once).
+        let pushed = match req.push {
+            Some(push) => {
+                let users: Vec<UserPush> = entries
+                    .iter()
+                    .filter_map(|(topic, entry)| match topic {
+                        Group::User(user) if push.always || summary.unreached.contains(user) => Some(UserPush { user, entry }),
+                        _ => None,
+                    })
+                    .collect();
+                let ttl = req.ttl_seconds.unwrap_or(self.limits.retention_seconds);
+                self.pusher.push(&req.tenant, &id, &users, push, ttl).await?
+            }
+            None => PushSummary::default(),
+        };
         self.broadcaster.finish(&req.tenant, &id).await?;
         if req.deliver_at.is_some() {
             self.store.reminders.mark_fired(&req.tenant, &id, expires).await?;
@@ -282,7 +304,7 @@ impl Dispatch {
             .millis("FanoutDuration", started.elapsed().as_secs_f64() * 1000.0)
             .millis("PostingDuration", summary.posting_us as f64 / 1000.0)
             .flush();
-        tracing::info!(tenant = %req.tenant, id = %id, delivered = summary.delivered, gone = summary.gone, retried = summary.retried, shards = summary.shards_queued, posting_us = summary.posting_us, "dispatched");
+        tracing::info!(tenant = %req.tenant, id = %id, delivered = summary.delivered, gone = summary.gone, retried = summary.retried, shards = summary.shards_queued, posting_us = summary.posting_us, pushed = pushed.delivered, push_retried = pushed.retried, push_gone = pushed.gone, "dispatched");
         Ok(Outcome::Delivered(summary))
     }
 
@@ -310,14 +332,23 @@ impl Handler for Dispatch {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
+        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
+        let limits = Limits::from_source(&Env)?;
+        let pusher = Pusher::new(
+            store.clone(),
+            queue.clone(),
+            Pusher::sender(&PushSettings::from_source(&Env)?)?,
+            limits.retry_max_attempts,
+        );
         Ok(Self::new(
             store,
-            Queue::new(&sdk, Queues::from_source(&Env)?),
+            queue,
             poster,
             scheduler,
-            Limits::from_source(&Env)?,
+            limits,
             RolePolicy::from_source(&Env)?,
             PresencePolicy::from_source(&Env)?,
+            pusher,
         ))
     }
 
