@@ -110,12 +110,18 @@ fn object(body: &str) -> Result<serde_json::Map<String, Value>, SubscriptionErro
 
 fn endpoint(obj: &serde_json::Map<String, Value>, insecure_origin: Option<&str>) -> Result<String, SubscriptionError> {
     let raw = obj.get("endpoint").and_then(Value::as_str).ok_or(SubscriptionError::Missing("endpoint"))?;
-    if raw.len() > MAX_ENDPOINT_BYTES {
+    // The URL parser forgives what a push service would not see the same way (surrounding
+    // spaces, tabs inside, an upper-case scheme): the endpoint is taken exactly as written or
+    // not at all.
+    if raw.len() > MAX_ENDPOINT_BYTES || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(SubscriptionError::Endpoint);
     }
     let url = reqwest::Url::parse(raw).map_err(|_| SubscriptionError::Endpoint)?;
-    let secure = url.scheme() == "https" && url.host_str().is_some_and(|h| !h.is_empty());
-    let allowed = insecure_origin.is_some_and(|o| url.origin().ascii_serialization() == o.trim_end_matches('/'));
+    let secure = raw.starts_with("https://") && url.scheme() == "https" && url.host_str().is_some_and(|h| !h.is_empty());
+    let allowed = insecure_origin.is_some_and(|o| {
+        let o = o.trim_end_matches('/');
+        raw.starts_with(&format!("{o}/")) && url.origin().ascii_serialization() == o
+    });
     if !(secure || allowed) || !url.username().is_empty() || url.password().is_some() {
         return Err(SubscriptionError::Endpoint);
     }
@@ -153,6 +159,9 @@ mod tests {
         assert_eq!(err(&sub("http://p.example/x", P256DH, AUTH)), SubscriptionError::Endpoint);
         assert_eq!(err(&sub("https://user:pw@p.example/x", P256DH, AUTH)), SubscriptionError::Endpoint);
         assert_eq!(err(&sub("not a url", P256DH, AUTH)), SubscriptionError::Endpoint);
+        assert_eq!(err(&sub(" https://p.example/x", P256DH, AUTH)), SubscriptionError::Endpoint);
+        assert_eq!(err(&sub("HTTPS://p.example/x", P256DH, AUTH)), SubscriptionError::Endpoint);
+        assert_eq!(err(&sub("https://p.example/a\tb", P256DH, AUTH)), SubscriptionError::Endpoint);
         assert_eq!(err(&sub("https://p.example/x", &P256DH[..40], AUTH)), SubscriptionError::P256dh);
         // 65 bytes that are not a point on the curve.
         assert_eq!(err(&sub("https://p.example/x", &B64.encode([4u8; 65]), AUTH)), SubscriptionError::P256dh);
