@@ -16,7 +16,11 @@ async fn browser_subscription() -> Value {
 
 /// What the push service received for a subscription, decrypted.
 async fn received(sub: &Value) -> Vec<Value> {
-    let url = format!("{}/subscriptions/{}/messages", stack().ready.push_service_url, sub["id"].as_str().unwrap_or_default());
+    let url = format!(
+        "{}/subscriptions/{}/messages",
+        stack().ready.push_service_url,
+        sub["id"].as_str().unwrap_or_default()
+    );
     let body: Value = http().get(&url).send().await.expect("push service").json().await.expect("JSON");
     body["messages"].as_array().cloned().unwrap_or_default()
 }
@@ -67,7 +71,12 @@ async fn an_offline_user_gets_the_decrypted_push_with_its_headers() {
     assert_eq!(frame["topic"], format!("user:{user}"));
     assert_eq!(
         (&frame["title"], &frame["body"], &frame["link"], &frame["data"]),
-        (&json!("Grade posted"), &json!("You got an A"), &json!("/grades/42"), &json!({"score": 97}))
+        (
+            &json!("Grade posted"),
+            &json!("You got an A"),
+            &json!("/grades/42"),
+            &json!({"score": 97})
+        )
     );
     assert!(frame["cursor"].as_str().is_some_and(|c| c.len() == 26), "{frame}");
     assert_eq!((&m["ttl"], &m["urgency"]), (&json!(3600), &json!("high")));
@@ -122,8 +131,18 @@ async fn a_gone_subscription_is_removed_and_a_throttled_push_is_retried() {
     let mut both = vec![key(&gone), key(&throttled)];
     both.sort();
     assert_eq!(stored(&tenant, &user).await, both);
-    control(Method::POST, "/faults/push", Some(json!({"status": 410, "subscriptionIds": [gone["id"]]}))).await;
-    control(Method::POST, "/faults/push", Some(json!({"status": 429, "subscriptionIds": [throttled["id"]], "count": 1}))).await;
+    control(
+        Method::POST,
+        "/faults/push",
+        Some(json!({"status": 410, "subscriptionIds": [gone["id"]]})),
+    )
+    .await;
+    control(
+        Method::POST,
+        "/faults/push",
+        Some(json!({"status": 429, "subscriptionIds": [throttled["id"]], "count": 1})),
+    )
+    .await;
 
     let id = unique("n");
     publish(json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "e", "title": "hello", "push": true})).await;
@@ -162,11 +181,23 @@ async fn bad_subscriptions_are_refused_and_nothing_is_stored() {
         s
     };
     let cases = [
-        (with("endpoint", json!("http://push.example.com/x")), "endpoint must be an https:// URL"),
-        (with("endpoint", json!("ftp://push.example.com/x")), "endpoint must be an https:// URL"),
+        (
+            with("endpoint", json!("http://push.example.com/x")),
+            "endpoint must be an https:// URL",
+        ),
+        (
+            with("endpoint", json!("ftp://push.example.com/x")),
+            "endpoint must be an https:// URL",
+        ),
         // 64 bytes: not an uncompressed point.
-        (with("p256dh", json!("A".repeat(86))), "keys.p256dh must be base64url of a 65-byte uncompressed P-256 public key"),
-        (with("auth", json!("AAAAAAAAAAAAAAAAAAAA")), "keys.auth must be base64url of 16 bytes"),
+        (
+            with("p256dh", json!("A".repeat(86))),
+            "keys.p256dh must be base64url of a 65-byte uncompressed P-256 public key",
+        ),
+        (
+            with("auth", json!("AAAAAAAAAAAAAAAAAAAA")),
+            "keys.auth must be base64url of 16 bytes",
+        ),
         (
             with("endpoint", json!(format!("https://push.example.com/{}", "x".repeat(4100)))),
             "at most 4096 are accepted",
@@ -184,12 +215,21 @@ async fn bad_subscriptions_are_refused_and_nothing_is_stored() {
     let (status, _) = api(Method::PUT, "/push/subscriptions", &token, Some(good.clone())).await;
     assert_eq!(status, 201);
     assert_eq!(stored(&tenant, &user).await.len(), 1);
-    let (status, _) = api(Method::DELETE, "/push/subscriptions", &token, Some(json!({"endpoint": good["endpoint"]}))).await;
+    let (status, _) = api(
+        Method::DELETE,
+        "/push/subscriptions",
+        &token,
+        Some(json!({"endpoint": good["endpoint"]})),
+    )
+    .await;
     assert_eq!(status, 204);
     assert!(stored(&tenant, &user).await.is_empty());
 
     let (status, key) = api(Method::GET, "/push/vapid-public-key", &token, None).await;
-    assert_eq!((status, key["publicKey"].as_str()), (200, Some(stack().ready.vapid_public_key.as_str())));
+    assert_eq!(
+        (status, key["publicKey"].as_str()),
+        (200, Some(stack().ready.vapid_public_key.as_str()))
+    );
 }
 
 #[tokio::test]
@@ -203,5 +243,10 @@ async fn push_on_a_group_target_is_refused_with_its_reason() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("user and users targets")), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("user and users targets")),
+        "{body}"
+    );
 }

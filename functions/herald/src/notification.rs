@@ -716,17 +716,44 @@ mod tests {
     #[test]
     fn push_is_for_named_users_and_round_trips() {
         let n = notify(r#"{"tenant":"acme","to":{"users":["u1"]},"event":"e","push":"always","urgency":"high"}"#);
-        assert_eq!(n.push, Some(PushRequest { always: true, urgency: Urgency::High }));
+        assert_eq!(
+            n.push,
+            Some(PushRequest {
+                always: true,
+                urgency: Urgency::High
+            })
+        );
         assert_eq!(notify(&n.to_json().to_string()), n);
         let n = notify(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":true}"#);
-        assert_eq!(n.push, Some(PushRequest { always: false, urgency: Urgency::Normal }));
+        assert_eq!(
+            n.push,
+            Some(PushRequest {
+                always: false,
+                urgency: Urgency::Normal
+            })
+        );
         assert_eq!(notify(&n.to_json().to_string()), n);
-        assert_eq!(notify(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":false}"#).push, None);
+        assert_eq!(
+            notify(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":false}"#).push,
+            None
+        );
         let err = |s: &str| parse(s).unwrap_err().to_string();
-        assert_eq!(err(r#"{"tenant":"acme","to":{"group":"course:1"},"event":"e","push":true}"#), "push: applies to user and users targets only");
-        assert_eq!(err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":"yes"}"#), "push: must be true or \"always\"");
-        assert_eq!(err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":true,"urgency":"now"}"#), "urgency: must be very-low, low, normal or high");
-        assert_eq!(err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","urgency":"high"}"#), "urgency: applies only with push");
+        assert_eq!(
+            err(r#"{"tenant":"acme","to":{"group":"course:1"},"event":"e","push":true}"#),
+            "push: applies to user and users targets only"
+        );
+        assert_eq!(
+            err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":"yes"}"#),
+            "push: must be true or \"always\""
+        );
+        assert_eq!(
+            err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":true,"urgency":"now"}"#),
+            "urgency: must be very-low, low, normal or high"
+        );
+        assert_eq!(
+            err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","urgency":"high"}"#),
+            "urgency: applies only with push"
+        );
     }
 
     #[test]

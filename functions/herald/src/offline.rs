@@ -86,7 +86,14 @@ impl Pusher {
     }
 
     /// Pushes each user's entry to each of their subscriptions.
-    pub async fn push(&self, tenant: &str, id: &str, users: &[UserPush<'_>], request: PushRequest, ttl_seconds: u64) -> Result<PushSummary, PushError> {
+    pub async fn push(
+        &self,
+        tenant: &str,
+        id: &str,
+        users: &[UserPush<'_>],
+        request: PushRequest,
+        ttl_seconds: u64,
+    ) -> Result<PushSummary, PushError> {
         if users.is_empty() {
             return Ok(PushSummary::default());
         }

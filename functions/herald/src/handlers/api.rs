@@ -526,8 +526,8 @@ impl Api {
     /// its expiry). Validated whole before anything is written: a 400 stores nothing.
     async fn push_subscribe(&self, p: &Principal, req: &Request) -> ApiResult {
         self.push_enabled()?;
-        let sub = parse_subscription(body_text(req)?, self.push_insecure_origin.as_deref())
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let sub =
+            parse_subscription(body_text(req)?, self.push_insecure_origin.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let existing = self.store.push_subscriptions.list(&p.tenant, &p.user).await?;
         let key = endpoint_key(&sub.endpoint);
         if existing.len() >= MAX_PUSH_SUBSCRIPTIONS && !existing.iter().any(|(k, _)| *k == key) {
@@ -549,8 +549,8 @@ impl Api {
     /// Forgets one of the caller's subscriptions, by endpoint (absent is fine: 204 too).
     async fn push_unsubscribe(&self, p: &Principal, req: &Request) -> ApiResult {
         self.push_enabled()?;
-        let endpoint = parse_endpoint(body_text(req)?, self.push_insecure_origin.as_deref())
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let endpoint =
+            parse_endpoint(body_text(req)?, self.push_insecure_origin.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
         self.store
             .push_subscriptions
             .delete(&p.tenant, &p.user, &endpoint_key(&endpoint))

@@ -24,10 +24,11 @@ use crate::delivery::{InternalMessage, Poster};
 use crate::groups::Group;
 use crate::membership::Unsubscriber;
 use crate::metrics::Metrics;
-use crate::offline::{PushError, PushSummary, Pusher, UserPush};
 use crate::notification::{Control, NotificationRequest, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
+use crate::offline::{PushError, PushSummary, Pusher, UserPush};
 use crate::policy::{PresencePolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
+use crate::push::PushSender;
 use crate::queue::{DEFERRED_FOR, Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
 use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
@@ -85,20 +86,26 @@ impl Dispatch {
         limits: Limits,
         roles: RolePolicy,
         presence: PresencePolicy,
-        pusher: Pusher,
     ) -> Self {
         let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
         let presence = Presence::new("dispatch", store.clone(), queue.clone(), poster.clone(), presence, &limits);
         Self {
+            // Off until `with_push` gives it a sender.
+            pusher: Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts),
             unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles, presence.clone()),
             broadcaster: Broadcaster::new(store.clone(), queue.clone(), poster, limits.clone(), presence.clone()),
             presence,
             store,
             queue,
             deferral,
-            pusher,
             limits,
         }
+    }
+
+    /// Web Push with this sender (`None`: off).
+    pub fn with_push(mut self, sender: Option<PushSender>) -> Self {
+        self.pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts);
+        self
     }
 
     pub async fn batch(&self, event: SqsEvent) -> SqsBatchResponse {
@@ -332,24 +339,17 @@ impl Handler for Dispatch {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
-        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
-        let limits = Limits::from_source(&Env)?;
-        let pusher = Pusher::new(
-            store.clone(),
-            queue.clone(),
-            Pusher::sender(&PushSettings::from_source(&Env)?)?,
-            limits.retry_max_attempts,
-        );
+        let sender = Pusher::sender(&PushSettings::from_source(&Env)?)?;
         Ok(Self::new(
             store,
-            queue,
+            Queue::new(&sdk, Queues::from_source(&Env)?),
             poster,
             scheduler,
-            limits,
+            Limits::from_source(&Env)?,
             RolePolicy::from_source(&Env)?,
             PresencePolicy::from_source(&Env)?,
-            pusher,
-        ))
+        )
+        .with_push(sender))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

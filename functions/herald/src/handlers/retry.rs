@@ -14,8 +14,8 @@ use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::offline::{PushError, Pusher};
 use crate::policy::PresencePolicy;
-use crate::push::PushRetry;
 use crate::presence::{Presence, PresenceError};
+use crate::push::PushRetry;
 use crate::queue::{Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, StoreError};
@@ -144,14 +144,7 @@ impl Handler for Retry {
             Pusher::sender(&PushSettings::from_source(&Env)?)?,
             limits.retry_max_attempts,
         );
-        Ok(Self::new(
-            store,
-            queue,
-            poster,
-            limits,
-            PresencePolicy::from_source(&Env)?,
-            pusher,
-        ))
+        Ok(Self::new(store, queue, poster, limits, PresencePolicy::from_source(&Env)?, pusher))
     }
 
     async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, BoxError> {

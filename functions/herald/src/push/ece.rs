@@ -6,8 +6,8 @@
 //! Pure: the sender's ephemeral key and the salt are parameters of [`encrypt_with`], so the
 //! RFC's Appendix A example is a unit test; [`encrypt`] draws fresh ones.
 
-use aws_lc_rs::agreement::{self, ECDH_P256, PrivateKey, UnparsedPublicKey};
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::agreement::{self, ECDH_P256, PrivateKey, UnparsedPublicKey};
 use aws_lc_rs::hmac;
 
 /// Bytes of an uncompressed P-256 point (`0x04 || x || y`).
@@ -121,7 +121,9 @@ pub(crate) mod tests {
         let (cek, nonce) = derive(&secret, auth, salt, ua_public.as_ref(), as_public);
         let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &cek).unwrap());
         let mut body = message[21 + idlen..].to_vec();
-        let plain = key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body).unwrap();
+        let plain = key
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
+            .unwrap();
         assert_eq!(plain.last(), Some(&2), "the last record ends with the 0x02 delimiter");
         plain[..plain.len() - 1].to_vec()
     }

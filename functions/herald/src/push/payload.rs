@@ -102,7 +102,10 @@ mod tests {
         let e = entry("short", Some(serde_json::json!({"blob": "x".repeat(5000)})));
         let p: serde_json::Value = serde_json::from_str(&payload(&e)).unwrap();
         assert!(p.get("data").is_none());
-        assert_eq!((p["id"].as_str(), p["title"].as_str(), p["body"].as_str(), p["link"].as_str()), (Some("n1"), Some("Grade"), Some("short"), Some("/g/1")));
+        assert_eq!(
+            (p["id"].as_str(), p["title"].as_str(), p["body"].as_str(), p["link"].as_str()),
+            (Some("n1"), Some("Grade"), Some("short"), Some("/g/1"))
+        );
 
         let e = entry(&"é\"".repeat(3000), None);
         let text = payload(&e);

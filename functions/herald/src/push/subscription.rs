@@ -62,9 +62,18 @@ pub enum SubscriptionError {
 pub fn parse_subscription(body: &str, insecure_origin: Option<&str>) -> Result<Subscription, SubscriptionError> {
     let obj = object(body)?;
     let endpoint = endpoint(&obj, insecure_origin)?;
-    let keys = obj.get("keys").and_then(Value::as_object).ok_or(SubscriptionError::Missing("keys"))?;
-    let p256dh = keys.get("p256dh").and_then(Value::as_str).ok_or(SubscriptionError::Missing("keys.p256dh"))?;
-    let auth = keys.get("auth").and_then(Value::as_str).ok_or(SubscriptionError::Missing("keys.auth"))?;
+    let keys = obj
+        .get("keys")
+        .and_then(Value::as_object)
+        .ok_or(SubscriptionError::Missing("keys"))?;
+    let p256dh = keys
+        .get("p256dh")
+        .and_then(Value::as_str)
+        .ok_or(SubscriptionError::Missing("keys.p256dh"))?;
+    let auth = keys
+        .get("auth")
+        .and_then(Value::as_str)
+        .ok_or(SubscriptionError::Missing("keys.auth"))?;
     let point = decode(p256dh).ok_or(SubscriptionError::P256dh)?;
     // On the curve, uncompressed: aws-lc parses it as an ECDH peer key.
     if point.len() != PUBLIC_KEY_LEN || point[0] != 4 || ParsedPublicKey::try_from(UnparsedPublicKey::new(&ECDH_P256, &point)).is_err() {
@@ -109,7 +118,10 @@ fn object(body: &str) -> Result<serde_json::Map<String, Value>, SubscriptionErro
 }
 
 fn endpoint(obj: &serde_json::Map<String, Value>, insecure_origin: Option<&str>) -> Result<String, SubscriptionError> {
-    let raw = obj.get("endpoint").and_then(Value::as_str).ok_or(SubscriptionError::Missing("endpoint"))?;
+    let raw = obj
+        .get("endpoint")
+        .and_then(Value::as_str)
+        .ok_or(SubscriptionError::Missing("endpoint"))?;
     // The URL parser forgives what a push service would not see the same way (surrounding
     // spaces, tabs inside, an upper-case scheme): the endpoint is taken exactly as written or
     // not at all.
@@ -164,7 +176,10 @@ mod tests {
         assert_eq!(err(&sub("https://p.example/a\tb", P256DH, AUTH)), SubscriptionError::Endpoint);
         assert_eq!(err(&sub("https://p.example/x", &P256DH[..40], AUTH)), SubscriptionError::P256dh);
         // 65 bytes that are not a point on the curve.
-        assert_eq!(err(&sub("https://p.example/x", &B64.encode([4u8; 65]), AUTH)), SubscriptionError::P256dh);
+        assert_eq!(
+            err(&sub("https://p.example/x", &B64.encode([4u8; 65]), AUTH)),
+            SubscriptionError::P256dh
+        );
         assert_eq!(err(&sub("https://p.example/x", P256DH, "AAAA")), SubscriptionError::Auth);
         assert_eq!(err(&sub("https://p.example/x", P256DH, "!!")), SubscriptionError::Auth);
         assert_eq!(err(r#"{"endpoint":"https://p.example/x"}"#), SubscriptionError::Missing("keys"));

@@ -39,7 +39,9 @@ impl Vapid {
     /// `private`: base64url (padding optional) of the 32-byte private scalar, the format web-push
     /// tools print. `public`, when configured too, must be its public key.
     pub fn new(private: &str, public: Option<&str>, subject: &str) -> Result<Self, VapidError> {
-        let scalar = B64.decode(private.trim().trim_end_matches('=')).map_err(|_| VapidError::PrivateKey)?;
+        let scalar = B64
+            .decode(private.trim().trim_end_matches('='))
+            .map_err(|_| VapidError::PrivateKey)?;
         let ecdh = PrivateKey::from_private_key(&ECDH_P256, &scalar).map_err(|_| VapidError::PrivateKey)?;
         let point = ecdh.compute_public_key().map_err(|_| VapidError::PrivateKey)?;
         let key = EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_FIXED_SIGNING, &scalar, point.as_ref())
@@ -72,7 +74,11 @@ impl Vapid {
         let claims = B64.encode(claims.to_string());
         let signing_input = format!("{header}.{claims}");
         let signature = self.key.sign(&self.rng, signing_input.as_bytes()).map_err(|_| VapidError::Sign)?;
-        Ok(format!("vapid t={signing_input}.{}, k={}", B64.encode(signature.as_ref()), self.public))
+        Ok(format!(
+            "vapid t={signing_input}.{}, k={}",
+            B64.encode(signature.as_ref()),
+            self.public
+        ))
     }
 }
 
@@ -111,10 +117,18 @@ mod tests {
     fn refuses_bad_configuration() {
         assert_eq!(Vapid::new("short", None, "mailto:a@b").err(), Some(VapidError::PrivateKey));
         assert_eq!(
-            Vapid::new(PRIVATE, Some("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"), "mailto:a@b").err(),
+            Vapid::new(
+                PRIVATE,
+                Some("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"),
+                "mailto:a@b"
+            )
+            .err(),
             Some(VapidError::Mismatch)
         );
         assert_eq!(Vapid::new(PRIVATE, None, "ops@example.com").err(), Some(VapidError::Subject));
-        assert_eq!(audience("http://127.0.0.1:8080/_herald/push/send/1").as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(
+            audience("http://127.0.0.1:8080/_herald/push/send/1").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
     }
 }
