@@ -48,3 +48,40 @@ pub struct PushJob {
 pub struct PushRetry {
     pub push: PushJob,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::RetryJob;
+
+    /// Post retries and push retries share the retry queue: neither can be taken for the other.
+    #[test]
+    fn push_retries_and_post_retries_never_parse_as_each_other() {
+        let push = PushRetry {
+            push: PushJob {
+                tenant: "acme".into(),
+                user: "u1".into(),
+                id: "n1".into(),
+                subscription: endpoint_key("https://p.example/x"),
+                payload: r#"{"type":"notification"}"#.into(),
+                ttl_seconds: 60,
+                urgency: Urgency::High,
+                topic: Some("score".into()),
+                attempt: 1,
+            },
+        };
+        let body = serde_json::to_string(&push).unwrap();
+        assert!(body.contains(r#""urgency":"high""#), "{body}");
+        assert_eq!(serde_json::from_str::<PushRetry>(&body).unwrap(), push);
+        assert!(serde_json::from_str::<RetryJob>(&body).is_err());
+        let post = RetryJob {
+            tenant: "acme".into(),
+            id: "n1".into(),
+            frame: "{}".into(),
+            connections: vec!["c1".into()],
+            attempt: 1,
+            collapse: None,
+        };
+        assert!(serde_json::from_str::<PushRetry>(&serde_json::to_string(&post).unwrap()).is_err());
+    }
+}
