@@ -1,7 +1,7 @@
 //! Reaching users who are not connected: Web Push to the subscriptions a user registered.
 //!
-//! Dispatch knows after a fan-out which targeted users had no live connection (every socket of
-//! theirs was missing or gone); [`Pusher::push`] sends those (or, for `"push":"always"`, every
+//! Dispatch knows after a fan-out which targeted users no live connection took the frame for
+//! (none was open, or every one was gone or refused it); [`Pusher::push`] sends those (or, for `"push":"always"`, every
 //! targeted user) the notification's frame, and acts on each answer exactly once:
 //! delivered → counted; 404/410 → the subscription is removed now; 429/5xx/timeouts → a
 //! [`PushJob`] on the retry queue with backoff, run by `retry` through [`Pusher::retry`]; any
@@ -46,7 +46,7 @@ pub struct PushSummary {
     pub failed: usize,
 }
 
-/// One user's push: the frame it carries and its headers.
+/// One user to push to, and the log entry (under their personal topic) whose frame it carries.
 #[derive(Debug, Clone)]
 pub struct UserPush<'a> {
     pub user: &'a str,
