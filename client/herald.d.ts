@@ -131,7 +131,8 @@ export interface HeraldClientOptions {
    * The HTTP API's base URL (e.g. `https://api.example.com`). With it, when the WebSocket cannot
    * be opened (`pollAfterFailures` handshakes failed in a row: a proxy that blocks the upgrade),
    * the client polls `GET /notifications/missed` (state `polling`) with the same resume point,
-   * dedupe and events, keeps trying the socket, and switches back to it when it opens.
+   * dedupe and events, keeps trying the socket, and switches back to it when it opens. Also
+   * what `enablePush()`/`disablePush()` call.
    */
   httpUrl?: string;
   /** Failed handshakes in a row before polling (default 2). */
@@ -295,9 +296,38 @@ export declare class HeraldClient {
   ping(): Promise<number>;
   /** Fetches what was missed since the cursor now (also automatic after every (re)connect). */
   resume(): Promise<ResumeResult>;
+  /**
+   * Web Push for this browser: registers the service worker, subscribes with its PushManager
+   * (asks for the notification permission: call it from a user gesture) and registers the
+   * subscription with Herald (`PUT /push/subscriptions`). Needs `httpUrl`. Rejects with
+   * `push_unsupported` (no service worker / PushManager, permission denied), `bad_request`
+   * (Herald refused the subscription) or `push_failed`.
+   */
+  enablePush(options?: EnablePushOptions): Promise<PushSubscriptionJSONLike>;
+  /** Forgets this browser's subscription at Herald and unsubscribes it; `false` if there was none. */
+  disablePush(): Promise<boolean>;
   /** Closes the connection and stops reconnecting, timers and pending requests. */
   close(): void;
 }
+
+export interface EnablePushOptions {
+  /** base64url VAPID public key; fetched from `GET /push/vapid-public-key` when omitted. */
+  vapidPublicKey?: string;
+  /** The service worker script (default `/push-sw.js`; client/push-sw.js is a sample). */
+  serviceWorker?: string;
+  /** The service worker's scope (default: its directory). */
+  scope?: string;
+}
+
+/** What `PushSubscription.toJSON()` returns, as sent to Herald. */
+export interface PushSubscriptionJSONLike {
+  endpoint: string;
+  expirationTime?: number | null;
+  keys: { p256dh: string; auth: string };
+}
+
+/** base64url (padding optional) to bytes, as `applicationServerKey` takes it. */
+export declare function base64UrlBytes(text: string): Uint8Array;
 
 export declare function createHeraldClient(options: HeraldClientOptions): HeraldClient;
 

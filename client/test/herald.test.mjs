@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 
-import { HeraldClient, HeraldError, MAX_FRAME_BYTES, SUBPROTOCOL, backoffDelay } from "../herald.js";
+import { HeraldClient, HeraldError, MAX_FRAME_BYTES, SUBPROTOCOL, backoffDelay, base64UrlBytes } from "../herald.js";
 import { startStack, until as waitUntil } from "../test-support/stack.mjs";
 
 const profile = process.env.HERALD_PROFILE || "debug";
@@ -80,6 +80,49 @@ async function connectionsOf(tenant, user) {
   const res = await http("GET", `${stack.controlUrl}/connections`);
   assert.equal(res.status, 200);
   return res.json.filter((c) => c.tenant === tenant && c.user === user);
+}
+
+/**
+ * Stands in for the browser's service worker container and PushManager (Node has neither) for
+ * the rest of test `t`; records what the client asked of them. `subscription` is what
+ * `pushManager.subscribe` resolves with (`toJSON()` gives it back).
+ */
+function stubPushManager(t, subscription) {
+  const calls = { register: [], subscribe: [], unsubscribed: 0 };
+  /** @type {any} */
+  let current = null;
+  const pushManager = {
+    getSubscription: async () => current,
+    subscribe: async (options) => {
+      calls.subscribe.push(options);
+      current = {
+        endpoint: subscription.endpoint,
+        options: { applicationServerKey: options.applicationServerKey.buffer },
+        toJSON: () => ({ endpoint: subscription.endpoint, expirationTime: null, keys: subscription.keys }),
+        unsubscribe: async () => {
+          calls.unsubscribed += 1;
+          current = null;
+          return true;
+        },
+      };
+      return current;
+    },
+  };
+  const registration = { pushManager };
+  const serviceWorker = {
+    register: async (script, options) => {
+      calls.register.push({ script, options });
+      return registration;
+    },
+    getRegistration: async () => registration,
+  };
+  const previous = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+  Object.defineProperty(globalThis, "navigator", { value: { serviceWorker }, configurable: true, writable: true });
+  t.after(() => {
+    if (previous) Object.defineProperty(globalThis, "navigator", previous);
+    else delete globalThis.navigator;
+  });
+  return calls;
 }
 
 function memoryStorage() {
@@ -227,6 +270,20 @@ describe("without a server", () => {
     assert.ok(typing.every((s) => s.f.ephemeral === true));
     await until(() => errors.length === 3, "the typing publishes' errors reported");
     assert.ok(errors.every((e) => e.code === "unsupported"));
+  });
+
+  test("enablePush needs httpUrl and a browser with service workers", async (t) => {
+    const client = new HeraldClient({ url: "ws://127.0.0.1:9/prod", token: "t", autoConnect: false, storage: null, WebSocketImpl: WebSocket });
+    await assert.rejects(client.enablePush(), TypeError);
+    const withHttp = new HeraldClient({ url: "ws://127.0.0.1:9/prod", token: "t", autoConnect: false, storage: null, httpUrl: "http://127.0.0.1:9", WebSocketImpl: WebSocket });
+    const previous = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+    Object.defineProperty(globalThis, "navigator", { value: {}, configurable: true, writable: true });
+    t.after(() => {
+      if (previous) Object.defineProperty(globalThis, "navigator", previous);
+      else delete globalThis.navigator;
+    });
+    await assert.rejects(withHttp.enablePush(), { code: "push_unsupported" });
+    assert.deepEqual([...base64UrlBytes("AQID_-8")], [1, 2, 3, 255, 239]);
   });
 
   test("options are checked", () => {
@@ -767,6 +824,42 @@ describe(`against the local stack (target/${profile})`, () => {
       const ids = (await connectionsOf(tenant, user)).map((c) => c.connectionId);
       return ids.length === 1 && ids[0] !== conn.connectionId;
     }, "the old connection to be closed");
+  });
+
+  test("enablePush subscribes with the server's VAPID key and registers the subscription; an offline user then gets pushes", async (t) => {
+    const tenant = unique("t");
+    const user = "u-push";
+    const token = await mintToken({ sub: user, tenant });
+    // No socket: the user is offline, so `push: true` pushes.
+    const client = new HeraldClient({ url: stack.websocketUrl, WebSocketImpl: WebSocket, token, httpUrl: stack.httpUrl, autoConnect: false, storage: null });
+    t.after(() => client.close());
+    const created = await http("POST", `${stack.pushServiceUrl}/subscriptions`);
+    assert.equal(created.status, 201);
+    const calls = stubPushManager(t, created.json);
+
+    const sent = await client.enablePush({ serviceWorker: "/push-sw.js" });
+    assert.deepEqual(calls.register, [{ script: "/push-sw.js", options: undefined }]);
+    assert.equal(calls.subscribe.length, 1);
+    assert.equal(calls.subscribe[0].userVisibleOnly, true);
+    // Fetched from GET /push/vapid-public-key: the stack's key, raw (65-byte uncompressed point).
+    assert.deepEqual([...calls.subscribe[0].applicationServerKey], [...base64UrlBytes(stack.vapidPublicKey)]);
+    assert.equal(calls.subscribe[0].applicationServerKey.length, 65);
+    assert.deepEqual(sent, { endpoint: created.json.endpoint, expirationTime: null, keys: created.json.keys });
+    // Enabling again reuses the browser's subscription.
+    await client.enablePush({ serviceWorker: "/push-sw.js", vapidPublicKey: stack.vapidPublicKey });
+    assert.equal(calls.subscribe.length, 1);
+
+    const id = await publish(tenant, { to: { user }, event: "push.test", title: "Pushed", push: true });
+    const messages = await until(async () => {
+      const res = await http("GET", `${stack.pushServiceUrl}/subscriptions/${created.json.id}/messages`);
+      return res.json.messages.length > 0 && res.json.messages;
+    }, "the push");
+    assert.equal(messages[0].json.id, id);
+    assert.equal(messages[0].json.title, "Pushed");
+
+    assert.equal(await client.disablePush(), true);
+    assert.equal(calls.unsubscribed, 1);
+    assert.equal(await client.disablePush(), false);
   });
 
   test("close() stops everything: socket closed, requests rejected, no reconnect", async (t) => {

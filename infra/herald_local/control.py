@@ -1,5 +1,6 @@
 """Control API (local only), under the adapter's `control_path` on the WebSocket port: health,
-the stack's endpoints, connections, faults, direct invocation (like `sam local invoke -e`),
+the stack's endpoints, connections, faults (posts, pushes, kills, redeliveries, AWS calls), the
+Web Push service (pushservice.py, under `push/`), direct invocation (like `sam local invoke -e`),
 sending to the stack's queues, and development tokens."""
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Control:
         r.add_get(f"{root}/connections", self._connections)
         r.add_post(f"{root}/connections/{{connection_id}}/drop", self._drop)
         r.add_post(f"{root}/faults/posts", self._post_fault)
+        r.add_post(f"{root}/faults/push", self._push_fault)
         r.add_post(f"{root}/faults/kill", self._kill_fault)
         r.add_post(f"{root}/faults/redeliver", self._redeliver_fault)
         r.add_post(f"{root}/faults/aws", self._aws_fault)
@@ -61,7 +63,7 @@ class Control:
             return web.json_response({"status": "starting"}, status=503)
         info = self._info()
         return web.json_response({key: info.get(key) for key in (
-            "websocketUrl", "httpUrl", "controlUrl", "managementEndpoint", "awsEndpoint", "region",
+            "websocketUrl", "httpUrl", "controlUrl", "pushServiceUrl", "managementEndpoint", "awsEndpoint", "region",
             "stage", "queues", "staticUrls")})
 
     async def _send(self, request: web.Request) -> web.Response:
@@ -136,6 +138,16 @@ class Control:
             self._faults.add_post_fault(
                 int(body.get("status", 500)), connection_ids=body.get("connectionIds"),
                 count=body.get("count"), rate=body.get("rate"))
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
+        return web.Response(status=204)
+
+    async def _push_fault(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            self._faults.add_push_fault(int(body.get("status", 500)),
+                                        subscription_ids=body.get("subscriptionIds"),
+                                        count=body.get("count"))
         except (TypeError, ValueError) as exc:
             return _error(400, str(exc))
         return web.Response(status=204)

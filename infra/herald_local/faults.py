@@ -1,6 +1,7 @@
 """Injected failures (control API `faults`), for tests and demos.
 
-Post faults make `@connections` answer an error instead of delivering; kill faults SIGKILL a
+Post faults make `@connections` answer an error instead of delivering; push faults make the
+local Web Push service (pushservice.py) answer one; kill faults SIGKILL a
 function process after it fetched a matching event (at once, or a random moment later: mid-
 invocation); redelivery faults make an SQS event source leave a message it processed on the
 queue, so SQS hands it out again (its at-least-once delivery); AWS faults make the AWS endpoint
@@ -71,6 +72,7 @@ class Faults:
         self._rates: list[tuple[float, int]] = []  # (share of posts, status)
         self._kills: list[_KillFault] = []
         self._redeliver: list[_RedeliverFault] = []
+        self._push: list[_CountedPostFault] = []  # push service answers (by subscription id)
         self.aws: list[AwsFault] = []
         self._rng = rng or random.Random()
         # What was injected, by kind, for the control API (`GET faults`): chaos runs report it.
@@ -87,6 +89,26 @@ class Faults:
         else:
             ids = frozenset(connection_ids) if connection_ids else None
             self._counted.append(_CountedPostFault(ids, status, count or 1))
+
+    def add_push_fault(self, status: int, *, subscription_ids: list[str] | None = None,
+                       count: int | None = None) -> None:
+        """The local push service answers `status` to the next `count` pushes (to these
+        subscriptions, or any): 404/410 (gone), 429 or 5xx (retry later), another 4xx."""
+        if not 400 <= status <= 599:
+            raise ValueError("status must be 4xx or 5xx")
+        ids = frozenset(subscription_ids) if subscription_ids else None
+        self._push.append(_CountedPostFault(ids, status, count or 1))
+
+    def push_status(self, subscription_id: str) -> int | None:
+        """The error status the next push to `subscription_id` must answer, if any."""
+        for fault in self._push:
+            if fault.connection_ids is None or subscription_id in fault.connection_ids:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._push.remove(fault)
+                self.count(f"push{fault.status}")
+                return fault.status
+        return None
 
     def add_kill_fault(self, function: str, match: str = "", count: int | None = 1, *,
                        rate: float | None = None, after_ms: int = 0) -> None:
@@ -119,6 +141,7 @@ class Faults:
         self._counted.clear()
         self._kills.clear()
         self._redeliver.clear()
+        self._push.clear()
         self.aws.clear()
         self._rates.clear()
 

@@ -5,6 +5,9 @@ Herald's template and functions expect, besides what the template says (docs/run
 - HERALD_JWT_*, the settings the functions validate tokens with: locally the stack's development
   keys (issuer herald-local, audience herald), so that the tokens it signs pass;
 - HERALD_WS_ENDPOINT, the @connections endpoint the functions post to: locally the gateway's;
+- HERALD_VAPID_*, a Web Push key pair generated at start, and HERALD_PUSH_INSECURE_ORIGIN, the
+  local push service's loopback origin (pushservice.py), the one http:// origin the functions
+  accept push subscriptions for (in AWS it is empty: https:// only);
 - Herald's claims in those tokens (sub, tenant, roles, groups) and in the authorizer context
   (user, tenant).
 The start banner, the demo page it serves (client/, so that client/demo/ imports the client as it
@@ -14,11 +17,16 @@ ships) and the defaults of --template and --ready-file (this repository's files)
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import time
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .functions import FunctionSpec
 from .stack import Options
@@ -87,6 +95,28 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class VapidKeys:
+    """A VAPID key pair (RFC 8292) in the format the functions read: base64url of the private
+    scalar and of the uncompressed public point."""
+
+    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    subject: str = "mailto:dev@herald.localhost"
+
+    @property
+    def private(self) -> str:
+        return _b64u(self.key.private_numbers().private_value.to_bytes(32, "big"))
+
+    @property
+    def public(self) -> str:
+        return _b64u(self.key.public_key().public_bytes(serialization.Encoding.X962,
+                                                        serialization.PublicFormat.UncompressedPoint))
+
+
 class Herald:
     """The local stack's adapter for Herald (the interface is `adapter.Adapter`)."""
 
@@ -102,13 +132,19 @@ class Herald:
 
     def __init__(self) -> None:
         self.tokens = TokenIssuer()
+        self.vapid = VapidKeys()
 
     def function_env(self, specs: list[FunctionSpec], *, management_endpoint: str) -> dict[str, str]:
         # Tokens carry the tenant in the claim the functions read it from.
         self.tokens.tenant_claim = next(
             (s.env["HERALD_JWT_TENANT_CLAIM"] for s in specs if s.env.get("HERALD_JWT_TENANT_CLAIM")),
             "tenant")
+        # The push service shares the management endpoint's origin (the WebSocket port).
+        url = urlsplit(management_endpoint)
         return {**self.tokens.function_env(), "HERALD_WS_ENDPOINT": management_endpoint,
+                "HERALD_VAPID_PRIVATE_KEY": self.vapid.private, "HERALD_VAPID_PUBLIC_KEY": self.vapid.public,
+                "HERALD_VAPID_SUBJECT": self.vapid.subject,
+                "HERALD_PUSH_INSECURE_ORIGIN": f"{url.scheme}://{url.netloc}",
                 **LOCAL_DEFAULTS}
 
     def ready_info(self) -> dict[str, Any]:
@@ -117,6 +153,7 @@ class Herald:
                     "hs256Secret": self.tokens.hs256_secret, "jwks": self.tokens.jwks,
                     "tenantClaim": self.tokens.tenant_claim},
             "devToken": self.tokens.dev_token(),
+            "vapidPublicKey": self.vapid.public,
         }
 
     def connection_info(self, authorizer: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +209,8 @@ class Herald:
             f"  HTTP API       {info['httpUrl']}",
             f"  @connections   {info['managementEndpoint']}/@connections/{{connectionId}}  ({signing})",
             f"  control        {info['controlUrl']}",
+            f"  Web Push       {info['pushServiceUrl']}  (POST subscriptions: a subscription to PUT to "
+            "/push/subscriptions; GET messages: the pushes it received, decrypted)",
             f"  AWS endpoint   {endpoint}  (region {region}, any credentials)",
             f"  dispatch queue {dispatch}",
             f"  JWT            issuer {jwt['issuer']}, audience {jwt['audience']}, algorithms "

@@ -27,6 +27,7 @@ from .functions import FunctionIndex, FunctionSpec, load_functions
 from .gateway import Gateway
 from .sigv4 import Verifier
 from .httpapi import http_api_from_template
+from .pushservice import PushService
 from .runtime import MAX_RESPONSE_BYTES, FunctionPool, RuntimeApi
 from .scheduler import Scheduler
 from .sqs_source import SqsPoller, mappings_from_functions
@@ -134,6 +135,11 @@ class Stack:
         Control(gateway=self._gateway, pools=self._pools, faults=faults, adapter=adapter,
                 ready=self.ready, info=lambda: self.info,
                 sqs=endpoint.client("sqs")).add_routes(ws_app)
+        # A Web Push service on the same origin as the control API (its loopback origin is the
+        # one the adapter lets the functions push to over plain HTTP).
+        push = PushService(faults, f"{adapter.control_path}/push")
+        push.bind(ws_base)
+        push.add_routes(ws_app)
         # The adapter's static directories (a demo page), on the same origin as the control API.
         static = [StaticDir(prefix, directory) for prefix, directory in
                   adapter.static_dirs.items()]
@@ -159,6 +165,7 @@ class Stack:
         self.info = self._describe(
             ws_url=f"ws://{opts.host}:{ws_sock.getsockname()[1]}/{stage}", management=management,
             http_url=http_url, control_url=f"{ws_base}{adapter.control_path}", stage=stage,
+            push_url=f"{ws_base}{adapter.control_path}/push",
             provisioned=provisioned, specs=specs,
             static_urls={s.prefix: f"{ws_base}{s.prefix}/" for s in static})
         if opts.ready_file is not None:
@@ -175,7 +182,7 @@ class Stack:
         self._runners.append(runner)
 
     def _describe(self, *, ws_url: str, management: str, http_url: str, control_url: str,
-                  stage: str, provisioned: aws.Provisioned,
+                  push_url: str, stage: str, provisioned: aws.Provisioned,
                   specs: list[FunctionSpec], static_urls: dict[str, str]) -> dict[str, Any]:
         assert self._endpoint is not None
         function_env: dict[str, str] = {}
@@ -188,6 +195,7 @@ class Stack:
             "managementEndpoint": management,
             "httpUrl": http_url,
             "controlUrl": control_url,
+            "pushServiceUrl": push_url,
             "awsEndpoint": self._endpoint.url,
             # What the functions reach it through (the proxy; awsproxy.py).
             "functionAwsEndpoint": function_env.get("AWS_ENDPOINT_URL", self._endpoint.url),

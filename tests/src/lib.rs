@@ -45,6 +45,10 @@ pub struct Ready {
     pub dev_token: String,
     /// What the functions sign `@connections` calls with (the stack's own moto credentials).
     pub management_credentials: ManagementCredentials,
+    /// The local Web Push service (infra/herald_local/pushservice.py).
+    pub push_service_url: String,
+    /// The VAPID public key the stack gave the functions.
+    pub vapid_public_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -99,6 +99,10 @@ pub struct FanoutSummary {
     pub shards_queued: usize,
     /// Time spent posting (excluding reads and writes of state), for the fan-out benchmark.
     pub posting_us: u64,
+    /// Users of personal topics (`user:{sub}`) that no live connection took the frame for: none
+    /// was open, or every one was gone or refused it. Retried posts count as taken. Who gets a
+    /// Web Push with `"push": true` (`offline`).
+    pub unreached: Vec<String>,
 }
 
 impl FanoutSummary {
@@ -210,7 +214,11 @@ impl Broadcaster {
     pub async fn fan_out(&self, tenant: &str, id: &str, frames: &[Outgoing], reach: Reach<'_>) -> Result<FanoutSummary, BroadcastError> {
         let mut pages = Vec::new();
         let mut collapse_of: HashMap<&str, &CollapseRef> = HashMap::new();
+        let mut user_of: HashMap<&str, &str> = HashMap::new();
         for out in frames {
+            if let Group::User(user) = &out.topic {
+                user_of.insert(out.frame.as_str(), user.as_str());
+            }
             if let Some(c) = &out.collapse {
                 collapse_of.insert(out.frame.as_str(), c);
             }
@@ -264,6 +272,12 @@ impl Broadcaster {
             let posting = Instant::now();
             let r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
             summary.posting_us += posting.elapsed().as_micros() as u64;
+            if r.delivered == 0
+                && r.retry.is_empty()
+                && let Some(user) = user_of.get(frame.as_str())
+            {
+                summary.unreached.push((*user).to_owned());
+            }
             // A set: one batch must not name a row twice.
             let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
             for conn in &r.gone {

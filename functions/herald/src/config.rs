@@ -194,6 +194,41 @@ impl Limits {
     }
 }
 
+/// Web Push settings (docs/DESIGN.md "Reaching users who are not connected"). Push is off while
+/// no VAPID key is configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushSettings {
+    /// base64url of the VAPID private scalar (a secret; only the functions that send pushes).
+    pub vapid_private_key: Option<String>,
+    /// base64url of the VAPID public key (uncompressed point), served to clients.
+    pub vapid_public_key: Option<String>,
+    /// The VAPID `sub` contact, `mailto:` or `https:` (required with the keys).
+    pub vapid_subject: Option<String>,
+    /// An `http://` origin whose push endpoints are accepted besides `https://` ones: the local
+    /// stack's push service. Loopback only, so no setting can open plain-text pushes elsewhere.
+    pub insecure_origin: Option<String>,
+}
+
+impl PushSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let insecure_origin = optional(src, "HERALD_PUSH_INSECURE_ORIGIN");
+        if let Some(o) = &insecure_origin
+            && !(o.starts_with("http://127.0.0.1:") || o.starts_with("http://localhost:"))
+        {
+            return Err(ConfigError::Invalid {
+                name: "HERALD_PUSH_INSECURE_ORIGIN",
+                reason: "only a loopback http://127.0.0.1:PORT or http://localhost:PORT origin (the local stack's)".into(),
+            });
+        }
+        Ok(Self {
+            vapid_private_key: optional(src, "HERALD_VAPID_PRIVATE_KEY"),
+            vapid_public_key: optional(src, "HERALD_VAPID_PUBLIC_KEY"),
+            vapid_subject: optional(src, "HERALD_VAPID_SUBJECT"),
+            insecure_origin,
+        })
+    }
+}
+
 /// The WebSocket management endpoint (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
 pub fn ws_endpoint(src: &dyn Source) -> Result<String, ConfigError> {
     let url = required(src, "HERALD_WS_ENDPOINT")?;
@@ -272,6 +307,16 @@ pub(crate) mod tests {
         assert!(q.is_fanout_source("arn:aws:sqs:eu-west-1:1:herald-FanoutQueue-C"));
         assert!(!q.is_fanout_source("arn:aws:sqs:eu-west-1:1:herald-DispatchQueue-A"));
         assert!(!q.is_fanout_source(""));
+    }
+
+    #[test]
+    fn push_is_off_without_keys_and_plain_http_only_on_loopback() {
+        let p = PushSettings::from_source(&source(&[])).unwrap();
+        assert_eq!((p.vapid_private_key, p.insecure_origin), (None, None));
+        let err = PushSettings::from_source(&source(&[("HERALD_PUSH_INSECURE_ORIGIN", "http://push.example.com")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_PUSH_INSECURE_ORIGIN"), "{err}");
+        let p = PushSettings::from_source(&source(&[("HERALD_PUSH_INSECURE_ORIGIN", "http://127.0.0.1:4000")])).unwrap();
+        assert_eq!(p.insecure_origin.as_deref(), Some("http://127.0.0.1:4000"));
     }
 
     #[test]

@@ -94,6 +94,44 @@ pub struct NotificationRequest {
     /// `"escalate":{"afterSeconds":n}`: if no device of a targeted user has read or acked it
     /// `n` seconds after it was logged, it goes to the escalation queue (see `escalation`).
     pub escalate_after: Option<u64>,
+    /// `"push"`: a Web Push too, to the targeted users without a live connection (or to all).
+    pub push: Option<PushRequest>,
+}
+
+/// A producer's `"push": true | "always"` with its `"urgency"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushRequest {
+    /// `"always"`: push to every targeted user, connected or not.
+    pub always: bool,
+    pub urgency: Urgency,
+}
+
+/// RFC 8030 §5.3 `Urgency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Urgency {
+    VeryLow,
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl Urgency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::VeryLow => "very-low",
+            Urgency::Low => "low",
+            Urgency::Normal => "normal",
+            Urgency::High => "high",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Urgency::VeryLow, Urgency::Low, Urgency::Normal, Urgency::High]
+            .into_iter()
+            .find(|u| u.as_str() == s)
+    }
 }
 
 impl NotificationRequest {
@@ -129,6 +167,12 @@ impl NotificationRequest {
         }
         if let Some(after) = self.escalate_after {
             m.insert("escalate".into(), serde_json::json!({ "afterSeconds": after }));
+        }
+        if let Some(p) = &self.push {
+            m.insert("push".into(), if p.always { "always".into() } else { true.into() });
+            if p.urgency != Urgency::Normal {
+                m.insert("urgency".into(), p.urgency.as_str().into());
+            }
         }
         Value::Object(m)
     }
@@ -223,6 +267,8 @@ const NOTIFICATION_FIELDS: &[&str] = &[
     "ttlSeconds",
     "collapse",
     "escalate",
+    "push",
+    "urgency",
 ];
 
 /// Longest `collapse` key.
@@ -293,6 +339,7 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_escalate(v, &to, limits)?),
     };
+    let push = parse_push(obj, &to)?;
     let request = NotificationRequest {
         escalate_after,
         id,
@@ -309,9 +356,35 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
         },
         deliver_at,
         ttl_seconds,
+        push,
     };
     check_budget(&request, limits.payload_budget)?;
     Ok(request)
+}
+
+/// `"push"` and `"urgency"`. Push reaches the users a notification names (`user`, `users`):
+/// the members of a group, the tenant or the platform are known to Herald only while they are
+/// connected, which is exactly when a push is not needed (docs/DESIGN.md).
+fn parse_push(obj: &Map<String, Value>, to: &Target) -> Result<Option<PushRequest>, Rejection> {
+    let always = match obj.get("push") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {
+            if obj.get("urgency").is_some_and(|u| !u.is_null()) {
+                return Err(bad("urgency", "applies only with push"));
+            }
+            return Ok(None);
+        }
+        Some(Value::Bool(true)) => false,
+        Some(Value::String(s)) if s == "always" => true,
+        Some(_) => return Err(bad("push", "must be true or \"always\"")),
+    };
+    if !matches!(to, Target::User(_) | Target::Users(_)) {
+        return Err(bad("push", "applies to user and users targets only"));
+    }
+    let urgency = match optional_str(obj, "urgency")? {
+        None => Urgency::Normal,
+        Some(u) => Urgency::parse(&u).ok_or_else(|| bad("urgency", "must be very-low, low, normal or high"))?,
+    };
+    Ok(Some(PushRequest { always, urgency }))
 }
 
 /// Refuses a notification whose frame would exceed the budget, by rendering the largest frame it
@@ -731,6 +804,49 @@ mod tests {
         let n = notify(src);
         let again = notify(&n.to_json().to_string());
         assert_eq!(n, again);
+    }
+
+    #[test]
+    fn push_is_for_named_users_and_round_trips() {
+        let n = notify(r#"{"tenant":"acme","to":{"users":["u1"]},"event":"e","push":"always","urgency":"high"}"#);
+        assert_eq!(
+            n.push,
+            Some(PushRequest {
+                always: true,
+                urgency: Urgency::High
+            })
+        );
+        assert_eq!(notify(&n.to_json().to_string()), n);
+        let n = notify(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":true}"#);
+        assert_eq!(
+            n.push,
+            Some(PushRequest {
+                always: false,
+                urgency: Urgency::Normal
+            })
+        );
+        assert_eq!(notify(&n.to_json().to_string()), n);
+        assert_eq!(
+            notify(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":false}"#).push,
+            None
+        );
+        let err = |s: &str| parse(s).unwrap_err().to_string();
+        assert_eq!(
+            err(r#"{"tenant":"acme","to":{"group":"course:1"},"event":"e","push":true}"#),
+            "push: applies to user and users targets only"
+        );
+        assert_eq!(
+            err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":"yes"}"#),
+            "push: must be true or \"always\""
+        );
+        assert_eq!(
+            err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","push":true,"urgency":"now"}"#),
+            "urgency: must be very-low, low, normal or high"
+        );
+        assert_eq!(
+            err(r#"{"tenant":"acme","to":{"user":"u1"},"event":"e","urgency":"high"}"#),
+            "urgency: applies only with push"
+        );
     }
 
     #[test]

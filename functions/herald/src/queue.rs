@@ -1,6 +1,6 @@
 //! Every message Herald sends to SQS, in one place: producer messages put back on the dispatch
 //! queue (deferred delivery, a fired reminder, `POST /notifications`), fan-out page jobs on their
-//! own queue, retries with backoff, and rejected messages on the dead-letter queue with their
+//! own queue, retries with backoff (posts and Web Pushes), and rejected messages on the dead-letter queue with their
 //! reason.
 //!
 //! Handlers say *what* they send (`dispatch`, `fanout_job`, `retry`, `dead_letter`); the queue
@@ -18,6 +18,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::config::Queues;
 use crate::delivery::{EscalationCheck, FanoutJob, PresenceCheck, RetryJob, retry_delay_seconds};
+use crate::push::{PushJob, PushRetry};
 
 /// The message attribute of a deferred copy: the `deliverAt` it was deferred for.
 pub const DEFERRED_FOR: &str = "deferredFor";
@@ -204,6 +205,16 @@ impl Queue {
             self.send("retry", &self.urls.retry, body, delay, Vec::new()).await?;
         }
         Ok(())
+    }
+
+    /// A push to try again on the retry queue, delayed by its attempt like post retries.
+    pub async fn push_retry(&self, job: &PushJob) -> Result<(), QueueError> {
+        let body = serde_json::to_string(&PushRetry { push: job.clone() }).map_err(|source| QueueError::Encode {
+            what: "push retry",
+            source,
+        })?;
+        self.send("retry", &self.urls.retry, body, retry_delay_seconds(job.attempt), Vec::new())
+            .await
     }
 
     /// A message that can never succeed, kept unchanged on the dead-letter queue with why

@@ -26,6 +26,8 @@ pub enum InitError {
     Auth(#[from] AuthInitError),
     #[error(transparent)]
     Delivery(#[from] PosterError),
+    #[error(transparent)]
+    Push(#[from] crate::offline::PushInitError),
     #[error("TLS for the AWS SDK clients: {0}")]
     Tls(#[source] std::sync::Arc<crate::tls::TlsError>),
 }

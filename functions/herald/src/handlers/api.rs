@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{AuthError, JwtConfig, Principal, Role, Verifier};
 use crate::budget::Budget;
-use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
+use crate::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
 use crate::cursor::{Cursor, now_millis};
 use crate::delivery::Poster;
 use crate::groups::{Group, valid_id};
@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
 use crate::policy::{PresencePolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
+use crate::push::{SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
 use crate::queue::{Queue, QueueError};
 use crate::replay::read_merged;
 use crate::runtime::{HttpHandler, InitError};
@@ -37,6 +38,8 @@ pub const MAX_PAGE: usize = 200;
 pub const UNREAD_CAP: usize = 1000;
 /// Connections listed by one presence page at most.
 pub const PRESENCE_PAGE: usize = 1000;
+/// Push subscriptions (browsers, devices) one user keeps at most.
+pub const MAX_PUSH_SUBSCRIPTIONS: usize = 20;
 
 /// An HTTP error as the contract shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,6 +142,9 @@ pub struct Api {
     roles: RolePolicy,
     unsubscriber: Unsubscriber,
     limiter: Limiter,
+    /// The VAPID public key clients subscribe with; `None`: push is off.
+    vapid_public_key: Option<String>,
+    push_insecure_origin: Option<String>,
 }
 
 impl HttpHandler for Api {
@@ -161,7 +167,10 @@ impl HttpHandler for Api {
             PresencePolicy::from_source(&Env)?,
             &limits,
         );
+        let push = PushSettings::from_source(&Env)?;
         Ok(Self {
+            vapid_public_key: push.vapid_public_key,
+            push_insecure_origin: push.insecure_origin,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
             verifier,
@@ -236,6 +245,9 @@ impl Api {
             (Method::PUT, ["subscriptions", user, group]) => self.subscription(&principal, user, group, true).await,
             (Method::DELETE, ["subscriptions", user, group]) => self.subscription(&principal, user, group, false).await,
             (Method::GET, ["groups", group, "presence"]) => self.presence(&principal, group, req).await,
+            (Method::PUT, ["push", "subscriptions"]) => self.push_subscribe(&principal, req).await,
+            (Method::DELETE, ["push", "subscriptions"]) => self.push_unsubscribe(&principal, req).await,
+            (Method::GET, ["push", "vapid-public-key"]) => self.vapid_public_key(),
             _ => Err(ApiError::not_found("no such route")),
         }
     }
@@ -496,6 +508,54 @@ impl Api {
         } else {
             self.unsubscriber.unsubscribe(&p.tenant, user, &group).await?;
         }
+        Ok((StatusCode::NO_CONTENT, None))
+    }
+
+    fn push_enabled(&self) -> Result<(), ApiError> {
+        match self.vapid_public_key {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found("Web Push is not configured")),
+        }
+    }
+
+    fn vapid_public_key(&self) -> ApiResult {
+        self.push_enabled()?;
+        Ok((StatusCode::OK, Some(json!({"publicKey": self.vapid_public_key}))))
+    }
+
+    /// Stores the caller's browser subscription (one per endpoint; sending it again refreshes
+    /// its expiry). Validated whole before anything is written: a 400 stores nothing.
+    async fn push_subscribe(&self, p: &Principal, req: &Request) -> ApiResult {
+        self.push_enabled()?;
+        let sub =
+            parse_subscription(body_text(req)?, self.push_insecure_origin.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let existing = self.store.push_subscriptions.list(&p.tenant, &p.user).await?;
+        let key = endpoint_key(&sub.endpoint);
+        if existing.len() >= MAX_PUSH_SUBSCRIPTIONS && !existing.iter().any(|(k, _)| *k == key) {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_PUSH_SUBSCRIPTIONS} push subscriptions per user; delete one first"
+            )));
+        }
+        let mut expires = epoch_seconds() + SUBSCRIPTION_DAYS * 24 * 3600;
+        if let Some(ms) = sub.expires_ms {
+            expires = expires.min(ms / 1000);
+        }
+        if expires <= epoch_seconds() {
+            return Err(ApiError::bad_request("expirationTime has passed"));
+        }
+        self.store.push_subscriptions.put(&p.tenant, &p.user, &sub, expires).await?;
+        Ok((StatusCode::CREATED, None))
+    }
+
+    /// Forgets one of the caller's subscriptions, by endpoint (absent is fine: 204 too).
+    async fn push_unsubscribe(&self, p: &Principal, req: &Request) -> ApiResult {
+        self.push_enabled()?;
+        let endpoint =
+            parse_endpoint(body_text(req)?, self.push_insecure_origin.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.store
+            .push_subscriptions
+            .delete(&p.tenant, &p.user, &endpoint_key(&endpoint))
+            .await?;
         Ok((StatusCode::NO_CONTENT, None))
     }
 

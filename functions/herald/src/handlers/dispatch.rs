@@ -19,14 +19,17 @@ use futures_util::StreamExt;
 
 use crate::BoxError;
 use crate::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
-use crate::config::{Env, Limits, Queues, Scheduling, ws_endpoint};
+use crate::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
 use crate::delivery::{InternalMessage, Poster};
 use crate::escalation::{Escalation, EscalationError, Fired};
+use crate::groups::Group;
 use crate::membership::Unsubscriber;
 use crate::metrics::Metrics;
 use crate::notification::{Control, NotificationRequest, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
+use crate::offline::{PushError, PushSummary, Pusher, UserPush};
 use crate::policy::{PresencePolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
+use crate::push::PushSender;
 use crate::queue::{DEFERRED_FOR, Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
 use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
@@ -44,6 +47,8 @@ pub enum DispatchError {
     Broadcast(#[from] BroadcastError),
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    #[error(transparent)]
+    Push(#[from] PushError),
     #[error(transparent)]
     Escalation(#[from] EscalationError),
 }
@@ -85,6 +90,7 @@ pub struct Dispatch {
     deferral: Deferral,
     unsubscriber: Unsubscriber,
     escalation: Escalation,
+    pusher: Pusher,
     limits: Limits,
 }
 
@@ -102,6 +108,8 @@ impl Dispatch {
         let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
         let presence = Presence::new("dispatch", store.clone(), queue.clone(), poster.clone(), presence, &limits);
         Self {
+            // Off until `with_push` gives it a sender.
+            pusher: Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts),
             unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles, presence.clone()),
             broadcaster: Broadcaster::new(store.clone(), queue.clone(), poster, limits.clone(), presence.clone()),
             presence,
@@ -111,6 +119,12 @@ impl Dispatch {
             escalation,
             limits,
         }
+    }
+
+    /// Web Push with this sender (`None`: off).
+    pub fn with_push(mut self, sender: Option<PushSender>) -> Self {
+        self.pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts);
+        self
     }
 
     pub async fn batch(&self, event: SqsEvent) -> SqsBatchResponse {
@@ -297,6 +311,21 @@ impl Dispatch {
         if let Some(after) = req.escalate_after {
             self.escalation.schedule(&req.tenant, &id, &entries, after).await?;
         }
+        // Before `finish`: a crash in between pushes again on redelivery (at least once).
+        let pushed = match req.push {
+            Some(push) => {
+                let users: Vec<UserPush> = entries
+                    .iter()
+                    .filter_map(|(topic, entry)| match topic {
+                        Group::User(user) if push.always || summary.unreached.contains(user) => Some(UserPush { user, entry }),
+                        _ => None,
+                    })
+                    .collect();
+                let ttl = req.ttl_seconds.unwrap_or(self.limits.retention_seconds);
+                self.pusher.push(&req.tenant, &id, &users, push, ttl).await?
+            }
+            None => PushSummary::default(),
+        };
         self.broadcaster.finish(&req.tenant, &id).await?;
         if req.deliver_at.is_some() {
             self.store.reminders.mark_fired(&req.tenant, &id, expires).await?;
@@ -310,7 +339,7 @@ impl Dispatch {
             .millis("FanoutDuration", started.elapsed().as_secs_f64() * 1000.0)
             .millis("PostingDuration", summary.posting_us as f64 / 1000.0)
             .flush();
-        tracing::info!(tenant = %req.tenant, id = %id, delivered = summary.delivered, gone = summary.gone, retried = summary.retried, shards = summary.shards_queued, posting_us = summary.posting_us, "dispatched");
+        tracing::info!(tenant = %req.tenant, id = %id, delivered = summary.delivered, gone = summary.gone, retried = summary.retried, shards = summary.shards_queued, posting_us = summary.posting_us, pushed = pushed.delivered, push_retried = pushed.retried, push_gone = pushed.gone, "dispatched");
         Ok(Outcome::Delivered(summary))
     }
 
@@ -338,6 +367,7 @@ impl Handler for Dispatch {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
+        let sender = Pusher::sender(&PushSettings::from_source(&Env)?)?;
         Ok(Self::new(
             store,
             Queue::new(&sdk, Queues::from_source(&Env)?),
@@ -346,7 +376,8 @@ impl Handler for Dispatch {
             Limits::from_source(&Env)?,
             RolePolicy::from_source(&Env)?,
             PresencePolicy::from_source(&Env)?,
-        ))
+        )
+        .with_push(sender))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

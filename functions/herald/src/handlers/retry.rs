@@ -1,4 +1,5 @@
-//! `retry`: re-posts a frame to the connections a fan-out could not reach (429, 5xx, timeouts).
+//! `retry`: re-posts a frame to the connections a fan-out could not reach (429, 5xx, timeouts),
+//! and sends again the Web Pushes a push service refused for now (`offline`).
 //! Each round that still fails is re-queued with a longer, jittered delay; after the configured
 //! number of attempts it gives up and counts it. Nothing is lost by giving up: the notification
 //! is in the log, and the client gets it from `resume`/`missed` when it reconnects.
@@ -7,12 +8,14 @@ use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
 use crate::BoxError;
-use crate::config::{Env, Limits, Queues, ws_endpoint};
+use crate::config::{Env, Limits, PushSettings, Queues, ws_endpoint};
 use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
 use crate::groups::Group;
 use crate::metrics::Metrics;
+use crate::offline::{PushError, Pusher};
 use crate::policy::PresencePolicy;
 use crate::presence::{Presence, PresenceError};
+use crate::push::PushRetry;
 use crate::queue::{Queue, QueueError, redeliver};
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, StoreError};
@@ -26,6 +29,8 @@ pub enum RetryError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    #[error(transparent)]
+    Push(#[from] PushError),
 }
 
 pub struct Retry {
@@ -34,6 +39,7 @@ pub struct Retry {
     poster: Poster,
     limits: Limits,
     presence: Presence,
+    pusher: Pusher,
 }
 
 /// One retry round's result.
@@ -48,11 +54,14 @@ pub enum RetryOutcome {
     /// A latest-value stream's entry with a later one logged: the later one is what counts, so
     /// this one is not posted again.
     Superseded,
+    /// A Web Push retried (`offline`): pushed, removed, re-queued or given up.
+    Pushed,
 }
 
 impl Retry {
-    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits, presence: PresencePolicy) -> Self {
+    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits, presence: PresencePolicy, pusher: Pusher) -> Self {
         Self {
+            pusher,
             presence: Presence::new("retry", store.clone(), queue.clone(), poster.clone(), presence, &limits),
             store,
             queue,
@@ -62,6 +71,11 @@ impl Retry {
     }
 
     pub async fn job(&self, body: &str) -> Result<RetryOutcome, RetryError> {
+        // A push retry is `{"push": {...}}`, which never parses as a post retry.
+        if let Ok(PushRetry { push }) = serde_json::from_str::<PushRetry>(body) {
+            self.pusher.retry(push).await?;
+            return Ok(RetryOutcome::Pushed);
+        }
         let Ok(job) = serde_json::from_str::<RetryJob>(body) else {
             tracing::error!(body_len = body.len(), "retry message is not a retry job; dropped");
             Metrics::new("retry").count("Malformed", 1).flush();
@@ -123,13 +137,14 @@ impl Handler for Retry {
         let store = Store::from_env(&sdk)?;
         let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
         let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
-        Ok(Self::new(
-            store,
-            queue,
-            poster,
-            Limits::from_source(&Env)?,
-            PresencePolicy::from_source(&Env)?,
-        ))
+        let limits = Limits::from_source(&Env)?;
+        let pusher = Pusher::new(
+            store.clone(),
+            queue.clone(),
+            Pusher::sender(&PushSettings::from_source(&Env)?)?,
+            limits.retry_max_attempts,
+        );
+        Ok(Self::new(store, queue, poster, limits, PresencePolicy::from_source(&Env)?, pusher))
     }
 
     async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, BoxError> {

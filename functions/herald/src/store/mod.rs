@@ -4,12 +4,13 @@
 //! - `ConnectionsTable`: ephemeral connection state — connections, group memberships and rate
 //!   budgets.
 //! - `NotificationsTable`: the log and per-user state — log entries, idempotency keys, read
-//!   marks, durable subscriptions, reminders.
+//!   marks, durable subscriptions, Web Push subscriptions, reminders.
 
 mod budgets;
 mod connections;
 mod log;
 mod presence;
+mod push;
 mod state;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ pub use budgets::Budgets;
 pub use connections::{Closed, ConnectionRecord, Connections, Member, MembersPage};
 pub use log::{Collapsed, Log, LogPage, WIDE_REPLICAS};
 pub use presence::{Departure, Presences};
+pub use push::PushSubscriptions;
 pub use state::{Claim, Idempotency, ReadState, Reminder, ReminderState, Reminders, Subscriptions};
 
 use crate::config::Tables;
@@ -70,6 +72,7 @@ pub struct Store {
     pub log: Log,
     pub idempotency: Idempotency,
     pub subscriptions: Subscriptions,
+    pub push_subscriptions: PushSubscriptions,
     pub read_state: ReadState,
     pub reminders: Reminders,
 }
@@ -101,6 +104,7 @@ impl Store {
             log: Log::new(n()),
             idempotency: Idempotency::new(n()),
             subscriptions: Subscriptions::new(n()),
+            push_subscriptions: PushSubscriptions::new(n()),
             read_state: ReadState::new(n()),
             reminders: Reminders::new(n()),
         }

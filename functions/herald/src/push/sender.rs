@@ -1,0 +1,124 @@
+//! Sends one encrypted push to one subscription (RFC 8030 §5) over Herald's one HTTP client
+//! configuration (`tls`), and maps the push service's answer to one of four outcomes, as
+//! `delivery::Poster` does for `@connections`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ece;
+use super::subscription::Subscription;
+use super::vapid::Vapid;
+use crate::notification::Urgency;
+
+/// What the push service said; each outcome has exactly one consequence in the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// 201 (or another 2xx): accepted.
+    Delivered,
+    /// 404/410: the subscription is gone; remove it now.
+    Gone,
+    /// 429, 5xx, timeouts, resets: worth another attempt later.
+    Retryable(String),
+    /// Other 4xx (400, 403, 413) or a subscription that cannot be encrypted for: another attempt
+    /// would fail the same way.
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("building the HTTP client for push services: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("TLS for push services: {0}")]
+    Tls(#[source] Arc<crate::tls::TlsError>),
+}
+
+/// One push: the plaintext and its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct PushMessage<'a> {
+    pub payload: &'a [u8],
+    pub ttl_seconds: u64,
+    pub urgency: Urgency,
+    pub topic: Option<&'a str>,
+}
+
+/// Push services keep a message at most about four weeks; a longer TTL is cut to that.
+pub const MAX_TTL_SECONDS: u64 = 28 * 24 * 3600;
+
+#[derive(Clone, Debug)]
+pub struct PushSender {
+    http: reqwest::Client,
+    vapid: Arc<Vapid>,
+}
+
+impl PushSender {
+    pub fn new(vapid: Vapid) -> Result<Self, SenderError> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config().map_err(SenderError::Tls)?)
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(SenderError::Client)?;
+        Ok(Self {
+            http,
+            vapid: Arc::new(vapid),
+        })
+    }
+
+    pub fn public_key(&self) -> &str {
+        self.vapid.public_key()
+    }
+
+    pub async fn send(&self, sub: &Subscription, msg: PushMessage<'_>) -> PushOutcome {
+        let Some((p256dh, auth)) = sub.keys() else {
+            return PushOutcome::Failed("the stored subscription's keys do not decode".into());
+        };
+        let body = match ece::encrypt(msg.payload, &p256dh, &auth) {
+            Ok(b) => b,
+            Err(e) => return PushOutcome::Failed(e.to_string()),
+        };
+        let authorization = match self.vapid.authorization(&sub.endpoint, chrono::Utc::now().timestamp()) {
+            Ok(a) => a,
+            Err(e) => return PushOutcome::Failed(e.to_string()),
+        };
+        let mut req = self
+            .http
+            .post(&sub.endpoint)
+            .header("authorization", authorization)
+            .header("content-encoding", "aes128gcm")
+            .header("content-type", "application/octet-stream")
+            .header("ttl", msg.ttl_seconds.min(MAX_TTL_SECONDS).to_string())
+            .header("urgency", msg.urgency.as_str());
+        if let Some(topic) = msg.topic {
+            req = req.header("topic", topic);
+        }
+        match req.body(body).send().await {
+            Ok(resp) => outcome(resp.status().as_u16()),
+            Err(e) => PushOutcome::Retryable(e.to_string()),
+        }
+    }
+}
+
+fn outcome(status: u16) -> PushOutcome {
+    match status {
+        200..=299 => PushOutcome::Delivered,
+        404 | 410 => PushOutcome::Gone,
+        429 | 500..=599 => PushOutcome::Retryable(format!("push service answered {status}")),
+        _ => PushOutcome::Failed(format!("push service answered {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_status_has_one_outcome() {
+        assert_eq!(outcome(201), PushOutcome::Delivered);
+        assert_eq!(outcome(410), PushOutcome::Gone);
+        assert_eq!(outcome(404), PushOutcome::Gone);
+        assert!(matches!(outcome(429), PushOutcome::Retryable(_)));
+        assert!(matches!(outcome(503), PushOutcome::Retryable(_)));
+        assert!(matches!(outcome(413), PushOutcome::Failed(_)));
+        assert!(matches!(outcome(400), PushOutcome::Failed(_)));
+    }
+}
