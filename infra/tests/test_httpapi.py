@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -89,3 +91,32 @@ def test_cors(stack: Stack) -> None:
     assert headers["Access-Control-Expose-Headers"] == "x-fake"
     _, headers, _ = call(stack, "GET", "/items/1", headers={"Origin": "http://evil.example"})
     assert "Access-Control-Allow-Origin" not in headers
+
+
+def test_one_callers_burst_does_not_queue_another_caller(stack: Stack) -> None:
+    """Lambda gives every request an instance; here a function has a few, shared round-robin
+    across callers (by credentials), and the integration timeout counts from when one takes
+    the request. A burst of slow requests from one caller: another caller's request is answered
+    before the burst is, and none of the burst times out while it waits."""
+    done: list[tuple[str, float, int]] = []
+    lock = threading.Lock()
+
+    def send(who: str, sleep: float) -> None:
+        status = call(stack, "GET", f"/items/1?sleep={sleep}", headers={"Authorization": f"Bearer {who}"})[0]
+        with lock:
+            done.append((who, time.monotonic(), status))
+
+    burst = [threading.Thread(target=send, args=("greedy", 0.5)) for _ in range(16)]
+    for t in burst:
+        t.start()
+    time.sleep(1.0)  # the burst is queued: 4 instances busy, the rest waiting
+    other = threading.Thread(target=send, args=("other", 0))
+    other.start()
+    for t in [*burst, other]:
+        t.join(60)
+    assert len(done) == 17 and all(status == 201 for _, _, status in done), done
+    other_at = next(at for who, at, _ in done if who == "other")
+    after = sum(1 for who, at, _ in done if who == "greedy" and at > other_at)
+    # Served round-robin it waits for at most one of the burst's requests (more than ten come
+    # after it); in one queue for everyone, behind the whole burst, next to none would.
+    assert after >= 8, f"the other caller waited behind the burst: {after} of 16 answered after it"

@@ -349,7 +349,7 @@ pub async fn refused_status(url: &str, protocols: Option<&str>) -> Option<u16> {
 /// from a finished test's runtime is dead in the next one.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60))
         .build()
         .expect("http client")
 }

@@ -128,6 +128,7 @@ def reminder(event: dict[str, Any]) -> Any:
 def api(event: dict[str, Any]) -> Any:
     record(event=event)
     path = event["rawPath"]
+    time.sleep(float((event.get("queryStringParameters") or {}).get("sleep", 0)))
     if path == "/plain":
         return {"hello": "world"}
     if path == "/binary":
