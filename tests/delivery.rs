@@ -419,7 +419,6 @@ async fn cancel_stops_a_pending_reminder() {
 
 #[tokio::test]
 async fn long_deliver_at_uses_scheduler_and_fires_once() {
-    use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode};
     let tenant = unique("acme");
     let user = unique("u");
     let mut c = Client::connect(&user, &tenant, &[], &[]).await;
@@ -439,7 +438,7 @@ async fn long_deliver_at_uses_scheduler_and_fires_once() {
     .await;
     assert!(schedule.schedule_expression().is_some_and(|e| e.starts_with("at(")));
     assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
-    let mut target = schedule.target().expect("target").clone();
+    let target = schedule.target().expect("target").clone();
     assert!(target.input().is_some_and(|i| i.contains(&id)));
     c.expect_silence(Duration::from_secs(1)).await;
 
@@ -447,30 +446,7 @@ async fn long_deliver_at_uses_scheduler_and_fires_once() {
     let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
     let mut input: Value = serde_json::from_str(target.input().unwrap_or("{}")).expect("input");
     input["deliverAt"] = json!(soon.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    target = aws_sdk_scheduler::types::Target::builder()
-        .arn(target.arn())
-        .role_arn(target.role_arn())
-        .input(input.to_string())
-        .build()
-        .expect("target");
-    scheduler
-        .update_schedule()
-        .name(&name)
-        .group_name(&group)
-        .schedule_expression(herald::schedule::at_expression(&soon))
-        .schedule_expression_timezone("UTC")
-        .flexible_time_window(
-            FlexibleTimeWindow::builder()
-                .mode(FlexibleTimeWindowMode::Off)
-                .build()
-                .expect("window"),
-        )
-        .target(target)
-        .action_after_completion(aws_sdk_scheduler::types::ActionAfterCompletion::Delete)
-        .state(aws_sdk_scheduler::types::ScheduleState::Enabled)
-        .send()
-        .await
-        .expect("update schedule");
+    reschedule(&name, &target, &input, soon).await;
     assert_eq!(c.notification().await["title"], "from the scheduler");
     eventually("schedule deleted after completion", || {
         let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());

@@ -259,7 +259,6 @@ async fn bad_escalate_values_are_rejected_with_their_reason() {
 
 #[tokio::test]
 async fn a_wait_beyond_15_minutes_is_a_schedule_whose_check_escalates_when_it_fires() {
-    use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
     let tenant = unique("acme");
     let user = unique("u");
     let id = unique("grade");
@@ -286,30 +285,7 @@ async fn a_wait_beyond_15_minutes_is_a_schedule_whose_check_escalates_when_it_fi
     // Time travel: the check is due now, and the schedule fires in two seconds.
     let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
     input["escalationCheck"]["due"] = json!(chrono::Utc::now().timestamp());
-    let target = Target::builder()
-        .arn(target.arn())
-        .role_arn(target.role_arn())
-        .input(input.to_string())
-        .build()
-        .expect("target");
-    scheduler
-        .update_schedule()
-        .name(&name)
-        .group_name(&group)
-        .schedule_expression(herald::schedule::at_expression(&soon))
-        .schedule_expression_timezone("UTC")
-        .flexible_time_window(
-            FlexibleTimeWindow::builder()
-                .mode(FlexibleTimeWindowMode::Off)
-                .build()
-                .expect("window"),
-        )
-        .target(target)
-        .action_after_completion(ActionAfterCompletion::Delete)
-        .state(ScheduleState::Enabled)
-        .send()
-        .await
-        .expect("update schedule");
+    reschedule(&name, &target, &input, soon).await;
     let got = escalation_of(&id, &user).await;
     assert_eq!(got["notification"]["event"], "assignment.graded");
     // Scheduler delivers at least once: the same input fired again escalates nothing more.

@@ -598,3 +598,34 @@ pub async fn groups_of(connection_id: &str) -> Vec<String> {
         .filter_map(|m| m.rsplit_once('#').map(|(g, _)| g.to_owned()))
         .collect()
 }
+
+/// Time travel for a one-time schedule (`name` in the stack's group): it fires at `at` with
+/// `input` as its target's input, as if the time it was made for had come. The local scheduler
+/// fires it like EventBridge Scheduler would, and deletes it after.
+pub async fn reschedule(name: &str, target: &aws_sdk_scheduler::types::Target, input: &Value, at: chrono::DateTime<chrono::Utc>) {
+    use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Target};
+    let target = Target::builder()
+        .arn(target.arn())
+        .role_arn(target.role_arn())
+        .input(input.to_string())
+        .build()
+        .expect("target");
+    aws_sdk_scheduler::Client::new(&sdk().await)
+        .update_schedule()
+        .name(name)
+        .group_name(&stack().ready.schedule_group)
+        .schedule_expression(herald::schedule::at_expression(&at))
+        .schedule_expression_timezone("UTC")
+        .flexible_time_window(
+            FlexibleTimeWindow::builder()
+                .mode(FlexibleTimeWindowMode::Off)
+                .build()
+                .expect("window"),
+        )
+        .target(target)
+        .action_after_completion(ActionAfterCompletion::Delete)
+        .state(ScheduleState::Enabled)
+        .send()
+        .await
+        .expect("update schedule");
+}
