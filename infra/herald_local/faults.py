@@ -101,14 +101,7 @@ class Faults:
 
     def push_status(self, subscription_id: str) -> int | None:
         """The error status the next push to `subscription_id` must answer, if any."""
-        for fault in self._push:
-            if fault.connection_ids is None or subscription_id in fault.connection_ids:
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._push.remove(fault)
-                self.count(f"push{fault.status}")
-                return fault.status
-        return None
+        return self._take_counted(self._push, subscription_id, "push")
 
     def add_kill_fault(self, function: str, match: str = "", count: int | None = 1, *,
                        rate: float | None = None, after_ms: int = 0) -> None:
@@ -148,17 +141,25 @@ class Faults:
     def count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
 
+    def _take_counted(self, faults: list[_CountedPostFault], target: str, kind: str) -> int | None:
+        """Uses up one of the first counted fault in `faults` that applies to `target` (a
+        connection or a push subscription), counting it as `kind`: its status, if any."""
+        for fault in faults:
+            if fault.connection_ids is None or target in fault.connection_ids:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    faults.remove(fault)
+                self.count(f"{kind}{fault.status}")
+                return fault.status
+        return None
+
     def post_status(self, connection_id: str) -> int | None:
         """The error status the next post to `connection_id` must answer, if any."""
         if not self._counted and not self._rates:
             return None
-        for fault in self._counted:
-            if fault.connection_ids is None or connection_id in fault.connection_ids:
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self._counted.remove(fault)
-                self.count(f"post{fault.status}")
-                return fault.status
+        status = self._take_counted(self._counted, connection_id, "post")
+        if status is not None:
+            return status
         for rate, status in self._rates:
             if self._rng.random() < rate:
                 self.count(f"post{status}")
