@@ -102,7 +102,8 @@ pub struct FanoutSummary {
     /// Users of personal topics (`user:{sub}`) that no live connection took the frame for: none
     /// was open, or every one was gone or refused it. Retried posts count as taken. Who gets a
     /// Web Push with `"push": true` (`offline`).
-    pub unreached: Vec<String>,
+    /// A set: dispatch looks up each targeted user in it (a `users` list may name 1,000).
+    pub unreached: BTreeSet<String>,
 }
 
 impl FanoutSummary {
@@ -276,7 +277,7 @@ impl Broadcaster {
                 && r.retry.is_empty()
                 && let Some(user) = user_of.get(frame.as_str())
             {
-                summary.unreached.push((*user).to_owned());
+                summary.unreached.insert((*user).to_owned());
             }
             // A set: one batch must not name a row twice.
             let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
