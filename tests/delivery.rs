@@ -504,7 +504,7 @@ async fn a_held_message_stays_invisible_until_the_work_ends() {
     let received = sqs
         .receive_message()
         .queue_url(&url)
-        .visibility_timeout(1)
+        .visibility_timeout(3)
         .wait_time_seconds(5)
         .send()
         .await
@@ -522,11 +522,13 @@ async fn a_held_message_stays_invisible_until_the_work_ends() {
         },
     );
     let arn = format!("arn:aws:sqs:{}:123456789012:{name}", stack().ready.region);
-    // Six times the queue's 1 s timeout, held one 2 s lease at a time; meanwhile nobody else
-    // may receive it.
+    // Received for 3 s (more than the hold's first extension, due half a lease in, as a queue's
+    // own timeout is: 10 s on the test stack, 360 s in the template), held one 2 s lease at a
+    // time for 9 s; meanwhile nobody else may receive it. (Received for 1 s, the test raced
+    // its own set-up on a busy machine.)
     let watcher = async {
         let mut seen = 0;
-        let until = std::time::Instant::now() + Duration::from_secs(6);
+        let until = std::time::Instant::now() + Duration::from_secs(8);
         while std::time::Instant::now() < until {
             let r = sqs
                 .receive_message()
@@ -539,7 +541,7 @@ async fn a_held_message_stays_invisible_until_the_work_ends() {
         }
         seen
     };
-    let (seen, ()) = tokio::join!(watcher, queue.hold(&arn, &receipt, 2, tokio::time::sleep(Duration::from_secs(7))));
+    let (seen, ()) = tokio::join!(watcher, queue.hold(&arn, &receipt, 2, tokio::time::sleep(Duration::from_secs(9))));
     assert_eq!(seen, 0, "the message was delivered again while it was held");
     let back = eventually("the message back once the hold ends", || {
         let (sqs, url) = (sqs.clone(), url.clone());

@@ -115,8 +115,10 @@ impl Queue {
 
     /// Runs `work` on a received message and keeps the message invisible until it is done:
     /// every half `lease_seconds` its visibility is set to two leases from now. If the process
-    /// dies, the message comes back within two leases. Best effort: a failed extension is
-    /// logged, and the previous one (or the queue's own timeout) applies.
+    /// dies, the message comes back within two leases. The first extension is half a lease in:
+    /// the queue's own visibility timeout must be longer (the template's 360 s, the test stack's
+    /// 10 s, against 45 s and 2.5 s). Best effort: a failed extension is logged, and the
+    /// previous one (or the queue's own timeout) applies.
     pub async fn hold<T>(&self, event_source_arn: &str, receipt_handle: &str, lease_seconds: u64, work: impl Future<Output = T>) -> T {
         let lease = lease_seconds.max(1);
         let period = Duration::from_millis(lease * 500);
