@@ -76,5 +76,10 @@ async fn a_two_thousand_member_group_is_sharded_and_everyone_gets_it_once() {
     assert_eq!(received.len(), MEMBERS);
     let missed = received.iter().filter(|n| **n == 0).count();
     let duplicated = received.iter().filter(|n| **n > 1).count();
-    assert_eq!((missed, duplicated), (0, 0), "members that missed it, members that got it twice");
+    assert_eq!(
+        (missed, duplicated),
+        (0, 0),
+        "members that missed it, members that got it twice{}",
+        trouble()
+    );
 }

@@ -172,6 +172,36 @@ fn start_stack(env: &[(&str, &str)]) -> Stack {
     }
 }
 
+/// What went wrong in the stack so far, for a failing test's message: the last warnings and
+/// errors of the functions and of the stack itself, and invocations that did not succeed. A
+/// test that times out on a busy CI machine then says whether something failed or was slow.
+pub fn trouble() -> String {
+    let Some(stack) = STACK.get() else {
+        return String::new();
+    };
+    let text = std::fs::read_to_string(&stack.log).unwrap_or_default();
+    let marks = [
+        "\"level\":\"WARN",
+        "\"level\":\"ERROR",
+        " WARNING ",
+        " ERROR ",
+        "Status: error",
+        "Status: timeout",
+    ];
+    let lines: Vec<&str> = text.lines().filter(|l| marks.iter().any(|m| l.contains(m))).collect();
+    let last: Vec<String> = lines[lines.len().saturating_sub(30)..]
+        .iter()
+        .map(|l| l.chars().take(400).collect())
+        .collect();
+    format!(
+        "\n--- the stack's last {} of {} warnings and failures ({}):\n{}",
+        last.len(),
+        lines.len(),
+        stack.log.display(),
+        last.join("\n")
+    )
+}
+
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -259,7 +289,7 @@ impl Client {
     pub async fn next(&mut self) -> Value {
         self.next_within(WAIT)
             .await
-            .unwrap_or_else(|| panic!("{}: no frame within {WAIT:?}", self.user))
+            .unwrap_or_else(|| panic!("{}: no frame within {WAIT:?}{}", self.user, trouble()))
     }
 
     /// Sends a request frame and returns the first frame of type `reply` (or `error`).

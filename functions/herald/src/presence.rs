@@ -167,6 +167,11 @@ impl Presence {
         // after the grace period (never announced from here, so this cannot recurse).
         let closed = self.store.connections.close_all(&report.gone).await?;
         self.closed(&closed).await?;
+        if !report.retry.is_empty() {
+            // Not retried: a late `online` could land after the `offline` that followed it.
+            // Logged, so that a member who missed an event can be told from one who was never sent it.
+            tracing::warn!(%group, %user, state, missed = report.retry.len(), "presence event not delivered (transient failures)");
+        }
         tracing::info!(%group, %user, state, delivered = report.delivered, "presence event");
         Metrics::new(self.function)
             .count("PresenceEvents", 1)

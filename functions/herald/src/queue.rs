@@ -122,19 +122,23 @@ impl Queue {
     pub async fn hold<T>(&self, event_source_arn: &str, receipt_handle: &str, lease_seconds: u64, work: impl Future<Output = T>) -> T {
         let lease = lease_seconds.max(1);
         let period = Duration::from_millis(lease * 500);
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        // After a stall, one extension now is enough; no burst of the missed ones.
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut work = std::pin::pin!(work);
-        loop {
-            tokio::select! {
-                out = &mut work => return out,
-                _ = ticks.tick() => {
-                    if let Err(e) = self.set_visibility(event_source_arn, receipt_handle, 2 * lease).await {
-                        tracing::warn!(error = %e, "could not extend a message's visibility");
-                    }
+        let extend = async {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            // After a stall, one extension now is enough; no burst of the missed ones.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = self.set_visibility(event_source_arn, receipt_handle, 2 * lease).await {
+                    tracing::warn!(error = %e, "could not extend a message's visibility");
                 }
             }
+        };
+        // Polled side by side: the work goes on while an extension is in flight (a slow SQS
+        // answer must not pause a fan-out), and its end drops the extension, in flight or not.
+        let (work, extend) = (std::pin::pin!(work), std::pin::pin!(extend));
+        match futures_util::future::select(work, extend).await {
+            futures_util::future::Either::Left((out, _)) => out,
+            futures_util::future::Either::Right(((), work)) => work.await,
         }
     }
 
@@ -265,4 +269,81 @@ pub fn redeliver(message_id: String) -> BatchItemFailure {
     let mut failure = BatchItemFailure::default();
     failure.item_identifier = message_id;
     failure
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    /// An SQS endpoint that answers every call, after 20 s.
+    #[derive(Debug, Clone, Default)]
+    struct SlowSqs {
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl HttpConnector for SlowSqs {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            HttpConnectorFuture::new(async {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                let status = 200u16.try_into().expect("a status code");
+                Ok(HttpResponse::new(status, SdkBody::from("{}")))
+            })
+        }
+    }
+
+    impl HttpClient for SlowSqs {
+        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    /// The work ends when it ends, not when the extension in flight at that moment returns: a
+    /// hold that awaited its extension before polling the work again paused every fan-out job
+    /// for as long as SQS took to answer (here 20 s; on a busy machine, seconds per extension).
+    /// Tokio's clock is paused, so the times are exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_extension_does_not_pause_the_work() {
+        let sqs = SlowSqs::default();
+        let sdk = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            )))
+            .http_client(SharedHttpClient::new(sqs.clone()))
+            .build();
+        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/fanout".to_owned();
+        let queue = Queue::new(
+            &sdk,
+            Queues {
+                dispatch: String::new(),
+                dispatch_dlq: String::new(),
+                fanout: url,
+                retry: String::new(),
+                escalation: String::new(),
+            },
+        );
+        let start = tokio::time::Instant::now();
+        let work = async {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            tokio::time::Instant::now()
+        };
+        let ended = queue.hold("arn:aws:sqs:us-east-1:123456789012:fanout", "receipt", 1, work).await;
+        assert!(sqs.calls.load(Ordering::SeqCst) >= 1, "an extension was under way");
+        assert_eq!(ended - start, Duration::from_millis(1200));
+        assert!(start.elapsed() < Duration::from_secs(2), "the hold returned with the work");
+    }
 }
