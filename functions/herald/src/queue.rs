@@ -274,49 +274,45 @@ pub fn redeliver(message_id: String) -> BatchItemFailure {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use aws_credential_types::Credentials;
     use aws_credential_types::provider::SharedCredentialsProvider;
     use aws_smithy_runtime_api::client::http::{
         HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
     };
-    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
     use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-    use aws_smithy_types::body::SdkBody;
+    use tokio::sync::Notify;
 
     use super::*;
 
-    /// An SQS endpoint that answers every call, after 20 s.
+    /// An SQS endpoint that takes every call and never answers: it only tells that it was called.
     #[derive(Debug, Clone, Default)]
-    struct SlowSqs {
-        calls: Arc<AtomicUsize>,
+    struct SilentSqs {
+        called: Arc<Notify>,
     }
 
-    impl HttpConnector for SlowSqs {
+    impl HttpConnector for SilentSqs {
         fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            HttpConnectorFuture::new(async {
-                tokio::time::sleep(Duration::from_secs(20)).await;
-                let status = 200u16.try_into().expect("a status code");
-                Ok(HttpResponse::new(status, SdkBody::from("{}")))
-            })
+            self.called.notify_one();
+            HttpConnectorFuture::new(std::future::pending())
         }
     }
 
-    impl HttpClient for SlowSqs {
+    impl HttpClient for SilentSqs {
         fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
             SharedHttpConnector::new(self.clone())
         }
     }
 
-    /// The work ends when it ends, not when the extension in flight at that moment returns: a
-    /// hold that awaited its extension before polling the work again paused every fan-out job
-    /// for as long as SQS took to answer (here 20 s; on a busy machine, seconds per extension).
-    /// Tokio's clock is paused, so the times are exact.
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_extension_does_not_pause_the_work() {
-        let sqs = SlowSqs::default();
+    /// The work goes on while an extension is in flight, and the hold ends with the work: a hold
+    /// that awaited each extension before polling the work again paused every fan-out job for
+    /// as long as SQS took to answer (on a busy machine, seconds per extension). Here SQS never
+    /// answers and the work ends only once an extension is under way, so such a hold never
+    /// returns (the 60 s bound turns that into a failure).
+    #[tokio::test]
+    async fn the_work_ends_while_an_extension_is_in_flight() {
+        let sqs = SilentSqs::default();
         let sdk = SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
@@ -324,26 +320,27 @@ mod tests {
                 "AKIDTEST", "secret", None, None, "test",
             )))
             .http_client(SharedHttpClient::new(sqs.clone()))
+            // The call stays in flight: no default timeout, retry or stall detection ends it.
+            .timeout_config(aws_config::timeout::TimeoutConfig::disabled())
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled())
             .build();
-        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/fanout".to_owned();
         let queue = Queue::new(
             &sdk,
             Queues {
                 dispatch: String::new(),
                 dispatch_dlq: String::new(),
-                fanout: url,
+                fanout: "https://sqs.us-east-1.amazonaws.com/123456789012/fanout".to_owned(),
                 retry: String::new(),
                 escalation: String::new(),
             },
         );
-        let start = tokio::time::Instant::now();
         let work = async {
-            tokio::time::sleep(Duration::from_millis(1200)).await;
-            tokio::time::Instant::now()
+            sqs.called.notified().await;
+            "done"
         };
-        let ended = queue.hold("arn:aws:sqs:us-east-1:123456789012:fanout", "receipt", 1, work).await;
-        assert!(sqs.calls.load(Ordering::SeqCst) >= 1, "an extension was under way");
-        assert_eq!(ended - start, Duration::from_millis(1200));
-        assert!(start.elapsed() < Duration::from_secs(2), "the hold returned with the work");
+        let held = queue.hold("arn:aws:sqs:us-east-1:123456789012:fanout", "receipt", 1, work);
+        let ended = tokio::time::timeout(Duration::from_secs(60), held).await;
+        assert_eq!(ended, Ok("done"), "the hold waited for the extension");
     }
 }
