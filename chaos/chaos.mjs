@@ -115,6 +115,9 @@ function chaosStack(o) {
     profile: o.profile,
     verbose: o.verbose,
     visibilityTimeout: 5,
+    // The template's own function timeouts: an invocation that overruns them under load is one
+    // more failure the run must survive without a loss.
+    timeoutScale: 1,
     keepLines: 300,
     readyTimeoutMs: 120_000,
     env: [

@@ -90,7 +90,7 @@ trap 'exit 143' TERM
 echo "==> starting the local stack (binaries target/$PROFILE)"
 started=$SECONDS
 PYTHONPATH=infra .venv/bin/python -m herald_local --profile "$PROFILE" \
-    --ready-file "$WORK/ready.json" --parent-pid $$ --quiet >"$WORK/stack.log" 2>&1 &
+    --ready-file "$WORK/ready.json" --parent-pid $$ --timeout-scale 3 --quiet >"$WORK/stack.log" 2>&1 &
 STACK_PID=$!
 until [[ -s "$WORK/ready.json" ]]; do
     if ! kill -0 "$STACK_PID" 2>/dev/null; then

@@ -31,9 +31,11 @@ export async function until(fn, what, timeoutMs, intervalMs = 50) {
  * ready in time; `output` keeps its last lines (unless `verbose` relays them); `stop()` ends it.
  *
  * `visibilityTimeout`: every queue's, in seconds (the template's 360 s would make a retry after
- * a failure take minutes); `env`: extra `NAME=value` settings for the functions.
+ * a failure take minutes); `timeoutScale`: multiplies every function's Timeout (`make test`
+ * runs several stacks on two cores, where a function's duration includes its wait for the CPU);
+ * `env`: extra `NAME=value` settings for the functions.
  */
-export function startStack({ profile = "debug", verbose = false, visibilityTimeout = 10, env = [], readyTimeoutMs = 90_000, keepLines = 400 } = {}) {
+export function startStack({ profile = "debug", verbose = false, visibilityTimeout = 10, timeoutScale = 3, env = [], readyTimeoutMs = 90_000, keepLines = 400 } = {}) {
   const file = path.join(repo, "target", profile, "herald");
   if (!existsSync(file)) {
     const build = profile === "release" ? "cargo build --release -p herald-lambda" : "make build";
@@ -44,7 +46,8 @@ export function startStack({ profile = "debug", verbose = false, visibilityTimeo
   const readyFile = path.join(tmp, "ready.json");
   const args = [
     "-m", "herald_local", "--profile", profile, "--ready-file", readyFile,
-    "--parent-pid", String(process.pid), "--visibility-timeout", String(visibilityTimeout), "--quiet",
+    "--parent-pid", String(process.pid), "--visibility-timeout", String(visibilityTimeout),
+    "--timeout-scale", String(timeoutScale), "--quiet",
     ...env.flatMap((e) => ["--env", e]),
   ];
   const proc = spawn(path.join(repo, ".venv", "bin", "python"), args, {

@@ -54,6 +54,16 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -71,6 +81,9 @@ def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
                    help="override a function environment variable (repeatable)")
     p.add_argument("--visibility-timeout", type=int, metavar="SECONDS",
                    help="override every queue's VisibilityTimeout")
+    p.add_argument("--timeout-scale", type=_positive, default=1.0, metavar="FACTOR",
+                   help="multiply every function's Timeout (test harnesses sharing a small "
+                        "machine, where a function's duration includes its wait for the CPU)")
     p.add_argument("--idle-timeout", type=float, default=600.0, metavar="SECONDS")
     p.add_argument("--max-connection-seconds", type=float, default=7200.0, metavar="SECONDS")
     p.add_argument("--binary-dir", default=os.environ.get("HERALD_LOCAL_BIN_DIR"),
@@ -97,6 +110,7 @@ def _run(argv: list[str], adapter: Adapter, prog: str) -> int:
         host="127.0.0.1" if args.host == "localhost" else args.host,
         ws_port=args.ws_port, http_port=args.http_port, ready_file=args.ready_file,
         env=dict(args.env), visibility_timeout=args.visibility_timeout,
+        timeout_scale=args.timeout_scale,
         idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_seconds,
         quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary),
         management_auth=args.management_auth)

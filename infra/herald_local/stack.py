@@ -50,6 +50,10 @@ class Options:
     ready_file: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     visibility_timeout: int | None = None
+    # Every function's Timeout is multiplied by this. Test harnesses run several stacks side by
+    # side on a small machine, where a function's duration includes its wait for the CPU (and
+    # moto's); a Lambda's CPU is its own. 1 (the template's timeouts) for `make dev`.
+    timeout_scale: float = 1.0
     idle_timeout_s: float = 600.0
     max_connection_s: float = 7200.0
     quiet: bool = False
@@ -108,6 +112,8 @@ class Stack:
         await self._serve(AwsProxy(endpoint.url, faults).application(), proxy_sock)
         specs = load_functions(template, resolver, profile=opts.profile, binary_dir=opts.binary_dir,
                                commands=opts.binaries, env_overrides=opts.env, base_env=base_env)
+        for spec in specs:
+            spec.timeout_s *= opts.timeout_scale
         index = FunctionIndex(specs)
         api = WebSocketApi.from_template(template, resolver, index)
         stage = api.stage if api else "prod"

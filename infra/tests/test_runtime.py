@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from conftest import Stack, poll
+from conftest import Stack, poll, start_stack
 
 REPORT = re.compile(r"^\[echo\] REPORT RequestId: [0-9a-f-]{36}\tDuration: [\d.]+ ms\t"
                     r"Billed Duration: \d+ ms\tMemory Size: 512 MB\t")
@@ -60,6 +61,22 @@ def test_timeout_kills_and_restarts_the_instance(stack: Stack) -> None:
     assert "Task timed out after 3.00 seconds" in body["errorMessage"]
     assert any("[echo] REPORT" in l and "Status: timeout" in l for l in stack.log_lines())
     assert stack.invoke("echo", {})[0] == 200
+
+
+def test_timeout_scale_multiplies_every_functions_timeout(tmp_path: Path) -> None:
+    """`--timeout-scale 3` (what the test harnesses use): echo's 3 s Timeout becomes 9 s, so a
+    4 s invocation completes, and a timeout reports the scaled limit."""
+    proc, info = start_stack(tmp_path, "--timeout-scale", "3", "--quiet")
+    scaled = Stack(proc, info, tmp_path)
+    try:
+        status, body, _ = scaled.invoke("echo", {"sleep": 4})
+        assert (status, body.get("event", {}).get("sleep")) == (200, 4), body
+        status, body, _ = scaled.invoke("echo", {"sleep": 12})
+        assert status == 502
+        assert "Task timed out after 9.00 seconds" in body["errorMessage"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_exit_during_invocation_is_a_runtime_exit_error(stack: Stack) -> None:
