@@ -17,12 +17,13 @@ import { fileURLToPath } from "node:url";
 
 import { chromium } from "playwright-core";
 
-import { repo, startStack, until as waitUntil } from "../test-support/stack.mjs";
+import { repo, startStack, trouble, until as waitUntil } from "../test-support/stack.mjs";
 
 const profile = process.env.HERALD_PROFILE || "debug";
 const verbose = Boolean(process.env.HERALD_TEST_VERBOSE);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const DEADLINE_MS = 20_000;
+// As the end-to-end tests' wait: `make test` runs several stacks (and this browser) on two cores.
+const DEADLINE_MS = 45_000;
 
 /** @type {any} */
 let stack; // the ready file
@@ -64,7 +65,10 @@ async function sendThroughSqs(message) {
 }
 
 /** Polls until `fn()` is truthy (server state; DOM conditions use Playwright's own waits). */
-const until = (fn, what, timeoutMs = DEADLINE_MS) => waitUntil(fn, what, timeoutMs);
+const until = (fn, what, timeoutMs = DEADLINE_MS) =>
+  waitUntil(fn, what, timeoutMs).catch((e) => {
+    throw new Error(`${e.message}${local ? trouble(local.output) : ""}`);
+  });
 
 /** Waits until the notification `id` is in `user`'s log (GET /notifications/missed). */
 async function logged(user, id) {

@@ -25,6 +25,18 @@ export async function until(fn, what, timeoutMs, intervalMs = 50) {
 }
 
 /**
+ * The stack's warnings and failures among `output` (the lines `startStack` keeps), for a failing
+ * test's message: a wait that ran out on a loaded machine then says whether something failed.
+ */
+export function trouble(output, max = 30) {
+  const marks = ['"level":"WARN', '"level":"ERROR', " WARNING ", " ERROR ", "Status: error", "Status: timeout"];
+  const lines = output.filter((l) => marks.some((m) => l.includes(m)));
+  if (lines.length === 0) return "\n(the stack logged no warnings or failures)";
+  return `\n--- the stack's last ${Math.min(max, lines.length)} of ${lines.length} warnings and failures:\n` +
+    lines.slice(-max).map((l) => l.slice(0, 400)).join("\n");
+}
+
+/**
  * Starts the local stack with the functions of target/`profile`. It exits by itself if this
  * process dies (`--parent-pid`). Returns `{ ready, stop, output }`: `ready` resolves to the
  * stack's ready file (its URLs), or rejects with the stack's last output if it exits or is not
