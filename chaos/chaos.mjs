@@ -464,7 +464,9 @@ async function main() {
     // Connect in waves (a browser fleet does not open 200 sockets in one millisecond either).
     for (let i = 0; i < devices.length; i += 20) {
       for (const d of devices.slice(i, i + 20)) d.client.connect();
-      await until(() => devices.slice(i, i + 20).every((d) => d.client.state === "ready"), "clients to be ready", 60_000);
+      // Generous: the run's own --max-seconds bounds it all, and a wave on a busy machine (the
+      // first stack of a full run once needed over a minute) is not a failure of Herald's.
+      await until(() => devices.slice(i, i + 20).every((d) => d.client.state === "ready"), "clients to be ready", 180_000);
     }
     for (const p of pollers) await p.poll(); // their starting point: now
     say(`${devices.length} clients ready, ${pollers.length} pollers`);
