@@ -81,3 +81,45 @@ def test_concurrent_conditional_updates_never_share_an_old_item(moto_url: str) -
         # Each success moved the value on from a distinct old value; a repeat is a lost update.
         lost += sum(n - 1 for n in Counter(olds).values() if n > 1)
     assert lost == 0
+
+
+def test_a_query_reads_its_partition_as_dynamodb_does(moto_url: str) -> None:
+    """moto_server.py has a table Query read its partition instead of sorting the whole table:
+    what a Query returns must stay what DynamoDB returns — that partition's items in range-key
+    order either way, pages that continue where the last ended, key conditions and filters —
+    while index queries and scans still see every partition."""
+    db = _client(moto_url)
+    db.create_table(
+        TableName="log",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk", "g")],
+        GlobalSecondaryIndexes=[{"IndexName": "byg", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                 "Projection": {"ProjectionType": "ALL"}}],
+        BillingMode="PAY_PER_REQUEST")
+    for p in ("a", "b", "c"):
+        for i in (3, 1, 4, 0, 2):  # written out of order
+            db.put_item(TableName="log", Item={"pk": {"S": p}, "sk": {"S": f"{i:02d}"}, "g": {"S": "all"},
+                                               "odd": {"BOOL": i % 2 == 1}})
+
+    def query(**kw: object) -> list[str]:
+        out = db.query(TableName="log", KeyConditionExpression="pk = :p",
+                       ExpressionAttributeValues={":p": {"S": "b"}}, **kw)
+        return [item["pk"]["S"] + item["sk"]["S"] for item in out["Items"]]
+
+    assert query() == ["b00", "b01", "b02", "b03", "b04"]
+    assert query(ScanIndexForward=False) == ["b04", "b03", "b02", "b01", "b00"]
+    first = db.query(TableName="log", KeyConditionExpression="pk = :p",
+                     ExpressionAttributeValues={":p": {"S": "b"}}, Limit=2)
+    assert first["LastEvaluatedKey"] == {"pk": {"S": "b"}, "sk": {"S": "01"}}
+    assert query(ExclusiveStartKey=first["LastEvaluatedKey"]) == ["b02", "b03", "b04"]
+    after = db.query(TableName="log", KeyConditionExpression="pk = :p AND sk > :s",
+                     ExpressionAttributeValues={":p": {"S": "c"}, ":s": {"S": "02"}})
+    assert [i["sk"]["S"] for i in after["Items"]] == ["03", "04"]
+    odd = db.query(TableName="log", KeyConditionExpression="pk = :p", FilterExpression="odd = :t",
+                   ExpressionAttributeValues={":p": {"S": "a"}, ":t": {"BOOL": True}})
+    assert [i["sk"]["S"] for i in odd["Items"]] == ["01", "03"]
+    none = db.query(TableName="log", KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "zz"}})
+    assert none["Items"] == []
+    assert len(db.query(TableName="log", IndexName="byg", KeyConditionExpression="g = :g",
+                        ExpressionAttributeValues={":g": {"S": "all"}})["Items"]) == 15
+    assert len(db.scan(TableName="log")["Items"]) == 15
