@@ -492,11 +492,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; stack log: {}",
-            stack().log.display()
-        );
+        assert!(Instant::now() < deadline, "timed out waiting for {what}{}", trouble());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
