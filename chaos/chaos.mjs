@@ -114,7 +114,11 @@ function chaosStack(o) {
   return startStack({
     profile: o.profile,
     verbose: o.verbose,
-    visibilityTimeout: 5,
+    // Longer than the first visibility extension of a held message (half the 8 s claim lease
+    // below) plus a slow SQS answer on a loaded machine: with 5 s, messages of a full run came
+    // back while still being worked on and were processed twice ("delete failed: receipt handle").
+    // A killed function's message comes back after this long.
+    visibilityTimeout: 15,
     // The template's own function timeouts: an invocation that overruns them under load is one
     // more failure the run must survive without a loss.
     timeoutScale: 1,
@@ -178,6 +182,32 @@ async function queueDepth(stack, queueUrl) {
     AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
   });
   return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) + Number(a.ApproximateNumberOfMessagesDelayed);
+}
+
+/**
+ * Waits until every queue is empty. A full run ends its sends with a backlog whose size depends
+ * on the machine, so no fixed wait fits: this one gives up only when the backlog has not shrunk
+ * for `stallMs` (something is stuck), and the run's --max-seconds bounds it all.
+ */
+async function drain(stack, queues, say, stallMs = 180_000) {
+  let least = Infinity;
+  let since = Date.now();
+  let reported = 0;
+  for (;;) {
+    const depth = (await Promise.all(queues.map((q) => queueDepth(stack, q)))).reduce((a, b) => a + b, 0);
+    if (depth === 0) return;
+    if (depth < least) {
+      least = depth;
+      since = Date.now();
+    } else if (Date.now() - since > stallMs) {
+      throw new Error(`the queues stopped draining: ${depth} messages left, none fewer for ${stallMs / 1000} s`);
+    }
+    if (Date.now() - reported > 10_000) {
+      say(`draining: ${depth} messages on the queues`);
+      reported = Date.now();
+    }
+    await pause(250);
+  }
 }
 
 // ------------------------------------------------------------------------------ population
@@ -515,14 +545,20 @@ async function main() {
     const queues = ["DispatchQueue", "FanoutQueue", "RetryQueue"].map((q) => stack.queues[q]).filter(Boolean);
     const maxDefer = Math.max(0, ...messages.map((m) => m.deferMs));
     await pause(maxDefer);
-    await until(async () => (await Promise.all(queues.map((q) => queueDepth(stack, q)))).every((n) => n === 0), "the queues to drain", 240_000);
+    await drain(stack, queues, say);
     say("queues drained; final resume and poll");
 
     // Every dispatch has finished, so every entry is in the log: one resume (which sends
     // entries past the horizon too) and one poll each must bring everything.
     polling = false;
     await Promise.all(polls);
-    await until(() => devices.every((d) => d.client.state === "ready"), "every client to be ready again", 60_000);
+    await until(() => devices.every((d) => d.client.state === "ready"), "every client to be ready again", 60_000).catch((e) => {
+      const states = {};
+      for (const d of devices) states[d.client.state] = (states[d.client.state] ?? 0) + 1;
+      const stuck = devices.filter((d) => d.client.state !== "ready").slice(0, 5)
+        .map((d) => `${d.name} ${d.client.state}, errors: ${JSON.stringify(d.errors.slice(-4))}`);
+      throw new Error(`${e.message}; states ${JSON.stringify(states)}\n  ${stuck.join("\n  ")}`);
+    });
     const finalErrors = [];
     await Promise.all(devices.map((d) => d.client.resume().catch(() => d.client.resume()).catch((e) => finalErrors.push(`${d.name}: ${e.code} ${e.message}`))));
     if (finalErrors.length) say(`final resume failed for ${finalErrors.length} device(s): ${finalErrors.slice(0, 5).join("; ")}`);

@@ -12,7 +12,9 @@ Two costs of moto that are not DynamoDB's are taken away (docs/reliability.md ha
 a Query on the table itself sorted every item of the table to pick one partition's (so every
 read slowed down as the log grew: 30 % of moto's time in the full chaos run); it now reads the
 partition it names, which moto keeps under its key anyway. And werkzeug logged every request
-(11 %); only errors are logged.
+(11 %); only errors are logged. Two more came out of the next profile: an SQS receive computed
+every attribute of the queue, walking all its messages, for each message it returned (a cost that
+grew with the square of the backlog), and every request listed moto's package directory.
 
 Usage: python -m herald_local.moto_server -H HOST -p PORT   (the arguments of moto.server)
 """
@@ -21,13 +23,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import logging
 import threading
+import time
 from typing import Any, Callable
 
+from moto import backends
+from moto.core import utils as moto_utils
 from moto.dynamodb.models.table import Table
+from moto.sqs import models as sqs_models
+from moto.sqs.models import SQSBackend
 from moto.dynamodb.responses import DynamoHandler
-from moto.server import main
+from moto import server as moto_server
+from moto.moto_server.werkzeug_app import MotoRequestHandler
 
 _LOCK = threading.RLock()
 # Every DynamoDB operation that writes, and GetItem (a consistent read must not see half a
@@ -82,14 +91,73 @@ def _partition_items(all_items: Callable[[Table], list[Any]]) -> Callable[[Table
     return items
 
 
+def _unix_time(dt: Any = None) -> float:
+    return time.time() if dt is None else moto_utils.unix_time(dt)
+
+
+def _retention_from_queue(self: SQSBackend, queue_name: str, message: Any) -> bool:
+    """moto's own check computes every attribute of the queue (each approximate count walks all
+    its messages) to read one number, for each message a receive returns: a receive cost grew
+    with the square of the backlog. Same rule, from the queue's field."""
+    retain_until = self.get_queue(queue_name).message_retention_period + message.sent_timestamp / 1000
+    return retain_until > time.time()
+
+
+class _KeepAliveHandler(MotoRequestHandler):
+    """werkzeug's development server closes every connection after one response, because
+    http.server cannot tell where an unread request body ends. So each AWS call cost a TCP
+    connection, a thread in moto and a new connection in the stack's AWS proxy. This handler
+    reads a request's whole body (by its Content-Length) before moto sees it, so the next request
+    starts where this one ends, and keeps the connection open. While the request runs, werkzeug
+    sees an empty stream: after each response it discards whatever is left to read, which on a
+    kept connection would be the next request. A chunked request body still closes the
+    connection (werkzeug's own rule)."""
+
+    _socket_rfile: Any = None
+    # Headers and body go out in separate writes: on a kept connection, Nagle's algorithm would
+    # hold the body back until the client's delayed ACK (40 ms) for every response.
+    disable_nagle_algorithm = True
+
+    def make_environ(self) -> dict[str, Any]:
+        environ = super().make_environ()
+        if not environ.get("wsgi.input_terminated"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            environ["wsgi.input"] = io.BytesIO(self.rfile.read(length) if length > 0 else b"")
+            self._socket_rfile, self.rfile = self.rfile, io.BytesIO()
+        return environ
+
+    def run_wsgi(self) -> None:
+        try:
+            super().run_wsgi()
+        finally:
+            if self._socket_rfile is not None:
+                self.rfile, self._socket_rfile = self._socket_rfile, None
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "connection" and value.lower() == "close" and self._socket_rfile is not None:
+            return
+        super().send_header(keyword, value)
+
+
 def patch() -> None:
     for name in _SERIALIZED:
         setattr(DynamoHandler, name, _serialized(getattr(DynamoHandler, name)))
     Table.query = _partition_query(Table.query)  # type: ignore[method-assign]
     Table.all_items = _partition_items(Table.all_items)  # type: ignore[method-assign]
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    SQSBackend.is_message_valid_based_on_retention_period = _retention_from_queue  # type: ignore[method-assign]
+    # SQS asks the time through datetime arithmetic for every message it looks at (is it
+    # visible? delayed?), and the approximate counts that every SendMessage computes look at all
+    # of them: the same number from the clock directly.
+    sqs_models.unix_time = _unix_time  # type: ignore[attr-defined]
+    sqs_models.unix_time_millis = lambda dt=None: _unix_time(dt) * 1000.0  # type: ignore[attr-defined]
+    # moto lists its package directory (a listdir and a few hundred isdir calls) on every
+    # request to tell a backend's name from a host; the package does not change while it runs.
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    moto_server.MotoRequestHandler = _KeepAliveHandler  # type: ignore[misc]
 
 
 if __name__ == "__main__":
     patch()
-    main()
+    moto_server.main()
