@@ -101,9 +101,14 @@ browser-tests: venv build
 # reconnect churn, concurrent producers of every target kind, injected faults; fails on any loss.
 # `make chaos` is the full run (≤ 10 minutes); `chaos-check`, a small fixed-seed run, is part of
 # `make test`. CHAOS_ARGS adds options (e.g. CHAOS_ARGS="--seed 7").
+# The full run uses the release binaries (what Lambda runs; a one-time fat-LTO build of a few
+# minutes): with debug binaries the functions took as much CPU as moto, and the run's pace on
+# two cores halved (docs/reliability.md). CHAOS_PROFILE=dev runs it on the dev build.
 CHAOS_ARGS ?=
-chaos: venv build client/node_modules/.package-lock.json
-	node chaos/chaos.mjs --profile $(call outdir,$(PROFILE)) --clients 200 --notifications 5000 --producers 16 --rate 40 --churn-ms 4000-12000 --max-seconds 600 $(CHAOS_ARGS)
+CHAOS_PROFILE ?= release
+chaos: venv client/node_modules/.package-lock.json
+	$(MAKE) --no-print-directory build PROFILE=$(CHAOS_PROFILE)
+	node chaos/chaos.mjs --profile $(call outdir,$(CHAOS_PROFILE)) --clients 200 --notifications 5000 --producers 16 --rate 40 --churn-ms 4000-12000 --max-seconds 600 $(CHAOS_ARGS)
 
 chaos-check: venv build client/node_modules/.package-lock.json
 	node chaos/chaos.mjs --profile $(call outdir,$(PROFILE)) --clients 24 --tenants 3 --notifications 300 --rate 30 --churn-ms 800-4000 --seed 1 --max-seconds 240 $(CHAOS_ARGS)

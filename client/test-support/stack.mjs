@@ -59,7 +59,9 @@ export function startStack({ profile = "debug", verbose = false, visibilityTimeo
   const args = [
     "-m", "herald_local", "--profile", profile, "--ready-file", readyFile,
     "--parent-pid", String(process.pid), "--visibility-timeout", String(visibilityTimeout),
-    "--timeout-scale", String(timeoutScale), "--quiet",
+    "--timeout-scale", String(timeoutScale),
+    // Verbose relays everything, REPORT lines too (each invocation's duration and status).
+    ...(verbose ? [] : ["--quiet"]),
     ...env.flatMap((e) => ["--env", e]),
   ];
   const proc = spawn(path.join(repo, ".venv", "bin", "python"), args, {

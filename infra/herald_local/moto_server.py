@@ -25,18 +25,21 @@ import functools
 import inspect
 import io
 import logging
+import selectors
 import threading
 import time
+import types
 from typing import Any, Callable
 
 from moto import backends
+from moto import server as moto_server
 from moto.core import utils as moto_utils
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
+from moto.moto_server.werkzeug_app import MotoRequestHandler
 from moto.sqs import models as sqs_models
 from moto.sqs.models import SQSBackend
-from moto.dynamodb.responses import DynamoHandler
-from moto import server as moto_server
-from moto.moto_server.werkzeug_app import MotoRequestHandler
+from werkzeug import serving as werkzeug_serving
 
 _LOCK = threading.RLock()
 # Every DynamoDB operation that writes, and GetItem (a consistent read must not see half a
@@ -139,6 +142,21 @@ class _KeepAliveHandler(MotoRequestHandler):
         super().send_header(keyword, value)
 
 
+class _NothingLeftToRead:
+    """What werkzeug's after-response drain gets instead of a selector. The drain waits up to
+    10 ms for leftover body bytes before the connection can serve its next request; the handler
+    above has read the whole body already, so the wait would only add 10 ms to every call."""
+
+    def register(self, *_: Any) -> None:
+        pass
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 def patch() -> None:
     for name in _SERIALIZED:
         setattr(DynamoHandler, name, _serialized(getattr(DynamoHandler, name)))
@@ -156,6 +174,8 @@ def patch() -> None:
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
     moto_server.MotoRequestHandler = _KeepAliveHandler  # type: ignore[misc]
+    werkzeug_serving.selectors = types.SimpleNamespace(  # type: ignore[attr-defined]
+        DefaultSelector=_NothingLeftToRead, EVENT_READ=selectors.EVENT_READ)
 
 
 if __name__ == "__main__":
