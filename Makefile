@@ -99,7 +99,7 @@ browser-tests: venv build
 
 # The chaos suite (chaos/chaos.mjs, docs/reliability.md): clients running client/herald.js with
 # reconnect churn, concurrent producers of every target kind, injected faults; fails on any loss.
-# `make chaos` is the full run (≤ 10 minutes); `chaos-check`, a small fixed-seed run, is part of
+# `make chaos` is the full run (stops itself after 10 minutes); `chaos-check`, a small fixed-seed run, is part of
 # `make test`. CHAOS_ARGS adds options (e.g. CHAOS_ARGS="--seed 7").
 # The full run uses the release binaries (what Lambda runs; a one-time fat-LTO build of a few
 # minutes): with debug binaries the functions took as much CPU as moto, and the run's pace on
