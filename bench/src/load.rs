@@ -6,7 +6,7 @@
 //! report at the end.
 //!
 //! Against the local stack by default (it starts one, loopback only, with the binaries of
-//! `--profile`), or against a deployed stack given its URLs and a way to mint tokens
+//! target/`$HERALD_PROFILE`, `debug` unless set), or against a deployed stack given its URLs and a way to mint tokens
 //! (docs/deploy.md, "Load testing a deployment"):
 //!
 //! ```text
