@@ -185,53 +185,29 @@ async function queueDepth(stack, queueUrl) {
 }
 
 /**
- * Waits until every queue is empty. A full run ends its sends with a backlog whose size depends
- * on the machine, so no fixed wait fits: this one gives up only when the backlog has not shrunk
- * for `stallMs` (something is stuck), and the run's --max-seconds bounds it all.
+ * Waits until `remaining()` (sync or async) is 0. How long a full run takes to drain its backlog
+ * or to reconnect 200 clients depends on the machine, so no fixed wait fits: this one fails only
+ * when `remaining` has not fallen for `stallMs` (something is stuck), and the run's
+ * --max-seconds bounds it all. `describe(n)` is the progress line, said every 10 s.
  */
-async function drain(stack, queues, say, stallMs = 180_000) {
+async function untilNoneLeft(remaining, describe, say, { stallMs, intervalMs }) {
   let least = Infinity;
-  let since = Date.now();
-  let reported = 0;
-  for (;;) {
-    const depth = (await Promise.all(queues.map((q) => queueDepth(stack, q)))).reduce((a, b) => a + b, 0);
-    if (depth === 0) return;
-    if (depth < least) {
-      least = depth;
-      since = Date.now();
-    } else if (Date.now() - since > stallMs) {
-      throw new Error(`the queues stopped draining: ${depth} messages left, none fewer for ${stallMs / 1000} s`);
-    }
-    if (Date.now() - reported > 10_000) {
-      say(`draining: ${depth} messages on the queues`);
-      reported = Date.now();
-    }
-    await pause(250);
-  }
-}
-
-/**
- * Waits until `count()` reaches `total`, failing only when it has not grown for `stallMs`: how
- * long 200 clients take to reconnect and resync depends on the machine, not on Herald.
- */
-async function settle(count, total, what, say, stallMs = 120_000) {
-  let best = -1;
   let since = Date.now();
   let reported = Date.now();
   for (;;) {
-    const n = count();
-    if (n >= total) return;
-    if (n > best) {
-      best = n;
+    const n = await remaining();
+    if (n === 0) return;
+    if (n < least) {
+      least = n;
       since = Date.now();
     } else if (Date.now() - since > stallMs) {
-      throw new Error(`timed out waiting for ${what}: ${n} of ${total}, none more for ${stallMs / 1000} s`);
+      throw new Error(`timed out: ${describe(n)}, none fewer for ${stallMs / 1000} s`);
     }
     if (Date.now() - reported > 10_000) {
-      say(`${what}: ${n} of ${total}`);
+      say(describe(n));
       reported = Date.now();
     }
-    await pause(100);
+    await pause(intervalMs);
   }
 }
 
@@ -576,14 +552,16 @@ async function main() {
     const queues = ["DispatchQueue", "FanoutQueue", "RetryQueue"].map((q) => stack.queues[q]).filter(Boolean);
     const maxDefer = Math.max(0, ...messages.map((m) => m.deferMs));
     await pause(maxDefer);
-    await drain(stack, queues, say);
+    const depth = async () => (await Promise.all(queues.map((q) => queueDepth(stack, q)))).reduce((a, b) => a + b, 0);
+    await untilNoneLeft(depth, (n) => `draining: ${n} messages on the queues`, say, { stallMs: 180_000, intervalMs: 250 });
     say("queues drained; final resume and poll");
 
     // Every dispatch has finished, so every entry is in the log: one resume (which sends
     // entries past the horizon too) and one poll each must bring everything.
     polling = false;
     await Promise.all(polls);
-    await settle(() => devices.filter((d) => d.client.state === "ready").length, devices.length, "clients ready again", say).catch((e) => {
+    const notReady = () => devices.filter((d) => d.client.state !== "ready").length;
+    await untilNoneLeft(notReady, (n) => `clients not ready again: ${n} of ${devices.length}`, say, { stallMs: 120_000, intervalMs: 100 }).catch((e) => {
       const states = {};
       for (const d of devices) states[d.client.state] = (states[d.client.state] ?? 0) + 1;
       const stuck = devices.filter((d) => d.client.state !== "ready").slice(0, 5)
