@@ -15,6 +15,8 @@ partition it names, which moto keeps under its key anyway. And werkzeug logged e
 (11 %); only errors are logged. Two more came out of the next profile: an SQS receive computed
 every attribute of the queue, walking all its messages, for each message it returned (a cost that
 grew with the square of the backlog), and every request listed moto's package directory.
+(Keeping connections open, which werkzeug does not, was tried and taken out: with it the chaos
+check lost notifications on one device in 2 of 6 runs, without it in none; docs/reliability.md.)
 
 Usage: python -m herald_local.moto_server -H HOST -p PORT   (the arguments of moto.server)
 """
@@ -23,12 +25,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import io
 import logging
-import selectors
 import threading
 import time
-import types
 from typing import Any, Callable
 
 from moto import backends
@@ -36,10 +35,8 @@ from moto import server as moto_server
 from moto.core import utils as moto_utils
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
-from moto.moto_server.werkzeug_app import MotoRequestHandler
 from moto.sqs import models as sqs_models
 from moto.sqs.models import SQSBackend
-from werkzeug import serving as werkzeug_serving
 
 _LOCK = threading.RLock()
 # Every DynamoDB operation that writes, and GetItem (a consistent read must not see half a
@@ -106,57 +103,6 @@ def _retention_from_queue(self: SQSBackend, queue_name: str, message: Any) -> bo
     return retain_until > time.time()
 
 
-class _KeepAliveHandler(MotoRequestHandler):
-    """werkzeug's development server closes every connection after one response, because
-    http.server cannot tell where an unread request body ends. So each AWS call cost a TCP
-    connection, a thread in moto and a new connection in the stack's AWS proxy. This handler
-    reads a request's whole body (by its Content-Length) before moto sees it, so the next request
-    starts where this one ends, and keeps the connection open. While the request runs, werkzeug
-    sees an empty stream: after each response it discards whatever is left to read, which on a
-    kept connection would be the next request. A chunked request body still closes the
-    connection (werkzeug's own rule)."""
-
-    _socket_rfile: Any = None
-    # Headers and body go out in separate writes: on a kept connection, Nagle's algorithm would
-    # hold the body back until the client's delayed ACK (40 ms) for every response.
-    disable_nagle_algorithm = True
-
-    def make_environ(self) -> dict[str, Any]:
-        environ = super().make_environ()
-        if not environ.get("wsgi.input_terminated"):
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            environ["wsgi.input"] = io.BytesIO(self.rfile.read(length) if length > 0 else b"")
-            self._socket_rfile, self.rfile = self.rfile, io.BytesIO()
-        return environ
-
-    def run_wsgi(self) -> None:
-        try:
-            super().run_wsgi()
-        finally:
-            if self._socket_rfile is not None:
-                self.rfile, self._socket_rfile = self._socket_rfile, None
-
-    def send_header(self, keyword: str, value: str) -> None:
-        if keyword.lower() == "connection" and value.lower() == "close" and self._socket_rfile is not None:
-            return
-        super().send_header(keyword, value)
-
-
-class _NothingLeftToRead:
-    """What werkzeug's after-response drain gets instead of a selector. The drain waits up to
-    10 ms for leftover body bytes before the connection can serve its next request; the handler
-    above has read the whole body already, so the wait would only add 10 ms to every call."""
-
-    def register(self, *_: Any) -> None:
-        pass
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
 def patch() -> None:
     for name in _SERIALIZED:
         setattr(DynamoHandler, name, _serialized(getattr(DynamoHandler, name)))
@@ -173,9 +119,6 @@ def patch() -> None:
     # request to tell a backend's name from a host; the package does not change while it runs.
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
-    moto_server.MotoRequestHandler = _KeepAliveHandler  # type: ignore[misc]
-    werkzeug_serving.selectors = types.SimpleNamespace(  # type: ignore[attr-defined]
-        DefaultSelector=_NothingLeftToRead, EVENT_READ=selectors.EVENT_READ)
 
 
 if __name__ == "__main__":

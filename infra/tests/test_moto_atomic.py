@@ -125,35 +125,6 @@ def test_a_query_reads_its_partition_as_dynamodb_does(moto_url: str) -> None:
     assert len(db.scan(TableName="log")["Items"]) == 15
 
 
-def _list_tables_request(port: int) -> bytes:
-    return (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n"
-            "Content-Type: application/x-amz-json-1.0\r\n"
-            "Authorization: AWS4-HMAC-SHA256 Credential=x/20261129/us-east-1/dynamodb/aws4_request, "
-            "SignedHeaders=host, Signature=x\r\nContent-Length: 2\r\n\r\n{}").encode()
-
-
-def test_a_connection_serves_request_after_request(moto_url: str) -> None:
-    """werkzeug closed every connection after one response (a TCP connection and a thread per
-    AWS call); the launcher keeps it open, and a request sent right behind another (even in the
-    same packet) is answered, not discarded as the leftover of the first."""
-    port = int(moto_url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(_list_tables_request(port))
-        first = b""
-        while b"TableNames" not in first:
-            chunk = s.recv(65536)
-            assert chunk, "the connection closed after one response"
-            first += chunk
-        assert b"connection: close" not in first.lower()
-        s.sendall(_list_tables_request(port) * 2)
-        answers = b""
-        while answers.count(b"TableNames") < 2:
-            chunk = s.recv(65536)
-            assert chunk, f"the connection closed with {answers.count(b'TableNames')} of 2 answers"
-            answers += chunk
-        assert answers.count(b"HTTP/1.1 200") == 2
-
-
 def test_sqs_keeps_its_timing_rules(moto_url: str) -> None:
     """The launcher reads SQS's clock directly instead of through moto's datetime arithmetic
     (and retention from the queue's field): delays and visibility timeouts must still hold, and a
