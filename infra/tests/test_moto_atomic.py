@@ -125,6 +125,72 @@ def test_a_query_reads_its_partition_as_dynamodb_does(moto_url: str) -> None:
     assert len(db.scan(TableName="log")["Items"]) == 15
 
 
+def test_item_answers_keep_every_attribute_type_and_number_order(moto_url: str) -> None:
+    """moto_server.py writes item operations' answers with json.dumps instead of moto's shape
+    serializer, and sorts a partition on native values: every attribute type must come back as
+    it was written, through every item operation, and a numeric range key must page in number
+    order (9 before 10, which string order would swap) in both directions."""
+    db = _client(moto_url)
+    db.create_table(
+        TableName="types",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "n", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "n", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST")
+    every = {
+        "s": {"S": "ünï €"}, "num": {"N": "-12.5"}, "b": {"B": b"\x00\xffbin"},
+        "ss": {"SS": ["x", "y"]}, "ns": {"NS": ["1", "2.5"]}, "bs": {"BS": [b"\x01", b"\x02"]},
+        "l": {"L": [{"S": "a"}, {"N": "1"}, {"M": {"k": {"BOOL": False}}}, {"B": b"\x03"}]},
+        "m": {"M": {"inner": {"L": [{"NULL": True}]}, "bin": {"B": b"\x04"}}},
+        "t": {"BOOL": True}, "z": {"NULL": True},
+    }
+
+    def normal(item: dict) -> dict:
+        # boto3 hands sets back as lists in any order
+        return {k: ({t: sorted(v)} if t in ("SS", "NS", "BS") else {t: v}) for k, v in item.items()
+                for t, v in [next(iter(v.items()))]}
+
+    for n in (10, 9, 100, 1, 2):
+        db.put_item(TableName="types", Item={"pk": {"S": "p"}, "n": {"N": str(n)}, **every})
+    key = {"pk": {"S": "p"}, "n": {"N": "9"}}
+    written = normal({**key, **every})
+    assert normal(db.get_item(TableName="types", Key=key)["Item"]) == written
+    assert normal(db.query(TableName="types", KeyConditionExpression="pk = :p",
+                           ExpressionAttributeValues={":p": {"S": "p"}})["Items"][2]) == written
+    assert sorted(normal(i)["n"]["N"] for i in db.scan(TableName="types")["Items"]) == ["1", "10", "100", "2", "9"]
+    got = db.batch_get_item(RequestItems={"types": {"Keys": [key]}})["Responses"]["types"]
+    assert [normal(i) for i in got] == [written]
+    got = db.transact_get_items(TransactItems=[{"Get": {"TableName": "types", "Key": key}}])["Responses"]
+    assert [normal(r["Item"]) for r in got] == [written]
+    new = db.update_item(TableName="types", Key=key, UpdateExpression="SET s = :s",
+                         ExpressionAttributeValues={":s": {"S": "new"}}, ReturnValues="ALL_NEW")
+    assert normal(new["Attributes"]) == {**written, "s": {"S": "new"}}
+    old = db.delete_item(TableName="types", Key=key, ReturnValues="ALL_OLD")
+    assert normal(old["Attributes"]) == {**written, "s": {"S": "new"}}
+    db.put_item(TableName="types", Item={**key, **every})
+
+    def pages(forward: bool) -> list[list[str]]:
+        out, kw = [], {}
+        while True:
+            page = db.query(TableName="types", KeyConditionExpression="pk = :p", Limit=2,
+                            ExpressionAttributeValues={":p": {"S": "p"}}, ScanIndexForward=forward, **kw)
+            out.append([i["n"]["N"] for i in page["Items"]])
+            if "LastEvaluatedKey" not in page:
+                return out
+            kw = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+    assert pages(True) == [["1", "2"], ["9", "10"], ["100"]]
+    assert pages(False) == [["100", "10"], ["9", "2"], ["1"]]
+    counted = db.query(TableName="types", KeyConditionExpression="pk = :p AND n BETWEEN :a AND :b",
+                       ExpressionAttributeValues={":p": {"S": "p"}, ":a": {"N": "2"}, ":b": {"N": "10"}},
+                       Select="COUNT", ReturnConsumedCapacity="TOTAL")
+    assert counted["Count"] == 3 and "Items" not in counted
+    assert counted["ConsumedCapacity"]["TableName"] == "types"
+    with pytest.raises(ClientError) as refused:
+        db.put_item(TableName="types", Item={**key, **every}, ConditionExpression="attribute_not_exists(pk)")
+    assert refused.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
 def test_sqs_keeps_its_timing_rules(moto_url: str) -> None:
     """The launcher reads SQS's clock directly instead of through moto's datetime arithmetic
     (and retention from the queue's field): delays and visibility timeouts must still hold, and a
