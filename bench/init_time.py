@@ -33,6 +33,7 @@ ENV = {
     "HERALD_DISPATCH_DLQ_URL": "http://127.0.0.1:9/000000000000/dlq",
     "HERALD_RETRY_QUEUE_URL": "http://127.0.0.1:9/000000000000/retry",
     "HERALD_FANOUT_QUEUE_URL": "http://127.0.0.1:9/000000000000/fanout",
+    "HERALD_ESCALATION_QUEUE_URL": "http://127.0.0.1:9/000000000000/escalation",
     "HERALD_WS_ENDPOINT": "http://127.0.0.1:9/local",
     "HERALD_SCHEDULE_GROUP": "herald",
     "HERALD_SCHEDULER_ROLE_ARN": "arn:aws:iam::000000000000:role/scheduler",

@@ -1,0 +1,109 @@
+"""Writes the linker script that puts the code a cold start runs in one place of the binary.
+
+Why: RSS at init is mostly the executable's own code pages, and the kernel maps page-cache pages
+in 64 KiB blocks around every fault ("fault-around"). Init runs about 1.7 MB of code, but spread
+over a 9 MB `.text` it touches enough blocks to leave 5–7 MB resident (docs/performance.md, "Cold
+start against the floor"). rustc (and the cc crate, for aws-lc's C) emits every function in its
+own `.text.<symbol>` section, so the linker can gather the ones init runs into one output section
+placed before `.text`. The script uses `INSERT BEFORE .text`: it adds to the linker's default
+layout instead of replacing it, and GNU ld (cargo build) and lld (zig, under cargo-lambda and
+`sam build`) both read it. `functions/lambda/build.rs` passes it for release builds only.
+
+How: every function's init runs under callgrind (init_callgrind.py: the Runtime API stub,
+`_HANDLER`, stopped at the first `next`), and every function of the Herald binary with executed
+instructions becomes a section pattern. The legacy-mangling hash (`17h<16 hex>E`) and LLVM's
+`.llvm.<n>` suffix are replaced by a wildcard: they change with the compiler, the target and the
+build, the path does not. A stale script costs nothing but the layout: patterns that no longer
+match are skipped by the linker, and the code they named falls back to `.text`.
+
+    HERALD_COLD_START_LAYOUT=off cargo build --release --config profile.release.strip=false -p herald-lambda
+    python3 bench/init_layout.py target/release/herald functions/lambda/cold-start.ld
+
+(`strip=false` keeps the symbols callgrind names functions by; `HERALD_COLD_START_LAYOUT=off`
+builds without the current layout, because valgrind only names functions in `.text`. Re-run
+after dependency upgrades or changes to what init does; `bench/init_all.py` shows whether RSS at
+init moved.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from init_all import FUNCTIONS  # noqa: E402 - the nine handler names
+from init_callgrind import profile  # noqa: E402
+
+_NAMED = re.compile(r"^(c?ob|c?fn)=\((\d+)\)(?: (.*))?$")
+_HASHED = re.compile(r"^(_ZN.*17h)[0-9a-f]{16}E$")
+# What a linker-script pattern cannot hold unquoted (and quoting would turn off the wildcard).
+_UNSAFE = re.compile(r"[\s\"(),;{}=]")  # a symbol with these is left where it is
+
+
+def executed_functions(callgrind_out: str, binary: str) -> set[str]:
+    """Symbols of BINARY with instructions in a callgrind profile (`--compress-strings`: a
+    name is spelled out at its first use only, as `fn=(id) name`, later `fn=(id)`; `cfn=` and
+    `fn=` share one table, `cob=` and `ob=` another)."""
+    names: dict[tuple[str, str], str] = {}
+    current_ob = ""
+    found: set[str] = set()
+    target = os.path.realpath(binary)
+    with open(callgrind_out, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            match = _NAMED.match(line.rstrip("\n"))
+            if not match:
+                continue
+            kind, ident, name = match.groups()
+            called, kind = kind.startswith("c"), kind.lstrip("c")
+            if name is not None:
+                names[(kind, ident)] = name
+            value = names.get((kind, ident), "")
+            if called:
+                continue
+            if kind == "ob":
+                current_ob = os.path.realpath(value)
+            elif current_ob == target and value:
+                found.add(value)
+    return found
+
+
+def pattern(symbol: str) -> str | None:
+    if symbol.startswith("0x"):  # code callgrind found no symbol for: no section to name
+        return None
+    name = re.sub(r"\.llvm\.\d+$", "", symbol)
+    hashed = _HASHED.match(name)
+    name = f"{hashed.group(1)}*" if hashed else name
+    # LLVM puts a function it knows to be cold (`#[cold]`: hashbrown's rehash, a Vec's growth)
+    # in `.text.unlikely.<symbol>`; init runs some of them.
+    sections = f".text.{name} .text.unlikely.{name}"
+    return None if _UNSAFE.search(name) else sections
+
+
+def main() -> None:
+    binary, out = sys.argv[1], sys.argv[2]
+    symbols: set[str] = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        for handler in FUNCTIONS:
+            profile_out = os.path.join(tmp, f"{handler}.out")
+            refs = profile(binary, handler, profile_out, "--demangle=no")
+            found = executed_functions(profile_out, binary)
+            print(f"{handler}: {refs} instructions, {len(found)} functions of the binary", file=sys.stderr)
+            symbols |= found
+    patterns = sorted({p for p in map(pattern, symbols) if p})
+    with open(out, "w", encoding="utf-8") as script:
+        script.write(
+            "/* The functions a cold start runs, gathered before .text so that init touches few\n"
+            "   64 KiB blocks of the binary (RSS at init). Generated by bench/init_layout.py from\n"
+            f"   callgrind profiles of the nine functions' init ({len(symbols)} symbols); passed by\n"
+            "   build.rs to release links. Regenerate it, do not edit it. */\n"
+            "SECTIONS\n{\n  .text.cold_start :\n  {\n")
+        for p in patterns:
+            script.write(f"    *({p})\n")
+        script.write("  }\n}\nINSERT BEFORE .text;\n")
+    print(f"{out}: {len(patterns)} patterns from {len(symbols)} symbols", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
