@@ -12,11 +12,10 @@
 fn main() {
     println!("cargo:rerun-if-changed=cold-start.ld");
     println!("cargo:rerun-if-env-changed=HERALD_COLD_START_LAYOUT");
-    let wanted = std::env::var("HERALD_COLD_START_LAYOUT").map_or(true, |v| v != "off");
+    let wanted = std::env::var("HERALD_COLD_START_LAYOUT").as_deref() != Ok("off");
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     let elf = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
-    let script = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
-        .join("cold-start.ld");
+    let script = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("cold-start.ld");
     if wanted && release && elf && script.exists() {
         println!("cargo:rustc-link-arg-bin=herald=-Wl,-T,{}", script.display());
     }
