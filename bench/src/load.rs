@@ -327,12 +327,23 @@ async fn open(e: &Endpoints, m: &Member) -> Result<(Ws, Option<String>), BoxErro
     Ok((ws, cursor))
 }
 
-/// Reads frames until told to stop, recording every notification and its latency.
+/// API Gateway closes a connection that has been idle for 10 minutes, and so does the local
+/// gateway; connecting 10,000 clients takes longer than that here. Like client/herald.js, every
+/// client pings well within it.
+const KEEP_ALIVE: Duration = Duration::from_secs(5 * 60);
+
+/// Reads frames until told to stop, recording every notification and its latency; pings every
+/// `KEEP_ALIVE`.
 async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, stop: tokio::sync::watch::Receiver<bool>) -> Ws {
     let mut stop = stop;
+    let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     loop {
         tokio::select! {
             _ = stop.changed() => return ws,
+            _ = keep_alive.tick() => {
+                // A failed ping shows up as the connection closing, which the final resume reports.
+                let _ = ws.send(Message::text(json!({"action": "ping"}).to_string())).await;
+            }
             msg = ws.next() => {
                 let Some(Ok(Message::Text(t))) = msg else {
                     if msg.is_none() { return ws; }
@@ -539,13 +550,19 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         })
         .collect();
 
-    // Connect.
+    // Connect. Each client listens (and keeps its connection alive) from the moment it has
+    // joined: the first ones wait for the rest.
     let opened = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connecting = futures_util::stream::iter(members.iter().enumerate())
         .map(|(i, m)| {
-            let (e, opened) = (e.clone(), opened.clone());
+            let (e, opened, received, stop_rx) = (e.clone(), opened.clone(), received.clone(), stop_rx.clone());
             async move {
-                let r = open(&e, m).await;
+                let r = open(&e, m).await.map(|(ws, cursor)| {
+                    let s = Arc::new(Mutex::new(Seen::default()));
+                    (tokio::spawn(listen(ws, s.clone(), received, stop_rx)), cursor, s)
+                });
                 opened.fetch_add(1, Ordering::Relaxed);
                 (i, r)
             }
@@ -574,18 +591,14 @@ async fn run(o: Options) -> Result<Value, BoxError> {
     sockets.sort_by_key(|(i, _)| *i);
     let connect_seconds = started.elapsed().as_secs_f64();
 
-    // Listen.
-    let received = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut listeners = Vec::new();
     let mut starts = Vec::new();
     let mut seen = Vec::new();
     for (i, r) in sockets {
-        let (ws, cursor) = r.map_err(|err| format!("client {i}: {err}"))?;
-        let s = Arc::new(Mutex::new(Seen::default()));
-        seen.push(s.clone());
+        let (listener, cursor, s) = r.map_err(|err| format!("client {i}: {err}"))?;
+        seen.push(s);
         starts.push(cursor);
-        listeners.push(tokio::spawn(listen(ws, s, received.clone(), stop_rx.clone())));
+        listeners.push(listener);
     }
 
     // Produce.
