@@ -333,13 +333,14 @@ async fn open(e: &Endpoints, m: &Member) -> Result<(Ws, Option<String>), BoxErro
 const KEEP_ALIVE: Duration = Duration::from_secs(5 * 60);
 
 /// Reads frames until told to stop, recording every notification and its latency; pings every
-/// `KEEP_ALIVE`.
-async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, stop: tokio::sync::watch::Receiver<bool>) -> Ws {
+/// `KEEP_ALIVE`. Each client is stopped when its own final resume starts: the final resumes of
+/// 10,000 clients take minutes, and one waiting its turn must not be closed as idle.
+async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, stop: tokio::sync::oneshot::Receiver<()>) -> Ws {
     let mut stop = stop;
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     loop {
         tokio::select! {
-            _ = stop.changed() => return ws,
+            _ = &mut stop => return ws,
             _ = keep_alive.tick() => {
                 // A failed ping shows up as the connection closing, which the final resume reports.
                 let _ = ws.send(Message::text(json!({"action": "ping"}).to_string())).await;
@@ -554,14 +555,14 @@ async fn run(o: Options) -> Result<Value, BoxError> {
     // joined: the first ones wait for the rest.
     let opened = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connecting = futures_util::stream::iter(members.iter().enumerate())
         .map(|(i, m)| {
-            let (e, opened, received, stop_rx) = (e.clone(), opened.clone(), received.clone(), stop_rx.clone());
+            let (e, opened, received) = (e.clone(), opened.clone(), received.clone());
             async move {
                 let r = open(&e, m).await.map(|(ws, cursor)| {
                     let s = Arc::new(Mutex::new(Seen::default()));
-                    (tokio::spawn(listen(ws, s.clone(), received, stop_rx)), cursor, s)
+                    let (stop, stopped) = tokio::sync::oneshot::channel();
+                    ((tokio::spawn(listen(ws, s.clone(), received, stopped)), stop), cursor, s)
                 });
                 opened.fetch_add(1, Ordering::Relaxed);
                 (i, r)
@@ -695,14 +696,14 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         }
     }
 
-    // Final resume: stop listening, then each client replays from its start position.
-    let _ = stop_tx.send(true);
+    // Final resume: each client in turn stops listening and replays from its start position.
     let mut resumed_ok = 0;
     let done = Arc::new(AtomicUsize::new(0));
     let finals = futures_util::stream::iter(listeners.into_iter().zip(starts).zip(seen.iter().cloned()))
-        .map(|((listener, start), s)| {
+        .map(|(((listener, stop), start), s)| {
             let done = done.clone();
             async move {
+                let _ = stop.send(());
                 let mut ws = listener.await.map_err(|e| e.to_string())?;
                 let ids = final_resume(&mut ws, start.as_deref()).await.map_err(|e| e.to_string())?;
                 s.lock().await.replayed = ids;
