@@ -33,10 +33,10 @@ help:
 
 venv: $(VENV_STAMP)
 # infra/requirements.txt pins the local stack's dependencies, then installs the stack itself (the
-# package of infra/pyproject.toml, editable): a change to either file reinstalls.
-$(VENV_STAMP): infra/requirements.txt infra/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+# package of infra/pyproject.toml, editable): a change to either file reinstalls. infra/venv.sh
+# installs it with uv, as every other virtualenv of the project.
+$(VENV_STAMP): infra/requirements.txt infra/pyproject.toml infra/requirements-uv.txt
+	@PYTHON=$(PYTHON) bash -c 'source infra/venv.sh && ensure_venv $(VENV) infra/requirements.txt infra/pyproject.toml'
 	touch $@
 
 # The one function binary (functions/lambda) that every function of the template runs.
