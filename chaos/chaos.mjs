@@ -534,7 +534,13 @@ async function main() {
 
     const messages = plan(o, run, users, r);
     const stats = { sent: 0, duplicatesSent: 0, producerRetries: 0, sendMs: {}, requests: {} };
-    const progress = setInterval(() => say(`sent ${stats.sent}/${messages.length + messages.filter((m) => m.duplicate).length}`), 10_000);
+    // What the clients are doing (connecting, syncing, ready, ...), for the progress lines.
+    const states = () => {
+      const count = {};
+      for (const d of devices) count[d.client.state] = (count[d.client.state] ?? 0) + 1;
+      return JSON.stringify(count);
+    };
+    const progress = setInterval(() => say(`sent ${stats.sent}/${messages.length + messages.filter((m) => m.duplicate).length}; clients ${states()}`), 10_000);
     try {
       await produce(o, stack, messages, serviceTokens, stats, t0 + o.maxSeconds * 1000);
     } finally {
@@ -553,7 +559,7 @@ async function main() {
     const maxDefer = Math.max(0, ...messages.map((m) => m.deferMs));
     await pause(maxDefer);
     const depth = async () => (await Promise.all(queues.map((q) => queueDepth(stack, q)))).reduce((a, b) => a + b, 0);
-    await untilNoneLeft(depth, (n) => `draining: ${n} messages on the queues`, say, { stallMs: 180_000, intervalMs: 250 });
+    await untilNoneLeft(depth, (n) => `draining: ${n} messages on the queues; clients ${states()}`, say, { stallMs: 180_000, intervalMs: 250 });
     say("queues drained; final resume and poll");
 
     // Every dispatch has finished, so every entry is in the log: one resume (which sends
@@ -561,12 +567,10 @@ async function main() {
     polling = false;
     await Promise.all(polls);
     const notReady = () => devices.filter((d) => d.client.state !== "ready").length;
-    await untilNoneLeft(notReady, (n) => `clients not ready again: ${n} of ${devices.length}`, say, { stallMs: 120_000, intervalMs: 100 }).catch((e) => {
-      const states = {};
-      for (const d of devices) states[d.client.state] = (states[d.client.state] ?? 0) + 1;
+    await untilNoneLeft(notReady, (n) => `clients not ready again: ${n} of ${devices.length} ${states()}`, say, { stallMs: 120_000, intervalMs: 100 }).catch((e) => {
       const stuck = devices.filter((d) => d.client.state !== "ready").slice(0, 5)
         .map((d) => `${d.name} ${d.client.state}, errors: ${JSON.stringify(d.errors.slice(-4))}`);
-      throw new Error(`${e.message}; states ${JSON.stringify(states)}\n  ${stuck.join("\n  ")}`);
+      throw new Error(`${e.message}\n  ${stuck.join("\n  ")}`);
     });
     const finalErrors = [];
     await Promise.all(devices.map((d) => d.client.resume().catch(() => d.client.resume()).catch((e) => finalErrors.push(`${d.name}: ${e.code} ${e.message}`))));
