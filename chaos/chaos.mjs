@@ -514,10 +514,13 @@ async function main() {
     // a network failure: `ws.terminate()` destroys the TCP socket), whatever the client is doing
     // — in the middle of a resume too. The client notices, reconnects and resumes by itself.
     let churning = true;
+    // Resolved when the churn stops, so that no device sits out the rest of its pause.
+    let stopChurn;
+    const churnStopped = new Promise((resolve) => (stopChurn = resolve));
     const churn = devices.map(async (d, i) => {
       const ch = rng(o.seed * 7919 + i);
       while (churning) {
-        await pause(ch.int(o.churnMs[0], o.churnMs[1]));
+        await Promise.race([pause(ch.int(o.churnMs[0], o.churnMs[1])), churnStopped]);
         const socket = d.client._conn?.ws;
         if (!churning || !socket || socket.readyState !== WebSocket.OPEN) continue;
         socket.terminate();
@@ -552,6 +555,7 @@ async function main() {
 
     // Settle: stop the churn and the faults, let every queue drain (deferred ones fire).
     churning = false;
+    stopChurn();
     await Promise.all(churn);
     const injected = o.faults ? (await control(stack, "GET", "/faults")).injected : {};
     await control(stack, "DELETE", "/faults");
