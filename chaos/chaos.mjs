@@ -18,7 +18,7 @@
 //
 //   node chaos/chaos.mjs [--clients 200] [--tenants 4] [--notifications 5000] [--producers 4]
 //                        [--rate 60] [--http-share 0.25] [--seed 1] [--churn-ms 1000-8000] [--no-faults]
-//                        [--max-seconds 600] [--report FILE.json] [--profile debug]
+//                        [--max-seconds 600] [--report FILE.json] [--profile debug] [--max-instances N]
 //
 // Loopback only: the stack binds 127.0.0.1 on ephemeral ports and exits with this process.
 
@@ -47,6 +47,7 @@ function parseArgs(argv) {
     faults: true,
     maxSeconds: 600,
     report: null,
+    maxInstances: null,
     profile: process.env.HERALD_PROFILE || "debug",
     verbose: Boolean(process.env.HERALD_CHAOS_VERBOSE),
   };
@@ -79,6 +80,7 @@ function parseArgs(argv) {
     else if (a === "--max-seconds") o.maxSeconds = int(next(), 30);
     else if (a === "--report") o.report = next();
     else if (a === "--profile") o.profile = next();
+    else if (a === "--max-instances") o.maxInstances = int(next(), 1);
     else if (a === "--verbose") o.verbose = true;
     else throw new Error(`unknown option ${a} (see the header of chaos/chaos.mjs)`);
   }
@@ -122,6 +124,10 @@ function chaosStack(o) {
     // The template's own function timeouts: an invocation that overruns them under load is one
     // more failure the run must survive without a loss.
     timeoutScale: 1,
+    // Lambda runs as many instances as there are invocations; the stack stops at a few unless
+    // told otherwise, and with 200 clients reconnecting every few seconds the handshakes and
+    // resumes queued behind them (most clients were mid-handshake at any moment).
+    maxInstances: o.maxInstances,
     keepLines: 300,
     readyTimeoutMs: 120_000,
     env: [

@@ -45,9 +45,10 @@ export function trouble(output, max = 30) {
  * `visibilityTimeout`: every queue's, in seconds (the template's 360 s would make a retry after
  * a failure take minutes); `timeoutScale`: multiplies every function's Timeout (`make test`
  * runs several stacks on two cores, where a function's duration includes its wait for the CPU);
+ * `maxInstances`: how many instances a function may run at once (the stack's default if unset);
  * `env`: extra `NAME=value` settings for the functions.
  */
-export function startStack({ profile = "debug", verbose = false, visibilityTimeout = 10, timeoutScale = 3, env = [], readyTimeoutMs = 90_000, keepLines = 400 } = {}) {
+export function startStack({ profile = "debug", verbose = false, visibilityTimeout = 10, timeoutScale = 3, maxInstances = null, env = [], readyTimeoutMs = 90_000, keepLines = 400 } = {}) {
   const file = path.join(repo, "target", profile, "herald");
   if (!existsSync(file)) {
     const build = profile === "release" ? "cargo build --release -p herald-lambda" : "make build";
@@ -60,6 +61,7 @@ export function startStack({ profile = "debug", verbose = false, visibilityTimeo
     "-m", "herald_local", "--profile", profile, "--ready-file", readyFile,
     "--parent-pid", String(process.pid), "--visibility-timeout", String(visibilityTimeout),
     "--timeout-scale", String(timeoutScale),
+    ...(maxInstances ? ["--max-instances", String(maxInstances)] : []),
     // Verbose relays everything, REPORT lines too (each invocation's duration and status).
     ...(verbose ? [] : ["--quiet"]),
     ...env.flatMap((e) => ["--env", e]),

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from .adapter import Adapter
 from .herald import Herald
+from .runtime import MAX_INSTANCES
 from .stack import Options, Stack
 
 log = logging.getLogger("herald_local")
@@ -84,6 +85,9 @@ def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
     p.add_argument("--timeout-scale", type=_positive, default=1.0, metavar="FACTOR",
                    help="multiply every function's Timeout (test harnesses sharing a small "
                         "machine, where a function's duration includes its wait for the CPU)")
+    p.add_argument("--max-instances", type=int, default=MAX_INSTANCES, metavar="N",
+                   help=f"instances (processes) a function may run at once (default {MAX_INSTANCES}); "
+                        "a load or chaos run raises it so that invocations do not queue behind a few")
     p.add_argument("--idle-timeout", type=float, default=600.0, metavar="SECONDS")
     p.add_argument("--max-connection-seconds", type=float, default=7200.0, metavar="SECONDS")
     p.add_argument("--binary-dir", default=os.environ.get("HERALD_LOCAL_BIN_DIR"),
@@ -110,7 +114,7 @@ def _run(argv: list[str], adapter: Adapter, prog: str) -> int:
         host="127.0.0.1" if args.host == "localhost" else args.host,
         ws_port=args.ws_port, http_port=args.http_port, ready_file=args.ready_file,
         env=dict(args.env), visibility_timeout=args.visibility_timeout,
-        timeout_scale=args.timeout_scale,
+        timeout_scale=args.timeout_scale, max_instances=args.max_instances,
         idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_seconds,
         quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary),
         management_auth=args.management_auth)

@@ -21,24 +21,38 @@ every earlier page skipped) through `DynamoType.__lt__` on every page; item answ
 `json.dumps` of moto's wire-format dicts, and a partition is sorted on its keys' native values
 (paging through 10,000 items: 11.2 s before, 2.0 s after).
 (Keeping connections open, which werkzeug does not, was tried and taken out: with it the chaos
-check lost notifications on one device in 2 of 6 runs, without it in none; docs/reliability.md.)
+check lost notifications on one device in 2 of 6 runs, without it in none; docs/reliability.md.
+werkzeug's server is not made for it: after each answer it reads and drops whatever the client
+has sent, which on a kept connection is the next request.)
+The full chaos run's profile, with 200 clients reconnecting every few seconds, found two more
+costs per request: werkzeug's threaded server starts a thread for every connection (and moto's
+answers close every connection), and its accept loop waits until each new thread runs, which
+on a moto whose threads all wait for one GIL held back the next accept; and moto lists the
+methods of the handler class, through `inspect.getmembers`, on every request (6 % of moto's CPU).
+So moto's app is served here by werkzeug's server with request threads kept for reuse, and the
+method names are computed once per class.
 
 Usage: python -m herald_local.moto_server -H HOST -p PORT   (the arguments of moto.server)
 """
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import functools
 import inspect
 import logging
+import os
+import queue
+import signal
+import socketserver
 import threading
 import time
 from operator import itemgetter
 from typing import Any, Callable
 
 from moto import backends
-from moto import server as moto_server
+from moto.core import responses as moto_responses
 from moto.core import utils as moto_utils
 from moto.core.responses import ActionResult
 from moto.dynamodb import responses as dynamo_responses
@@ -46,8 +60,10 @@ from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import dynamo_json_dump
 from moto.dynamodb.responses import DynamoHandler
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sqs import models as sqs_models
 from moto.sqs.models import SQSBackend
+from werkzeug.serving import BaseWSGIServer
 
 _LOCK = threading.RLock()
 # Every DynamoDB operation that writes, and GetItem (a consistent read must not see half a
@@ -193,8 +209,61 @@ def patch() -> None:
     # request to tell a backend's name from a host; the package does not change while it runs.
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    # Which methods a handler class has, asked on every request to check the action's name; the
+    # classes do not change once patched (above).
+    moto_responses.method_names_from_class = functools.cache(_method_names)  # type: ignore[attr-defined]
+
+
+def _method_names(cls: type) -> frozenset[str]:
+    return frozenset(name for name, _ in inspect.getmembers(cls, predicate=inspect.isfunction))
+
+
+class _PooledServer(socketserver.ThreadingMixIn, BaseWSGIServer):
+    """werkzeug's threaded server (what moto runs), whose request threads are reused.
+
+    A request goes to an idle thread when there is one, else to a new one, so the pool grows to
+    the most requests ever in flight at once and no further; none waits for a free thread (an
+    SQS long poll holds its thread for up to 20 s). Threads are daemons, as werkzeug's are: the
+    process exits without waiting for a long poll."""
+
+    multithread = True
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._requests: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # one token per thread waiting for a request
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._requests.put((request, client_address))
+        if not self._idle.acquire(blocking=False):
+            threading.Thread(target=self._work, name="moto-request", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            request, client_address = self._requests.get()
+            # finish_request, shutdown_request and error handling, as on a thread of its own.
+            self.process_request_thread(request, client_address)
+            self._idle.release()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m herald_local.moto_server")
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    args = parser.parse_args()
+    # moto builds some URLs from it, as under `moto_server`.
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    patch()
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True  # type: ignore[attr-defined]  # as moto.server sets it
+    server = _PooledServer(args.host, args.port, app, handler=MotoRequestHandler)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
-    patch()
-    moto_server.main()
+    main()

@@ -4,7 +4,8 @@ Every function instance is a real process (the Rust binary, or a test fake) with
 `AWS_LAMBDA_RUNTIME_API=127.0.0.1:PORT`. All instances share one aiohttp application; the local
 port a request arrived on tells which instance is asking. An instance is sent an invocation only
 while it waits in `GET /next`, and handles one at a time, as on Lambda. A pool keeps one warm
-instance and adds more (up to `MAX_INSTANCES`) while invocations queue up.
+instance and adds more (up to `max_instances`, MAX_INSTANCES unless the stack says otherwise)
+while invocations queue up.
 
 Failures follow Lambda: a timeout kills the process and fails the invocation with
 `Sandbox.Timedout`; a process that dies mid-invocation fails it with `Runtime.ExitError`; a
@@ -36,6 +37,9 @@ from .functions import FunctionSpec
 
 log = logging.getLogger("herald_local")
 
+# Lambda scales a function out per concurrent invocation; here each instance is a process on the
+# developer's machine, so a pool stops at a few. A load or chaos run that would only queue behind
+# them raises it (`herald-local --max-instances`).
 MAX_INSTANCES = 4
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # Lambda's synchronous response limit
 _PREFIX = "/2018-06-01/runtime"
@@ -177,7 +181,7 @@ class FairQueue:
     """Queued invocations, taken round-robin across their sources (FIFO within one).
 
     Lambda scales out per invocation, so on AWS one WebSocket connection's flood of frames does
-    not hold back another connection's frame. A pool here has at most MAX_INSTANCES; a plain
+    not hold back another connection's frame. A pool here has a few instances at most; a plain
     FIFO would queue every other caller behind the flood, which is this emulator's limit, not
     the system's. Invocations without a source share one lane.
     """
@@ -215,8 +219,9 @@ class FunctionPool:
     """The instances of one function and the invocations queued for them."""
 
     def __init__(self, spec: FunctionSpec, runtime: RuntimeApi, faults: Faults, *,
-                 cwd: str, report: bool) -> None:
+                 cwd: str, report: bool, max_instances: int = MAX_INSTANCES) -> None:
         self.spec = spec
+        self._max_instances = max_instances
         self._runtime = runtime
         self.faults = faults  # also read by the function's event sources
         self._cwd = cwd
@@ -391,7 +396,7 @@ class FunctionPool:
         self.kill(inst)
 
     def _scale(self) -> None:
-        """Start instances for queued work (and the warm one); never more than MAX_INSTANCES."""
+        """Start instances for queued work (and the warm one); never more than max_instances."""
         if self._closing:
             return
         pending = sum(1 for inv in self._pending if not inv.future.done())
@@ -399,7 +404,7 @@ class FunctionPool:
         wanted = pending - starting
         if not self._instances and self._warm:
             wanted = max(wanted, 1)
-        wanted = min(wanted, MAX_INSTANCES - len(self._instances))
+        wanted = min(wanted, self._max_instances - len(self._instances))
         if wanted <= 0:
             return
         delay = self._backoff_until - time.monotonic()

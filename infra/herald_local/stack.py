@@ -28,7 +28,7 @@ from .gateway import Gateway
 from .sigv4 import Verifier
 from .httpapi import http_api_from_template
 from .pushservice import PushService
-from .runtime import MAX_RESPONSE_BYTES, FunctionPool, RuntimeApi
+from .runtime import MAX_INSTANCES, MAX_RESPONSE_BYTES, FunctionPool, RuntimeApi
 from .scheduler import Scheduler
 from .sqs_source import SqsPoller, mappings_from_functions
 from .static import StaticDir
@@ -54,6 +54,8 @@ class Options:
     # side on a small machine, where a function's duration includes its wait for the CPU (and
     # moto's); a Lambda's CPU is its own. 1 (the template's timeouts) for `make dev`.
     timeout_scale: float = 1.0
+    # Instances a function may run at once (runtime.MAX_INSTANCES by default).
+    max_instances: int = MAX_INSTANCES
     idle_timeout_s: float = 600.0
     max_connection_s: float = 7200.0
     quiet: bool = False
@@ -128,7 +130,8 @@ class Stack:
         self._runtime = RuntimeApi(opts.host)
         await self._runtime.start()
         self._pools = {s.key: FunctionPool(s, self._runtime, faults, cwd=str(template.directory),
-                                              report=not opts.quiet) for s in specs}
+                                              report=not opts.quiet, max_instances=opts.max_instances)
+                       for s in specs}
 
         ws_app = web.Application(client_max_size=MAX_RESPONSE_BYTES)  # invoke: Lambda's 6 MB
         if api is not None:

@@ -108,6 +108,21 @@ def test_busy_instances_scale_out_to_four(stack: Stack) -> None:
     assert len({body["pid"] for _, body, _ in results}) == 4
 
 
+def test_max_instances_raises_the_scale_out_limit(tmp_path: Path) -> None:
+    """`--max-instances 6` (what the full chaos run uses): six concurrent invocations run on
+    six processes at once instead of queueing behind four."""
+    proc, info = start_stack(tmp_path, "--max-instances", "6", "--quiet")
+    wide = Stack(proc, info, tmp_path)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda _: wide.invoke("echo", {"sleep": 1.5}), range(8)))
+        assert all(status == 200 for status, _, _ in results)
+        assert len({body["pid"] for _, body, _ in results}) == 6
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_init_error_fails_the_invocation(stack: Stack) -> None:
     status, body, _ = stack.invoke("broken", {})
     assert status == 502
