@@ -108,7 +108,7 @@ CHAOS_ARGS ?=
 CHAOS_PROFILE ?= release
 chaos: venv client/node_modules/.package-lock.json
 	$(MAKE) --no-print-directory build PROFILE=$(CHAOS_PROFILE)
-	node chaos/chaos.mjs --profile $(call outdir,$(CHAOS_PROFILE)) --clients 200 --notifications 5000 --producers 16 --rate 40 --churn-ms 4000-12000 --max-instances 8 --max-seconds 600 $(CHAOS_ARGS)
+	node chaos/chaos.mjs --profile $(call outdir,$(CHAOS_PROFILE)) --clients 200 --notifications 5000 --producers 16 --rate 40 --churn-ms 4000-12000 --max-seconds 600 $(CHAOS_ARGS)
 
 chaos-check: venv build client/node_modules/.package-lock.json
 	node chaos/chaos.mjs --profile $(call outdir,$(PROFILE)) --clients 24 --tenants 3 --notifications 300 --rate 30 --churn-ms 800-4000 --seed 1 --max-seconds 240 $(CHAOS_ARGS)

@@ -125,8 +125,8 @@ function chaosStack(o) {
     // more failure the run must survive without a loss.
     timeoutScale: 1,
     // Lambda runs as many instances as there are invocations; the stack stops at a few unless
-    // told otherwise, and with 200 clients reconnecting every few seconds the handshakes and
-    // resumes queued behind them (most clients were mid-handshake at any moment).
+    // told otherwise (--max-instances). More is not faster on two cores: with 8, the full run's
+    // handshakes and resumes took more of moto and dispatch fell behind (docs/reliability.md).
     maxInstances: o.maxInstances,
     keepLines: 300,
     readyTimeoutMs: 120_000,
