@@ -58,8 +58,10 @@ clippy:
 E2E_BIG := broadcast fanout_chain
 # Always `--workspace` (with target filters): `-p` alone would resolve features for one package
 # and rebuild shared dependencies with a different feature set than `test-build` compiled.
+# No binary has tests of its own (`test = false` on each): `--bins` would only compile and link
+# an empty test harness per binary.
 unit-and-e2e: venv build
-	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) --workspace --lib --bins \
+	HERALD_PROFILE=$(call outdir,$(PROFILE)) cargo test $(call flag,$(PROFILE)) --workspace --lib \
 		$(addprefix --test ,$(filter-out $(E2E_BIG),$(E2E_TESTS))) -- --test-threads $(TEST_THREADS)
 
 e2e-big: venv build
@@ -69,7 +71,7 @@ e2e-big: venv build
 # Every test binary, compiled: `make test` does it in its build phase, so that the checks of the
 # next phase (which share cargo's lock on target/) start at once and clippy runs beside them.
 test-build: build
-	cargo test $(call flag,$(PROFILE)) --workspace --lib --bins --tests --no-run
+	cargo test $(call flag,$(PROFILE)) --workspace --lib --tests --no-run
 
 # Every end-to-end test binary, from tests/Cargo.toml: a new one is picked up by itself.
 E2E_TESTS := $(shell sed -n 's/^name = "\(.*\)"/\1/p' tests/Cargo.toml | grep -v '^herald-e2e$$')
