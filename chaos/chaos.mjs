@@ -269,9 +269,13 @@ class Device {
       // The local stack on two cores answers a reconnect storm of 200 clients far more slowly
       // than API Gateway and Lambda (4 instances a function, one moto): with the defaults (15 s
       // handshake, 10 s request) slow answers became retries that only added load, and after the
-      // churn stopped clients kept failing their sync (measured: 2.5 connects per client).
+      // churn stopped clients kept failing their sync (measured: 2.5 connects per client). Even
+      // 30 s was too short for the final re-join of all 200 at once: each resume page waits its
+      // turn behind the others' (4 instances of ws-message, up to 200 posts a page), a request
+      // that gave up dropped the connection and started over, and the abandoned pages still ran
+      // (2026-11-29: 60 s after the queues were empty, 17 of 200 clients were ready).
       connectTimeoutMs: 45_000,
-      requestTimeoutMs: 30_000,
+      requestTimeoutMs: 120_000,
       syncEvery: 50,
       dedupeSize: 20_000,
     });
