@@ -10,6 +10,8 @@
 # _venv_locked DIR COMMAND...: runs COMMAND holding DIR's lock. Two scripts may need the same
 # virtualenv at once (make test builds with SAM in the background while the template lint uses
 # the same SAM CLI): one installs, the other waits for it and then finds the stamp up to date.
+# COMMAND runs as the left side of `||`, where bash ignores `set -e`: the install functions
+# below return at their first failed step themselves, before the stamp is written.
 _venv_locked() {
     local dir="$1" lock status=0
     shift
@@ -45,20 +47,20 @@ _uv_install() {
     local dir=.venv-uv req=infra/requirements-uv.txt
     _venv_fresh "$dir" "$req" && return 0
     echo "==> installing $req into $dir (pip)"
-    "$PYTHON" -m venv --clear "$dir"
-    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    "$PYTHON" -m venv --clear "$dir" || return
+    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req" || return
     _venv_stamp "$dir" "$req"
 }
 
 _venv_install() {
     local dir="$1" req="$2" python
     _venv_fresh "$@" && return 0
-    python="$(command -v "$PYTHON")"
+    python="$(command -v "$PYTHON")" || return
     echo "==> installing $req into $dir"
     # --clear: a reinstall starts from nothing, so a pin removed from the file is gone too.
     # UV_PYTHON_DOWNLOADS=never: the machine's Python ($PYTHON), never one uv would download.
-    UV_PYTHON_DOWNLOADS=never .venv-uv/bin/uv venv --quiet --clear --python "$python" "$dir"
-    UV_PYTHON_DOWNLOADS=never .venv-uv/bin/uv pip install --quiet --python "$dir/bin/python" -r "$req"
+    UV_PYTHON_DOWNLOADS=never .venv-uv/bin/uv venv --quiet --clear --python "$python" "$dir" || return
+    UV_PYTHON_DOWNLOADS=never .venv-uv/bin/uv pip install --quiet --python "$dir/bin/python" -r "$req" || return
     _venv_stamp "$@"
 }
 
