@@ -65,6 +65,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {text!r}")
+    return value
+
+
 def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -85,9 +95,9 @@ def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
     p.add_argument("--timeout-scale", type=_positive, default=1.0, metavar="FACTOR",
                    help="multiply every function's Timeout (test harnesses sharing a small "
                         "machine, where a function's duration includes its wait for the CPU)")
-    p.add_argument("--max-instances", type=int, default=MAX_INSTANCES, metavar="N",
+    p.add_argument("--max-instances", type=_count, default=MAX_INSTANCES, metavar="N",
                    help=f"instances (processes) a function may run at once (default {MAX_INSTANCES}); "
-                        "a load or chaos run raises it so that invocations do not queue behind a few")
+                        "a load run whose invocations would queue behind a few may raise it")
     p.add_argument("--idle-timeout", type=float, default=600.0, metavar="SECONDS")
     p.add_argument("--max-connection-seconds", type=float, default=7200.0, metavar="SECONDS")
     p.add_argument("--binary-dir", default=os.environ.get("HERALD_LOCAL_BIN_DIR"),

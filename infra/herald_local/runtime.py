@@ -38,8 +38,8 @@ from .functions import FunctionSpec
 log = logging.getLogger("herald_local")
 
 # Lambda scales a function out per concurrent invocation; here each instance is a process on the
-# developer's machine, so a pool stops at a few. A load or chaos run that would only queue behind
-# them raises it (`herald-local --max-instances`).
+# developer's machine, so a pool stops at a few (`herald-local --max-instances` changes it). More
+# is not always faster: every instance waits on the same moto (docs/reliability.md).
 MAX_INSTANCES = 4
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # Lambda's synchronous response limit
 _PREFIX = "/2018-06-01/runtime"

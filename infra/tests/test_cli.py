@@ -89,6 +89,13 @@ def test_clients_without_a_stack_explain_themselves(tmp_path: Path) -> None:
     assert out.returncode != 0 and b"no running stack" in out.stderr
 
 
+@pytest.mark.parametrize("value", ["0", "-2", "four"])
+def test_a_bad_instance_limit_is_refused_before_anything_starts(value: str) -> None:
+    out = cli("--max-instances", value, "--quiet")
+    assert out.returncode == 2, out
+    assert b"--max-instances" in out.stderr
+
+
 def _descendants(pid: int) -> set[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
