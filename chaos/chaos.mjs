@@ -603,7 +603,7 @@ async function main() {
     // the others resume once more.
     const finalErrors = [];
     const behind = devices.filter((d) => d.syncedFrom < drainedAt || d.stalled);
-    say(`final resume of the ${behind.length} clients that last resumed before the queues were empty`);
+    say(`final resume of the ${behind.length} clients that last resumed before the queues were empty or gave up`);
     await Promise.all(behind.map((d) => d.client.resume().catch(() => d.client.resume()).catch((e) => finalErrors.push(`${d.name}: ${e.code} ${e.message}`))));
     if (finalErrors.length) say(`final resume failed for ${finalErrors.length} device(s): ${finalErrors.slice(0, 5).join("; ")}`);
     for (const p of pollers) await p.poll();

@@ -257,11 +257,8 @@ def main() -> None:
     patch()
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True  # type: ignore[attr-defined]  # as moto.server sets it
-    server = _PooledServer(args.host, args.port, app, handler=MotoRequestHandler)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    # serve_forever ends quietly on Ctrl-C (werkzeug's catches KeyboardInterrupt).
+    _PooledServer(args.host, args.port, app, handler=MotoRequestHandler).serve_forever()
 
 
 if __name__ == "__main__":

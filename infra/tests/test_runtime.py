@@ -109,8 +109,8 @@ def test_busy_instances_scale_out_to_four(stack: Stack) -> None:
 
 
 def test_max_instances_raises_the_scale_out_limit(tmp_path: Path) -> None:
-    """`--max-instances 6` (what the full chaos run uses): six concurrent invocations run on
-    six processes at once instead of queueing behind four."""
+    """`--max-instances 6`: six concurrent invocations run on six processes at once instead of
+    queueing behind four."""
     proc, info = start_stack(tmp_path, "--max-instances", "6", "--quiet")
     wide = Stack(proc, info, tmp_path)
     try:
