@@ -35,20 +35,31 @@ MOTO_REGION = "us-east-1"
 
 @dataclass
 class Endpoint:
-    url: str
+    url: str   # every service; with a moto of the stack's own, the tables may be elsewhere
     region: str
     credentials: dict[str, str]
     process: asyncio.subprocess.Process | None = None
     log_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # moto processes waiting for a table each, and the tables placed on them (name -> URL).
+    spare: list[str] = field(default_factory=list)
+    tables: dict[str, str] = field(default_factory=dict)
 
-    def client(self, service: str, attempts: int = 3) -> Any:
-        """A boto3 client of the endpoint. Short timeouts: everything is local. Pollers, which
-        loop anyway, take one attempt, so that no retry against a stopped moto delays exit."""
+    def place_table(self, name: str) -> str:
+        """The URL that serves table `name`: a process of its own while there are spare ones
+        (see `open_endpoint`), else the endpoint's."""
+        if name not in self.tables:
+            self.tables[name] = self.spare.pop(0) if self.spare else self.url
+        return self.tables[name]
+
+    def client(self, service: str, attempts: int = 3, url: str | None = None) -> Any:
+        """A boto3 client of the endpoint (or of one table's process). Short timeouts:
+        everything is local. Pollers, which loop anyway, take one attempt, so that no retry
+        against a stopped moto delays exit."""
         config = botocore.config.Config(
             connect_timeout=2, read_timeout=20, max_pool_connections=32,
             retries={"total_max_attempts": attempts, "mode": "standard"})
         return boto3.session.Session().client(
-            service, endpoint_url=self.url, region_name=self.region, config=config,
+            service, endpoint_url=url or self.url, region_name=self.region, config=config,
             **self.credentials)
 
     def env(self) -> dict[str, str]:
@@ -69,15 +80,15 @@ class Endpoint:
             await procs.kill(self.process)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-async def open_endpoint(host: str, credentials: dict[str, str]) -> Endpoint:
+async def open_endpoint(host: str, credentials: dict[str, str], tables: int = 0) -> Endpoint:
     """AWS_ENDPOINT_URL when set (LocalStack, ...), otherwise a fresh moto server, which takes any
-    `credentials` (dummies; the functions sign with them)."""
+    `credentials` (dummies; the functions sign with them).
+
+    A moto of our own serves everything from one process, plus `tables` more processes that
+    each take one table's DynamoDB calls (`Endpoint.place_table`; the stack's AWS proxy routes
+    them). moto runs a request under Python's GIL, so one process serves at most one core: the
+    full chaos run (docs/reliability.md) kept one moto at 85-90 % of a core while the machine
+    had room, and Herald's two tables took about 55 % and 35 % of its requests, SQS and the Scheduler the rest."""
     external = os.environ.get("AWS_ENDPOINT_URL")
     if external:
         creds = {
@@ -88,25 +99,41 @@ async def open_endpoint(host: str, credentials: dict[str, str]) -> Endpoint:
             creds["aws_session_token"] = os.environ["AWS_SESSION_TOKEN"]
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or MOTO_REGION
         return Endpoint(url=external, region=region, credentials=creds)
-    return await _start_moto(host, credentials)
+    return await _start_moto(host, credentials, 1 + tables)
 
 
-async def _start_moto(host: str, credentials: dict[str, str], attempts: int = 3) -> Endpoint:
+async def _start_moto(host: str, credentials: dict[str, str], processes: int,
+                      attempts: int = 3) -> Endpoint:
     for _ in range(attempts):
-        port = free_port(host)  # tiny race with other processes: retried below
+        ports = _free_ports(host, processes)  # tiny race with other processes: retried below
         proc = await procs.spawn(
-            # moto with DynamoDB's per-item atomicity (see moto_server.py).
-            [sys.executable, "-m", "herald_local.moto_server", "-H", host, "-p", str(port)],
+            # moto with DynamoDB's per-item atomicity (see moto_server.py); one process per
+            # port, forked from this one (its process group: procs.kill stops them all).
+            [sys.executable, "-m", "herald_local.moto_server", "-H", host,
+             "-p", ",".join(map(str, ports))],
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         # moto logs every request at INFO on stderr; only keep what looks like trouble.
         tasks = [asyncio.create_task(_drain_moto(proc.stdout)),
                  asyncio.create_task(_drain_moto(proc.stderr))]
-        url = f"http://{host}:{port}"
-        if await _wait_http(url + "/moto-api/", proc, deadline=time.monotonic() + 20):
-            return Endpoint(url=url, region=MOTO_REGION, credentials=dict(credentials),
-                            process=proc, log_tasks=tasks)
+        urls = [f"http://{host}:{port}" for port in ports]
+        deadline = time.monotonic() + 20
+        if all([await _wait_http(url + "/moto-api/", proc, deadline) for url in urls]):
+            return Endpoint(url=urls[0], region=MOTO_REGION, credentials=dict(credentials),
+                            process=proc, log_tasks=tasks, spare=urls[1:])
         await procs.kill(proc)
     raise RuntimeError("moto server did not start")
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct free ports (each socket held until all are picked)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 # werkzeug's access log and start-up chatter; anything else moto prints (tracebacks) is shown.
@@ -215,12 +242,14 @@ def provision(endpoint: Endpoint, template: Template, resolver: Resolver,
               visibility_timeout: int | None) -> Provisioned:
     """Create tables, queues and schedule groups (blocking; run it in a thread)."""
     out = Provisioned()
-    clients: dict[str, Any] = {}
+    clients: dict[tuple[str, str], Any] = {}
 
-    def client(service: str) -> Any:
-        if service not in clients:
-            clients[service] = endpoint.client(service)
-        return clients[service]
+    def client(service: str, table: str | None = None) -> Any:
+        """A client of the service; for a table's DynamoDB calls, of the process serving it."""
+        url = endpoint.place_table(table) if table is not None else endpoint.url
+        if (service, url) not in clients:
+            clients[(service, url)] = endpoint.client(service, url=url)
+        return clients[(service, url)]
 
     remaining = [r for r in template.of_type(*_PROVISIONERS) if resolver.included(r)]
     while remaining:
@@ -247,7 +276,8 @@ _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
 def _create_table(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
                   out: Provisioned, _vt: int | None) -> None:
     name = physical_name(resolver, res, props, "TableName")
-    ddb = client("dynamodb")
+    # A table with a stream stays with the endpoint: its stream calls name no table to route by.
+    ddb = client("dynamodb", None if "StreamSpecification" in props else name)
     args: dict[str, Any] = {k: props[k] for k in _TABLE_KEYS if k in props}
     args.setdefault("BillingMode", "PROVISIONED" if "ProvisionedThroughput" in props
                     else "PAY_PER_REQUEST")

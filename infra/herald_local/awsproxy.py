@@ -9,6 +9,14 @@ directly, so a fault never stalls the emulator itself.
 
 Calls are told apart by their `X-Amz-Target` header (DynamoDB's and SQS's JSON protocols), and a
 rule may also require a substring of the body (a table or queue name).
+
+With a moto of the stack's own, each table lives in a moto process of its own (aws.py says why),
+so the proxy also routes: a DynamoDB call goes to the process of the table it names, anything
+else to the endpoint. The stack serves a second proxy without faults as the ready file's
+`awsEndpoint`, so tests and tools still see one endpoint. Two things AWS allows cannot be served
+that way and are refused with a clear error: one call that names tables in different processes
+(a BatchWriteItem or TransactWriteItems across tables; Herald makes none) and PartiQL, whose
+statements name tables in text. ListTables is asked of every process and the answers merged.
 """
 
 from __future__ import annotations
@@ -35,9 +43,61 @@ _THROTTLE = {
 }
 
 
+class Upstreams:
+    """Where a call goes: DynamoDB calls to the process of the table they name (`tables`: name ->
+    URL), everything else (and a table not listed) to `default`."""
+
+    def __init__(self, default: str, tables: dict[str, str] | None = None) -> None:
+        self.default = default.rstrip("/")
+        self.tables = {name: url.rstrip("/") for name, url in (tables or {}).items()}
+        self._split = bool(set(self.tables.values()) - {self.default})
+
+    def route(self, target: str, body: bytes) -> str | web.Response:
+        """The URL to forward the call to, or the error that answers it."""
+        if not self._split or not target.startswith("DynamoDB_"):
+            return self.default
+        operation = target.partition(".")[2]
+        if operation in ("ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction"):
+            return _error(400, "ValidationException", "PartiQL is not served by herald-local's "
+                          "split moto (each table in its own process); use the item operations")
+        urls = {self.tables.get(name, self.default) for name in _tables_named(body)}
+        if len(urls) > 1:
+            return _error(400, "ValidationException", "one call across tables in different moto "
+                          "processes is not served by herald-local (each table in its own process)")
+        return urls.pop() if urls else self.default
+
+    def everywhere(self) -> list[str]:
+        return sorted({self.default, *self.tables.values()})
+
+
+def _tables_named(body: bytes) -> set[str]:
+    """The tables a DynamoDB request names: `TableName`, the keys of `RequestItems` (batches)
+    or the items of `TransactItems`."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return set()  # the endpoint answers the malformed request
+    if not isinstance(doc, dict):
+        return set()
+    names = {doc["TableName"]} if isinstance(doc.get("TableName"), str) else set()
+    if isinstance(doc.get("RequestItems"), dict):
+        names.update(doc["RequestItems"])
+    for item in doc.get("TransactItems") or []:
+        for action in item.values() if isinstance(item, dict) else []:
+            if isinstance(action, dict) and isinstance(action.get("TableName"), str):
+                names.add(action["TableName"])
+    return names
+
+
+def _error(status: int, error: str, message: str) -> web.Response:
+    return web.Response(status=status, content_type="application/x-amz-json-1.0",
+                        headers={"x-amzn-ErrorType": error},
+                        text=json.dumps({"__type": error, "message": message}))
+
+
 class AwsProxy:
-    def __init__(self, upstream: str, faults: Faults) -> None:
-        self._upstream = upstream.rstrip("/")
+    def __init__(self, upstream: str | Upstreams, faults: Faults) -> None:
+        self._upstreams = upstream if isinstance(upstream, Upstreams) else Upstreams(upstream)
         self._faults = faults
         self._session: aiohttp.ClientSession | None = None
 
@@ -57,29 +117,69 @@ class AwsProxy:
         fault = self._faults.aws_fault(target, body) if target and self._faults.aws else None
         if fault is not None and fault.status is not None:
             error = fault.error_type or _THROTTLE.get(target.split(".")[0].split("_")[0], "ThrottlingException")
-            return web.Response(
-                status=fault.status, content_type="application/x-amz-json-1.0",
-                headers={"x-amzn-ErrorType": error},
-                text=json.dumps({"__type": error, "message": "injected fault (herald-local)"}))
+            return _error(fault.status, error, "injected fault (herald-local)")
         if fault is not None:
             await asyncio.sleep(fault.delay_ms / 1000)
         trace = request.headers.get("X-Amzn-Trace-Id")
         if trace and target in ("AmazonSQS.SendMessage", "AmazonSQS.SendMessageBatch"):
             body = _with_trace_header(body, target, trace)
+        if target == "DynamoDB_20120810.ListTables" and len(self._upstreams.everywhere()) > 1:
+            return await self._list_tables(request, body)
+        upstream = self._upstreams.route(target, body)
+        if isinstance(upstream, web.Response):
+            return upstream
+        status, payload, out = await self._call(request, upstream, body)
+        return web.Response(status=status, body=payload, headers=out)
+
+    async def _call(self, request: web.Request, upstream: str,
+                    body: bytes) -> tuple[int, bytes, dict[str, str]]:
         if self._session is None:
             # No total timeout: the SDK's own timeouts apply, as they would against AWS.
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
                 connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        async with self._session.request(request.method, self._upstream + request.rel_url.raw_path_qs,
-                                         headers=headers, data=body) as upstream:
-            payload = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items()
+        async with self._session.request(request.method, upstream + request.rel_url.raw_path_qs,
+                                         headers=headers, data=body) as answer:
+            payload = await answer.read()
+            out = {k: v for k, v in answer.headers.items()
                    if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"}
-            if "Content-Encoding" in upstream.headers:
-                out["Content-Encoding"] = upstream.headers["Content-Encoding"]
-            return web.Response(status=upstream.status, body=payload, headers=out)
+            if "Content-Encoding" in answer.headers:
+                out["Content-Encoding"] = answer.headers["Content-Encoding"]
+            return answer.status, payload, out
+
+    async def _list_tables(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """ListTables of every process, merged and paged as DynamoDB pages (by name)."""
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            return _error(400, "SerializationException", "the request body is not a JSON object")
+        names: set[str] = set()
+        for upstream in self._upstreams.everywhere():
+            status, payload, out = await self._call(request, upstream, b"{}")
+            if status != 200:
+                return web.Response(status=status, body=payload, headers=out)
+            names.update(_table_names(payload))
+        start, limit = doc.get("ExclusiveStartTableName"), doc.get("Limit", 100)
+        if not isinstance(limit, int) or not 1 <= limit <= 100:
+            return _error(400, "ValidationException", "Limit must be between 1 and 100")
+        listed = sorted(n for n in names if start is None or n > start)
+        answer: dict[str, object] = {"TableNames": listed[:limit]}
+        if len(listed) > limit:
+            answer["LastEvaluatedTableName"] = listed[limit - 1]
+        return web.Response(content_type="application/x-amz-json-1.0", text=json.dumps(answer))
+
+
+def _table_names(payload: bytes) -> list[str]:
+    """A ListTables answer's names. moto answers every name at once (it does not page unless
+    asked to)."""
+    try:
+        names = json.loads(payload).get("TableNames")
+    except (ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def _with_trace_header(body: bytes, target: str, trace: str) -> bytes:

@@ -31,13 +31,14 @@ app is served here by werkzeug's server with request threads kept for reuse, and
 names are computed once per class (a 1,000-notification chaos run: SQS SendMessageBatch 255 ms
 → 118 ms on average, the sends done at 98 s instead of 112 s).
 
-Usage: python -m herald_local.moto_server -H HOST -p PORT   (the arguments of moto.server)
+Usage: python -m herald_local.moto_server -H HOST -p PORT[,PORT...]   (one process per port)
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import ctypes
 import functools
 import inspect
 import logging
@@ -249,16 +250,43 @@ class _PooledServer(socketserver.ThreadingMixIn, BaseWSGIServer):
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m herald_local.moto_server")
     parser.add_argument("-H", "--host", default="127.0.0.1")
-    parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("-p", "--port", required=True,
+                        help="a port, or several separated by commas: one moto process each")
     args = parser.parse_args()
-    # moto builds some URLs from it, as under `moto_server`.
-    os.environ.setdefault("MOTO_PORT", str(args.port))
+    try:
+        ports = [int(p) for p in args.port.split(",")]
+    except ValueError:
+        parser.error(f"--port: not a list of port numbers: {args.port}")
+    # moto builds some URLs from it (an SQS queue's), as under `moto_server`: the first port's
+    # process is the one that serves every service (aws.py routes only tables elsewhere).
+    os.environ.setdefault("MOTO_PORT", str(ports[0]))
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     patch()
+    # Every further port gets a copy of this process, forked once moto is imported and patched:
+    # a second process of its own would spend the same ~1.8 s of CPU on imports, and a test run
+    # starts dozens of stacks. Nothing runs a thread yet, so the fork is safe. Each copy dies
+    # with its parent (the stack kills this process's group, but a SIGKILL of this process alone
+    # must not leave copies serving).
+    parent = os.getpid()
+    for port in ports[1:]:
+        if os.fork() == 0:
+            _die_with(parent)
+            _serve(args.host, port)
+    _serve(args.host, ports[0])
+
+
+def _die_with(parent: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the prctl
+        os._exit(0)
+
+
+def _serve(host: str, port: int) -> None:
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True  # type: ignore[attr-defined]  # as moto.server sets it
     # serve_forever ends quietly on Ctrl-C (werkzeug's catches KeyboardInterrupt).
-    _PooledServer(args.host, args.port, app, handler=MotoRequestHandler).serve_forever()
+    _PooledServer(host, port, app, handler=MotoRequestHandler).serve_forever()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from aiohttp import web
 from . import aws
 from .adapter import Adapter
 from .control import Control
-from .awsproxy import AwsProxy
+from .awsproxy import AwsProxy, Upstreams
 from .faults import Faults
 from .functions import FunctionIndex, FunctionSpec, load_functions
 from .gateway import Gateway
@@ -81,6 +81,7 @@ class Stack:
         self.info: dict[str, Any] = {}
         self.failed_functions: list[str] = []
         self._endpoint: aws.Endpoint | None = None
+        self._aws_url = ""   # the ready file's `awsEndpoint` (the router when tables are split)
         self._runtime: RuntimeApi | None = None
         self._pools: dict[str, FunctionPool] = {}
         self._runners: list[web.AppRunner] = []
@@ -94,7 +95,11 @@ class Stack:
         asyncio.get_running_loop().set_default_executor(
             concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws"))
         template = Template.load(opts.template)
-        self._endpoint = endpoint = await aws.open_endpoint(opts.host, adapter.credentials)
+        # A moto process for each table (aws.open_endpoint): one with a stream stays with the rest.
+        tables = [t for t in template.of_type("AWS::DynamoDB::Table")
+                  if "StreamSpecification" not in t.properties]
+        self._endpoint = endpoint = await aws.open_endpoint(opts.host, adapter.credentials,
+                                                            tables=len(tables))
         account = await asyncio.to_thread(aws.account_id, endpoint)
         resolver = Resolver(template, region=endpoint.region, account_id=account,
                             stack_name=adapter.stack_name)
@@ -109,9 +114,17 @@ class Stack:
         base_env = {**endpoint.env(), "AWS_EC2_METADATA_DISABLED": "true"}
         # Functions reach the endpoint through the proxy (trace headers on SQS, AWS faults).
         faults = Faults()
+        upstreams = Upstreams(endpoint.url, endpoint.tables)
         proxy_sock = _listen(opts.host, 0)
         base_env["AWS_ENDPOINT_URL"] = f"http://{opts.host}:{proxy_sock.getsockname()[1]}"
-        await self._serve(AwsProxy(endpoint.url, faults).application(), proxy_sock)
+        await self._serve(AwsProxy(upstreams, faults).application(), proxy_sock)
+        # Everyone else (tests, tools, the ready file's `awsEndpoint`) gets the same routes
+        # without the faults, when there is more than one process to route to.
+        self._aws_url = endpoint.url
+        if len(upstreams.everywhere()) > 1:
+            router_sock = _listen(opts.host, 0)
+            self._aws_url = f"http://{opts.host}:{router_sock.getsockname()[1]}"
+            await self._serve(AwsProxy(upstreams, Faults()).application(), router_sock)
         specs = load_functions(template, resolver, profile=opts.profile, binary_dir=opts.binary_dir,
                                commands=opts.binaries, env_overrides=opts.env, base_env=base_env)
         for spec in specs:
@@ -205,9 +218,9 @@ class Stack:
             "httpUrl": http_url,
             "controlUrl": control_url,
             "pushServiceUrl": push_url,
-            "awsEndpoint": self._endpoint.url,
+            "awsEndpoint": self._aws_url,
             # What the functions reach it through (the proxy; awsproxy.py).
-            "functionAwsEndpoint": function_env.get("AWS_ENDPOINT_URL", self._endpoint.url),
+            "functionAwsEndpoint": function_env.get("AWS_ENDPOINT_URL", self._aws_url),
             "region": self._endpoint.region,
             # What the functions sign @connections calls with, for clients of the local stack.
             # Only the stack's own moto credentials (dummies); never ones from the environment.
@@ -217,6 +230,8 @@ class Stack:
             "stage": stage,
             "queues": provisioned.queues,
             "tables": provisioned.tables,
+            # Which moto process serves each table (aws.open_endpoint); `awsEndpoint` routes.
+            "tableEndpoints": dict(self._endpoint.tables),
             "scheduleGroup": next(iter(provisioned.schedule_groups.values()), None),
             "staticUrls": static_urls,
             **self.adapter.ready_info(),
