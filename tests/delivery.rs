@@ -299,6 +299,77 @@ async fn gone_connections_are_removed_on_first_410() {
     .await;
 }
 
+/// AWS answers 410 to a post for a connection whose `$connect` has not returned yet, and
+/// `$connect` writes the connection's records before it returns. Taking that 410 as gone
+/// deleted the records of a connection about to open: once open it got nothing live, its joins
+/// were answered `joined` with no item to join, and its resume read no groups — the full chaos
+/// run lost every notification of such a device. Here the connection's `$connect` has run (its
+/// records are written, `connectedAt` is now) but it never opens in the gateway, so every post
+/// to it is answered 410, as on AWS until `$connect` returns. Dispatch is invoked directly, so
+/// its 410 handling is over when the call returns.
+#[tokio::test]
+async fn a_410_while_the_connect_runs_leaves_the_connections_records() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let connecting = unique("connecting");
+    let mut event = as_caller(fixture("ws-connect.json"), &connecting, &user, &tenant, "");
+    event["requestContext"]["connectedAt"] = json!(chrono::Utc::now().timestamp_millis());
+    assert_eq!(invoke("ws-connect", &event).await["statusCode"], 200);
+    let before = memberships_of(&connecting).await;
+    assert!(!before.is_empty(), "$connect wrote the memberships");
+
+    let mut batch = fixture("dispatch.json");
+    let mut record = batch["Records"][0].take();
+    record["messageId"] = json!(unique("msg"));
+    record["body"] = json!(note(&tenant, json!({"user": user}), "while connecting").to_string());
+    batch["Records"] = json!([record]);
+    let resp = invoke("dispatch", &batch).await;
+    assert_eq!(resp["batchItemFailures"], json!([]));
+
+    assert_eq!(
+        memberships_of(&connecting).await,
+        before,
+        "the connection item and its memberships stay"
+    );
+    assert!(
+        sort_keys("ConnectionsTable", &format!("g#{tenant}#user:{user}#0"))
+            .await
+            .contains(&connecting),
+        "the membership row stays"
+    );
+}
+
+/// A live connection whose item is gone (a 410 taken as gone, its TTL) cannot be served: a join
+/// would record a membership nothing reads, a resume would read no groups and hand back a
+/// position as if nothing were missed. The join is answered with an error, the resume closes
+/// the connection so the client connects again and resumes from the point it holds.
+#[tokio::test]
+async fn a_connection_without_its_item_is_told_on_join_and_closed_on_resume() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &["course:5"]).await;
+    let conn = c.connection_id().await;
+    // What a 410 for it did before: its item and memberships deleted, its socket still open.
+    let event = as_caller(fixture("ws-disconnect.json"), &conn, &user, &tenant, "");
+    invoke("ws-disconnect", &event).await;
+    assert!(memberships_of(&conn).await.is_empty());
+
+    c.send(json!({"action": "join", "group": "course:5", "ref": "j"})).await;
+    let answer = c.next().await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["code"].as_str()),
+        (Some("error"), Some("internal")),
+        "{answer}"
+    );
+    assert!(
+        memberships_of(&conn).await.is_empty(),
+        "no membership recorded for a connection without its item"
+    );
+
+    c.send(json!({"action": "resume", "ref": "r"})).await;
+    assert!(c.close_code().await.is_some(), "the server closes the connection");
+}
+
 #[tokio::test]
 async fn server_errors_and_throttling_are_retried_until_delivered() {
     for status in [500u16, 429] {

@@ -11,7 +11,7 @@
 //! - [`Broadcaster::run_job`] runs one fan-out job: a walk (reads a budget of a shard, queues
 //!   post jobs and the next walk) or a post job.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::Utc;
@@ -241,10 +241,16 @@ impl Broadcaster {
         let mut by_frame: HashMap<String, Vec<String>> = HashMap::new();
         // Which membership rows each connection was read from, to remove them on a 410.
         let mut rows: HashMap<String, Vec<(String, u16)>> = HashMap::new();
+        // Connections whose 410 may mean "not open yet" (see `close_gone`), known from their rows.
+        let mut connecting: HashSet<String> = HashSet::new();
+        let now = now_millis();
         for result in fetched {
             let (key, shard, frame, page) = result?;
             for m in &page.members {
                 rows.entry(m.connection_id.clone()).or_default().push((key.clone(), shard));
+                if m.maybe_connecting(now) {
+                    connecting.insert(m.connection_id.clone());
+                }
             }
             if let Some(after) = page.next {
                 self.queue
@@ -271,7 +277,11 @@ impl Broadcaster {
         }
         for (frame, connections) in by_frame {
             let posting = Instant::now();
-            let r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
+            let mut r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
+            // A 410 from a connection whose row is that young is not looked into: it is most
+            // likely one inside its `$connect` (a reconnect storm has many), and reading each
+            // one's item would cost a read per post for what `close_gone` would leave anyway.
+            r.gone.retain(|c| !connecting.contains(c));
             summary.posting_us += posting.elapsed().as_micros() as u64;
             if r.delivered == 0
                 && r.retry.is_empty()
@@ -279,9 +289,11 @@ impl Broadcaster {
             {
                 summary.unreached.insert((*user).to_owned());
             }
+            let collapse = collapse_of.get(frame.as_str()).map(|c| (*c).clone());
+            let orphans = self.settle(tenant, id, &frame, &r, reach.ephemeral, collapse).await?;
             // A set: one batch must not name a row twice.
             let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
-            for conn in &r.gone {
+            for conn in &orphans {
                 for row in rows.get(conn).into_iter().flatten() {
                     stale.entry(row.clone()).or_default().insert(conn.clone());
                 }
@@ -290,8 +302,6 @@ impl Broadcaster {
                 let conns: Vec<String> = conns.into_iter().collect();
                 self.store.connections.remove_members(&key, shard, &conns).await?;
             }
-            let collapse = collapse_of.get(frame.as_str()).map(|c| (*c).clone());
-            self.settle(tenant, id, &frame, &r, reach.ephemeral, collapse).await?;
             summary.add(&r, !reach.ephemeral);
         }
         Ok(summary)
@@ -329,11 +339,8 @@ impl Broadcaster {
             self.limits.fanout_concurrency,
         )
         .await;
-        self.store
-            .connections
-            .remove_members(&job.group_key, job.shard, &report.gone)
-            .await?;
-        self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
+        let orphans = self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
+        self.store.connections.remove_members(&job.group_key, job.shard, &orphans).await?;
         self.store.idempotency.finish(&job.tenant, &key).await?;
         summary.add(&report, !job.ephemeral);
         Ok(summary)
@@ -389,8 +396,10 @@ impl Broadcaster {
         Ok((own, queued))
     }
 
-    /// Acts on a fan-out's failures: gone connections are removed now, retryable ones go to the
-    /// retry queue with only their ids (unless the frame is ephemeral).
+    /// Acts on a fan-out's failures: gone connections are removed now (but those still inside
+    /// their `$connect`, which will resume once open), retryable ones go to the retry queue with
+    /// only their ids (unless the frame is ephemeral). Returns the gone ids that had no
+    /// connection item: the caller removes the orphan membership rows that drew their posts.
     async fn settle(
         &self,
         tenant: &str,
@@ -399,9 +408,9 @@ impl Broadcaster {
         report: &FanoutReport,
         ephemeral: bool,
         collapse: Option<CollapseRef>,
-    ) -> Result<(), BroadcastError> {
-        let closed = self.store.connections.close_all(&report.gone).await?;
-        self.presence.closed(&closed).await?;
+    ) -> Result<Vec<String>, BroadcastError> {
+        let gone = self.store.connections.close_gone(&report.gone, now_millis()).await?;
+        self.presence.closed(&gone.closed).await?;
         if !report.retry.is_empty() && !ephemeral {
             self.queue
                 .retry(&RetryJob {
@@ -414,6 +423,6 @@ impl Broadcaster {
                 })
                 .await?;
         }
-        Ok(())
+        Ok(gone.orphans)
     }
 }

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::Principal;
 use crate::config::Limits;
+use crate::cursor::now_millis;
 use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ErrorCode, ErrorFrame};
 use crate::gateway::Caller;
@@ -81,10 +82,21 @@ impl Joins {
             groups: Vec::new(),
             connected_at: 0,
         };
-        self.store
+        let joined = self
+            .store
             .connections
             .join(&record, &group, self.limits.membership_shards, self.limits.connection_ttl_seconds)
             .await?;
+        if !joined {
+            // The connection's item is gone while its socket is open (a 410 taken as gone, its
+            // TTL): a membership now would deliver nothing that a resume could find. `internal`,
+            // not a refusal: the client keeps the group and re-joins it on its next connection.
+            tracing::warn!(connection = %who.connection_id, group = %group, "join on a connection without its item");
+            return Err(refuse(
+                ErrorCode::Internal,
+                "this connection is no longer registered; reconnect".into(),
+            ));
+        }
         let p = &who.principal;
         self.presence
             .arrived(&p.tenant, &p.user, &who.connection_id, std::slice::from_ref(&group))
@@ -178,8 +190,8 @@ impl Unsubscriber {
                 }
             }
         }
-        let closed = self.store.connections.close_all(&gone).await?;
-        self.presence.closed(&closed).await?;
+        let gone = self.store.connections.close_gone(&gone, now_millis()).await?;
+        self.presence.closed(&gone.closed).await?;
         tracing::info!(%tenant, %user, %group, left, "unsubscribed");
         Ok(left)
     }

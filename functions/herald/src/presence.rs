@@ -165,8 +165,8 @@ impl Presence {
         let report = fan_out(&self.poster, targets, &frame, CONCURRENCY).await;
         // Gone connections are cleaned up like anywhere else; their own departures are checked
         // after the grace period (never announced from here, so this cannot recurse).
-        let closed = self.store.connections.close_all(&report.gone).await?;
-        self.closed(&closed).await?;
+        let gone = self.store.connections.close_gone(&report.gone, now_millis()).await?;
+        self.closed(&gone.closed).await?;
         if !report.retry.is_empty() {
             // Not retried: a late `online` could land after the `offline` that followed it.
             // Logged, so that a member who missed an event can be told from one who was never sent it.

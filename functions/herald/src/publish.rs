@@ -72,7 +72,12 @@ impl Publisher {
             return Ok(refuse(ErrorCode::Forbidden, format!("publishing to {kind} groups is not allowed")));
         }
         let name = group.to_string();
-        let member = self.store.connections.groups_of(&who.connection_id).await?.contains(&name);
+        let member = self
+            .store
+            .connections
+            .groups_of(&who.connection_id)
+            .await?
+            .is_some_and(|groups| groups.contains(&name));
         if !member {
             Metrics::new(function)
                 .with_dimension("Kind", kind.clone())

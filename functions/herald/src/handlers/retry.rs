@@ -9,6 +9,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
 use crate::BoxError;
 use crate::config::{Env, Limits, PushSettings, Queues, ws_endpoint};
+use crate::cursor::now_millis;
 use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
 use crate::groups::Group;
 use crate::metrics::Metrics;
@@ -90,8 +91,8 @@ impl Retry {
             return Ok(RetryOutcome::Superseded);
         }
         let report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
-        let closed = self.store.connections.close_all(&report.gone).await?;
-        self.presence.closed(&closed).await?;
+        let gone = self.store.connections.close_gone(&report.gone, now_millis()).await?;
+        self.presence.closed(&gone.closed).await?;
         let mut m = Metrics::new("retry");
         m.count("Delivered", report.delivered).count("Gone", report.gone.len());
         let outcome = if report.retry.is_empty() {

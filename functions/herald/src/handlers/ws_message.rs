@@ -128,14 +128,19 @@ impl WsMessage {
         let p = &who.principal;
         // The connection's memberships are the entitlement record: joins were authorized when
         // they happened, and a group the caller left is no longer among them.
-        let topics: Vec<Group> = self
-            .store
-            .connections
-            .groups_of(&who.connection_id)
-            .await?
-            .iter()
-            .filter_map(|g| Group::parse(g).ok())
-            .collect();
+        let Some(groups) = self.store.connections.groups_of(&who.connection_id).await? else {
+            // The connection's item is gone while its socket is open (a 410 taken as gone, its
+            // TTL): it gets nothing live, and a resume would read no groups and hand back a
+            // position as if nothing were missed. Closed instead, so the client connects again
+            // (new item, memberships) and resumes from the point it holds.
+            tracing::warn!(connection = %who.connection_id, "resume on a connection without its item; closing it");
+            let closed = self.poster.disconnect(&who.connection_id).await;
+            if !matches!(closed, PostOutcome::Delivered | PostOutcome::Gone) {
+                tracing::warn!(connection = %who.connection_id, outcome = ?closed, "could not close the connection");
+            }
+            return Ok(ErrorFrame::new(ErrorCode::Internal, "this connection is no longer registered; reconnect", reference).to_json());
+        };
+        let topics: Vec<Group> = groups.iter().filter_map(|g| Group::parse(g).ok()).collect();
         let floor = Cursor::at_millis((epoch_seconds() as u64).saturating_sub(self.limits.retention_seconds) * 1000);
         // The clock before the read: the position handed out must trail what was visible when
         // the read began (see `horizon`).

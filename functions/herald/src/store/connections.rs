@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
 
 use super::{Item, StoreError, Table, conditional_failed, delete_request, epoch_seconds, get_list, get_n, get_s, list, n, put_request, s};
+use crate::cursor::now_millis;
 use crate::groups::{Group, stable_hash};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,17 @@ pub struct ConnectionRecord {
 pub struct Member {
     pub connection_id: String,
     pub user: String,
+    /// When the row was written (epoch ms; absent on rows written before it was recorded).
+    pub joined_at: Option<u64>,
+}
+
+impl Member {
+    /// Whether a 410 for this row's connection may mean "not open yet": the row was written less
+    /// than [`CONNECT_GRACE_MS`] ago, so the connection may be younger than that. Decided from
+    /// the row the fan-out already read, without reading the connection item.
+    pub fn maybe_connecting(&self, now_ms: u64) -> bool {
+        self.joined_at.is_some_and(|at| now_ms < at.saturating_add(CONNECT_GRACE_MS))
+    }
 }
 
 /// A closed connection and the groups it was removed from (empty when it was already gone),
@@ -42,6 +54,33 @@ pub struct Closed {
     pub user: String,
     pub tenant: String,
     pub groups: Vec<Group>,
+}
+
+/// How long after its connect request a connection's 410s are not taken as gone. API Gateway
+/// answers 410 to a post for a connection whose `$connect` has not returned yet (the authorizer
+/// and `$connect` each may take up to its 29 s integration timeout), and `$connect` writes the
+/// connection's records before it returns. Taking that 410 as gone deleted the records of a
+/// connection about to open: it then got nothing live, and its resume read no groups (the chaos
+/// run lost hundreds of one device's notifications). A connection that really is gone within
+/// this time is cleaned by its `$disconnect`, or by the first 410 after it.
+pub const CONNECT_GRACE_MS: u64 = 60_000;
+
+/// What [`Connections::close_gone`] did with each connection answered 410 for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gone {
+    /// Closed: the item and every membership it listed are deleted.
+    pub closed: Vec<Closed>,
+    /// No item: a membership row that drew the post belongs to nobody (a join that raced a
+    /// disconnect); the caller deletes the row.
+    pub orphans: Vec<String>,
+    /// Still inside its `$connect`: left as it is.
+    pub connecting: Vec<String>,
+}
+
+enum GoneOne {
+    Closed(Closed),
+    Orphan(String),
+    Connecting(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -81,6 +120,7 @@ impl Connections {
             ("sk".into(), s(conn.id.clone())),
             ("user".into(), s(conn.user.clone())),
             ("expiresAt".into(), n(expires)),
+            ("joinedAt".into(), n(now_millis() as i64)),
         ]);
         (item, format!("{group}#{shard}"))
     }
@@ -182,15 +222,17 @@ impl Connections {
         Ok(true)
     }
 
-    /// The group names this connection is a member of.
-    pub async fn groups_of(&self, conn_id: &str) -> Result<Vec<String>, StoreError> {
+    /// The group names this connection is a member of; `None` when its item is gone.
+    pub async fn groups_of(&self, conn_id: &str) -> Result<Option<Vec<String>>, StoreError> {
         let Some(meta) = self.meta(conn_id).await? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        Ok(memberships(&meta)
-            .into_iter()
-            .filter_map(|m| m.rsplit_once('#').map(|(g, _)| g.to_owned()))
-            .collect())
+        Ok(Some(
+            memberships(&meta)
+                .into_iter()
+                .filter_map(|m| m.rsplit_once('#').map(|(g, _)| g.to_owned()))
+                .collect(),
+        ))
     }
 
     /// Deletes a connection and every membership it holds. Idempotent: an unknown id is fine,
@@ -200,9 +242,13 @@ impl Connections {
         let Some(meta) = self.meta(conn_id).await? else {
             return Ok(Closed::default());
         };
-        let tenant = get_s(&meta, "tenant")?.to_owned();
-        let user = get_s(&meta, "user").unwrap_or_default().to_owned();
-        let members = memberships(&meta);
+        self.close_item(conn_id, &meta).await
+    }
+
+    async fn close_item(&self, conn_id: &str, meta: &Item) -> Result<Closed, StoreError> {
+        let tenant = get_s(meta, "tenant")?.to_owned();
+        let user = get_s(meta, "user").unwrap_or_default().to_owned();
+        let members = memberships(meta);
         let mut deletes = Vec::with_capacity(members.len() + 1);
         let mut groups = Vec::with_capacity(members.len());
         for m in &members {
@@ -227,20 +273,35 @@ impl Connections {
         })
     }
 
-    /// Closes connections API Gateway reported gone (410), with their memberships, a few at a
-    /// time.
-    pub async fn close_all(&self, gone: &[String]) -> Result<Vec<Closed>, StoreError> {
+    /// Acts on connections API Gateway answered 410 for, a few at a time: each is closed, unless
+    /// it is still inside its `$connect` (see [`CONNECT_GRACE_MS`]), or its item is already gone
+    /// (an orphan: the caller removes the membership row that drew the post).
+    pub async fn close_gone(&self, gone: &[String], now_ms: u64) -> Result<Gone, StoreError> {
         // Owned ids and `async move`: a closure borrowing its argument trips the compiler's
         // higher-ranked lifetime check once the future is held across a handler's await.
-        let results: Vec<Result<Closed, StoreError>> = futures_util::stream::iter(gone.iter().cloned())
-            .map(|c| async move { self.close(&c).await })
+        let results: Vec<Result<GoneOne, StoreError>> = futures_util::stream::iter(gone.iter().cloned())
+            .map(|c| async move {
+                let Some(meta) = self.meta(&c).await? else {
+                    return Ok(GoneOne::Orphan(c));
+                };
+                let connected_at = get_n(&meta, "connectedAt").unwrap_or(0).max(0) as u64;
+                if now_ms < connected_at.saturating_add(CONNECT_GRACE_MS) {
+                    return Ok(GoneOne::Connecting(c));
+                }
+                Ok(GoneOne::Closed(self.close_item(&c, &meta).await?))
+            })
             .buffer_unordered(16)
             .collect()
             .await;
-        results
-            .into_iter()
-            .filter(|r| !matches!(r, Ok(c) if c.connection.is_empty()))
-            .collect()
+        let mut out = Gone::default();
+        for r in results {
+            match r? {
+                GoneOne::Closed(closed) => out.closed.push(closed),
+                GoneOne::Orphan(c) => out.orphans.push(c),
+                GoneOne::Connecting(c) => out.connecting.push(c),
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes membership rows of one group shard. A 410 from a row whose connection item is
@@ -291,6 +352,7 @@ impl Connections {
             members.push(Member {
                 connection_id: get_s(&item, "sk")?.to_owned(),
                 user: get_s(&item, "user")?.to_owned(),
+                joined_at: get_n(&item, "joinedAt").ok().map(|t| t.max(0) as u64),
             });
         }
         let next = out
@@ -321,5 +383,29 @@ fn memberships(meta: &Item) -> Vec<String> {
     match meta.get("memberships") {
         Some(AttributeValue::Ss(set)) => set.clone(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(joined_at: Option<u64>) -> Member {
+        Member {
+            connection_id: "c".into(),
+            user: "u".into(),
+            joined_at,
+        }
+    }
+
+    /// A 410 from a row written within the grace may be a connection inside its `$connect`; an
+    /// older row, or one written before rows recorded the time, is taken at its word.
+    #[test]
+    fn only_a_row_younger_than_the_grace_may_be_connecting() {
+        let now = 10_000_000;
+        assert!(member(Some(now - 1_000)).maybe_connecting(now));
+        assert!(member(Some(now - CONNECT_GRACE_MS + 1)).maybe_connecting(now));
+        assert!(!member(Some(now - CONNECT_GRACE_MS)).maybe_connecting(now));
+        assert!(!member(None).maybe_connecting(now));
     }
 }
