@@ -19,6 +19,7 @@
 //   node chaos/chaos.mjs [--clients 200] [--tenants 4] [--notifications 5000] [--producers 4]
 //                        [--rate 60] [--http-share 0.25] [--seed 1] [--churn-ms 1000-8000] [--no-faults]
 //                        [--max-seconds 600] [--report FILE.json] [--profile debug] [--max-instances N]
+//                        [--stack-log FILE] (the stack's warnings and errors, all of them)
 //
 // Loopback only: the stack binds 127.0.0.1 on ephemeral ports and exits with this process.
 
@@ -47,6 +48,7 @@ function parseArgs(argv) {
     faults: true,
     maxSeconds: 600,
     report: null,
+    stackLog: null,
     maxInstances: null,
     profile: process.env.HERALD_PROFILE || "debug",
     verbose: Boolean(process.env.HERALD_CHAOS_VERBOSE),
@@ -79,6 +81,7 @@ function parseArgs(argv) {
     } else if (a === "--no-faults") o.faults = false;
     else if (a === "--max-seconds") o.maxSeconds = int(next(), 30);
     else if (a === "--report") o.report = next();
+    else if (a === "--stack-log") o.stackLog = next();
     else if (a === "--profile") o.profile = next();
     else if (a === "--max-instances") o.maxInstances = int(next(), 1);
     else if (a === "--verbose") o.verbose = true;
@@ -128,7 +131,8 @@ function chaosStack(o) {
     // told otherwise (--max-instances). More is not faster on two cores: with 8, the full run's
     // handshakes and resumes took more of moto and dispatch fell behind (docs/reliability.md).
     maxInstances: o.maxInstances,
-    keepLines: 300,
+    // All of it for --stack-log (warnings and errors only, see RUST_LOG below).
+    keepLines: o.stackLog ? Infinity : 300,
     readyTimeoutMs: 120_000,
     env: [
       // Warnings and errors only: a chaos run makes the functions log every fault they meet.
@@ -188,6 +192,79 @@ async function queueDepth(stack, queueUrl) {
     AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
   });
   return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) + Number(a.ApproximateNumberOfMessagesDelayed);
+}
+
+/** A DynamoDB call over its JSON protocol, like `sqsCall`. */
+async function dynamoCall(stack, action, payload) {
+  const res = await fetch(stack.awsEndpoint, {
+    method: "POST",
+    headers: {
+      "content-type": "application/x-amz-json-1.0",
+      "x-amz-target": `DynamoDB_20120810.${action}`,
+      authorization: `AWS4-HMAC-SHA256 Credential=herald/20261129/${stack.region}/dynamodb/aws4_request, SignedHeaders=host, Signature=0`,
+    },
+    body: JSON.stringify(payload),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`DynamoDB ${action}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/**
+ * The server's record of each open connection of `user` (the gateway's list, then the
+ * connection item): what it is a member of, or that the record is gone.
+ */
+async function connectionRecords(stack, user) {
+  const open = (await control(stack, "GET", "/connections")).filter((c) => c.user === user.sub && c.tenant === user.tenant);
+  const out = [];
+  for (const c of open) {
+    const { Item: meta } = await dynamoCall(stack, "GetItem", {
+      TableName: stack.tables.ConnectionsTable, Key: { pk: { S: `c#${c.connectionId}` }, sk: { S: "#meta" } }, ConsistentRead: true,
+    });
+    out.push(`${c.connectionId} (open ${Math.round((Date.now() - c.connectedAt) / 1000)} s): ${meta ? `memberships ${JSON.stringify(meta.memberships?.SS ?? [])}` : "no connection record"}`);
+  }
+  return out.join("; ") || "no open connection";
+}
+
+/** A lost notification's traces on the server (see the loss report in main). */
+async function whereIs(stack, m) {
+  const table = stack.tables.NotificationsTable;
+  const { Item: claim } = await dynamoCall(stack, "GetItem", {
+    TableName: table, Key: { pk: { S: `i#${m.tenant}#${m.id}` }, sk: { S: "#" } }, ConsistentRead: true,
+  });
+  const topic = m.to.group ?? (m.to.user ? `user:${m.to.user}` : m.to.users ? `user:${m.to.users[0]}` : m.to.tenant ? "tenant" : "all");
+  const pk = m.to.all ? "n#*#all" : `n#${m.tenant}#${topic}`;
+  const found = [];
+  let start;
+  do {
+    const out = await dynamoCall(stack, "Query", {
+      TableName: table, KeyConditionExpression: "pk = :pk", ExpressionAttributeValues: { ":pk": { S: pk } },
+      ...(start ? { ExclusiveStartKey: start } : {}),
+    });
+    for (const it of out.Items ?? []) if (it.id?.S === m.id) found.push(`${it.sk.S} (createdAt ${it.createdAt?.S})`);
+    start = out.LastEvaluatedKey;
+  } while (start);
+  const c = claim ? `claim ${claim.state?.S} cursor ${claim.cursor?.S} claimedAt ${new Date(Number(claim.claimedAt?.N)).toISOString()}` : "never claimed";
+  return `${JSON.stringify(m.to)} via ${m.via}${m.deferMs ? ` deferred ${m.deferMs} ms` : ""}; ${c}; in ${pk}: ${found.join(", ") || "no entry"}`;
+}
+
+/**
+ * Everything on the dead-letter queues (received, so a second call finds none of it): a
+ * notification there was given up on, which the figures count and a loss's report names.
+ */
+async function deadLetters(stack) {
+  const out = [];
+  for (const [name, url] of Object.entries(stack.queues).filter(([n]) => n.includes("DeadLetter"))) {
+    for (;;) {
+      const { Messages: got = [] } = await sqsCall(stack, "ReceiveMessage", {
+        QueueUrl: url, MaxNumberOfMessages: 10, VisibilityTimeout: 3600, WaitTimeSeconds: 0,
+        AttributeNames: ["All"], MessageAttributeNames: ["All"],
+      });
+      if (!got.length) break;
+      for (const m of got) out.push({ queue: name, body: m.Body, receives: m.Attributes?.ApproximateReceiveCount, reason: m.MessageAttributes });
+    }
+  }
+  return out;
 }
 
 /**
@@ -607,6 +684,7 @@ async function main() {
     await Promise.all(behind.map((d) => d.client.resume().catch(() => d.client.resume()).catch((e) => finalErrors.push(`${d.name}: ${e.code} ${e.message}`))));
     if (finalErrors.length) say(`final resume failed for ${finalErrors.length} device(s): ${finalErrors.slice(0, 5).join("; ")}`);
     for (const p of pollers) await p.poll();
+    const dead = await deadLetters(stack);
 
     // The figures.
     const key = (u) => `${u.tenant}/${u.sub}`;
@@ -661,6 +739,7 @@ async function main() {
       receivedLive: live,
       receivedByResume: replayed,
       pollerRequests: pollers.reduce((n, p) => n + p.polls, 0),
+      deadLettered: dead.reduce((n, m) => ({ ...n, [m.queue]: (n[m.queue] ?? 0) + 1 }), {}),
       lost: lost.length,
       lostOnDevices: deviceLost,
       duplicatesShown: dupShown,
@@ -670,6 +749,17 @@ async function main() {
     if (o.report) writeFileSync(o.report, `${JSON.stringify(figures, null, 2)}\n`);
     if (lost.length) {
       console.error(`LOST (first 20 of ${lost.length}):\n  ${lost.slice(0, 20).join("\n  ")}`);
+      const lostIds = [...new Set(lost.map((l) => l.split(" -> ")[0]))];
+      console.error(`lost ids (${lostIds.length}): ${lostIds.join(" ")}`);
+      // Where each lost id is on the server: its idempotency record (claimed? done? under which
+      // cursor?) and its log entries in the partition its audience reads (none, or behind them).
+      for (const id of lostIds.slice(0, 8)) {
+        const m = messages.find((x) => x.id === id);
+        console.error(`lost ${id}: ${await whereIs(stack, m).catch((e) => `unreadable: ${e.message}`)}`);
+      }
+      for (const m of dead.filter((d) => lostIds.some((id) => d.body.includes(id)))) {
+        console.error(`dead-lettered on ${m.queue} after ${m.receives} receives: ${JSON.stringify(m.reason)} ${m.body.slice(0, 300)}`);
+      }
       // What the devices that lost something went through, and whether one more resume brings
       // it (then the final resume stopped early) or not (then the server does not replay it).
       for (const d of devices) {
@@ -677,7 +767,8 @@ async function main() {
         if (!missing.length) continue;
         const again = await d.client.resume().then((r) => `resume again: ${r.count} replayed`, (e) => `resume again failed: ${e.code} ${e.message}`);
         const recovered = missing.filter((m) => d.shown.has(m.id)).length;
-        console.error(`device ${d.name}: state ${d.client.state}, cursor ${d.client.cursor}, drops ${d.drops}, groups ${d.user.teams}; ` +
+        const records = await connectionRecords(stack, d.user).catch((e) => `records unreadable: ${e.message}`);
+        console.error(`device ${d.name}: state ${d.client.state}, cursor ${d.client.cursor}, drops ${d.drops}, groups ${d.user.teams}; connections of the user: ${records}; ` +
           `missing ${missing.length} (${[...new Set(missing.map((m) => Object.keys(m.to)[0] + (m.to.group ? `:${m.to.group}` : "")))].join(", ")}); ` +
           `${again}, recovered ${recovered}; errors: ${JSON.stringify(d.errors)}`);
       }
@@ -688,6 +779,7 @@ async function main() {
     console.error(`chaos: ${e.stack || e}`);
     if (stackLog.length) console.error(`--- last lines of the local stack ---\n${stackLog.slice(-60).join("\n")}`);
   } finally {
+    if (o.stackLog) writeFileSync(o.stackLog, `${stackLog.join("\n")}\n`);
     for (const d of devices) d.client.close();
     await local.stop();
   }

@@ -190,6 +190,18 @@ def _retention_from_queue(self: SQSBackend, queue_name: str, message: Any) -> bo
     return retain_until > time.time()
 
 
+def _under_queue_lock(delete: Callable[..., None]) -> Callable[..., None]:
+    """moto's `Queue.delete_message` builds the queue's message list anew and puts it in place,
+    without the lock `add_message` appends under: a message sent meanwhile went into the old
+    list and was lost, though SendMessage had answered (the full chaos run lost whole dispatch
+    batches, never processed, never dead-lettered; test_moto_atomic.py). Deletes take the lock."""
+    @functools.wraps(delete)
+    def locked(self: Any, receipt_handle: str) -> None:
+        with self._messages_lock:
+            delete(self, receipt_handle)
+    return locked
+
+
 def patch() -> None:
     dynamo_responses.DynamoResult = _dynamo_result  # type: ignore[assignment,misc]
     for name in _ITEM_OPERATIONS:
@@ -200,6 +212,7 @@ def patch() -> None:
     Table.all_items = _partition_items(Table.all_items)  # type: ignore[method-assign]
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     SQSBackend.is_message_valid_based_on_retention_period = _retention_from_queue  # type: ignore[method-assign]
+    sqs_models.Queue.delete_message = _under_queue_lock(sqs_models.Queue.delete_message)  # type: ignore[method-assign]
     # SQS asks the time through datetime arithmetic for every message it looks at (is it
     # visible? delayed?), and the approximate counts that every SendMessage computes look at all
     # of them: the same number from the clock directly.

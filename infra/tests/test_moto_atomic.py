@@ -208,3 +208,59 @@ def test_sqs_keeps_its_timing_rules(moto_url: str) -> None:
     assert sorted(m["Body"] for m in again) == ["delayed", "now"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessagesNotVisible"] == "2"
+
+
+def test_no_message_sent_while_others_are_deleted_is_lost(moto_url: str) -> None:
+    """moto's SQS `delete_message` rebuilds the queue's message list and puts the new list in
+    place without the lock `SendMessage` appends under: a message sent meanwhile went into the
+    old list and was gone, though SendMessage had answered. The full chaos run lost whole
+    dispatch batches that way (never claimed, never dead-lettered). moto_server.py deletes
+    under the queue's lock."""
+    sqs = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1",
+                       aws_access_key_id="x", aws_secret_access_key="x")
+    url = sqs.create_queue(QueueName="busy")["QueueUrl"]
+    # A backlog (the chaos run's dispatch queue held thousands) makes each delete's rebuild long
+    # enough for sends to land inside it.
+    for start in range(0, 2000, 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "MessageBody": f"old-{start + i}"} for i in range(10)])
+    sent: list[str] = []
+    received: set[str] = set()
+    lock = threading.Lock()
+    sending = threading.Event()
+    sending.set()
+
+    def send(worker: int) -> None:
+        client = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1",
+                              aws_access_key_id="x", aws_secret_access_key="x")
+        for i in range(60):
+            body = f"new-{worker}-{i}"
+            client.send_message(QueueUrl=url, MessageBody=body)
+            with lock:
+                sent.append(body)
+
+    def consume() -> None:
+        client = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1",
+                              aws_access_key_id="x", aws_secret_access_key="x")
+        idle = 0
+        while sending.is_set() or idle < 3:
+            got = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                         VisibilityTimeout=60).get("Messages", [])
+            idle = 0 if got else idle + 1
+            if got:
+                client.delete_message_batch(QueueUrl=url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+            with lock:
+                received.update(m["Body"] for m in got)
+
+    senders = [threading.Thread(target=send, args=(w,)) for w in range(6)]
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    for t in senders + consumers:
+        t.start()
+    for t in senders:
+        t.join()
+    sending.clear()
+    for t in consumers:
+        t.join()
+    lost = [body for body in sent if body not in received]
+    assert not lost, f"{len(lost)} of {len(sent)} sent messages vanished: {lost[:5]}"
