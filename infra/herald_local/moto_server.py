@@ -21,7 +21,9 @@ every earlier page skipped) through `DynamoType.__lt__` on every page; item answ
 `json.dumps` of moto's wire-format dicts, and a partition is sorted on its keys' native values
 (paging through 10,000 items: 11.2 s before, 2.0 s after).
 (Keeping connections open, which werkzeug does not, was tried and taken out: with it the chaos
-check lost notifications on one device in 2 of 6 runs, without it in none; docs/reliability.md.)
+check lost notifications on one device in 2 of 6 runs, without it in none. That loss was later
+found to be Herald's — a 410 during `$connect` taken as "gone", which faster runs made likelier;
+docs/reliability.md — so kept connections may come back.)
 The full chaos run's profile, with 200 clients reconnecting every few seconds, found two more
 costs per request: werkzeug's threaded server starts a thread for every connection (and every
 answer closes its connection), and its accept loop waits until each new thread runs, which on a
