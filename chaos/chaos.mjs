@@ -169,21 +169,27 @@ async function mintToken(stack, claims) {
   return (await control(stack, "POST", "/token", { alg: "HS256", ttlSeconds: 7200, ...claims })).token;
 }
 
-/** An SQS call over its JSON protocol (the local endpoint does not check signatures). */
-async function sqsCall(stack, action, payload) {
+/**
+ * An AWS call over its JSON protocol (`target`: the X-Amz-Target; the local endpoint does not
+ * check signatures, only that there is one for the service it names).
+ */
+async function awsCall(stack, target, service, payload) {
   const res = await fetch(stack.awsEndpoint, {
     method: "POST",
     headers: {
       "content-type": "application/x-amz-json-1.0",
-      "x-amz-target": `AmazonSQS.${action}`,
-      authorization: `AWS4-HMAC-SHA256 Credential=herald/20261129/${stack.region}/sqs/aws4_request, SignedHeaders=host, Signature=0`,
+      "x-amz-target": target,
+      authorization: `AWS4-HMAC-SHA256 Credential=herald/20261129/${stack.region}/${service}/aws4_request, SignedHeaders=host, Signature=0`,
     },
     body: JSON.stringify(payload),
   });
   const json = await res.json();
-  if (!res.ok) throw new Error(`SQS ${action}: ${res.status} ${JSON.stringify(json)}`);
+  if (!res.ok) throw new Error(`${target}: ${res.status} ${JSON.stringify(json)}`);
   return json;
 }
+
+const sqsCall = (stack, action, payload) => awsCall(stack, `AmazonSQS.${action}`, "sqs", payload);
+const dynamoCall = (stack, action, payload) => awsCall(stack, `DynamoDB_20120810.${action}`, "dynamodb", payload);
 
 /** Messages in a queue: waiting, in flight and delayed. */
 async function queueDepth(stack, queueUrl) {
@@ -192,22 +198,6 @@ async function queueDepth(stack, queueUrl) {
     AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
   });
   return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) + Number(a.ApproximateNumberOfMessagesDelayed);
-}
-
-/** A DynamoDB call over its JSON protocol, like `sqsCall`. */
-async function dynamoCall(stack, action, payload) {
-  const res = await fetch(stack.awsEndpoint, {
-    method: "POST",
-    headers: {
-      "content-type": "application/x-amz-json-1.0",
-      "x-amz-target": `DynamoDB_20120810.${action}`,
-      authorization: `AWS4-HMAC-SHA256 Credential=herald/20261129/${stack.region}/dynamodb/aws4_request, SignedHeaders=host, Signature=0`,
-    },
-    body: JSON.stringify(payload),
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`DynamoDB ${action}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
 }
 
 /**

@@ -120,7 +120,16 @@ impl Connections {
             ("sk".into(), s(conn.id.clone())),
             ("user".into(), s(conn.user.clone())),
             ("expiresAt".into(), n(expires)),
-            ("joinedAt".into(), n(now_millis() as i64)),
+            // The connect request's time for the rows `$connect` writes (a connection's first
+            // minute counts from it), the write's time for a join's (a record without it).
+            (
+                "joinedAt".into(),
+                n(if conn.connected_at > 0 {
+                    conn.connected_at
+                } else {
+                    now_millis() as i64
+                }),
+            ),
         ]);
         (item, format!("{group}#{shard}"))
     }
