@@ -268,6 +268,12 @@ def provision(endpoint: Endpoint, template: Template, resolver: Resolver,
     return out
 
 
+def has_own_process(table_properties: dict[str, Any]) -> bool:
+    """Whether a table gets a moto process of its own (`open_endpoint`). One with a stream stays
+    with the endpoint: its stream calls name no table to route by."""
+    return "StreamSpecification" not in table_properties
+
+
 _TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "BillingMode", "ProvisionedThroughput",
                "StreamSpecification", "TableClass")
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
@@ -276,8 +282,7 @@ _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
 def _create_table(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
                   out: Provisioned, _vt: int | None) -> None:
     name = physical_name(resolver, res, props, "TableName")
-    # A table with a stream stays with the endpoint: its stream calls name no table to route by.
-    ddb = client("dynamodb", None if "StreamSpecification" in props else name)
+    ddb = client("dynamodb", name if has_own_process(props) else None)
     args: dict[str, Any] = {k: props[k] for k in _TABLE_KEYS if k in props}
     args.setdefault("BillingMode", "PROVISIONED" if "ProvisionedThroughput" in props
                     else "PAY_PER_REQUEST")

@@ -95,9 +95,8 @@ class Stack:
         asyncio.get_running_loop().set_default_executor(
             concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws"))
         template = Template.load(opts.template)
-        # A moto process for each table (aws.open_endpoint): one with a stream stays with the rest.
-        tables = [t for t in template.of_type("AWS::DynamoDB::Table")
-                  if "StreamSpecification" not in t.properties]
+        # A moto process for each table that can have one (aws.open_endpoint).
+        tables = [t for t in template.of_type("AWS::DynamoDB::Table") if aws.has_own_process(t.properties)]
         self._endpoint = endpoint = await aws.open_endpoint(opts.host, adapter.credentials,
                                                             tables=len(tables))
         account = await asyncio.to_thread(aws.account_id, endpoint)

@@ -42,8 +42,13 @@ impl Member {
     /// than [`CONNECT_GRACE_MS`] ago, so the connection may be younger than that. Decided from
     /// the row the fan-out already read, without reading the connection item.
     pub fn maybe_connecting(&self, now_ms: u64) -> bool {
-        self.joined_at.is_some_and(|at| now_ms < at.saturating_add(CONNECT_GRACE_MS))
+        self.joined_at.is_some_and(|at| within_connect_grace(at, now_ms))
     }
+}
+
+/// Whether `now_ms` is within [`CONNECT_GRACE_MS`] of `since_ms` (a connect request, a row's write).
+fn within_connect_grace(since_ms: u64, now_ms: u64) -> bool {
+    now_ms < since_ms.saturating_add(CONNECT_GRACE_MS)
 }
 
 /// A closed connection and the groups it was removed from (empty when it was already gone),
@@ -73,14 +78,13 @@ pub struct Gone {
     /// No item: a membership row that drew the post belongs to nobody (a join that raced a
     /// disconnect); the caller deletes the row.
     pub orphans: Vec<String>,
-    /// Still inside its `$connect`: left as it is.
-    pub connecting: Vec<String>,
 }
 
 enum GoneOne {
     Closed(Closed),
     Orphan(String),
-    Connecting(String),
+    /// Still inside its `$connect`: left as it is.
+    Connecting,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -294,8 +298,8 @@ impl Connections {
                     return Ok(GoneOne::Orphan(c));
                 };
                 let connected_at = get_n(&meta, "connectedAt").unwrap_or(0).max(0) as u64;
-                if now_ms < connected_at.saturating_add(CONNECT_GRACE_MS) {
-                    return Ok(GoneOne::Connecting(c));
+                if within_connect_grace(connected_at, now_ms) {
+                    return Ok(GoneOne::Connecting);
                 }
                 Ok(GoneOne::Closed(self.close_item(&c, &meta).await?))
             })
@@ -307,7 +311,7 @@ impl Connections {
             match r? {
                 GoneOne::Closed(closed) => out.closed.push(closed),
                 GoneOne::Orphan(c) => out.orphans.push(c),
-                GoneOne::Connecting(c) => out.connecting.push(c),
+                GoneOne::Connecting => {}
             }
         }
         Ok(out)
