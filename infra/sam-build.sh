@@ -69,7 +69,16 @@ export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 export AWS_EC2_METADATA_DISABLED=true
 export SAM_CLI_TELEMETRY=0
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target/sam}"
-export CARGO_NET_OFFLINE="${CARGO_NET_OFFLINE:-true}"   # crates come from the local registry cache
+# SAM's build runs offline so that it builds exactly what Cargo.lock names from the registry
+# cache. cargo lambda resolves the whole workspace (tests' and benches' dependencies too), so on a
+# machine whose cache is empty, or was filled only by `make dev`, every locked crate is fetched
+# first; `--locked` fails instead of changing Cargo.lock. CARGO_NET_OFFLINE=true skips the fetch
+# (an air-gapped machine whose cache was filled elsewhere).
+if [[ "${CARGO_NET_OFFLINE:-}" != true ]]; then
+    echo "==> cargo fetch --locked (what the offline build below resolves)"
+    cargo fetch --locked
+fi
+export CARGO_NET_OFFLINE=true
 
 NICE=(nice -n "${HERALD_NICE:-19}")
 command -v ionice >/dev/null && NICE=(ionice -c 3 "${NICE[@]}")
