@@ -6,8 +6,9 @@
 //! - [`Broadcaster::fan_out`] posts a frame to the topics' live connections: each membership
 //!   shard's first page here, the rest of a big group as walk and post jobs on the fan-out queue,
 //!   in a chain of at most eight hops (`delivery::chain`);
-//!   410 → the connection and the membership row it came from are removed now; 429/5xx → the
-//!   retry queue (only for logged frames: an ephemeral one is not worth a second try).
+//!   410 → the connection and the membership row it came from are removed now; 429/5xx → one
+//!   more post, then the connection is closed so that its client resumes (only for logged
+//!   frames: an ephemeral one is not worth a second try); see `delivery::post_or_close`.
 //! - [`Broadcaster::run_job`] runs one fan-out job: a walk (reads a budget of a shard, queues
 //!   post jobs and the next walk) or a post job.
 
@@ -19,7 +20,7 @@ use futures_util::StreamExt;
 
 use crate::config::Limits;
 use crate::cursor::{Cursor, now_millis};
-use crate::delivery::{CollapseRef, FanoutJob, FanoutReport, Poster, RetryJob, chain, fan_out};
+use crate::delivery::{CollapseRef, FanoutJob, FanoutReport, Poster, RetryJob, Unreachable, chain, fan_out, post_or_close};
 use crate::groups::Group;
 use crate::horizon::Horizon;
 use crate::metrics::Metrics;
@@ -94,6 +95,9 @@ pub struct Reach<'a> {
 pub struct FanoutSummary {
     pub delivered: usize,
     pub gone: usize,
+    /// Connections that could not take the frame, closed so that they resume.
+    pub closed: usize,
+    /// Connections that could not even be closed, handed to the retry queue.
     pub retried: usize,
     pub failed: usize,
     pub shards_queued: usize,
@@ -107,14 +111,24 @@ pub struct FanoutSummary {
 }
 
 impl FanoutSummary {
-    fn add(&mut self, r: &FanoutReport, retried: bool) {
+    fn add(&mut self, r: &FanoutReport) {
         self.delivered += r.delivered;
         self.gone += r.gone.len();
-        if retried {
-            self.retried += r.retry.len();
-        }
         self.failed += r.failed;
     }
+
+    fn settled(&mut self, u: &Unreachable) {
+        self.delivered += u.delivered;
+        self.gone += u.gone.len();
+        self.closed += u.closed;
+        self.retried += u.unclosed.len();
+    }
+}
+
+/// What [`Broadcaster::settle`] did.
+struct Settled {
+    orphans: Vec<String>,
+    unreachable: Unreachable,
 }
 
 #[derive(Clone, Debug)]
@@ -290,10 +304,11 @@ impl Broadcaster {
                 summary.unreached.insert((*user).to_owned());
             }
             let collapse = collapse_of.get(frame.as_str()).map(|c| (*c).clone());
-            let orphans = self.settle(tenant, id, &frame, &r, reach.ephemeral, collapse).await?;
+            let settled = self.settle(tenant, id, &frame, &r, reach.ephemeral, collapse).await?;
+            summary.settled(&settled.unreachable);
             // A set: one batch must not name a row twice.
             let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
-            for conn in &orphans {
+            for conn in &settled.orphans {
                 for row in rows.get(conn).into_iter().flatten() {
                     stale.entry(row.clone()).or_default().insert(conn.clone());
                 }
@@ -302,7 +317,7 @@ impl Broadcaster {
                 let conns: Vec<String> = conns.into_iter().collect();
                 self.store.connections.remove_members(&key, shard, &conns).await?;
             }
-            summary.add(&r, !reach.ephemeral);
+            summary.add(&r);
         }
         Ok(summary)
     }
@@ -339,10 +354,14 @@ impl Broadcaster {
             self.limits.fanout_concurrency,
         )
         .await;
-        let orphans = self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
-        self.store.connections.remove_members(&job.group_key, job.shard, &orphans).await?;
+        let settled = self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
+        self.store
+            .connections
+            .remove_members(&job.group_key, job.shard, &settled.orphans)
+            .await?;
         self.store.idempotency.finish(&job.tenant, &key).await?;
-        summary.add(&report, !job.ephemeral);
+        summary.add(&report);
+        summary.settled(&settled.unreachable);
         Ok(summary)
     }
 
@@ -397,8 +416,9 @@ impl Broadcaster {
     }
 
     /// Acts on a fan-out's failures: gone connections are removed now (but those still inside
-    /// their `$connect`, which will resume once open), retryable ones go to the retry queue with
-    /// only their ids (unless the frame is ephemeral). Returns the gone ids that had no
+    /// their `$connect`, which will resume once open); retryable ones get the frame once more or
+    /// are closed ([`post_or_close`]), and only those that could not be closed go to the retry
+    /// queue (an ephemeral frame is not worth either). Returns, besides, the gone ids that had no
     /// connection item: the caller removes the orphan membership rows that drew their posts.
     async fn settle(
         &self,
@@ -408,21 +428,30 @@ impl Broadcaster {
         report: &FanoutReport,
         ephemeral: bool,
         collapse: Option<CollapseRef>,
-    ) -> Result<Vec<String>, BroadcastError> {
-        let gone = self.store.connections.close_gone(&report.gone, now_millis()).await?;
+    ) -> Result<Settled, BroadcastError> {
+        let mut gone_ids = report.gone.clone();
+        let mut unreachable = Unreachable::default();
+        if !ephemeral {
+            unreachable = post_or_close(&self.poster, report.retry.clone(), frame, self.limits.fanout_concurrency).await;
+            gone_ids.extend(unreachable.gone.iter().cloned());
+        }
+        let gone = self.store.connections.close_gone(&gone_ids, now_millis()).await?;
         self.presence.closed(&gone.closed).await?;
-        if !report.retry.is_empty() && !ephemeral {
+        if !unreachable.unclosed.is_empty() {
             self.queue
                 .retry(&RetryJob {
                     tenant: tenant.to_owned(),
                     id: id.to_owned(),
                     frame: frame.to_owned(),
-                    connections: report.retry.clone(),
+                    connections: unreachable.unclosed.clone(),
                     attempt: 1,
                     collapse,
                 })
                 .await?;
         }
-        Ok(gone.orphans)
+        Ok(Settled {
+            orphans: gone.orphans,
+            unreachable,
+        })
     }
 }

@@ -21,10 +21,12 @@ pub enum ClientFrame {
         group: String,
         reference: Option<Value>,
     },
-    /// `have`: ids the client already holds after `since` (received live): not posted again,
-    /// but read past like any other entry.
+    /// `since`: any cursor the client holds; `page`: the `next` of the previous page; `have`:
+    /// ids the client already holds (received live): not posted again, but read past like any
+    /// other entry.
     Resume {
         since: Option<String>,
+        page: Option<String>,
         have: Vec<String>,
         reference: Option<Value>,
     },
@@ -201,11 +203,21 @@ pub fn parse(body: &str) -> Result<ClientFrame, ErrorFrame> {
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(_) => return Err(err(ErrorCode::BadRequest, "since must be a cursor string")),
             };
+            let page = match obj.get("page") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(err(ErrorCode::BadRequest, "page must be the string `next` of the previous page")),
+            };
             let have = match obj.get("have") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(v) => id_list(v, "have", 0).map_err(|m| err(ErrorCode::BadRequest, &m))?,
             };
-            Ok(ClientFrame::Resume { since, have, reference })
+            Ok(ClientFrame::Resume {
+                since,
+                page,
+                have,
+                reference,
+            })
         }
         "ack" => {
             let ids = id_list(obj.get("ids").unwrap_or(&Value::Null), "ids", 1).map_err(|m| err(ErrorCode::BadRequest, &m))?;
@@ -321,6 +333,7 @@ mod tests {
             parse(r#"{"action":"resume","since":"0ABC","ref":3}"#).unwrap(),
             ClientFrame::Resume {
                 since: Some("0ABC".into()),
+                page: None,
                 have: Vec::new(),
                 reference: Some(json!(3))
             }
@@ -329,6 +342,7 @@ mod tests {
             parse(r#"{"action":"resume","since":"0ABC","have":["a","b"]}"#).unwrap(),
             ClientFrame::Resume {
                 since: Some("0ABC".into()),
+                page: None,
                 have: vec!["a".into(), "b".into()],
                 reference: None
             }

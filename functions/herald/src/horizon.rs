@@ -13,7 +13,7 @@
 //!   Entries newer than that are still sent; they are sent again by the next read, and clients
 //!   drop the copy by id.
 //! * **Writers** (`dispatch`) make every entry visible before its cursor falls behind the
-//!   horizon: a claim older than half the lag is logged under a fresh cursor
+//!   horizon: a claim older than a quarter of the lag is logged under a fresh cursor
 //!   ([`Horizon::write_cursor`]), and a write that returned too late is written again under a
 //!   fresh cursor ([`Horizon::landed_in_time`]). A late copy left behind is a duplicate by id.
 //!
@@ -21,6 +21,18 @@
 //! entry with a cursor `c <= p` was visible by `c + LAG - MARGIN < t`, so it was there for that
 //! read. Clocks of different Lambda hosts agree to milliseconds (NTP); the margin below
 //! covers them and DynamoDB's eventually consistent reads.
+//!
+//! **Any cursor is a resume point.** Clients also resume from cursors no read handed out: the
+//! last live frame's, `published.cursor`. Live frames arrive out of cursor order, so such a
+//! cursor `c` can be ahead of an entry still on its way. Every post is made while its cursor is
+//! young: the log write lands (and so the fan-out starts) by `cursor + LAG / 2` or is redone
+//! under a fresh cursor ([`Horizon::landed_in_time`]), and a post that cannot be made is not
+//! retried later but closes the connection (`delivery::post_or_close`), within the post and close
+//! timeouts. So an entry a connection missed is never more than `LAG` older than a frame it
+//! received after it (the write lands by `LAG / 2 - MARGIN`; a post, one more post and a close
+//! take at most 2 s each), and a read from `c - LAG` ([`Horizon::reread_from`]) finds it. The price
+//! is a re-read of at most `LAG` of entries per resume, which `have` (ids the client holds)
+//! keeps from being posted again.
 
 use crate::cursor::{Cursor, now_millis};
 
@@ -58,11 +70,20 @@ impl Horizon {
         since.max(reached.min(self.safe_at(read_at_ms)))
     }
 
+    /// Where a read for a client that holds `since` starts: `LAG` before it (see "any cursor is a
+    /// resume point" above).
+    pub fn reread_from(&self, since: Cursor) -> Cursor {
+        if since == Cursor::MIN {
+            return since;
+        }
+        Cursor::at_millis(since.millis().saturating_sub(self.lag_ms))
+    }
+
     /// The cursor to log a claimed notification under at `now_ms`: the claim's own while a
     /// write started now can still land in time, a fresh one otherwise (a takeover after a
     /// crash, a claim that waited on throttling).
     pub fn write_cursor(&self, claimed: Cursor, now_ms: u64) -> Cursor {
-        if now_ms.saturating_sub(claimed.millis()) <= self.lag_ms / 2 {
+        if now_ms.saturating_sub(claimed.millis()) <= self.lag_ms / 4 {
             claimed
         } else {
             Cursor::now()
@@ -70,9 +91,11 @@ impl Horizon {
     }
 
     /// Whether a write under `cursor` that returned at `now_ms` became visible before any reader
-    /// could have been handed a position at or past `cursor`.
+    /// could have been handed a position at or past `cursor`, early enough that its posts keep
+    /// every cursor a resume point: by half the lag, so that posts, and the close of a connection
+    /// that could not take one, are done within the lag.
     pub fn landed_in_time(&self, cursor: Cursor, now_ms: u64) -> bool {
-        now_ms + self.margin_ms < cursor.millis() + self.lag_ms
+        now_ms + self.margin_ms < cursor.millis() + self.lag_ms / 2
     }
 
     /// [`Self::landed_in_time`] against the clock.
@@ -107,7 +130,7 @@ mod tests {
         let h = Horizon::default();
         let young = Cursor::from_parts(T - 1_000, 1);
         assert_eq!(h.write_cursor(young, T), young);
-        let old = Cursor::from_parts(T - 6_000, 1);
+        let old = Cursor::from_parts(T - 3_000, 1);
         let fresh = h.write_cursor(old, T);
         assert_ne!(fresh, old);
         assert!(fresh.millis() >= now_millis() - 1_000);
@@ -118,9 +141,18 @@ mod tests {
         let h = Horizon::default();
         let c = Cursor::from_parts(T, 1);
         assert!(h.landed_in_time(c, T + 100));
-        assert!(h.landed_in_time(c, T + LAG_MS - MARGIN_MS - 1));
-        assert!(!h.landed_in_time(c, T + LAG_MS - MARGIN_MS));
+        assert!(h.landed_in_time(c, T + LAG_MS / 2 - MARGIN_MS - 1));
+        assert!(!h.landed_in_time(c, T + LAG_MS / 2 - MARGIN_MS));
         assert!(!h.landed_in_time(c, T + 60_000));
+    }
+
+    #[test]
+    fn a_resume_reads_the_lag_before_the_cursor_it_is_given() {
+        let h = Horizon::default();
+        let c = Cursor::from_parts(T, 42);
+        assert_eq!(h.reread_from(c), Cursor::at_millis(T - LAG_MS));
+        assert_eq!(h.reread_from(Cursor::MIN), Cursor::MIN);
+        assert_eq!(h.reread_from(Cursor::from_parts(5, 1)), Cursor::MIN);
     }
 
     /// The argument of the module comment, on one interleaving: N1 claimed first and logged
@@ -133,7 +165,7 @@ mod tests {
         let read_at = T + 200; // sees n2 only
         let position = h.cap(Cursor::MIN, n2, read_at);
         // N1's write returns at T + 3 s: in time, so it is logged under n1...
-        assert!(h.landed_in_time(n1, T + 3_000));
+        assert!(h.landed_in_time(n1, T + 2_500));
         // ...and the position handed out is still before it.
         assert!(position < n1);
         // A write that returns after the horizon could have passed it is redone fresh.

@@ -146,6 +146,7 @@ impl Publisher {
                     .count("Published", 1)
                     .count("Delivered", summary.delivered)
                     .count("Retried", summary.retried)
+                    .count("Closed", summary.closed)
                     .flush();
                 cursor
             }

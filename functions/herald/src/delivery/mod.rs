@@ -71,6 +71,58 @@ where
     report
 }
 
+/// What became of connections a post could not reach for now (429, 5xx, timeouts).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    /// Took the frame when posted again.
+    pub delivered: usize,
+    /// Answered 410 when posted again.
+    pub gone: Vec<String>,
+    /// Closed: their clients reconnect and resume.
+    pub closed: usize,
+    /// Could not even be closed: the retry queue tries again.
+    pub unclosed: Vec<String>,
+}
+
+/// How long to wait before posting to a connection again, so a momentary throttle passes.
+const REPOST_PAUSE_MS: u64 = 100;
+
+/// Settles a logged frame's retryable failures while the frame is young: one more post after a
+/// short pause, then a close for whoever still could not take it. A frame is never posted late:
+/// a client holding a later cursor would resume past it (see `horizon`), so a connection that
+/// misses a frame is closed, and its client's resume brings the frame.
+pub async fn post_or_close(poster: &Poster, connections: Vec<String>, frame: &str, concurrency: usize) -> Unreachable {
+    let mut out = Unreachable::default();
+    if connections.is_empty() {
+        return out;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(
+        REPOST_PAUSE_MS + crate::store::jitter(REPOST_PAUSE_MS),
+    ))
+    .await;
+    let again = fan_out(poster, connections, frame, concurrency).await;
+    out.delivered = again.delivered;
+    out.gone = again.gone;
+    let closes: Vec<(String, PostOutcome)> = futures_util::stream::iter(again.retry)
+        .map(|id| async move {
+            let outcome = poster.disconnect(&id).await;
+            (id, outcome)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    for (id, outcome) in closes {
+        match outcome {
+            PostOutcome::Delivered | PostOutcome::Gone => out.closed += 1,
+            PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
+                tracing::warn!(connection = %id, %reason, "could not close a connection that missed a frame; the retry queue tries again");
+                out.unclosed.push(id);
+            }
+        }
+    }
+    out
+}
+
 /// A retry-queue message: the frame and only the connections that still need it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -66,8 +66,10 @@ impl Poster {
         let region = sdk.region().ok_or(PosterError::NoRegion)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(crate::tls::client_config().map_err(PosterError::Tls)?)
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(3))
+            // Bounded so that a post, one more post and a close all end within the horizon's
+            // lag of the frame's cursor (see `horizon` and `delivery::post_or_close`).
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(2))
             .build()
             .map_err(PosterError::Client)?;
         Ok(Self {

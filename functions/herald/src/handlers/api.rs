@@ -17,7 +17,6 @@ use crate::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
 use crate::cursor::{Cursor, now_millis};
 use crate::delivery::Poster;
 use crate::groups::{Group, valid_id};
-use crate::horizon::Horizon;
 use crate::limiter::Limiter;
 use crate::membership::{PresenceToken, Unsubscriber, entitled, presence_page};
 use crate::metrics::Metrics;
@@ -26,7 +25,7 @@ use crate::policy::{PresencePolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
 use crate::push::{SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
 use crate::queue::{Queue, QueueError};
-use crate::replay::read_merged;
+use crate::replay::{ReadPlan, Reader, Start, read_merged};
 use crate::runtime::{HttpHandler, InitError};
 use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::store::{ReminderState, Store, StoreError, epoch_seconds};
@@ -287,23 +286,17 @@ impl Api {
 
     async fn missed(&self, p: &Principal, req: &Request) -> ApiResult {
         let q = req.query_string_parameters();
-        let since = match q.first("since").filter(|s| !s.is_empty()) {
-            None => Cursor::MIN,
-            Some(s) => s
-                .parse::<Cursor>()
-                .map_err(|_| ApiError::bad_request("since is not a valid cursor"))?,
-        };
+        let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(&e.to_string()))?;
         let limit = page_limit(q.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
         let topics = self.readable_topics(p).await?;
         // The clock before the read: the position handed out must trail what was visible when
         // the read began (see `horizon`).
         let read_at = now_millis();
-        let page = read_merged(&self.store, &p.tenant, &p.user, &topics, since.max(self.retention_floor()), limit).await?;
-        let reached = since.max(page.cursor);
-        // A poller keeps `cursor` for its next poll: never past the visibility horizon, so an
-        // entry that becomes visible later is still ahead of it (see `horizon`). `next` pages on
-        // from what was read; entries past the horizon come again next poll, same ids.
-        let cursor = Horizon::default().cap(since, reached, read_at);
+        let plan = ReadPlan::new(start, Reader::Poller(read_at), self.retention_floor(), read_at);
+        let page = read_merged(&self.store, &p.tenant, &p.user, &topics, plan.from, limit).await?;
+        // A poller keeps `cursor` for its next poll (any cursor it received works too); `next`
+        // pages on from exactly what was read.
+        let answer = plan.answer(page.cursor, page.more, read_at);
         let items: Vec<Value> = page
             .entries
             .iter()
@@ -311,7 +304,7 @@ impl Api {
             .collect();
         Ok((
             StatusCode::OK,
-            Some(json!({"items": items, "next": if page.more { Some(reached.to_string()) } else { None }, "cursor": cursor.to_string()})),
+            Some(json!({"items": items, "next": answer.next, "cursor": answer.cursor.to_string(), "gap": answer.gap})),
         ))
     }
 

@@ -212,6 +212,7 @@ impl Dispatch {
                 .count("Delivered", summary.delivered)
                 .count("Gone", summary.gone)
                 .count("Retried", summary.retried)
+                .count("Closed", summary.closed)
                 .flush();
             return Ok(Outcome::Shard(summary));
         }
@@ -335,6 +336,7 @@ impl Dispatch {
             .count("Delivered", summary.delivered)
             .count("Gone", summary.gone)
             .count("Retried", summary.retried)
+            .count("Closed", summary.closed)
             .count("ShardsQueued", summary.shards_queued)
             .millis("FanoutDuration", started.elapsed().as_secs_f64() * 1000.0)
             .millis("PostingDuration", summary.posting_us as f64 / 1000.0)

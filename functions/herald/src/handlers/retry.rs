@@ -1,5 +1,6 @@
-//! `retry`: re-posts a frame to the connections a fan-out could not reach (429, 5xx, timeouts),
-//! and sends again the Web Pushes a push service refused for now (`offline`).
+//! `retry`: re-posts a frame to the connections a fan-out could neither reach (429, 5xx,
+//! timeouts) nor close, closing those that still cannot take it, and sends again the Web Pushes
+//! a push service refused for now (`offline`).
 //! Each round that still fails is re-queued with a longer, jittered delay; after the configured
 //! number of attempts it gives up and counts it. Nothing is lost by giving up: the notification
 //! is in the log, and the client gets it from `resume`/`missed` when it reconnects.
@@ -10,7 +11,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use crate::BoxError;
 use crate::config::{Env, Limits, PushSettings, Queues, ws_endpoint};
 use crate::cursor::now_millis;
-use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out};
+use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out, post_or_close};
 use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::offline::{PushError, Pusher};
@@ -90,7 +91,19 @@ impl Retry {
             Metrics::new("retry").count("Superseded", 1).flush();
             return Ok(RetryOutcome::Superseded);
         }
-        let report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
+        // These connections could not even be closed when the frame was young: they get it now,
+        // or are closed now (see `delivery::post_or_close`).
+        let mut report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
+        let settled = post_or_close(
+            &self.poster,
+            std::mem::take(&mut report.retry),
+            &job.frame,
+            self.limits.fanout_concurrency,
+        )
+        .await;
+        report.delivered += settled.delivered;
+        report.gone.extend(settled.gone);
+        report.retry = settled.unclosed;
         let gone = self.store.connections.close_gone(&report.gone, now_millis()).await?;
         self.presence.closed(&gone.closed).await?;
         let mut m = Metrics::new("retry");

@@ -1,12 +1,13 @@
 //! `$default` and `publish`: `resume`, `ack`, `ping`, `publish` (see `publish`), and a clear
 //! error frame for anything else. Every frame first spends the connection's frame budget.
 //!
-//! `resume` replays, from the log, the caller's notifications after a cursor — only from topics
-//! the connection is a member of right now (so a group it left, or never could join, is never
-//! replayed) — as `replayed` notification frames posted in cursor order, then answers
-//! `resumed {cursor,count,more,next}`. `cursor` is the client's resume point (never past the
-//! visibility horizon, see `horizon`); big gaps are paged: `more: true` means "resume again
-//! from `next`". Ids the client lists in `have` are read past without being posted again.
+//! `resume` replays, from the log, the caller's notifications around and after a cursor the
+//! client holds (any cursor Herald handed out: see `replay`) — only from topics the connection
+//! is a member of right now (so a group it left, or never could join, is never replayed) — as
+//! `replayed` notification frames posted in cursor order, then answers
+//! `resumed {cursor,count,more,next,gap}`. `cursor` is a resume point (never past the visibility
+//! horizon, see `horizon`); big gaps are paged: `more: true` means "resume again with
+//! `page: next`". Ids the client lists in `have` are read past without being posted again.
 
 use std::collections::HashSet;
 
@@ -23,7 +24,6 @@ use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::gateway::{Caller, answer, caller};
 use crate::groups::Group;
-use crate::horizon::Horizon;
 use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
 use crate::metrics::Metrics;
@@ -31,7 +31,7 @@ use crate::policy::{PresencePolicy, PublishPolicy, RolePolicy};
 use crate::presence::Presence;
 use crate::publish::{PublishError, Publisher};
 use crate::queue::Queue;
-use crate::replay::read_merged;
+use crate::replay::{ReadPlan, Reader, Start, read_merged};
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, epoch_seconds};
 
@@ -42,7 +42,6 @@ pub struct WsMessage {
     store: Store,
     poster: Poster,
     limits: Limits,
-    horizon: Horizon,
     joins: Joins,
     limiter: Limiter,
     publisher: Publisher,
@@ -78,7 +77,6 @@ impl WsMessage {
             store,
             poster,
             limits,
-            horizon: Horizon::default(),
             joins,
         }
     }
@@ -104,7 +102,12 @@ impl WsMessage {
                 m.insert("count".into(), ids.len().into());
                 frames::reply("acked", m, reference)
             }
-            ClientFrame::Resume { since, have, reference } => self.resume(&who, since.as_deref(), &have, reference).await?,
+            ClientFrame::Resume {
+                since,
+                page,
+                have,
+                reference,
+            } => self.resume(&who, since.as_deref(), page.as_deref(), &have, reference).await?,
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
             ClientFrame::Join { group, reference } => flatten(self.joins.join(&who, &group, reference).await)?,
             ClientFrame::Leave { group, reference } => flatten(self.joins.leave(&who, &group, reference).await)?,
@@ -117,13 +120,17 @@ impl WsMessage {
         Ok(answer(Some(body)))
     }
 
-    async fn resume(&self, who: &Caller, since: Option<&str>, have: &[String], reference: Option<Value>) -> Result<String, BoxError> {
-        let since = match since {
-            None => Cursor::MIN,
-            Some(s) => match s.parse::<Cursor>() {
-                Ok(c) => c,
-                Err(_) => return Ok(ErrorFrame::new(ErrorCode::BadRequest, "since is not a valid cursor", reference).to_json()),
-            },
+    async fn resume(
+        &self,
+        who: &Caller,
+        since: Option<&str>,
+        page: Option<&str>,
+        have: &[String],
+        reference: Option<Value>,
+    ) -> Result<String, BoxError> {
+        let start = match Start::parse(since, page) {
+            Ok(s) => s,
+            Err(e) => return Ok(ErrorFrame::new(ErrorCode::BadRequest, &e.to_string(), reference).to_json()),
         };
         let p = &who.principal;
         // The connection's memberships are the entitlement record: joins were authorized when
@@ -134,10 +141,7 @@ impl WsMessage {
             // position as if nothing were missed. Closed instead, so the client connects again
             // (new item, memberships) and resumes from the point it holds.
             tracing::warn!(connection = %who.connection_id, "resume on a connection without its item; closing it");
-            let closed = self.poster.disconnect(&who.connection_id).await;
-            if !matches!(closed, PostOutcome::Delivered | PostOutcome::Gone) {
-                tracing::warn!(connection = %who.connection_id, outcome = ?closed, "could not close the connection");
-            }
+            self.close(&who.connection_id).await;
             return Ok(ErrorFrame::new(ErrorCode::Internal, "this connection is no longer registered; reconnect", reference).to_json());
         };
         let topics: Vec<Group> = groups.iter().filter_map(|g| Group::parse(g).ok()).collect();
@@ -145,46 +149,49 @@ impl WsMessage {
         // The clock before the read: the position handed out must trail what was visible when
         // the read began (see `horizon`).
         let read_at = now_millis();
-        let page = read_merged(&self.store, &p.tenant, &p.user, &topics, since.max(floor), RESUME_PAGE).await?;
+        let plan = ReadPlan::new(start, Reader::connection(&who.connection_id), floor, read_at);
+        let page = read_merged(&self.store, &p.tenant, &p.user, &topics, plan.from, RESUME_PAGE).await?;
         let have: HashSet<&str> = have.iter().map(String::as_str).collect();
         let mut sent = 0;
-        let mut reached = since;
         for entry in &page.entries {
             // Already with the client (it said so): read past it without posting it again.
             if have.contains(entry.id.as_str()) {
-                reached = entry.cursor;
                 continue;
             }
             match self.poster.post(&who.connection_id, &entry.frame(true)).await {
-                PostOutcome::Delivered => {
-                    sent += 1;
-                    reached = entry.cursor;
-                }
+                PostOutcome::Delivered => sent += 1,
                 PostOutcome::Gone => {
                     let closed = self.store.connections.close(&who.connection_id).await?;
                     self.presence.closed(&[closed]).await?;
                     return Ok(String::new());
                 }
-                // Stop at the first failure so the client's cursor never skips an entry.
-                PostOutcome::Retryable(_) | PostOutcome::Failed(_) => break,
+                // The client would go on receiving live frames newer than this entry, and a
+                // cursor of theirs would then be past it for good: closed instead, so the client
+                // reconnects and resumes from a cursor that still has it ahead (see `horizon`).
+                PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
+                    tracing::warn!(connection = %who.connection_id, %reason, "a replayed frame could not be posted; closing the connection");
+                    self.close(&who.connection_id).await;
+                    return Ok(String::new());
+                }
             }
         }
-        let complete = reached == page.entries.last().map_or(since, |e| e.cursor);
-        if complete {
-            // Past any expired entries the page skipped, not just the last one sent.
-            reached = since.max(page.cursor);
-        }
-        let more = page.more || !complete;
         Metrics::new("ws-message").count("Resumes", 1).count("Replayed", sent).flush();
-        // `cursor` is where the client resumes after a drop: never past the visibility horizon,
-        // so an entry that becomes visible later is still ahead of it. `next` is where to read
-        // on while `more` (entries past the horizon were sent; the client drops their copies).
-        let cursor = self.horizon.cap(since, reached, read_at);
-        let mut m = json!({"cursor": cursor.to_string(), "count": sent, "more": more});
-        if more {
-            m["next"] = json!(reached.to_string());
+        let answer = plan.answer(page.cursor, page.more, read_at);
+        let mut m = json!({"cursor": answer.cursor.to_string(), "count": sent, "more": page.more});
+        if let Some(next) = answer.next {
+            m["next"] = json!(next);
+        }
+        if answer.gap {
+            m["gap"] = json!(true);
         }
         Ok(frames::reply("resumed", m.as_object().cloned().unwrap_or_default(), reference))
+    }
+
+    async fn close(&self, connection_id: &str) {
+        let closed = self.poster.disconnect(connection_id).await;
+        if !matches!(closed, PostOutcome::Delivered | PostOutcome::Gone) {
+            tracing::warn!(connection = %connection_id, outcome = ?closed, "could not close the connection");
+        }
     }
 }
 
