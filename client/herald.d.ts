@@ -250,6 +250,12 @@ export interface ResumeResult {
   cursor: string | null;
 }
 
+/** `gap`: `since` is the resume point the client read from; `via` the read that said so. */
+export interface GapEvent {
+  since: string | null;
+  via: "resume" | "poll";
+}
+
 export declare class HeraldClient {
   constructor(options: HeraldClientOptions);
   readonly state: HeraldState;
@@ -271,6 +277,11 @@ export declare class HeraldClient {
   on(event: "left", fn: (frame: LeftFrame) => void): () => void;
   /** Presence events of the groups whose kind the server has presence for (e.g. `room`). */
   on(event: "presence", fn: (frame: PresenceFrame) => void): () => void;
+  /**
+   * The resume point was older than the server's retention window: notifications may have
+   * expired unseen, so reload what the app shows from its own backend.
+   */
+  on(event: "gap", fn: (gap: GapEvent) => void): () => void;
 
   /** Starts connecting (only with `autoConnect: false`). */
   connect(): void;

@@ -8,11 +8,13 @@
  * - reconnects with exponential backoff and jitter (capped, reset once connected again);
  * - after every (re)connect re-joins the groups the app joined, then `resume`s from its resume
  *   point (kept in a storage adapter, `localStorage` by default), paging while `more`;
- * - the resume point is only ever what the server answered to a `resume` (`resumed.cursor`),
- *   never a live frame's cursor: concurrent fan-outs deliver out of cursor order, and the server
- *   keeps its answer behind every entry that can still appear (DESIGN.md, "Delivery
- *   semantics"). While connected it resumes in the background after every `syncEvery` live
- *   notifications, listing the ids it holds (`have`) so they are not sent again;
+ * - the resume point is what the server answered to a `resume` (`resumed.cursor`). Any cursor
+ *   the server hands out is a safe resume point (the server reads a lag before it), but this
+ *   one re-reads least. While connected it resumes in the background after every `syncEvery`
+ *   live notifications, listing the ids it holds (`have`) so they are not sent again; pages
+ *   continue with the server's `next` page token (`page`);
+ * - emits `gap` when the server says the resume point is older than its retention window
+ *   (notifications may have expired unseen): the app should reload from its own backend;
  * - delivers every notification once: deduplicated by `id` (bounded LRU), so replays and
  *   at-least-once redeliveries never show a duplicate toast;
  * - request/response frames matched by `ref`, with timeouts: `join`, `leave`, `ack`, `ping`,
@@ -299,7 +301,7 @@ export class HeraldClient {
     /** @private @type {import("./herald.js").HeraldStorage | null} */
     this._storage = options.storage === undefined ? defaultStorage() : options.storage;
     /** @private @type {{notification: Set<Function>, state: Set<Function>, error: Set<Function>}} */
-    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set(), presence: new Set() };
+    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set(), presence: new Set(), gap: new Set() };
     /** @private @type {Map<string, number>} when each group's last typing event was sent */
     this._typingSent = new Map();
     /** @private @type {Set<string>} */
@@ -368,9 +370,10 @@ export class HeraldClient {
 
   /**
    * Subscribes to `"notification"` (notification, meta), `"state"` (change), `"error"`
-   * (HeraldError), `"left"` (frame) or `"presence"` (`{group, user, state}`). Returns the
-   * function that unsubscribes.
-   * @param {"notification" | "state" | "error" | "left" | "presence"} event
+   * (HeraldError), `"left"` (frame), `"presence"` (`{group, user, state}`) or `"gap"`
+   * (`{since, via}`: the resume point was older than the server's retention window, so
+   * notifications may have expired unseen). Returns the function that unsubscribes.
+   * @param {"notification" | "state" | "error" | "left" | "presence" | "gap"} event
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -829,13 +832,15 @@ export class HeraldClient {
       conn.resume = { history, skip: history && !this._o.replayHistory };
       // Counted from here: live notifications after this point are not covered by this resume.
       conn.live = 0;
-      // Where the next page starts: the resume point first, then the server's `next`.
+      // Where the next page starts: the resume point first, then the server's `next` page token.
       let from = this._cursor;
+      /** @type {string | null} */
+      let page = null;
       try {
         for (;;) {
-          const since = from;
+          const since = page ?? from;
           /** @type {Record<string, unknown>} */
-          const frame = since == null ? { action: "resume" } : { action: "resume", since };
+          const frame = page != null ? { action: "resume", page } : since == null ? { action: "resume" } : { action: "resume", since };
           // The ids this client holds; the server reads past them without sending them again.
           const have = this._seen.recent(MAX_ACK_IDS);
           if (have.length > 0) frame.have = have;
@@ -849,6 +854,7 @@ export class HeraldClient {
               this._emitError(new HeraldError(e.code, `saved cursor refused, resuming from the start: ${e.message}`, { frame: e.frame }));
               this._cursor = null;
               from = null;
+              page = null;
               conn.resume = { history: true, skip: !this._o.replayHistory };
               continue;
             }
@@ -856,17 +862,19 @@ export class HeraldClient {
           }
           const count = Number(reply.count) || 0;
           total += count;
-          // The resume point is only ever the server's answer (it stays behind anything that
-          // can still appear); `next` (older servers: `cursor`) is where the next page starts.
+          if (reply.gap === true) this._emit("gap", { since: from, via: "resume" });
+          // The resume point is the server's answer (it stays behind anything that can still
+          // appear); `next` is the page token the next page continues from.
           if (typeof reply.cursor === "string") this._cursor = laterCursor(this._cursor, reply.cursor);
-          from = typeof reply.next === "string" ? reply.next : typeof reply.cursor === "string" ? reply.cursor : from;
+          page = typeof reply.next === "string" ? reply.next : null;
+          if (page == null && typeof reply.cursor === "string") from = reply.cursor;
           this._persist();
           if (!reply.more) break;
           // Guards against a server that keeps answering `more` without delivering anything:
           // a few retries when the position does not move (a replay post failed: back off a
           // bit), a bounded number of empty pages when it does.
           emptyPages = count === 0 ? emptyPages + 1 : 0;
-          stalls = count === 0 && from === since ? stalls + 1 : 0;
+          stalls = count === 0 && (page ?? from) === since ? stalls + 1 : 0;
           if (stalls >= MAX_RESUME_STALLS || emptyPages >= MAX_EMPTY_RESUME_PAGES) {
             this._emitError(
               new HeraldError("resume_stalled", `resume keeps answering more without notifications after ${since}; trying again on the next connect`),
@@ -1067,9 +1075,13 @@ export class HeraldClient {
       await this._loadState(token);
       const history = this._cursor == null;
       const skip = history && !this._o.replayHistory;
-      let from = this._cursor;
+      const from = this._cursor;
+      /** @type {string | null} */
+      let next = null;
       for (let page = 0; page < 1000; page++) {
-        const query = `limit=${POLL_PAGE}${from == null ? "" : `&since=${encodeURIComponent(from)}`}`;
+        const query =
+          `limit=${POLL_PAGE}` +
+          (next != null ? `&page=${encodeURIComponent(next)}` : from == null ? "" : `&since=${encodeURIComponent(from)}`);
         const base = /** @type {string} */ (this._o.httpUrl).replace(/\/+$/, "");
         const res = await fetch(`${base}/notifications/missed?${query}`, { headers: { authorization: `Bearer ${token}` } });
         if (this._poll !== poll) return; // the socket took over meanwhile: it resumes by itself
@@ -1084,13 +1096,14 @@ export class HeraldClient {
           throw new HeraldError(res.status === 429 ? "rate_limited" : "poll_failed", `GET /notifications/missed answered ${res.status} ${detail}`.trim());
         }
         const body = await res.json();
+        if (body.gap === true && page === 0) this._emit("gap", { since: from, via: "poll" });
         for (const n of Array.isArray(body.items) ? body.items : []) {
           this._deliverPolled(n, { history, skip });
         }
         if (typeof body.cursor === "string") this._cursor = laterCursor(this._cursor, body.cursor);
         this._persist();
         if (typeof body.next !== "string" || !body.next) break;
-        from = body.next;
+        next = body.next;
       }
     } catch (e) {
       if (this._poll === poll) this._emitError(e instanceof HeraldError ? e : new HeraldError("poll_failed", `polling failed: ${errText(e)}`, { cause: e }));

@@ -63,13 +63,19 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
         let v = api(reqwest::Method::GET, &format!("/notifications/missed?since={since}"), &tok, None)
             .await
             .1;
-        (v["items"].as_array().map(Vec::len) == Some(1)).then_some(v)
+        // From `first`'s cursor the read starts a lag before it: `first` comes too.
+        let titles: Vec<Value> = v["items"].as_array().into_iter().flatten().map(|i| i["title"].clone()).collect();
+        (titles == [json!("first"), json!("while away")]).then_some(v)
     })
     .await;
-    assert_eq!(logged["items"][0]["title"], "while away");
+    assert_eq!(logged["items"][1]["title"], "while away");
 
     let mut again = Client::connect(&user, &tenant, &[], &[]).await;
-    again.send(json!({"action": "resume", "since": first["cursor"], "ref": "r1"})).await;
+    // Any cursor is a resume point: the read starts a lag before it, so entries the client
+    // holds (`first` here) would come again; `have` spares them.
+    again
+        .send(json!({"action": "resume", "since": first["cursor"], "have": [first["id"]], "ref": "r1"}))
+        .await;
     let replayed = again.next().await;
     assert_eq!(replayed["type"], "notification");
     assert_eq!(replayed["title"], "while away");
@@ -85,18 +91,108 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
     // ... unless the client says it has it: read past, not posted again.
     let r = again
         .request(
-            json!({"action": "resume", "since": resumed["cursor"], "have": [replayed["id"]]}),
+            json!({"action": "resume", "since": resumed["cursor"], "have": [first["id"], replayed["id"]]}),
             "resumed",
         )
         .await;
     assert_eq!((r["count"].clone(), r["more"].clone()), (json!(0), json!(false)));
     again.expect_silence(Duration::from_millis(300)).await;
 
-    // Resuming from the newest cursor returns nothing, and the position stays there.
+    // Resuming from the newest cursor, holding both, returns nothing, and the position stays
+    // there; without `have`, the lag's worth before it comes again (same ids).
+    let r = again
+        .request(
+            json!({"action": "resume", "since": replayed["cursor"], "have": [first["id"], replayed["id"]]}),
+            "resumed",
+        )
+        .await;
+    assert_eq!((r["count"].clone(), r["cursor"].clone()), (json!(0), replayed["cursor"].clone()));
     let r = again
         .request(json!({"action": "resume", "since": replayed["cursor"]}), "resumed")
         .await;
-    assert_eq!((r["count"].clone(), r["cursor"].clone()), (json!(0), replayed["cursor"].clone()));
+    assert_eq!((r["count"].clone(), r["cursor"].clone()), (json!(2), replayed["cursor"].clone()));
+}
+
+/// Issue "any cursor is a safe resume point", defect 1: live frames arrive out of cursor order.
+/// N1 is claimed first, N2 second; N2 reaches the client, which drops before N1 lands (its
+/// write was slow). A client that resumes from the last cursor it received (N2's) must still
+/// get N1, whose cursor is older.
+#[tokio::test]
+async fn a_resume_from_the_last_live_cursor_gets_an_entry_that_landed_behind_it() {
+    let tenant = unique("acme");
+    let user = unique("lee");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let n1_cursor = herald::cursor::Cursor::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    publish(note(&tenant, json!({"user": user}), "n2")).await;
+    let n2 = c.notification().await;
+    assert!(n2["cursor"].as_str().unwrap_or_default() > n1_cursor.to_string().as_str());
+    c.close().await;
+    eventually("connection removed", || async {
+        connection_ids_of(&user).await.is_empty().then_some(())
+    })
+    .await;
+    // N1 lands now, in time by dispatch's rule, under its claim's cursor: its post found no
+    // connection.
+    land_late(&tenant, &user, "n1-late", n1_cursor).await;
+
+    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
+    let r = again
+        .request(json!({"action": "resume", "since": n2["cursor"], "have": [n2["id"]]}), "resumed")
+        .await;
+    assert_eq!(r["count"], 1, "N1 is replayed: {r}");
+    // The frame came before the answer.
+    let tok = token(&user, &tenant, &[], &[]);
+    let (_, missed) = api(
+        reqwest::Method::GET,
+        &format!("/notifications/missed?since={}", n2["cursor"].as_str().unwrap_or_default()),
+        &tok,
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = missed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"n1-late"), "missed from N2's cursor has N1 too: {missed}");
+}
+
+/// Writes a log entry as dispatch does when its write was slow: under the claim's cursor while
+/// that still lands in time, under a fresh one otherwise (`horizon`).
+async fn land_late(tenant: &str, user: &str, id: &str, claimed: herald::cursor::Cursor) {
+    let store = herald::store::Store::new(
+        dynamodb().await,
+        &herald::config::Tables {
+            connections: table("ConnectionsTable"),
+            notifications: table("NotificationsTable"),
+        },
+    );
+    let horizon = herald::horizon::Horizon::default();
+    let mut cursor = horizon.write_cursor(claimed, herald::cursor::now_millis());
+    loop {
+        let entry = herald::notification::LogEntry {
+            id: id.into(),
+            cursor,
+            topic: format!("user:{user}"),
+            content: herald::notification::Content {
+                event: "late".into(),
+                ..Default::default()
+            },
+            created_at: "2026-12-06T00:00:00Z".into(),
+        };
+        let expires = chrono::Utc::now().timestamp() + 3600;
+        store
+            .log
+            .append(tenant, &[(herald::groups::Group::user(user), entry)], expires)
+            .await
+            .expect("append");
+        if horizon.landed_now(cursor) {
+            break;
+        }
+        cursor = herald::cursor::Cursor::now();
+    }
 }
 
 #[tokio::test]
@@ -347,9 +443,9 @@ async fn resume_pages_past_expired_entries_without_losing_later_ones() {
     assert_eq!(c.notification().await["title"], "valid");
 
     let mut replayed = Vec::new();
-    let mut since = Value::Null;
+    let mut page = Value::Null;
     for _ in 0..5 {
-        c.send(json!({"action": "resume", "since": since})).await;
+        c.send(json!({"action": "resume", "page": page})).await;
         let done = loop {
             let f = c.next().await;
             match f["type"].as_str() {
@@ -361,7 +457,7 @@ async fn resume_pages_past_expired_entries_without_losing_later_ones() {
         if done["more"] == false {
             break;
         }
-        since = done["next"].clone();
+        page = done["next"].clone();
     }
     assert_eq!(replayed, vec![json!("valid")], "expired entries are skipped, later ones are not");
 }

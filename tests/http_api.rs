@@ -77,7 +77,7 @@ async fn missed_pages_in_cursor_order_across_topics() {
     assert_eq!((s, p1["items"].as_array().map(Vec::len)), (200, Some(2)));
     let next = p1["next"].as_str().expect("a next cursor").to_owned();
     let read_from = herald::cursor::now_millis();
-    let (_, p2) = api(Method::GET, &format!("/notifications/missed?limit=2&since={next}"), &tok, None).await;
+    let (_, p2) = api(Method::GET, &format!("/notifications/missed?limit=2&page={next}"), &tok, None).await;
     let read_by = herald::cursor::now_millis();
     assert_eq!(p2["items"].as_array().map(Vec::len), Some(2));
     let ids: Vec<&Value> = p1["items"]
@@ -92,36 +92,102 @@ async fn missed_pages_in_cursor_order_across_topics() {
         all["items"].as_array().expect("items").iter().map(|i| &i["id"]).collect::<Vec<_>>()
     );
     assert_eq!(p2["next"], Value::Null, "nothing after the second page");
-    // The poller's position trails the visibility horizon (`horizon`): never past the clock of
-    // the read's start minus the lag, so behind items as fresh as these (a poll from it sees them
-    // again, same ids, dropped by id) rather than risk skipping a late one; and never back past
-    // where this page started (the previous page's `next`). The read began between `read_from`
-    // and `read_by`, so the position lies between the two caps (on a quick machine both are
-    // `next`; on a slow one the horizon may have passed some of the items by then).
-    let newest = p2["items"][1]["cursor"].as_str().expect("cursor").to_owned();
-    let position = p2["cursor"].as_str().expect("cursor").to_owned();
-    let parse = |c: &str| c.parse::<herald::cursor::Cursor>().expect("a cursor");
+    // The poller's position trails the visibility horizon (`horizon`) of every read that covered
+    // it, and never goes back: page 2's is page 1's, or as far as page 2's horizon allows.
+    let parse = |c: &Value| c.as_str().expect("cursor").parse::<herald::cursor::Cursor>().expect("a cursor");
     let horizon = herald::horizon::Horizon::default();
-    let (earliest, latest) = (
-        horizon.cap(parse(&next), parse(&newest), read_from),
-        horizon.cap(parse(&next), parse(&newest), read_by),
-    );
+    let (first_position, position) = (parse(&p1["cursor"]), parse(&p2["cursor"]));
+    assert!(first_position <= horizon.safe_at(read_from.max(herald::cursor::now_millis())));
     assert!(
-        earliest <= parse(&position) && parse(&position) <= latest,
-        "position {position} outside [{earliest}, {latest}] (next {next}, newest {newest})"
+        first_position <= position && position <= first_position.max(horizon.safe_at(read_by)),
+        "position {position} outside [{first_position}, horizon at {read_by}]"
     );
-    // From the position, exactly the items after it come again.
+    // From the position, every item after it comes again (and the lag's worth before it).
     let (_, again) = api(Method::GET, &format!("/notifications/missed?since={position}"), &tok, None).await;
-    let after: Vec<&Value> = p2["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["cursor"].as_str().is_some_and(|c| c > position.as_str()))
+    let again_ids: Vec<&Value> = again["items"].as_array().into_iter().flatten().map(|i| &i["id"]).collect();
+    for item in p2["items"].as_array().into_iter().flatten() {
+        if parse(&item["cursor"]) > position {
+            assert!(again_ids.contains(&&item["id"]), "{} missing from {again}", item["id"]);
+        }
+    }
+    // From the newest item itself the position stays there.
+    let newest = p2["items"][1]["cursor"].clone();
+    let (_, p3) = api(
+        Method::GET,
+        &format!("/notifications/missed?since={}", newest.as_str().unwrap_or_default()),
+        &tok,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (p3["cursor"].clone(), p3["next"].clone(), p3["gap"].clone()),
+        (newest, Value::Null, json!(false))
+    );
+}
+
+/// Issue "any cursor is a safe resume point", defect 2: paging fresh entries with `next`
+/// handed out, on the last page, a resume point seconds past the horizon of the read, so a
+/// write landing late behind it was lost after the next drop.
+#[tokio::test]
+async fn no_page_of_missed_hands_out_a_resume_point_past_the_horizon() {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    let tenant = unique("acme");
+    let user = unique("u");
+    let tok = token(&user, &tenant, &[], &[]);
+    // 150 entries written a few seconds ago (straight into the log: publishing 150 takes longer
+    // than the horizon's lag on a busy machine).
+    let now_ms = herald::cursor::now_millis();
+    let writes: Vec<WriteRequest> = (0..150u64)
+        .map(|i| {
+            let item = [
+                ("pk", format!("n#{tenant}#user:{user}")),
+                ("sk", herald::cursor::Cursor::from_parts(now_ms - 3_000 + i * 10, 1).to_string()),
+                ("id", format!("fresh-{i}")),
+                ("topic", format!("user:{user}")),
+                ("content", r#"{"event":"fresh"}"#.to_owned()),
+                ("createdAt", "2026-12-06T00:00:00Z".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), AttributeValue::S(v)))
+            .collect();
+            WriteRequest::builder()
+                .put_request(PutRequest::builder().set_item(Some(item)).build().expect("put"))
+                .build()
+        })
         .collect();
-    assert_eq!(again["items"].as_array().map(|v| v.iter().collect::<Vec<_>>()), Some(after));
-    // From the newest item itself there is nothing, and the position stays there.
-    let (_, p3) = api(Method::GET, &format!("/notifications/missed?since={newest}"), &tok, None).await;
-    assert_eq!(p3, json!({"items": [], "next": null, "cursor": newest}));
+    let db = dynamodb().await;
+    for chunk in writes.chunks(25) {
+        db.batch_write_item()
+            .request_items(table("NotificationsTable"), chunk.to_vec())
+            .send()
+            .await
+            .expect("seed");
+    }
+    let horizon = herald::horizon::Horizon::default();
+    // Both ways a client pages: `next` as `page`, and as `since` (clients that treat it as a
+    // cursor, as herald.js did).
+    for param in ["page", "since"] {
+        let mut query = "limit=50".to_owned();
+        let mut seen = 0;
+        let mut first_read_by = None;
+        for _ in 0..10 {
+            let (status, page) = api(Method::GET, &format!("/notifications/missed?{query}"), &tok, None).await;
+            assert_eq!(status, 200, "{page}");
+            let read_by = *first_read_by.get_or_insert(herald::cursor::now_millis());
+            seen += page["items"].as_array().map_or(0, Vec::len);
+            let cursor: herald::cursor::Cursor = page["cursor"].as_str().expect("cursor").parse().expect("a cursor");
+            assert!(
+                cursor <= horizon.safe_at(read_by),
+                "{param}: a page's resume point {cursor} is past the horizon of the first read ({} s)",
+                (cursor.millis() as i64 - horizon.safe_at(read_by).millis() as i64) as f64 / 1000.0
+            );
+            match page["next"].as_str() {
+                Some(next) => query = format!("limit=50&{param}={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, 150, "{param}: every entry once");
+    }
 }
 
 /// Issue "nothing lost", defect 1: a cursor is taken when a notification is claimed and its log

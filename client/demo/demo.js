@@ -717,6 +717,13 @@ async function main() {
   ctx.herald.on("notification", deliver);
   ctx.herald.on("error", (/** @type {HeraldError} */ err) =>
     ctx.log(`client error ${err.code}: ${err.message}`, { kind: "error", data: { code: err.code } }));
+  // The resume point was older than the server keeps notifications: some may have expired
+  // unseen. A real app reloads its inbox from its own backend here.
+  ctx.herald.on("gap", (/** @type {any} */ gap) =>
+    ctx.log(`gap: notifications older than the server's retention may be missing (${gap.via} from ${gap.since}); reload the inbox from your backend`, {
+      kind: "error",
+      data: { gap: true },
+    }));
 
   connectionPanel(ctx);
   groupsPanel(ctx);
