@@ -794,7 +794,11 @@ export class HeraldClient {
             await this._send(conn, { action: "join", group });
           } catch (e) {
             if (!(e instanceof HeraldError) || !e.frame) throw e; // transport: the sync fails
-            if (e.code === "forbidden" || e.code === "bad_request") this._groups.delete(group);
+            // Refused for good: the group is forgotten and the others resume. Any other failure
+            // (throttled, internal) fails the sync: a resume now would read without this group
+            // and hand back a resume point past its notifications.
+            if (e.code !== "forbidden" && e.code !== "bad_request") throw e;
+            this._groups.delete(group);
             this._emitError(
               new HeraldError(e.code, `re-joining ${group} failed: ${e.message}`, { frame: e.frame, group }),
             );
