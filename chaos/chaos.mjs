@@ -2,10 +2,9 @@
 // The chaos suite: proof of the delivery promise under concurrency, faults and reconnect churn.
 //
 // It starts the local stack (the real function binaries, with the AWS fault proxy), connects
-// many browser clients — `client/herald.js` itself, the algorithm a user's app runs — in several
-// tenants and groups, plus a few users who only poll `GET /notifications/missed`, and then, while
-// concurrent producers send every target kind (user, users, group, tenant, all; through SQS and
-// the HTTP API; with duplicate ids and deferred ones):
+// many devices in several tenants and groups, plus a few users who only poll
+// `GET /notifications/missed`, and then, while concurrent producers send every target kind (user,
+// users, group, tenant, all; through SQS and the HTTP API; with duplicate ids and deferred ones):
 //   - every client's connection is dropped every few seconds and comes back with `resume`;
 //   - the stack injects faults: function processes killed mid-invocation, `@connections`
 //     5xx / 429 / 410, DynamoDB throttling, delayed log writes, SQS redelivery.
@@ -13,17 +12,30 @@
 // polls to the end. What each user was meant to get is known from what was sent (not from the
 // server's log, so a notification missing from the log counts as lost too).
 //
-// It prints the figures and exits 1 on any loss (or on a duplicate shown twice, or when the run
-// does not settle in time). Everything is bounded: the run stops by itself (`--max-seconds`).
+// The devices are of three kinds (populations), a third each, shuffled by the seed:
+//   - `herald`: `client/herald.js` itself, the algorithm a user's app runs;
+//   - `last-cursor`: a raw WebSocket client that re-joins and resumes from the cursor of the last
+//     frame it received (live or replayed, or a `resumed` answer), as a hand-written app would;
+//   - `missed-poller`: a raw WebSocket client for live frames that never resumes but reads
+//     `GET /notifications/missed` from the cursor of the last frame or item it received.
+// Both raw kinds dedupe by id like any app; a notification they get again from a resume or a
+// `missed` read is a resend (the resend ratio: resends ÷ intended deliveries), not shown twice.
+//
+// It prints the figures and exits 1 on any loss in any population (or on a duplicate shown twice,
+// or when the run does not settle in time). Everything is bounded: the run stops by itself
+// (`--max-seconds`, for each run). `--runs N` repeats the run with seeds seed, seed+1, ... (each
+// its own stack), stops at the first that fails and keeps its stack log (`--stack-log FILE`, else
+// target/chaos/run-SEED.log).
 //
 //   node chaos/chaos.mjs [--clients 200] [--tenants 4] [--notifications 5000] [--producers 4]
 //                        [--rate 60] [--http-share 0.25] [--seed 1] [--churn-ms 1000-8000] [--no-faults]
 //                        [--max-seconds 600] [--report FILE.json] [--profile debug] [--max-instances N]
 //                        [--stack-log FILE] (the stack's warnings and errors, all of them)
+//                        [--populations herald,last-cursor,missed-poller] [--runs 1]
 //
 // Loopback only: the stack binds 127.0.0.1 on ephemeral ports and exits with this process.
 
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -34,6 +46,9 @@ import { repo, startStack, until } from "../client/test-support/stack.mjs";
 const WebSocket = createRequire(path.join(repo, "client", "package.json"))("ws");
 
 // ------------------------------------------------------------------------------ options
+
+/** The device kinds (populations), see the header. */
+const KINDS = ["herald", "last-cursor", "missed-poller"];
 
 function parseArgs(argv) {
   const o = {
@@ -52,6 +67,8 @@ function parseArgs(argv) {
     maxInstances: null,
     profile: process.env.HERALD_PROFILE || "debug",
     verbose: Boolean(process.env.HERALD_CHAOS_VERBOSE),
+    populations: [...KINDS],
+    runs: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -85,6 +102,14 @@ function parseArgs(argv) {
     else if (a === "--profile") o.profile = next();
     else if (a === "--max-instances") o.maxInstances = int(next(), 1);
     else if (a === "--verbose") o.verbose = true;
+    else if (a === "--runs") o.runs = int(next(), 1);
+    else if (a === "--populations") {
+      const kinds = [...new Set(next().split(",").map((k) => k.trim()).filter(Boolean))];
+      const unknown = kinds.filter((k) => !KINDS.includes(k));
+      if (!kinds.length || unknown.length) throw new Error(`--populations: a comma-separated list of ${KINDS.join(", ")}`);
+      // In the order of KINDS, whatever the order given: the same seed splits the same way.
+      o.populations = KINDS.filter((k) => kinds.includes(k));
+    }
     else throw new Error(`unknown option ${a} (see the header of chaos/chaos.mjs)`);
   }
   if (o.tenants > o.clients) throw new Error("--tenants must not exceed --clients");
@@ -131,8 +156,9 @@ function chaosStack(o) {
     // told otherwise (--max-instances). More is not faster on two cores: with 8, the full run's
     // handshakes and resumes took more of moto and dispatch fell behind (docs/reliability.md).
     maxInstances: o.maxInstances,
-    // All of it for --stack-log (warnings and errors only, see RUST_LOG below).
-    keepLines: o.stackLog ? Infinity : 300,
+    // All of it: a failing run's log is written whole (--stack-log FILE, else
+    // target/chaos/run-SEED.log), and it is warnings and errors only (see RUST_LOG below).
+    keepLines: Infinity,
     readyTimeoutMs: 120_000,
     env: [
       // Warnings and errors only: a chaos run makes the functions log every fault they meet.
@@ -144,11 +170,12 @@ function chaosStack(o) {
   });
 }
 
-async function http(method, url, { token, body } = {}) {
+async function http(method, url, { token, body, timeoutMs } = {}) {
   const headers = {};
   if (token) headers.authorization = `Bearer ${token}`;
   if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const signal = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
+  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
   const text = await res.text();
   let json = null;
   try {
@@ -314,21 +341,52 @@ function population(o, run, r) {
   return users;
 }
 
+/**
+ * The kind of each of `count` devices (in the order main creates them): the populations of
+ * --populations in turn, a third each when all three run, then shuffled. The shuffle has a
+ * generator of its own, so a seed's users, teams and message plan stay what they were before
+ * there were kinds.
+ */
+function deviceKinds(o, count) {
+  const kinds = Array.from({ length: count }, (_, i) => o.populations[i % o.populations.length]);
+  const r = rng(o.seed * 104_729 + 17);
+  for (let i = kinds.length - 1; i > 0; i--) {
+    const j = r.int(0, i);
+    [kinds[i], kinds[j]] = [kinds[j], kinds[i]];
+  }
+  return kinds;
+}
+
 // ------------------------------------------------------------------------------ clients
 
+/** A device running `client/herald.js` (the `herald` population). */
 class Device {
   constructor(user, index, stack, token, o) {
+    this.kind = "herald";
     this.user = user;
     this.name = `${user.tenant}/${user.sub}#${index}`;
     this.shown = new Map(); // id -> times the app saw it
     this.live = 0;
     this.replayed = 0;
+    this.missed = 0; // (stays 0: given no `httpUrl`, herald.js has no polling fallback here)
     this.drops = 0;
     this.errors = [];
+    // What came over the socket, below the client's own dedupe: a replayed frame for an id that
+    // came before is a resend (what `have` is there to spare), a live one a repeated push.
+    this.frames = new Set();
+    this.resends = 0;
+    this.liveRepeats = 0;
+    const device = this;
+    class TappedWebSocket extends WebSocket {
+      constructor(...args) {
+        super(...args);
+        this.on("message", (data) => device.tap(data));
+      }
+    }
     this.client = new HeraldClient({
       url: stack.websocketUrl,
       token,
-      WebSocketImpl: WebSocket,
+      WebSocketImpl: TappedWebSocket,
       storage: null,
       groups: user.teams,
       // Quick reconnects: a browser would wait longer, the churn is the point here.
@@ -368,6 +426,337 @@ class Device {
       this.errors.push(`${e.code}: ${e.message}`);
       if (this.errors.length > 12) this.errors.shift();
     });
+  }
+
+  /** A frame as it came off the socket (the client parses it again, and dedupes). */
+  tap(data) {
+    let f;
+    try {
+      f = JSON.parse(String(data));
+    } catch {
+      return;
+    }
+    if (f?.type !== "notification" || typeof f.id !== "string" || f.ephemeral) return;
+    if (!this.frames.has(f.id)) this.frames.add(f.id);
+    else if (f.replayed) this.resends++;
+    else this.liveRepeats++;
+  }
+
+  connect() {
+    this.client.connect();
+  }
+
+  get state() {
+    return this.client.state;
+  }
+
+  /** The open socket, for the churn to cut. */
+  socket() {
+    return this.client._conn?.ws ?? null;
+  }
+
+  /** Its resume point, for a loss report. */
+  position() {
+    return `cursor ${this.client.cursor}`;
+  }
+
+  /** One more resume, for a loss report: does it bring what is missing? */
+  again() {
+    return this.client.resume().then((r) => `resume again: ${r.count} replayed`, (e) => `resume again failed: ${e.code} ${e.message}`);
+  }
+
+  close() {
+    this.client.close();
+  }
+}
+
+// The raw clients wait as long as herald.js does here (see its options above): the local stack
+// on two cores is slow to answer a reconnect storm, and a slow answer is not Herald's failure.
+const RAW_CONNECT_TIMEOUT_MS = 45_000;
+const RAW_REQUEST_TIMEOUT_MS = 120_000;
+const RAW_BACKOFF = { initialMs: 200, maxMs: 2000 };
+/** Pages of one resume or `missed` read before giving up (a server that answers `more` forever). */
+const RAW_MAX_PAGES = 1000;
+
+/**
+ * A device that speaks the protocol itself over `ws`, as a hand-written app would (README "The
+ * contracts"): connect with the token, `join` each of its groups one after another, then catch
+ * up (`sync`, per kind); reconnect after a drop with a short backoff. Requests go one at a time,
+ * so an answer API Gateway gives without a `ref` (a failed integration) belongs to the one in
+ * flight. It dedupes by id like any app: a notification shows once, and a copy that comes again
+ * from a resume or a `missed` read is counted as a resend.
+ *
+ * `last` is the cursor of the last frame (or `missed` item) received that carried one, in
+ * arrival order: not the greatest, and not only what the server answered to a resume. That is
+ * the point of these clients: it is what a hand-written app does, and the promise is to hold for
+ * it too. Where a live frame's cursor can pass an older notification still on its way (live
+ * frames out of cursor order), a resume or read from it skips that one: a loss these count.
+ */
+class RawDevice {
+  constructor(kind, user, index, stack, token, o) {
+    this.kind = kind;
+    this.user = user;
+    this.name = `${user.tenant}/${user.sub}#${index}`;
+    this.stack = stack;
+    this.token = token;
+    this.shown = new Map(); // id -> 1: the app dedupes, so nothing shows twice
+    this.received = new Map(); // id -> copies received, from any source
+    this.live = 0;
+    this.replayed = 0;
+    this.missed = 0;
+    this.resends = 0;
+    this.liveRepeats = 0;
+    this.drops = 0;
+    this.errors = [];
+    this.last = null;
+    // The latest catch-ups (when, from which cursor, how they ended) and how many connections
+    // got through their sync, for a loss report: a resume or read from `last` covers what came
+    // a lag before it, so what matters is how far `last` moved between two that completed.
+    this.syncs = [];
+    this.connections = 0;
+    this.syncedConnections = 0;
+    this.state = "idle";
+    this.ws = null;
+    this.pending = new Map(); // ref -> {done, fail}
+    this.seq = 0;
+    this.closed = false;
+    this.running = null;
+    // Its own jitter for the backoff, from the seed and the device (not the run's tenant names,
+    // which carry the clock).
+    this.jitter = rng(o.seed * 7_793 + [...`${user.sub}#${index}`].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 0));
+  }
+
+  connect() {
+    this.running ??= this.loop();
+  }
+
+  async loop() {
+    let backoff = RAW_BACKOFF.initialMs;
+    while (!this.closed) {
+      const synced = await this.session().catch((e) => {
+        this.error(`session: ${e.message}`);
+        return false;
+      });
+      if (this.closed) break;
+      backoff = synced ? RAW_BACKOFF.initialMs : Math.min(backoff * 2, RAW_BACKOFF.maxMs);
+      await pause(backoff * (0.5 + this.jitter.next() / 2));
+    }
+    this.state = "closed";
+  }
+
+  /** One connection, from the handshake to its close; true if it got as far as ready. */
+  async session() {
+    this.state = "connecting";
+    const ws = new WebSocket(this.stack.websocketUrl, ["herald.v1", this.token]);
+    this.ws = ws;
+    const closed = new Promise((resolve) => ws.once("close", resolve));
+    ws.on("error", (e) => this.error(`socket: ${e.message}`));
+    ws.on("message", (data) => this.onFrame(ws, data));
+    closed.then(() => {
+      for (const p of [...this.pending.values()]) p.fail(new Error("disconnected"));
+    });
+    const opened = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), RAW_CONNECT_TIMEOUT_MS);
+      ws.once("open", () => (clearTimeout(timer), resolve(true)));
+      closed.then(() => (clearTimeout(timer), resolve(false)));
+    });
+    if (!opened || this.closed) {
+      ws.terminate();
+      await closed;
+      return false;
+    }
+    this.state = "syncing";
+    this.connections++;
+    // Live frames count towards `last` only once this connection has caught up: one that
+    // arrives before may be newer than what was fanned out while the client had no connection.
+    this.caughtUp = false;
+    try {
+      for (const group of this.user.teams) {
+        const answer = await this.request({ action: "join", group });
+        if (answer.type !== "joined") throw new Error(`join ${group}: answered ${JSON.stringify(answer)}`);
+      }
+      await this.catchUp();
+      this.caughtUp = true;
+      this.syncedConnections++;
+    } catch (e) {
+      this.error(`sync: ${e.message}`);
+      ws.terminate();
+      await closed;
+      return false;
+    }
+    if (ws.readyState !== WebSocket.OPEN) return false;
+    this.state = "ready";
+    await closed;
+    this.state = "connecting";
+    return true;
+  }
+
+  /** A request on the open socket: its answer (the frame with its ref), or an error. */
+  request(frame) {
+    const ws = this.ws;
+    return new Promise((resolve, reject) => {
+      if (!ws || ws.readyState !== WebSocket.OPEN) {
+        reject(new Error("disconnected"));
+        return;
+      }
+      const ref = `r${++this.seq}`;
+      const settle = (fn) => (v) => {
+        clearTimeout(timer);
+        this.pending.delete(ref);
+        fn(v);
+      };
+      const timer = setTimeout(() => settle(reject)(new Error(`no answer to ${frame.action} within ${RAW_REQUEST_TIMEOUT_MS} ms`)), RAW_REQUEST_TIMEOUT_MS);
+      this.pending.set(ref, { done: settle(resolve), fail: settle(reject) });
+      ws.send(JSON.stringify({ ...frame, ref }));
+    });
+  }
+
+  onFrame(ws, data) {
+    if (ws !== this.ws) return;
+    let f;
+    try {
+      f = JSON.parse(String(data));
+    } catch {
+      this.error("a frame that is not JSON");
+      return;
+    }
+    if (f?.type === "notification") {
+      // Ephemeral publishes carry no cursor and are in no log: not part of the promise.
+      if (typeof f.id === "string" && !f.ephemeral) this.take(f, f.replayed ? "replayed" : "live");
+      return;
+    }
+    // The answers that carry a cursor count as "the last frame received" too.
+    if ((f?.type === "resumed" || f?.type === "published") && typeof f.cursor === "string") this.last = f.cursor;
+    const p = f?.ref != null ? this.pending.get(String(f.ref)) : null;
+    if (p) {
+      if (f.type === "error") p.fail(new Error(`${f.code}: ${f.message}`));
+      else p.done(f);
+    } else if (f?.type === undefined && typeof f?.message === "string") {
+      // API Gateway's answer to a failed integration (a killed function), without a ref.
+      for (const q of [...this.pending.values()]) q.fail(new Error(`gateway: ${f.message}`));
+    } else if (f?.type === "error") {
+      this.error(`${f.code}: ${f.message}`);
+    }
+  }
+
+  /** A notification, live, replayed or a `missed` item: shown once, its cursor the last one. */
+  take(n, source) {
+    const copies = this.received.get(n.id) ?? 0;
+    this.received.set(n.id, copies + 1);
+    if (typeof n.cursor === "string" && (source !== "live" || this.caughtUp)) this.last = n.cursor;
+    if (copies === 0) {
+      this.shown.set(n.id, 1);
+      this[source]++;
+    } else if (source === "live") this.liveRepeats++;
+    else this.resends++;
+  }
+
+  error(message) {
+    // Expected under churn and faults; the latest are kept for the report.
+    this.errors.push(message);
+    if (this.errors.length > 12) this.errors.shift();
+  }
+
+  socket() {
+    return this.ws;
+  }
+
+  position() {
+    const syncs = this.syncs.map((x) => `${x.at} from ${x.from}: ${x.outcome}`).join("; ");
+    return `last cursor ${this.last}, ${this.syncedConnections} of ${this.connections} connections got through their sync, latest catch-ups: ${syncs}`;
+  }
+
+  /**
+   * The final round once the queues are empty (main): one more catch-up from `last` over the
+   * connection it has, once it is ready (a drop meanwhile reconnects and syncs by itself, and
+   * requests must not overlap that sync's). Resolves to the notifications it read.
+   */
+  async finalRound() {
+    await until(() => this.state === "ready" || this.closed, `${this.name} to be ready`, RAW_REQUEST_TIMEOUT_MS);
+    return this.catchUp();
+  }
+
+  /** `sync` (the kind's catch-up), with its record in `syncs`. */
+  async catchUp() {
+    const entry = { at: new Date().toISOString().slice(11, 23), from: this.last, outcome: "running" };
+    this.syncs.push(entry);
+    if (this.syncs.length > 12) this.syncs.shift();
+    try {
+      const n = await this.sync();
+      entry.outcome = `${n} read`;
+      return n;
+    } catch (e) {
+      entry.outcome = `failed (${e.message})`;
+      throw e;
+    }
+  }
+
+  again() {
+    const from = this.last;
+    return this.finalRound().then((n) => `${this.kind === "last-cursor" ? "resume" : "poll"} again from ${from}: ${n} read`, (e) => `again from ${from} failed: ${e.message}`);
+  }
+
+  close() {
+    this.closed = true;
+    this.ws?.terminate();
+  }
+}
+
+/** Resumes from the last cursor it received, paging with `next` while `more`. */
+class LastCursorDevice extends RawDevice {
+  constructor(...args) {
+    super("last-cursor", ...args);
+  }
+
+  async sync() {
+    // The first connect has no cursor: from the start of the log (empty then: a fresh stack).
+    let frame = this.last == null ? { action: "resume" } : { action: "resume", since: this.last };
+    let total = 0;
+    let stalls = 0;
+    for (let page = 0; page < RAW_MAX_PAGES; page++) {
+      const answer = await this.request(frame);
+      if (answer.type !== "resumed") throw new Error(`resume: answered ${JSON.stringify(answer)}`);
+      const count = Number(answer.count) || 0;
+      total += count;
+      if (!answer.more) return total;
+      if (typeof answer.next !== "string") throw new Error(`resume: more without next: ${JSON.stringify(answer)}`);
+      // A page that moved nothing (a replay post failed): back off a little, give up after a few.
+      stalls = count === 0 && answer.next === (frame.page ?? frame.since) ? stalls + 1 : 0;
+      if (stalls >= 5) throw new Error(`resume keeps answering more without notifications at ${answer.next}`);
+      if (stalls) await pause(250 * stalls);
+      // `next` is a page token, passed back as `page` (replay.rs: `page` wins, and a token
+      // passed as `since` counts as one); a server before page tokens read `next` as `since`
+      // and ignored fields it did not know (frames.rs), so both go and either server works.
+      // TODO(page): only `page`.
+      frame = { action: "resume", since: answer.next, page: answer.next };
+    }
+    throw new Error(`resume: still more after ${RAW_MAX_PAGES} pages`);
+  }
+}
+
+/** Never resumes: reads `GET /notifications/missed` from the last cursor it received. */
+class MissedPollerDevice extends RawDevice {
+  constructor(...args) {
+    super("missed-poller", ...args);
+  }
+
+  async sync() {
+    const query = new URLSearchParams({ limit: "50" });
+    if (this.last != null) query.set("since", this.last);
+    let total = 0;
+    for (let page = 0; page < RAW_MAX_PAGES; page++) {
+      const res = await http("GET", `${this.stack.httpUrl}/notifications/missed?${query}`, { token: this.token, timeoutMs: RAW_REQUEST_TIMEOUT_MS });
+      if (res.status !== 200) throw new Error(`GET /notifications/missed: ${res.status} ${JSON.stringify(res.json)}`);
+      for (const n of res.json.items) this.take(n, "missed");
+      total += res.json.items.length;
+      if (!res.json.next) return total;
+      // As with resume: `next` is a page token (`page`); the API before page tokens read `since`
+      // and ignored query parameters it did not know (handlers/api.rs), so both go.
+      // TODO(page): only `page`.
+      query.set("since", res.json.next);
+      query.set("page", res.json.next);
+    }
+    throw new Error(`missed: still a next page after ${RAW_MAX_PAGES}`);
   }
 }
 
@@ -555,13 +944,79 @@ const FAULTS = [
 
 // ------------------------------------------------------------------------------ the run
 
+/**
+ * Where a run's stack log goes: --stack-log FILE for every run (the last one written is the one
+ * that stopped the runs), else target/chaos/run-SEED.log for a run that failed.
+ */
+function keepStackLog(o, lines, failed) {
+  const file = o.stackLog ?? (failed ? path.join(repo, "target", "chaos", `run-${o.seed}.log`) : null);
+  if (!file) return null;
+  mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  writeFileSync(file, `${lines.join("\n")}\n`);
+  return file;
+}
+
+/** The one line a run leaves in the summary of --runs. */
+function summaryLine(seed, seconds, figures, note) {
+  if (!figures) return `seed ${seed}: ${seconds} s, ${note}`;
+  const byKind = Object.entries(figures.populations).map(([k, p]) => `${k} ${p.lost}`).join(", ");
+  return `seed ${seed}: ${seconds} s, lost ${figures.lostOnDevices} on devices (${byKind}), ${figures.lost} for users, ` +
+    `shown twice ${figures.duplicatesShown}, resend ratio ${figures.resendRatio}${note ? `, ${note}` : ""}`;
+}
+
+/** Figures of a population (or all of them): deliveries meant for its devices, and what came. */
+function populationFigures(devices, messages, key) {
+  const f = { devices: devices.length, intendedDeliveries: 0, received: 0, lost: 0, receivedLive: 0, receivedByResume: 0, receivedByMissed: 0, resends: 0, liveRepeats: 0, resendRatio: 0, duplicatesShown: 0, drops: 0 };
+  for (const d of devices) {
+    for (const m of messages) {
+      if (!m.audience.has(key(d.user))) continue;
+      f.intendedDeliveries++;
+      if (d.shown.has(m.id)) f.received++;
+      else f.lost++;
+    }
+    for (const times of d.shown.values()) if (times > 1) f.duplicatesShown += times - 1;
+    f.receivedLive += d.live;
+    f.receivedByResume += d.replayed;
+    f.receivedByMissed += d.missed;
+    f.resends += d.resends;
+    f.liveRepeats += d.liveRepeats;
+    f.drops += d.drops;
+  }
+  // Copies sent again by a resume or a `missed` read of an id the device had, per delivery.
+  f.resendRatio = f.intendedDeliveries ? Number((f.resends / f.intendedDeliveries).toFixed(4)) : 0;
+  return f;
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  const hardStop = setTimeout(() => {
-    console.error(`chaos: --max-seconds ${o.maxSeconds} reached; stopping`);
-    process.exit(2);
-  }, o.maxSeconds * 1000);
-  hardStop.unref();
+  const lines = [];
+  let code = 0;
+  for (let k = 0; k < o.runs; k++) {
+    const seed = o.seed + k;
+    const t0 = Date.now();
+    const { failed, figures, note } = await runOnce({ ...o, seed }, (figures, note) => {
+      // The hard stop's last word (it exits at once): this run's line, and all before it.
+      const line = summaryLine(seed, ((Date.now() - t0) / 1000).toFixed(1), figures, note);
+      if (o.runs > 1) console.log(`runs:\n  ${[...lines, line].join("\n  ")}`);
+    });
+    const line = summaryLine(seed, ((Date.now() - t0) / 1000).toFixed(1), figures, note);
+    lines.push(line);
+    console.log(`[chaos] run ${k + 1} of ${o.runs}: ${line}`);
+    if (failed) {
+      code = 1;
+      break;
+    }
+  }
+  if (o.runs > 1) console.log(`runs:\n  ${lines.join("\n  ")}`);
+  process.exit(code);
+}
+
+/**
+ * One run on a stack of its own (`o.seed` its seed). Resolves to whether it failed, its figures
+ * (null if it did not get to count) and a note on why it stopped. `onHardStop` speaks last when
+ * --max-seconds ends the process.
+ */
+async function runOnce(o, onHardStop) {
   const t0 = Date.now();
   const elapsed = () => ((Date.now() - t0) / 1000).toFixed(1);
   const say = (msg) => console.log(`[chaos ${elapsed()}s] ${msg}`);
@@ -569,18 +1024,34 @@ async function main() {
   const run = `${o.seed}x${Date.now().toString(36)}`;
   const local = chaosStack(o);
   const stackLog = local.output;
+  const hardStop = setTimeout(() => {
+    console.error(`chaos: --max-seconds ${o.maxSeconds} reached; stopping`);
+    const file = keepStackLog(o, stackLog, true);
+    if (file) console.error(`chaos: the stack's log is in ${file}`);
+    onHardStop(null, `stopped at --max-seconds ${o.maxSeconds}`);
+    process.exit(2);
+  }, o.maxSeconds * 1000);
+  hardStop.unref();
   let failed = true;
+  let figuresOut = null;
+  let note = "did not get to count";
   const devices = [];
   try {
     const stack = await local.ready;
     say(`stack ready (${o.profile}); ${o.clients} clients in ${o.tenants} tenants, ${o.notifications} notifications from ${o.producers} producers at ${o.rate}/s, faults ${o.faults ? "on" : "off"}, seed ${o.seed}`);
 
     const users = population(o, run, r);
+    const kinds = deviceKinds(o, users.reduce((n, u) => n + u.devices, 0));
     const pollers = [];
     for (const u of users) {
       const token = await mintToken(stack, { sub: u.sub, tenant: u.tenant, roles: [], groups: u.teams });
       if (u.poller) pollers.push(new Poller(u, stack, token));
-      for (let d = 0; d < u.devices; d++) devices.push(new Device(u, d, stack, token, o));
+      for (let d = 0; d < u.devices; d++) {
+        const kind = kinds[devices.length];
+        if (kind === "herald") devices.push(new Device(u, d, stack, token, o));
+        else if (kind === "last-cursor") devices.push(new LastCursorDevice(u, d, stack, token, o));
+        else devices.push(new MissedPollerDevice(u, d, stack, token, o));
+      }
     }
     const serviceTokens = new Map();
     for (const u of users) {
@@ -588,13 +1059,14 @@ async function main() {
     }
     // Connect in waves (a browser fleet does not open 200 sockets in one millisecond either).
     for (let i = 0; i < devices.length; i += 20) {
-      for (const d of devices.slice(i, i + 20)) d.client.connect();
+      for (const d of devices.slice(i, i + 20)) d.connect();
       // Generous: the run's own --max-seconds bounds it all, and a wave on a busy machine (the
       // first stack of a full run once needed over a minute) is not a failure of Herald's.
-      await until(() => devices.slice(i, i + 20).every((d) => d.client.state === "ready"), "clients to be ready", 180_000);
+      await until(() => devices.slice(i, i + 20).every((d) => d.state === "ready"), "clients to be ready", 180_000);
     }
     for (const p of pollers) await p.poll(); // their starting point: now
-    say(`${devices.length} clients ready, ${pollers.length} pollers`);
+    const perKind = o.populations.map((k) => `${devices.filter((d) => d.kind === k).length} ${k}`).join(", ");
+    say(`${devices.length} clients ready (${perKind}), ${pollers.length} pollers`);
 
     if (o.faults) for (const [m, route, body] of FAULTS) await control(stack, m, route, body);
 
@@ -609,7 +1081,7 @@ async function main() {
       const ch = rng(o.seed * 7919 + i);
       while (churning) {
         await Promise.race([pause(ch.int(o.churnMs[0], o.churnMs[1])), churnStopped]);
-        const socket = d.client._conn?.ws;
+        const socket = d.socket();
         if (!churning || !socket || socket.readyState !== WebSocket.OPEN) continue;
         socket.terminate();
         d.drops++;
@@ -628,7 +1100,7 @@ async function main() {
     // What the clients are doing (connecting, syncing, ready, ...), for the progress lines.
     const states = () => {
       const count = {};
-      for (const d of devices) count[d.client.state] = (count[d.client.state] ?? 0) + 1;
+      for (const d of devices) count[d.state] = (count[d.state] ?? 0) + 1;
       return JSON.stringify(count);
     };
     const progress = setInterval(() => say(`sent ${stats.sent}/${messages.length + messages.filter((m) => m.duplicate).length}; clients ${states()}`), 10_000);
@@ -659,42 +1131,39 @@ async function main() {
     // entries past the horizon too) and one poll each must bring everything.
     polling = false;
     await Promise.all(polls);
-    const notReady = () => devices.filter((d) => d.client.state !== "ready").length;
+    const notReady = () => devices.filter((d) => d.state !== "ready").length;
     await untilNoneLeft(notReady, (n) => `clients not ready again: ${n} of ${devices.length} ${states()}`, say, { stallMs: 120_000, intervalMs: 100 }).catch((e) => {
-      const stuck = devices.filter((d) => d.client.state !== "ready").slice(0, 5)
-        .map((d) => `${d.name} ${d.client.state}, errors: ${JSON.stringify(d.errors.slice(-4))}`);
+      const stuck = devices.filter((d) => d.state !== "ready").slice(0, 5)
+        .map((d) => `${d.name} (${d.kind}) ${d.state}, errors: ${JSON.stringify(d.errors.slice(-4))}`);
       throw new Error(`${e.message}\n  ${stuck.join("\n  ")}`);
     });
     // A client whose last re-join and resume began after the queues were empty, and went to the
     // end, has resumed over the whole log already (a resume sends entries past the horizon too);
     // the others resume once more.
     const finalErrors = [];
-    const behind = devices.filter((d) => d.syncedFrom < drainedAt || d.stalled);
-    say(`final resume of the ${behind.length} clients that last resumed before the queues were empty or gave up`);
-    await Promise.all(behind.map((d) => d.client.resume().catch(() => d.client.resume()).catch((e) => finalErrors.push(`${d.name}: ${e.code} ${e.message}`))));
-    if (finalErrors.length) say(`final resume failed for ${finalErrors.length} device(s): ${finalErrors.slice(0, 5).join("; ")}`);
+    const behind = devices.filter((d) => d.kind === "herald" && (d.syncedFrom < drainedAt || d.stalled));
+    // The raw clients catch up once more from their own last cursor, each kind its own way
+    // (a resume, or a `missed` read), whenever they last did.
+    const raw = devices.filter((d) => d.kind !== "herald");
+    say(`final resume of the ${behind.length} herald.js clients that last resumed before the queues were empty or gave up, and a last catch-up of the ${raw.length} raw clients`);
+    await Promise.all([
+      ...behind.map((d) => d.client.resume().catch(() => d.client.resume()).catch((e) => finalErrors.push(`${d.name}: ${e.code} ${e.message}`))),
+      ...raw.map((d) => d.finalRound().catch(() => d.finalRound()).catch((e) => finalErrors.push(`${d.name} (${d.kind}): ${e.message}`))),
+    ]);
+    if (finalErrors.length) say(`final catch-up failed for ${finalErrors.length} device(s): ${finalErrors.slice(0, 5).join("; ")}`);
     for (const p of pollers) await p.poll();
     const dead = await deadLetters(stack);
 
     // The figures.
     const key = (u) => `${u.tenant}/${u.sub}`;
     const received = new Map(); // user key -> Set of ids (any device)
-    let dupShown = 0;
-    let live = 0;
-    let replayed = 0;
     for (const d of devices) {
       const set = received.get(key(d.user)) ?? new Set();
-      for (const [id, times] of d.shown) {
-        set.add(id);
-        if (times > 1) dupShown += times - 1;
-      }
+      for (const id of d.shown.keys()) set.add(id);
       received.set(key(d.user), set);
-      live += d.live;
-      replayed += d.replayed;
     }
     for (const p of pollers) received.set(key(p.user), new Set(p.shown.keys()));
     let intended = 0;
-    let deviceIntended = 0;
     const lost = [];
     for (const m of messages) {
       for (const u of m.audience) {
@@ -703,15 +1172,13 @@ async function main() {
         if (!got || !got.has(m.id)) lost.push(`${m.id} -> ${u}`);
       }
     }
-    // Per device: each device of a user must show it (a second tab resumes on its own).
-    let deviceLost = 0;
-    for (const d of devices) {
-      for (const m of messages) {
-        if (!m.audience.has(key(d.user))) continue;
-        deviceIntended++;
-        if (!d.shown.has(m.id)) deviceLost++;
-      }
-    }
+    // Per device: each device of a user must show it (a second tab resumes on its own), and
+    // per population (a user's devices may be of different kinds).
+    const all = populationFigures(devices, messages, key);
+    const populations = {};
+    for (const kind of o.populations) populations[kind] = populationFigures(devices.filter((d) => d.kind === kind), messages, key);
+    const deviceLost = all.lost;
+    const dupShown = all.duplicatesShown;
     const figures = {
       seed: o.seed,
       clients: devices.length,
@@ -723,23 +1190,37 @@ async function main() {
       duplicateIdsSent: stats.duplicatesSent,
       deferred: messages.filter((m) => m.deferMs).length,
       intendedDeliveries: intended,
-      intendedDeviceDeliveries: deviceIntended,
-      drops: devices.reduce((n, d) => n + d.drops, 0),
+      intendedDeviceDeliveries: all.intendedDeliveries,
+      drops: all.drops,
       faultsInjected: injected,
-      receivedLive: live,
-      receivedByResume: replayed,
+      receivedLive: all.receivedLive,
+      receivedByResume: all.receivedByResume,
+      receivedByMissed: all.receivedByMissed,
       pollerRequests: pollers.reduce((n, p) => n + p.polls, 0),
       deadLettered: dead.reduce((n, m) => ({ ...n, [m.queue]: (n[m.queue] ?? 0) + 1 }), {}),
       lost: lost.length,
       lostOnDevices: deviceLost,
       duplicatesShown: dupShown,
+      resends: all.resends,
+      resendRatio: all.resendRatio,
+      populations,
       seconds: Number(elapsed()),
     };
+    figuresOut = figures;
     console.log(JSON.stringify(figures, null, 2));
+    for (const [kind, p] of Object.entries(populations)) {
+      say(`${kind}: ${p.devices} devices, ${p.intendedDeliveries} deliveries meant, ${p.received} received (${p.receivedLive} live, ${p.receivedByResume} by resume, ${p.receivedByMissed} by missed), ` +
+        `${p.lost} lost, ${p.duplicatesShown} shown twice, ${p.resends} resends (ratio ${p.resendRatio}), ${p.liveRepeats} live repeats`);
+    }
     if (o.report) writeFileSync(o.report, `${JSON.stringify(figures, null, 2)}\n`);
-    if (lost.length) {
-      console.error(`LOST (first 20 of ${lost.length}):\n  ${lost.slice(0, 20).join("\n  ")}`);
-      const lostIds = [...new Set(lost.map((l) => l.split(" -> ")[0]))];
+    const lostOnDevices = [];
+    for (const d of devices) {
+      for (const m of messages) if (m.audience.has(key(d.user)) && !d.shown.has(m.id)) lostOnDevices.push(`${m.id} -> ${d.name} (${d.kind})`);
+    }
+    if (lost.length || lostOnDevices.length) {
+      if (lost.length) console.error(`LOST for users (first 20 of ${lost.length}):\n  ${lost.slice(0, 20).join("\n  ")}`);
+      console.error(`LOST on devices (first 20 of ${lostOnDevices.length}):\n  ${lostOnDevices.slice(0, 20).join("\n  ")}`);
+      const lostIds = [...new Set([...lost, ...lostOnDevices].map((l) => l.split(" -> ")[0]))];
       console.error(`lost ids (${lostIds.length}): ${lostIds.join(" ")}`);
       // Where each lost id is on the server: its idempotency record (claimed? done? under which
       // cursor?) and its log entries in the partition its audience reads (none, or behind them).
@@ -755,25 +1236,31 @@ async function main() {
       for (const d of devices) {
         const missing = messages.filter((m) => m.audience.has(key(d.user)) && !d.shown.has(m.id));
         if (!missing.length) continue;
-        const again = await d.client.resume().then((r) => `resume again: ${r.count} replayed`, (e) => `resume again failed: ${e.code} ${e.message}`);
+        const position = d.position();
+        const again = await d.again();
         const recovered = missing.filter((m) => d.shown.has(m.id)).length;
         const records = await connectionRecords(stack, d.user).catch((e) => `records unreadable: ${e.message}`);
-        console.error(`device ${d.name}: state ${d.client.state}, cursor ${d.client.cursor}, drops ${d.drops}, groups ${d.user.teams}; connections of the user: ${records}; ` +
+        console.error(`device ${d.name} (${d.kind}): state ${d.state}, ${position}, drops ${d.drops}, groups ${d.user.teams}; connections of the user: ${records}; ` +
           `missing ${missing.length} (${[...new Set(missing.map((m) => Object.keys(m.to)[0] + (m.to.group ? `:${m.to.group}` : "")))].join(", ")}); ` +
           `${again}, recovered ${recovered}; errors: ${JSON.stringify(d.errors)}`);
       }
     }
     failed = lost.length > 0 || deviceLost > 0 || dupShown > 0;
+    note = failed ? "" : "nothing lost";
     say(failed ? "FAILED: the delivery promise did not hold" : "nothing lost");
   } catch (e) {
+    note = `failed: ${String(e.message ?? e).split("\n")[0]}`;
     console.error(`chaos: ${e.stack || e}`);
     if (stackLog.length) console.error(`--- last lines of the local stack ---\n${stackLog.slice(-60).join("\n")}`);
   } finally {
-    if (o.stackLog) writeFileSync(o.stackLog, `${stackLog.join("\n")}\n`);
-    for (const d of devices) d.client.close();
+    clearTimeout(hardStop);
+    for (const d of devices) d.close();
     await local.stop();
+    // After the stop: the log is whole.
+    const file = keepStackLog(o, stackLog, failed);
+    if (file) console.log(`[chaos] the stack's log (seed ${o.seed}) is in ${file}`);
   }
-  process.exit(failed ? 1 : 0);
+  return { failed, figures: figuresOut, note };
 }
 
 main();
