@@ -219,9 +219,12 @@ impl Broadcaster {
         }
     }
 
-    /// Marks a logged id delivered: a later duplicate is skipped.
-    pub async fn finish(&self, tenant: &str, id: &str) -> Result<(), BroadcastError> {
-        Ok(self.store.idempotency.finish(tenant, id).await?)
+    /// Marks a logged id delivered: a later duplicate is skipped. When `summary` shows every
+    /// member connection took the frame or was closed by now (nothing left to a shard job or the
+    /// retry queue), that time is kept for resumes (`replay::held`).
+    pub async fn finish(&self, tenant: &str, id: &str, summary: &FanoutSummary) -> Result<(), BroadcastError> {
+        let complete = summary.shards_queued == 0 && summary.retried == 0 && summary.failed == 0;
+        Ok(self.store.idempotency.finish(tenant, id, complete.then(now_millis)).await?)
     }
 
     /// Posts each topic's frame to the topic's live connections. Each membership shard's first
@@ -359,7 +362,7 @@ impl Broadcaster {
             .connections
             .remove_members(&job.group_key, job.shard, &settled.orphans)
             .await?;
-        self.store.idempotency.finish(&job.tenant, &key).await?;
+        self.store.idempotency.finish(&job.tenant, &key, None).await?;
         summary.add(&report);
         summary.settled(&settled.unreachable);
         Ok(summary)

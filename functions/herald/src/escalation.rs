@@ -228,7 +228,7 @@ impl Escalation {
             Claim::New(_) | Claim::Unfinished(_) => {}
         }
         self.queue.escalate(message(check)).await?;
-        self.store.idempotency.finish(&check.tenant, &key).await?;
+        self.store.idempotency.finish(&check.tenant, &key, None).await?;
         tracing::info!(tenant = %check.tenant, id = %check.id, user = %check.user, "escalated");
         Metrics::new(self.function).count("Escalated", 1).flush();
         Ok(Fired::Escalated)

@@ -42,6 +42,10 @@ pub const LAG_MS: u64 = 10_000;
 /// What a writer keeps in hand against clock skew and replication lag.
 pub const MARGIN_MS: u64 = 2_000;
 
+/// How far the clocks of two Lambda hosts may disagree when one host's time is compared with a
+/// cursor taken on another (NTP keeps them within milliseconds).
+pub const SKEW_MS: u64 = 1_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Horizon {
     lag_ms: u64,

@@ -140,7 +140,7 @@ impl Publisher {
                 let cursor = entries.first().map_or(Cursor::MIN, |(_, e)| e.cursor);
                 let frames: Vec<Outgoing> = entries.into_iter().map(|(g, e)| Outgoing::entry(g, &e)).collect();
                 let summary = self.broadcaster.fan_out(&p.tenant, &id, &frames, reach).await?;
-                self.broadcaster.finish(&p.tenant, &id).await?;
+                self.broadcaster.finish(&p.tenant, &id, &summary).await?;
                 Metrics::new(function)
                     .with_dimension("Kind", kind.clone())
                     .count("Published", 1)

@@ -8,7 +8,9 @@
 //! still moves the cursor forward instead of stalling or skipping what follows.
 
 use crate::cursor::{Cursor, CursorError};
-use crate::horizon::{Horizon, LAG_MS};
+use std::collections::HashSet;
+
+use crate::horizon::{Horizon, LAG_MS, SKEW_MS};
 use crate::notification::LogEntry;
 use crate::store::LogPage;
 
@@ -130,6 +132,9 @@ pub enum StartError {
 pub struct ReadPlan {
     /// Read entries strictly after this.
     pub from: Cursor,
+    /// The cursor the client holds, when the read starts a lag before it: entries up to it may
+    /// be with the client already ([`held`]).
+    pub since: Option<Cursor>,
     /// The resume point so far: never taken back.
     safe: Cursor,
     /// Whether everything up to `from` was read while visible, so the point may move on.
@@ -157,6 +162,7 @@ impl ReadPlan {
         let horizon = Horizon::default();
         let since = |c: Cursor| Self {
             from: horizon.reread_from(c).max(floor),
+            since: Some(c),
             safe: c,
             advance: true,
             gap: c < floor,
@@ -166,6 +172,7 @@ impl ReadPlan {
         match start {
             Start::Beginning => Self {
                 from: floor,
+                since: None,
                 safe: Cursor::MIN,
                 advance: true,
                 gap: false,
@@ -175,6 +182,7 @@ impl ReadPlan {
             Start::Since(c) => since(c),
             Start::Page(t) if continues(t.reader, reader, now_ms) => Self {
                 from: t.position.max(floor),
+                since: None,
                 safe: t.safe,
                 advance: t.position <= t.safe,
                 gap: t.position < floor,
@@ -283,6 +291,30 @@ fn merge_all(since: Cursor, pages: Vec<LogPage>, limit: usize) -> ReplayPage {
             more: false,
         },
     }
+}
+
+/// The ids among `entries` that a client holding `since` certainly has, so a read a lag before
+/// `since` need not send them again: entries up to `since` whose fan-out had posted to every
+/// member connection, or closed it, before `since` was even claimed. Whoever received a frame
+/// with cursor `since` on a connection received it after those posts: that connection was
+/// posted the entry and took it (a closed one received nothing after), or it joined later and
+/// its catch-up read covered the entry. Fan-outs that left work to shard jobs or the retry queue
+/// record no time and are sent again.
+pub async fn held(
+    store: &crate::store::Store,
+    tenant: &str,
+    since: Cursor,
+    entries: &[LogEntry],
+) -> Result<HashSet<String>, crate::store::StoreError> {
+    // The entry whose frame carried `since` is with the client by definition.
+    let mut held: HashSet<String> = entries.iter().filter(|e| e.cursor == since).map(|e| e.id.clone()).collect();
+    let candidates: Vec<&str> = entries.iter().filter(|e| e.cursor < since).map(|e| e.id.as_str()).collect();
+    if candidates.is_empty() {
+        return Ok(held);
+    }
+    let posted = store.idempotency.posted_at(tenant, &candidates).await?;
+    held.extend(posted.into_iter().filter(|(_, at)| at + SKEW_MS < since.millis()).map(|(id, _)| id));
+    Ok(held)
 }
 
 /// Reads one page of every topic after `since` and merges them.

@@ -25,7 +25,7 @@ use crate::policy::{PresencePolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
 use crate::push::{SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
 use crate::queue::{Queue, QueueError};
-use crate::replay::{ReadPlan, Reader, Start, read_merged};
+use crate::replay::{ReadPlan, Reader, Start, held, read_merged};
 use crate::runtime::{HttpHandler, InitError};
 use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::store::{ReminderState, Store, StoreError, epoch_seconds};
@@ -297,9 +297,15 @@ impl Api {
         // A poller keeps `cursor` for its next poll (any cursor it received works too); `next`
         // pages on from exactly what was read.
         let answer = plan.answer(page.cursor, page.more, read_at);
+        // What the poller's cursor shows it has is read past, as over the socket.
+        let held = match plan.since {
+            Some(since) => held(&self.store, &p.tenant, since, &page.entries).await?,
+            None => HashSet::new(),
+        };
         let items: Vec<Value> = page
             .entries
             .iter()
+            .filter(|e| !held.contains(&e.id))
             .map(|e| serde_json::from_str(&e.frame(false)).unwrap_or(Value::Null))
             .collect();
         Ok((

@@ -327,7 +327,7 @@ impl Dispatch {
             }
             None => PushSummary::default(),
         };
-        self.broadcaster.finish(&req.tenant, &id).await?;
+        self.broadcaster.finish(&req.tenant, &id, &summary).await?;
         if req.deliver_at.is_some() {
             self.store.reminders.mark_fired(&req.tenant, &id, expires).await?;
         }

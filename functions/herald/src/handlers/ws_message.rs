@@ -31,7 +31,7 @@ use crate::policy::{PresencePolicy, PublishPolicy, RolePolicy};
 use crate::presence::Presence;
 use crate::publish::{PublishError, Publisher};
 use crate::queue::Queue;
-use crate::replay::{ReadPlan, Reader, Start, read_merged};
+use crate::replay::{ReadPlan, Reader, Start, held, read_merged};
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, epoch_seconds};
 
@@ -151,11 +151,16 @@ impl WsMessage {
         let read_at = now_millis();
         let plan = ReadPlan::new(start, Reader::connection(&who.connection_id), floor, read_at);
         let page = read_merged(&self.store, &p.tenant, &p.user, &topics, plan.from, RESUME_PAGE).await?;
+        let held = match plan.since {
+            Some(since) => held(&self.store, &p.tenant, since, &page.entries).await?,
+            None => HashSet::new(),
+        };
         let have: HashSet<&str> = have.iter().map(String::as_str).collect();
         let mut sent = 0;
         for entry in &page.entries {
-            // Already with the client (it said so): read past it without posting it again.
-            if have.contains(entry.id.as_str()) {
+            // Already with the client (it said so, or its cursor shows it): read past it without
+            // posting it again.
+            if have.contains(entry.id.as_str()) || held.contains(&entry.id) {
                 continue;
             }
             match self.poster.post(&who.connection_id, &entry.frame(true)).await {

@@ -114,21 +114,70 @@ impl Idempotency {
     }
 
     /// Marks the notification logged and pushed (every live recipient posted, or handed to the
-    /// retry queue or a fan-out shard).
-    pub async fn finish(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
-        self.table
+    /// retry queue or a fan-out shard). `posted_at`: when every member connection had taken the
+    /// frame or was closed (epoch ms), if that is known: a resume reads past the entry for a
+    /// client holding a cursor newer than that (see `replay::held`).
+    pub async fn finish(&self, tenant: &str, id: &str, posted_at: Option<u64>) -> Result<(), StoreError> {
+        let update = self
+            .table
             .client
             .update_item()
             .table_name(&self.table.name)
             .key("pk", s(Self::key(tenant, id)))
             .key("sk", s("#"))
-            .update_expression("SET #s = :done")
             .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":done", s("done"))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
+            .expression_attribute_values(":done", s("done"));
+        let update = match posted_at {
+            Some(at) => update
+                .update_expression("SET #s = :done, postedAt = :at")
+                .expression_attribute_values(":at", n(at)),
+            None => update.update_expression("SET #s = :done"),
+        };
+        update.send().await.map_err(|e| StoreError::dynamo("UpdateItem", e))?;
         Ok(())
+    }
+
+    /// When each of `ids` was posted to all of its live recipients ([`Self::finish`]), for those
+    /// where that is known. Eventually consistent: an id read before its `finish` landed is
+    /// simply not in the answer.
+    pub async fn posted_at(&self, tenant: &str, ids: &[&str]) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+        let mut out = std::collections::HashMap::new();
+        let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+        let unique: Vec<&str> = unique.into_iter().collect();
+        for chunk in unique.chunks(100) {
+            let keys: Vec<std::collections::HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|id| {
+                    [("pk".to_owned(), s(Self::key(tenant, id))), ("sk".to_owned(), s("#"))]
+                        .into_iter()
+                        .collect()
+                })
+                .collect();
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .projection_expression("pk, postedAt")
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let answer = self
+                .table
+                .client
+                .batch_get_item()
+                .request_items(&self.table.name, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
+            // Unprocessed keys are left out: their entries are sent again, which is safe.
+            let prefix = Self::key(tenant, "");
+            for item in answer.responses.unwrap_or_default().remove(&self.table.name).unwrap_or_default() {
+                if let (Ok(pk), Ok(at)) = (get_s(&item, "pk"), super::get_n(&item, "postedAt"))
+                    && let Some(id) = pk.strip_prefix(&prefix)
+                {
+                    out.insert(id.to_owned(), at as u64);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
