@@ -494,9 +494,8 @@ async fn collapse_keeps_only_the_latest_progress_update() {
     );
 }
 
-/// Updates that could not be posted (429) wait on the retry queue; once a later update of the
-/// key is logged, they are dropped instead of arriving late and out of date: the connection gets
-/// the latest only.
+/// Updates that could not be posted (429) are not retried late: the connection is closed (see
+/// `horizon`), and the resume after the reconnect brings the latest update only.
 #[tokio::test]
 async fn pending_updates_of_a_key_are_delivered_as_the_latest_only() {
     let tenant = unique("acme");
@@ -504,8 +503,7 @@ async fn pending_updates_of_a_key_are_delivered_as_the_latest_only() {
     let job = unique("job");
     let mut c = Client::connect(&user, &tenant, &[], &[]).await;
     let conn = c.connection_id().await;
-    // Every post to the connection fails while the four updates are dispatched; the retries
-    // that run meanwhile fail too (and are tried again, or dropped once superseded).
+    // Every post to the connection fails while the four updates are dispatched.
     control(
         Method::POST,
         "/faults/posts",
@@ -519,11 +517,18 @@ async fn pending_updates_of_a_key_are_delivered_as_the_latest_only() {
     }
     // Only this test of this stack injects faults.
     control(Method::DELETE, "/faults", None).await;
-    // Four updates are pending for the connection; only the latest arrives (from the retry queue).
-    let got = c.notification().await;
-    assert_eq!(got["id"], format!("{job}-p3").as_str(), "{got}");
-    // Later attempts are due within 6 s (1..2 s, then 2..4 s): none may bring an older update.
-    c.expect_silence(Duration::from_secs(8)).await;
+    assert!(c.close_code().await.is_some(), "the connection that could not take them is closed");
+    // Four updates are missing on the client; its resume brings only the latest.
+    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
+    again.send(json!({"action": "resume"})).await;
+    let got = again.next().await;
+    assert_eq!(
+        (got["id"].as_str(), got["replayed"].as_bool()),
+        (Some(format!("{job}-p3").as_str()), Some(true)),
+        "{got}"
+    );
+    assert_eq!(again.next().await["type"], "resumed");
+    again.expect_silence(Duration::from_secs(3)).await;
 }
 
 /// Above the presence cap (the tests run with 5 live connections) a room sends no presence
