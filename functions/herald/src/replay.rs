@@ -102,13 +102,15 @@ impl Start {
     /// `since` and `page` as a client sent them (`page` wins; a page token passed as `since`, as
     /// clients that treat `next` as a cursor do, counts as `page`).
     pub fn parse(since: Option<&str>, page: Option<&str>) -> Result<Self, StartError> {
-        if let Some(p) = page.filter(|p| !p.is_empty()) {
-            return PageToken::decode(p).map(Start::Page).map_err(|_| StartError::Page);
-        }
-        match since.filter(|s| !s.is_empty()) {
-            None => Ok(Start::Beginning),
-            Some(s) if PageToken::is_token(s) => PageToken::decode(s).map(Start::Page).map_err(|_| StartError::Since),
-            Some(s) => s.parse().map(Start::Since).map_err(|_| StartError::Since),
+        // `since` is checked even beside a `page`: a malformed one is refused, never ignored.
+        let since = match since.filter(|s| !s.is_empty()) {
+            None => Start::Beginning,
+            Some(s) if PageToken::is_token(s) => PageToken::decode(s).map(Start::Page).map_err(|_| StartError::Since)?,
+            Some(s) => s.parse().map(Start::Since).map_err(|_| StartError::Since)?,
+        };
+        match page.filter(|p| !p.is_empty()) {
+            Some(p) => PageToken::decode(p).map(Start::Page).map_err(|_| StartError::Page),
+            None => Ok(since),
         }
     }
 }
@@ -367,6 +369,18 @@ mod tests {
         assert_eq!(Start::parse(Some("nope"), None), Err(StartError::Since));
         assert_eq!(Start::parse(None, Some("nope")), Err(StartError::Page));
         assert_eq!(Start::parse(Some(""), None), Ok(Start::Beginning));
+        // A malformed `since` is refused even beside a valid `page`.
+        let page = PageToken {
+            position: Cursor::from_parts(T, 1),
+            safe: Cursor::from_parts(T, 1),
+            reader: Reader::Poller(T),
+        }
+        .encode();
+        assert_eq!(Start::parse(Some("nope"), Some(&page)), Err(StartError::Since));
+        assert!(matches!(
+            Start::parse(Some("01M94V732ZCQKGB1B3F50QXQW8"), Some(&page)),
+            Ok(Start::Page(_))
+        ));
     }
 
     #[test]
