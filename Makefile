@@ -99,8 +99,10 @@ client-tests: venv build client/node_modules/.package-lock.json
 browser-tests: venv build
 	HERALD_PROFILE=$(call outdir,$(PROFILE)) client/browser-test/run-tests.sh
 
-# The chaos suite (chaos/chaos.mjs, docs/reliability.md): clients running client/herald.js with
-# reconnect churn, concurrent producers of every target kind, injected faults; fails on any loss.
+# The chaos suite (chaos/chaos.mjs, docs/reliability.md): three kinds of clients (client/herald.js,
+# a raw client resuming from the last cursor it received, a raw client reading `missed` from it)
+# with reconnect churn, concurrent producers of every target kind, injected faults; fails on any
+# loss. CHAOS_ARGS="--runs 10" repeats it with ten seeds, stopping at the first loss.
 # `make chaos` is the full run (stops itself after 10 minutes); `chaos-check`, a small fixed-seed run, is part of
 # `make test`. CHAOS_ARGS adds options (e.g. CHAOS_ARGS="--seed 7").
 # The full run uses the release binaries (what Lambda runs; a one-time fat-LTO build of a few
