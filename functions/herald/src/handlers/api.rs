@@ -286,7 +286,7 @@ impl Api {
 
     async fn missed(&self, p: &Principal, req: &Request) -> ApiResult {
         let q = req.query_string_parameters();
-        let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(&e.to_string()))?;
+        let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let limit = page_limit(q.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
         let topics = self.readable_topics(p).await?;
         // The clock before the read: the position handed out must trail what was visible when

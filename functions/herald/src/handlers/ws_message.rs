@@ -130,7 +130,7 @@ impl WsMessage {
     ) -> Result<String, BoxError> {
         let start = match Start::parse(since, page) {
             Ok(s) => s,
-            Err(e) => return Ok(ErrorFrame::new(ErrorCode::BadRequest, &e.to_string(), reference).to_json()),
+            Err(e) => return Ok(ErrorFrame::new(ErrorCode::BadRequest, e.to_string(), reference).to_json()),
         };
         let p = &who.principal;
         // The connection's memberships are the entitlement record: joins were authorized when
