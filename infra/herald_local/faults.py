@@ -32,6 +32,7 @@ class _CountedPostFault:
     connection_ids: frozenset[str] | None  # None: any connection
     status: int
     remaining: int
+    location: str | None = None  # a push redirect's target (307/308)
 
 
 @dataclass
@@ -91,17 +92,33 @@ class Faults:
             self._counted.append(_CountedPostFault(ids, status, count or 1))
 
     def add_push_fault(self, status: int, *, subscription_ids: list[str] | None = None,
-                       count: int | None = None) -> None:
+                       count: int | None = None, location: str | None = None) -> None:
         """The local push service answers `status` to the next `count` pushes (to these
-        subscriptions, or any): 404/410 (gone), 429 or 5xx (retry later), another 4xx."""
-        if not 400 <= status <= 599:
-            raise ValueError("status must be 4xx or 5xx")
+        subscriptions, or any): 404/410 (gone), 429 or 5xx (retry later), another 4xx, or a
+        307/308 redirect to `location` (a sender must not follow it: SSRF)."""
+        if status in (307, 308):
+            if not location:
+                raise ValueError("a redirect needs a location")
+        elif not 400 <= status <= 599:
+            raise ValueError("status must be 4xx or 5xx, or 307/308 with a location")
         ids = frozenset(subscription_ids) if subscription_ids else None
-        self._push.append(_CountedPostFault(ids, status, count or 1))
+        self._push.append(_CountedPostFault(ids, status, count or 1, location))
 
     def push_status(self, subscription_id: str) -> int | None:
         """The error status the next push to `subscription_id` must answer, if any."""
-        return self._take_counted(self._push, subscription_id, "push")
+        fault = self.push_fault(subscription_id)
+        return fault[0] if fault else None
+
+    def push_fault(self, subscription_id: str) -> tuple[int, str | None] | None:
+        """The status (and redirect location) the next push to `subscription_id` must answer."""
+        for fault in self._push:
+            if fault.connection_ids is None or subscription_id in fault.connection_ids:
+                location = fault.location
+                status = self._take_counted([fault], subscription_id, "push")
+                if fault.remaining <= 0:
+                    self._push.remove(fault)
+                return (status, location) if status is not None else None
+        return None
 
     def add_kill_fault(self, function: str, match: str = "", count: int | None = 1, *,
                        rate: float | None = None, after_ms: int = 0) -> None:

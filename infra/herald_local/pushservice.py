@@ -184,9 +184,12 @@ class PushService:
             return _error(404, "no such subscription")
         if sub.gone:
             return _error(410, "the subscription has expired or was unsubscribed")
-        status = self._faults.push_status(sub.id)
-        if status is not None:
+        fault = self._faults.push_fault(sub.id)
+        if fault is not None:
+            status, location = fault
             headers = {"Retry-After": "1"} if status == 429 else None
+            if location:
+                headers = {"Location": location}
             return web.json_response({"error": "injected push fault"}, status=status, headers=headers)
         h = request.headers
         ttl = h.get("TTL", "")

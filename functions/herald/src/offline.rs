@@ -82,7 +82,7 @@ impl Pusher {
             settings.vapid_public_key.as_deref(),
             settings.vapid_subject.as_deref().unwrap_or_default(),
         )?;
-        Ok(Some(PushSender::new(vapid)?))
+        Ok(Some(PushSender::new(vapid, settings.endpoint_policy())?))
     }
 
     /// Pushes each user's entry to each of their subscriptions.
@@ -165,6 +165,14 @@ impl Pusher {
                         .delete(&job.tenant, &job.user, &job.subscription)
                         .await?;
                     summary.gone += 1;
+                }
+                PushOutcome::Refused => {
+                    tracing::warn!(tenant = %job.tenant, user = %job.user, "push endpoint not on an allowed push service; subscription removed");
+                    self.store
+                        .push_subscriptions
+                        .delete(&job.tenant, &job.user, &job.subscription)
+                        .await?;
+                    summary.failed += 1;
                 }
                 PushOutcome::Retryable(reason) if job.attempt < self.max_attempts => {
                     tracing::debug!(tenant = %job.tenant, user = %job.user, %reason, attempt = job.attempt, "push will be retried");

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
 use crate::policy::{PresencePolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
-use crate::push::{SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
+use crate::push::{EndpointPolicy, SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
 use crate::queue::{Queue, QueueError};
 use crate::replay::{ReadPlan, Reader, Start, read_merged};
 use crate::runtime::{HttpHandler, InitError};
@@ -143,7 +143,8 @@ pub struct Api {
     limiter: Limiter,
     /// The VAPID public key clients subscribe with; `None`: push is off.
     vapid_public_key: Option<String>,
-    push_insecure_origin: Option<String>,
+    /// Where push endpoints may point (SSRF: Herald POSTs to them).
+    push_endpoints: EndpointPolicy,
 }
 
 impl HttpHandler for Api {
@@ -168,8 +169,8 @@ impl HttpHandler for Api {
         );
         let push = PushSettings::from_source(&Env)?;
         Ok(Self {
+            push_endpoints: push.endpoint_policy(),
             vapid_public_key: push.vapid_public_key,
-            push_insecure_origin: push.insecure_origin,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
             verifier,
@@ -286,7 +287,7 @@ impl Api {
 
     async fn missed(&self, p: &Principal, req: &Request) -> ApiResult {
         let q = req.query_string_parameters();
-        let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(&e.to_string()))?;
+        let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let limit = page_limit(q.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
         let topics = self.readable_topics(p).await?;
         // The clock before the read: the position handed out must trail what was visible when
@@ -520,8 +521,7 @@ impl Api {
     /// its expiry). Validated whole before anything is written: a 400 stores nothing.
     async fn push_subscribe(&self, p: &Principal, req: &Request) -> ApiResult {
         self.push_enabled()?;
-        let sub =
-            parse_subscription(body_text(req)?, self.push_insecure_origin.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let sub = parse_subscription(body_text(req)?, &self.push_endpoints).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let existing = self.store.push_subscriptions.list(&p.tenant, &p.user).await?;
         let key = endpoint_key(&sub.endpoint);
         if existing.len() >= MAX_PUSH_SUBSCRIPTIONS && !existing.iter().any(|(k, _)| *k == key) {
@@ -543,12 +543,8 @@ impl Api {
     /// Forgets one of the caller's subscriptions, by endpoint (absent is fine: 204 too).
     async fn push_unsubscribe(&self, p: &Principal, req: &Request) -> ApiResult {
         self.push_enabled()?;
-        let endpoint =
-            parse_endpoint(body_text(req)?, self.push_insecure_origin.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        self.store
-            .push_subscriptions
-            .delete(&p.tenant, &p.user, &endpoint_key(&endpoint))
-            .await?;
+        let endpoint = parse_endpoint(body_text(req)?, &self.push_endpoints).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.store.push_subscriptions.remove(&p.tenant, &p.user, &endpoint).await?;
         Ok((StatusCode::NO_CONTENT, None))
     }
 

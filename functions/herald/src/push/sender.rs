@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ece;
-use super::subscription::Subscription;
+use super::subscription::{EndpointPolicy, Subscription};
 use super::vapid::Vapid;
 use crate::notification::Urgency;
 
@@ -22,6 +22,9 @@ pub enum PushOutcome {
     /// Other 4xx (400, 403, 413) or a subscription that cannot be encrypted for: another attempt
     /// would fail the same way.
     Failed(String),
+    /// The endpoint is not on an allowed push service (stored before the host list was narrowed,
+    /// or before there was one): nothing was sent; remove the subscription.
+    Refused,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,19 +51,25 @@ pub const MAX_TTL_SECONDS: u64 = 28 * 24 * 3600;
 pub struct PushSender {
     http: reqwest::Client,
     vapid: Arc<Vapid>,
+    policy: Arc<EndpointPolicy>,
 }
 
 impl PushSender {
-    pub fn new(vapid: Vapid) -> Result<Self, SenderError> {
+    pub fn new(vapid: Vapid, policy: EndpointPolicy) -> Result<Self, SenderError> {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(crate::tls::client_config().map_err(SenderError::Tls)?)
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
+            // A push service answers; it never sends Herald elsewhere. Following a redirect
+            // would let an allowed host (or whoever answers for it) point Herald's POST at any
+            // address, past the endpoint check.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(SenderError::Client)?;
         Ok(Self {
             http,
             vapid: Arc::new(vapid),
+            policy: Arc::new(policy),
         })
     }
 
@@ -69,6 +78,9 @@ impl PushSender {
     }
 
     pub async fn send(&self, sub: &Subscription, msg: PushMessage<'_>) -> PushOutcome {
+        if self.policy.check(&sub.endpoint).is_err() {
+            return PushOutcome::Refused;
+        }
         let Some((p256dh, auth)) = sub.keys() else {
             return PushOutcome::Failed("the stored subscription's keys do not decode".into());
         };
@@ -91,9 +103,12 @@ impl PushSender {
         if let Some(topic) = msg.topic {
             req = req.header("topic", topic);
         }
+        // Only the status is read: the body is dropped unread, so no answer's size matters.
+        // Errors lose their URL: the endpoint is a bearer capability for the user's device and
+        // must not reach the logs.
         match req.body(body).send().await {
             Ok(resp) => outcome(resp.status().as_u16()),
-            Err(e) => PushOutcome::Retryable(e.to_string()),
+            Err(e) => PushOutcome::Retryable(e.without_url().to_string()),
         }
     }
 }
@@ -103,6 +118,7 @@ fn outcome(status: u16) -> PushOutcome {
         200..=299 => PushOutcome::Delivered,
         404 | 410 => PushOutcome::Gone,
         429 | 500..=599 => PushOutcome::Retryable(format!("push service answered {status}")),
+        300..=399 => PushOutcome::Failed(format!("push service answered a redirect ({status}); not followed")),
         _ => PushOutcome::Failed(format!("push service answered {status}")),
     }
 }
@@ -120,5 +136,6 @@ mod tests {
         assert!(matches!(outcome(503), PushOutcome::Retryable(_)));
         assert!(matches!(outcome(413), PushOutcome::Failed(_)));
         assert!(matches!(outcome(400), PushOutcome::Failed(_)));
+        assert!(matches!(outcome(307), PushOutcome::Failed(_)));
     }
 }
