@@ -113,6 +113,50 @@ impl PublishPolicy {
     }
 }
 
+/// What a caller's own reminders may do (`POST /reminders`). A plain user's reminder is a
+/// notification they send themselves, at no cost to them: `escalate` would put work on the
+/// operator's email/SMS worker and `push: "always"` would wake devices past a live socket, so
+/// both need a role of `HERALD_REMINDER_ESCALATE_ROLES` (default `service,admin`); and a user
+/// keeps at most `HERALD_REMINDER_MAX_PENDING` (default 100) reminders pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderPolicy {
+    escalate_roles: Vec<String>,
+    pub max_pending: usize,
+}
+
+impl Default for ReminderPolicy {
+    fn default() -> Self {
+        Self {
+            escalate_roles: vec!["service".into(), "admin".into()],
+            max_pending: 100,
+        }
+    }
+}
+
+impl ReminderPolicy {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let escalate_roles = match optional(src, "HERALD_REMINDER_ESCALATE_ROLES") {
+            None => d.escalate_roles,
+            Some(spec) => spec.split(',').map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect(),
+        };
+        Ok(Self {
+            escalate_roles,
+            max_pending: crate::config::bounded(src, "HERALD_REMINDER_MAX_PENDING", d.max_pending, 1, 100_000)?,
+        })
+    }
+
+    /// May `principal`'s reminders carry `escalate` and `push: "always"`?
+    pub fn may_escalate(&self, principal: &Principal) -> bool {
+        self.escalate_roles.iter().any(|r| principal.has_role(r))
+    }
+
+    /// The roles that may, for error messages.
+    pub fn escalate_roles(&self) -> String {
+        self.escalate_roles.join(", ")
+    }
+}
+
 /// Presence events: `HERALD_PRESENCE_KINDS` (e.g. `room,chat`: the named group kinds whose
 /// members are told when a user comes online or goes offline; default none),
 /// `HERALD_PRESENCE_GRACE_SECONDS` (default 10: a user back within it produces no offline/online
@@ -200,6 +244,23 @@ pub fn entitlement(principal: &Principal, group: &Group, roles: &RolePolicy) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_configured_roles_escalate_reminders() {
+        let d = ReminderPolicy::from_source(&crate::config::tests::source(&[])).unwrap();
+        assert_eq!(d, ReminderPolicy::default());
+        assert!(d.may_escalate(&who(&["service"], &[])) && d.may_escalate(&who(&["admin"], &[])));
+        assert!(!d.may_escalate(&who(&[], &[])) && !d.may_escalate(&who(&["instructor"], &[])));
+        let p = ReminderPolicy::from_source(&crate::config::tests::source(&[
+            ("HERALD_REMINDER_ESCALATE_ROLES", "instructor"),
+            ("HERALD_REMINDER_MAX_PENDING", "5"),
+        ]))
+        .unwrap();
+        assert!(p.may_escalate(&who(&["instructor"], &[])) && !p.may_escalate(&who(&["service"], &[])));
+        assert_eq!(p.max_pending, 5);
+        let err = ReminderPolicy::from_source(&crate::config::tests::source(&[("HERALD_REMINDER_MAX_PENDING", "0")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_REMINDER_MAX_PENDING"), "{err}");
+    }
 
     fn who(roles: &[&str], groups: &[&str]) -> Principal {
         Principal {

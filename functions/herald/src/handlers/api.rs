@@ -21,7 +21,7 @@ use crate::limiter::Limiter;
 use crate::membership::{PresenceToken, Unsubscriber, entitled, presence_page};
 use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
-use crate::policy::{PresencePolicy, RolePolicy};
+use crate::policy::{PresencePolicy, ReminderPolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
 use crate::push::{EndpointPolicy, SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
 use crate::queue::{Queue, QueueError};
@@ -143,6 +143,8 @@ pub struct Api {
     limiter: Limiter,
     /// The VAPID public key clients subscribe with; `None`: push is off.
     vapid_public_key: Option<String>,
+    /// What callers' own reminders may carry, and how many a user keeps pending.
+    reminder_policy: ReminderPolicy,
     /// Where push endpoints may point (SSRF: Herald POSTs to them).
     push_endpoints: EndpointPolicy,
 }
@@ -170,6 +172,7 @@ impl HttpHandler for Api {
         let push = PushSettings::from_source(&Env)?;
         Ok(Self {
             push_endpoints: push.endpoint_policy(),
+            reminder_policy: ReminderPolicy::from_source(&Env)?,
             vapid_public_key: push.vapid_public_key,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
@@ -411,6 +414,19 @@ impl Api {
         if !privileged && n.to != Target::User(p.user.clone()) {
             return Err(ApiError::forbidden("reminders for others need the service or admin role"));
         }
+        if !self.reminder_policy.may_escalate(p) {
+            let roles = self.reminder_policy.escalate_roles();
+            if n.escalate_after.is_some() {
+                return Err(ApiError::forbidden(format!(
+                    "escalate: a reminder that escalates needs one of the roles {roles}"
+                )));
+            }
+            if n.push.as_ref().is_some_and(|r| r.always) {
+                return Err(ApiError::forbidden(format!(
+                    "push: \"always\" in a reminder needs one of the roles {roles}; true pushes when not connected"
+                )));
+            }
+        }
         let at = n.deliver_at.ok_or_else(|| ApiError::bad_request("deliverAt: is required"))?;
         if at <= Utc::now() {
             return Err(ApiError::bad_request("deliverAt: must be in the future"));
@@ -436,16 +452,35 @@ impl Api {
         if self.store.idempotency.exists(&p.tenant, &key).await? {
             return Err(conflict(format!("id {id} was already used by a notification")));
         }
+        // A plain user's pending reminders are capped: each is a timer (and, past 15 minutes, a
+        // schedule) kept for them. Rescheduling one already pending is not another. Checked
+        // before writing, so concurrent requests can pass the cap by at most the HTTP burst.
+        let max = self.reminder_policy.max_pending;
+        if !privileged {
+            let pending = self.store.reminders.pending_of(&p.tenant, &p.user).await?;
+            if pending.len() >= max && !pending.contains(&key) {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("at most {max} pending reminders per user; cancel one or wait until one fires"),
+                ));
+            }
+        }
         match self.deferral.defer(&n, Some(p.user.clone())).await? {
             Deferred::Cancelled => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
                 format!("reminder {id} was cancelled"),
             )),
-            _ => Ok((
-                StatusCode::CREATED,
-                Some(json!({"id": id, "state": "scheduled", "deliverAt": crate::notification::format_time(&at)})),
-            )),
+            _ => {
+                if !privileged {
+                    self.store.reminders.track_pending(&p.tenant, &p.user, &key, at.timestamp()).await?;
+                }
+                Ok((
+                    StatusCode::CREATED,
+                    Some(json!({"id": id, "state": "scheduled", "deliverAt": crate::notification::format_time(&at)})),
+                ))
+            }
         }
     }
 
@@ -483,6 +518,9 @@ impl Api {
             return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "reminder already fired"));
         }
         self.deferral.cancel(&p.tenant, &r.id).await?;
+        if let Some(owner) = &r.owner {
+            self.store.reminders.untrack_pending(&p.tenant, owner, &r.id).await?;
+        }
         Ok((StatusCode::NO_CONTENT, None))
     }
 
