@@ -194,6 +194,16 @@ impl Limits {
     }
 }
 
+/// The web push services Herald sends to when no `HERALD_PUSH_HOSTS` is configured: FCM
+/// (Chrome, Edge, Android), Mozilla's autopush, Apple's and Windows' (WNS). `*.` is any subdomain.
+pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.push.services.mozilla.com",
+    "*.push.apple.com",
+    "*.notify.windows.com",
+];
+
 /// Web Push settings (docs/DESIGN.md "Reaching users who are not connected"). Push is off while
 /// no VAPID key is configured.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -208,7 +218,7 @@ pub struct PushSettings {
     /// stack's push service. Loopback only, so no setting can open plain-text pushes elsewhere.
     pub insecure_origin: Option<String>,
     /// The push services' hosts endpoints may point to (`HERALD_PUSH_HOSTS`, comma-separated;
-    /// `*.example.com` is any subdomain); empty means the well-known ones.
+    /// `*.example.com` is any subdomain); unset: [`DEFAULT_PUSH_HOSTS`].
     pub hosts: Vec<String>,
 }
 
@@ -250,6 +260,9 @@ impl PushSettings {
             }
             hosts.push(host);
         }
+        if hosts.is_empty() {
+            hosts = DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        }
         Ok(Self {
             vapid_private_key: optional(src, "HERALD_VAPID_PRIVATE_KEY"),
             vapid_public_key: optional(src, "HERALD_VAPID_PUBLIC_KEY"),
@@ -257,15 +270,6 @@ impl PushSettings {
             insecure_origin,
             hosts,
         })
-    }
-
-    /// Where push endpoints may point, for the API (on PUT) and the senders (before each push).
-    pub fn endpoint_policy(&self) -> crate::push::EndpointPolicy {
-        if self.hosts.is_empty() {
-            let defaults = crate::push::DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect();
-            return crate::push::EndpointPolicy::new(defaults, self.insecure_origin.clone());
-        }
-        crate::push::EndpointPolicy::new(self.hosts.clone(), self.insecure_origin.clone())
     }
 }
 
@@ -375,11 +379,9 @@ pub(crate) mod tests {
     fn push_hosts_are_host_names_or_subdomain_patterns() {
         let p = PushSettings::from_source(&source(&[("HERALD_PUSH_HOSTS", " FCM.googleapis.com, *.push.apple.com ,")])).unwrap();
         assert_eq!(p.hosts, ["fcm.googleapis.com", "*.push.apple.com"]);
-        assert!(p.endpoint_policy().check("https://web.push.apple.com/x").is_ok());
-        assert!(p.endpoint_policy().check("https://updates.push.services.mozilla.com/x").is_err());
         // Unset: the well-known services.
         let d = PushSettings::from_source(&source(&[])).unwrap();
-        assert!(d.endpoint_policy().check("https://updates.push.services.mozilla.com/x").is_ok());
+        assert_eq!(d.hosts, DEFAULT_PUSH_HOSTS);
         for bad in [
             "10.0.0.1",
             "localhost",

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use crate::config::{ConfigError, PushSettings};
 use crate::metrics::Metrics;
 use crate::notification::{LogEntry, PushRequest};
-use crate::push::{PushJob, PushMessage, PushOutcome, PushSender, SenderError, Subscription, Vapid, VapidError, payload};
+use crate::push::{EndpointPolicy, PushJob, PushMessage, PushOutcome, PushSender, SenderError, Subscription, Vapid, VapidError, payload};
 use crate::queue::{Queue, QueueError};
 use crate::store::{Store, StoreError};
 
@@ -82,7 +82,7 @@ impl Pusher {
             settings.vapid_public_key.as_deref(),
             settings.vapid_subject.as_deref().unwrap_or_default(),
         )?;
-        Ok(Some(PushSender::new(vapid, settings.endpoint_policy())?))
+        Ok(Some(PushSender::new(vapid, EndpointPolicy::from(settings))?))
     }
 
     /// Pushes each user's entry to each of their subscriptions.

@@ -171,7 +171,7 @@ impl HttpHandler for Api {
         );
         let push = PushSettings::from_source(&Env)?;
         Ok(Self {
-            push_endpoints: push.endpoint_policy(),
+            push_endpoints: EndpointPolicy::from(&push),
             reminder_policy: ReminderPolicy::from_source(&Env)?,
             vapid_public_key: push.vapid_public_key,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),

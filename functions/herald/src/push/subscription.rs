@@ -59,15 +59,7 @@ pub enum SubscriptionError {
     Expiration,
 }
 
-/// The web push services Herald sends to when no `HERALD_PUSH_HOSTS` is configured: FCM
-/// (Chrome, Edge, Android), Mozilla's autopush, Apple's and Windows' (WNS). `*.` is any subdomain.
-pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
-    "fcm.googleapis.com",
-    "updates.push.services.mozilla.com",
-    "*.push.services.mozilla.com",
-    "*.push.apple.com",
-    "*.notify.windows.com",
-];
+pub use crate::config::DEFAULT_PUSH_HOSTS;
 
 /// Where push endpoints may point. An endpoint is a URL the client chooses and Herald POSTs to
 /// from inside the account, so anything but a known push service would make Herald a proxy into
@@ -84,6 +76,13 @@ pub struct EndpointPolicy {
 impl Default for EndpointPolicy {
     fn default() -> Self {
         Self::new(DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect(), None)
+    }
+}
+
+/// The configured hosts and the local stack's insecure origin.
+impl From<&crate::config::PushSettings> for EndpointPolicy {
+    fn from(settings: &crate::config::PushSettings) -> Self {
+        Self::new(settings.hosts.clone(), settings.insecure_origin.clone())
     }
 }
 
@@ -319,6 +318,14 @@ mod tests {
         }
         assert_eq!(p.check("https://user@fcm.googleapis.com/x"), Err(SubscriptionError::Endpoint));
         assert_eq!(p.check("http://fcm.googleapis.com/x"), Err(SubscriptionError::Endpoint));
+        // HERALD_PUSH_HOSTS replaces the list.
+        let settings = crate::config::PushSettings {
+            hosts: vec!["*.push.apple.com".into()],
+            ..Default::default()
+        };
+        let apple = EndpointPolicy::from(&settings);
+        assert!(apple.check("https://web.push.apple.com/x").is_ok());
+        assert!(apple.check("https://fcm.googleapis.com/x").is_err());
         // Deleting is not held to the list (a subscription stored before it was narrowed).
         assert!(parse_endpoint(r#"{"endpoint":"https://10.0.0.1/x"}"#, &p).is_ok());
     }
