@@ -335,6 +335,10 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
     if collapse.as_deref().is_some_and(|k| !valid_collapse_key(k)) {
         return Err(bad("collapse", "must be 1..=128 bytes without control characters"));
     }
+    // Client publishes' keys live under `~{user}~`; a producer's never reaches into them.
+    if collapse.as_deref().is_some_and(|k| k.starts_with(USER_SCOPE)) {
+        return Err(bad("collapse", "keys starting with ~ are reserved for client publishes"));
+    }
     let escalate_after = match obj.get("escalate") {
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_escalate(v, &to, limits)?),
@@ -705,6 +709,20 @@ mod tests {
             quick,
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// Client publishes' collapse keys are `~{user}~{key}`: a producer's never reaches into them.
+    #[test]
+    fn producer_collapse_keys_cannot_be_a_clients() {
+        let err = parse(r#"{"tenant":"acme","to":{"group":"room:7"},"event":"e","collapse":"~alice~score"}"#).unwrap_err();
+        assert_eq!((err.code, err.field.as_str()), (RejectCode::BadRequest, "collapse"), "{err}");
+        assert_eq!(
+            notify(r#"{"tenant":"acme","to":{"group":"room:7"},"event":"e","collapse":"a~b"}"#)
+                .content
+                .collapse
+                .as_deref(),
+            Some("a~b")
+        );
     }
 
     #[test]
