@@ -744,3 +744,41 @@ async fn a_users_pending_reminders_are_capped() {
     .await;
     assert_eq!(s, 201, "{b}");
 }
+
+/// #28: `upTo` past the clock (beyond a small skew) would mark every future notification read
+/// before it exists (and so silence escalations): 400, nothing changed.
+#[tokio::test]
+async fn read_up_to_a_future_cursor_is_refused() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let me = token(&user, &tenant, &[], &[]);
+    let future = herald::cursor::Cursor::at_millis(herald::cursor::now_millis() + 3_600_000).to_string();
+    let (s, b) = api(Method::POST, "/notifications/read", &me, Some(json!({"upTo": future}))).await;
+    assert_error(s, &b, 400, "bad_request");
+    assert!(b["error"]["message"].as_str().is_some_and(|m| m.starts_with("upTo")), "{b}");
+    let items = seed(&tenant, &user, 1).await;
+    let (_, unread) = api(Method::GET, "/notifications/unread-count", &me, None).await;
+    assert_eq!(unread["count"], 1, "the refused upTo changed the read state: {unread}");
+    // A cursor handed out (now) is fine.
+    let cursor = items[0]["cursor"].clone();
+    let (s, b) = api(Method::POST, "/notifications/read", &me, Some(json!({"upTo": cursor}))).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// #28: producer ids with `#` or `~` would collide with Herald's own keys and users' scoped ids.
+#[tokio::test]
+async fn producer_ids_with_internal_separators_are_refused() {
+    let tenant = unique("acme");
+    let svc = token("svc", &tenant, &["service"], &[]);
+    for id in ["a#b", "a~b", "~u~x"] {
+        let (s, b) = api(
+            Method::POST,
+            "/notifications",
+            &svc,
+            Some(json!({"id": id, "tenant": tenant, "to": {"user": "u1"}, "event": "e"})),
+        )
+        .await;
+        assert_error(s, &b, 400, "bad_request");
+        assert!(b["error"]["message"].as_str().is_some_and(|m| m.starts_with("id")), "{id}: {b}");
+    }
+}

@@ -53,7 +53,7 @@ impl RolePolicy {
 /// `HERALD_PUBLISH_POLICY`, e.g. `room=member;course=instructor,admin;announcement=admin`:
 /// group kind → who among its members may publish to it from a connection: `member` (anyone
 /// who is a member) or role names. A kind not listed is closed (the default: nobody), and so are
-/// `user`, `tenant` and `all` unless listed by those names.
+/// `user` and `tenant` unless listed by those names; `all` cannot be listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishPolicy {
     rules: Vec<(String, Vec<String>)>,
@@ -87,6 +87,10 @@ impl PublishPolicy {
             if !crate::groups::valid_kind(kind) {
                 return Err(format!("rule {rule:?}: {kind:?} is not a group kind"));
             }
+            // `all` is every tenant's: only producers reach it, never a tenant's own users.
+            if kind == "all" {
+                return Err(format!("rule {rule:?}: `all` (every tenant) is producer-only"));
+            }
             rules.push((kind.to_owned(), who));
         }
         Ok(Self { rules })
@@ -97,7 +101,7 @@ impl PublishPolicy {
         let kind = match group {
             Group::User(_) => "user",
             Group::Tenant => "tenant",
-            Group::All => "all",
+            Group::All => return false,
             Group::Named { kind, .. } => kind.as_str(),
         };
         self.rules
@@ -308,6 +312,15 @@ mod tests {
         assert!(PublishPolicy::parse("room").is_err());
         assert!(PublishPolicy::parse("room=").is_err());
         assert!(PublishPolicy::parse("Room!=member").is_err());
+    }
+
+    /// `all` reaches every tenant: a tenant's admin publishing from a socket must never reach
+    /// it, whatever the configuration says (#28).
+    #[test]
+    fn publishing_to_all_cannot_be_configured() {
+        let err = PublishPolicy::parse("room=member;all=admin").unwrap_err();
+        assert!(err.contains("all"), "{err}");
+        assert!(PublishPolicy::parse("all=member").is_err());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub const UNREAD_CAP: usize = 1000;
 pub const PRESENCE_PAGE: usize = 1000;
 /// Push subscriptions (browsers, devices) one user keeps at most.
 pub const MAX_PUSH_SUBSCRIPTIONS: usize = 20;
+/// How far past the clock an `upTo` cursor may be (clock skew between Lambda instances).
+const UP_TO_SKEW_MS: u64 = 30_000;
 
 /// An HTTP error as the contract shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -336,6 +338,11 @@ impl Api {
                     .ok_or_else(|| ApiError::bad_request("upTo is not a valid cursor"))?,
             ),
         };
+        // A cursor past the clock would mark read what does not exist yet (and so silence its
+        // escalation). Herald hands out none beyond now; the skew covers Lambda clocks.
+        if up_to.is_some_and(|c| c.millis() > now_millis() + UP_TO_SKEW_MS) {
+            return Err(ApiError::bad_request("upTo is in the future; pass a cursor Herald handed out"));
+        }
         if ids.is_none() && up_to.is_none() {
             return Err(ApiError::bad_request("give ids or upTo"));
         }
