@@ -782,3 +782,28 @@ async fn producer_ids_with_internal_separators_are_refused() {
         assert!(b["error"]["message"].as_str().is_some_and(|m| m.starts_with("id")), "{id}: {b}");
     }
 }
+
+/// #28: every user is a member of `tenant`, so its presence would list the whole tenant's
+/// online users to anyone. Only `service`/`admin` may read it; named groups stay members-only.
+#[tokio::test]
+async fn only_privileged_callers_list_the_whole_tenants_presence() {
+    let tenant = unique("acme");
+    let _online = Client::connect(&unique("online"), &tenant, &[], &[]).await;
+    let (s, b) = api(
+        Method::GET,
+        "/groups/tenant/presence",
+        &token(&unique("u"), &tenant, &[], &[]),
+        None,
+    )
+    .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = api(
+        Method::GET,
+        "/groups/tenant/presence",
+        &token("ops", &tenant, &["admin"], &[]),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["users"].as_array().map(Vec::len), Some(1), "{b}");
+}

@@ -606,6 +606,11 @@ impl Api {
                 PresenceToken::decode(t, shards).ok_or_else(|| ApiError::bad_request("after is not a token from a previous page"))?
             }
         };
+        // Every user is a member of `tenant`: its presence is the whole tenant's online users,
+        // which is an operator's view, not a member's.
+        if group == Group::Tenant && !p.is_privileged() {
+            return Err(ApiError::forbidden("the tenant's presence needs the service or admin role"));
+        }
         if !entitled(&self.store, &self.roles, p, &group).await? {
             return Err(ApiError::forbidden(format!("not a member of {group}")));
         }
