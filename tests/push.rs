@@ -354,3 +354,31 @@ async fn an_endpoint_is_stored_under_one_user_only() {
     assert_eq!(status, 204);
     assert_eq!(stored(&other_tenant, &second).await.len(), 1);
 }
+
+/// A push service's `Retry-After` on a 429 is honoured: the retry waits at least that long
+/// (here 6 s, where the backoff alone would retry after 1–2 s), so Herald does not hammer a
+/// service that asked it to wait.
+#[tokio::test]
+async fn a_push_services_retry_after_is_honoured() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let sub = browser_subscription().await;
+    subscribe(&token(&user, &tenant, &[], &[]), &sub).await;
+    control(
+        Method::POST,
+        "/faults/push",
+        Some(json!({"status": 429, "subscriptionIds": [sub["id"]], "count": 1, "retryAfter": 6})),
+    )
+    .await;
+    let id = unique("n");
+    publish(json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "e", "title": "later", "push": true})).await;
+    eventually("dispatch finished", || finished(&tenant, &id)).await;
+    // The 429 was answered before dispatch finished.
+    let refused_at = chrono::Utc::now().timestamp_millis();
+    let messages = eventually("the retried push", || async {
+        let m = received(&sub).await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    let waited = messages[0]["receivedAt"].as_i64().unwrap_or_default() - refused_at;
+    assert!(waited >= 5_000, "retried {waited} ms after the 429 that asked for 6 s");
+}

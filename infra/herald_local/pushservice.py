@@ -186,10 +186,7 @@ class PushService:
             return _error(410, "the subscription has expired or was unsubscribed")
         fault = self._faults.push_fault(sub.id)
         if fault is not None:
-            status, location = fault
-            headers = {"Retry-After": "1"} if status == 429 else None
-            if location:
-                headers = {"Location": location}
+            status, headers = fault
             return web.json_response({"error": "injected push fault"}, status=status, headers=headers)
         h = request.headers
         ttl = h.get("TTL", "")

@@ -174,17 +174,16 @@ impl Pusher {
                         .await?;
                     summary.failed += 1;
                 }
-                PushOutcome::Retryable(reason) if job.attempt < self.max_attempts => {
-                    tracing::debug!(tenant = %job.tenant, user = %job.user, %reason, attempt = job.attempt, "push will be retried");
-                    self.queue
-                        .push_retry(&PushJob {
-                            attempt: job.attempt + 1,
-                            ..job
-                        })
-                        .await?;
+                PushOutcome::Retryable { reason, after } if job.attempt < self.max_attempts => {
+                    tracing::debug!(tenant = %job.tenant, user = %job.user, %reason, ?after, attempt = job.attempt, "push will be retried");
+                    let job = PushJob {
+                        attempt: job.attempt + 1,
+                        ..job
+                    };
+                    self.queue.push_retry(&job, after).await?;
                     summary.retried += 1;
                 }
-                PushOutcome::Retryable(reason) | PushOutcome::Failed(reason) => {
+                PushOutcome::Retryable { reason, .. } | PushOutcome::Failed(reason) => {
                     tracing::warn!(tenant = %job.tenant, user = %job.user, id = %job.id, %reason, attempt = job.attempt, "push failed; the log still holds the notification");
                     summary.failed += 1;
                 }

@@ -17,8 +17,9 @@ pub enum PushOutcome {
     Delivered,
     /// 404/410: the subscription is gone; remove it now.
     Gone,
-    /// 429, 5xx, timeouts, resets: worth another attempt later.
-    Retryable(String),
+    /// 429, 5xx, timeouts, resets: worth another attempt later; `after`: the push service's
+    /// `Retry-After`, in seconds, when it gave one (the retry waits at least that long).
+    Retryable { reason: String, after: Option<u32> },
     /// Other 4xx (400, 403, 413) or a subscription that cannot be encrypted for: another attempt
     /// would fail the same way.
     Failed(String),
@@ -107,17 +108,40 @@ impl PushSender {
         // Errors lose their URL: the endpoint is a bearer capability for the user's device and
         // must not reach the logs.
         match req.body(body).send().await {
-            Ok(resp) => outcome(resp.status().as_u16()),
-            Err(e) => PushOutcome::Retryable(e.without_url().to_string()),
+            Ok(resp) => {
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after_seconds(v, chrono::Utc::now()));
+                outcome(resp.status().as_u16(), retry_after)
+            }
+            Err(e) => PushOutcome::Retryable {
+                reason: e.without_url().to_string(),
+                after: None,
+            },
         }
     }
 }
 
-fn outcome(status: u16) -> PushOutcome {
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP date; a date in the past is 0.
+fn retry_after_seconds(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<u32> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(value.parse::<u64>().map_or(u32::MAX, |s| s.min(u64::from(u32::MAX)) as u32));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some((at.timestamp() - now.timestamp()).clamp(0, i64::from(u32::MAX)) as u32)
+}
+
+fn outcome(status: u16, retry_after: Option<u32>) -> PushOutcome {
     match status {
         200..=299 => PushOutcome::Delivered,
         404 | 410 => PushOutcome::Gone,
-        429 | 500..=599 => PushOutcome::Retryable(format!("push service answered {status}")),
+        429 | 500..=599 => PushOutcome::Retryable {
+            reason: format!("push service answered {status}"),
+            after: retry_after,
+        },
         300..=399 => PushOutcome::Failed(format!("push service answered a redirect ({status}); not followed")),
         _ => PushOutcome::Failed(format!("push service answered {status}")),
     }
@@ -129,13 +153,27 @@ mod tests {
 
     #[test]
     fn each_status_has_one_outcome() {
-        assert_eq!(outcome(201), PushOutcome::Delivered);
-        assert_eq!(outcome(410), PushOutcome::Gone);
-        assert_eq!(outcome(404), PushOutcome::Gone);
-        assert!(matches!(outcome(429), PushOutcome::Retryable(_)));
-        assert!(matches!(outcome(503), PushOutcome::Retryable(_)));
-        assert!(matches!(outcome(413), PushOutcome::Failed(_)));
-        assert!(matches!(outcome(400), PushOutcome::Failed(_)));
-        assert!(matches!(outcome(307), PushOutcome::Failed(_)));
+        assert_eq!(outcome(201, None), PushOutcome::Delivered);
+        assert_eq!(outcome(410, None), PushOutcome::Gone);
+        assert_eq!(outcome(404, None), PushOutcome::Gone);
+        assert!(matches!(outcome(429, Some(30)), PushOutcome::Retryable { after: Some(30), .. }));
+        assert!(matches!(outcome(503, None), PushOutcome::Retryable { after: None, .. }));
+        assert!(matches!(outcome(413, None), PushOutcome::Failed(_)));
+        assert!(matches!(outcome(400, None), PushOutcome::Failed(_)));
+        assert!(matches!(outcome(307, None), PushOutcome::Failed(_)));
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let now = chrono::DateTime::parse_from_rfc2822("Sun, 06 Dec 2026 06:00:00 GMT")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(retry_after_seconds("120", now), Some(120));
+        assert_eq!(retry_after_seconds(" 0 ", now), Some(0));
+        assert_eq!(retry_after_seconds("99999999999999999999", now), Some(u32::MAX));
+        assert_eq!(retry_after_seconds("Sun, 06 Dec 2026 06:01:30 GMT", now), Some(90));
+        assert_eq!(retry_after_seconds("Sun, 06 Dec 2026 05:00:00 GMT", now), Some(0));
+        assert_eq!(retry_after_seconds("-5", now), None);
+        assert_eq!(retry_after_seconds("soon", now), None);
     }
 }
