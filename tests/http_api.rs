@@ -7,6 +7,9 @@ use herald_e2e::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// `HERALD_REMINDER_MAX_PENDING` in `TEST_ENV`.
+const REMINDER_CAP: usize = 10;
+
 fn later(seconds: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -674,4 +677,133 @@ async fn presence_lists_online_members_to_members_only() {
     assert_error(s, &b, 403, "forbidden");
     let (s, b) = api(Method::GET, "/groups/Room:9/presence", &token(&u1, &tenant, &[], &["room:9"]), None).await;
     assert_error(s, &b, 400, "bad_request");
+}
+
+/// #28: a plain user's reminder is a notification the user sends to themselves; it must not
+/// put work on the operator's email/SMS worker (`escalate`) or force a push past a live socket
+/// (`push: "always"`). Refused with 403 naming the field, nothing stored; a service may.
+#[tokio::test]
+async fn a_plain_users_reminder_cannot_escalate_or_always_push() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let me = token(&user, &tenant, &[], &[]);
+    for (field, value) in [("escalate", json!({"afterSeconds": 900})), ("push", json!("always"))] {
+        let id = unique("rem");
+        let mut body = json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "e", "title": "t", "deliverAt": later(3600)});
+        body[field] = value;
+        let (s, b) = api(Method::POST, "/reminders", &me, Some(body.clone())).await;
+        assert_error(s, &b, 403, "forbidden");
+        let message = b["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{message:?} should name {field}");
+        let (s, _) = api(Method::GET, &format!("/reminders/{id}"), &me, None).await;
+        assert_eq!(s, 404, "a refused reminder was stored");
+        let (s, b) = api(Method::POST, "/reminders", &token("svc", &tenant, &["service"], &[]), Some(body)).await;
+        assert_eq!(s, 201, "a service may: {b}");
+    }
+    // `push: true` (only when not connected) stays the user's to ask for.
+    let body = json!({"tenant": tenant, "to": {"user": user}, "event": "e", "deliverAt": later(3600), "push": true});
+    let (s, b) = api(Method::POST, "/reminders", &me, Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+}
+
+/// #28: a user's pending reminders are capped (`HERALD_REMINDER_MAX_PENDING`, 10 in
+/// `TEST_ENV`); beyond it 429 and nothing stored. A cancelled one frees its place; rescheduling
+/// one already pending is not another; other users are not affected.
+#[tokio::test]
+async fn a_users_pending_reminders_are_capped() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let me = token(&user, &tenant, &[], &[]);
+    let body = |id: &str| json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "e", "deliverAt": later(3600)});
+    for i in 0..REMINDER_CAP {
+        let (s, b) = api(Method::POST, "/reminders", &me, Some(body(&format!("r{i}")))).await;
+        assert_eq!(s, 201, "reminder {i}: {b}");
+    }
+    let (s, b) = api(Method::POST, "/reminders", &me, Some(body("one-too-many"))).await;
+    assert_error(s, &b, 429, "rate_limited");
+    assert!(
+        b["error"]["message"].as_str().is_some_and(|m| m.contains("pending reminders")),
+        "{b}"
+    );
+    let (s, _) = api(Method::GET, "/reminders/one-too-many", &me, None).await;
+    assert_eq!(s, 404, "the refused reminder was stored");
+    // Rescheduling a pending one is not a new one.
+    let (s, b) = api(Method::POST, "/reminders", &me, Some(body("r0"))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, _) = api(Method::DELETE, "/reminders/r1", &me, None).await;
+    assert_eq!(s, 204);
+    let (s, b) = api(Method::POST, "/reminders", &me, Some(body("after-cancel"))).await;
+    assert_eq!(s, 201, "{b}");
+    let other = unique("v");
+    let (s, b) = api(
+        Method::POST,
+        "/reminders",
+        &token(&other, &tenant, &[], &[]),
+        Some(json!({"tenant": tenant, "to": {"user": other}, "event": "e", "deliverAt": later(3600)})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+}
+
+/// #28: `upTo` past the clock (beyond a small skew) would mark every future notification read
+/// before it exists (and so silence escalations): 400, nothing changed.
+#[tokio::test]
+async fn read_up_to_a_future_cursor_is_refused() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let me = token(&user, &tenant, &[], &[]);
+    let future = herald::cursor::Cursor::at_millis(herald::cursor::now_millis() + 3_600_000).to_string();
+    let (s, b) = api(Method::POST, "/notifications/read", &me, Some(json!({"upTo": future}))).await;
+    assert_error(s, &b, 400, "bad_request");
+    assert!(b["error"]["message"].as_str().is_some_and(|m| m.starts_with("upTo")), "{b}");
+    let items = seed(&tenant, &user, 1).await;
+    let (_, unread) = api(Method::GET, "/notifications/unread-count", &me, None).await;
+    assert_eq!(unread["count"], 1, "the refused upTo changed the read state: {unread}");
+    // A cursor handed out (now) is fine.
+    let cursor = items[0]["cursor"].clone();
+    let (s, b) = api(Method::POST, "/notifications/read", &me, Some(json!({"upTo": cursor}))).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// #28: producer ids with `#` or `~` would collide with Herald's own keys and users' scoped ids.
+#[tokio::test]
+async fn producer_ids_with_internal_separators_are_refused() {
+    let tenant = unique("acme");
+    let svc = token("svc", &tenant, &["service"], &[]);
+    for id in ["a#b", "a~b", "~u~x"] {
+        let (s, b) = api(
+            Method::POST,
+            "/notifications",
+            &svc,
+            Some(json!({"id": id, "tenant": tenant, "to": {"user": "u1"}, "event": "e"})),
+        )
+        .await;
+        assert_error(s, &b, 400, "bad_request");
+        assert!(b["error"]["message"].as_str().is_some_and(|m| m.starts_with("id")), "{id}: {b}");
+    }
+}
+
+/// #28: every user is a member of `tenant`, so its presence would list the whole tenant's
+/// online users to anyone. Only `service`/`admin` may read it; named groups stay members-only.
+#[tokio::test]
+async fn only_privileged_callers_list_the_whole_tenants_presence() {
+    let tenant = unique("acme");
+    let _online = Client::connect(&unique("online"), &tenant, &[], &[]).await;
+    let (s, b) = api(
+        Method::GET,
+        "/groups/tenant/presence",
+        &token(&unique("u"), &tenant, &[], &[]),
+        None,
+    )
+    .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = api(
+        Method::GET,
+        "/groups/tenant/presence",
+        &token("ops", &tenant, &["admin"], &[]),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["users"].as_array().map(Vec::len), Some(1), "{b}");
 }

@@ -556,3 +556,50 @@ async fn rooms_above_the_presence_cap_send_no_events() {
         "the sixth member was announced"
     );
 }
+
+/// #28: a room member publishing with the producer's `collapse` key must not replace the
+/// producer's latest value (nor another member's): a client's key is its own. The producer's
+/// entry is still in the log, replayed and in `missed`, next to the member's.
+#[tokio::test]
+async fn a_members_collapse_key_cannot_replace_the_producers_latest_value() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let (mallory_id, reader_id) = (unique("mallory"), unique("reader"));
+    let score = unique("score");
+    let id = unique("official");
+    publish(json!({"id": id, "tenant": tenant, "to": {"group": room}, "event": "score",
+                   "title": "2-1", "collapse": score}))
+    .await;
+    dispatched(&tenant, &id).await;
+
+    let mut mallory = member(&mallory_id, &tenant, &[&room]).await;
+    let mut forged = chat(&room, "0-5 (fake)", "m1");
+    forged["collapse"] = json!(score);
+    let sent = mallory.request(forged, "published").await;
+    assert_eq!(sent["type"], "published", "{sent}");
+    // A second update of mallory's own key replaces her first one, as a latest value should.
+    let mut again = chat(&room, "0-6 (fake)", "m2");
+    again["collapse"] = json!(score);
+    let latest = mallory.request(again, "published").await;
+
+    let tok = token(&reader_id, &tenant, &[], &[&room]);
+    let (status, missed) = api(Method::GET, "/notifications/missed?limit=50", &tok, None).await;
+    assert_eq!(status, 200, "{missed}");
+    let mut ids: Vec<String> = missed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    let mut want = vec![id.clone(), latest["id"].as_str().unwrap_or("?").to_owned()];
+    want.sort();
+    assert_eq!(ids, want, "the producer's latest value was replaced by a member's: {missed}");
+    // The member's key is in the member's namespace, as its id is.
+    let theirs = missed["items"].as_array().into_iter().flatten().find(|i| i["id"] == latest["id"]);
+    assert_eq!(
+        theirs.map(|i| i["collapse"].clone()),
+        Some(json!(format!("~{mallory_id}~{score}"))),
+        "{missed}"
+    );
+}

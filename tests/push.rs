@@ -250,3 +250,135 @@ async fn push_on_a_group_target_is_refused_with_its_reason() {
         "{body}"
     );
 }
+
+/// SSRF (#28): Herald POSTs to whatever endpoint a client registers, from inside the account.
+/// Only web push services' hosts are taken; the local stack's own push service is allowed by
+/// the local stack's configuration alone.
+#[tokio::test]
+async fn endpoints_outside_the_push_services_are_refused() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let token = token(&user, &tenant, &[], &[]);
+    let good = wire(&browser_subscription().await);
+    let at = |endpoint: &str| {
+        let mut s = good.clone();
+        s["endpoint"] = json!(endpoint);
+        s
+    };
+    for endpoint in [
+        "https://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "https://127.0.0.1:9/x",
+        "https://10.0.0.1/x",
+        "https://[::1]/x",
+        "https://localhost/x",
+        "https://2130706433/x",
+        "https://fcm.googleapis.com:8443/fcm/send/x",
+        "https://fcm.googleapis.com.evil.example/x",
+        "https://internal.example.com/x",
+    ] {
+        let (status, resp) = api(Method::PUT, "/push/subscriptions", &token, Some(at(endpoint))).await;
+        assert_eq!(status, 400, "{endpoint}: {resp}");
+        let message = resp["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("endpoint must be on a web push service"),
+            "{endpoint}: {message}"
+        );
+    }
+    let (status, resp) = api(
+        Method::PUT,
+        "/push/subscriptions",
+        &token,
+        Some(at("https://user@fcm.googleapis.com/x")),
+    )
+    .await;
+    assert_eq!(status, 400, "{resp}");
+    assert!(stored(&tenant, &user).await.is_empty(), "a refused endpoint was stored");
+
+    for endpoint in ["https://fcm.googleapis.com/fcm/send/abc", "https://web.push.apple.com/QGxyz"] {
+        let (status, resp) = api(Method::PUT, "/push/subscriptions", &token, Some(at(endpoint))).await;
+        assert_eq!(status, 201, "{endpoint}: {resp}");
+    }
+    assert_eq!(stored(&tenant, &user).await.len(), 2);
+}
+
+/// A push service's redirect is not followed: it would send Herald's POST (and its VAPID token)
+/// to any address, past the endpoint check. Here the local push service answers the first push
+/// with a redirect to the same endpoint, which would accept it: nothing must arrive.
+#[tokio::test]
+async fn a_push_service_redirect_is_not_followed() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let sub = browser_subscription().await;
+    subscribe(&token(&user, &tenant, &[], &[]), &sub).await;
+    control(
+        Method::POST,
+        "/faults/push",
+        Some(json!({"status": 307, "subscriptionIds": [sub["id"]], "location": sub["endpoint"], "count": 1})),
+    )
+    .await;
+    let id = unique("n");
+    publish(json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "e", "title": "hello", "push": true})).await;
+    eventually("dispatch finished", || finished(&tenant, &id)).await;
+    let faults = control(Method::GET, "/faults", None).await;
+    assert!(faults["injected"]["push307"].as_u64() >= Some(1), "{faults}");
+    assert!(received(&sub).await.is_empty(), "the redirect was followed");
+}
+
+/// A browser's endpoint is one device: when another user subscribes it (a shared computer,
+/// or someone who learnt the URL), the previous user's subscription to it is gone, so their
+/// notifications stop reaching that device.
+#[tokio::test]
+async fn an_endpoint_is_stored_under_one_user_only() {
+    let tenant = unique("acme");
+    let (first, second, other_tenant) = (unique("u"), unique("u"), unique("acme"));
+    let sub = browser_subscription().await;
+    subscribe(&token(&first, &tenant, &[], &[]), &sub).await;
+    assert_eq!(stored(&tenant, &first).await.len(), 1);
+    subscribe(&token(&second, &tenant, &[], &[]), &sub).await;
+    assert!(stored(&tenant, &first).await.is_empty(), "the endpoint stayed with its first user");
+    assert_eq!(stored(&tenant, &second).await.len(), 1);
+    // Across tenants too: it is the same device.
+    subscribe(&token(&second, &other_tenant, &[], &[]), &sub).await;
+    assert!(stored(&tenant, &second).await.is_empty());
+    // The first user's notification is not pushed to the device any more.
+    let id = unique("n");
+    publish(json!({"id": id, "tenant": tenant, "to": {"user": first}, "event": "e", "title": "for first", "push": true})).await;
+    eventually("dispatch finished", || finished(&tenant, &id)).await;
+    assert!(received(&sub).await.is_empty(), "pushed to a device its user gave up");
+    // Deleting it as a former owner does not take it from the current one.
+    let (status, _) = api(
+        Method::DELETE,
+        "/push/subscriptions",
+        &token(&first, &tenant, &[], &[]),
+        Some(json!({"endpoint": sub["endpoint"]})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(stored(&other_tenant, &second).await.len(), 1);
+}
+
+/// A push service's `Retry-After` on a 429 is honoured: the retry waits at least that long
+/// (here 6 s, where the backoff alone would retry after 1–2 s), so Herald does not hammer a
+/// service that asked it to wait.
+#[tokio::test]
+async fn a_push_services_retry_after_is_honoured() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let sub = browser_subscription().await;
+    subscribe(&token(&user, &tenant, &[], &[]), &sub).await;
+    control(
+        Method::POST,
+        "/faults/push",
+        Some(json!({"status": 429, "subscriptionIds": [sub["id"]], "count": 1, "retryAfter": 6})),
+    )
+    .await;
+    let id = unique("n");
+    publish(json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "e", "title": "later", "push": true})).await;
+    eventually("dispatch finished", || finished(&tenant, &id)).await;
+    // The 429 was answered before dispatch finished.
+    let refused_at = chrono::Utc::now().timestamp_millis();
+    let messages = eventually("the retried push", || async {
+        let m = received(&sub).await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    let waited = messages[0]["receivedAt"].as_i64().unwrap_or_default() - refused_at;
+    assert!(waited >= 5_000, "retried {waited} ms after the 429 that asked for 6 s");
+}

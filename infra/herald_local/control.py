@@ -147,7 +147,9 @@ class Control:
         try:
             self._faults.add_push_fault(int(body.get("status", 500)),
                                         subscription_ids=body.get("subscriptionIds"),
-                                        count=body.get("count"))
+                                        count=body.get("count"),
+                                        location=body.get("location"),
+                                        retry_after=body.get("retryAfter"))
         except (TypeError, ValueError) as exc:
             return _error(400, str(exc))
         return web.Response(status=204)

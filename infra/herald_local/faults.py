@@ -32,6 +32,8 @@ class _CountedPostFault:
     connection_ids: frozenset[str] | None  # None: any connection
     status: int
     remaining: int
+    location: str | None = None  # a push redirect's target (307/308)
+    retry_after: int | None = None  # a push 429/503's Retry-After (seconds)
 
 
 @dataclass
@@ -91,17 +93,44 @@ class Faults:
             self._counted.append(_CountedPostFault(ids, status, count or 1))
 
     def add_push_fault(self, status: int, *, subscription_ids: list[str] | None = None,
-                       count: int | None = None) -> None:
+                       count: int | None = None, location: str | None = None,
+                       retry_after: int | None = None) -> None:
         """The local push service answers `status` to the next `count` pushes (to these
-        subscriptions, or any): 404/410 (gone), 429 or 5xx (retry later), another 4xx."""
-        if not 400 <= status <= 599:
-            raise ValueError("status must be 4xx or 5xx")
+        subscriptions, or any): 404/410 (gone), 429 or 5xx (retry later), another 4xx, or a
+        307/308 redirect to `location` (a sender must not follow it: SSRF). A 429 says
+        `Retry-After: retry_after` (default 1)."""
+        if status in (307, 308):
+            if not location:
+                raise ValueError("a redirect needs a location")
+        elif not 400 <= status <= 599:
+            raise ValueError("status must be 4xx or 5xx, or 307/308 with a location")
         ids = frozenset(subscription_ids) if subscription_ids else None
-        self._push.append(_CountedPostFault(ids, status, count or 1))
+        if retry_after is not None and not 0 <= retry_after <= 3600:
+            raise ValueError("retryAfter must be within 0..3600 seconds")
+        self._push.append(_CountedPostFault(ids, status, count or 1, location, retry_after))
 
     def push_status(self, subscription_id: str) -> int | None:
         """The error status the next push to `subscription_id` must answer, if any."""
-        return self._take_counted(self._push, subscription_id, "push")
+        fault = self.push_fault(subscription_id)
+        return fault[0] if fault else None
+
+    def push_fault(self, subscription_id: str) -> tuple[int, dict[str, str]] | None:
+        """The status (and headers: a redirect's Location, a 429's Retry-After) the next push to
+        `subscription_id` must answer."""
+        for fault in self._push:
+            if fault.connection_ids is None or subscription_id in fault.connection_ids:
+                status = self._take_counted([fault], subscription_id, "push")
+                if fault.remaining <= 0:
+                    self._push.remove(fault)
+                if status is None:
+                    return None
+                headers: dict[str, str] = {}
+                if fault.location:
+                    headers["Location"] = fault.location
+                if status == 429:
+                    headers["Retry-After"] = str(1 if fault.retry_after is None else fault.retry_after)
+                return status, headers
+        return None
 
     def add_kill_fault(self, function: str, match: str = "", count: int | None = 1, *,
                        rate: float | None = None, after_ms: int = 0) -> None:

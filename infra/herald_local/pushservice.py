@@ -184,9 +184,9 @@ class PushService:
             return _error(404, "no such subscription")
         if sub.gone:
             return _error(410, "the subscription has expired or was unsubscribed")
-        status = self._faults.push_status(sub.id)
-        if status is not None:
-            headers = {"Retry-After": "1"} if status == 429 else None
+        fault = self._faults.push_fault(sub.id)
+        if fault is not None:
+            status, headers = fault
             return web.json_response({"error": "injected push fault"}, status=status, headers=headers)
         h = request.headers
         ttl = h.get("TTL", "")

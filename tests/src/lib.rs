@@ -85,6 +85,8 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     ("HERALD_PRESENCE_MAX_MEMBERS", "5"),
     // Escalation's shortest wait, 60 s in production, so escalation tests wait seconds.
     ("HERALD_ESCALATE_MIN_SECONDS", "1"),
+    // A user's pending reminders, 100 in production: few enough for the cap's test to reach.
+    ("HERALD_REMINDER_MAX_PENDING", "10"),
 ];
 
 pub fn repo_root() -> PathBuf {

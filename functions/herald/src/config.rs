@@ -194,9 +194,19 @@ impl Limits {
     }
 }
 
+/// The web push services Herald sends to when no `HERALD_PUSH_HOSTS` is configured: FCM
+/// (Chrome, Edge, Android), Mozilla's autopush, Apple's and Windows' (WNS). `*.` is any subdomain.
+pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.push.services.mozilla.com",
+    "*.push.apple.com",
+    "*.notify.windows.com",
+];
+
 /// Web Push settings (docs/DESIGN.md "Reaching users who are not connected"). Push is off while
 /// no VAPID key is configured.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct PushSettings {
     /// base64url of the VAPID private scalar (a secret; only the functions that send pushes).
     pub vapid_private_key: Option<String>,
@@ -207,6 +217,22 @@ pub struct PushSettings {
     /// An `http://` origin whose push endpoints are accepted besides `https://` ones: the local
     /// stack's push service. Loopback only, so no setting can open plain-text pushes elsewhere.
     pub insecure_origin: Option<String>,
+    /// The push services' hosts endpoints may point to (`HERALD_PUSH_HOSTS`, comma-separated;
+    /// `*.example.com` is any subdomain); unset: [`DEFAULT_PUSH_HOSTS`].
+    pub hosts: Vec<String>,
+}
+
+/// By hand: the VAPID private key is a secret, and settings end up in logs and panics.
+impl std::fmt::Debug for PushSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushSettings")
+            .field("vapid_private_key", &self.vapid_private_key.as_ref().map(|_| "<redacted>"))
+            .field("vapid_public_key", &self.vapid_public_key)
+            .field("vapid_subject", &self.vapid_subject)
+            .field("insecure_origin", &self.insecure_origin)
+            .field("hosts", &self.hosts)
+            .finish()
+    }
 }
 
 impl PushSettings {
@@ -220,13 +246,43 @@ impl PushSettings {
                 reason: "only a loopback http://127.0.0.1:PORT or http://localhost:PORT origin (the local stack's)".into(),
             });
         }
+        let mut hosts = Vec::new();
+        for host in optional(src, "HERALD_PUSH_HOSTS").unwrap_or_default().split(',') {
+            let host = host.trim().to_ascii_lowercase();
+            if host.is_empty() {
+                continue;
+            }
+            if !is_host_pattern(&host) {
+                return Err(ConfigError::Invalid {
+                    name: "HERALD_PUSH_HOSTS",
+                    reason: format!("{host:?} is not a host name or *.domain (no IP addresses, ports or schemes)"),
+                });
+            }
+            hosts.push(host);
+        }
+        if hosts.is_empty() {
+            hosts = DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        }
         Ok(Self {
             vapid_private_key: optional(src, "HERALD_VAPID_PRIVATE_KEY"),
             vapid_public_key: optional(src, "HERALD_VAPID_PUBLIC_KEY"),
             vapid_subject: optional(src, "HERALD_VAPID_SUBJECT"),
             insecure_origin,
+            hosts,
         })
     }
+}
+
+/// `push.example.com` or `*.example.com`: two or more DNS labels, the last not numeric (so no
+/// IPv4 address can be listed).
+fn is_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-'))
+        && labels.last().is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The WebSocket management endpoint (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
@@ -317,6 +373,40 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("HERALD_PUSH_INSECURE_ORIGIN"), "{err}");
         let p = PushSettings::from_source(&source(&[("HERALD_PUSH_INSECURE_ORIGIN", "http://127.0.0.1:4000")])).unwrap();
         assert_eq!(p.insecure_origin.as_deref(), Some("http://127.0.0.1:4000"));
+    }
+
+    #[test]
+    fn push_hosts_are_host_names_or_subdomain_patterns() {
+        let p = PushSettings::from_source(&source(&[("HERALD_PUSH_HOSTS", " FCM.googleapis.com, *.push.apple.com ,")])).unwrap();
+        assert_eq!(p.hosts, ["fcm.googleapis.com", "*.push.apple.com"]);
+        // Unset: the well-known services.
+        let d = PushSettings::from_source(&source(&[])).unwrap();
+        assert_eq!(d.hosts, DEFAULT_PUSH_HOSTS);
+        for bad in [
+            "10.0.0.1",
+            "localhost",
+            "https://fcm.googleapis.com",
+            "fcm.googleapis.com:443",
+            "*",
+            "*.com.",
+            "a..b",
+        ] {
+            let err = PushSettings::from_source(&source(&[("HERALD_PUSH_HOSTS", bad)])).unwrap_err();
+            assert!(err.to_string().contains("HERALD_PUSH_HOSTS"), "{bad}: {err}");
+        }
+    }
+
+    /// The settings are logged on init failures; the VAPID private key must never be.
+    #[test]
+    fn push_settings_debug_hides_the_private_key() {
+        let p = PushSettings::from_source(&source(&[
+            ("HERALD_VAPID_PRIVATE_KEY", "c2VjcmV0LXNjYWxhcg"),
+            ("HERALD_VAPID_PUBLIC_KEY", "BPublic"),
+        ]))
+        .unwrap();
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("c2VjcmV0LXNjYWxhcg"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("BPublic"), "{shown}");
     }
 
     #[test]

@@ -335,6 +335,10 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
     if collapse.as_deref().is_some_and(|k| !valid_collapse_key(k)) {
         return Err(bad("collapse", "must be 1..=128 bytes without control characters"));
     }
+    // Client publishes' keys live under `~{user}~`; a producer's never reaches into them.
+    if collapse.as_deref().is_some_and(|k| k.starts_with(USER_SCOPE)) {
+        return Err(bad("collapse", "keys starting with ~ are reserved for client publishes"));
+    }
     let escalate_after = match obj.get("escalate") {
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_escalate(v, &to, limits)?),
@@ -519,9 +523,21 @@ fn parse_control(obj: &Map<String, Value>) -> Result<Control, Rejection> {
 
 pub fn validate_message_id(id: &str) -> Result<(), Rejection> {
     // A user's own reminder id is `~{user}~{id}`: a user id and an id of up to 128 bytes each.
-    let max = if id.starts_with(USER_SCOPE) { 2 * 128 + 2 } else { 128 };
-    if id.is_empty() || id.len() > max || id.chars().any(|c| c.is_control()) {
-        return Err(bad("id", "must be 1..=128 characters without control characters"));
+    // Otherwise no `#` (it separates the parts of Herald's own keys, e.g. the fan-out claims
+    // `i#{tenant}#{id}#job#…`) and no `~` (users' scoped ids), so no id can pose as another key.
+    let (scope, own) = match id.strip_prefix(USER_SCOPE) {
+        Some(rest) => match rest.split_once(USER_SCOPE) {
+            Some((user, own)) => (Some(user), own),
+            None => (Some(""), rest),
+        },
+        None => (None, id),
+    };
+    if scope.is_some_and(|user| !valid_id(user, 128))
+        || own.is_empty()
+        || own.len() > 128
+        || own.chars().any(|c| c.is_control() || c == '#' || c == USER_SCOPE)
+    {
+        return Err(bad("id", "must be 1..=128 characters without control characters, # or ~"));
     }
     Ok(())
 }
@@ -705,6 +721,36 @@ mod tests {
             quick,
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// Client publishes' collapse keys are `~{user}~{key}`: a producer's never reaches into them.
+    #[test]
+    fn producer_collapse_keys_cannot_be_a_clients() {
+        let err = parse(r#"{"tenant":"acme","to":{"group":"room:7"},"event":"e","collapse":"~alice~score"}"#).unwrap_err();
+        assert_eq!((err.code, err.field.as_str()), (RejectCode::BadRequest, "collapse"), "{err}");
+        assert_eq!(
+            notify(r#"{"tenant":"acme","to":{"group":"room:7"},"event":"e","collapse":"a~b"}"#)
+                .content
+                .collapse
+                .as_deref(),
+            Some("a~b")
+        );
+    }
+
+    /// `#` separates the parts of Herald's own keys (`i#{tenant}#{id}#job#…` are fan-out claims)
+    /// and `~` users' scoped ids: a producer id with either could pose as one of them.
+    #[test]
+    fn producer_ids_cannot_hold_key_separators() {
+        for id in ["a#b", "x#job#0#", "a~b", "~u1~", "~~x", "~u#1~x", "~u1~a~b", "~u1~a#b"] {
+            let msg = format!(r#"{{"id":"{id}","tenant":"acme","to":{{"user":"u1"}},"event":"e"}}"#);
+            let err = parse(&msg).unwrap_err();
+            assert_eq!((err.code, err.field.as_str()), (RejectCode::BadRequest, "id"), "{id}: {err}");
+        }
+        // A user's own reminder id, as dispatch sees it when the reminder fires.
+        for id in ["grade-7781", "~u1~rem-1", "n.1_x"] {
+            let msg = format!(r#"{{"id":"{id}","tenant":"acme","to":{{"user":"u1"}},"event":"e"}}"#);
+            assert!(parse(&msg).is_ok(), "{id}");
+        }
     }
 
     #[test]

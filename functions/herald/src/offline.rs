@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use crate::config::{ConfigError, PushSettings};
 use crate::metrics::Metrics;
 use crate::notification::{LogEntry, PushRequest};
-use crate::push::{PushJob, PushMessage, PushOutcome, PushSender, SenderError, Subscription, Vapid, VapidError, payload};
+use crate::push::{EndpointPolicy, PushJob, PushMessage, PushOutcome, PushSender, SenderError, Subscription, Vapid, VapidError, payload};
 use crate::queue::{Queue, QueueError};
 use crate::store::{Store, StoreError};
 
@@ -82,7 +82,7 @@ impl Pusher {
             settings.vapid_public_key.as_deref(),
             settings.vapid_subject.as_deref().unwrap_or_default(),
         )?;
-        Ok(Some(PushSender::new(vapid)?))
+        Ok(Some(PushSender::new(vapid, EndpointPolicy::from(settings))?))
     }
 
     /// Pushes each user's entry to each of their subscriptions.
@@ -166,17 +166,24 @@ impl Pusher {
                         .await?;
                     summary.gone += 1;
                 }
-                PushOutcome::Retryable(reason) if job.attempt < self.max_attempts => {
-                    tracing::debug!(tenant = %job.tenant, user = %job.user, %reason, attempt = job.attempt, "push will be retried");
-                    self.queue
-                        .push_retry(&PushJob {
-                            attempt: job.attempt + 1,
-                            ..job
-                        })
+                PushOutcome::Refused => {
+                    tracing::warn!(tenant = %job.tenant, user = %job.user, "push endpoint not on an allowed push service; subscription removed");
+                    self.store
+                        .push_subscriptions
+                        .delete(&job.tenant, &job.user, &job.subscription)
                         .await?;
+                    summary.failed += 1;
+                }
+                PushOutcome::Retryable { reason, after } if job.attempt < self.max_attempts => {
+                    tracing::debug!(tenant = %job.tenant, user = %job.user, %reason, ?after, attempt = job.attempt, "push will be retried");
+                    let job = PushJob {
+                        attempt: job.attempt + 1,
+                        ..job
+                    };
+                    self.queue.push_retry(&job, after).await?;
                     summary.retried += 1;
                 }
-                PushOutcome::Retryable(reason) | PushOutcome::Failed(reason) => {
+                PushOutcome::Retryable { reason, .. } | PushOutcome::Failed(reason) => {
                     tracing::warn!(tenant = %job.tenant, user = %job.user, id = %job.id, %reason, attempt = job.attempt, "push failed; the log still holds the notification");
                     summary.failed += 1;
                 }

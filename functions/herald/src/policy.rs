@@ -53,7 +53,7 @@ impl RolePolicy {
 /// `HERALD_PUBLISH_POLICY`, e.g. `room=member;course=instructor,admin;announcement=admin`:
 /// group kind → who among its members may publish to it from a connection: `member` (anyone
 /// who is a member) or role names. A kind not listed is closed (the default: nobody), and so are
-/// `user`, `tenant` and `all` unless listed by those names.
+/// `user` and `tenant` unless listed by those names; `all` cannot be listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishPolicy {
     rules: Vec<(String, Vec<String>)>,
@@ -87,6 +87,10 @@ impl PublishPolicy {
             if !crate::groups::valid_kind(kind) {
                 return Err(format!("rule {rule:?}: {kind:?} is not a group kind"));
             }
+            // `all` is every tenant's: only producers reach it, never a tenant's own users.
+            if kind == "all" {
+                return Err(format!("rule {rule:?}: `all` (every tenant) is producer-only"));
+            }
             rules.push((kind.to_owned(), who));
         }
         Ok(Self { rules })
@@ -97,7 +101,7 @@ impl PublishPolicy {
         let kind = match group {
             Group::User(_) => "user",
             Group::Tenant => "tenant",
-            Group::All => "all",
+            Group::All => return false,
             Group::Named { kind, .. } => kind.as_str(),
         };
         self.rules
@@ -110,6 +114,50 @@ impl PublishPolicy {
     /// The kinds with a rule, for the start-up log.
     pub fn kinds(&self) -> Vec<&str> {
         self.rules.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// What a caller's own reminders may do (`POST /reminders`). A plain user's reminder is a
+/// notification they send themselves, at no cost to them: `escalate` would put work on the
+/// operator's email/SMS worker and `push: "always"` would wake devices past a live socket, so
+/// both need a role of `HERALD_REMINDER_ESCALATE_ROLES` (default `service,admin`); and a user
+/// keeps at most `HERALD_REMINDER_MAX_PENDING` (default 100) reminders pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderPolicy {
+    escalate_roles: Vec<String>,
+    pub max_pending: usize,
+}
+
+impl Default for ReminderPolicy {
+    fn default() -> Self {
+        Self {
+            escalate_roles: vec!["service".into(), "admin".into()],
+            max_pending: 100,
+        }
+    }
+}
+
+impl ReminderPolicy {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let escalate_roles = match optional(src, "HERALD_REMINDER_ESCALATE_ROLES") {
+            None => d.escalate_roles,
+            Some(spec) => spec.split(',').map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect(),
+        };
+        Ok(Self {
+            escalate_roles,
+            max_pending: crate::config::bounded(src, "HERALD_REMINDER_MAX_PENDING", d.max_pending, 1, 100_000)?,
+        })
+    }
+
+    /// May `principal`'s reminders carry `escalate` and `push: "always"`?
+    pub fn may_escalate(&self, principal: &Principal) -> bool {
+        self.escalate_roles.iter().any(|r| principal.has_role(r))
+    }
+
+    /// The roles that may, for error messages.
+    pub fn escalate_roles(&self) -> String {
+        self.escalate_roles.join(", ")
     }
 }
 
@@ -201,6 +249,23 @@ pub fn entitlement(principal: &Principal, group: &Group, roles: &RolePolicy) -> 
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_configured_roles_escalate_reminders() {
+        let d = ReminderPolicy::from_source(&crate::config::tests::source(&[])).unwrap();
+        assert_eq!(d, ReminderPolicy::default());
+        assert!(d.may_escalate(&who(&["service"], &[])) && d.may_escalate(&who(&["admin"], &[])));
+        assert!(!d.may_escalate(&who(&[], &[])) && !d.may_escalate(&who(&["instructor"], &[])));
+        let p = ReminderPolicy::from_source(&crate::config::tests::source(&[
+            ("HERALD_REMINDER_ESCALATE_ROLES", "instructor"),
+            ("HERALD_REMINDER_MAX_PENDING", "5"),
+        ]))
+        .unwrap();
+        assert!(p.may_escalate(&who(&["instructor"], &[])) && !p.may_escalate(&who(&["service"], &[])));
+        assert_eq!(p.max_pending, 5);
+        let err = ReminderPolicy::from_source(&crate::config::tests::source(&[("HERALD_REMINDER_MAX_PENDING", "0")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_REMINDER_MAX_PENDING"), "{err}");
+    }
+
     fn who(roles: &[&str], groups: &[&str]) -> Principal {
         Principal {
             user: "u1".into(),
@@ -247,6 +312,15 @@ mod tests {
         assert!(PublishPolicy::parse("room").is_err());
         assert!(PublishPolicy::parse("room=").is_err());
         assert!(PublishPolicy::parse("Room!=member").is_err());
+    }
+
+    /// `all` reaches every tenant: a tenant's admin publishing from a socket must never reach
+    /// it, whatever the configuration says (#28).
+    #[test]
+    fn publishing_to_all_cannot_be_configured() {
+        let err = PublishPolicy::parse("room=member;all=admin").unwrap_err();
+        assert!(err.contains("all"), "{err}");
+        assert!(PublishPolicy::parse("all=member").is_err());
     }
 
     #[test]

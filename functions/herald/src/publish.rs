@@ -92,7 +92,10 @@ impl Publisher {
             body: frame.body,
             link: None,
             data: frame.data,
-            collapse: frame.collapse,
+            // In the publisher's own namespace, as its id: a member's key must never replace a
+            // producer's latest value (or another member's) in the log, in a read page or on a
+            // retry. Producers' keys cannot start with `~`.
+            collapse: frame.collapse.map(|key| user_scoped_id(&p.user, &key)),
             from: Some(Sender { user: p.user.clone() }),
         };
         let id = user_scoped_id(&p.user, frame.id.as_deref().unwrap_or(&Cursor::now().to_string()));

@@ -214,13 +214,16 @@ impl Queue {
     }
 
     /// A push to try again on the retry queue, delayed by its attempt like post retries.
-    pub async fn push_retry(&self, job: &PushJob) -> Result<(), QueueError> {
+    /// A push to try again after the backoff of its attempt, or after `at_least` seconds (the
+    /// push service's `Retry-After`) when that is longer, up to SQS's 15-minute delay.
+    pub async fn push_retry(&self, job: &PushJob, at_least: Option<u32>) -> Result<(), QueueError> {
         let body = serde_json::to_string(&PushRetry { push: job.clone() }).map_err(|source| QueueError::Encode {
             what: "push retry",
             source,
         })?;
-        self.send("retry", &self.urls.retry, body, retry_delay_seconds(job.attempt), Vec::new())
-            .await
+        let asked = at_least.map_or(0, |s| s.min(MAX_DELAY_SECONDS as u32) as i32);
+        let delay = retry_delay_seconds(job.attempt).max(asked);
+        self.send("retry", &self.urls.retry, body, delay, Vec::new()).await
     }
 
     /// A message that can never succeed, kept unchanged on the dead-letter queue with why

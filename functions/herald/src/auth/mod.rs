@@ -437,16 +437,32 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
+/// The largest JWKS response read (real ones are a few KB; a rotating provider's, tens).
+pub const MAX_JWKS_BYTES: usize = 128 * 1024;
+
 async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<String, AuthInitError> {
     let fail = |reason: String| AuthInitError::Fetch {
         url: url.to_owned(),
         reason,
     };
-    let resp = client.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+    let mut resp = client.get(url).send().await.map_err(|e| fail(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(fail(format!("HTTP {}", resp.status())));
     }
-    resp.text().await.map_err(|e| fail(e.to_string()))
+    // Read in chunks up to the cap, whatever Content-Length claims: a response is never held
+    // whole in memory past MAX_JWKS_BYTES.
+    let too_large = || fail(format!("the JWKS is over {MAX_JWKS_BYTES} bytes"));
+    if resp.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|e| fail(e.to_string()))
 }
 
 /// The subprotocol a browser offers alongside its token: `Sec-WebSocket-Protocol: herald.v1, JWT`.

@@ -354,6 +354,21 @@ async fn an_outage_later_keeps_the_keys_already_known() {
     assert!(v.verify_refreshing(&rs(&claims())).await.is_ok(), "the cached key still verifies");
 }
 
+/// #28: a JWKS response is read whole into memory; an identity provider (or whoever answers
+/// for its URL) must not make every instance allocate without bound. Over the cap it counts as
+/// a failed fetch: no keys from it.
+#[tokio::test]
+async fn an_oversized_jwks_response_is_refused() {
+    let padded = format!("{JWKS}{}", " ".repeat(super::MAX_JWKS_BYTES));
+    let server = jwks_server(Some(padded)).await;
+    let v = Verifier::load(url_config(&server.url)).await.expect("init goes on without keys");
+    assert_eq!(v.verify_refreshing(&rs(&claims())).await, Err(AuthError::UnknownKey));
+    // Just under the cap is fine.
+    let server = jwks_server(Some(format!("{JWKS}{}", " ".repeat(super::MAX_JWKS_BYTES - JWKS.len() - 1)))).await;
+    let v = Verifier::load(url_config(&server.url)).await.unwrap();
+    assert!(v.verify_refreshing(&rs(&claims())).await.is_ok());
+}
+
 #[tokio::test]
 async fn made_up_kids_fetch_at_most_once_per_interval() {
     let server = jwks_server(Some(JWKS.to_owned())).await;

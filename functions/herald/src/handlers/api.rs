@@ -21,9 +21,9 @@ use crate::limiter::Limiter;
 use crate::membership::{PresenceToken, Unsubscriber, entitled, presence_page};
 use crate::metrics::Metrics;
 use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
-use crate::policy::{PresencePolicy, RolePolicy};
+use crate::policy::{PresencePolicy, ReminderPolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
-use crate::push::{SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
+use crate::push::{EndpointPolicy, SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
 use crate::queue::{Queue, QueueError};
 use crate::replay::{ReadPlan, Reader, Start, held, read_merged};
 use crate::runtime::{HttpHandler, InitError};
@@ -39,6 +39,8 @@ pub const UNREAD_CAP: usize = 1000;
 pub const PRESENCE_PAGE: usize = 1000;
 /// Push subscriptions (browsers, devices) one user keeps at most.
 pub const MAX_PUSH_SUBSCRIPTIONS: usize = 20;
+/// How far past the clock an `upTo` cursor may be (clock skew between Lambda instances).
+const UP_TO_SKEW_MS: u64 = 30_000;
 
 /// An HTTP error as the contract shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,7 +145,10 @@ pub struct Api {
     limiter: Limiter,
     /// The VAPID public key clients subscribe with; `None`: push is off.
     vapid_public_key: Option<String>,
-    push_insecure_origin: Option<String>,
+    /// What callers' own reminders may carry, and how many a user keeps pending.
+    reminder_policy: ReminderPolicy,
+    /// Where push endpoints may point (SSRF: Herald POSTs to them).
+    push_endpoints: EndpointPolicy,
 }
 
 impl HttpHandler for Api {
@@ -168,8 +173,9 @@ impl HttpHandler for Api {
         );
         let push = PushSettings::from_source(&Env)?;
         Ok(Self {
+            push_endpoints: EndpointPolicy::from(&push),
+            reminder_policy: ReminderPolicy::from_source(&Env)?,
             vapid_public_key: push.vapid_public_key,
-            push_insecure_origin: push.insecure_origin,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
             verifier,
@@ -338,6 +344,11 @@ impl Api {
                     .ok_or_else(|| ApiError::bad_request("upTo is not a valid cursor"))?,
             ),
         };
+        // A cursor past the clock would mark read what does not exist yet (and so silence its
+        // escalation). Herald hands out none beyond now; the skew covers Lambda clocks.
+        if up_to.is_some_and(|c| c.millis() > now_millis() + UP_TO_SKEW_MS) {
+            return Err(ApiError::bad_request("upTo is in the future; pass a cursor Herald handed out"));
+        }
         if ids.is_none() && up_to.is_none() {
             return Err(ApiError::bad_request("give ids or upTo"));
         }
@@ -416,6 +427,19 @@ impl Api {
         if !privileged && n.to != Target::User(p.user.clone()) {
             return Err(ApiError::forbidden("reminders for others need the service or admin role"));
         }
+        if !self.reminder_policy.may_escalate(p) {
+            let roles = self.reminder_policy.escalate_roles();
+            if n.escalate_after.is_some() {
+                return Err(ApiError::forbidden(format!(
+                    "escalate: a reminder that escalates needs one of the roles {roles}"
+                )));
+            }
+            if n.push.as_ref().is_some_and(|r| r.always) {
+                return Err(ApiError::forbidden(format!(
+                    "push: \"always\" in a reminder needs one of the roles {roles}; true pushes when not connected"
+                )));
+            }
+        }
         let at = n.deliver_at.ok_or_else(|| ApiError::bad_request("deliverAt: is required"))?;
         if at <= Utc::now() {
             return Err(ApiError::bad_request("deliverAt: must be in the future"));
@@ -441,16 +465,35 @@ impl Api {
         if self.store.idempotency.exists(&p.tenant, &key).await? {
             return Err(conflict(format!("id {id} was already used by a notification")));
         }
+        // A plain user's pending reminders are capped: each is a timer (and, past 15 minutes, a
+        // schedule) kept for them. Rescheduling one already pending is not another. Checked
+        // before writing, so concurrent requests can pass the cap by at most the HTTP burst.
+        let max = self.reminder_policy.max_pending;
+        if !privileged {
+            let pending = self.store.reminders.pending_of(&p.tenant, &p.user).await?;
+            if pending.len() >= max && !pending.contains(&key) {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("at most {max} pending reminders per user; cancel one or wait until one fires"),
+                ));
+            }
+        }
         match self.deferral.defer(&n, Some(p.user.clone())).await? {
             Deferred::Cancelled => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
                 format!("reminder {id} was cancelled"),
             )),
-            _ => Ok((
-                StatusCode::CREATED,
-                Some(json!({"id": id, "state": "scheduled", "deliverAt": crate::notification::format_time(&at)})),
-            )),
+            _ => {
+                if !privileged {
+                    self.store.reminders.track_pending(&p.tenant, &p.user, &key, at.timestamp()).await?;
+                }
+                Ok((
+                    StatusCode::CREATED,
+                    Some(json!({"id": id, "state": "scheduled", "deliverAt": crate::notification::format_time(&at)})),
+                ))
+            }
         }
     }
 
@@ -488,6 +531,9 @@ impl Api {
             return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "reminder already fired"));
         }
         self.deferral.cancel(&p.tenant, &r.id).await?;
+        if let Some(owner) = &r.owner {
+            self.store.reminders.untrack_pending(&p.tenant, owner, &r.id).await?;
+        }
         Ok((StatusCode::NO_CONTENT, None))
     }
 
@@ -526,8 +572,7 @@ impl Api {
     /// its expiry). Validated whole before anything is written: a 400 stores nothing.
     async fn push_subscribe(&self, p: &Principal, req: &Request) -> ApiResult {
         self.push_enabled()?;
-        let sub =
-            parse_subscription(body_text(req)?, self.push_insecure_origin.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let sub = parse_subscription(body_text(req)?, &self.push_endpoints).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let existing = self.store.push_subscriptions.list(&p.tenant, &p.user).await?;
         let key = endpoint_key(&sub.endpoint);
         if existing.len() >= MAX_PUSH_SUBSCRIPTIONS && !existing.iter().any(|(k, _)| *k == key) {
@@ -549,12 +594,8 @@ impl Api {
     /// Forgets one of the caller's subscriptions, by endpoint (absent is fine: 204 too).
     async fn push_unsubscribe(&self, p: &Principal, req: &Request) -> ApiResult {
         self.push_enabled()?;
-        let endpoint =
-            parse_endpoint(body_text(req)?, self.push_insecure_origin.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        self.store
-            .push_subscriptions
-            .delete(&p.tenant, &p.user, &endpoint_key(&endpoint))
-            .await?;
+        let endpoint = parse_endpoint(body_text(req)?, &self.push_endpoints).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.store.push_subscriptions.remove(&p.tenant, &p.user, &endpoint).await?;
         Ok((StatusCode::NO_CONTENT, None))
     }
 
@@ -571,6 +612,11 @@ impl Api {
                 PresenceToken::decode(t, shards).ok_or_else(|| ApiError::bad_request("after is not a token from a previous page"))?
             }
         };
+        // Every user is a member of `tenant`: its presence is the whole tenant's online users,
+        // which is an operator's view, not a member's.
+        if group == Group::Tenant && !p.is_privileged() {
+            return Err(ApiError::forbidden("the tenant's presence needs the service or admin role"));
+        }
         if !entitled(&self.store, &self.roles, p, &group).await? {
             return Err(ApiError::forbidden(format!("not a member of {group}")));
         }

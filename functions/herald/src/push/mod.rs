@@ -18,7 +18,10 @@ pub mod vapid;
 use serde::{Deserialize, Serialize};
 
 pub use sender::{PushMessage, PushOutcome, PushSender, SenderError};
-pub use subscription::{SUBSCRIPTION_DAYS, Subscription, SubscriptionError, endpoint_key, parse_endpoint, parse_subscription};
+pub use subscription::{
+    DEFAULT_PUSH_HOSTS, EndpointPolicy, SUBSCRIPTION_DAYS, Subscription, SubscriptionError, endpoint_key, parse_endpoint,
+    parse_subscription,
+};
 pub use vapid::{Vapid, VapidError};
 
 use crate::notification::Urgency;

@@ -1,7 +1,7 @@
 //! A browser's `PushSubscription` as clients send it (`PUT /push/subscriptions`), validated
-//! before anything is stored: an `https://` endpoint (or the one insecure origin configured for
-//! the local stack's emulator), `keys.p256dh` an uncompressed P-256 point, `keys.auth` 16 bytes.
-//! Pure.
+//! before anything is stored: an `https://` endpoint on a web push service's host (or the one
+//! insecure origin configured for the local stack's emulator), `keys.p256dh` an uncompressed
+//! P-256 point, `keys.auth` 16 bytes. Pure.
 
 use aws_lc_rs::agreement::{ECDH_P256, ParsedPublicKey, UnparsedPublicKey};
 use aws_lc_rs::digest;
@@ -49,6 +49,8 @@ pub enum SubscriptionError {
     Missing(&'static str),
     #[error("endpoint must be an https:// URL of at most {MAX_ENDPOINT_BYTES} bytes")]
     Endpoint,
+    #[error("endpoint must be on a web push service's host (HERALD_PUSH_HOSTS), with no IP address, port or user info")]
+    EndpointHost,
     #[error("keys.p256dh must be base64url of a 65-byte uncompressed P-256 public key")]
     P256dh,
     #[error("keys.auth must be base64url of 16 bytes")]
@@ -57,11 +59,72 @@ pub enum SubscriptionError {
     Expiration,
 }
 
-/// Parses and validates a subscription body. `insecure_origin`: an `http://` origin accepted
-/// besides `https://` endpoints (the local stack's push service), never set in AWS.
-pub fn parse_subscription(body: &str, insecure_origin: Option<&str>) -> Result<Subscription, SubscriptionError> {
+pub use crate::config::DEFAULT_PUSH_HOSTS;
+
+/// Where push endpoints may point. An endpoint is a URL the client chooses and Herald POSTs to
+/// from inside the account, so anything but a known push service would make Herald a proxy into
+/// its own network (SSRF: instance metadata, loopback, private addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    /// Lower-case host names; `*.example.com` matches any subdomain of `example.com` (not itself).
+    hosts: Vec<String>,
+    /// An `http://` origin accepted besides the hosts (the local stack's push service), never set
+    /// in AWS.
+    insecure_origin: Option<String>,
+}
+
+impl Default for EndpointPolicy {
+    fn default() -> Self {
+        Self::new(DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect(), None)
+    }
+}
+
+/// The configured hosts and the local stack's insecure origin.
+impl From<&crate::config::PushSettings> for EndpointPolicy {
+    fn from(settings: &crate::config::PushSettings) -> Self {
+        Self::new(settings.hosts.clone(), settings.insecure_origin.clone())
+    }
+}
+
+impl EndpointPolicy {
+    pub fn new(hosts: Vec<String>, insecure_origin: Option<String>) -> Self {
+        let hosts = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        Self { hosts, insecure_origin }
+    }
+
+    fn allows_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .and_then(|sub| sub.strip_suffix('.'))
+                .is_some_and(|sub| !sub.is_empty()),
+            None => host == pattern,
+        })
+    }
+
+    /// Whether Herald may send to `raw` (checked again before each push: a subscription stored
+    /// before the list was narrowed is not sent to).
+    pub fn check(&self, raw: &str) -> Result<(), SubscriptionError> {
+        let (url, insecure) = shape(raw, self.insecure_origin.as_deref())?;
+        if insecure {
+            return Ok(());
+        }
+        // A domain: the parser turns `0x7f.1`, `2130706433` and `[::1]` into IP hosts, and a
+        // domain never ends in a numeric label. No port (443 is normalised away), and listed.
+        let host = url.host_str().unwrap_or_default();
+        let ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
+        if ip || url.port().is_some() || !self.allows_host(host) {
+            return Err(SubscriptionError::EndpointHost);
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates a subscription body against `policy`.
+pub fn parse_subscription(body: &str, policy: &EndpointPolicy) -> Result<Subscription, SubscriptionError> {
     let obj = object(body)?;
-    let endpoint = endpoint(&obj, insecure_origin)?;
+    let endpoint = endpoint(&obj)?;
+    policy.check(&endpoint)?;
     let keys = obj
         .get("keys")
         .and_then(Value::as_object)
@@ -95,9 +158,12 @@ pub fn parse_subscription(body: &str, insecure_origin: Option<&str>) -> Result<S
     })
 }
 
-/// The endpoint of a `DELETE /push/subscriptions` body.
-pub fn parse_endpoint(body: &str, insecure_origin: Option<&str>) -> Result<String, SubscriptionError> {
-    endpoint(&object(body)?, insecure_origin)
+/// The endpoint of a `DELETE /push/subscriptions` body. Not held to the host list: a
+/// subscription stored before the list was narrowed can still be deleted.
+pub fn parse_endpoint(body: &str, policy: &EndpointPolicy) -> Result<String, SubscriptionError> {
+    let endpoint = endpoint(&object(body)?)?;
+    shape(&endpoint, policy.insecure_origin.as_deref())?;
+    Ok(endpoint)
 }
 
 /// The sort key a subscription is stored under: a digest of its endpoint (endpoints are long
@@ -117,11 +183,16 @@ fn object(body: &str) -> Result<serde_json::Map<String, Value>, SubscriptionErro
     }
 }
 
-fn endpoint(obj: &serde_json::Map<String, Value>, insecure_origin: Option<&str>) -> Result<String, SubscriptionError> {
-    let raw = obj
-        .get("endpoint")
+fn endpoint(obj: &serde_json::Map<String, Value>) -> Result<String, SubscriptionError> {
+    obj.get("endpoint")
         .and_then(Value::as_str)
-        .ok_or(SubscriptionError::Missing("endpoint"))?;
+        .map(str::to_owned)
+        .ok_or(SubscriptionError::Missing("endpoint"))
+}
+
+/// An `https://` URL (or one of the insecure origin: `true`) without user info, taken exactly as
+/// written.
+fn shape(raw: &str, insecure_origin: Option<&str>) -> Result<(reqwest::Url, bool), SubscriptionError> {
     // The URL parser forgives what a push service would not see the same way (surrounding
     // spaces, tabs inside, an upper-case scheme): the endpoint is taken exactly as written or
     // not at all.
@@ -137,7 +208,7 @@ fn endpoint(obj: &serde_json::Map<String, Value>, insecure_origin: Option<&str>)
     if !(secure || allowed) || !url.username().is_empty() || url.password().is_some() {
         return Err(SubscriptionError::Endpoint);
     }
-    Ok(raw.to_owned())
+    Ok((url, allowed && !secure))
 }
 
 fn decode(s: &str) -> Option<Vec<u8>> {
@@ -152,22 +223,29 @@ mod tests {
     const P256DH: &str = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
     const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
 
+    /// The default push services plus `p.example`, the host these tests use.
+    fn policy() -> EndpointPolicy {
+        let mut hosts: Vec<String> = DEFAULT_PUSH_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        hosts.push("p.example".into());
+        EndpointPolicy::new(hosts, None)
+    }
+
     fn sub(endpoint: &str, p256dh: &str, auth: &str) -> String {
         json!({"endpoint": endpoint, "expirationTime": null, "keys": {"p256dh": p256dh, "auth": auth}}).to_string()
     }
 
     #[test]
     fn accepts_a_browser_subscription() {
-        let s = parse_subscription(&sub("https://fcm.googleapis.com/fcm/send/abc", P256DH, AUTH), None).unwrap();
+        let s = parse_subscription(&sub("https://fcm.googleapis.com/fcm/send/abc", P256DH, AUTH), &policy()).unwrap();
         assert_eq!((s.p256dh.as_str(), s.auth.as_str(), s.expires_ms), (P256DH, AUTH, None));
         // Padded base64url is what some libraries print; it is stored unpadded.
-        let padded = parse_subscription(&sub("https://p.example/x", &format!("{P256DH}="), &format!("{AUTH}==")), None).unwrap();
+        let padded = parse_subscription(&sub("https://p.example/x", &format!("{P256DH}="), &format!("{AUTH}==")), &policy()).unwrap();
         assert_eq!(padded.auth, AUTH);
     }
 
     #[test]
     fn refuses_what_cannot_be_pushed_to() {
-        let err = |body: &str| parse_subscription(body, None).unwrap_err();
+        let err = |body: &str| parse_subscription(body, &policy()).unwrap_err();
         assert_eq!(err(&sub("http://p.example/x", P256DH, AUTH)), SubscriptionError::Endpoint);
         assert_eq!(err(&sub("https://user:pw@p.example/x", P256DH, AUTH)), SubscriptionError::Endpoint);
         assert_eq!(err(&sub("not a url", P256DH, AUTH)), SubscriptionError::Endpoint);
@@ -192,13 +270,63 @@ mod tests {
 
     #[test]
     fn only_the_configured_insecure_origin_passes() {
-        let local = Some("http://127.0.0.1:4000");
-        assert!(parse_subscription(&sub("http://127.0.0.1:4000/_herald/push/send/1", P256DH, AUTH), local).is_ok());
-        assert!(parse_subscription(&sub("http://127.0.0.1:4001/_herald/push/send/1", P256DH, AUTH), local).is_err());
+        let local = EndpointPolicy::new(vec![], Some("http://127.0.0.1:4000".into()));
+        assert!(parse_subscription(&sub("http://127.0.0.1:4000/_herald/push/send/1", P256DH, AUTH), &local).is_ok());
+        assert!(parse_subscription(&sub("http://127.0.0.1:4001/_herald/push/send/1", P256DH, AUTH), &local).is_err());
+        // The local origin is no licence for other loopback endpoints over https.
         assert_eq!(
-            parse_endpoint(r#"{"endpoint":"https://p.example/x"}"#, None).unwrap(),
+            parse_subscription(&sub("https://127.0.0.1:4000/x", P256DH, AUTH), &local),
+            Err(SubscriptionError::EndpointHost)
+        );
+        assert_eq!(
+            parse_endpoint(r#"{"endpoint":"https://p.example/x"}"#, &policy()).unwrap(),
             "https://p.example/x"
         );
         assert_eq!(endpoint_key("https://p.example/x").len(), 43);
+    }
+
+    /// SSRF: an endpoint is a URL Herald POSTs to from inside the account.
+    #[test]
+    fn only_push_service_hosts_pass() {
+        let p = EndpointPolicy::default();
+        for ok in [
+            "https://fcm.googleapis.com/fcm/send/abc",
+            "https://updates.push.services.mozilla.com/wpush/v2/abc",
+            "https://web.push.apple.com/QGx",
+            "https://wns2-by3p.notify.windows.com/w/?token=abc",
+            "https://FCM.googleapis.com/fcm/send/abc",
+        ] {
+            assert_eq!(p.check(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "https://169.254.169.254/latest/meta-data/",
+            "https://127.0.0.1:9/x",
+            "https://10.0.0.1/x",
+            "https://[::1]/x",
+            "https://localhost/x",
+            "https://0x7f.1/x",
+            "https://2130706433/x",
+            "https://fcm.googleapis.com:8443/x",
+            "https://fcm.googleapis.com./x",
+            "https://fcm.googleapis.com.evil.example/x",
+            "https://evil-fcm.googleapis.com/x",
+            "https://push.apple.com/x",
+            "https://evilpush.apple.com/x",
+            "https://p.example/x",
+        ] {
+            assert_eq!(p.check(bad), Err(SubscriptionError::EndpointHost), "{bad}");
+        }
+        assert_eq!(p.check("https://user@fcm.googleapis.com/x"), Err(SubscriptionError::Endpoint));
+        assert_eq!(p.check("http://fcm.googleapis.com/x"), Err(SubscriptionError::Endpoint));
+        // HERALD_PUSH_HOSTS replaces the list.
+        let settings = crate::config::PushSettings {
+            hosts: vec!["*.push.apple.com".into()],
+            ..Default::default()
+        };
+        let apple = EndpointPolicy::from(&settings);
+        assert!(apple.check("https://web.push.apple.com/x").is_ok());
+        assert!(apple.check("https://fcm.googleapis.com/x").is_err());
+        // Deleting is not held to the list (a subscription stored before it was narrowed).
+        assert!(parse_endpoint(r#"{"endpoint":"https://10.0.0.1/x"}"#, &p).is_ok());
     }
 }

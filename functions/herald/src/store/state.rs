@@ -410,6 +410,53 @@ impl Reminders {
         }
     }
 
+    fn pending_key(tenant: &str, user: &str) -> String {
+        format!("mu#{tenant}#{user}")
+    }
+
+    /// The ids (store keys) of `user`'s own reminders still to fire: one row each, living until
+    /// its `deliverAt`, so a fired one stops counting by itself and only a cancel removes one.
+    pub async fn pending_of(&self, tenant: &str, user: &str) -> Result<Vec<String>, StoreError> {
+        let now = super::epoch_seconds();
+        let rows = self.table.query_partition(&Self::pending_key(tenant, user)).await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            if super::get_n(&row, "expiresAt")? > now {
+                ids.push(get_s(&row, "sk")?.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Counts `id` among `user`'s pending reminders until `until` (epoch seconds, its deliverAt).
+    pub async fn track_pending(&self, tenant: &str, user: &str, id: &str, until: i64) -> Result<(), StoreError> {
+        self.table
+            .client
+            .put_item()
+            .table_name(&self.table.name)
+            .item("pk", s(Self::pending_key(tenant, user)))
+            .item("sk", s(id))
+            .item("expiresAt", n(until))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("PutItem", e))?;
+        Ok(())
+    }
+
+    /// `id` no longer counts (cancelled); absent is fine.
+    pub async fn untrack_pending(&self, tenant: &str, user: &str, id: &str) -> Result<(), StoreError> {
+        self.table
+            .client
+            .delete_item()
+            .table_name(&self.table.name)
+            .key("pk", s(Self::pending_key(tenant, user)))
+            .key("sk", s(id))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
+        Ok(())
+    }
+
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Reminder>, StoreError> {
         let item = self.table.get(Self::key(tenant, id), "#").await?;
         let Some(item) = item else { return Ok(None) };
