@@ -15,7 +15,8 @@
 // The devices are of three kinds (populations), a third each, shuffled by the seed:
 //   - `herald`: `client/herald.js` itself, the algorithm a user's app runs;
 //   - `last-cursor`: a raw WebSocket client that re-joins and resumes from the cursor of the last
-//     frame it received (live or replayed, or a `resumed` answer), as a hand-written app would;
+//     notification it received (live once its connection caught up, or replayed), as a
+//     hand-written app would;
 //   - `missed-poller`: a raw WebSocket client for live frames that never resumes but reads
 //     `GET /notifications/missed` from the cursor of the last frame or item it received.
 // Both raw kinds dedupe by id like any app; a notification they get again from a resume or a
@@ -486,8 +487,9 @@ const RAW_MAX_PAGES = 1000;
  * flight. It dedupes by id like any app: a notification shows once, and a copy that comes again
  * from a resume or a `missed` read is counted as a resend.
  *
- * `last` is the cursor of the last frame (or `missed` item) received that carried one, in
- * arrival order: not the greatest, and not only what the server answered to a resume. That is
+ * `last` is the cursor of the last notification (frame or `missed` item) received, in arrival
+ * order: not the greatest, and not what the server answered to a resume; a live one only once
+ * the connection has caught up. That is
  * the point of these clients: it is what a hand-written app does, and the promise is to hold for
  * it too. Where a live frame's cursor can pass an older notification still on its way (live
  * frames out of cursor order), a resume or read from it skips that one: a loss these count.
@@ -625,8 +627,8 @@ class RawDevice {
       if (typeof f.id === "string" && !f.ephemeral) this.take(f, f.replayed ? "replayed" : "live");
       return;
     }
-    // The answers that carry a cursor count as "the last frame received" too.
-    if ((f?.type === "resumed" || f?.type === "published") && typeof f.cursor === "string") this.last = f.cursor;
+    // Only notification frames move `last`: an app keeps the cursor of the last notification it
+    // showed (a `resumed` answer's is a resume point that trails the clock by the lag).
     const p = f?.ref != null ? this.pending.get(String(f.ref)) : null;
     if (p) {
       if (f.type === "error") p.fail(new Error(`${f.code}: ${f.message}`));

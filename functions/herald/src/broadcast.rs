@@ -103,6 +103,9 @@ pub struct FanoutSummary {
     pub shards_queued: usize,
     /// Time spent posting (excluding reads and writes of state), for the fan-out benchmark.
     pub posting_us: u64,
+    /// When this invocation's posts, re-posts and closes were done (epoch ms; 0: not a fan-out
+    /// of a logged frame).
+    pub posted_at: u64,
     /// Users of personal topics (`user:{sub}`) that no live connection took the frame for: none
     /// was open, or every one was gone or refused it. Retried posts count as taken. Who gets a
     /// Web Push with `"push": true` (`offline`).
@@ -224,7 +227,8 @@ impl Broadcaster {
     /// retry queue), that time is kept for resumes (`replay::held`).
     pub async fn finish(&self, tenant: &str, id: &str, summary: &FanoutSummary) -> Result<(), BroadcastError> {
         let complete = summary.shards_queued == 0 && summary.retried == 0 && summary.failed == 0;
-        Ok(self.store.idempotency.finish(tenant, id, complete.then(now_millis)).await?)
+        let posted_at = (complete && summary.posted_at > 0).then_some(summary.posted_at);
+        Ok(self.store.idempotency.finish(tenant, id, posted_at).await?)
     }
 
     /// Posts each topic's frame to the topic's live connections. Each membership shard's first
@@ -322,6 +326,7 @@ impl Broadcaster {
             }
             summary.add(&r);
         }
+        summary.posted_at = now_millis();
         Ok(summary)
     }
 

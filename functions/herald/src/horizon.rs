@@ -44,7 +44,7 @@ pub const MARGIN_MS: u64 = 2_000;
 
 /// How far the clocks of two Lambda hosts may disagree when one host's time is compared with a
 /// cursor taken on another (NTP keeps them within milliseconds).
-pub const SKEW_MS: u64 = 1_000;
+pub const SKEW_MS: u64 = 250;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Horizon {
