@@ -577,7 +577,10 @@ function presencePanel(/** @type {Ctx} */ ctx) {
   const statusEl = $("#presence-status");
   const fill = (/** @type {string[]} */ groups) => {
     const current = select.value;
-    const names = ["tenant", `user:${ctx.identity.sub}`, ...groups];
+    // The whole tenant's presence is for privileged callers (docs/security.md): others list
+    // their own and their groups'.
+    const privileged = ctx.identity.roles.some((r) => r === "service" || r === "admin");
+    const names = [`user:${ctx.identity.sub}`, ...groups, ...(privileged ? ["tenant"] : [])];
     select.replaceChildren(...names.map((g) => h("option", { value: g }, g)));
     if (names.includes(current)) select.value = current;
   };
