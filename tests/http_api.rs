@@ -397,6 +397,8 @@ async fn reminders_are_created_read_and_cancelled() {
         (s, b["state"].as_str(), b["notification"]["title"].as_str()),
         (200, Some("scheduled"), Some("Study!"))
     );
+    // The user's own id, not the key it is stored under (`~{sub}~{id}`).
+    assert_eq!(b["notification"]["id"].as_str(), Some(id.as_str()), "{b}");
 
     // Someone else's reminder does not exist for you.
     let (s, b) = api(

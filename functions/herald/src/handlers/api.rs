@@ -518,7 +518,14 @@ impl Api {
 
     async fn get_reminder(&self, p: &Principal, id: &str) -> ApiResult {
         let r = self.visible_reminder(p, id).await?;
-        let notification: Value = serde_json::from_str(&r.request).unwrap_or(Value::Null);
+        let mut notification: Value = serde_json::from_str(&r.request).unwrap_or(Value::Null);
+        // A user's own reminder is stored under `~{sub}~{id}`; the user sees the id they chose,
+        // as in every other answer about it.
+        if let Some(stored) = notification.get_mut("id")
+            && stored.as_str().is_some_and(|s| s.starts_with('~'))
+        {
+            *stored = Value::String(id.to_owned());
+        }
         Ok((
             StatusCode::OK,
             Some(json!({"id": id, "state": r.state.as_str(), "deliverAt": r.deliver_at, "notification": notification})),
