@@ -404,6 +404,25 @@ async fn a_connection_that_cannot_take_a_frame_is_closed_and_its_resume_has_it()
     assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some("missed live"), Some(true)));
 }
 
+/// A 410 from a socket that is in fact open (injected here; the management API's view can lag
+/// behind the socket) must not leave it open and deaf to the frame while newer ones arrive: a
+/// client resuming from one of those would never read this one. It is closed, and its resume
+/// brings the frame.
+#[tokio::test]
+async fn a_connection_that_answered_410_but_is_open_is_closed_and_its_resume_has_it() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let conn = c.connection_id().await;
+    post_fault(&conn, 410, 1).await;
+    publish(note(&tenant, json!({"user": user}), "answered 410")).await;
+    assert!(c.close_code().await.is_some(), "the server closes the connection");
+    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
+    again.send(json!({"action": "resume"})).await;
+    let n = again.next().await;
+    assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some("answered 410"), Some(true)));
+}
+
 #[tokio::test]
 async fn short_deliver_at_waits_on_the_queue() {
     let tenant = unique("acme");

@@ -20,7 +20,9 @@ use futures_util::StreamExt;
 
 use crate::config::Limits;
 use crate::cursor::{Cursor, now_millis};
-use crate::delivery::{CollapseRef, FanoutJob, FanoutReport, Poster, RetryJob, Unreachable, chain, fan_out, post_or_close};
+use crate::delivery::{
+    CollapseRef, FanoutJob, FanoutReport, Poster, RetryJob, Unreachable, chain, close_gone_sockets, fan_out, post_or_close,
+};
 use crate::groups::Group;
 use crate::horizon::Horizon;
 use crate::metrics::Metrics;
@@ -299,6 +301,9 @@ impl Broadcaster {
         for (frame, connections) in by_frame {
             let posting = Instant::now();
             let mut r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
+            if !reach.ephemeral {
+                close_gone_sockets(&self.poster, &r.gone, self.limits.fanout_concurrency).await;
+            }
             // A 410 from a connection whose row is that young is not looked into: it is most
             // likely one inside its `$connect` (a reconnect storm has many), and reading each
             // one's item would cost a read per post for what `close_gone` would leave anyway.
@@ -362,6 +367,9 @@ impl Broadcaster {
             self.limits.fanout_concurrency,
         )
         .await;
+        if !job.ephemeral {
+            close_gone_sockets(&self.poster, &report.gone, self.limits.fanout_concurrency).await;
+        }
         let settled = self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
         self.store
             .connections

@@ -123,6 +123,33 @@ pub async fn post_or_close(poster: &Poster, connections: Vec<String>, frame: &st
     out
 }
 
+/// Closes connections that answered 410 to a logged frame. Normally they are gone and this
+/// answers 410 again; one that is in fact still open (the management API's view lagging behind
+/// the socket, or a fault) would otherwise go on receiving newer frames without this one, and a
+/// client resuming from one of those would never read it (see `horizon`). Best effort: logged.
+pub async fn close_gone_sockets(poster: &Poster, connections: &[String], concurrency: usize) {
+    let outcomes: Vec<(String, PostOutcome)> = futures_util::stream::iter(connections.to_vec())
+        .map(|id| {
+            let poster = poster.clone();
+            async move {
+                let outcome = poster.disconnect(&id).await;
+                (id, outcome)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    for (id, outcome) in outcomes {
+        match outcome {
+            PostOutcome::Gone => {}
+            PostOutcome::Delivered => tracing::info!(connection = %id, "a connection that answered 410 was still open; closed it"),
+            PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
+                tracing::warn!(connection = %id, %reason, "could not close a connection that answered 410")
+            }
+        }
+    }
+}
+
 /// A retry-queue message: the frame and only the connections that still need it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -166,6 +166,9 @@ impl WsMessage {
             match self.poster.post(&who.connection_id, &entry.frame(true)).await {
                 PostOutcome::Delivered => sent += 1,
                 PostOutcome::Gone => {
+                    // A socket still open after a 410 would go on receiving live frames newer
+                    // than the entries not replayed: closed, so its client resumes again.
+                    self.close(&who.connection_id).await;
                     let closed = self.store.connections.close(&who.connection_id).await?;
                     self.presence.closed(&[closed]).await?;
                     return Ok(String::new());
