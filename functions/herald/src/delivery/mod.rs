@@ -103,15 +103,7 @@ pub async fn post_or_close(poster: &Poster, connections: Vec<String>, frame: &st
     let again = fan_out(poster, connections, frame, concurrency).await;
     out.delivered = again.delivered;
     out.gone = again.gone;
-    let closes: Vec<(String, PostOutcome)> = futures_util::stream::iter(again.retry)
-        .map(|id| async move {
-            let outcome = poster.disconnect(&id).await;
-            (id, outcome)
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    for (id, outcome) in closes {
+    for (id, outcome) in disconnect_all(poster, again.retry, concurrency).await {
         match outcome {
             PostOutcome::Delivered | PostOutcome::Gone => out.closed += 1,
             PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
@@ -128,7 +120,20 @@ pub async fn post_or_close(poster: &Poster, connections: Vec<String>, frame: &st
 /// the socket, or a fault) would otherwise go on receiving newer frames without this one, and a
 /// client resuming from one of those would never read it (see `horizon`). Best effort: logged.
 pub async fn close_gone_sockets(poster: &Poster, connections: &[String], concurrency: usize) {
-    let outcomes: Vec<(String, PostOutcome)> = futures_util::stream::iter(connections.to_vec())
+    for (id, outcome) in disconnect_all(poster, connections.to_vec(), concurrency).await {
+        match outcome {
+            PostOutcome::Gone => {}
+            PostOutcome::Delivered => tracing::info!(connection = %id, "a connection that answered 410 was still open; closed it"),
+            PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
+                tracing::warn!(connection = %id, %reason, "could not close a connection that answered 410")
+            }
+        }
+    }
+}
+
+/// `DELETE @connections/{id}` for each, at most `concurrency` at once.
+async fn disconnect_all(poster: &Poster, connections: Vec<String>, concurrency: usize) -> Vec<(String, PostOutcome)> {
+    futures_util::stream::iter(connections)
         .map(|id| {
             let poster = poster.clone();
             async move {
@@ -138,16 +143,7 @@ pub async fn close_gone_sockets(poster: &Poster, connections: &[String], concurr
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
-        .await;
-    for (id, outcome) in outcomes {
-        match outcome {
-            PostOutcome::Gone => {}
-            PostOutcome::Delivered => tracing::info!(connection = %id, "a connection that answered 410 was still open; closed it"),
-            PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
-                tracing::warn!(connection = %id, %reason, "could not close a connection that answered 410")
-            }
-        }
-    }
+        .await
 }
 
 /// A retry-queue message: the frame and only the connections that still need it.
