@@ -55,7 +55,7 @@ for t in "${targets[@]}"; do
         make dev > "$log" 2>&1 &
         pid=$!
         set +m
-        until grep -q '^demo page' "$log" 2>/dev/null; do
+        until grep -q 'demo page ' "$log" 2>/dev/null; do
             if ! kill -0 "$pid" 2>/dev/null; then
                 tail -n 40 "$log"
                 echo "fresh-machine-check: make dev ended before its banner" >&2
