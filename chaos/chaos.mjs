@@ -726,11 +726,8 @@ class LastCursorDevice extends RawDevice {
       stalls = count === 0 && answer.next === (frame.page ?? frame.since) ? stalls + 1 : 0;
       if (stalls >= 5) throw new Error(`resume keeps answering more without notifications at ${answer.next}`);
       if (stalls) await pause(250 * stalls);
-      // `next` is a page token, passed back as `page` (replay.rs: `page` wins, and a token
-      // passed as `since` counts as one); a server before page tokens read `next` as `since`
-      // and ignored fields it did not know (frames.rs), so both go and either server works.
-      // TODO(page): only `page`.
-      frame = { action: "resume", since: answer.next, page: answer.next };
+      // `next` is a page token, passed back as `page`.
+      frame = { action: "resume", page: answer.next };
     }
     throw new Error(`resume: still more after ${RAW_MAX_PAGES} pages`);
   }
@@ -752,10 +749,7 @@ class MissedPollerDevice extends RawDevice {
       for (const n of res.json.items) this.take(n, "missed");
       total += res.json.items.length;
       if (!res.json.next) return total;
-      // As with resume: `next` is a page token (`page`); the API before page tokens read `since`
-      // and ignored query parameters it did not know (handlers/api.rs), so both go.
-      // TODO(page): only `page`.
-      query.set("since", res.json.next);
+      // As with resume: `next` is a page token, passed back as `page` (it wins over `since`).
       query.set("page", res.json.next);
     }
     throw new Error(`missed: still a next page after ${RAW_MAX_PAGES}`);
