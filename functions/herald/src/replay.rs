@@ -306,7 +306,7 @@ pub async fn held(
     store: &crate::store::Store,
     tenant: &str,
     since: Cursor,
-    entries: &[LogEntry],
+    entries: &[&LogEntry],
 ) -> Result<HashSet<String>, crate::store::StoreError> {
     // The entry whose frame carried `since` is with the client by definition.
     let mut held: HashSet<String> = entries.iter().filter(|e| e.cursor == since).map(|e| e.id.clone()).collect();

@@ -305,7 +305,7 @@ impl Api {
         let answer = plan.answer(page.cursor, page.more, read_at);
         // What the poller's cursor shows it has is read past, as over the socket.
         let held = match plan.since {
-            Some(since) => held(&self.store, &p.tenant, since, &page.entries).await?,
+            Some(since) => held(&self.store, &p.tenant, since, &page.entries.iter().collect::<Vec<_>>()).await?,
             None => HashSet::new(),
         };
         let items: Vec<Value> = page

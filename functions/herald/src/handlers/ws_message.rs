@@ -27,6 +27,7 @@ use crate::groups::Group;
 use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
 use crate::metrics::Metrics;
+use crate::notification::LogEntry;
 use crate::policy::{PresencePolicy, PublishPolicy, RolePolicy};
 use crate::presence::Presence;
 use crate::publish::{PublishError, Publisher};
@@ -151,11 +152,13 @@ impl WsMessage {
         let read_at = now_millis();
         let plan = ReadPlan::new(start, Reader::connection(&who.connection_id), floor, read_at);
         let page = read_merged(&self.store, &p.tenant, &p.user, &topics, plan.from, RESUME_PAGE).await?;
-        let held = match plan.since {
-            Some(since) => held(&self.store, &p.tenant, since, &page.entries).await?,
-            None => HashSet::new(),
-        };
         let have: HashSet<&str> = have.iter().map(String::as_str).collect();
+        // What `have` already spares needs no claim read.
+        let unsure: Vec<&LogEntry> = page.entries.iter().filter(|e| !have.contains(e.id.as_str())).collect();
+        let held = match plan.since {
+            Some(since) if !unsure.is_empty() => held(&self.store, &p.tenant, since, &unsure).await?,
+            _ => HashSet::new(),
+        };
         let mut sent = 0;
         for entry in &page.entries {
             // Already with the client (it said so, or its cursor shows it): read past it without
