@@ -21,6 +21,8 @@
 //     `GET /notifications/missed` from the cursor of the last frame or item it received.
 // Both raw kinds dedupe by id like any app; a notification they get again from a resume or a
 // `missed` read is a resend (the resend ratio: resends ÷ intended deliveries), not shown twice.
+// The frame resend ratio counts only frames a resume posted again (what API Gateway bills as
+// messages); `missed` items the poller had received live are reported beside it.
 //
 // It prints the figures and exits 1 on any loss in any population (or on a duplicate shown twice,
 // or when the run does not settle in time). Everything is bounded: the run stops by itself
@@ -376,6 +378,7 @@ class Device {
     // came before is a resend (what `have` is there to spare), a live one a repeated push.
     this.frames = new Set();
     this.resends = 0;
+    this.missedRepeats = 0;
     this.liveRepeats = 0;
     const device = this;
     class TappedWebSocket extends WebSocket {
@@ -507,6 +510,8 @@ class RawDevice {
     this.replayed = 0;
     this.missed = 0;
     this.resends = 0;
+    // Of the resends, items of a `missed` read (HTTP, not frames a resume posted).
+    this.missedRepeats = 0;
     this.liveRepeats = 0;
     this.drops = 0;
     this.errors = [];
@@ -650,7 +655,10 @@ class RawDevice {
       this.shown.set(n.id, 1);
       this[source]++;
     } else if (source === "live") this.liveRepeats++;
-    else this.resends++;
+    else {
+      this.resends++;
+      if (source === "missed") this.missedRepeats++;
+    }
   }
 
   error(message) {
@@ -957,12 +965,12 @@ function summaryLine(seed, seconds, figures, note) {
   if (!figures) return `seed ${seed}: ${seconds} s, ${note}`;
   const byKind = Object.entries(figures.populations).map(([k, p]) => `${k} ${p.lost}`).join(", ");
   return `seed ${seed}: ${seconds} s, lost ${figures.lostOnDevices} on devices (${byKind}), ${figures.lost} for users, ` +
-    `shown twice ${figures.duplicatesShown}, resend ratio ${figures.resendRatio}${note ? `, ${note}` : ""}`;
+    `shown twice ${figures.duplicatesShown}, resend ratio ${figures.resendRatio} (frames by resumes ${figures.frameResendRatio})${note ? `, ${note}` : ""}`;
 }
 
 /** Figures of a population (or all of them): deliveries meant for its devices, and what came. */
 function populationFigures(devices, messages, key) {
-  const f = { devices: devices.length, intendedDeliveries: 0, received: 0, lost: 0, receivedLive: 0, receivedByResume: 0, receivedByMissed: 0, resends: 0, liveRepeats: 0, resendRatio: 0, duplicatesShown: 0, drops: 0 };
+  const f = { devices: devices.length, intendedDeliveries: 0, received: 0, lost: 0, receivedLive: 0, receivedByResume: 0, receivedByMissed: 0, resends: 0, frameResends: 0, missedRepeats: 0, liveRepeats: 0, resendRatio: 0, frameResendRatio: 0, duplicatesShown: 0, drops: 0 };
   for (const d of devices) {
     for (const m of messages) {
       if (!m.audience.has(key(d.user))) continue;
@@ -975,11 +983,15 @@ function populationFigures(devices, messages, key) {
     f.receivedByResume += d.replayed;
     f.receivedByMissed += d.missed;
     f.resends += d.resends;
+    f.frameResends += d.resends - d.missedRepeats;
+    f.missedRepeats += d.missedRepeats;
     f.liveRepeats += d.liveRepeats;
     f.drops += d.drops;
   }
   // Copies sent again by a resume or a `missed` read of an id the device had, per delivery.
   f.resendRatio = f.intendedDeliveries ? Number((f.resends / f.intendedDeliveries).toFixed(4)) : 0;
+  // Only frames a resume posted again (what API Gateway bills), per delivery.
+  f.frameResendRatio = f.intendedDeliveries ? Number((f.frameResends / f.intendedDeliveries).toFixed(4)) : 0;
   return f;
 }
 
@@ -1199,6 +1211,9 @@ async function runOnce(o, onHardStop) {
       duplicatesShown: dupShown,
       resends: all.resends,
       resendRatio: all.resendRatio,
+      frameResends: all.frameResends,
+      frameResendRatio: all.frameResendRatio,
+      missedRepeats: all.missedRepeats,
       populations,
       seconds: Number(elapsed()),
     };
@@ -1206,7 +1221,7 @@ async function runOnce(o, onHardStop) {
     console.log(JSON.stringify(figures, null, 2));
     for (const [kind, p] of Object.entries(populations)) {
       say(`${kind}: ${p.devices} devices, ${p.intendedDeliveries} deliveries meant, ${p.received} received (${p.receivedLive} live, ${p.receivedByResume} by resume, ${p.receivedByMissed} by missed), ` +
-        `${p.lost} lost, ${p.duplicatesShown} shown twice, ${p.resends} resends (ratio ${p.resendRatio}), ${p.liveRepeats} live repeats`);
+        `${p.lost} lost, ${p.duplicatesShown} shown twice, ${p.resends} resends (ratio ${p.resendRatio}; frames by resumes ${p.frameResends}, ratio ${p.frameResendRatio}; missed items ${p.missedRepeats}), ${p.liveRepeats} live repeats`);
     }
     if (o.report) writeFileSync(o.report, `${JSON.stringify(figures, null, 2)}\n`);
     const lostOnDevices = [];

@@ -117,6 +117,66 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
     assert_eq!((r["count"].clone(), r["cursor"].clone()), (json!(0), replayed["cursor"].clone()));
 }
 
+/// A resume spares what a fan-out posted to this very connection after its join: the client
+/// got it live. What was logged before the join is sent, and so is everything for another
+/// connection of the same user that joins later (`replay::spare`).
+#[tokio::test]
+async fn a_resume_spares_what_was_posted_live_to_the_connection_since_its_join() {
+    let tenant = unique("acme");
+    let user = unique("kim");
+    let room = format!("course:{}", unique("c"));
+    let send = |title: &str, to: Value| {
+        let mut n = note(&tenant, to, title);
+        n["id"] = json!(unique(title));
+        n
+    };
+    let before = send("before", json!({"group": room}));
+    publish(before.clone()).await;
+    dispatched(&tenant, before["id"].as_str().unwrap_or_default()).await;
+
+    let mut c = Client::connect(&user, &tenant, &[], &[&room]).await;
+    c.join(&room).await;
+    // Entries claimed within the clock skew of the join are sent again, as are those of a
+    // connection's first moments: wait past it.
+    tokio::time::sleep(Duration::from_millis(herald::horizon::SKEW_MS + 250)).await;
+    let mut live_ids = Vec::new();
+    for n in [send("after-join", json!({"group": room})), send("personal", json!({"user": user}))] {
+        publish(n.clone()).await;
+        let got = c.notification().await;
+        assert_eq!(got["id"], n["id"]);
+        live_ids.push(n["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for id in &live_ids {
+        posted(&tenant, id).await;
+    }
+    let replayed_titles = |frames: &[Value]| -> Vec<Value> { frames.iter().map(|f| f["title"].clone()).collect() };
+    async fn resume(c: &mut Client) -> (Vec<Value>, Value) {
+        c.send(json!({"action": "resume", "ref": "r"})).await;
+        let mut frames = Vec::new();
+        loop {
+            let f = c.next().await;
+            match f["type"].as_str() {
+                Some("notification") => frames.push(f),
+                Some("resumed") => return (frames, f),
+                _ => panic!("unexpected {f}"),
+            }
+        }
+    }
+    let (frames, r) = resume(&mut c).await;
+    assert_eq!(replayed_titles(&frames), vec![json!("before")], "{r}");
+    assert_eq!(r["count"], 1);
+
+    // The same user's other device, joined now: it got none of them live.
+    let mut other = Client::connect(&user, &tenant, &[], &[&room]).await;
+    other.join(&room).await;
+    let (frames, r) = resume(&mut other).await;
+    assert_eq!(
+        replayed_titles(&frames),
+        vec![json!("before"), json!("after-join"), json!("personal")],
+        "{r}"
+    );
+}
+
 /// Issue "any cursor is a safe resume point", defect 1: live frames arrive out of cursor order.
 /// N1 is claimed first, N2 second; N2 reaches the client, which drops before N1 lands (its
 /// write was slow). A client that resumes from the last cursor it received (N2's) must still
@@ -369,6 +429,12 @@ async fn tenants_never_meet() {
 async fn resume_never_replays_a_group_left_or_never_joined() {
     let tenant = unique("acme");
     let user = unique("ivy");
+    // Logged before the connection opened: a resume sends it (posted to no connection).
+    let before = unique("before");
+    let mut n = note(&tenant, json!({"user": user}), "before");
+    n["id"] = json!(before);
+    publish(n).await;
+    dispatched(&tenant, &before).await;
     let mut c = Client::connect(&user, &tenant, &[], &["room:1", "room:2"]).await;
     c.join("room:1").await;
     let left = c.request(json!({"action": "leave", "group": "room:1", "ref": "l"}), "left").await;
@@ -378,7 +444,7 @@ async fn resume_never_replays_a_group_left_or_never_joined() {
     publish(note(&tenant, json!({"user": user}), "marker")).await;
     assert_eq!(c.notification().await["title"], "marker");
     let r = c.request(json!({"action": "resume"}), "resumed").await;
-    // Only the personal marker is replayed.
+    // Only the personal entry from before is replayed (the marker came live).
     assert_eq!(r["count"], 1, "{r}");
 }
 
@@ -442,10 +508,12 @@ async fn resume_pages_past_expired_entries_without_losing_later_ones() {
             .await
             .expect("seed");
     }
-    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let mut live = Client::connect(&user, &tenant, &[], &[]).await;
     publish(note(&tenant, json!({"user": user}), "valid")).await;
-    assert_eq!(c.notification().await["title"], "valid");
+    assert_eq!(live.notification().await["title"], "valid");
 
+    // Read from another connection, which did not get it live.
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
     let mut replayed = Vec::new();
     let mut page = Value::Null;
     for _ in 0..5 {

@@ -112,7 +112,9 @@ async fn same_producer_id_is_logged_and_pushed_once() {
     // Sent again after it was delivered (a producer retry, or SQS redelivering it): skipped.
     publish(msg.clone()).await;
     c.expect_silence(Duration::from_secs(3)).await;
-    let r = c.request(json!({"action": "resume"}), "resumed").await;
+    // Read from another connection: this one would be spared what it got live.
+    let mut other = Client::connect(&user, &tenant, &[], &[]).await;
+    let r = other.request(json!({"action": "resume"}), "resumed").await;
     assert_eq!(r["count"], 1, "logged once");
 }
 

@@ -132,15 +132,22 @@ async fn message_fixtures_ping_ack_and_resume() {
 
     publish(json!({"tenant": tenant, "to": {"user": user}, "event": "e", "title": "one"})).await;
     let live = client.notification().await;
+    // The resume runs on the user's other connection: this one would be spared what it got live.
+    let mut other = Client::connect(&user, &tenant, &[], &[]).await;
+    let other_id = connection_ids_of(&user)
+        .await
+        .into_iter()
+        .find(|c| *c != conn)
+        .expect("the second connection is registered before it opens");
     let read_from = herald::cursor::now_millis();
     let resumed = invoke(
         "ws-message",
-        &as_caller(fixture("ws-message-resume.json"), &conn, &user, &tenant, ""),
+        &as_caller(fixture("ws-message-resume.json"), &other_id, &user, &tenant, ""),
     )
     .await;
     let read_by = herald::cursor::now_millis();
     // The replayed frame went to the real connection through @connections ...
-    let replayed = client.notification().await;
+    let replayed = other.notification().await;
     assert_eq!(
         (replayed["id"].clone(), replayed["replayed"].clone()),
         (live["id"].clone(), json!(true))

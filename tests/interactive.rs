@@ -431,15 +431,6 @@ async fn leaving_announces_offline_and_other_kinds_send_no_presence() {
     assert_eq!(presence(&mut watcher).await, presence_of(&room, &u, "offline"));
 }
 
-/// Waits until dispatch finished the notification `id` of `tenant` (its claim is `done`).
-async fn dispatched(tenant: &str, id: &str) {
-    eventually(&format!("{id} dispatched"), || async {
-        let claim = item("NotificationsTable", &format!("i#{tenant}#{id}"), "#").await?;
-        (claim.get("state").and_then(|s| s.as_s().ok()).map(String::as_str) == Some("done")).then_some(())
-    })
-    .await;
-}
-
 fn progress(tenant: &str, user: &str, job: &str, id: &str, event: &str, percent: u32) -> Value {
     json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": event, "collapse": job,
            "data": {"job": job, "percent": percent}})

@@ -609,6 +609,25 @@ pub async fn item(
         .item
 }
 
+/// Waits until dispatch finished the notification `id` of `tenant` (its claim is `done`).
+pub async fn dispatched(tenant: &str, id: &str) {
+    eventually(&format!("{id} dispatched"), || async {
+        let claim = item("NotificationsTable", &format!("i#{tenant}#{id}"), "#").await?;
+        (claim.get("state").and_then(|s| s.as_s().ok()).map(String::as_str) == Some("done")).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the fan-out of `id` recorded that it posted to every member connection (the
+/// claim's `postedAt`, which a resume reads to spare what a connection got live).
+pub async fn posted(tenant: &str, id: &str) {
+    eventually(&format!("{id} posted"), || async {
+        let claim = item("NotificationsTable", &format!("i#{tenant}#{id}"), "#").await?;
+        claim.contains_key("postedAt").then_some(())
+    })
+    .await;
+}
+
 /// The `{group}#{shard}` memberships recorded on a connection item, sorted.
 pub async fn memberships_of(connection_id: &str) -> Vec<String> {
     let mut set: Vec<String> = item("ConnectionsTable", &format!("c#{connection_id}"), "#meta")

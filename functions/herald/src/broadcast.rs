@@ -101,6 +101,7 @@ pub struct FanoutSummary {
     pub closed: usize,
     /// Connections that could not even be closed, handed to the retry queue.
     pub retried: usize,
+    /// Posts refused for good, and connections that answered 410 but could not be closed.
     pub failed: usize,
     pub shards_queued: usize,
     /// Time spent posting (excluding reads and writes of state), for the fan-out benchmark.
@@ -302,7 +303,7 @@ impl Broadcaster {
             let posting = Instant::now();
             let mut r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
             if !reach.ephemeral {
-                close_gone_sockets(&self.poster, &r.gone, self.limits.fanout_concurrency).await;
+                summary.failed += close_gone_sockets(&self.poster, &r.gone, self.limits.fanout_concurrency).await;
             }
             // A 410 from a connection whose row is that young is not looked into: it is most
             // likely one inside its `$connect` (a reconnect storm has many), and reading each
@@ -368,7 +369,7 @@ impl Broadcaster {
         )
         .await;
         if !job.ephemeral {
-            close_gone_sockets(&self.poster, &report.gone, self.limits.fanout_concurrency).await;
+            summary.failed += close_gone_sockets(&self.poster, &report.gone, self.limits.fanout_concurrency).await;
         }
         let settled = self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
         self.store

@@ -118,17 +118,22 @@ pub async fn post_or_close(poster: &Poster, connections: Vec<String>, frame: &st
 /// Closes connections that answered 410 to a logged frame. Normally they are gone and this
 /// answers 410 again; one that is in fact still open (the management API's view lagging behind
 /// the socket, or a fault) would otherwise go on receiving newer frames without this one, and a
-/// client resuming from one of those would never read it (see `horizon`). Best effort: logged.
-pub async fn close_gone_sockets(poster: &Poster, connections: &[String], concurrency: usize) {
+/// client resuming from one of those would never read it (see `horizon`). Returns how many
+/// could not be closed: the caller then records no completion time for the fan-out, since a
+/// resume spares entries by it (`replay::spare`).
+pub async fn close_gone_sockets(poster: &Poster, connections: &[String], concurrency: usize) -> usize {
+    let mut unclosed = 0;
     for (id, outcome) in disconnect_all(poster, connections.to_vec(), concurrency).await {
         match outcome {
             PostOutcome::Gone => {}
             PostOutcome::Delivered => tracing::info!(connection = %id, "a connection that answered 410 was still open; closed it"),
             PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
+                unclosed += 1;
                 tracing::warn!(connection = %id, %reason, "could not close a connection that answered 410")
             }
         }
     }
+    unclosed
 }
 
 /// `DELETE @connections/{id}` for each, at most `concurrency` at once.

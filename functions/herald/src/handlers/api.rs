@@ -2,7 +2,7 @@
 //! the WebSocket authorizer. Errors are `{"error":{"code","message"}}` with the right status and
 //! never an internal name or trace.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use aws_config::SdkConfig;
 use chrono::Utc;
@@ -25,7 +25,7 @@ use crate::policy::{PresencePolicy, ReminderPolicy, RolePolicy};
 use crate::presence::{Presence, PresenceError};
 use crate::push::{EndpointPolicy, SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
 use crate::queue::{Queue, QueueError};
-use crate::replay::{ReadPlan, Reader, Start, held, read_merged};
+use crate::replay::{ReadRequest, Reader, Replay, Start};
 use crate::runtime::{HttpHandler, InitError};
 use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::store::{ReminderState, Store, StoreError, epoch_seconds};
@@ -149,6 +149,7 @@ pub struct Api {
     reminder_policy: ReminderPolicy,
     /// Where push endpoints may point (SSRF: Herald POSTs to them).
     push_endpoints: EndpointPolicy,
+    replay: Replay,
 }
 
 impl HttpHandler for Api {
@@ -178,6 +179,7 @@ impl HttpHandler for Api {
             vapid_public_key: push.vapid_public_key,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
+            replay: Replay::new(store.clone(), limits.retention_seconds),
             verifier,
             store,
             queue,
@@ -286,37 +288,35 @@ impl Api {
         Ok(topics)
     }
 
-    fn retention_floor(&self) -> Cursor {
-        Cursor::at_millis((epoch_seconds() as u64).saturating_sub(self.limits.retention_seconds) * 1000)
-    }
-
     async fn missed(&self, p: &Principal, req: &Request) -> ApiResult {
         let q = req.query_string_parameters();
         let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let limit = page_limit(q.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
         let topics = self.readable_topics(p).await?;
-        // The clock before the read: the position handed out must trail what was visible when
-        // the read began (see `horizon`).
-        let read_at = now_millis();
-        let plan = ReadPlan::new(start, Reader::Poller(read_at), self.retention_floor(), read_at);
-        let page = read_merged(&self.store, &p.tenant, &p.user, &topics, plan.from, limit).await?;
         // A poller keeps `cursor` for its next poll (any cursor it received works too); `next`
-        // pages on from exactly what was read.
-        let answer = plan.answer(page.cursor, page.more, read_at);
-        // What the poller's cursor shows it has is read past, as over the socket.
-        let held = match plan.since {
-            Some(since) => held(&self.store, &p.tenant, since, &page.entries.iter().collect::<Vec<_>>()).await?,
-            None => HashSet::new(),
-        };
-        let items: Vec<Value> = page
+        // pages on from exactly what was read. What its cursor shows it has is read past.
+        let read = self
+            .replay
+            .read(ReadRequest {
+                tenant: &p.tenant,
+                user: &p.user,
+                topics: &topics,
+                start,
+                reader: Reader::Poller(0),
+                limit,
+                have: &[],
+                visible_since: HashMap::new(),
+            })
+            .await?;
+        let items: Vec<Value> = read
             .entries
             .iter()
-            .filter(|e| !held.contains(&e.id))
             .map(|e| serde_json::from_str(&e.frame(false)).unwrap_or(Value::Null))
             .collect();
+        let a = read.answer;
         Ok((
             StatusCode::OK,
-            Some(json!({"items": items, "next": answer.next, "cursor": answer.cursor.to_string(), "gap": answer.gap})),
+            Some(json!({"items": items, "next": a.next, "cursor": a.cursor.to_string(), "gap": a.gap})),
         ))
     }
 
@@ -364,27 +364,9 @@ impl Api {
     }
 
     async fn unread_count(&self, p: &Principal) -> ApiResult {
-        let (read_cursor, read_ids) = self.store.read_state.load(&p.tenant, &p.user).await?;
         let topics = self.readable_topics(p).await?;
-        let page = read_merged(
-            &self.store,
-            &p.tenant,
-            &p.user,
-            &topics,
-            read_cursor.max(self.retention_floor()),
-            UNREAD_CAP,
-        )
-        .await?;
-        // Counted by id: a notification logged twice (a write redone under a fresh cursor, see
-        // `horizon`) is one unread notification.
-        let unread: HashSet<&str> = page
-            .entries
-            .iter()
-            .map(|e| e.id.as_str())
-            .filter(|id| !read_ids.contains(*id))
-            .collect();
-        let count = unread.len();
-        Ok((StatusCode::OK, Some(json!({"count": count, "capped": page.more}))))
+        let unread = self.replay.unread(&p.tenant, &p.user, &topics, UNREAD_CAP).await?;
+        Ok((StatusCode::OK, Some(json!({"count": unread.count, "capped": unread.capped}))))
     }
 
     fn parse_notification(&self, p: &Principal, req: &Request) -> Result<crate::notification::NotificationRequest, ApiError> {

@@ -9,8 +9,6 @@
 //! horizon, see `horizon`); big gaps are paged: `more: true` means "resume again with
 //! `page: next`". Ids the client lists in `have` are read past without being posted again.
 
-use std::collections::HashSet;
-
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Map, Value, json};
@@ -19,7 +17,6 @@ use crate::BoxError;
 use crate::broadcast::Broadcaster;
 use crate::budget::Budget;
 use crate::config::{Env, Limits, Queues, ws_endpoint};
-use crate::cursor::{Cursor, now_millis};
 use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::gateway::{Caller, answer, caller};
@@ -27,12 +24,11 @@ use crate::groups::Group;
 use crate::limiter::Limiter;
 use crate::membership::{JoinError, Joins};
 use crate::metrics::Metrics;
-use crate::notification::LogEntry;
 use crate::policy::{PresencePolicy, PublishPolicy, RolePolicy};
 use crate::presence::Presence;
 use crate::publish::{PublishError, Publisher};
 use crate::queue::Queue;
-use crate::replay::{ReadPlan, Reader, Start, held, read_merged};
+use crate::replay::{ReadRequest, Reader, Replay, Start};
 use crate::runtime::{Handler, InitError};
 use crate::store::{Store, epoch_seconds};
 
@@ -47,6 +43,7 @@ pub struct WsMessage {
     limiter: Limiter,
     publisher: Publisher,
     presence: Presence,
+    replay: Replay,
 }
 
 /// What `ws-message` is built from besides its clients: settings read at init.
@@ -75,6 +72,7 @@ impl WsMessage {
             limiter: Limiter::new(store.clone(), frames),
             publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
             presence,
+            replay: Replay::new(store.clone(), limits.retention_seconds),
             store,
             poster,
             limits,
@@ -136,7 +134,7 @@ impl WsMessage {
         let p = &who.principal;
         // The connection's memberships are the entitlement record: joins were authorized when
         // they happened, and a group the caller left is no longer among them.
-        let Some(groups) = self.store.connections.groups_of(&who.connection_id).await? else {
+        let Some(memberships) = self.store.connections.memberships_of(&who.connection_id).await? else {
             // The connection's item is gone while its socket is open (a 410 taken as gone, its
             // TTL): it gets nothing live, and a resume would read no groups and hand back a
             // position as if nothing were missed. Closed instead, so the client connects again
@@ -145,27 +143,25 @@ impl WsMessage {
             self.close(&who.connection_id).await;
             return Ok(ErrorFrame::new(ErrorCode::Internal, "this connection is no longer registered; reconnect", reference).to_json());
         };
-        let topics: Vec<Group> = groups.iter().filter_map(|g| Group::parse(g).ok()).collect();
-        let floor = Cursor::at_millis((epoch_seconds() as u64).saturating_sub(self.limits.retention_seconds) * 1000);
-        // The clock before the read: the position handed out must trail what was visible when
-        // the read began (see `horizon`).
-        let read_at = now_millis();
-        let plan = ReadPlan::new(start, Reader::connection(&who.connection_id), floor, read_at);
-        let page = read_merged(&self.store, &p.tenant, &p.user, &topics, plan.from, RESUME_PAGE).await?;
-        let have: HashSet<&str> = have.iter().map(String::as_str).collect();
-        // What `have` already spares needs no claim read.
-        let unsure: Vec<&LogEntry> = page.entries.iter().filter(|e| !have.contains(e.id.as_str())).collect();
-        let held = match plan.since {
-            Some(since) if !unsure.is_empty() => held(&self.store, &p.tenant, since, &unsure).await?,
-            _ => HashSet::new(),
-        };
+        let topics: Vec<Group> = memberships.iter().filter_map(|m| Group::parse(&m.group).ok()).collect();
+        let read = self
+            .replay
+            .read(ReadRequest {
+                tenant: &p.tenant,
+                user: &p.user,
+                topics: &topics,
+                start,
+                reader: Reader::connection(&who.connection_id),
+                limit: RESUME_PAGE,
+                have,
+                visible_since: memberships
+                    .iter()
+                    .filter_map(|m| m.visible_since.map(|at| (m.group.clone(), at)))
+                    .collect(),
+            })
+            .await?;
         let mut sent = 0;
-        for entry in &page.entries {
-            // Already with the client (it said so, or its cursor shows it): read past it without
-            // posting it again.
-            if have.contains(entry.id.as_str()) || held.contains(&entry.id) {
-                continue;
-            }
+        for entry in &read.entries {
             match self.poster.post(&who.connection_id, &entry.frame(true)).await {
                 PostOutcome::Delivered => sent += 1,
                 PostOutcome::Gone => {
@@ -186,9 +182,13 @@ impl WsMessage {
                 }
             }
         }
-        Metrics::new("ws-message").count("Resumes", 1).count("Replayed", sent).flush();
-        let answer = plan.answer(page.cursor, page.more, read_at);
-        let mut m = json!({"cursor": answer.cursor.to_string(), "count": sent, "more": page.more});
+        Metrics::new("ws-message")
+            .count("Resumes", 1)
+            .count("Replayed", sent)
+            .count("Spared", read.spared)
+            .flush();
+        let answer = read.answer;
+        let mut m = json!({"cursor": answer.cursor.to_string(), "count": sent, "more": read.more});
         if let Some(next) = answer.next {
             m["next"] = json!(next);
         }

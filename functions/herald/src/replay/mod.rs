@@ -1,5 +1,11 @@
-//! Merging several topics' logs into one cursor-ordered page (`resume` and `missed`).
+//! Replay: reading the log for `resume` and `missed`, one home for both.
 //!
+//! - this module: where a read starts and what it answers ([`ReadPlan`], [`PageToken`]: the
+//!   horizon rule for readers), and merging several topics' logs into one page;
+//! - [`spare`]: which entries the client already holds, so they are not sent again;
+//! - [`service`]: the read itself ([`Replay`]), store in, entries and resume point out.
+//!
+//! Merging several topics' logs into one cursor-ordered page:
 //! Each topic is read in cursor order, one page at a time. Entries from all topics can only be
 //! emitted up to the smallest "last position read" among topics that have more to read: anything
 //! beyond it might be preceded by an unread entry of that topic. That bound keeps the merged
@@ -7,10 +13,14 @@
 //! expired entries too (they are skipped, not unread), so a page of nothing but expired entries
 //! still moves the cursor forward instead of stalling or skipping what follows.
 
-use crate::cursor::{Cursor, CursorError};
-use std::collections::HashSet;
+pub mod service;
+pub mod spare;
 
-use crate::horizon::{Horizon, LAG_MS, SKEW_MS};
+pub use service::{Read, ReadRequest, Replay};
+
+use crate::cursor::{Cursor, CursorError};
+
+use crate::horizon::{Horizon, LAG_MS};
 use crate::notification::LogEntry;
 use crate::store::LogPage;
 
@@ -293,51 +303,6 @@ fn merge_all(since: Cursor, pages: Vec<LogPage>, limit: usize) -> ReplayPage {
             more: false,
         },
     }
-}
-
-/// The ids among `entries` that a client holding `since` certainly has, so a read a lag before
-/// `since` need not send them again: entries up to `since` whose fan-out had posted to every
-/// member connection, or closed it, before `since` was even claimed. Whoever received a frame
-/// with cursor `since` on a connection received it after those posts: that connection was
-/// posted the entry and took it (a closed one received nothing after), or it joined later and
-/// its catch-up read covered the entry. Fan-outs that left work to shard jobs or the retry queue
-/// record no time and are sent again.
-pub async fn held(
-    store: &crate::store::Store,
-    tenant: &str,
-    since: Cursor,
-    entries: &[&LogEntry],
-) -> Result<HashSet<String>, crate::store::StoreError> {
-    // The entry whose frame carried `since` is with the client by definition.
-    let mut held: HashSet<String> = entries.iter().filter(|e| e.cursor == since).map(|e| e.id.clone()).collect();
-    let candidates: Vec<&str> = entries.iter().filter(|e| e.cursor < since).map(|e| e.id.as_str()).collect();
-    if candidates.is_empty() {
-        return Ok(held);
-    }
-    let posted = store.idempotency.posted_at(tenant, &candidates).await?;
-    held.extend(posted.into_iter().filter(|(_, at)| at + SKEW_MS < since.millis()).map(|(id, _)| id));
-    Ok(held)
-}
-
-/// Reads one page of every topic after `since` and merges them.
-pub async fn read_merged(
-    store: &crate::store::Store,
-    tenant: &str,
-    reader: &str,
-    topics: &[crate::groups::Group],
-    since: Cursor,
-    limit: usize,
-) -> Result<ReplayPage, crate::store::StoreError> {
-    use futures_util::StreamExt;
-    // Entries older than the retention window may linger until TTL removes them; never replay
-    // them, so behaviour does not depend on when DynamoDB's TTL sweeper ran.
-    let pages: Vec<Result<LogPage, _>> = futures_util::stream::iter(topics.iter().cloned())
-        .map(|t| async move { store.log.after(tenant, &t, reader, since, limit + 1).await })
-        .buffered(16)
-        .collect()
-        .await;
-    let pages = pages.into_iter().collect::<Result<Vec<_>, _>>()?;
-    Ok(merge_pages(since, pages, limit))
 }
 
 #[cfg(test)]

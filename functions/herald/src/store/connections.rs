@@ -10,6 +10,11 @@
 //! two items per connection and group less than a reverse index would cost. A group's live
 //! connections are a paginated Query per shard; big groups are spread over several shard
 //! partitions so no single partition key runs hot.
+//!
+//! Membership rows are written before the connection item names them, and the item records
+//! when they were (`openedAt` for `$connect`'s, `joined:{group}#{shard}` for a join's): from
+//! then on every fan-out's (strongly consistent) read of the group finds the connection, which
+//! is what lets a resume spare what was posted to it live (`replay::spare`).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
@@ -44,6 +49,16 @@ impl Member {
     pub fn maybe_connecting(&self, now_ms: u64) -> bool {
         self.joined_at.is_some_and(|at| within_connect_grace(at, now_ms))
     }
+}
+
+/// One of a connection's memberships, as its item records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The group's name (`course:42`, `user:u1`, `tenant`).
+    pub group: String,
+    /// Since when (epoch ms) every fan-out's read of the group's rows finds this connection;
+    /// `None` on items written before it was recorded.
+    pub visible_since: Option<u64>,
 }
 
 /// Whether `now_ms` is within [`CONNECT_GRACE_MS`] of `since_ms` (a connect request, a row's write).
@@ -138,16 +153,18 @@ impl Connections {
         (item, format!("{group}#{shard}"))
     }
 
-    /// Stores a new connection and its initial memberships.
+    /// Stores a new connection and its initial memberships: the rows first, then the item that
+    /// names them, with the time they were all written (see the module's note).
     pub async fn open(&self, conn: &ConnectionRecord, groups: &[Group], shards: u16, ttl_seconds: u64) -> Result<(), StoreError> {
         let expires = epoch_seconds() + ttl_seconds as i64;
-        let mut writes = Vec::with_capacity(groups.len() + 1);
+        let mut rows = Vec::with_capacity(groups.len());
         let mut memberships = Vec::with_capacity(groups.len());
         for g in groups {
             let (item, member) = self.forward(conn, g, shards, expires);
-            writes.push(put_request(item)?);
+            rows.push(put_request(item)?);
             memberships.push(member);
         }
+        self.table.batch_write(rows).await?;
         let mut meta = Item::from([
             ("pk".into(), s(conn_pk(&conn.id))),
             ("sk".into(), s("#meta")),
@@ -156,14 +173,13 @@ impl Connections {
             ("roles".into(), list(&conn.roles)),
             ("groups".into(), list(&conn.groups)),
             ("connectedAt".into(), n(conn.connected_at)),
+            ("openedAt".into(), n(now_millis() as i64)),
             ("expiresAt".into(), n(expires)),
         ]);
         if !memberships.is_empty() {
             meta.insert("memberships".into(), AttributeValue::Ss(memberships));
         }
-        // The connection item first: whoever later finds a membership row can find its owner.
-        writes.insert(0, put_request(meta)?);
-        self.table.batch_write(writes).await
+        self.table.batch_write(vec![put_request(meta)?]).await
     }
 
     async fn meta(&self, id: &str) -> Result<Option<Item>, StoreError> {
@@ -182,10 +198,14 @@ impl Connections {
         }))
     }
 
-    /// Adds a membership. Returns false when the connection no longer exists.
+    /// Adds a membership: the row, then the item's record of it and of when the row was written
+    /// (see the module's note). Returns false when the connection no longer exists.
     pub async fn join(&self, conn: &ConnectionRecord, group: &Group, shards: u16, ttl_seconds: u64) -> Result<bool, StoreError> {
         let expires = epoch_seconds() + ttl_seconds as i64;
         let (item, member) = self.forward(conn, group, shards, expires);
+        let row = (get_s(&item, "pk")?.to_owned(), conn.id.clone());
+        self.table.batch_write(vec![put_request(item)?]).await?;
+        let written = now_millis();
         let added = self
             .table
             .client
@@ -193,18 +213,22 @@ impl Connections {
             .table_name(&self.table.name)
             .key("pk", s(conn_pk(&conn.id)))
             .key("sk", s("#meta"))
-            .update_expression("ADD memberships :m")
+            .update_expression("ADD memberships :m SET #joined = :at")
             .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#joined", joined_attribute(&member))
             .expression_attribute_values(":m", AttributeValue::Ss(vec![member]))
+            .expression_attribute_values(":at", n(written as i64))
             .send()
             .await;
         match added {
-            Ok(_) => {}
-            Err(e) if conditional_failed(&e) => return Ok(false),
-            Err(e) => return Err(StoreError::dynamo("UpdateItem", e)),
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => {
+                // The connection closed meanwhile: its row would only draw posts and 410s.
+                self.table.batch_write(vec![delete_request(row.0, row.1)?]).await?;
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
         }
-        self.table.batch_write(vec![put_request(item)?]).await?;
-        Ok(true)
     }
 
     /// Removes one membership. Returns whether the connection was a member.
@@ -224,7 +248,8 @@ impl Connections {
             .table_name(&self.table.name)
             .key("pk", s(conn_pk(conn_id)))
             .key("sk", s("#meta"))
-            .update_expression("DELETE memberships :m")
+            .update_expression("DELETE memberships :m REMOVE #joined")
+            .expression_attribute_names("#joined", joined_attribute(&member))
             .expression_attribute_values(":m", AttributeValue::Ss(vec![member]))
             .send()
             .await
@@ -235,17 +260,33 @@ impl Connections {
         Ok(true)
     }
 
-    /// The group names this connection is a member of; `None` when its item is gone.
-    pub async fn groups_of(&self, conn_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+    /// This connection's memberships; `None` when its item is gone.
+    pub async fn memberships_of(&self, conn_id: &str) -> Result<Option<Vec<Membership>>, StoreError> {
         let Some(meta) = self.meta(conn_id).await? else {
             return Ok(None);
         };
+        let opened = get_n(&meta, "openedAt").ok().map(|t| t.max(0) as u64);
         Ok(Some(
             memberships(&meta)
                 .into_iter()
-                .filter_map(|m| m.rsplit_once('#').map(|(g, _)| g.to_owned()))
+                .filter_map(|m| {
+                    let joined = get_n(&meta, &joined_attribute(&m)).ok().map(|t| t.max(0) as u64);
+                    m.rsplit_once('#').map(|(g, _)| Membership {
+                        group: g.to_owned(),
+                        // A membership with no join record is one `$connect` wrote.
+                        visible_since: joined.or(opened),
+                    })
+                })
                 .collect(),
         ))
+    }
+
+    /// The group names this connection is a member of; `None` when its item is gone.
+    pub async fn groups_of(&self, conn_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(self
+            .memberships_of(conn_id)
+            .await?
+            .map(|ms| ms.into_iter().map(|m| m.group).collect()))
     }
 
     /// Deletes a connection and every membership it holds. Idempotent: an unknown id is fine,
@@ -349,6 +390,9 @@ impl Connections {
             .table_name(&self.table.name)
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s(pk))
+            // A row written before the read began is in it: a resume counts on that to spare
+            // what a fan-out posted to a connection after its join (`replay::spare`).
+            .consistent_read(true)
             .set_exclusive_start_key(start)
             .limit(limit.clamp(1, 10_000) as i32)
             .send()
@@ -390,6 +434,11 @@ impl Connections {
         }
         Ok(all)
     }
+}
+
+/// The item attribute that records when a join's row was written.
+fn joined_attribute(member: &str) -> String {
+    format!("joined:{member}")
 }
 
 fn memberships(meta: &Item) -> Vec<String> {
