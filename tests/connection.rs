@@ -441,8 +441,12 @@ async fn resume_never_replays_a_group_left_or_never_joined() {
     assert_eq!(left, json!({"type": "left", "group": "room:1", "ref": "l"}));
     publish(note(&tenant, json!({"group": "room:1"}), "left group")).await;
     publish(note(&tenant, json!({"group": "room:3"}), "never entitled")).await;
-    publish(note(&tenant, json!({"user": user}), "marker")).await;
+    let marker = unique("marker");
+    let mut n = note(&tenant, json!({"user": user}), "marker");
+    n["id"] = json!(marker);
+    publish(n).await;
     assert_eq!(c.notification().await["title"], "marker");
+    posted(&tenant, &marker).await;
     let r = c.request(json!({"action": "resume"}), "resumed").await;
     // Only the personal entry from before is replayed (the marker came live).
     assert_eq!(r["count"], 1, "{r}");
