@@ -75,6 +75,10 @@ const REF_ALLOWANCE = '"ref":"h999999999999999",'.length;
 const MAX_RESUME_STALLS = 3;
 /** Consecutive `resume` pages that deliver nothing (while the cursor moves) before giving up. */
 const MAX_EMPTY_RESUME_PAGES = 20;
+/** Times a sync request over the user's work budget (`rate_limited`) waits and is sent again. */
+const MAX_RATE_LIMITED_WAITS = 8;
+/** The longest one such wait, whatever the server says. */
+const MAX_RATE_LIMITED_WAIT_MS = 60_000;
 const noop = () => {};
 
 /**
@@ -1156,7 +1160,24 @@ export class HeraldClient {
    * A request on a given connection (re-join and resume during the sync).
    * @private @param {Connection} conn @param {Record<string, unknown>} frame @returns {Promise<any>}
    */
-  _send(conn, frame) {
+  async _send(conn, frame) {
+    // Over the user's budget (a resume page's posts count against it): nothing was done, so the
+    // same request is sent again once the server says it fits, instead of failing the sync and
+    // reconnecting, which would only spend more.
+    for (let waits = 0; ; waits++) {
+      try {
+        return await this._sendOnce(conn, frame);
+      } catch (e) {
+        if (!(e instanceof HeraldError) || e.code !== "rate_limited" || waits >= MAX_RATE_LIMITED_WAITS) throw e;
+        const ms = Math.min(Math.max(Number(e.frame?.retryAfterMs) || 1000, 50), MAX_RATE_LIMITED_WAIT_MS);
+        await new Promise((r) => setTimeout(r, ms));
+        if (this._conn !== conn) throw new HeraldError("disconnected", "connection lost while waiting for the rate budget");
+      }
+    }
+  }
+
+  /** @private @param {Connection} conn @param {Record<string, unknown>} frame @returns {Promise<any>} */
+  _sendOnce(conn, frame) {
     return new Promise((resolve, reject) => {
       /** @type {Pending} */
       const p = { frame, resolve, reject, timer: null, conn: null, ref: null };

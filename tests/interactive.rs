@@ -12,6 +12,96 @@ use serde_json::{Value, json};
 const FRAME_RATE: f64 = 20.0;
 const FRAME_BURST: usize = 40;
 
+/// Issue "a hostile user cannot hurt anyone else", amplification: 30 `resume` frames over 250
+/// logged entries made Herald post 6,000 frames in 20 s, and reconnecting reset the budget. The
+/// user's work budget (50 posts a second, bursts of 1,000) counts the posts a resume page makes,
+/// across connections; a refused resume does nothing and says when to come back.
+#[tokio::test]
+async fn resumes_are_held_to_the_users_work_budget_across_reconnects() {
+    let tenant = unique("acme");
+    let user = unique("amp");
+    let ids: Vec<String> = (0..250).map(|i| format!("{}-{i}", unique("seed"))).collect();
+    for id in &ids {
+        publish(json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "seed", "title": id})).await;
+    }
+    for id in &ids {
+        dispatched(&tenant, id).await;
+    }
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let started = Instant::now();
+    for i in 0..30 {
+        c.send(json!({"action": "resume", "ref": format!("r{i}")})).await;
+    }
+    let (mut posted, mut resumed, mut limited) = (0, 0, Vec::new());
+    while resumed + limited.len() < 30 {
+        let Some(f) = c.next_within(WAIT).await else {
+            panic!("{posted} posts, {resumed} resumed, {} limited: {limited:?}", limited.len());
+        };
+        match (f["type"].as_str(), f["code"].as_str()) {
+            (Some("notification"), _) => posted += 1,
+            (Some("resumed"), _) => resumed += 1,
+            (Some("error"), Some("rate_limited")) => limited.push(f),
+            _ => panic!("unexpected {f}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The burst (1,000), what the rate refilled meanwhile, and the page in flight when the
+    // budget ran out (each resume is admitted before its 200 posts are charged).
+    let bound = 1_000.0 + 50.0 * elapsed + 200.0;
+    assert!(f64::from(posted) <= bound, "{posted} posts in {elapsed:.1} s (bound {bound:.0})");
+    assert!(limited.len() >= 20, "only {} of 30 resumes refused", limited.len());
+    assert!(
+        limited.iter().all(|f| f["retryAfterMs"].as_u64().is_some_and(|ms| ms > 0)),
+        "{limited:?}"
+    );
+
+    // Reconnecting does not reset it: on the user's next connection, at most one page fits
+    // (the budget refills a page every four seconds) ...
+    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
+    for i in 0..3 {
+        again.send(json!({"action": "resume", "ref": format!("a{i}")})).await;
+    }
+    let (mut served, mut refused) = (0, 0);
+    while served + refused < 3 {
+        let f = again.next().await;
+        match (f["type"].as_str(), f["code"].as_str()) {
+            (Some("resumed"), _) => served += 1,
+            (Some("error"), Some("rate_limited")) => refused += 1,
+            (Some("notification"), _) => {}
+            _ => panic!("unexpected {f}"),
+        }
+    }
+    assert!(refused >= 2, "{served} of 3 resumes served right after the flood");
+    // ... while another user of the tenant is served.
+    let mut other = Client::connect(&unique("calm"), &tenant, &[], &[]).await;
+    other.request(json!({"action": "resume", "ref": "o"}), "resumed").await;
+}
+
+/// Connections per user are capped (`HERALD_MAX_CONNECTIONS_PER_USER`, 20): each is a member of
+/// every topic the user reads, so each multiplies what one notification costs. The next connect
+/// is refused with 429 until one closes.
+#[tokio::test]
+async fn a_users_connections_are_capped() {
+    let tenant = unique("acme");
+    let user = unique("hoarder");
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        open.push(Client::connect(&user, &tenant, &[], &[]).await);
+    }
+    let url = |sub: &str| format!("{}?token={}", stack().ready.websocket_url, token(sub, &tenant, &[], &[]));
+    assert_eq!(refused_status(&url(&user), None).await, Some(429));
+    // Another user is not affected.
+    Client::connect(&unique("other"), &tenant, &[], &[]).await;
+    // Once one closes (and its `$disconnect` ran), the user connects again.
+    open.pop().expect("twenty").close().await;
+    eventually("a connection closed", || async {
+        (connection_ids_of(&user).await.len() < 20).then_some(())
+    })
+    .await;
+    let mut back = Client::connect(&user, &tenant, &[], &[]).await;
+    back.request(json!({"action": "ping", "ref": "p"}), "pong").await;
+}
+
 /// The defect: 300 frames sent in one burst by one connection were all served (each one an
 /// invocation and a DynamoDB write), and another connection's frames queued behind them. Now the
 /// connection gets its burst and then its rate; the rest is answered `rate_limited` with

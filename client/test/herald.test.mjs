@@ -274,6 +274,54 @@ describe("without a server", () => {
     assert.deepEqual(client.groups, ["team:3"], "the group is kept");
   });
 
+  test("a sync request over the user's work budget waits retryAfterMs and is sent again, on the same connection", async (t) => {
+    // Issue "a hostile user cannot hurt anyone else": a resume page's posts count against the
+    // user's work budget. Refused means nothing was done; failing the sync and reconnecting would
+    // only spend more. A scripted server refuses the first two resumes, then answers.
+    const sent = [];
+    let connections = 0;
+    class Budgeted {
+      constructor() {
+        this.n = ++connections;
+        queueMicrotask(() => this.onopen?.({}));
+      }
+      send(text) {
+        const f = JSON.parse(text);
+        sent.push({ conn: this.n, f, at: Date.now() });
+        const resumes = sent.filter((s) => s.f.action === "resume").length;
+        const reply =
+          f.action === "join"
+            ? { type: "joined", group: f.group, ref: f.ref }
+            : f.action === "resume"
+              ? resumes <= 2
+                ? { type: "error", code: "rate_limited", message: "over budget", retryAfterMs: 120, ref: f.ref }
+                : { type: "resumed", cursor: "01M7HBNC000000000000000000", count: 0, more: false, ref: f.ref }
+              : { type: "pong", ref: f.ref };
+        setTimeout(() => this.onmessage?.({ data: JSON.stringify(reply) }), 1);
+      }
+      close() {
+        setTimeout(() => this.onclose?.({ code: 1000, reason: "" }), 1);
+      }
+    }
+    const client = new HeraldClient({
+      url: "ws://budget.invalid/prod",
+      token: "t",
+      WebSocketImpl: Budgeted,
+      storage: null,
+      groups: ["team:3"],
+      backoff: { initialMs: 10, maxMs: 20 },
+    });
+    const errors = [];
+    client.on("error", (e) => errors.push(e.code));
+    t.after(() => client.close());
+    await until(() => client.state === "ready", "ready after the budget allowed the resume", 10_000);
+    assert.equal(connections, 1, "no reconnect");
+    const resumes = sent.filter((s) => s.f.action === "resume");
+    assert.equal(resumes.length, 3);
+    assert.ok(resumes[1].at - resumes[0].at >= 110 && resumes[2].at - resumes[1].at >= 110, "waited retryAfterMs each time");
+    assert.deepEqual(errors, [], "not a failure");
+  });
+
   test("publish on a server without it rejects with unsupported; typing sends at most one frame per 300 ms", async (t) => {
     // A scripted server that predates client publish: unknown_action, as Herald answers any
     // action it does not know.

@@ -117,6 +117,11 @@ pub struct FanoutSummary {
 }
 
 impl FanoutSummary {
+    /// Posts this invocation made (each connection's first attempt), for work budgets.
+    pub fn posts(&self) -> usize {
+        self.delivered + self.gone + self.closed + self.retried + self.failed
+    }
+
     fn add(&mut self, r: &FanoutReport) {
         self.delivered += r.delivered;
         self.gone += r.gone.len();

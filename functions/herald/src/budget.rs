@@ -1,5 +1,6 @@
 //! Rate budgets (DESIGN.md, "Rate limits"): each WebSocket connection has a frame budget, each
-//! HTTP caller a request budget, e.g. 20 a second with bursts of 40.
+//! HTTP caller a request budget, e.g. 20 a second with bursts of 40, and each user a work budget
+//! counted in the posts their frames cause.
 //!
 //! The rule is the generic cell rate algorithm (GCRA), a token bucket kept as one number: the
 //! *theoretical arrival time* (TAT) — when the bucket would be full again if nothing else came.
@@ -66,6 +67,13 @@ impl Budget {
         Self::from_source(src, "HERALD_HTTP_RATE", "HERALD_HTTP_BURST", 10, 30)
     }
 
+    /// A user's work budget, in posts their frames cause (a resume page's replayed frames, a
+    /// publish's recipients), over all their connections: `HERALD_WORK_RATE` (default 50 a
+    /// second), `HERALD_WORK_BURST` (default 1,000: five full resume pages at once).
+    pub fn work(src: &dyn Source) -> Result<Option<Self>, ConfigError> {
+        Self::from_source(src, "HERALD_WORK_RATE", "HERALD_WORK_BURST", 50, 1_000)
+    }
+
     pub fn interval_ms(&self) -> u64 {
         self.interval_ms
     }
@@ -77,10 +85,17 @@ impl Budget {
     /// The rule: a unit at `now` is served when the TAT (never earlier than now) is at most
     /// `tolerance` ahead; serving it moves the TAT one interval on.
     pub fn decide(&self, stored_tat: Option<u64>, now: u64) -> Decision {
+        self.decide_units(stored_tat, now, 1)
+    }
+
+    /// The same rule for `units` at once (work reserved before it is done, e.g. a resume page's
+    /// posts): served when the TAT is within the tolerance, and then it moves `units` intervals
+    /// on, possibly past the tolerance, so what follows waits until the debt is paid.
+    pub fn decide_units(&self, stored_tat: Option<u64>, now: u64, units: u64) -> Decision {
         let tat = stored_tat.unwrap_or(now).max(now);
         if tat <= now + self.tolerance_ms {
             Decision::Allow {
-                tat: tat + self.interval_ms,
+                tat: tat + units.saturating_mul(self.interval_ms),
             }
         } else {
             Decision::Deny {
@@ -130,6 +145,27 @@ mod tests {
         assert_eq!(spend(&b, &mut tat, 0, 1000).0, 0);
         assert_eq!(tat, before, "a flood of refusals leaves the TAT where it was");
         assert_eq!(spend(&b, &mut tat, 100, 1).0, 1);
+    }
+
+    #[test]
+    fn work_reserved_up_front_is_waited_out_before_the_next_unit() {
+        let b = Budget::new(50, 1_000).unwrap(); // 20 ms a unit
+        let now = 1_000_000;
+        // Resume pages reserve 200 posts each: five fit the burst at once ...
+        let mut tat = None;
+        for _ in 0..5 {
+            match b.decide_units(tat, now, 200) {
+                Decision::Allow { tat: t } => tat = Some(t),
+                d => panic!("{d:?}"),
+            }
+        }
+        assert_eq!(tat, Some(now + 5 * 4_000));
+        // ... the sixth waits until the TAT is back within the tolerance.
+        match b.decide_units(tat, now, 200) {
+            Decision::Deny { retry_after_ms } => assert_eq!(retry_after_ms, 20_000 - b.tolerance_ms()),
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(b.decide_units(tat, now + 20, 200), Decision::Allow { .. }));
     }
 
     #[test]

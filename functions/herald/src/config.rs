@@ -157,6 +157,9 @@ pub struct Limits {
     /// The shortest `escalate.afterSeconds` a producer may ask for: 60 s. Only a test stack
     /// lowers it, so its tests need not wait a minute.
     pub escalate_min_seconds: u64,
+    /// Open connections one user may hold (`HERALD_MAX_CONNECTIONS_PER_USER`, default 20): each
+    /// is a member of every topic the user reads, so each multiplies what one notification costs.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for Limits {
@@ -172,6 +175,7 @@ impl Default for Limits {
             claim_lease_seconds: 60,
             dedupe_seconds: 15 * 24 * 3600,
             escalate_min_seconds: 60,
+            max_connections_per_user: 20,
         }
     }
 }
@@ -190,6 +194,7 @@ impl Limits {
             claim_lease_seconds: bounded(src, "HERALD_CLAIM_LEASE_SECONDS", d.claim_lease_seconds, 1, 900)?,
             dedupe_seconds: bounded(src, "HERALD_DEDUPE_SECONDS", d.dedupe_seconds, 3600, 400 * 24 * 3600)?,
             escalate_min_seconds: bounded(src, "HERALD_ESCALATE_MIN_SECONDS", d.escalate_min_seconds, 1, 60)?,
+            max_connections_per_user: bounded(src, "HERALD_MAX_CONNECTIONS_PER_USER", d.max_connections_per_user, 1, 1000)?,
         })
     }
 }

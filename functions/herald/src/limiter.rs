@@ -1,5 +1,6 @@
 //! Applies a rate budget (`budget`) to a caller: WebSocket frames per connection, HTTP requests
-//! per user. The shared state is in DynamoDB (`store::Budgets`), because a connection's frames
+//! per user, and the work a user's frames cause (posts), over all their connections: a frame
+//! that causes work is admitted on that budget too, and charged what it cost once done. The shared state is in DynamoDB (`store::Budgets`), because a connection's frames
 //! are spread over every instance of the function.
 //!
 //! A unit is charged at the time API Gateway received it (`requestTimeEpoch`, `timeEpoch`), not
@@ -45,6 +46,7 @@ const REMEMBERED: usize = 10_000;
 pub struct Limiter {
     store: Store,
     budget: Option<Budget>,
+    work: Option<Budget>,
     refused_until: Arc<Mutex<HashMap<String, u64>>>,
 }
 
@@ -54,8 +56,48 @@ impl Limiter {
         Self {
             store,
             budget,
+            work: None,
             refused_until: Arc::default(),
         }
+    }
+
+    /// With a work budget per user (`None`: work is not counted).
+    pub fn with_work(mut self, work: Option<Budget>) -> Self {
+        self.work = work;
+        self
+    }
+
+    /// The key of a user's work budget.
+    pub fn work_key(tenant: &str, user: &str) -> String {
+        format!("work#{tenant}#{user}")
+    }
+
+    /// Admits a frame that causes work on its user's work budget, reserving `reserve` posts (a
+    /// resume page's most): `Some(ms)` when it is refused for `ms`, and nothing is done then.
+    /// Reserving before the work, not charging after, is what holds concurrent frames (spread
+    /// over instances) to the budget.
+    pub async fn admit_work(&self, tenant: &str, user: &str, received_ms: i64, reserve: usize) -> Result<Option<u64>, StoreError> {
+        let Some(work) = &self.work else { return Ok(None) };
+        let key = Self::work_key(tenant, user);
+        let now = charge_time(received_ms, now_millis());
+        if let Some(until) = self.remembered(&key, now) {
+            return Ok(Some(until - now));
+        }
+        match self.store.budgets.spend_units(&key, work, now, reserve as u64).await? {
+            Decision::Allow { .. } => Ok(None),
+            Decision::Deny { retry_after_ms } => {
+                let retry_after_ms = retry_after_ms.max(1);
+                self.remember(&key, now + retry_after_ms, now);
+                Ok(Some(retry_after_ms))
+            }
+        }
+    }
+
+    /// Settles a reservation once the work is done: `used` posts instead of `reserved`.
+    pub async fn settle_work(&self, tenant: &str, user: &str, reserved: usize, used: usize) -> Result<(), StoreError> {
+        let Some(work) = &self.work else { return Ok(()) };
+        let units = used as i64 - reserved as i64;
+        self.store.budgets.adjust(&Self::work_key(tenant, user), work, units).await
     }
 
     /// The key of a WebSocket connection's frame budget.

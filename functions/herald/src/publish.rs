@@ -35,6 +35,13 @@ pub enum PublishError {
     Broadcast(#[from] BroadcastError),
 }
 
+/// A publish's answer frame, and the posts it caused (charged to the user's work budget).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub body: String,
+    pub posts: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct Publisher {
     store: Store,
@@ -54,9 +61,12 @@ impl Publisher {
     }
 
     /// Publishes `frame` for `who`; the answer frame (`published` or `error`) as JSON text.
-    pub async fn publish(&self, function: &'static str, who: &Caller, frame: PublishFrame) -> Result<String, PublishError> {
+    pub async fn publish(&self, function: &'static str, who: &Caller, frame: PublishFrame) -> Result<Published, PublishError> {
         let reference = frame.reference.clone();
-        let refuse = |code, msg: String| ErrorFrame::new(code, msg, reference.clone()).to_json();
+        let refuse = |code, msg: String| Published {
+            body: ErrorFrame::new(code, msg, reference.clone()).to_json(),
+            posts: 0,
+        };
         let group = match Group::parse(&frame.group) {
             Ok(g) => g,
             Err(e) => return Ok(refuse(ErrorCode::BadRequest, e.to_string())),
@@ -133,9 +143,13 @@ impl Publisher {
                 .count("PublishedEphemeral", 1)
                 .count("Delivered", summary.delivered)
                 .flush();
-            return Ok(frames::reply("published", reply, reference));
+            return Ok(Published {
+                body: frames::reply("published", reply, reference),
+                posts: summary.posts(),
+            });
         }
         let expires = epoch_seconds() + self.limits.retention_seconds as i64;
+        let mut posts = 0;
         let cursor = match self.broadcaster.log(&p.tenant, &id, vec![group], &content, expires).await {
             Ok(Logged::Duplicate(cursor)) => cursor,
             Ok(Logged::Entries(entries)) => {
@@ -144,6 +158,7 @@ impl Publisher {
                 let frames: Vec<Outgoing> = entries.into_iter().map(|(g, e)| Outgoing::entry(g, &e)).collect();
                 let summary = self.broadcaster.fan_out(&p.tenant, &id, &frames, reach).await?;
                 self.broadcaster.finish(&p.tenant, &id, &summary).await?;
+                posts = summary.posts();
                 Metrics::new(function)
                     .with_dimension("Kind", kind.clone())
                     .count("Published", 1)
@@ -163,7 +178,10 @@ impl Publisher {
         };
         reply.insert("id".into(), json!(id));
         reply.insert("cursor".into(), Value::String(cursor.to_string()));
-        Ok(frames::reply("published", reply, reference))
+        Ok(Published {
+            body: frames::reply("published", reply, reference),
+            posts,
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! `$connect`: store the connection and its automatic memberships (`user:{sub}`, `tenant`, `all`
 //! and the user's durable subscriptions; presence events for them), then accept. Answers `herald.v1` when the browser
-//! offered it (the token came as a subprotocol).
+//! offered it (the token came as a subprotocol). A user who already holds
+//! `HERALD_MAX_CONNECTIONS_PER_USER` open connections is refused with 429.
 
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -30,6 +31,15 @@ impl WsConnect {
     pub async fn connect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
         let p = &who.principal;
+        // The user's open connections are the members of their personal group (one partition).
+        // Counted before this one is written, so a burst of simultaneous connects may pass the
+        // cap by a few; what the cap guards against is a steady pile-up.
+        let open = self.store.connections.all_members(&Group::user(&p.user).key(&p.tenant), 1).await?;
+        if open.len() >= self.limits.max_connections_per_user {
+            tracing::info!(user = %p.user, tenant = %p.tenant, open = open.len(), "connect refused: too many connections");
+            Metrics::new("ws-connect").count("ConnectionsRefused", 1).flush();
+            return Ok(status(429));
+        }
         let mut groups = vec![Group::user(&p.user), Group::Tenant, Group::All];
         groups.extend(self.store.subscriptions.list(&p.tenant, &p.user).await?);
         let record = ConnectionRecord {

@@ -52,6 +52,8 @@ pub struct Settings {
     pub limits: Limits,
     pub roles: RolePolicy,
     pub frames: Option<Budget>,
+    /// Posts a user's frames may cause, over all their connections.
+    pub work: Option<Budget>,
     pub publish: PublishPolicy,
     pub presence: PresencePolicy,
 }
@@ -62,6 +64,7 @@ impl WsMessage {
             limits,
             roles,
             frames,
+            work,
             publish,
             presence,
         } = settings;
@@ -69,7 +72,7 @@ impl WsMessage {
         let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone());
         let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
         Self {
-            limiter: Limiter::new(store.clone(), frames),
+            limiter: Limiter::new(store.clone(), frames).with_work(work),
             publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
             presence,
             replay: Replay::new(store.clone(), limits.retention_seconds),
@@ -91,15 +94,32 @@ impl WsMessage {
             Ok(f) => f,
             Err(refused) => return Ok(answer(Some(refused.to_json()))),
         };
-        let body = match frame {
-            ClientFrame::Ping { reference } => frames::reply("pong", Map::new(), reference),
+        // Frames that make Herald post (a resume page, a publish, a join's presence events) are
+        // admitted on the user's work budget too, before anything is done: a resume reserves a
+        // full page, the rest one post, and each is settled at what it cost.
+        let p = &who.principal;
+        let reserved = match frame {
+            ClientFrame::Resume { .. } => RESUME_PAGE,
+            ClientFrame::Publish(_) | ClientFrame::Join { .. } => 1,
+            _ => 0,
+        };
+        if reserved > 0
+            && let Some(ms) = self
+                .limiter
+                .admit_work(&p.tenant, &p.user, req.request_context.request_time_epoch, reserved)
+                .await?
+        {
+            Metrics::new(Self::NAME).count("WorkLimited", 1).flush();
+            return Ok(answer(Some(ErrorFrame::rate_limited(ms, frame.reference().cloned()).to_json())));
+        }
+        let (body, posts) = match frame {
+            ClientFrame::Ping { reference } => (frames::reply("pong", Map::new(), reference), 0),
             ClientFrame::Ack { ids, reference } => {
-                let p = &who.principal;
                 let expires = epoch_seconds() + self.limits.retention_seconds as i64;
                 self.store.read_state.mark_read(&p.tenant, &p.user, &ids, expires).await?;
                 let mut m = Map::new();
                 m.insert("count".into(), ids.len().into());
-                frames::reply("acked", m, reference)
+                (frames::reply("acked", m, reference), 0)
             }
             ClientFrame::Resume {
                 since,
@@ -108,14 +128,17 @@ impl WsMessage {
                 reference,
             } => self.resume(&who, since.as_deref(), page.as_deref(), &have, reference).await?,
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
-            ClientFrame::Join { group, reference } => flatten(self.joins.join(&who, &group, reference).await)?,
-            ClientFrame::Leave { group, reference } => flatten(self.joins.leave(&who, &group, reference).await)?,
+            ClientFrame::Join { group, reference } => (flatten(self.joins.join(&who, &group, reference).await)?, 0),
+            ClientFrame::Leave { group, reference } => (flatten(self.joins.leave(&who, &group, reference).await)?, 0),
             ClientFrame::Publish(frame) => match self.publisher.publish(Self::NAME, &who, *frame).await {
-                Ok(body) => body,
+                Ok(published) => (published.body, published.posts),
                 Err(PublishError::Store(e)) => return Err(e.into()),
                 Err(PublishError::Broadcast(e)) => return Err(e.into()),
             },
         };
+        if reserved > 0 {
+            self.limiter.settle_work(&p.tenant, &p.user, reserved, posts).await?;
+        }
         Ok(answer(Some(body)))
     }
 
@@ -126,10 +149,10 @@ impl WsMessage {
         page: Option<&str>,
         have: &[String],
         reference: Option<Value>,
-    ) -> Result<String, BoxError> {
+    ) -> Result<(String, usize), BoxError> {
         let start = match Start::parse(since, page) {
             Ok(s) => s,
-            Err(e) => return Ok(ErrorFrame::new(ErrorCode::BadRequest, e.to_string(), reference).to_json()),
+            Err(e) => return Ok((ErrorFrame::new(ErrorCode::BadRequest, e.to_string(), reference).to_json(), 0)),
         };
         let p = &who.principal;
         // The connection's memberships are the entitlement record: joins were authorized when
@@ -141,7 +164,8 @@ impl WsMessage {
             // (new item, memberships) and resumes from the point it holds.
             tracing::warn!(connection = %who.connection_id, "resume on a connection without its item; closing it");
             self.close(&who.connection_id).await;
-            return Ok(ErrorFrame::new(ErrorCode::Internal, "this connection is no longer registered; reconnect", reference).to_json());
+            let gone = ErrorFrame::new(ErrorCode::Internal, "this connection is no longer registered; reconnect", reference);
+            return Ok((gone.to_json(), 0));
         };
         let topics: Vec<Group> = memberships.iter().filter_map(|m| Group::parse(&m.group).ok()).collect();
         let read = self
@@ -170,7 +194,7 @@ impl WsMessage {
                     self.close(&who.connection_id).await;
                     let closed = self.store.connections.close(&who.connection_id).await?;
                     self.presence.closed(&[closed]).await?;
-                    return Ok(String::new());
+                    return Ok((String::new(), sent));
                 }
                 // The client would go on receiving live frames newer than this entry, and a
                 // cursor of theirs would then be past it for good: closed instead, so the client
@@ -178,7 +202,7 @@ impl WsMessage {
                 PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
                     tracing::warn!(connection = %who.connection_id, %reason, "a replayed frame could not be posted; closing the connection");
                     self.close(&who.connection_id).await;
-                    return Ok(String::new());
+                    return Ok((String::new(), sent));
                 }
             }
         }
@@ -195,7 +219,10 @@ impl WsMessage {
         if answer.gap {
             m["gap"] = json!(true);
         }
-        Ok(frames::reply("resumed", m.as_object().cloned().unwrap_or_default(), reference))
+        Ok((
+            frames::reply("resumed", m.as_object().cloned().unwrap_or_default(), reference),
+            sent,
+        ))
     }
 
     async fn close(&self, connection_id: &str) {
@@ -228,6 +255,7 @@ impl Handler for WsMessage {
             limits: Limits::from_source(&Env)?,
             roles: RolePolicy::from_source(&Env)?,
             frames: Budget::frames(&Env)?,
+            work: Budget::work(&Env)?,
             publish: PublishPolicy::from_source(&Env)?,
             presence: PresencePolicy::from_source(&Env)?,
         };
