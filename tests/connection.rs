@@ -177,6 +177,55 @@ async fn a_resume_spares_what_was_posted_live_to_the_connection_since_its_join()
     );
 }
 
+/// Issue "a hostile user cannot hurt anyone else": memberships per connection were unbounded,
+/// each one a row every fan-out of the group reads and an entry in the connection item. A
+/// connection holds at most 100 (its three automatic ones included); beyond, a join is refused
+/// with `bad_request` and nothing is written. Re-joining a group it holds, and joining after a
+/// leave, work.
+#[tokio::test]
+async fn a_connection_holds_at_most_100_groups() {
+    let tenant = unique("acme");
+    let user = unique("joiner");
+    let rooms: Vec<String> = (0..98).map(|i| format!("room:{i}")).collect();
+    let claims: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let mut c = Client::connect(&user, &tenant, &[], &claims).await;
+    // Within the frame budget (20 a second): a refused join is sent again when it says.
+    async fn join(c: &mut Client, room: &str) -> Value {
+        loop {
+            let r = c.join(room).await;
+            match r["retryAfterMs"].as_u64() {
+                Some(ms) if r["code"] == "rate_limited" => tokio::time::sleep(Duration::from_millis(ms)).await,
+                _ => return r,
+            }
+        }
+    }
+    for room in &rooms[..97] {
+        assert_eq!(join(&mut c, room).await["type"], "joined");
+    }
+    let conn = c.connection_id().await;
+    assert_eq!(memberships_of(&conn).await.len(), 100);
+    let refused = join(&mut c, &rooms[97]).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{refused}"
+    );
+    assert!(refused["message"].as_str().is_some_and(|m| m.contains("100")), "{refused}");
+    assert_eq!(memberships_of(&conn).await.len(), 100);
+    for shard in 0..4 {
+        assert!(
+            sort_keys("ConnectionsTable", &format!("g#{tenant}#{}#{shard}", rooms[97]))
+                .await
+                .is_empty(),
+            "a row was left"
+        );
+    }
+    assert_eq!(join(&mut c, &rooms[3]).await["type"], "joined", "re-joining a group it holds");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.request(json!({"action": "leave", "group": rooms[0], "ref": "l"}), "left").await;
+    assert_eq!(join(&mut c, &rooms[97]).await["type"], "joined");
+}
+
 /// Issue "any cursor is a safe resume point", defect 1: live frames arrive out of cursor order.
 /// N1 is claimed first, N2 second; N2 reaches the client, which drops before N1 lands (its
 /// write was slow). A client that resumes from the last cursor it received (N2's) must still

@@ -160,6 +160,10 @@ pub struct Limits {
     /// Open connections one user may hold (`HERALD_MAX_CONNECTIONS_PER_USER`, default 20): each
     /// is a member of every topic the user reads, so each multiplies what one notification costs.
     pub max_connections_per_user: usize,
+    /// Groups one connection may be a member of (`HERALD_MAX_GROUPS_PER_CONNECTION`, default
+    /// 100, the automatic ones included): each is a row every fan-out of the group reads, and
+    /// the connection item lists them all.
+    pub max_groups_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -176,6 +180,7 @@ impl Default for Limits {
             dedupe_seconds: 15 * 24 * 3600,
             escalate_min_seconds: 60,
             max_connections_per_user: 20,
+            max_groups_per_connection: 100,
         }
     }
 }
@@ -195,6 +200,7 @@ impl Limits {
             dedupe_seconds: bounded(src, "HERALD_DEDUPE_SECONDS", d.dedupe_seconds, 3600, 400 * 24 * 3600)?,
             escalate_min_seconds: bounded(src, "HERALD_ESCALATE_MIN_SECONDS", d.escalate_min_seconds, 1, 60)?,
             max_connections_per_user: bounded(src, "HERALD_MAX_CONNECTIONS_PER_USER", d.max_connections_per_user, 1, 1000)?,
+            max_groups_per_connection: bounded(src, "HERALD_MAX_GROUPS_PER_CONNECTION", d.max_groups_per_connection, 4, 1000)?,
         })
     }
 }

@@ -25,7 +25,7 @@ use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::policy::{Entitlement, RolePolicy, entitlement};
 use crate::presence::{Presence, PresenceError};
-use crate::store::{ConnectionRecord, Store, StoreError};
+use crate::store::{ConnectionRecord, Joined, Store, StoreError};
 
 /// May this principal receive `group`'s notifications? The policy decides without I/O; only
 /// `NeedsSubscription` costs a read.
@@ -85,17 +85,35 @@ impl Joins {
         let joined = self
             .store
             .connections
-            .join(&record, &group, self.limits.membership_shards, self.limits.connection_ttl_seconds)
+            .join(
+                &record,
+                &group,
+                self.limits.membership_shards,
+                self.limits.connection_ttl_seconds,
+                self.limits.max_groups_per_connection,
+            )
             .await?;
-        if !joined {
+        match joined {
+            Joined::Joined => {}
             // The connection's item is gone while its socket is open (a 410 taken as gone, its
             // TTL): a membership now would deliver nothing that a resume could find. `internal`,
             // not a refusal: the client keeps the group and re-joins it on its next connection.
-            tracing::warn!(connection = %who.connection_id, group = %group, "join on a connection without its item");
-            return Err(refuse(
-                ErrorCode::Internal,
-                "this connection is no longer registered; reconnect".into(),
-            ));
+            Joined::Gone => {
+                tracing::warn!(connection = %who.connection_id, group = %group, "join on a connection without its item");
+                return Err(refuse(
+                    ErrorCode::Internal,
+                    "this connection is no longer registered; reconnect".into(),
+                ));
+            }
+            Joined::Full => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "a connection may be in at most {} groups; leave one first",
+                        self.limits.max_groups_per_connection
+                    ),
+                ));
+            }
         }
         let p = &who.principal;
         self.presence

@@ -94,12 +94,14 @@ impl WsMessage {
             Ok(f) => f,
             Err(refused) => return Ok(answer(Some(refused.to_json()))),
         };
-        // Frames that make Herald post (a resume page, a publish, a join's presence events) are
-        // admitted on the user's work budget too, before anything is done: a resume reserves a
-        // full page, the rest one post, and each is settled at what it cost.
+        // Frames that make Herald post or write in bulk (a resume page, a publish, a join's
+        // presence events, an ack's read marks) are admitted on the user's work budget too,
+        // before anything is done: a resume reserves a full page, an ack its ids, the rest one
+        // unit, and each is settled at what it cost.
         let p = &who.principal;
-        let reserved = match frame {
+        let reserved = match &frame {
             ClientFrame::Resume { .. } => RESUME_PAGE,
+            ClientFrame::Ack { ids, .. } => ids.len(),
             ClientFrame::Publish(_) | ClientFrame::Join { .. } => 1,
             _ => 0,
         };
@@ -112,14 +114,14 @@ impl WsMessage {
             Metrics::new(Self::NAME).count("WorkLimited", 1).flush();
             return Ok(answer(Some(ErrorFrame::rate_limited(ms, frame.reference().cloned()).to_json())));
         }
-        let (body, posts) = match frame {
+        let (body, work) = match frame {
             ClientFrame::Ping { reference } => (frames::reply("pong", Map::new(), reference), 0),
             ClientFrame::Ack { ids, reference } => {
                 let expires = epoch_seconds() + self.limits.retention_seconds as i64;
                 self.store.read_state.mark_read(&p.tenant, &p.user, &ids, expires).await?;
                 let mut m = Map::new();
                 m.insert("count".into(), ids.len().into());
-                (frames::reply("acked", m, reference), 0)
+                (frames::reply("acked", m, reference), ids.len())
             }
             ClientFrame::Resume {
                 since,
@@ -137,7 +139,7 @@ impl WsMessage {
             },
         };
         if reserved > 0 {
-            self.limiter.settle_work(&p.tenant, &p.user, reserved, posts).await?;
+            self.limiter.settle_work(&p.tenant, &p.user, reserved, work).await?;
         }
         Ok(answer(Some(body)))
     }

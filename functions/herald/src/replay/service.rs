@@ -45,7 +45,8 @@ pub struct Read {
     pub answer: PageAnswer,
 }
 
-/// The unread count: notifications after the read cursor not marked read, up to a cap.
+/// The unread count: notifications after the read cursor not marked read, up to a cap. Read
+/// marks are looked up by id, so the count costs the same however many marks a user has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unread {
     pub count: usize,
@@ -108,16 +109,14 @@ impl Replay {
     /// What the user has not read yet, counted by id: a notification logged twice (a write
     /// redone under a fresh cursor, see `horizon`) is one.
     pub async fn unread(&self, tenant: &str, user: &str, topics: &[Group], cap: usize) -> Result<Unread, StoreError> {
-        let (read_cursor, read_ids) = self.store.read_state.load(tenant, user).await?;
+        let read_cursor = self.store.read_state.read_cursor(tenant, user).await?;
         let page = self.merged(tenant, user, topics, read_cursor.max(self.floor()), cap).await?;
-        let unread: HashSet<&str> = page
-            .entries
-            .iter()
-            .map(|e| e.id.as_str())
-            .filter(|id| !read_ids.contains(*id))
-            .collect();
+        let ids: HashSet<&str> = page.entries.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
+        // Only the marks of these ids are read: a user's marks (one per acked id) can be many.
+        let read = self.store.read_state.read_among(tenant, user, &ids).await?;
         Ok(Unread {
-            count: unread.len(),
+            count: ids.iter().filter(|id| !read.contains(**id)).count(),
             capped: page.more,
         })
     }

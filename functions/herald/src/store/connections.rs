@@ -19,7 +19,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
 
-use super::{Item, StoreError, Table, conditional_failed, delete_request, epoch_seconds, get_list, get_n, get_s, list, n, put_request, s};
+use super::{Item, StoreError, Table, delete_request, epoch_seconds, get_list, get_n, get_s, list, n, put_request, s};
 use crate::cursor::now_millis;
 use crate::groups::{Group, stable_hash};
 
@@ -49,6 +49,16 @@ impl Member {
     pub fn maybe_connecting(&self, now_ms: u64) -> bool {
         self.joined_at.is_some_and(|at| within_connect_grace(at, now_ms))
     }
+}
+
+/// What [`Connections::join`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    Joined,
+    /// The connection's item is gone.
+    Gone,
+    /// The connection holds as many memberships as it may.
+    Full,
 }
 
 /// One of a connection's memberships, as its item records it.
@@ -199,8 +209,16 @@ impl Connections {
     }
 
     /// Adds a membership: the row, then the item's record of it and of when the row was written
-    /// (see the module's note). Returns false when the connection no longer exists.
-    pub async fn join(&self, conn: &ConnectionRecord, group: &Group, shards: u16, ttl_seconds: u64) -> Result<bool, StoreError> {
+    /// (see the module's note). The item holds at most `max` memberships; re-joining a group it
+    /// holds is always fine.
+    pub async fn join(
+        &self,
+        conn: &ConnectionRecord,
+        group: &Group,
+        shards: u16,
+        ttl_seconds: u64,
+        max: usize,
+    ) -> Result<Joined, StoreError> {
         let expires = epoch_seconds() + ttl_seconds as i64;
         let (item, member) = self.forward(conn, group, shards, expires);
         let row = (get_s(&item, "pk")?.to_owned(), conn.id.clone());
@@ -214,21 +232,35 @@ impl Connections {
             .key("pk", s(conn_pk(&conn.id)))
             .key("sk", s("#meta"))
             .update_expression("ADD memberships :m SET #joined = :at")
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(memberships) OR size(memberships) < :max OR contains(memberships, :one))",
+            )
             .expression_attribute_names("#joined", joined_attribute(&member))
-            .expression_attribute_values(":m", AttributeValue::Ss(vec![member]))
+            .expression_attribute_values(":m", AttributeValue::Ss(vec![member.clone()]))
+            .expression_attribute_values(":one", s(member))
+            .expression_attribute_values(":max", n(max as i64))
             .expression_attribute_values(":at", n(written as i64))
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match added {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => {
-                // The connection closed meanwhile: its row would only draw posts and 410s.
-                self.table.batch_write(vec![delete_request(row.0, row.1)?]).await?;
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
-        }
+        let refused = match added {
+            Ok(_) => return Ok(Joined::Joined),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    if failed.item.is_some() { Joined::Full } else { Joined::Gone }
+                }
+                other => {
+                    return Err(StoreError::Dynamo {
+                        op: "UpdateItem",
+                        code: aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&other).map(str::to_owned),
+                        message: aws_sdk_dynamodb::error::DisplayErrorContext(&other).to_string(),
+                    });
+                }
+            },
+        };
+        // Not recorded: the row would only draw posts (and 410s) nobody reads.
+        self.table.batch_write(vec![delete_request(row.0, row.1)?]).await?;
+        Ok(refused)
     }
 
     /// Removes one membership. Returns whether the connection was a member.

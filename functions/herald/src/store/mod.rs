@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 pub use budgets::Budgets;
-pub use connections::{CONNECT_GRACE_MS, Closed, ConnectionRecord, Connections, Gone, Member, MembersPage};
+pub use connections::{CONNECT_GRACE_MS, Closed, ConnectionRecord, Connections, Gone, Joined, Member, MembersPage, Membership};
 pub use log::{Collapsed, Log, LogPage, WIDE_REPLICAS};
 pub use presence::{Departure, Presences};
 pub use push::PushSubscriptions;
@@ -170,6 +170,36 @@ impl Table {
             .await
             .map_err(|e| StoreError::dynamo("GetItem", e))?;
         Ok(out.item)
+    }
+
+    /// The items of `keys` (pk, sk) that exist, eventually consistent, `projection` only, in
+    /// batches of 100. Keys left unprocessed (throttling) are left out: callers use this only
+    /// where a missing item errs on the safe side (sent again, counted unread).
+    pub async fn batch_get(&self, keys: &[(String, String)], projection: &str) -> Result<Vec<Item>, StoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let unique: std::collections::BTreeSet<&(String, String)> = keys.iter().collect();
+        let unique: Vec<&(String, String)> = unique.into_iter().collect();
+        let mut items = Vec::new();
+        for chunk in unique.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|(pk, sk)| Item::from([("pk".to_owned(), s(pk.clone())), ("sk".to_owned(), s(sk.clone()))]))
+                .collect();
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .projection_expression(projection)
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let answer = self
+                .client
+                .batch_get_item()
+                .request_items(&self.name, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
+            items.extend(answer.responses.unwrap_or_default().remove(&self.name).unwrap_or_default());
+        }
+        Ok(items)
     }
 
     /// Every item of one partition, following pagination.

@@ -141,40 +141,14 @@ impl Idempotency {
     /// where that is known. Eventually consistent: an id read before its `finish` landed is
     /// simply not in the answer.
     pub async fn posted_at(&self, tenant: &str, ids: &[&str]) -> Result<std::collections::HashMap<String, u64>, StoreError> {
-        use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+        let keys: Vec<(String, String)> = ids.iter().map(|id| (Self::key(tenant, id), "#".to_owned())).collect();
+        let prefix = Self::key(tenant, "");
         let mut out = std::collections::HashMap::new();
-        let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
-        let unique: Vec<&str> = unique.into_iter().collect();
-        for chunk in unique.chunks(100) {
-            let keys: Vec<std::collections::HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|id| {
-                    [("pk".to_owned(), s(Self::key(tenant, id))), ("sk".to_owned(), s("#"))]
-                        .into_iter()
-                        .collect()
-                })
-                .collect();
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .projection_expression("pk, postedAt")
-                .build()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let answer = self
-                .table
-                .client
-                .batch_get_item()
-                .request_items(&self.table.name, request)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
-            // Unprocessed keys are left out: their entries are sent again, which is safe.
-            let prefix = Self::key(tenant, "");
-            for item in answer.responses.unwrap_or_default().remove(&self.table.name).unwrap_or_default() {
-                if let (Ok(pk), Ok(at)) = (get_s(&item, "pk"), super::get_n(&item, "postedAt"))
-                    && let Some(id) = pk.strip_prefix(&prefix)
-                {
-                    out.insert(id.to_owned(), at as u64);
-                }
+        for item in self.table.batch_get(&keys, "pk, postedAt").await? {
+            if let (Ok(pk), Ok(at)) = (get_s(&item, "pk"), super::get_n(&item, "postedAt"))
+                && let Some(id) = pk.strip_prefix(&prefix)
+            {
+                out.insert(id.to_owned(), at as u64);
             }
         }
         Ok(out)
@@ -313,21 +287,26 @@ impl ReadState {
         Ok(read >= cursor)
     }
 
-    /// The read cursor and the ids marked read.
-    pub async fn load(&self, tenant: &str, user: &str) -> Result<(Cursor, HashSet<String>), StoreError> {
-        let mut cursor = Cursor::MIN;
-        let mut ids = HashSet::new();
-        for item in self.table.query_partition(&Self::key(tenant, user)).await? {
-            let sk = get_s(&item, "sk")?;
-            if let Some(id) = sk.strip_prefix("m#") {
-                ids.insert(id.to_owned());
-            } else if sk == "#cursor" {
-                cursor = get_s(&item, "cursor")?
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt("read cursor".into()))?;
+    /// The read cursor (`Cursor::MIN` when none was set).
+    pub async fn read_cursor(&self, tenant: &str, user: &str) -> Result<Cursor, StoreError> {
+        match self.table.get(Self::key(tenant, user), "#cursor").await? {
+            None => Ok(Cursor::MIN),
+            Some(item) => get_s(&item, "cursor")?
+                .parse()
+                .map_err(|_| StoreError::Corrupt("read cursor".into())),
+        }
+    }
+
+    /// Which of `ids` are marked read: one read per id asked, however many marks the user has.
+    pub async fn read_among(&self, tenant: &str, user: &str, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let keys: Vec<(String, String)> = ids.iter().map(|id| (Self::key(tenant, user), format!("m#{id}"))).collect();
+        let mut read = HashSet::new();
+        for item in self.table.batch_get(&keys, "sk").await? {
+            if let Some(id) = get_s(&item, "sk")?.strip_prefix("m#") {
+                read.insert(id.to_owned());
             }
         }
-        Ok((cursor, ids))
+        Ok(read)
     }
 }
 
