@@ -74,6 +74,12 @@ impl Budget {
         Self::from_source(src, "HERALD_WORK_RATE", "HERALD_WORK_BURST", 50, 1_000)
     }
 
+    /// A user's connects (`$connect` with a valid token): `HERALD_CONNECT_RATE` (default 2 a
+    /// second), `HERALD_CONNECT_BURST` (default 20).
+    pub fn connects(src: &dyn Source) -> Result<Option<Self>, ConfigError> {
+        Self::from_source(src, "HERALD_CONNECT_RATE", "HERALD_CONNECT_BURST", 2, 20)
+    }
+
     pub fn interval_ms(&self) -> u64 {
         self.interval_ms
     }

@@ -105,6 +105,11 @@ impl Limiter {
         format!("ws#{connection_id}")
     }
 
+    /// The key of a user's connect budget.
+    pub fn connect_key(tenant: &str, user: &str) -> String {
+        format!("connect#{tenant}#{user}")
+    }
+
     /// The key of an HTTP caller's request budget.
     pub fn caller_key(tenant: &str, user: &str) -> String {
         format!("http#{tenant}#{user}")

@@ -1,7 +1,8 @@
 //! `$connect`: store the connection and its automatic memberships (`user:{sub}`, `tenant`, `all`
 //! and the user's durable subscriptions; presence events for them), then accept. Answers `herald.v1` when the browser
-//! offered it (the token came as a subprotocol). A user who already holds
-//! `HERALD_MAX_CONNECTIONS_PER_USER` open connections is refused with 429.
+//! offered it (the token came as a subprotocol). A user over their connect budget
+//! (`HERALD_CONNECT_RATE`/`BURST`) is refused with 429 and `Retry-After`; one who already holds
+//! `HERALD_MAX_CONNECTIONS_PER_USER` open connections with 429.
 
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -9,9 +10,11 @@ use aws_lambda_events::http::HeaderValue;
 
 use crate::BoxError;
 use crate::auth::SUBPROTOCOL;
+use crate::budget::Budget;
 use crate::config::{Env, Limits};
 use crate::gateway::{caller, status};
 use crate::groups::Group;
+use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::runtime::{Handler, InitError};
@@ -21,16 +24,33 @@ pub struct WsConnect {
     store: Store,
     limits: Limits,
     presence: Presence,
+    limiter: Limiter,
 }
 
 impl WsConnect {
-    pub fn new(store: Store, limits: Limits, presence: Presence) -> Self {
-        Self { store, limits, presence }
+    pub fn new(store: Store, limits: Limits, presence: Presence, connects: Option<Budget>) -> Self {
+        Self {
+            limiter: Limiter::new(store.clone(), connects),
+            store,
+            limits,
+            presence,
+        }
     }
 
     pub async fn connect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
         let p = &who.principal;
+        // A user's connects are budgeted (a reconnect loop costs two invocations and a dozen
+        // writes a cycle); over it: 429 with Retry-After, nothing written.
+        let key = Limiter::connect_key(&p.tenant, &p.user);
+        if let Some(ms) = self.limiter.check(&key, req.request_context.request_time_epoch).await? {
+            Metrics::new("ws-connect").count("ConnectsLimited", 1).flush();
+            let mut resp = status(429);
+            if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
+                resp.headers.insert("Retry-After", v);
+            }
+            return Ok(resp);
+        }
         // The user's open connections are the members of their personal group (one partition).
         // Counted before this one is written, so a burst of simultaneous connects may pass the
         // cap by a few; what the cap guards against is a steady pile-up.
@@ -82,7 +102,7 @@ impl Handler for WsConnect {
         let store = Store::from_env(&sdk)?;
         let limits = Limits::from_source(&Env)?;
         let presence = Presence::from_env(Self::NAME, &sdk, store.clone(), &limits)?;
-        Ok(Self::new(store, limits, presence))
+        Ok(Self::new(store, limits, presence, Budget::connects(&Env)?))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

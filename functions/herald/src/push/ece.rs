@@ -21,6 +21,18 @@ pub const MAX_MESSAGE: usize = 4096;
 pub const OVERHEAD: usize = 16 + 4 + 1 + PUBLIC_KEY_LEN + 16 + 1;
 /// The largest plaintext that fits one record of a 4096-byte message.
 pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - OVERHEAD;
+/// Plaintexts are padded up to a multiple of this (RFC 8291 §4 recommends padding): the push
+/// service, which sees every message's length, then learns only the bucket, not the text's size.
+pub const PAD_BUCKET: usize = 512;
+
+/// The zero bytes that pad a plaintext of `len` bytes up to its bucket (never past one record).
+pub fn padding_for(len: usize) -> usize {
+    len.div_ceil(PAD_BUCKET)
+        .max(1)
+        .saturating_mul(PAD_BUCKET)
+        .min(MAX_PLAINTEXT)
+        .saturating_sub(len)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EceError {
@@ -34,19 +46,28 @@ pub enum EceError {
     Crypto,
 }
 
-/// Encrypts `plaintext` for a subscription with a fresh ephemeral key and salt.
+/// Encrypts `plaintext` for a subscription with a fresh ephemeral key and salt, padded to its
+/// bucket ([`PAD_BUCKET`]).
 pub fn encrypt(plaintext: &[u8], ua_public: &[u8], auth: &[u8]) -> Result<Vec<u8>, EceError> {
     let key = PrivateKey::generate(&ECDH_P256).map_err(|_| EceError::Crypto)?;
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| EceError::Crypto)?;
-    encrypt_with(plaintext, ua_public, auth, &key, salt)
+    encrypt_with(plaintext, ua_public, auth, &key, salt, padding_for(plaintext.len()))
 }
 
-/// [`encrypt`] with a given ephemeral key (`as_private`) and salt.
-pub fn encrypt_with(plaintext: &[u8], ua_public: &[u8], auth: &[u8], as_private: &PrivateKey, salt: [u8; 16]) -> Result<Vec<u8>, EceError> {
+/// [`encrypt`] with a given ephemeral key (`as_private`), salt and number of padding bytes.
+pub fn encrypt_with(
+    plaintext: &[u8],
+    ua_public: &[u8],
+    auth: &[u8],
+    as_private: &PrivateKey,
+    salt: [u8; 16],
+    padding: usize,
+) -> Result<Vec<u8>, EceError> {
     if plaintext.len() > MAX_PLAINTEXT {
         return Err(EceError::TooLarge(plaintext.len()));
     }
+    let padding = padding.min(MAX_PLAINTEXT - plaintext.len());
     if auth.len() != AUTH_LEN {
         return Err(EceError::Auth);
     }
@@ -62,10 +83,11 @@ pub fn encrypt_with(plaintext: &[u8], ua_public: &[u8], auth: &[u8], as_private:
         |secret| Ok(secret.to_vec()),
     )?;
     let (cek, nonce) = derive(&ecdh_secret, auth, &salt, ua_public, as_public);
-    let mut body = Vec::with_capacity(plaintext.len() + OVERHEAD);
+    let mut body = Vec::with_capacity(plaintext.len() + padding + OVERHEAD);
     body.extend_from_slice(plaintext);
-    // The last (and only) record's padding delimiter, no padding.
+    // The last (and only) record's padding delimiter, then the padding.
     body.push(0x02);
+    body.resize(body.len() + padding, 0);
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &cek).map_err(|_| EceError::Crypto)?);
     key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
         .map_err(|_| EceError::Crypto)?;
@@ -124,8 +146,10 @@ pub(crate) mod tests {
         let plain = key
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
             .unwrap();
-        assert_eq!(plain.last(), Some(&2), "the last record ends with the 0x02 delimiter");
-        plain[..plain.len() - 1].to_vec()
+        // The padding zeros after the record's 0x02 delimiter (RFC 8188 §2).
+        let end = plain.iter().rposition(|b| *b != 0).unwrap();
+        assert_eq!(plain[end], 2, "the last record ends with the 0x02 delimiter");
+        plain[..end].to_vec()
     }
 
     fn b(s: &str) -> Vec<u8> {
@@ -141,7 +165,7 @@ pub(crate) mod tests {
         let ua_public = b("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4");
         let auth = b("BTBZMqHH6r4Tts7J_aSIgg");
         let salt: [u8; 16] = b("DGv6ra1nlYgDCS1FRnbzlw").try_into().unwrap();
-        let message = encrypt_with(&plaintext, &ua_public, &auth, &as_private, salt).unwrap();
+        let message = encrypt_with(&plaintext, &ua_public, &auth, &as_private, salt, 0).unwrap();
         assert_eq!(
             B64.encode(&message),
             "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN"
@@ -164,6 +188,12 @@ pub(crate) mod tests {
             Err(EceError::TooLarge(MAX_PLAINTEXT + 1))
         );
         assert_eq!(encrypt(b"x", &[4; 65], &auth), Err(EceError::PeerKey));
+        // Small texts are padded to their bucket: the push service sees the bucket's size only.
+        let short = encrypt(b"hi", ua_public.as_ref(), &auth).unwrap();
+        let long = encrypt(&[b'y'; 500], ua_public.as_ref(), &auth).unwrap();
+        assert_eq!(short.len(), long.len());
+        assert_eq!(short.len(), PAD_BUCKET + OVERHEAD);
+        assert_eq!(decrypt(&short, &ua, &auth), b"hi");
         assert_eq!(encrypt(b"x", ua_public.as_ref(), &[0; 15]), Err(EceError::Auth));
     }
 }
