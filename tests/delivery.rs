@@ -425,6 +425,27 @@ async fn a_connection_that_answered_410_but_is_open_is_closed_and_its_resume_has
     assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some("answered 410"), Some(true)));
 }
 
+/// `make chaos` (issue #35, seed 4 of a ten-run series): a post that failed for now (429) and then
+/// answered 410 on its second try left the socket open — only the first round's 410s were
+/// closed — so it went on receiving newer frames without this one, the fan-out still counted
+/// as complete, and a client resuming from one of those newer cursors read past it. The 410 of
+/// the second try closes the socket too.
+#[tokio::test]
+async fn a_connection_that_answered_410_on_the_second_try_is_closed_too() {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let conn = c.connection_id().await;
+    post_fault(&conn, 429, 1).await;
+    post_fault(&conn, 410, 1).await;
+    publish(note(&tenant, json!({"user": user}), "429 then 410")).await;
+    assert!(c.close_code().await.is_some(), "the server closes the connection");
+    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
+    again.send(json!({"action": "resume"})).await;
+    let n = again.next().await;
+    assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some("429 then 410"), Some(true)));
+}
+
 #[tokio::test]
 async fn short_deliver_at_waits_on_the_queue() {
     let tenant = unique("acme");

@@ -5,6 +5,8 @@
 //! connection id to the retry queue); failed for good (403/413: logged and counted — the
 //! notification is still in the log for `resume`).
 
+use std::collections::HashSet;
+
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +78,7 @@ where
 pub struct Unreachable {
     /// Took the frame when posted again.
     pub delivered: usize,
-    /// Answered 410 when posted again.
+    /// Answered 410 when posted again (and closed, in case the socket is in fact open).
     pub gone: Vec<String>,
     /// Closed: their clients reconnect and resume.
     pub closed: usize,
@@ -102,9 +104,13 @@ pub async fn post_or_close(poster: &Poster, connections: Vec<String>, frame: &st
     .await;
     let again = fan_out(poster, connections, frame, concurrency).await;
     out.delivered = again.delivered;
-    out.gone = again.gone;
-    for (id, outcome) in disconnect_all(poster, again.retry, concurrency).await {
+    // A 410 now is closed like one in the first round (see `close_gone_sockets`): a socket that
+    // is in fact open would go on receiving newer frames without this one.
+    let to_close = again.gone.iter().cloned().chain(again.retry).collect();
+    let gone: HashSet<String> = again.gone.into_iter().collect();
+    for (id, outcome) in disconnect_all(poster, to_close, concurrency).await {
         match outcome {
+            PostOutcome::Delivered | PostOutcome::Gone if gone.contains(&id) => out.gone.push(id),
             PostOutcome::Delivered | PostOutcome::Gone => out.closed += 1,
             PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
                 tracing::warn!(connection = %id, %reason, "could not close a connection that missed a frame; the retry queue tries again");

@@ -11,7 +11,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use crate::BoxError;
 use crate::config::{Env, Limits, PushSettings, Queues, ws_endpoint};
 use crate::cursor::now_millis;
-use crate::delivery::{FanoutReport, Poster, RetryJob, fan_out, post_or_close};
+use crate::delivery::{FanoutReport, Poster, RetryJob, close_gone_sockets, fan_out, post_or_close};
 use crate::groups::Group;
 use crate::metrics::Metrics;
 use crate::offline::{PushError, Pusher};
@@ -94,6 +94,8 @@ impl Retry {
         // These connections could not even be closed when the frame was young: they get it now,
         // or are closed now (see `delivery::post_or_close`).
         let mut report: FanoutReport = fan_out(&self.poster, job.connections.clone(), &job.frame, self.limits.fanout_concurrency).await;
+        // Best effort, as in the first fan-out: nothing records this frame's completion.
+        close_gone_sockets(&self.poster, &report.gone, self.limits.fanout_concurrency).await;
         let settled = post_or_close(
             &self.poster,
             std::mem::take(&mut report.retry),
