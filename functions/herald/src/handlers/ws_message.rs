@@ -94,15 +94,16 @@ impl WsMessage {
             Ok(f) => f,
             Err(refused) => return Ok(answer(Some(refused.to_json()))),
         };
-        // Frames that make Herald post or write in bulk (a resume page, a publish, a join's
-        // presence events, an ack's read marks) are admitted on the user's work budget too,
-        // before anything is done: a resume reserves a full page, an ack its ids, the rest one
-        // unit, and each is settled at what it cost.
+        // Frames that make Herald post or write in bulk (a resume page, a publish, an ack's read
+        // marks) are admitted on the user's work budget too, before anything is done: a resume
+        // reserves a full page, an ack its ids, a publish one unit, and each is settled at what
+        // it cost. A join is not: it announces presence only on the user's first arrival in a
+        // group, to at most the presence cap, in at most `max_groups_per_connection` groups.
         let p = &who.principal;
         let reserved = match &frame {
             ClientFrame::Resume { .. } => RESUME_PAGE,
             ClientFrame::Ack { ids, .. } => ids.len(),
-            ClientFrame::Publish(_) | ClientFrame::Join { .. } => 1,
+            ClientFrame::Publish(_) => 1,
             _ => 0,
         };
         if reserved > 0
@@ -138,7 +139,8 @@ impl WsMessage {
                 Err(PublishError::Broadcast(e)) => return Err(e.into()),
             },
         };
-        if reserved > 0 {
+        // Settled only when the cost differs from the reservation: one write less for most frames.
+        if reserved > 0 && work != reserved {
             self.limiter.settle_work(&p.tenant, &p.user, reserved, work).await?;
         }
         Ok(answer(Some(body)))
