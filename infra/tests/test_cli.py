@@ -28,7 +28,7 @@ def test_ready_file(stack: Stack) -> None:
     assert info["controlUrl"].endswith("/_herald")
     assert info["region"] == "us-east-1" and info["stage"] == "prod"
     assert set(info["queues"]) == {"DispatchQueue", "DispatchDeadLetterQueue", "RetryQueue",
-                                   "RetryDeadLetterQueue"}                  # SkippedQueue: condition
+                                   "RetryDeadLetterQueue", "ReminderDeadLetterQueue"}                  # SkippedQueue: condition
     assert info["tables"] == {"ConnectionsTable": "herald-ConnectionsTable",
                               "NotificationsTable": "herald-NotificationsTable"}
     assert info["scheduleGroup"] == "herald-HeraldScheduleGroup"
