@@ -229,7 +229,7 @@ class Stack:
         sqs = endpoint.client("sqs", attempts=1)
         for mapping in mappings_from_functions(specs, provisioned):
             self._background.append(SqsPoller(mapping, self._pools[mapping.function.key], sqs,
-                                              endpoint.region))
+                                              endpoint.region, access=access))
         self._background.append(Scheduler(endpoint.client("scheduler", attempts=1), index, self._pools,
                                           sqs=endpoint.client("sqs"), access=access,
                                           queue_urls=provisioned.queue_urls_by_arn))

@@ -367,3 +367,34 @@ def test_a_reminder_that_keeps_failing_ends_in_its_dead_letter_queue(stack: Stac
     _, report, _ = stack.control("GET", "/iam")
     assert any(u["function"] == "reminder" and u["action"] == "sqs:SendMessage" for u in report["used"])
     assert any(u["function"] == "scheduler" and u["action"] == "lambda:InvokeFunction" for u in report["used"])
+
+
+def test_the_fanout_dlq_can_be_redriven_without_opening_the_queue() -> None:
+    """start-message-move-task sends as its caller: the redrive role may move the fan-out DLQ's
+    messages back, the queue policy lets it through, and it can do nothing else."""
+    policies, _ = herald_policies()
+    role = next(r for r in policies.roles.values() if r.logical_id == "FanoutRedriveRole")
+    me = iam.Principal(role.arn, ACCOUNT)
+
+    def may(action: str, resource: str) -> bool:
+        request = iam.Request(action, resource, {"aws:principalarn": (role.arn,), "aws:securetransport": ("true",)})
+        return iam.evaluate(request, me, role.statements, policies.resource_policies.get(resource, ())).allowed
+
+    dlq, fanout = queue("FanoutDeadLetterQueue"), queue("FanoutQueue")
+    for action in ("sqs:StartMessageMoveTask", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert may(action, dlq), action
+    assert may("sqs:SendMessage", fanout)
+    assert not may("sqs:SendMessage", queue("DispatchQueue"))
+    assert not may("sqs:ReceiveMessage", fanout)
+    assert not may("sqs:StartMessageMoveTask", queue("DispatchDeadLetterQueue"))
+
+
+def test_a_failed_reminder_goes_to_an_alarmed_dlq_with_the_reminders_role() -> None:
+    policies, _ = herald_policies()
+    tpl = Template.load(REPO / "template.yaml")
+    config = tpl.resources["ReminderFunction"].properties["EventInvokeConfig"]
+    assert config["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS", "Destination": {"Fn::GetAtt": ["ReminderDeadLetterQueue", "Arn"]}}
+    assert decide(policies, "ReminderFunction", "sqs:SendMessage", queue("ReminderDeadLetterQueue"))
+    alarm = tpl.resources["ReminderDlqDepthAlarm"].properties
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["ReminderDeadLetterQueue", "QueueName"]}
