@@ -398,3 +398,28 @@ def test_a_failed_reminder_goes_to_an_alarmed_dlq_with_the_reminders_role() -> N
     assert decide(policies, "ReminderFunction", "sqs:SendMessage", queue("ReminderDeadLetterQueue"))
     alarm = tpl.resources["ReminderDlqDepthAlarm"].properties
     assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["ReminderDeadLetterQueue", "QueueName"]}
+
+
+def test_no_role_keeps_a_grant_no_code_path_needs() -> None:
+    """The grants #29 found over-broad, which no SDK call of the functions uses: gone for good."""
+    policies, _ = herald_policies()
+    connections_table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/herald-ConnectionsTable"
+    notifications = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/herald-NotificationsTable"
+    schedule = f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/herald-reminders/r"
+    for function in policies.function_roles:
+        for table in (connections_table, notifications):
+            assert not decide(policies, function, "dynamodb:ConditionCheckItem", table), function
+            assert not decide(policies, function, "dynamodb:Scan", table), function
+        assert not decide(policies, function, "dynamodb:PutItem", connections_table), function
+        assert not decide(policies, function, "dynamodb:BatchGetItem", connections_table), function
+        assert not decide(policies, function, "scheduler:GetSchedule", schedule), function
+        if function != "DispatchFunction":   # presence's settle is dispatch's alone
+            assert not decide(policies, function, "dynamodb:DeleteItem", connections_table), function
+    reminder = {a for a in ("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem")
+                if decide(policies, "ReminderFunction", f"dynamodb:{a}", notifications)}
+    assert reminder == {"GetItem", "UpdateItem"}
+    assert not decide(policies, "RetryFunction", "sqs:ChangeMessageVisibility", queue("RetryQueue"))
+    # Still there: what the code does call (dispatch and retry close connections that missed a frame).
+    assert decide(policies, "DispatchFunction", "execute-api:ManageConnections", connections("DELETE"))
+    assert decide(policies, "RetryFunction", "execute-api:ManageConnections", connections("DELETE"))
+    assert decide(policies, "DispatchFunction", "sqs:ChangeMessageVisibility", queue("FanoutQueue"))
