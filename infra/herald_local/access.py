@@ -32,6 +32,9 @@ log = logging.getLogger("herald_local")
 # Where the grant usage of every stack goes when set (one JSON-lines file per stack): `make test`
 # collects them for its grant report.
 GRANTS_DIR_ENV = "HERALD_LOCAL_GRANTS_DIR"
+# Decisions remembered per (function, action, resource, the condition keys its policies test):
+# the proxy decides every call of every function, and most repeat (same table, same queue).
+MEMO_SIZE = 20_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Access:
         for identity in identities or []:
             self.add(identity)
         self._lock = threading.Lock()
+        self._memo: dict[tuple[Any, ...], Decision] = {}
+        self._condition_keys: dict[tuple[str, str], frozenset[str]] = {}
         self.used: dict[Call, set[iam.Grant]] = {}
         self.denied: dict[Call, str] = {}
         self._record_to = record_to
@@ -129,12 +134,32 @@ class Access:
                    "aws:securetransport": ("true",),   # AWS endpoints are https
                    **request.context}
         full = Request(request.action, request.resource, context)
-        decision = iam.evaluate(full, principal, who.role.statements,
-                                self.policies.resource_policies.get(_resource_owner(request.resource), ()))
-        self._record(who, full, decision)
+        resource_policy = self.policies.resource_policies.get(request.resource, ())
+        # Only the condition keys the policies test can change the decision: the rest of the
+        # context (a DynamoDB item's partition key, mostly) stays out of the memo's key.
+        keys = self._keys_tested(who.role, request.resource, resource_policy)
+        memo = (who.function, who.role.arn, request.action, request.resource,
+                tuple((k, context[k]) for k in sorted(keys) if k in context))
+        decision = self._memo.get(memo)
+        if decision is None:
+            decision = iam.evaluate(full, principal, who.role.statements, resource_policy)
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[memo] = decision
+            self._record(who, full, decision)   # a repeat records nothing new
+        elif not decision.allowed:
+            self._log_refusal(who, full, decision)
         if not decision.allowed and not self.enforce:
             return Decision(allowed=True, grants=decision.grants)
         return decision
+
+    def _keys_tested(self, role: Role, resource: str, resource_policy: Any) -> frozenset[str]:
+        cached = self._condition_keys.get((role.arn, resource))
+        if cached is None:
+            cached = frozenset(key.lower() for statement in [*role.statements, *resource_policy]
+                               for _, key, _ in statement.conditions)
+            self._condition_keys[(role.arn, resource)] = cached
+        return cached
 
     def message(self, who: Identity, request: Request, decision: Decision) -> str:
         return (f"User: {who.session_arn} is not authorized to perform: {request.action} on "
@@ -154,9 +179,7 @@ class Access:
                 self.denied[call] = decision.reason(request)
                 new = {"allowed": False, "reason": self.denied[call]}
         if not decision.allowed:
-            log.warning("IAM: %s (%s) denied %s on %s %s%s", who.function,
-                        who.role.logical_id if who.role else "-", request.action, request.resource,
-                        decision.reason(request), "" if self.enforce else " (not enforced)")
+            self._log_refusal(who, request, decision)
         if new is not None and self._record_to is not None:
             line = json.dumps({"function": call.function, "action": call.action,
                                "resource": call.resource, **new})
@@ -172,6 +195,11 @@ class Access:
                     for i in self.identities if i.role is not None}
         with self._lock, open(self._record_to, "a") as out:
             out.write(json.dumps({"universe": universe}) + "\n")
+
+    def _log_refusal(self, who: Identity, request: Request, decision: Decision) -> None:
+        log.warning("IAM: %s (%s) denied %s on %s %s%s", who.function,
+                    who.role.logical_id if who.role else "-", request.action, request.resource,
+                    decision.reason(request), "" if self.enforce else " (not enforced)")
 
     def report(self) -> dict[str, Any]:
         """What the control API answers: calls used and refused, grants no call used."""
@@ -202,13 +230,10 @@ _SCHEDULE = re.compile(r"(:schedule/[^/]+/).+$")
 def _generalize(resource: str) -> str:
     """A resource ARN with the part that differs per call (a connection id, a schedule name)
     replaced, so that the report lists kinds of calls, not every connection."""
-    resource = _CONNECTION.sub(r"\1{id}", resource)
-    return _SCHEDULE.sub(r"\1{name}", resource)
-
-
-def _resource_owner(resource: str) -> str:
-    """The ARN whose resource policy applies (a queue's for a queue; a table's index is the
-    table's, but tables have no resource policies here)."""
+    if "/@connections/" in resource:
+        return _CONNECTION.sub(r"\1{id}", resource)
+    if ":schedule/" in resource:
+        return _SCHEDULE.sub(r"\1{name}", resource)
     return resource
 
 

@@ -423,3 +423,25 @@ def test_no_role_keeps_a_grant_no_code_path_needs() -> None:
     assert decide(policies, "DispatchFunction", "execute-api:ManageConnections", connections("DELETE"))
     assert decide(policies, "RetryFunction", "execute-api:ManageConnections", connections("DELETE"))
     assert decide(policies, "DispatchFunction", "sqs:ChangeMessageVisibility", queue("FanoutQueue"))
+
+
+def test_remembered_decisions_still_honour_the_conditions() -> None:
+    """Access remembers decisions (every call of every function is decided), keyed by the
+    condition keys the policies test: retry's GetItem under w# must not let n# through."""
+    from herald_local.access import Access, Identity, access_key_for
+
+    policies, _ = herald_policies()
+    access = Access(policies)
+    retry = Identity("retry", "RetryFunction", "herald-retry", access_key_for("retry"), "s",
+                     policies.role_of("RetryFunction"))
+    access.add(retry)
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/herald-NotificationsTable"
+
+    def get(key: str) -> bool:
+        return access.decide(retry, iam.Request("dynamodb:GetItem", table, {"dynamodb:leadingkeys": (key,)})).allowed
+
+    assert [get("w#a"), get("n#a"), get("w#b"), get("n#b")] == [True, False, True, False]
+    report = access.report()
+    assert [d["action"] for d in report["denied"]] == ["dynamodb:GetItem"]
+    assert any(u["grants"] == [["RetryRole/retry#PushSubscriptionsReadRemove", "dynamodb:GetItem", table]]
+               for u in report["used"])
