@@ -264,6 +264,9 @@ class Stack:
             function_env.update(spec.env)
         for key in ("PATH", "HOME", "LANG", "TZ"):
             function_env.pop(key, None)
+        if self.access is not None:   # each function has keys of its own: the union has one's
+            function_env.pop("AWS_ACCESS_KEY_ID", None)
+            function_env.pop("AWS_SECRET_ACCESS_KEY", None)
         return {
             "websocketUrl": ws_url,
             "managementEndpoint": management,
