@@ -23,7 +23,7 @@ VENV_STAMP := $(VENV)/.installed
 # Tests run this many at once inside a test binary; most of their time is waiting on queues.
 TEST_THREADS ?= 8
 
-.PHONY: help dev build test-build test sam-venv fmt clippy unit-and-e2e e2e-big stack-tests client-tests browser-tests chaos-check chaos lint-template api-contract sam-build bench clean venv
+.PHONY: help dev build test-build test sam-venv fmt clippy unit-and-e2e e2e-big stack-tests client-tests browser-tests chaos-check chaos lint-template api-contract sam-build bench clean venv grant-report
 
 help:
 	@echo "make dev    build the functions and run the local stack (WebSocket + HTTP API, SQS, scheduler)"
@@ -136,17 +136,30 @@ client/node_modules/.package-lock.json: client/package-lock.json
 BUILD_PHASE := fmt build test-build lint-template stack-tests
 CHECK_PHASE := e2e-big unit-and-e2e client-tests clippy browser-tests chaos-check api-contract
 CHECKS := $(BUILD_PHASE) $(CHECK_PHASE)
+# Every local stack the checks start enforces each function's IAM role (infra/herald_local/
+# access.py) and records the grants its calls used under GRANTS_DIR; `grant-report` then fails
+# on any call a role refused and lists the grants no test used (docs/deploy.md lists those kept
+# on purpose, with the reason).
+GRANTS_DIR := target/grants
 test: sam-venv
-	@mkdir -p target; \
+	@mkdir -p target; rm -rf $(GRANTS_DIR); mkdir -p $(GRANTS_DIR); \
+	export HERALD_LOCAL_GRANTS_DIR=$(CURDIR)/$(GRANTS_DIR); \
 	set -m; infra/sam-build.sh > target/sam-build.log 2>&1 & sam=$$!; set +m; \
 	status=0; \
 	$(MAKE) --no-print-directory -j2 --output-sync=target $(BUILD_PHASE) || status=$$?; \
 	if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory -j3 --output-sync=target $(CHECK_PHASE) || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then $(MAKE) --no-print-directory grant-report || status=$$?; fi; \
 	if [ $$status -ne 0 ]; then kill -- -$$sam 2>/dev/null || true; wait $$sam || true; echo "make test: FAILED"; exit $$status; fi; \
 	echo "==> waiting for sam build (target/sam-build.log)"; \
 	if ! wait $$sam; then tail -n 40 target/sam-build.log; echo "make test: sam build FAILED"; exit 1; fi; \
 	tail -n 14 target/sam-build.log; \
 	echo "make test: all checks passed"
+
+# The grant report of the stacks `make test` ran (see GRANTS_DIR above); `make grant-report
+# GRANT_ARGS=--calls` also lists every (function, action, resource) the tests used.
+GRANT_ARGS ?=
+grant-report: venv
+	PYTHONPATH=infra $(VENV)/bin/python -m herald_local grants $(GRANTS_DIR) --documented docs/deploy.md $(GRANT_ARGS)
 
 # sam build and the template lint share the pinned SAM CLI virtualenv: created once, up front.
 sam-venv:

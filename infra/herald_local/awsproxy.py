@@ -7,6 +7,10 @@ Otherwise it forwards each request unchanged and answers what the endpoint answe
 functions go through it; the stack's own pollers and provisioning talk to the endpoint
 directly, so a fault never stalls the emulator itself.
 
+With `access` (access.py), the proxy is also where IAM is enforced on the functions' calls: the
+access key that signed a call names the function, and a call its role does not allow is answered
+with the service's AccessDenied instead of being forwarded.
+
 Calls are told apart by their `X-Amz-Target` header (DynamoDB's and SQS's JSON protocols), and a
 rule may also require a substring of the body (a table or queue name).
 
@@ -28,7 +32,9 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from .access import Access, Target, Unclassified, classify_aws, credential_of, denied_response
 from .faults import Faults
+from .iam import Decision
 
 log = logging.getLogger("herald_local.awsproxy")
 
@@ -96,9 +102,12 @@ def _error(status: int, error: str, message: str) -> web.Response:
 
 
 class AwsProxy:
-    def __init__(self, upstream: str | Upstreams, faults: Faults) -> None:
+    def __init__(self, upstream: str | Upstreams, faults: Faults, access: Access | None = None,
+                 target: Target | None = None) -> None:
         self._upstreams = upstream if isinstance(upstream, Upstreams) else Upstreams(upstream)
         self._faults = faults
+        self._access = access
+        self._target = target
         self._session: aiohttp.ClientSession | None = None
 
     def application(self) -> web.Application:
@@ -111,8 +120,36 @@ class AwsProxy:
         if self._session is not None:
             await self._session.close()
 
+    def _refused(self, request: web.Request, body: bytes) -> web.Response | None:
+        """AccessDenied when a function signed the call and its role does not allow all of it."""
+        assert self._access is not None and self._target is not None
+        credential = credential_of(request.headers)
+        who = self._access.identity(credential[0] if credential else None)
+        if who is None or credential is None:
+            return None   # the stack's own credentials (or unsigned): not a function's call
+        service = credential[1]
+        try:
+            calls = classify_aws(service, request.method, request.path, dict(request.query),
+                                 request.headers, body, self._target)
+        except Unclassified as exc:
+            log.warning("IAM: %s made a call the local stack cannot authorize (%s): refused",
+                        who.function, exc)
+            status, headers, text = denied_response(service, request.headers, str(exc))
+            return web.Response(status=status, body=text, headers=headers)
+        for call in calls:
+            decision: Decision = self._access.decide(who, call)
+            if not decision.allowed:
+                status, headers, text = denied_response(
+                    service, request.headers, self._access.message(who, call, decision))
+                return web.Response(status=status, body=text, headers=headers)
+        return None
+
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if self._access is not None:
+            refused = self._refused(request, body)
+            if refused is not None:
+                return refused
         target = request.headers.get("X-Amz-Target", "")
         fault = self._faults.aws_fault(target, body) if target and self._faults.aws else None
         if fault is not None and fault.status is not None:

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None, prog: str = "herald-local") -> int:
         return _token(argv[1:], adapter, f"{prog} token")
     if argv and argv[0] == "invoke":
         return _invoke(argv[1:], adapter, f"{prog} invoke")
+    if argv and argv[0] == "grants":
+        return _grants(argv[1:], f"{prog} grants")
     return _run(argv, adapter, prog)
 
 
@@ -110,6 +112,12 @@ def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
                    help="iam: @connections calls must be SigV4-signed with the stack's credentials, "
                         "as on AWS (default); none: accept unsigned calls "
                         "(default $HERALD_LOCAL_MANAGEMENT_AUTH)")
+    p.add_argument("--iam", choices=["enforce", "report", "off"],
+                   default=os.environ.get("HERALD_LOCAL_IAM", "enforce"),
+                   help="enforce: each function runs with credentials of its own and a call its "
+                        "role in the template does not allow is refused as AWS refuses it "
+                        "(default); report: logged and recorded, not refused; off: every function "
+                        "uses the stack's credentials (default $HERALD_LOCAL_IAM)")
     p.add_argument("--quiet", action="store_true",
                    help="no banner, REPORT lines or info logs (function output is still relayed)")
     return p
@@ -127,7 +135,7 @@ def _run(argv: list[str], adapter: Adapter, prog: str) -> int:
         timeout_scale=args.timeout_scale, max_instances=args.max_instances,
         idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_seconds,
         quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary),
-        management_auth=args.management_auth)
+        management_auth=args.management_auth, iam=args.iam)
     return asyncio.run(_serve(options, adapter, args.parent_pid))
 
 
@@ -243,3 +251,40 @@ def _invoke(argv: list[str], adapter: Adapter, prog: str) -> int:
         return 0
     print(text, file=sys.stderr)
     return 1
+
+
+# --- the grant report ---------------------------------------------------------------------
+
+def _grants(argv: list[str], prog: str) -> int:
+    """Summarize the usage files stacks wrote under $HERALD_LOCAL_GRANTS_DIR: exit 1 when a
+    function made a call its role does not allow; list the grants no call used."""
+    from .access import documented, summarize
+
+    p = argparse.ArgumentParser(prog=prog, description=_grants.__doc__)
+    p.add_argument("directory", type=Path)
+    p.add_argument("--documented", type=Path,
+                   help="a guide listing the grants kept without a test (docs/deploy.md)")
+    p.add_argument("--calls", action="store_true", help="also list every (function, action, resource) used")
+    args = p.parse_args(argv)
+    lines = []
+    for path in sorted(args.directory.glob("*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        print(f"grant report: no usage recorded under {args.directory}")
+        return 1
+    report = summarize(lines)
+    guide = args.documented.read_text() if args.documented else ""
+    stacks = sum(1 for line in lines if "universe" in line)
+    print(f"grant report: {stacks} stacks, {len(report['calls'])} kinds of calls granted, "
+          f"{len(report['denied'])} refused")
+    if args.calls:
+        for function, action, resource in report["calls"]:
+            print(f"  used     {function:14} {action:34} {resource}")
+    for function, grants in sorted(report["unused"].items()):
+        for origin, action, resource in grants:
+            note = "documented in " + args.documented.name if guide and documented(
+                (origin, action, resource), guide) else "NOT USED by any test"
+            print(f"  unused   {function:14} {action:34} {resource}  [{origin}] {note}")
+    for function, action, resource, reason in report["denied"]:
+        print(f"  DENIED   {function:14} {action:34} {resource} {reason}")
+    return 1 if report["denied"] else 0

@@ -24,8 +24,10 @@ PEEK_LIMIT = 100   # messages a peek returns at most
 class Control:
     def __init__(self, *, gateway: Gateway | None, pools: dict[str, FunctionPool], faults: Faults,
                  adapter: Adapter, ready: asyncio.Event,
-                 info: Callable[[], dict[str, Any]] = dict, sqs: Any = None) -> None:
+                 info: Callable[[], dict[str, Any]] = dict, sqs: Any = None,
+                 access: Any = None) -> None:
         self._gateway = gateway
+        self._access = access   # access.Access, when the functions' IAM is checked
         self._info = info   # the ready file's content, once ready
         self._sqs = sqs     # a boto3 SQS client of the stack's AWS endpoint
         self._pools = pools
@@ -50,6 +52,14 @@ class Control:
         r.add_post(f"{root}/queues/{{queue}}/messages", self._send)
         r.add_get(f"{root}/queues/{{queue}}/messages", self._peek)
         r.add_post(f"{root}/token", self._token)
+        r.add_get(f"{root}/iam", self._iam)
+
+    async def _iam(self, _: web.Request) -> web.Response:
+        """The grant report so far: calls each function made and the grants they used, calls
+        refused, grants no call used."""
+        if self._access is None:
+            return web.json_response({"enforced": False, "used": [], "denied": [], "unused": []})
+        return web.json_response(self._access.report())
 
     async def _health(self, _: web.Request) -> web.Response:
         if self._ready.is_set():

@@ -45,6 +45,8 @@ class FunctionSpec:
     memory_mb: int
     handler: str = "bootstrap"   # the template's Handler; the process gets it as _HANDLER
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved SAM Events
+    # SAM's EventInvokeConfig: retries and destinations of asynchronous invocations (Scheduler's)
+    event_invoke: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -105,6 +107,7 @@ def load_functions(template: Template, resolver: Resolver, *, profile: str,
             timeout_s=float(props.get("Timeout") or DEFAULT_TIMEOUT_S),
             memory_mb=int(props.get("MemorySize") or DEFAULT_MEMORY_MB),
             events=props.get("Events") or {},
+            event_invoke=props.get("EventInvokeConfig") or {},
         ))
     return specs
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .access import Access, credential_of, denied_response
 from .faults import Faults, error_type
+from .iam import Request
 from .functions import FunctionSpec
 from .runtime import FunctionError, FunctionPool
 from .sigv4 import Verifier
@@ -89,7 +91,8 @@ def _iso(epoch_s: float) -> str:
 class Gateway:
     def __init__(self, api: WebSocketApi, pools: dict[str, FunctionPool], faults: Faults, *,
                  region: str, account_id: str, idle_timeout_s: float,
-                 max_connection_s: float, verifier: Verifier | None = None) -> None:
+                 max_connection_s: float, verifier: Verifier | None = None,
+                 access: Access | None = None) -> None:
         self.api = api
         self._pools = pools
         self._faults = faults
@@ -98,6 +101,7 @@ class Gateway:
         self._idle_timeout_s = idle_timeout_s
         self._max_connection_s = max_connection_s
         self._verifier = verifier
+        self._access = access
         self.connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -118,15 +122,31 @@ class Gateway:
         return conn if conn is not None and conn.state is State.OPEN else None
 
     def _refused(self, request: web.Request, body: bytes) -> web.Response | None:
-        """403 unless the call is SigV4-signed with the stack's credentials (when IAM is on)."""
-        if self._verifier is None:
+        """403 unless the call is SigV4-signed with credentials the stack knows (when IAM is on)
+        and, when a function signed it, its role allows execute-api:ManageConnections on the
+        method and path (API Gateway's resource ARN of a management call)."""
+        if self._verifier is not None:
+            refusal = self._verifier.check(request.method, f"http://{request.host}{request.raw_path}",
+                                           request.headers, body)
+            if refusal is not None:
+                return web.Response(status=403, text=_message(refusal.message),
+                                    content_type="application/json",
+                                    headers={"x-amzn-ErrorType": refusal.error_type})
+        if self._access is None:
             return None
-        refusal = self._verifier.check(request.method, f"http://{request.host}{request.raw_path}",
-                                       request.headers, body)
-        if refusal is None:
+        credential = credential_of(request.headers)
+        who = self._access.identity(credential[0] if credential else None)
+        if who is None:
             return None
-        return web.Response(status=403, text=_message(refusal.message), content_type="application/json",
-                            headers={"x-amzn-ErrorType": refusal.error_type})
+        call = Request("execute-api:ManageConnections",
+                       f"arn:aws:execute-api:{self._region}:{self._account_id}:{self.api.api_id}/"
+                       f"{self.api.stage}/{request.method}/@connections/{request.match_info['connection_id']}")
+        decision = self._access.decide(who, call)
+        if decision.allowed:
+            return None
+        status, headers, text = denied_response("execute-api", request.headers,
+                                                self._access.message(who, call, decision))
+        return web.Response(status=status, body=text, headers=headers)
 
     async def _post(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > POST_LIMIT:

@@ -1,7 +1,8 @@
-"""IAM authorization of @connections calls, as API Gateway applies it: every management request
-must carry a SigV4 signature for `execute-api` in the stack's region, made with the credentials
-the stack hands its functions. Anything else is refused with 403 before the connection is looked
-up, so every post the tests make checks the functions' signer over the wire.
+"""IAM authentication of @connections calls, as API Gateway applies it: every management request
+must carry a SigV4 signature for `execute-api` in the stack's region, made with credentials the
+stack knows (its own, or one of the functions' own: access.py). Anything else is refused with 403
+before the connection is looked up, so every post the tests make checks the functions' signer over
+the wire. Which key signed is what the gateway then authorizes (the function's role).
 
 The signature is recomputed with botocore's SigV4 implementation from what arrived: method, raw
 path and query, the signed headers, and the body.
@@ -30,10 +31,15 @@ class Refusal:
 
 
 class Verifier:
-    def __init__(self, credentials: Mapping[str, str], region: str) -> None:
-        self._credentials = Credentials(credentials["aws_access_key_id"],
-                                        credentials["aws_secret_access_key"],
-                                        credentials.get("aws_session_token"))
+    def __init__(self, credentials: Mapping[str, str], region: str,
+                 more: Mapping[str, str] | None = None) -> None:
+        """`credentials`: the stack's own (boto3 keyword names); `more`: further access key ->
+        secret key pairs (the functions' own)."""
+        own = Credentials(credentials["aws_access_key_id"], credentials["aws_secret_access_key"],
+                          credentials.get("aws_session_token"))
+        self._keys = {own.access_key: own}
+        for access_key, secret_key in (more or {}).items():
+            self._keys.setdefault(access_key, Credentials(access_key, secret_key))
         self._region = region
 
     def check(self, method: str, url: str, headers: Mapping[str, str], body: bytes,
@@ -51,14 +57,15 @@ class Verifier:
         if len(scope) != 5 or scope[4] != "aws4_request":
             return Refusal("IncompleteSignatureException", "Credential scope is malformed")
         access_key, date, region, service, _ = scope
-        if access_key != self._credentials.access_key:
+        credentials = self._keys.get(access_key)
+        if credentials is None:
             return Refusal("UnrecognizedClientException",
                            "The security token included in the request is invalid.")
         if region != self._region or service != SERVICE:
             return Refusal("InvalidSignatureException",
                            f"Credential should be scoped to a valid region and service "
                            f"'{self._region}/{SERVICE}', not '{region}/{service}'.")
-        if self._credentials.token and headers.get("X-Amz-Security-Token") != self._credentials.token:
+        if credentials.token and headers.get("X-Amz-Security-Token") != credentials.token:
             return Refusal("UnrecognizedClientException",
                            "The security token included in the request is invalid.")
         stamp = headers.get("X-Amz-Date", "")
@@ -79,7 +86,7 @@ class Verifier:
         request = AWSRequest(method=method, url=url, data=body,
                              headers={name: lower[name] for name in signed_names})
         request.context["timestamp"] = stamp
-        auth = SigV4Auth(self._credentials, SERVICE, self._region)
+        auth = SigV4Auth(credentials, SERVICE, self._region)
         canonical = auth.canonical_request(request)
         expected = auth.signature(auth.string_to_sign(request, canonical), request)
         if not hmac.compare_digest(expected, fields["Signature"]):

@@ -24,6 +24,7 @@ import botocore.exceptions
 
 from .aws import Provisioned
 from .functions import FunctionSpec
+from .iam import Request
 from .runtime import MAX_LINEAGE, FunctionError, FunctionPool, lineage_count
 from .template import TemplateError
 
@@ -31,6 +32,11 @@ log = logging.getLogger("herald_local")
 
 MAX_CONCURRENT_BATCHES = 4
 WAIT_SECONDS = 1   # short long-polls: new messages still arrive at once, and shutdown is quick
+
+
+# What Lambda's SQS event source mapping does with the function's role (AWS documents these
+# three as the execution role's required permissions).
+ESM_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 
 
 @dataclass
@@ -72,8 +78,10 @@ def mappings_from_functions(specs: list[FunctionSpec], provisioned: Provisioned)
 class SqsPoller:
     """Runs `mapping.concurrency` receive→invoke→delete loops for one mapping."""
 
-    def __init__(self, mapping: SqsMapping, pool: FunctionPool, sqs: Any, region: str) -> None:
+    def __init__(self, mapping: SqsMapping, pool: FunctionPool, sqs: Any, region: str,
+                 access: Any = None) -> None:
         self.mapping = mapping
+        self._access = access    # access.Access, when the functions' IAM is checked
         self._pool = pool
         self._sqs = sqs          # a boto3 client (thread-safe); calls run in worker threads
         self._region = region
@@ -81,7 +89,25 @@ class SqsPoller:
         self.loops_stopped = 0   # messages not handed over: their chain was too long
 
     def start(self) -> None:
+        if not self.permitted():
+            return
         self._tasks = [asyncio.create_task(self._loop()) for _ in range(self.mapping.concurrency)]
+
+    def permitted(self) -> bool:
+        """Lambda polls a queue with the function's own role, and creating the event source
+        mapping fails unless that role may receive, delete and read the queue's attributes.
+        Locally the mapping then never polls (the refusal is logged by Access)."""
+        if self._access is None:
+            return True
+        who = self._access.of_function(self.mapping.function.key)
+        if who is None:
+            return True
+        refused = [action for action in ESM_ACTIONS
+                   if not self._access.decide(who, Request(action, self.mapping.queue_arn)).allowed]
+        if refused:
+            log.error("%s: the event source mapping of %s cannot poll: its role does not allow %s",
+                      self.mapping.function.key, self.mapping.queue_arn, ", ".join(refused))
+        return not refused
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import aws
+from . import aws, iam
+from .access import Access, Identity, Target, access_key_for, grants_file
 from .adapter import Adapter
 from .control import Control
 from .awsproxy import AwsProxy, Upstreams
@@ -64,6 +65,38 @@ class Options:
     # @connections requires SigV4 (IAM) like API Gateway; the fan-out benchmark turns it off so
     # its unsigned raw HTTP loop can reach the same endpoint.
     management_auth: str = "iam"
+    # Each function's calls checked against its role in the template (access.py): "enforce"
+    # refuses what the role does not allow, as AWS would; "report" only logs and records it;
+    # "off" runs every function with the stack's own credentials.
+    iam: str = "enforce"
+
+
+def _hash_keys(template: Any, resolver: Any, provisioned: aws.Provisioned) -> dict[str, str]:
+    """Table name -> partition key attribute (DynamoDB's dynamodb:LeadingKeys)."""
+    out = {}
+    for logical_id, name in provisioned.tables.items():
+        schema = resolver.resolve(template.resources[logical_id].properties).get("KeySchema") or []
+        out.update({name: k["AttributeName"] for k in schema if k.get("KeyType") == "HASH"})
+    return out
+
+
+def _give_identities(access: Access, specs: list[FunctionSpec], overrides: dict[str, str]) -> None:
+    """An access key of its own for every function, mapped to its role; the roles that a service
+    (not a function) assumes get an identity too, so that the grant report covers them."""
+    for spec in specs:
+        role = access.policies.role_of(spec.logical_id)
+        identity = Identity(function=spec.key, logical_id=spec.logical_id, name=spec.name,
+                            access_key=access_key_for(spec.key),
+                            secret_key=f"herald-local-{spec.key}", role=role)
+        if role is None:
+            log.info("IAM: %s has no Role in the template: its calls are not checked", spec.key)
+        access.add(identity)
+        # --env still wins (and then the calls are the stack's own: not checked).
+        spec.env.update({k: v for k, v in identity.env().items() if k not in overrides})
+    for role in access.policies.roles.values():
+        if role.arn not in access.policies.function_roles.values() and role.services:
+            for service in role.services:
+                access.service_identity(service.split(".")[0], role.arn)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -87,6 +120,7 @@ class Stack:
         self._runners: list[web.AppRunner] = []
         self._gateway: Gateway | None = None
         self._background: list[SqsPoller | Scheduler] = []
+        self.access: Access | None = None
 
     async def start(self) -> None:
         opts, adapter = self.options, self.adapter
@@ -111,12 +145,24 @@ class Stack:
         ws_base = f"http://{opts.host}:{ws_sock.getsockname()[1]}"
         http_url = f"http://{opts.host}:{http_sock.getsockname()[1]}"
         base_env = {**endpoint.env(), "AWS_EC2_METADATA_DISABLED": "true"}
-        # Functions reach the endpoint through the proxy (trace headers on SQS, AWS faults).
+        # One identity per function (their roles' policies, enforced by the proxy and the
+        # gateway). Only with a moto of our own: an external endpoint (LocalStack, AWS) needs
+        # credentials it knows, which the functions then share.
+        access = target = None
+        if opts.iam != "off" and endpoint.process is not None:
+            policies = iam.policies_from_template(template, resolver)
+            for note in policies.unmodelled:
+                log.info("IAM: %s", note)
+            self.access = access = Access(policies, enforce=opts.iam == "enforce",
+                                          record_to=grants_file())
+            target = Target(region=endpoint.region, account=account,
+                            hash_keys=_hash_keys(template, resolver, provisioned))
+        # Functions reach the endpoint through the proxy (trace headers on SQS, AWS faults, IAM).
         faults = Faults()
         upstreams = Upstreams(endpoint.url, endpoint.tables)
         proxy_sock = _listen(opts.host, 0)
         base_env["AWS_ENDPOINT_URL"] = f"http://{opts.host}:{proxy_sock.getsockname()[1]}"
-        await self._serve(AwsProxy(upstreams, faults).application(), proxy_sock)
+        await self._serve(AwsProxy(upstreams, faults, access, target).application(), proxy_sock)
         # Everyone else (tests, tools, the ready file's `awsEndpoint`) gets the same routes
         # without the faults, when there is more than one process to route to.
         self._aws_url = endpoint.url
@@ -128,6 +174,9 @@ class Stack:
                                commands=opts.binaries, env_overrides=opts.env, base_env=base_env)
         for spec in specs:
             spec.timeout_s *= opts.timeout_scale
+        if access is not None:
+            _give_identities(access, specs, opts.env)
+            access.record_universe()
         index = FunctionIndex(specs)
         api = WebSocketApi.from_template(template, resolver, index)
         stage = api.stage if api else "prod"
@@ -150,12 +199,14 @@ class Stack:
             self._gateway = Gateway(api, self._pools, faults, region=endpoint.region,
                                     account_id=account, idle_timeout_s=opts.idle_timeout_s,
                                     max_connection_s=opts.max_connection_s,
-                                    verifier=Verifier(endpoint.credentials, endpoint.region)
-                                    if opts.management_auth == "iam" else None)
+                                    verifier=Verifier(endpoint.credentials, endpoint.region, more={
+                                        i.access_key: i.secret_key for i in access.identities
+                                    } if access else None) if opts.management_auth == "iam" else None,
+                                    access=access)
             self._gateway.add_routes(ws_app)
         Control(gateway=self._gateway, pools=self._pools, faults=faults, adapter=adapter,
                 ready=self.ready, info=lambda: self.info,
-                sqs=endpoint.client("sqs")).add_routes(ws_app)
+                sqs=endpoint.client("sqs"), access=access).add_routes(ws_app)
         # A Web Push service on the same origin as the control API (its loopback origin is the
         # one the adapter lets the functions push to over plain HTTP).
         push = PushService(faults, f"{adapter.control_path}/push")
@@ -178,8 +229,10 @@ class Stack:
         sqs = endpoint.client("sqs", attempts=1)
         for mapping in mappings_from_functions(specs, provisioned):
             self._background.append(SqsPoller(mapping, self._pools[mapping.function.key], sqs,
-                                              endpoint.region))
-        self._background.append(Scheduler(endpoint.client("scheduler", attempts=1), index, self._pools))
+                                              endpoint.region, access=access))
+        self._background.append(Scheduler(endpoint.client("scheduler", attempts=1), index, self._pools,
+                                          sqs=endpoint.client("sqs"), access=access,
+                                          queue_urls=provisioned.queue_urls_by_arn))
         for worker in self._background:
             worker.start()
 
@@ -211,6 +264,9 @@ class Stack:
             function_env.update(spec.env)
         for key in ("PATH", "HOME", "LANG", "TZ"):
             function_env.pop(key, None)
+        if self.access is not None:   # each function has keys of its own: the union has one's
+            function_env.pop("AWS_ACCESS_KEY_ID", None)
+            function_env.pop("AWS_SECRET_ACCESS_KEY", None)
         return {
             "websocketUrl": ws_url,
             "managementEndpoint": management,
@@ -227,6 +283,8 @@ class Stack:
                 "accessKeyId": self._endpoint.credentials["aws_access_key_id"],
                 "secretAccessKey": self._endpoint.credentials["aws_secret_access_key"]},
             "stage": stage,
+            # How the functions' calls are authorized (access.py): enforce, report or off.
+            "iam": self.options.iam if self.access is not None else "off",
             "queues": provisioned.queues,
             "tables": provisioned.tables,
             # Which moto process serves each table (aws.open_endpoint); `awsEndpoint` routes.

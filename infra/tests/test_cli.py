@@ -28,7 +28,7 @@ def test_ready_file(stack: Stack) -> None:
     assert info["controlUrl"].endswith("/_herald")
     assert info["region"] == "us-east-1" and info["stage"] == "prod"
     assert set(info["queues"]) == {"DispatchQueue", "DispatchDeadLetterQueue", "RetryQueue",
-                                   "RetryDeadLetterQueue"}                  # SkippedQueue: condition
+                                   "RetryDeadLetterQueue", "ReminderDeadLetterQueue"}                  # SkippedQueue: condition
     assert info["tables"] == {"ConnectionsTable": "herald-ConnectionsTable",
                               "NotificationsTable": "herald-NotificationsTable"}
     assert info["scheduleGroup"] == "herald-HeraldScheduleGroup"
@@ -39,6 +39,7 @@ def test_ready_file(stack: Stack) -> None:
     assert env["HERALD_WS_ENDPOINT"] == info["managementEndpoint"]
     assert env["HERALD_DISPATCH_QUEUE_URL"] == info["queues"]["DispatchQueue"]
     assert env["HERALD_REMINDER_TARGET_ARN"].endswith(":function:herald-reminder")
+    assert "AWS_ACCESS_KEY_ID" not in env and info["iam"] == "enforce"   # a key per function
     assert info["devToken"].count(".") == 2
     assert stack.control("GET", "/health")[:2] == (200, {"status": "ready"})
 

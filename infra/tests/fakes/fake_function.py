@@ -122,6 +122,8 @@ def sqs(event: dict[str, Any]) -> Any:
 
 def reminder(event: dict[str, Any]) -> Any:
     record(event=event)
+    if isinstance(event, dict) and event.get("fail"):
+        raise RuntimeError(f"reminder failed: {event['fail']}")
     return None
 
 
