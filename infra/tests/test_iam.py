@@ -389,6 +389,29 @@ def test_the_fanout_dlq_can_be_redriven_without_opening_the_queue() -> None:
     assert not may("sqs:StartMessageMoveTask", queue("DispatchDeadLetterQueue"))
 
 
+def test_only_herald_sends_retries_and_escalations() -> None:
+    """A retry job names connections and carries a frame; an escalation becomes email or SMS. A
+    principal of the account whose own policy allows every SQS call (a producer, say) is still
+    refused by the queues' policies; the functions that send them are not."""
+    policies, _ = herald_policies()
+    anyone = iam.Principal(f"arn:aws:iam::{ACCOUNT}:role/producer", ACCOUNT)
+    allow_all = (iam.Statement.parse({"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}),)
+
+    def may(principal: iam.Principal, statements, resource: str) -> bool:
+        request = iam.Request("sqs:SendMessage", resource, {"aws:principalarn": (principal.arn,), "aws:securetransport": ("true",)})
+        return iam.evaluate(request, principal, statements, policies.resource_policies.get(resource, ())).allowed
+
+    for q in ("RetryQueue", "EscalationQueue"):
+        assert not may(anyone, allow_all, queue(q)), q
+    assert may(anyone, allow_all, queue("DispatchQueue")), "producers still send notifications"
+    for fn in ("DispatchFunction", "WsMessageFunction", "RetryFunction"):
+        assert decide(policies, fn, "sqs:SendMessage", queue("RetryQueue")), fn
+    assert decide(policies, "DispatchFunction", "sqs:SendMessage", queue("EscalationQueue"))
+    redrive = next(r for r in policies.roles.values() if r.logical_id == "EscalationRedriveRole")
+    assert may(iam.Principal(redrive.arn, ACCOUNT), redrive.statements, queue("EscalationQueue"))
+    assert not may(iam.Principal(redrive.arn, ACCOUNT), redrive.statements, queue("RetryQueue"))
+
+
 def test_a_failed_reminder_goes_to_an_alarmed_dlq_with_the_reminders_role() -> None:
     policies, _ = herald_policies()
     tpl = Template.load(REPO / "template.yaml")
