@@ -104,6 +104,9 @@ pub struct FanoutSummary {
     /// Posts refused for good, and connections that answered 410 but could not be closed.
     pub failed: usize,
     pub shards_queued: usize,
+    /// Connections that answered 410 within their first minute (likely still inside their
+    /// `$connect`): they may open without the frame.
+    pub connecting_gone: usize,
     /// Time spent posting (excluding reads and writes of state), for the fan-out benchmark.
     pub posting_us: u64,
     /// When this invocation's posts, re-posts and closes were done (epoch ms; 0: not a fan-out
@@ -234,7 +237,7 @@ impl Broadcaster {
     /// member connection took the frame or was closed by now (nothing left to a shard job or the
     /// retry queue), that time is kept for resumes (`replay::held`).
     pub async fn finish(&self, tenant: &str, id: &str, summary: &FanoutSummary) -> Result<(), BroadcastError> {
-        let complete = summary.shards_queued == 0 && summary.retried == 0 && summary.failed == 0;
+        let complete = summary.shards_queued == 0 && summary.retried == 0 && summary.failed == 0 && summary.connecting_gone == 0;
         let posted_at = (complete && summary.posted_at > 0).then_some(summary.posted_at);
         Ok(self.store.idempotency.finish(tenant, id, posted_at).await?)
     }
@@ -313,7 +316,11 @@ impl Broadcaster {
             // A 410 from a connection whose row is that young is not looked into: it is most
             // likely one inside its `$connect` (a reconnect storm has many), and reading each
             // one's item would cost a read per post for what `close_gone` would leave anyway.
+            let before = r.gone.len();
             r.gone.retain(|c| !connecting.contains(c));
+            // Such a connection may open right after without this frame: its own catch-up must
+            // read the entry, so the fan-out records no completion time (`replay::spare`).
+            summary.connecting_gone += before - r.gone.len();
             summary.posting_us += posting.elapsed().as_micros() as u64;
             if r.delivered == 0
                 && r.retry.is_empty()

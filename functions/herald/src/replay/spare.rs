@@ -19,8 +19,8 @@
 //!    this read's answer cannot reach the client either. The client's own publishes are not
 //!    spared this way (a publish without `echo` skips the publishing connection).
 //!
-//! Fan-outs that record no completion time (shard jobs, retries) are sent again: resending is
-//! the safe side.
+//! Fan-outs that record no completion time (shard jobs, retries, a 410 from a connection that
+//! may still be inside its `$connect`) are sent again: resending is the safe side.
 
 use std::collections::{HashMap, HashSet};
 
