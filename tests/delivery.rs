@@ -387,23 +387,31 @@ async fn server_errors_and_throttling_are_retried_until_delivered() {
     }
 }
 
+/// Posts to a connection answer `faults` (status, times) in order while a notification is
+/// dispatched: the server must close the connection, and the client's resume bring the frame.
+async fn closed_and_resumed(faults: &[(u16, u32)], title: &str) {
+    let tenant = unique("acme");
+    let user = unique("u");
+    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    let conn = c.connection_id().await;
+    for (status, count) in faults {
+        post_fault(&conn, *status, *count).await;
+    }
+    publish(note(&tenant, json!({"user": user}), title)).await;
+    assert!(c.close_code().await.is_some(), "the server closes the connection");
+    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
+    again.send(json!({"action": "resume"})).await;
+    let n = again.next().await;
+    assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some(title), Some(true)));
+}
+
 /// A post that fails twice (dispatch's post and its one re-post) is not retried later: a frame
 /// posted late would land behind cursors the client received meanwhile, and a client resuming
 /// from one of those would never read it (see `horizon`). The connection is closed instead, and
 /// the client's resume brings the frame.
 #[tokio::test]
 async fn a_connection_that_cannot_take_a_frame_is_closed_and_its_resume_has_it() {
-    let tenant = unique("acme");
-    let user = unique("u");
-    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
-    let conn = c.connection_id().await;
-    post_fault(&conn, 503, 2).await;
-    publish(note(&tenant, json!({"user": user}), "missed live")).await;
-    assert!(c.close_code().await.is_some(), "the server closes the connection");
-    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
-    again.send(json!({"action": "resume"})).await;
-    let n = again.next().await;
-    assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some("missed live"), Some(true)));
+    closed_and_resumed(&[(503, 2)], "missed live").await;
 }
 
 /// A 410 from a socket that is in fact open (injected here; the management API's view can lag
@@ -412,17 +420,7 @@ async fn a_connection_that_cannot_take_a_frame_is_closed_and_its_resume_has_it()
 /// brings the frame.
 #[tokio::test]
 async fn a_connection_that_answered_410_but_is_open_is_closed_and_its_resume_has_it() {
-    let tenant = unique("acme");
-    let user = unique("u");
-    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
-    let conn = c.connection_id().await;
-    post_fault(&conn, 410, 1).await;
-    publish(note(&tenant, json!({"user": user}), "answered 410")).await;
-    assert!(c.close_code().await.is_some(), "the server closes the connection");
-    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
-    again.send(json!({"action": "resume"})).await;
-    let n = again.next().await;
-    assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some("answered 410"), Some(true)));
+    closed_and_resumed(&[(410, 1)], "answered 410").await;
 }
 
 /// `make chaos` (issue #35, seed 4 of a ten-run series): a post that failed for now (429) and then
@@ -432,18 +430,7 @@ async fn a_connection_that_answered_410_but_is_open_is_closed_and_its_resume_has
 /// the second try closes the socket too.
 #[tokio::test]
 async fn a_connection_that_answered_410_on_the_second_try_is_closed_too() {
-    let tenant = unique("acme");
-    let user = unique("u");
-    let mut c = Client::connect(&user, &tenant, &[], &[]).await;
-    let conn = c.connection_id().await;
-    post_fault(&conn, 429, 1).await;
-    post_fault(&conn, 410, 1).await;
-    publish(note(&tenant, json!({"user": user}), "429 then 410")).await;
-    assert!(c.close_code().await.is_some(), "the server closes the connection");
-    let mut again = Client::connect(&user, &tenant, &[], &[]).await;
-    again.send(json!({"action": "resume"})).await;
-    let n = again.next().await;
-    assert_eq!((n["title"].as_str(), n["replayed"].as_bool()), (Some("429 then 410"), Some(true)));
+    closed_and_resumed(&[(429, 1), (410, 1)], "429 then 410").await;
 }
 
 #[tokio::test]
@@ -542,14 +529,8 @@ async fn long_deliver_at_uses_scheduler_and_fires_once() {
     msg["deliverAt"] = json!(chrono_now_plus(20 * 60));
     publish(msg).await;
 
-    let scheduler = aws_sdk_scheduler::Client::new(&sdk().await);
     let name = herald::schedule::schedule_name(&tenant, &id);
-    let group = stack().ready.schedule_group.clone();
-    let schedule = eventually("schedule created", || {
-        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
-        async move { s.get_schedule().name(n).group_name(g).send().await.ok() }
-    })
-    .await;
+    let schedule = eventually("schedule created", || schedule_named(&name)).await;
     assert!(schedule.schedule_expression().is_some_and(|e| e.starts_with("at(")));
     assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
     let target = schedule.target().expect("target").clone();
@@ -562,9 +543,8 @@ async fn long_deliver_at_uses_scheduler_and_fires_once() {
     input["deliverAt"] = json!(soon.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     reschedule(&name, &target, &input, soon).await;
     assert_eq!(c.notification().await["title"], "from the scheduler");
-    eventually("schedule deleted after completion", || {
-        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
-        async move { s.get_schedule().name(n).group_name(g).send().await.is_err().then_some(()) }
+    eventually("schedule deleted after completion", || async {
+        schedule_named(&name).await.is_none().then_some(())
     })
     .await;
     // Scheduler delivers at least once: firing the same input again is skipped.
@@ -580,16 +560,10 @@ async fn cancelling_a_long_reminder_deletes_its_schedule() {
     msg["id"] = json!(id);
     msg["deliverAt"] = json!(chrono_now_plus(3600));
     publish(msg).await;
-    let scheduler = aws_sdk_scheduler::Client::new(&sdk().await);
     let name = herald::schedule::schedule_name(&tenant, &id);
-    let group = stack().ready.schedule_group.clone();
-    let exists = || {
-        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
-        async move { s.get_schedule().name(n).group_name(g).send().await.is_ok() }
-    };
-    eventually("schedule created", || async { exists().await.then_some(()) }).await;
+    eventually("schedule created", || schedule_named(&name)).await;
     publish(json!({"control": "cancel", "tenant": tenant, "id": id})).await;
-    eventually("schedule deleted", || async { (!exists().await).then_some(()) }).await;
+    eventually("schedule deleted", || async { schedule_named(&name).await.is_none().then_some(()) }).await;
 }
 
 fn chrono_now_plus(seconds: i64) -> String {

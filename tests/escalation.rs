@@ -268,14 +268,8 @@ async fn a_wait_beyond_15_minutes_is_a_schedule_whose_check_escalates_when_it_fi
     }))
     .await;
     // Twenty minutes is beyond SQS's delay: a one-time schedule whose input is the check.
-    let scheduler = aws_sdk_scheduler::Client::new(&sdk().await);
     let name = herald::escalation::schedule_name_for(&tenant, &id, &user);
-    let group = stack().ready.schedule_group.clone();
-    let schedule = eventually("the escalation's schedule", || {
-        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
-        async move { s.get_schedule().name(n).group_name(g).send().await.ok() }
-    })
-    .await;
+    let schedule = eventually("the escalation's schedule", || schedule_named(&name)).await;
     assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
     let target = schedule.target().expect("target").clone();
     let mut input: Value = serde_json::from_str(target.input().unwrap_or("{}")).expect("input");

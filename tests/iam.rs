@@ -103,14 +103,8 @@ async fn a_reminder_that_keeps_failing_ends_in_the_reminder_dlq() {
     publish(json!({"id": id, "tenant": tenant, "to": {"user": "u"}, "event": "iam.reminder",
                    "title": "never delivered", "deliverAt": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}))
     .await;
-    let scheduler = aws_sdk_scheduler::Client::new(&sdk().await);
     let name = herald::schedule::schedule_name(&tenant, &id);
-    let group = stack().ready.schedule_group.clone();
-    let schedule = eventually("schedule created", || {
-        let (s, n, g) = (scheduler.clone(), name.clone(), group.clone());
-        async move { s.get_schedule().name(n).group_name(g).send().await.ok() }
-    })
-    .await;
+    let schedule = eventually("schedule created", || schedule_named(&name)).await;
     let target = schedule.target().expect("target").clone();
     // Every invocation carrying this reminder dies (the first attempt and Lambda's two retries).
     control(

@@ -693,6 +693,17 @@ pub async fn posted(tenant: &str, id: &str) {
     .await;
 }
 
+/// The EventBridge schedule named `name` in Herald's schedule group, if there is one now.
+pub async fn schedule_named(name: &str) -> Option<aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput> {
+    aws_sdk_scheduler::Client::new(&sdk().await)
+        .get_schedule()
+        .name(name)
+        .group_name(stack().ready.schedule_group.clone())
+        .send()
+        .await
+        .ok()
+}
+
 /// The `{group}#{shard}` memberships recorded on a connection item, sorted.
 pub async fn memberships_of(connection_id: &str) -> Vec<String> {
     let mut set: Vec<String> = item("ConnectionsTable", &format!("c#{connection_id}"), "#meta")

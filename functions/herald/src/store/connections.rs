@@ -245,17 +245,11 @@ impl Connections {
             .await;
         let refused = match added {
             Ok(_) => return Ok(Joined::Joined),
-            Err(e) => match e.into_service_error() {
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(failed) => {
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     if failed.item.is_some() { Joined::Full } else { Joined::Gone }
                 }
-                other => {
-                    return Err(StoreError::Dynamo {
-                        op: "UpdateItem",
-                        code: aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&other).map(str::to_owned),
-                        message: aws_sdk_dynamodb::error::DisplayErrorContext(&other).to_string(),
-                    });
-                }
+                _ => return Err(StoreError::dynamo("UpdateItem", e)),
             },
         };
         // Not recorded: the row would only draw posts (and 410s) nobody reads.
