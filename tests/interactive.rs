@@ -75,6 +75,95 @@ async fn resumes_are_held_to_the_users_work_budget_across_reconnects() {
     other.request(json!({"action": "resume", "ref": "o"}), "resumed").await;
 }
 
+/// The work budget's tick: the template's 50 posts a second.
+const WORK_INTERVAL_MS: i64 = 20;
+
+/// A user's work budget, as stored: its theoretical arrival time (epoch ms).
+async fn work_tat(tenant: &str, user: &str) -> i64 {
+    let budget = item("ConnectionsTable", &format!("b#work#{tenant}#{user}"), "#").await;
+    budget
+        .as_ref()
+        .and_then(|i| i.get("tat"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// #28, amplification through presence: a join announces the user to every member of a
+/// presence room (up to the presence cap), and the `offline` that follows is posted by a
+/// presence check, where no caller is left to charge. Joining and leaving a hundred busy rooms
+/// made thousands of posts for a few frames, on no budget. A join is now charged twice its
+/// `online` posts on the user's work budget; a join that announces nothing costs nothing; and
+/// over budget a join is refused with `rate_limited` and changes nothing.
+#[tokio::test]
+async fn joins_are_charged_for_their_presence_events_on_the_users_work_budget() {
+    let tenant = unique("acme");
+    let room = format!("room:{}", unique("r"));
+    let spent_room = format!("room:{}", unique("r"));
+    let course = format!("course:{}", unique("c"));
+    let mut listeners = Vec::new();
+    for i in 0..4 {
+        listeners.push(member(&unique(&format!("l{i}")), &tenant, &[&room, &spent_room]).await);
+    }
+    for l in &mut listeners {
+        while l.next_within(Duration::from_millis(500)).await.is_some() {}
+    }
+    let user = unique("joiner");
+    let mut joiner = Client::connect(&user, &tenant, &[], &[&room, &spent_room, &course]).await;
+    // An ack of 100 ids puts the budget two seconds ahead, so what the join adds is exact.
+    let ids: Vec<String> = (0..100).map(|i| format!("{}-{i}", unique("n"))).collect();
+    joiner.request(json!({"action": "ack", "ids": ids, "ref": "a"}), "acked").await;
+    let before = work_tat(&tenant, &user).await;
+    assert!(before > 0, "the ack was not charged");
+    let joined = joiner.join(&room).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    for l in &mut listeners {
+        assert_eq!(presence(l).await, presence_of(&room, &user, "online"));
+    }
+    let after = work_tat(&tenant, &user).await;
+    assert_eq!(
+        after - before,
+        2 * 4 * WORK_INTERVAL_MS,
+        "four online posts and the offline ones to come"
+    );
+    let joined = joiner.join(&course).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(
+        work_tat(&tenant, &user).await,
+        after,
+        "a course announces nothing and costs nothing"
+    );
+
+    // A user whose budget is spent (30 s ahead; its tolerance is 20 s): the join is refused,
+    // says when to come back, and announces nothing.
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let spent = chrono::Utc::now().timestamp_millis() + 30_000;
+    dynamodb()
+        .await
+        .update_item()
+        .table_name(table("ConnectionsTable"))
+        .key("pk", AttributeValue::S(format!("b#work#{tenant}#{user}")))
+        .key("sk", AttributeValue::S("#".into()))
+        .update_expression("SET tat = :t")
+        .expression_attribute_values(":t", AttributeValue::N(spent.to_string()))
+        .send()
+        .await
+        .expect("spend the budget");
+    let refused = joiner
+        .request(json!({"action": "join", "group": spent_room, "ref": "j"}), "error")
+        .await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert!(refused["retryAfterMs"].as_u64().is_some_and(|ms| ms > 5_000), "{refused}");
+    let connection = joiner.connection_id().await;
+    assert!(
+        !groups_of(&connection).await.contains(&spent_room),
+        "a refused join left a membership"
+    );
+    for l in &mut listeners {
+        l.expect_silence(Duration::from_secs(2)).await;
+    }
+}
+
 /// Connections per user are capped (`HERALD_MAX_CONNECTIONS_PER_USER`, 20): each is a member of
 /// every topic the user reads, so each multiplies what one notification costs. The next connect
 /// is refused with 429 until one closes.

@@ -22,6 +22,7 @@ use crate::delivery::{PostOutcome, Poster};
 use crate::frames::{self, ErrorCode, ErrorFrame};
 use crate::gateway::Caller;
 use crate::groups::Group;
+use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::policy::{Entitlement, RolePolicy, entitlement};
 use crate::presence::{Presence, PresenceError};
@@ -38,12 +39,18 @@ pub async fn entitled(store: &Store, roles: &RolePolicy, principal: &Principal, 
 }
 
 /// `join` and `leave` of a live connection, authorized server-side on every join.
+///
+/// A join that may announce presence is admitted on the user's work budget, reserving the
+/// presence cap, and charged twice the posts its `online` event made: the `offline` that follows
+/// it is posted by a presence check, where there is no caller left to charge. Joining and
+/// leaving a hundred busy rooms would otherwise make thousands of posts for a few frames.
 #[derive(Clone, Debug)]
 pub struct Joins {
     store: Store,
     limits: Limits,
     roles: RolePolicy,
     presence: Presence,
+    limiter: Limiter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,22 +64,33 @@ pub enum JoinError {
 }
 
 impl Joins {
-    pub fn new(store: Store, limits: Limits, roles: RolePolicy, presence: Presence) -> Self {
+    /// `limiter` carries the users' work budget (`Limiter::with_work`).
+    pub fn new(store: Store, limits: Limits, roles: RolePolicy, presence: Presence, limiter: Limiter) -> Self {
         Self {
             store,
             limits,
             roles,
             presence,
+            limiter,
         }
     }
 
-    pub async fn join(&self, who: &Caller, name: &str, reference: Option<Value>) -> Result<String, JoinError> {
+    /// `received_ms`: when API Gateway received the frame (what the work budget is charged at).
+    pub async fn join(&self, who: &Caller, name: &str, reference: Option<Value>, received_ms: i64) -> Result<String, JoinError> {
         let refuse = |code, msg: String| JoinError::Refused(ErrorFrame::new(code, msg, reference.clone()));
         let group = Group::parse(name).map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
         if !entitled(&self.store, &self.roles, &who.principal, &group).await? {
             tracing::info!(connection = %who.connection_id, user = %who.principal.user, group = %group, "join denied");
             Metrics::new("ws-join").count("JoinsDenied", 1).flush();
             return Err(refuse(ErrorCode::Forbidden, format!("not entitled to join {group}")));
+        }
+        let p = &who.principal;
+        let reserved = self.presence.most_posts(&group);
+        if reserved > 0
+            && let Some(ms) = self.limiter.admit_work(&p.tenant, &p.user, received_ms, reserved).await?
+        {
+            Metrics::new("ws-join").count("WorkLimited", 1).flush();
+            return Err(JoinError::Refused(ErrorFrame::rate_limited(ms, reference)));
         }
         let record = ConnectionRecord {
             id: who.connection_id.clone(),
@@ -93,6 +111,10 @@ impl Joins {
                 self.limits.max_groups_per_connection,
             )
             .await?;
+        if joined != Joined::Joined && reserved > 0 {
+            // Refused after all: nothing was posted.
+            self.limiter.settle_work(&p.tenant, &p.user, reserved, 0).await?;
+        }
         match joined {
             Joined::Joined => {}
             // The connection's item is gone while its socket is open (a 410 taken as gone, its
@@ -115,10 +137,13 @@ impl Joins {
                 ));
             }
         }
-        let p = &who.principal;
-        self.presence
+        let posts = self
+            .presence
             .arrived(&p.tenant, &p.user, &who.connection_id, std::slice::from_ref(&group))
             .await?;
+        if reserved > 0 && 2 * posts != reserved {
+            self.limiter.settle_work(&p.tenant, &p.user, reserved, 2 * posts).await?;
+        }
         Metrics::new("ws-join").count("Joins", 1).flush();
         Ok(frames::reply("joined", group_field(&group), reference))
     }

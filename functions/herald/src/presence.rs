@@ -83,15 +83,22 @@ impl Presence {
         self.function
     }
 
+    /// The most posts an arrival in `group` can cause: the presence cap where events are sent.
+    pub fn most_posts(&self, group: &Group) -> usize {
+        if self.policy.applies(group) { self.policy.max_members } else { 0 }
+    }
+
     /// `connection` of `user` joined `groups`: announce the user online where they were not.
-    pub async fn arrived(&self, tenant: &str, user: &str, connection: &str, groups: &[Group]) -> Result<(), PresenceError> {
+    /// Answers how many posts that made.
+    pub async fn arrived(&self, tenant: &str, user: &str, connection: &str, groups: &[Group]) -> Result<usize, PresenceError> {
         let expires = epoch_seconds() + self.ttl_seconds as i64;
+        let mut posts = 0;
         for group in groups.iter().filter(|g| self.policy.applies(g)) {
             if self.store.presence.arrive(&group.key(tenant), user, connection, expires).await? {
-                self.announce(tenant, group, user, "online", Some(connection)).await?;
+                posts += self.announce(tenant, group, user, "online", Some(connection)).await?;
             }
         }
-        Ok(())
+        Ok(posts)
     }
 
     /// `connection` of `user` left `groups`: where it was the user's last, check again after the
@@ -142,8 +149,8 @@ impl Presence {
     }
 
     /// Posts the event to the group's live connections (but `exclude`), unless the group is
-    /// bigger than the configured cap.
-    async fn announce(&self, tenant: &str, group: &Group, user: &str, state: &str, exclude: Option<&str>) -> Result<(), PresenceError> {
+    /// bigger than the configured cap; answers how many posts it made.
+    async fn announce(&self, tenant: &str, group: &Group, user: &str, state: &str, exclude: Option<&str>) -> Result<usize, PresenceError> {
         let key = group.key(tenant);
         let cap = self.policy.max_members;
         let mut members = Vec::new();
@@ -157,11 +164,16 @@ impl Presence {
             if members.len() > cap {
                 tracing::info!(%group, cap, "group above the presence cap: no event");
                 Metrics::new(self.function).count("PresenceSkipped", 1).flush();
-                return Ok(());
+                return Ok(0);
             }
         }
         let frame = presence_frame(group, user, state);
-        let targets = members.into_iter().map(|m| m.connection_id).filter(|c| Some(c.as_str()) != exclude);
+        let targets: Vec<String> = members
+            .into_iter()
+            .map(|m| m.connection_id)
+            .filter(|c| Some(c.as_str()) != exclude)
+            .collect();
+        let posts = targets.len();
         let report = fan_out(&self.poster, targets, &frame, CONCURRENCY).await;
         // Gone connections are cleaned up like anywhere else; their own departures are checked
         // after the grace period (never announced from here, so this cannot recurse).
@@ -177,7 +189,7 @@ impl Presence {
             .count("PresenceEvents", 1)
             .count("PresenceDelivered", report.delivered)
             .flush();
-        Ok(())
+        Ok(posts)
     }
 }
 

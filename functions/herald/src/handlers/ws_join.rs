@@ -17,16 +17,23 @@ use crate::presence::Presence;
 use crate::runtime::{Handler, InitError};
 use crate::store::Store;
 
+/// A connection's frame budget and its user's work budget (`None`: not limited).
+pub struct Budgets {
+    pub frames: Option<Budget>,
+    pub work: Option<Budget>,
+}
+
 pub struct WsJoin {
     joins: Joins,
     limiter: Limiter,
 }
 
 impl WsJoin {
-    pub fn new(store: Store, limits: Limits, roles: RolePolicy, frames: Option<Budget>, presence: Presence) -> Self {
+    pub fn new(store: Store, limits: Limits, roles: RolePolicy, budgets: Budgets, presence: Presence) -> Self {
+        let limiter = Limiter::new(store.clone(), budgets.frames).with_work(budgets.work);
         Self {
-            limiter: Limiter::new(store.clone(), frames),
-            joins: Joins::new(store, limits, roles, presence),
+            joins: Joins::new(store, limits, roles, presence, limiter.clone()),
+            limiter,
         }
     }
 
@@ -39,7 +46,11 @@ impl WsJoin {
             .admit_frame(Self::NAME, &who.connection_id, req.request_context.request_time_epoch, body)
             .await?;
         let result = match admitted {
-            Ok(ClientFrame::Join { group, reference }) => self.joins.join(&who, &group, reference).await,
+            Ok(ClientFrame::Join { group, reference }) => {
+                self.joins
+                    .join(&who, &group, reference, req.request_context.request_time_epoch)
+                    .await
+            }
             Ok(ClientFrame::Leave { group, reference }) => self.joins.leave(&who, &group, reference).await,
             Ok(_) => Err(JoinError::Refused(ErrorFrame::new(
                 ErrorCode::UnknownAction,
@@ -70,7 +81,10 @@ impl Handler for WsJoin {
             store,
             limits,
             RolePolicy::from_source(&Env)?,
-            Budget::frames(&Env)?,
+            Budgets {
+                frames: Budget::frames(&Env)?,
+                work: Budget::work(&Env)?,
+            },
             presence,
         ))
     }

@@ -69,10 +69,11 @@ impl WsMessage {
             presence,
         } = settings;
         let presence = Presence::new("ws-message", store.clone(), queue.clone(), poster.clone(), presence, &limits);
-        let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone());
+        let limiter = Limiter::new(store.clone(), frames).with_work(work);
+        let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone(), limiter.clone());
         let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
         Self {
-            limiter: Limiter::new(store.clone(), frames).with_work(work),
+            limiter,
             publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
             presence,
             replay: Replay::new(store.clone(), limits.retention_seconds),
@@ -97,8 +98,7 @@ impl WsMessage {
         // Frames that make Herald post or write in bulk (a resume page, a publish, an ack's read
         // marks) are admitted on the user's work budget too, before anything is done: a resume
         // reserves a full page, an ack its ids, a publish one unit, and each is settled at what
-        // it cost. A join is not: it announces presence only on the user's first arrival in a
-        // group, to at most the presence cap, in at most `max_groups_per_connection` groups.
+        // it cost. A join is charged by `Joins`, which alone knows whether it announces presence.
         let p = &who.principal;
         let reserved = match &frame {
             ClientFrame::Resume { .. } => RESUME_PAGE,
@@ -131,7 +131,13 @@ impl WsMessage {
                 reference,
             } => self.resume(&who, since.as_deref(), page.as_deref(), &have, reference).await?,
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
-            ClientFrame::Join { group, reference } => (flatten(self.joins.join(&who, &group, reference).await)?, 0),
+            ClientFrame::Join { group, reference } => {
+                let joined = self
+                    .joins
+                    .join(&who, &group, reference, req.request_context.request_time_epoch)
+                    .await;
+                (flatten(joined)?, 0)
+            }
             ClientFrame::Leave { group, reference } => (flatten(self.joins.leave(&who, &group, reference).await)?, 0),
             ClientFrame::Publish(frame) => match self.publisher.publish(Self::NAME, &who, *frame).await {
                 Ok(published) => (published.body, published.posts),
