@@ -15,8 +15,8 @@
 // The devices are of three kinds (populations), a third each, shuffled by the seed:
 //   - `herald`: `client/herald.js` itself, the algorithm a user's app runs;
 //   - `last-cursor`: a raw WebSocket client that re-joins and resumes from the cursor of the last
-//     notification it received (live once its connection caught up, or replayed), as a
-//     hand-written app would;
+//     notification it received (any that carries one, live or replayed), as a hand-written app
+//     would;
 //   - `missed-poller`: a raw WebSocket client for live frames that never resumes but reads
 //     `GET /notifications/missed` from the cursor of the last frame or item it received.
 // Both raw kinds dedupe by id like any app; a notification they get again from a resume or a
@@ -574,16 +574,12 @@ class RawDevice {
     }
     this.state = "syncing";
     this.connections++;
-    // Live frames count towards `last` only once this connection has caught up: one that
-    // arrives before may be newer than what was fanned out while the client had no connection.
-    this.caughtUp = false;
     try {
       for (const group of this.user.teams) {
         const answer = await this.request({ action: "join", group });
         if (answer.type !== "joined") throw new Error(`join ${group}: answered ${JSON.stringify(answer)}`);
       }
       await this.catchUp();
-      this.caughtUp = true;
       this.syncedConnections++;
     } catch (e) {
       this.error(`sync: ${e.message}`);
@@ -650,7 +646,9 @@ class RawDevice {
   take(n, source) {
     const copies = this.received.get(n.id) ?? 0;
     this.received.set(n.id, copies + 1);
-    if (typeof n.cursor === "string" && (source !== "live" || this.caughtUp)) this.last = n.cursor;
+    // Any cursor it receives, as a naive app keeps it: the server leaves it off the live frames
+    // of a connection that has not caught up, where it would not be a safe resume point.
+    if (typeof n.cursor === "string") this.last = n.cursor;
     if (copies === 0) {
       this.shown.set(n.id, 1);
       this[source]++;

@@ -20,6 +20,7 @@ async fn connect_join_publish_receive() {
         .request(json!({"action": "join", "group": group, "ref": "c1"}), "joined")
         .await;
     assert_eq!(joined, json!({"type": "joined", "group": group, "ref": "c1"}));
+    alice.catch_up().await;
 
     publish(note(&tenant, json!({"group": group}), "Class starts in 5 minutes")).await;
     let n = alice.notification().await;
@@ -46,6 +47,7 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
     let tenant = unique("acme");
     let user = unique("carol");
     let mut carol = Client::connect(&user, &tenant, &[], &[]).await;
+    carol.catch_up().await;
     publish(note(&tenant, json!({"user": user}), "first")).await;
     let first = carol.notification().await;
     carol.close().await;
@@ -235,6 +237,7 @@ async fn a_resume_from_the_last_live_cursor_gets_an_entry_that_landed_behind_it(
     let tenant = unique("acme");
     let user = unique("lee");
     let mut c = Client::connect(&user, &tenant, &[], &[]).await;
+    c.catch_up().await;
     let n1_cursor = herald::cursor::Cursor::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
     publish(note(&tenant, json!({"user": user}), "n2")).await;
@@ -270,6 +273,73 @@ async fn a_resume_from_the_last_live_cursor_gets_an_entry_that_landed_behind_it(
         .filter_map(|i| i["id"].as_str())
         .collect();
     assert!(ids.contains(&"n1-late"), "missed from N2's cursor has N1 too: {missed}");
+}
+
+/// Issue "any cursor is a safe resume point": a cursor received before the connection caught
+/// up. A device held N1 (its cursor included), dropped, and N2 was logged while it was away.
+/// Over the lag later it reconnects and N3 reaches the new connection live before its resume
+/// has run; the connection drops again. A client that resumes from the last cursor it received
+/// must still get N2: had N3 carried its cursor, the read would start a lag before N3, past N2.
+/// So a connection's live frames carry their cursor only once it has caught up (its first
+/// complete resume), and from then on they do, a group joined later included.
+#[tokio::test]
+async fn a_cursor_received_before_the_catch_up_never_skips_what_was_missed() {
+    let tenant = unique("acme");
+    let user = unique("dana");
+    let course = format!("course:{}", unique("c"));
+    let gone = || async {
+        eventually("connection removed", || async {
+            connection_ids_of(&user).await.is_empty().then_some(())
+        })
+        .await
+    };
+    let mut a = Client::connect(&user, &tenant, &[], &[]).await;
+    a.catch_up().await;
+    publish(note(&tenant, json!({"user": user}), "n1")).await;
+    let n1 = a.notification().await;
+    assert!(n1["cursor"].is_string(), "caught up: {n1}");
+    a.close().await;
+    gone().await;
+
+    let n2_id = unique("n2");
+    let mut n2 = note(&tenant, json!({"user": user}), "n2");
+    n2["id"] = json!(n2_id);
+    publish(n2).await;
+    dispatched(&tenant, &n2_id).await;
+    tokio::time::sleep(Duration::from_millis(herald::horizon::LAG_MS + 1_000)).await;
+
+    let mut b = Client::connect(&user, &tenant, &[], &[]).await;
+    publish(note(&tenant, json!({"user": user}), "n3")).await;
+    let n3 = b.notification().await;
+    b.close().await;
+    gone().await;
+
+    // The last cursor this client received.
+    let last = n3.get("cursor").unwrap_or(&n1["cursor"]).clone();
+    let mut c = Client::connect(&user, &tenant, &[], &[&course]).await;
+    c.send(json!({"action": "resume", "since": last, "have": [n1["id"], n3["id"]], "ref": "r"}))
+        .await;
+    let mut replayed = Vec::new();
+    let resumed = loop {
+        let f = c.next().await;
+        match f["type"].as_str() {
+            Some("notification") => replayed.push(f["title"].clone()),
+            Some("resumed") => break f,
+            _ => panic!("unexpected {f}"),
+        }
+    };
+    assert_eq!(replayed, vec![json!("n2")], "resumed from {last}: {resumed}");
+    assert_eq!(resumed["more"], false, "{resumed}");
+    assert_eq!(n3.get("cursor"), None, "a live frame before the catch-up carries no cursor: {n3}");
+
+    // Caught up now: live frames carry their cursor, those of a group joined afterwards too.
+    publish(note(&tenant, json!({"user": user}), "n4")).await;
+    let n4 = c.notification().await;
+    assert!(n4["cursor"].as_str().is_some_and(|cur| cur.len() == 26), "{n4}");
+    assert_eq!(c.join(&course).await["type"], "joined");
+    publish(note(&tenant, json!({"group": course}), "n5")).await;
+    let n5 = c.notification().await;
+    assert!(n5["cursor"].as_str().is_some_and(|cur| cur.len() == 26), "{n5}");
 }
 
 /// Writes a log entry as dispatch does when its write was slow: under the claim's cursor while

@@ -127,6 +127,7 @@ async fn an_unread_notification_escalates_once_even_when_its_check_comes_three_t
     let id = unique("grade");
     // Connected: delivered to a device is not read.
     let mut client = Client::connect(&user, &tenant, &[], &[]).await;
+    client.catch_up().await;
     publish(json!({
         "id": id, "tenant": tenant, "to": {"user": user}, "event": "assignment.graded",
         "title": "Graded", "body": "Essay 2: A-", "escalate": {"afterSeconds": 3}
@@ -177,6 +178,7 @@ async fn a_notification_read_or_acked_in_time_does_not_escalate() {
     let id = unique("grade");
     let mut acker = Client::connect(&by_ack, &tenant, &[], &[]).await;
     let mut reader = Client::connect(&by_cursor, &tenant, &[], &[]).await;
+    reader.catch_up().await;
     // A deadline far enough away for the reads below to come first on a busy machine; the
     // unread user shows the checks did fire.
     publish(json!({

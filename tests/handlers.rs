@@ -118,6 +118,7 @@ async fn message_fixtures_ping_ack_and_resume() {
     let tenant = unique("acme");
     let user = unique("u");
     let mut client = Client::connect(&user, &tenant, &[], &[]).await;
+    client.catch_up().await;
     let conn = client.connection_id().await;
 
     let pong = invoke("ws-message", &as_caller(fixture("ws-message-ping.json"), &conn, &user, &tenant, "")).await;

@@ -40,6 +40,7 @@ async fn resume_after_two_notifications(stack: &Stack, wait: Duration) -> Option
     let tenant = unique("iam");
     let user = unique("u");
     let mut live = stack.client(&user, &tenant).await;
+    live.catch_up().await;
     let note = |title: &str| json!({"tenant": tenant, "to": {"user": user}, "event": "iam.check", "title": title});
     stack.publish(note("first")).await;
     let first = live.notification().await;

@@ -329,6 +329,8 @@ async fn member(user: &str, tenant: &str, groups: &[&str]) -> Client {
         let joined = c.join(g).await;
         assert_eq!(joined["type"], "joined", "{joined}");
     }
+    // As herald.js does: joins, then a resume; from then on live frames carry cursors.
+    c.catch_up().await;
     c
 }
 

@@ -371,6 +371,21 @@ impl Client {
         }
     }
 
+    /// Resumes from the start of the log, as a client does on connecting: from then on its live
+    /// frames carry cursors (a connection that has not caught up gets them without). Asserts it
+    /// took one page (the tests' users are fresh).
+    pub async fn catch_up(&mut self) -> Value {
+        let resumed = self
+            .request(json!({"action": "resume", "ref": unique("catch-up")}), "resumed")
+            .await;
+        assert_eq!(
+            (resumed["type"].as_str(), resumed["more"].as_bool()),
+            (Some("resumed"), Some(false)),
+            "{resumed}"
+        );
+        resumed
+    }
+
     pub async fn join(&mut self, group: &str) -> Value {
         self.request(json!({"action": "join", "group": group, "ref": unique("j")}), "joined")
             .await

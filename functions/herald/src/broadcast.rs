@@ -26,7 +26,7 @@ use crate::delivery::{
 use crate::groups::Group;
 use crate::horizon::Horizon;
 use crate::metrics::Metrics;
-use crate::notification::{Content, LogEntry, format_time, now_rfc3339};
+use crate::notification::{Content, LogEntry, format_time, now_rfc3339, without_cursor};
 use crate::presence::{Presence, PresenceError};
 use crate::queue::{Queue, QueueError};
 use crate::store::{Claim, Collapsed, Store, StoreError, epoch_seconds};
@@ -136,6 +136,39 @@ impl FanoutSummary {
         self.gone += u.gone.len();
         self.closed += u.closed;
         self.retried += u.unclosed.len();
+    }
+}
+
+/// Where a fan-out's frame goes, besides its connections.
+struct Target<'a> {
+    tenant: &'a str,
+    id: &'a str,
+    reach: Reach<'a>,
+    collapse: Option<&'a CollapseRef>,
+}
+
+/// What a fan-out learnt of its connections from the membership rows it read.
+#[derive(Default)]
+struct Audience {
+    /// Which membership rows each connection was read from, to remove them on a 410.
+    rows: HashMap<String, Vec<(String, u16)>>,
+    /// Connections whose 410 may mean "not open yet" (see `close_gone`).
+    connecting: HashSet<String>,
+}
+
+/// The frame for the connections that caught up, and the frame without its cursor for those
+/// that did not (see `horizon`); one variant when the frame has no cursor. Either list may be
+/// empty; the first always comes, so a fan-out to nobody still says so.
+fn variants(frame: &str, connections: Vec<(String, bool)>) -> Vec<(String, Vec<String>)> {
+    let (caught_up, behind): (Vec<_>, Vec<_>) = connections.into_iter().partition(|(_, caught_up)| *caught_up);
+    let caught_up: Vec<String> = caught_up.into_iter().map(|(c, _)| c).collect();
+    let behind: Vec<String> = behind.into_iter().map(|(c, _)| c).collect();
+    if behind.is_empty() {
+        return vec![(frame.to_owned(), caught_up)];
+    }
+    match without_cursor(frame) {
+        Some(bare) => vec![(frame.to_owned(), caught_up), (bare, behind)],
+        None => vec![(frame.to_owned(), caught_up.into_iter().chain(behind).collect())],
     }
 }
 
@@ -270,18 +303,16 @@ impl Broadcaster {
             .collect()
             .await;
         let mut summary = FanoutSummary::default();
-        let mut by_frame: HashMap<String, Vec<String>> = HashMap::new();
-        // Which membership rows each connection was read from, to remove them on a 410.
-        let mut rows: HashMap<String, Vec<(String, u16)>> = HashMap::new();
-        // Connections whose 410 may mean "not open yet" (see `close_gone`), known from their rows.
-        let mut connecting: HashSet<String> = HashSet::new();
+        // Per frame, its connections and whether each has caught up (gets the frame's cursor).
+        let mut by_frame: HashMap<String, Vec<(String, bool)>> = HashMap::new();
+        let mut audience = Audience::default();
         let now = now_millis();
         for result in fetched {
             let (key, shard, frame, page) = result?;
             for m in &page.members {
-                rows.entry(m.connection_id.clone()).or_default().push((key.clone(), shard));
+                audience.rows.entry(m.connection_id.clone()).or_default().push((key.clone(), shard));
                 if m.maybe_connecting(now) {
-                    connecting.insert(m.connection_id.clone());
+                    audience.connecting.insert(m.connection_id.clone());
                 }
             }
             if let Some(after) = page.next {
@@ -294,6 +325,7 @@ impl Broadcaster {
                         after: Some(after),
                         frame: frame.clone(),
                         connections: Vec::new(),
+                        behind: Vec::new(),
                         exclude: reach.exclude.map(str::to_owned),
                         ephemeral: reach.ephemeral,
                     })
@@ -303,49 +335,71 @@ impl Broadcaster {
             by_frame.entry(frame).or_default().extend(
                 page.members
                     .into_iter()
-                    .map(|m| m.connection_id)
-                    .filter(|c| Some(c.as_str()) != reach.exclude),
+                    .filter(|m| Some(m.connection_id.as_str()) != reach.exclude)
+                    .map(|m| (m.connection_id, m.caught_up)),
             );
         }
         for (frame, connections) in by_frame {
-            let posting = Instant::now();
-            let mut r = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
-            if !reach.ephemeral {
-                summary.failed += close_gone_sockets(&self.poster, &r.gone, self.limits.fanout_concurrency).await;
+            let to = Target {
+                tenant,
+                id,
+                reach,
+                collapse: collapse_of.get(frame.as_str()).copied(),
+            };
+            let mut reached = false;
+            for (variant, connections) in variants(&frame, connections) {
+                reached |= self.post_variant(&to, &variant, connections, &audience, &mut summary).await?;
             }
-            // A 410 from a connection whose row is that young is not looked into: it is most
-            // likely one inside its `$connect` (a reconnect storm has many), and reading each
-            // one's item would cost a read per post for what `close_gone` would leave anyway.
-            let before = r.gone.len();
-            r.gone.retain(|c| !connecting.contains(c));
-            // Such a connection may open right after without this frame: its own catch-up must
-            // read the entry, so the fan-out records no completion time (`replay::spare`).
-            summary.connecting_gone += before - r.gone.len();
-            summary.posting_us += posting.elapsed().as_micros() as u64;
-            if r.delivered == 0
-                && r.retry.is_empty()
-                && let Some(user) = user_of.get(frame.as_str())
-            {
+            if !reached && let Some(user) = user_of.get(frame.as_str()) {
                 summary.unreached.insert((*user).to_owned());
             }
-            let collapse = collapse_of.get(frame.as_str()).map(|c| (*c).clone());
-            let settled = self.settle(tenant, id, &frame, &r, reach.ephemeral, collapse).await?;
-            summary.settled(&settled.unreachable);
-            // A set: one batch must not name a row twice.
-            let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
-            for conn in &settled.orphans {
-                for row in rows.get(conn).into_iter().flatten() {
-                    stale.entry(row.clone()).or_default().insert(conn.clone());
-                }
-            }
-            for ((key, shard), conns) in stale {
-                let conns: Vec<String> = conns.into_iter().collect();
-                self.store.connections.remove_members(&key, shard, &conns).await?;
-            }
-            summary.add(&r);
         }
         summary.posted_at = now_millis();
         Ok(summary)
+    }
+
+    /// Posts one variant of a frame (with or without its cursor) and settles its failures;
+    /// answers whether some connection took it (or will, on a retry).
+    async fn post_variant(
+        &self,
+        to: &Target<'_>,
+        frame: &str,
+        connections: Vec<String>,
+        audience: &Audience,
+        summary: &mut FanoutSummary,
+    ) -> Result<bool, BroadcastError> {
+        let posting = Instant::now();
+        let mut r = fan_out(&self.poster, connections, frame, self.limits.fanout_concurrency).await;
+        if !to.reach.ephemeral {
+            summary.failed += close_gone_sockets(&self.poster, &r.gone, self.limits.fanout_concurrency).await;
+        }
+        // A 410 from a connection whose row is that young is not looked into: it is most
+        // likely one inside its `$connect` (a reconnect storm has many), and reading each
+        // one's item would cost a read per post for what `close_gone` would leave anyway.
+        let before = r.gone.len();
+        r.gone.retain(|c| !audience.connecting.contains(c));
+        // Such a connection may open right after without this frame: its own catch-up must
+        // read the entry, so the fan-out records no completion time (`replay::spare`).
+        summary.connecting_gone += before - r.gone.len();
+        summary.posting_us += posting.elapsed().as_micros() as u64;
+        let reached = r.delivered > 0 || !r.retry.is_empty();
+        let settled = self
+            .settle(to.tenant, to.id, frame, &r, to.reach.ephemeral, to.collapse.cloned())
+            .await?;
+        summary.settled(&settled.unreachable);
+        // A set: one batch must not name a row twice.
+        let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
+        for conn in &settled.orphans {
+            for row in audience.rows.get(conn).into_iter().flatten() {
+                stale.entry(row.clone()).or_default().insert(conn.clone());
+            }
+        }
+        for ((key, shard), conns) in stale {
+            let conns: Vec<String> = conns.into_iter().collect();
+            self.store.connections.remove_members(&key, shard, &conns).await?;
+        }
+        summary.add(&r);
+        Ok(reached)
     }
 
     /// A job of a big audience (see [`chain`]): a walk reads part of a shard and splits it into
@@ -371,33 +425,35 @@ impl Broadcaster {
             summary.shards_queued = queued;
             page
         } else {
-            job.connections.clone()
+            let behind: HashSet<&String> = job.behind.iter().collect();
+            job.connections.iter().map(|c| (c.clone(), !behind.contains(c))).collect()
         };
-        let report = fan_out(
-            &self.poster,
-            page.into_iter().filter(|c| job.exclude.as_deref() != Some(c.as_str())),
-            &job.frame,
-            self.limits.fanout_concurrency,
-        )
-        .await;
-        if !job.ephemeral {
-            summary.failed += close_gone_sockets(&self.poster, &report.gone, self.limits.fanout_concurrency).await;
+        let page = page
+            .into_iter()
+            .filter(|(c, _)| job.exclude.as_deref() != Some(c.as_str()))
+            .collect();
+        for (frame, connections) in variants(&job.frame, page) {
+            let report = fan_out(&self.poster, connections, &frame, self.limits.fanout_concurrency).await;
+            if !job.ephemeral {
+                summary.failed += close_gone_sockets(&self.poster, &report.gone, self.limits.fanout_concurrency).await;
+            }
+            let settled = self.settle(&job.tenant, &job.id, &frame, &report, job.ephemeral, None).await?;
+            self.store
+                .connections
+                .remove_members(&job.group_key, job.shard, &settled.orphans)
+                .await?;
+            summary.add(&report);
+            summary.settled(&settled.unreachable);
         }
-        let settled = self.settle(&job.tenant, &job.id, &job.frame, &report, job.ephemeral, None).await?;
-        self.store
-            .connections
-            .remove_members(&job.group_key, job.shard, &settled.orphans)
-            .await?;
         self.store.idempotency.finish(&job.tenant, &key, None).await?;
-        summary.add(&report);
-        summary.settled(&settled.unreachable);
         Ok(summary)
     }
 
     /// Reads up to a walk's budget of the shard after `job.after`; queues the next walk first (so
     /// it proceeds in parallel), then a post job per page but the first, which it returns for
-    /// this invocation to post. Returns that page and how many jobs it queued.
-    async fn walk(&self, job: &FanoutJob) -> Result<(Vec<String>, usize), BroadcastError> {
+    /// this invocation to post. Returns that page (each connection with whether it caught up) and
+    /// how many jobs it queued.
+    async fn walk(&self, job: &FanoutJob) -> Result<(Vec<(String, bool)>, usize), BroadcastError> {
         let budget = chain::walk_budget(self.limits.membership_shards);
         let mut read = Vec::new();
         let mut position = job.after.clone();
@@ -408,7 +464,7 @@ impl Broadcaster {
                 .connections
                 .members_page(&job.group_key, job.shard, position.as_deref(), limit)
                 .await?;
-            read.extend(page.members.into_iter().map(|m| m.connection_id));
+            read.extend(page.members.into_iter().map(|m| (m.connection_id, m.caught_up)));
             position = page.next;
             if position.is_none() || read.len() >= budget {
                 break;
@@ -420,6 +476,7 @@ impl Broadcaster {
                 .fanout_job(&FanoutJob {
                     after: position,
                     connections: Vec::new(),
+                    behind: Vec::new(),
                     ..job.clone()
                 })
                 .await?;
@@ -427,10 +484,11 @@ impl Broadcaster {
         }
         let page_size = self.limits.fanout_shard_size.max(1);
         let mut pages = read.chunks(page_size);
-        let own = pages.next().map(<[String]>::to_vec).unwrap_or_default();
+        let own = pages.next().map(<[(String, bool)]>::to_vec).unwrap_or_default();
         let posts: Vec<FanoutJob> = pages
-            .map(|connections| FanoutJob {
-                connections: connections.to_vec(),
+            .map(|page| FanoutJob {
+                connections: page.iter().map(|(c, _)| c.clone()).collect(),
+                behind: page.iter().filter(|(_, caught_up)| !caught_up).map(|(c, _)| c.clone()).collect(),
                 ..job.clone()
             })
             .collect();
@@ -482,5 +540,40 @@ impl Broadcaster {
             orphans: gone.orphans,
             unreachable,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conns(list: &[(&str, bool)]) -> Vec<(String, bool)> {
+        list.iter().map(|(c, up)| ((*c).to_owned(), *up)).collect()
+    }
+
+    #[test]
+    fn connections_that_have_not_caught_up_get_the_frame_without_its_cursor() {
+        let frame = r#"{"type":"notification","id":"n1","cursor":"01KAS0R4G0000000000000000Z","topic":"tenant"}"#;
+        let all = variants(frame, conns(&[("a", true), ("b", true)]));
+        assert_eq!(all, vec![(frame.to_owned(), vec!["a".to_owned(), "b".to_owned()])]);
+
+        let mixed = variants(frame, conns(&[("a", true), ("b", false), ("c", false)]));
+        assert_eq!(mixed.len(), 2);
+        assert_eq!(mixed[0], (frame.to_owned(), vec!["a".to_owned()]));
+        let bare: serde_json::Value = serde_json::from_str(&mixed[1].0).unwrap();
+        assert_eq!(bare.get("cursor"), None);
+        assert_eq!(bare["id"], "n1");
+        assert_eq!(mixed[1].1, vec!["b".to_owned(), "c".to_owned()]);
+
+        // A fan-out to nobody still names the frame (a personal topic with no connection is
+        // how the push path learns the user was not reached).
+        assert_eq!(variants(frame, Vec::new()), vec![(frame.to_owned(), Vec::new())]);
+    }
+
+    #[test]
+    fn a_frame_without_a_cursor_goes_to_everyone_as_it_is() {
+        let ephemeral = r#"{"type":"notification","id":"e1","topic":"room:7","ephemeral":true}"#;
+        let out = variants(ephemeral, conns(&[("a", true), ("b", false)]));
+        assert_eq!(out, vec![(ephemeral.to_owned(), vec!["a".to_owned(), "b".to_owned()])]);
     }
 }

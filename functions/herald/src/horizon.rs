@@ -33,6 +33,11 @@
 //! take at most 2 s each), and a read from `c - LAG` ([`Horizon::reread_from`]) finds it. The price
 //! is a re-read of at most `LAG` of entries per resume, which `have` (ids the client holds)
 //! keeps from being posted again.
+//!
+//! **A live cursor is a resume point once the connection has caught up.** Before its first
+//! complete resume, what the client missed while it had no connection may still be unread, and a
+//! live cursor would pass it; such a connection's frames go out without their cursor
+//! (`store::Connections::mark_caught_up`, `broadcast::variants`).
 
 use crate::cursor::{Cursor, now_millis};
 

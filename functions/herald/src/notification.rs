@@ -655,6 +655,15 @@ pub fn ephemeral_frame(id: &str, topic: &str, content: &Content, created_at: &st
     serde_json::to_string(&frame).unwrap_or_default()
 }
 
+/// A live frame for a connection that has not caught up yet: the same frame without its
+/// `cursor`, which would not be a safe resume point there (see `horizon`). `None` when the frame
+/// has no cursor to take out (an ephemeral one) or is not a JSON object.
+pub fn without_cursor(frame: &str) -> Option<String> {
+    let mut value: serde_json::Map<String, Value> = serde_json::from_str(frame).ok()?;
+    value.remove("cursor")?;
+    serde_json::to_string(&value).ok()
+}
+
 pub fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -669,6 +678,29 @@ pub const CURSOR_LEN: usize = cursor::LEN;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_without_its_cursor_keeps_everything_else() {
+        let entry = LogEntry {
+            id: "n1".into(),
+            cursor: Cursor::from_parts(1, 2),
+            topic: "user:u1".into(),
+            content: Content {
+                title: Some("a \"cursor\":\"x\" in the title".into()),
+                ..Content::default()
+            },
+            created_at: "2026-12-06T00:00:00Z".into(),
+        };
+        let frame = entry.frame(false);
+        let bare: Value = serde_json::from_str(&without_cursor(&frame).unwrap()).unwrap();
+        let mut full: Value = serde_json::from_str(&frame).unwrap();
+        full.as_object_mut().unwrap().remove("cursor");
+        assert_eq!(bare, full);
+        assert!(bare.get("cursor").is_none());
+        let ephemeral = ephemeral_frame("e1", "room:7", &Content::default(), "2026-12-06T00:00:00Z");
+        assert_eq!(without_cursor(&ephemeral), None, "nothing to take out");
+        assert_eq!(without_cursor("not json"), None);
+    }
 
     const LIMITS: ParseLimits = ParseLimits {
         payload_budget: 2048,

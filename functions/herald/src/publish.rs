@@ -82,12 +82,10 @@ impl Publisher {
             return Ok(refuse(ErrorCode::Forbidden, format!("publishing to {kind} groups is not allowed")));
         }
         let name = group.to_string();
-        let member = self
-            .store
-            .connections
-            .groups_of(&who.connection_id)
-            .await?
-            .is_some_and(|groups| groups.contains(&name));
+        let memberships = self.store.connections.memberships_of(&who.connection_id).await?;
+        let member = memberships.as_ref().is_some_and(|ms| ms.groups.iter().any(|m| m.group == name));
+        // `published.cursor` is a resume point like a live frame's: only once caught up.
+        let caught_up = memberships.is_some_and(|ms| ms.caught_up);
         if !member {
             Metrics::new(function)
                 .with_dimension("Kind", kind.clone())
@@ -177,7 +175,9 @@ impl Publisher {
             Err(e) => return Err(e.into()),
         };
         reply.insert("id".into(), json!(id));
-        reply.insert("cursor".into(), Value::String(cursor.to_string()));
+        if caught_up {
+            reply.insert("cursor".into(), Value::String(cursor.to_string()));
+        }
         Ok(Published {
             body: frames::reply("published", reply, reference),
             posts,

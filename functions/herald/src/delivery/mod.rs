@@ -205,6 +205,9 @@ pub struct FanoutJob {
     pub frame: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<String>,
+    /// Those of `connections` that have not caught up: they get the frame without its cursor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub behind: Vec<String>,
     /// A connection the frame is not posted to (a publisher that did not ask for `echo`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude: Option<String>,
@@ -294,6 +297,7 @@ mod tests {
             after: None,
             frame: "{}".into(),
             connections: Vec::new(),
+            behind: Vec::new(),
             exclude: None,
             ephemeral: false,
         };
@@ -312,6 +316,7 @@ mod tests {
         // A post job (a walk's page) too.
         let post = FanoutJob {
             connections: vec!["c1".into(), "c2".into()],
+            behind: vec!["c2".into()],
             ..job
         };
         let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&post).unwrap()).unwrap();

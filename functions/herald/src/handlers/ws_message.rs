@@ -177,7 +177,7 @@ impl WsMessage {
             let gone = ErrorFrame::new(ErrorCode::Internal, "this connection is no longer registered; reconnect", reference);
             return Ok((gone.to_json(), 0));
         };
-        let topics: Vec<Group> = memberships.iter().filter_map(|m| Group::parse(&m.group).ok()).collect();
+        let topics: Vec<Group> = memberships.groups.iter().filter_map(|m| Group::parse(&m.group).ok()).collect();
         let read = self
             .replay
             .read(ReadRequest {
@@ -189,6 +189,7 @@ impl WsMessage {
                 limit: RESUME_PAGE,
                 have,
                 visible_since: memberships
+                    .groups
                     .iter()
                     .filter_map(|m| m.visible_since.map(|at| (m.group.clone(), at)))
                     .collect(),
@@ -215,6 +216,11 @@ impl WsMessage {
                     return Ok((String::new(), sent));
                 }
             }
+        }
+        // The connection's first complete resume: it has every entry up to now, so the live
+        // frames posted to it from here on carry their cursor (see `horizon`).
+        if !read.more && !memberships.caught_up {
+            self.store.connections.mark_caught_up(&who.connection_id).await?;
         }
         Metrics::new("ws-message")
             .count("Resumes", 1)

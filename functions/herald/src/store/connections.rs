@@ -15,6 +15,10 @@
 //! when they were (`openedAt` for `$connect`'s, `joined:{group}#{shard}` for a join's): from
 //! then on every fan-out's (strongly consistent) read of the group finds the connection, which
 //! is what lets a resume spare what was posted to it live (`replay::spare`).
+//!
+//! A connection's first complete resume marks it caught up: `caughtUp` on the item, `caughtUp`
+//! on each membership row. Fan-outs post a frame with its cursor only to rows so marked (see
+//! `horizon`, "A live cursor is a resume point once the connection has caught up").
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::StreamExt;
@@ -40,6 +44,8 @@ pub struct Member {
     pub user: String,
     /// When the row was written (epoch ms; absent on rows written before it was recorded).
     pub joined_at: Option<u64>,
+    /// The connection has caught up (its first resume is complete): its frames carry cursors.
+    pub caught_up: bool,
 }
 
 impl Member {
@@ -49,6 +55,14 @@ impl Member {
     pub fn maybe_connecting(&self, now_ms: u64) -> bool {
         self.joined_at.is_some_and(|at| within_connect_grace(at, now_ms))
     }
+}
+
+/// A connection's memberships, as its item records them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memberships {
+    pub groups: Vec<Membership>,
+    /// Marked by [`Connections::mark_caught_up`].
+    pub caught_up: bool,
 }
 
 /// What [`Connections::join`] did.
@@ -241,10 +255,18 @@ impl Connections {
             .expression_attribute_values(":max", n(max as i64))
             .expression_attribute_values(":at", n(written as i64))
             .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
         let refused = match added {
-            Ok(_) => return Ok(Joined::Joined),
+            Ok(out) => {
+                // A join after the catch-up: the row was written unmarked (a re-join overwrote
+                // the mark), and nothing else would mark it.
+                if out.attributes.as_ref().is_some_and(is_caught_up) {
+                    self.mark_row(&row.0, &row.1).await?;
+                }
+                return Ok(Joined::Joined);
+            }
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     if failed.item.is_some() { Joined::Full } else { Joined::Gone }
@@ -287,24 +309,26 @@ impl Connections {
     }
 
     /// This connection's memberships; `None` when its item is gone.
-    pub async fn memberships_of(&self, conn_id: &str) -> Result<Option<Vec<Membership>>, StoreError> {
+    pub async fn memberships_of(&self, conn_id: &str) -> Result<Option<Memberships>, StoreError> {
         let Some(meta) = self.meta(conn_id).await? else {
             return Ok(None);
         };
         let opened = get_n(&meta, "openedAt").ok().map(|t| t.max(0) as u64);
-        Ok(Some(
-            memberships(&meta)
-                .into_iter()
-                .filter_map(|m| {
-                    let joined = get_n(&meta, &joined_attribute(&m)).ok().map(|t| t.max(0) as u64);
-                    m.rsplit_once('#').map(|(g, _)| Membership {
-                        group: g.to_owned(),
-                        // A membership with no join record is one `$connect` wrote.
-                        visible_since: joined.or(opened),
-                    })
+        let groups = memberships(&meta)
+            .into_iter()
+            .filter_map(|m| {
+                let joined = get_n(&meta, &joined_attribute(&m)).ok().map(|t| t.max(0) as u64);
+                m.rsplit_once('#').map(|(g, _)| Membership {
+                    group: g.to_owned(),
+                    // A membership with no join record is one `$connect` wrote.
+                    visible_since: joined.or(opened),
                 })
-                .collect(),
-        ))
+            })
+            .collect();
+        Ok(Some(Memberships {
+            groups,
+            caught_up: is_caught_up(&meta),
+        }))
     }
 
     /// The group names this connection is a member of; `None` when its item is gone.
@@ -312,7 +336,70 @@ impl Connections {
         Ok(self
             .memberships_of(conn_id)
             .await?
-            .map(|ms| ms.into_iter().map(|m| m.group).collect()))
+            .map(|ms| ms.groups.into_iter().map(|m| m.group).collect()))
+    }
+
+    /// Marks a connection caught up: its item first, so that a join from then on marks its own
+    /// row, then the rows of the memberships its item names. Returns false when it was marked
+    /// already or its item is gone. A row a leave removed meanwhile is not written back, and a
+    /// row left unmarked only means frames without a cursor.
+    pub async fn mark_caught_up(&self, conn_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(conn_pk(conn_id)))
+            .key("sk", s("#meta"))
+            .update_expression("SET caughtUp = :t")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(caughtUp)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        let meta = match out {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if super::conditional_failed(&e) => return Ok(false),
+            Err(e) => return Err(StoreError::dynamo("UpdateItem", e)),
+        };
+        let tenant = get_s(&meta, "tenant")?;
+        let rows: Vec<(String, String)> = memberships(&meta)
+            .into_iter()
+            .filter_map(|m| {
+                let (group, shard) = m.rsplit_once('#')?;
+                let group = Group::parse(group).ok()?;
+                let shard: u16 = shard.parse().ok()?;
+                Some((shard_pk(&group.key(tenant), shard), conn_id.to_owned()))
+            })
+            .collect();
+        let marked: Vec<Result<(), StoreError>> = futures_util::stream::iter(rows)
+            .map(|(pk, sk)| async move { self.mark_row(&pk, &sk).await })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        marked.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(true)
+    }
+
+    /// Marks one membership row caught up, unless it is gone.
+    async fn mark_row(&self, pk: &str, sk: &str) -> Result<(), StoreError> {
+        let out = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression("SET caughtUp = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if super::conditional_failed(&e) => Ok(()),
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
     }
 
     /// Deletes a connection and every membership it holds. Idempotent: an unknown id is fine,
@@ -436,6 +523,7 @@ impl Connections {
                 connection_id: get_s(&item, "sk")?.to_owned(),
                 user: get_s(&item, "user")?.to_owned(),
                 joined_at: get_n(&item, "joinedAt").ok().map(|t| t.max(0) as u64),
+                caught_up: is_caught_up(&item),
             });
         }
         let next = out
@@ -467,6 +555,10 @@ fn joined_attribute(member: &str) -> String {
     format!("joined:{member}")
 }
 
+fn is_caught_up(item: &Item) -> bool {
+    matches!(item.get("caughtUp"), Some(AttributeValue::Bool(true)))
+}
+
 fn memberships(meta: &Item) -> Vec<String> {
     match meta.get("memberships") {
         Some(AttributeValue::Ss(set)) => set.clone(),
@@ -483,6 +575,7 @@ mod tests {
             connection_id: "c".into(),
             user: "u".into(),
             joined_at,
+            caught_up: false,
         }
     }
 
