@@ -173,3 +173,56 @@ async fn a_batch_that_stays_unprocessed_fails_loudly_instead_of_losing_items() {
     assert!(matches!(err, StoreError::Unprocessed { count: 3, .. }), "{err}");
     assert_eq!(leave.batches.lock().unwrap().len(), 8, "a bounded number of attempts");
 }
+
+/// A connection's first complete resume marks it caught up (its live frames carry cursors from
+/// then on): the item, then every membership row in one transaction. A row a leave removed
+/// meanwhile is not written back (the transaction is refused as a whole and the rows are marked
+/// one by one), and a second mark does nothing.
+#[tokio::test]
+async fn marking_a_connection_caught_up_marks_its_rows_and_never_revives_a_removed_one() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let store = store_with(&LeaveUnprocessed::new(0, 0, false)).await;
+    let conn = herald::store::ConnectionRecord {
+        id: unique("conn"),
+        user: user.clone(),
+        tenant: tenant.clone(),
+        roles: Vec::new(),
+        groups: Vec::new(),
+        connected_at: chrono::Utc::now().timestamp_millis(),
+    };
+    let group = |name: &str| Group::parse(name).expect("a group");
+    let kept = [Group::user(&user), group("tenant"), group("course:1")];
+    let left = group("course:2");
+    let all: Vec<Group> = kept.iter().cloned().chain([left.clone()]).collect();
+    store.connections.open(&conn, &all, 1, 3600).await.expect("open");
+    let member = |g: Group| {
+        let (store, tenant, id) = (store.clone(), tenant.clone(), conn.id.clone());
+        async move {
+            let page = store.connections.members_page(&g.key(&tenant), 0, None, 10).await.expect("members");
+            page.members.into_iter().find(|m| m.connection_id == id)
+        }
+    };
+    assert!(!member(kept[0].clone()).await.expect("a member").caught_up);
+    // A leave's row delete has landed, its item update not yet.
+    store
+        .connections
+        .remove_members(&left.key(&tenant), 0, std::slice::from_ref(&conn.id))
+        .await
+        .expect("remove");
+
+    assert!(store.connections.mark_caught_up(&conn.id).await.expect("mark"));
+    for g in &kept {
+        assert!(member(g.clone()).await.is_some_and(|m| m.caught_up), "{g} not marked");
+    }
+    assert!(member(left).await.is_none(), "the removed row was written back");
+    assert!(
+        store
+            .connections
+            .memberships_of(&conn.id)
+            .await
+            .expect("read")
+            .is_some_and(|m| m.caught_up)
+    );
+    assert!(!store.connections.mark_caught_up(&conn.id).await.expect("mark"), "marked once");
+    assert!(!store.connections.mark_caught_up(&unique("gone")).await.expect("mark"), "no item");
+}
