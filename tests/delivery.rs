@@ -323,10 +323,24 @@ async fn a_410_while_the_connect_runs_leaves_the_connections_records() {
     let mut batch = fixture("dispatch.json");
     let mut record = batch["Records"][0].take();
     record["messageId"] = json!(unique("msg"));
-    record["body"] = json!(note(&tenant, json!({"user": user}), "while connecting").to_string());
+    let id = unique("n");
+    let mut message = note(&tenant, json!({"user": user}), "while connecting");
+    message["id"] = json!(id);
+    record["body"] = json!(message.to_string());
     batch["Records"] = json!([record]);
     let resp = invoke("dispatch", &batch).await;
     assert_eq!(resp["batchItemFailures"], json!([]));
+    // The fan-out is complete but for this connection, which its completion time names: that
+    // connection's own resume sends the entry (`replay::spare`), other readers may be spared it.
+    let claim = item("NotificationsTable", &format!("i#{tenant}#{id}"), "#")
+        .await
+        .expect("the claim");
+    assert!(claim.contains_key("postedAt"), "{claim:?}");
+    assert_eq!(
+        claim.get("missedBy").and_then(|m| m.as_ss().ok()).cloned(),
+        Some(vec![connecting.clone()]),
+        "{claim:?}"
+    );
 
     assert_eq!(
         memberships_of(&connecting).await,

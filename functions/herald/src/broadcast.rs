@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::notification::{Content, LogEntry, format_time, now_rfc3339, without_cursor};
 use crate::presence::{Presence, PresenceError};
 use crate::queue::{Queue, QueueError};
-use crate::store::{Claim, Collapsed, Store, StoreError, epoch_seconds};
+use crate::store::{Claim, Collapsed, Posted, Store, StoreError, epoch_seconds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcastError {
@@ -44,6 +44,10 @@ pub enum BroadcastError {
     #[error("the log write kept landing behind the visibility horizon; retry later")]
     LateLog,
 }
+
+/// Connections a completion time may name as having answered 410 inside their `$connect`;
+/// beyond it (a reconnect storm in a big group) no completion time is recorded.
+const MAX_MISSED_BY: usize = 32;
 
 /// Log writes in a row that may land too late before the message is left for redelivery.
 const MAX_LATE_WRITES: u32 = 3;
@@ -106,7 +110,7 @@ pub struct FanoutSummary {
     pub shards_queued: usize,
     /// Connections that answered 410 within their first minute (likely still inside their
     /// `$connect`): they may open without the frame.
-    pub connecting_gone: usize,
+    pub connecting_gone: Vec<String>,
     /// Time spent posting (excluding reads and writes of state), for the fan-out benchmark.
     pub posting_us: u64,
     /// When this invocation's posts, re-posts and closes were done (epoch ms; 0: not a fan-out
@@ -270,9 +274,20 @@ impl Broadcaster {
     /// member connection took the frame or was closed by now (nothing left to a shard job or the
     /// retry queue), that time is kept for resumes (`replay::held`).
     pub async fn finish(&self, tenant: &str, id: &str, summary: &FanoutSummary) -> Result<(), BroadcastError> {
-        let complete = summary.shards_queued == 0 && summary.retried == 0 && summary.failed == 0 && summary.connecting_gone == 0;
-        let posted_at = (complete && summary.posted_at > 0).then_some(summary.posted_at);
-        Ok(self.store.idempotency.finish(tenant, id, posted_at).await?)
+        let complete =
+            summary.shards_queued == 0 && summary.retried == 0 && summary.failed == 0 && summary.connecting_gone.len() <= MAX_MISSED_BY;
+        let posted = (complete && summary.posted_at > 0).then(|| Posted {
+            at: summary.posted_at,
+            // A set: a connection can be a member of more than one of the topics.
+            missed_by: summary
+                .connecting_gone
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect(),
+        });
+        Ok(self.store.idempotency.finish(tenant, id, posted.as_ref()).await?)
     }
 
     /// Posts each topic's frame to the topic's live connections. Each membership shard's first
@@ -376,11 +391,11 @@ impl Broadcaster {
         // A 410 from a connection whose row is that young is not looked into: it is most
         // likely one inside its `$connect` (a reconnect storm has many), and reading each
         // one's item would cost a read per post for what `close_gone` would leave anyway.
-        let before = r.gone.len();
-        r.gone.retain(|c| !audience.connecting.contains(c));
-        // Such a connection may open right after without this frame: its own catch-up must
-        // read the entry, so the fan-out records no completion time (`replay::spare`).
-        summary.connecting_gone += before - r.gone.len();
+        let (connecting, gone): (Vec<String>, Vec<String>) = r.gone.drain(..).partition(|c| audience.connecting.contains(c));
+        r.gone = gone;
+        // Such a connection may open right after without this frame: its own catch-up must read
+        // the entry, so the completion time names it (`replay::spare`).
+        summary.connecting_gone.extend(connecting);
         summary.posting_us += posting.elapsed().as_micros() as u64;
         let reached = r.delivered > 0 || !r.retry.is_empty();
         let settled = self

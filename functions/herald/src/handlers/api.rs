@@ -306,6 +306,7 @@ impl Api {
                 limit,
                 have: &[],
                 visible_since: HashMap::new(),
+                connection: "",
             })
             .await?;
         let items: Vec<Value> = read

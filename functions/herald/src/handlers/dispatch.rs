@@ -337,6 +337,9 @@ impl Dispatch {
             .count("Gone", summary.gone)
             .count("Retried", summary.retried)
             .count("Closed", summary.closed)
+            // 410s from connections in their first minute: the completion time names them, and
+            // their own resumes send the entry again (`replay::spare`).
+            .count("ConnectingGone", summary.connecting_gone.len())
             .count("ShardsQueued", summary.shards_queued)
             .millis("FanoutDuration", started.elapsed().as_secs_f64() * 1000.0)
             .millis("PostingDuration", summary.posting_us as f64 / 1000.0)

@@ -193,6 +193,7 @@ impl WsMessage {
                     .iter()
                     .filter_map(|m| m.visible_since.map(|at| (m.group.clone(), at)))
                     .collect(),
+                connection: &who.connection_id,
             })
             .await?;
         let mut sent = 0;

@@ -31,6 +31,8 @@ pub struct ReadRequest<'a> {
     pub have: &'a [String],
     /// For a connection: per topic name, since when (epoch ms) fan-outs post to it.
     pub visible_since: HashMap<String, u64>,
+    /// The reader's connection id (empty for `missed`).
+    pub connection: &'a str,
 }
 
 /// What one page of a read gives.
@@ -79,6 +81,7 @@ impl Replay {
             since: plan.since,
             visible_since: req.visible_since.iter().map(|(t, at)| (t.as_str(), *at)).collect(),
             user: req.user,
+            connection: req.connection,
         };
         let ask: Vec<&str> = page
             .entries
@@ -93,11 +96,7 @@ impl Replay {
         };
         let answer = plan.answer(page.cursor, page.more, read_at);
         let total = page.entries.len();
-        let entries: Vec<LogEntry> = page
-            .entries
-            .into_iter()
-            .filter(|e| !holdings.holds(e, posted.get(&e.id).copied()))
-            .collect();
+        let entries: Vec<LogEntry> = page.entries.into_iter().filter(|e| !holdings.holds(e, posted.get(&e.id))).collect();
         Ok(Read {
             spared: total - entries.len(),
             entries,

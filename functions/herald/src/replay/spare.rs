@@ -11,7 +11,9 @@
 //!    posts: that connection took the entry (a closed one received nothing after), or it joined
 //!    later and its own catch-up covered the entry.
 //! 3. **Posted live to this connection**: its fan-out is complete (every member connection took
-//!    the frame or was closed, nothing left to shard jobs or the retry queue), and its cursor is
+//!    the frame or was closed, nothing left to shard jobs or the retry queue), this connection
+//!    is not one that answered 410 inside its `$connect` (the completion time lists those: they
+//!    may have opened without the frame), and its cursor is
 //!    newer than the moment the connection's membership row for its topic became visible (by
 //!    more than the clock skew). The cursor is taken before the entry is logged, and the fan-out
 //!    reads the group's rows (strongly consistent) only after the log write: so that read found
@@ -19,14 +21,18 @@
 //!    this read's answer cannot reach the client either. The client's own publishes are not
 //!    spared this way (a publish without `echo` skips the publishing connection).
 //!
-//! Fan-outs that record no completion time (shard jobs, retries, a 410 from a connection that
-//! may still be inside its `$connect`) are sent again: resending is the safe side.
+//! Rule 2 needs no such exception: a connection that opened without the frame gives its client
+//! a cursor only once it has caught up, and its catch-up sent the entry (rule 3 does not spare
+//! it there). Fan-outs that record no completion time (shard jobs, retries, more connections
+//! inside their `$connect` than a completion time lists) are sent again: resending is the safe
+//! side.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::cursor::Cursor;
 use crate::horizon::SKEW_MS;
 use crate::notification::LogEntry;
+use crate::store::Posted;
 
 /// What a reader is known to hold, before the claims are read.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +46,8 @@ pub struct Holdings<'a> {
     pub visible_since: HashMap<&'a str, u64>,
     /// The reader's user id: their own publishes are never spared by (3).
     pub user: &'a str,
+    /// The reader's connection (empty for `missed`).
+    pub connection: &'a str,
 }
 
 impl Holdings<'_> {
@@ -53,15 +61,15 @@ impl Holdings<'_> {
         !self.known(e) && (self.since.is_some_and(|s| e.cursor < s) || self.posted_live_if_complete(e))
     }
 
-    /// Held, given when its fan-out completed (`posted_at`, epoch ms; `None` when it recorded
-    /// no time).
-    pub fn holds(&self, e: &LogEntry, posted_at: Option<u64>) -> bool {
+    /// Held, given when its fan-out completed (`None` when it recorded no time).
+    pub fn holds(&self, e: &LogEntry, posted: Option<&Posted>) -> bool {
         if self.known(e) {
             return true;
         }
-        let Some(posted_at) = posted_at else { return false };
-        let before_since = self.since.is_some_and(|s| e.cursor < s && posted_at + SKEW_MS < s.millis());
-        before_since || self.posted_live_if_complete(e)
+        let Some(posted) = posted else { return false };
+        let before_since = self.since.is_some_and(|s| e.cursor < s && posted.at + SKEW_MS < s.millis());
+        let missed_here = posted.missed_by.iter().any(|c| c == self.connection);
+        before_since || (!missed_here && self.posted_live_if_complete(e))
     }
 
     /// Rule (3) but for the completion: the entry was logged after this connection's row for
@@ -95,12 +103,45 @@ mod tests {
 
     const JOINED: u64 = 1_000_000;
 
+    /// A fan-out that completed at `ms`, every connection reached.
+    fn complete_at(ms: u64) -> Posted {
+        Posted {
+            at: ms,
+            missed_by: Vec::new(),
+        }
+    }
+
     fn connection() -> Holdings<'static> {
         Holdings {
             visible_since: HashMap::from([("course:1", JOINED)]),
             user: "u1",
+            connection: "c1",
             ..Holdings::default()
         }
+    }
+
+    /// A connection that answered 410 inside its `$connect` may have opened without the frame:
+    /// its own resume sends the entry, another connection's is spared it as before, and a
+    /// cursor newer than the completion still spares it (that cursor's connection caught up
+    /// first, and its catch-up sent the entry).
+    #[test]
+    fn a_connection_that_missed_the_frame_inside_its_connect_gets_it_from_its_resume() {
+        let e = entry("a", "course:1", JOINED + 5_000);
+        let missed = Posted {
+            at: JOINED + 6_000,
+            missed_by: vec!["c0".into(), "c1".into()],
+        };
+        assert!(!connection().holds(&e, Some(&missed)));
+        let other = Holdings {
+            connection: "c2",
+            ..connection()
+        };
+        assert!(other.holds(&e, Some(&missed)));
+        let later_cursor = Holdings {
+            since: Some(Cursor::at_millis(JOINED + 6_000 + SKEW_MS + 1)),
+            ..connection()
+        };
+        assert!(later_cursor.holds(&e, Some(&missed)));
     }
 
     #[test]
@@ -108,7 +149,7 @@ mod tests {
         let h = connection();
         let e = entry("a", "course:1", JOINED + SKEW_MS + 1);
         assert!(h.decided_by_posting(&e));
-        assert!(h.holds(&e, Some(JOINED + 2_000)));
+        assert!(h.holds(&e, Some(&complete_at(JOINED + 2_000))));
         // Not complete (shard jobs, retries): sent again.
         assert!(!h.holds(&e, None));
     }
@@ -119,7 +160,7 @@ mod tests {
         for at in [JOINED - 5_000, JOINED, JOINED + SKEW_MS] {
             let e = entry("a", "course:1", at);
             assert!(!h.decided_by_posting(&e), "{at}");
-            assert!(!h.holds(&e, Some(JOINED + 10_000)), "{at}");
+            assert!(!h.holds(&e, Some(&complete_at(JOINED + 10_000))), "{at}");
         }
     }
 
@@ -127,12 +168,12 @@ mod tests {
     fn another_topic_or_a_reader_without_a_connection_is_not_spared_by_the_join() {
         let h = connection();
         let e = entry("a", "course:2", JOINED + 5_000);
-        assert!(!h.holds(&e, Some(JOINED + 6_000)));
+        assert!(!h.holds(&e, Some(&complete_at(JOINED + 6_000))));
         let poller = Holdings {
             user: "u1",
             ..Holdings::default()
         };
-        assert!(!poller.holds(&entry("a", "course:1", JOINED + 5_000), Some(JOINED + 6_000)));
+        assert!(!poller.holds(&entry("a", "course:1", JOINED + 5_000), Some(&complete_at(JOINED + 6_000))));
     }
 
     #[test]
@@ -140,9 +181,9 @@ mod tests {
         let h = connection();
         let mut e = entry("a", "course:1", JOINED + 5_000);
         e.content.from = Some(Sender { user: "u1".into() });
-        assert!(!h.holds(&e, Some(JOINED + 6_000)));
+        assert!(!h.holds(&e, Some(&complete_at(JOINED + 6_000))));
         e.content.from = Some(Sender { user: "u2".into() });
-        assert!(h.holds(&e, Some(JOINED + 6_000)));
+        assert!(h.holds(&e, Some(&complete_at(JOINED + 6_000))));
     }
 
     #[test]
@@ -158,8 +199,8 @@ mod tests {
         assert!(h.known(&at_since) && h.holds(&at_since, None));
         let older = entry("o", "user:u1", 2_000_000 - 3_000);
         assert!(h.decided_by_posting(&older));
-        assert!(h.holds(&older, Some(2_000_000 - SKEW_MS - 1)));
-        assert!(!h.holds(&older, Some(2_000_000 - SKEW_MS)));
+        assert!(h.holds(&older, Some(&complete_at(2_000_000 - SKEW_MS - 1))));
+        assert!(!h.holds(&older, Some(&complete_at(2_000_000 - SKEW_MS))));
         assert!(!h.holds(&older, None));
         // Newer than the cursor: only the join can spare it.
         assert!(!h.decided_by_posting(&entry("n", "user:u1", 2_000_100)));

@@ -25,7 +25,7 @@ pub use connections::{CONNECT_GRACE_MS, Closed, ConnectionRecord, Connections, G
 pub use log::{Collapsed, Log, LogPage, WIDE_REPLICAS};
 pub use presence::{Departure, Presences};
 pub use push::PushSubscriptions;
-pub use state::{Claim, Idempotency, ReadState, Reminder, ReminderState, Reminders, Subscriptions};
+pub use state::{Claim, Idempotency, Posted, ReadState, Reminder, ReminderState, Reminders, Subscriptions};
 
 use crate::config::Tables;
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{Item, StoreError, Table, conditional_failed, get_s, n, put_request, s};
 use crate::cursor::Cursor;
@@ -114,10 +114,11 @@ impl Idempotency {
     }
 
     /// Marks the notification logged and pushed (every live recipient posted, or handed to the
-    /// retry queue or a fan-out shard). `posted_at`: when every member connection had taken the
-    /// frame or was closed (epoch ms), if that is known: a resume reads past the entry for a
-    /// client holding a cursor newer than that (see `replay::held`).
-    pub async fn finish(&self, tenant: &str, id: &str, posted_at: Option<u64>) -> Result<(), StoreError> {
+    /// retry queue or a fan-out shard). `posted`: when every member connection had taken the
+    /// frame, was closed, or answered 410 inside its `$connect` (those are listed), if that is
+    /// known: a resume reads past the entry for a client holding a cursor newer than that (see
+    /// `replay::spare`).
+    pub async fn finish(&self, tenant: &str, id: &str, posted: Option<&Posted>) -> Result<(), StoreError> {
         let update = self
             .table
             .client
@@ -127,10 +128,14 @@ impl Idempotency {
             .key("sk", s("#"))
             .expression_attribute_names("#s", "state")
             .expression_attribute_values(":done", s("done"));
-        let update = match posted_at {
-            Some(at) => update
+        let update = match posted {
+            Some(p) if p.missed_by.is_empty() => update
                 .update_expression("SET #s = :done, postedAt = :at")
-                .expression_attribute_values(":at", n(at)),
+                .expression_attribute_values(":at", n(p.at)),
+            Some(p) => update
+                .update_expression("SET #s = :done, postedAt = :at, missedBy = :m")
+                .expression_attribute_values(":at", n(p.at))
+                .expression_attribute_values(":m", AttributeValue::Ss(p.missed_by.clone())),
             None => update.update_expression("SET #s = :done"),
         };
         update.send().await.map_err(|e| StoreError::dynamo("UpdateItem", e))?;
@@ -140,19 +145,31 @@ impl Idempotency {
     /// When each of `ids` was posted to all of its live recipients ([`Self::finish`]), for those
     /// where that is known. Eventually consistent: an id read before its `finish` landed is
     /// simply not in the answer.
-    pub async fn posted_at(&self, tenant: &str, ids: &[&str]) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+    pub async fn posted_at(&self, tenant: &str, ids: &[&str]) -> Result<std::collections::HashMap<String, Posted>, StoreError> {
         let keys: Vec<(String, String)> = ids.iter().map(|id| (Self::key(tenant, id), "#".to_owned())).collect();
         let prefix = Self::key(tenant, "");
         let mut out = std::collections::HashMap::new();
-        for item in self.table.batch_get(&keys, "pk, postedAt").await? {
+        for item in self.table.batch_get(&keys, "pk, postedAt, missedBy").await? {
             if let (Ok(pk), Ok(at)) = (get_s(&item, "pk"), super::get_n(&item, "postedAt"))
                 && let Some(id) = pk.strip_prefix(&prefix)
             {
-                out.insert(id.to_owned(), at as u64);
+                let missed_by = match item.get("missedBy") {
+                    Some(AttributeValue::Ss(set)) => set.clone(),
+                    _ => Vec::new(),
+                };
+                out.insert(id.to_owned(), Posted { at: at as u64, missed_by });
             }
         }
         Ok(out)
     }
+}
+
+/// When a fan-out had posted to every member connection (epoch ms), and the connections that
+/// answered 410 inside their `$connect`: they may open without the frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Posted {
+    pub at: u64,
+    pub missed_by: Vec<String>,
 }
 
 /// Durable entitlements written by services (e.g. enrollment sync).
