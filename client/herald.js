@@ -36,12 +36,11 @@
  * Types are in herald.d.ts; the JSDoc here mirrors them.
  */
 
-/** The subprotocol Herald answers. */
-export const SUBPROTOCOL = "herald.v1";
-/** API Gateway's WebSocket frame limit: bigger client frames are refused before sending. */
-export const MAX_FRAME_BYTES = 32 * 1024;
-/** The server accepts at most this many ids per `ack` frame; `ack()` splits longer lists. */
-export const MAX_ACK_IDS = 100;
+import { HeraldError, errText, reportListenerError } from "./lib/errors.js";
+import { MAX_ACK_IDS, REF_ALLOWANCE, SUBPROTOCOL, checkFrameSize, laterCursor } from "./lib/protocol.js";
+
+export { SUBPROTOCOL, MAX_FRAME_BYTES, MAX_ACK_IDS } from "./lib/protocol.js";
+export { HeraldError } from "./lib/errors.js";
 
 /** @type {Readonly<Required<import("./herald.js").HeraldBackoff>>} */
 const DEFAULT_BACKOFF = Object.freeze({ initialMs: 1000, maxMs: 30000, factor: 2 });
@@ -69,8 +68,6 @@ const DEFAULTS = Object.freeze({
 /** Notifications a poll asks for per page (the API's page limit is larger). */
 const POLL_PAGE = 100;
 const STORAGE_VERSION = 1;
-/** Longest ref this client generates, used when sizing a frame before it gets its ref. */
-const REF_ALLOWANCE = '"ref":"h999999999999999",'.length;
 /** Consecutive `resume` pages that make no progress before giving up until the next connect. */
 const MAX_RESUME_STALLS = 3;
 /** Consecutive `resume` pages that deliver nothing (while the cursor moves) before giving up. */
@@ -80,33 +77,6 @@ const MAX_RATE_LIMITED_WAITS = 8;
 /** The longest one such wait, whatever the server says. */
 const MAX_RATE_LIMITED_WAIT_MS = 60_000;
 const noop = () => {};
-
-/**
- * An error from Herald: `code` is the server's error code (`forbidden`, `bad_request`,
- * `unknown_action`, `too_large`, `rate_limited`, `internal`) or one of the client's own
- * (`timeout`, `disconnected`, `closed`, `too_large`, `cancelled`, `connect_failed`,
- * `token_failed`, `sync_failed`, `ping_timeout`, `resume_stalled`, `storage_failed`,
- * `bad_frame`, `gateway_error`, `server_error`, `poll_failed`, `push_unsupported`,
- * `push_failed`).
- */
-export class HeraldError extends Error {
-  /**
-   * @param {string} code
-   * @param {string} message
-   * @param {{frame?: any, group?: string, cause?: unknown}} [extra]
-   */
-  constructor(code, message, extra = {}) {
-    super(message);
-    this.name = "HeraldError";
-    /** @type {string} */
-    this.code = code;
-    /** The server's frame (`{"type":"error",...}`) when the server sent one. */
-    this.frame = extra.frame;
-    /** The group concerned, for join/re-join failures. */
-    this.group = extra.group;
-    if (extra.cause !== undefined) this.cause = extra.cause;
-  }
-}
 
 /**
  * The delay before reconnect attempt `attempt` (1-based): exponential, capped at `maxMs`, with
@@ -121,42 +91,6 @@ export function backoffDelay(attempt, backoff = {}, random = Math.random) {
   const { initialMs, maxMs, factor } = { ...DEFAULT_BACKOFF, ...backoff };
   const ceiling = Math.min(maxMs, initialMs * Math.pow(factor, Math.max(0, attempt - 1)));
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
-}
-
-/** UTF-8 length of a string, as the server measures frames. */
-function utf8Length(/** @type {string} */ text) {
-  // Cheap path: every UTF-16 unit is at most 3 UTF-8 bytes.
-  if (text.length * 3 <= MAX_FRAME_BYTES) return text.length;
-  return new TextEncoder().encode(text).length;
-}
-
-/**
- * Throws a `too_large` HeraldError when `text` would exceed the frame limit.
- * @param {string} text
- * @param {number} [extra] bytes still to be added (the ref)
- */
-function checkFrameSize(text, extra = 0) {
-  const size = utf8Length(text) + extra;
-  if (size > MAX_FRAME_BYTES) {
-    throw new HeraldError(
-      "too_large",
-      `frame of ${size} bytes refused: Herald (API Gateway) accepts WebSocket frames of at most ${MAX_FRAME_BYTES} bytes`,
-    );
-  }
-}
-
-/**
- * Cursors are fixed-length strings whose lexicographic order is the log's order (DESIGN.md:
- * "totally ordered per user"). Returns the later of two cursors.
- * @param {string | null} a
- * @param {string | null} b
- * @returns {string | null}
- */
-function laterCursor(a, b) {
-  if (a == null) return b;
-  if (b == null) return a;
-  if (a.length !== b.length) return a.length > b.length ? a : b;
-  return b > a ? b : a;
 }
 
 /**
@@ -191,16 +125,6 @@ function defaultStorage() {
     // unavailable (private mode, sandboxed iframe, server-side rendering)
   }
   return null;
-}
-
-/** Reports an exception thrown by an app listener without breaking the client. */
-function reportListenerError(/** @type {unknown} */ e) {
-  const g = /** @type {any} */ (globalThis);
-  if (typeof g.reportError === "function") g.reportError(e);
-  else
-    setTimeout(() => {
-      throw e;
-    }, 0);
 }
 
 /** A bounded set of ids in least-recently-seen order. */
@@ -1414,11 +1338,4 @@ export function createHeraldClient(options) {
 function pageHidden() {
   const doc = /** @type {any} */ (globalThis).document;
   return Boolean(doc && doc.visibilityState === "hidden");
-}
-
-/** @param {unknown} e */
-function errText(e) {
-  if (e && typeof e === "object" && "message" in e && e.message) return String(e.message);
-  if (e && typeof e === "object" && "type" in e) return `${String(e.type)} event`;
-  return String(e);
 }
