@@ -277,6 +277,8 @@ export class ConnectionMethods extends Methods {
     void this._open();
   }
 
+  // ---------------------------------------------------------------- keep-alive and page
+
   /**
    * API Gateway closes a connection after 10 idle minutes (counted from the client's last
    * message): ping when nothing was sent for `pingIntervalMs`, while the page is visible.
