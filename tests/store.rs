@@ -175,9 +175,8 @@ async fn a_batch_that_stays_unprocessed_fails_loudly_instead_of_losing_items() {
 }
 
 /// A connection's first complete resume marks it caught up (its live frames carry cursors from
-/// then on): the item, then every membership row in one transaction. A row a leave removed
-/// meanwhile is not written back (the transaction is refused as a whole and the rows are marked
-/// one by one), and a second mark does nothing.
+/// then on): the item, then every membership row. A row a leave removed meanwhile is not written
+/// back, and a second mark does nothing.
 #[tokio::test]
 async fn marking_a_connection_caught_up_marks_its_rows_and_never_revives_a_removed_one() {
     let (tenant, user) = (unique("acme"), unique("u"));

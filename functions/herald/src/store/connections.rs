@@ -138,9 +138,6 @@ pub struct Connections {
     table: Table,
 }
 
-/// Items DynamoDB takes in one transaction.
-const TRANSACT_MAX: usize = 100;
-
 fn conn_pk(id: &str) -> String {
     format!("c#{id}")
 }
@@ -375,48 +372,15 @@ impl Connections {
                 Some((shard_pk(&group.key(tenant), shard), conn_id.to_owned()))
             })
             .collect();
-        for chunk in rows.chunks(TRANSACT_MAX) {
-            self.mark_rows(chunk).await?;
-        }
-        Ok(true)
-    }
-
-    /// Marks up to [`TRANSACT_MAX`] rows in one request (one call instead of one per row: a
-    /// connection's first resume marks all its memberships). When a row is gone (a leave raced
-    /// the mark) the transaction is refused as a whole; the rows are then marked one by one.
-    async fn mark_rows(&self, rows: &[(String, String)]) -> Result<(), StoreError> {
-        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
-        let mut items = Vec::with_capacity(rows.len());
-        for (pk, sk) in rows {
-            let update = Update::builder()
-                .table_name(&self.table.name)
-                .key("pk", s(pk.as_str()))
-                .key("sk", s(sk.as_str()))
-                .update_expression("SET caughtUp = :t")
-                .condition_expression("attribute_exists(pk)")
-                .expression_attribute_values(":t", AttributeValue::Bool(true))
-                .build()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            items.push(TransactWriteItem::builder().update(update).build());
-        }
-        let out = self
-            .table
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
+        // One conditional UpdateItem per row, in parallel: a transaction would be one request
+        // but costs twice the write units, and moto copies the whole table for each one.
+        let marked: Vec<Result<(), StoreError>> = futures_util::stream::iter(rows)
+            .map(|(pk, sk)| async move { self.mark_row(&pk, &sk).await })
+            .buffer_unordered(8)
+            .collect()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.as_service_error(), Some(TransactWriteItemsError::TransactionCanceledException(_))) => {
-                for (pk, sk) in rows {
-                    self.mark_row(pk, sk).await?;
-                }
-                Ok(())
-            }
-            Err(e) => Err(StoreError::dynamo("TransactWriteItems", e)),
-        }
+        marked.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(true)
     }
 
     /// Marks one membership row caught up, unless it is gone.
