@@ -11,24 +11,24 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
-use crate::auth::{AuthError, JwtConfig, Principal, Role, Verifier};
-use crate::budget::Budget;
-use crate::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
-use crate::cursor::{Cursor, now_millis};
-use crate::delivery::Poster;
-use crate::groups::{Group, valid_id};
-use crate::limiter::Limiter;
-use crate::membership::{PresenceToken, Unsubscriber, entitled, presence_page};
-use crate::metrics::Metrics;
-use crate::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
-use crate::policy::{PresencePolicy, ReminderPolicy, RolePolicy};
-use crate::presence::{Presence, PresenceError};
-use crate::push::{EndpointPolicy, SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
-use crate::queue::{Queue, QueueError};
-use crate::replay::{ReadRequest, Reader, Replay, Start};
-use crate::runtime::{HttpHandler, InitError};
-use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
-use crate::store::{ReminderState, Store, StoreError, epoch_seconds};
+use crate::domain::auth::{AuthError, JwtConfig, Principal, Role, Verifier};
+use crate::domain::budget::Budget;
+use crate::domain::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
+use crate::domain::cursor::{Cursor, now_millis};
+use crate::domain::groups::{Group, valid_id};
+use crate::domain::metrics::Metrics;
+use crate::domain::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message, user_scoped_id};
+use crate::domain::policy::{PresencePolicy, ReminderPolicy, RolePolicy};
+use crate::io::delivery::Poster;
+use crate::io::push::{EndpointPolicy, SUBSCRIPTION_DAYS, endpoint_key, parse_endpoint, parse_subscription};
+use crate::io::queue::{Queue, QueueError};
+use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
+use crate::services::limiter::Limiter;
+use crate::services::membership::{PresenceToken, Unsubscriber, entitled, presence_page};
+use crate::services::presence::{Presence, PresenceError};
+use crate::services::replay::{ReadRequest, Reader, Replay, Start};
+use crate::services::runtime::{HttpHandler, InitError};
+use crate::services::schedule::{DeferError, Deferral, Deferred, Scheduler};
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_PAGE: usize = 50;
@@ -369,7 +369,7 @@ impl Api {
         Ok((StatusCode::OK, Some(json!({"count": unread.count, "capped": unread.capped}))))
     }
 
-    fn parse_notification(&self, p: &Principal, req: &Request) -> Result<crate::notification::NotificationRequest, ApiError> {
+    fn parse_notification(&self, p: &Principal, req: &Request) -> Result<crate::domain::notification::NotificationRequest, ApiError> {
         let raw = body_text(req)?;
         let limits = ParseLimits {
             payload_budget: self.limits.payload_budget,
@@ -473,14 +473,14 @@ impl Api {
                 }
                 Ok((
                     StatusCode::CREATED,
-                    Some(json!({"id": id, "state": "scheduled", "deliverAt": crate::notification::format_time(&at)})),
+                    Some(json!({"id": id, "state": "scheduled", "deliverAt": crate::domain::notification::format_time(&at)})),
                 ))
             }
         }
     }
 
-    async fn visible_reminder(&self, p: &Principal, id: &str) -> Result<crate::store::Reminder, ApiError> {
-        if crate::notification::validate_message_id(id).is_err() {
+    async fn visible_reminder(&self, p: &Principal, id: &str) -> Result<crate::io::store::Reminder, ApiError> {
+        if crate::domain::notification::validate_message_id(id).is_err() {
             return Err(ApiError::not_found("no such reminder"));
         }
         let privileged = p.is_privileged();

@@ -18,22 +18,22 @@ use chrono::Utc;
 use futures_util::StreamExt;
 
 use crate::BoxError;
-use crate::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
-use crate::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
-use crate::delivery::{InternalMessage, Poster};
-use crate::escalation::{Escalation, EscalationError, Fired};
-use crate::groups::Group;
-use crate::membership::Unsubscriber;
-use crate::metrics::Metrics;
-use crate::notification::{Control, NotificationRequest, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
-use crate::offline::{PushError, PushSummary, Pusher, UserPush};
-use crate::policy::{PresencePolicy, RolePolicy};
-use crate::presence::{Presence, PresenceError};
-use crate::push::PushSender;
-use crate::queue::{DEFERRED_FOR, Queue, QueueError, redeliver};
-use crate::runtime::{Handler, InitError};
-use crate::schedule::{DeferError, Deferral, Deferred, Scheduler};
-use crate::store::{ReminderState, Store, StoreError, epoch_seconds};
+use crate::domain::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
+use crate::domain::groups::Group;
+use crate::domain::metrics::Metrics;
+use crate::domain::notification::{Control, NotificationRequest, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
+use crate::domain::policy::{PresencePolicy, RolePolicy};
+use crate::io::delivery::{InternalMessage, Poster};
+use crate::io::push::PushSender;
+use crate::io::queue::{DEFERRED_FOR, Queue, QueueError, redeliver};
+use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
+use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
+use crate::services::escalation::{Escalation, EscalationError, Fired};
+use crate::services::membership::Unsubscriber;
+use crate::services::offline_push::{PushError, PushSummary, Pusher, UserPush};
+use crate::services::presence::{Presence, PresenceError};
+use crate::services::runtime::{Handler, InitError};
+use crate::services::schedule::{DeferError, Deferral, Deferred, Scheduler};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {

@@ -11,14 +11,14 @@ use aws_config::SdkConfig;
 use serde_json::Value;
 
 use crate::BoxError;
-use crate::config::{Env, Limits, Queues};
-use crate::delivery::EscalationCheck;
-use crate::escalation::SCHEDULE_INPUT_KEY;
-use crate::metrics::Metrics;
-use crate::notification::{ParseLimits, ProducerMessage, parse_producer_message};
-use crate::queue::{Queue, QueueError};
-use crate::runtime::{Handler, InitError};
-use crate::store::{ReminderState, Store, StoreError};
+use crate::domain::config::{Env, Limits, Queues};
+use crate::domain::metrics::Metrics;
+use crate::domain::notification::{ParseLimits, ProducerMessage, parse_producer_message};
+use crate::io::delivery::EscalationCheck;
+use crate::io::queue::{Queue, QueueError};
+use crate::io::store::{ReminderState, Store, StoreError};
+use crate::services::escalation::SCHEDULE_INPUT_KEY;
+use crate::services::runtime::{Handler, InitError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fired {
@@ -77,7 +77,7 @@ impl ReminderTarget {
         // Send first, then mark: a crash in between means a second fire, which dispatch
         // deduplicates; the other order could lose the reminder.
         self.queue.dispatch(body, 0).await?;
-        let expires = crate::store::epoch_seconds() + self.limits.retention_seconds as i64;
+        let expires = crate::io::store::epoch_seconds() + self.limits.retention_seconds as i64;
         self.store.reminders.mark_fired(&req.tenant, id, expires).await?;
         Metrics::new("reminder").count("Fired", 1).flush();
         tracing::info!(tenant = %req.tenant, id, "reminder fired");

@@ -9,18 +9,18 @@ use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
 use crate::BoxError;
-use crate::config::{Env, Limits, PushSettings, Queues, ws_endpoint};
-use crate::cursor::now_millis;
-use crate::delivery::{FanoutReport, Poster, RetryJob, close_gone_sockets, fan_out, post_or_close};
-use crate::groups::Group;
-use crate::metrics::Metrics;
-use crate::offline::{PushError, Pusher};
-use crate::policy::PresencePolicy;
-use crate::presence::{Presence, PresenceError};
-use crate::push::PushRetry;
-use crate::queue::{Queue, QueueError, redeliver};
-use crate::runtime::{Handler, InitError};
-use crate::store::{Store, StoreError};
+use crate::domain::config::{Env, Limits, PushSettings, Queues, ws_endpoint};
+use crate::domain::cursor::now_millis;
+use crate::domain::groups::Group;
+use crate::domain::metrics::Metrics;
+use crate::domain::policy::PresencePolicy;
+use crate::io::delivery::{FanoutReport, Poster, RetryJob, close_gone_sockets, fan_out, post_or_close};
+use crate::io::push::PushRetry;
+use crate::io::queue::{Queue, QueueError, redeliver};
+use crate::io::store::{Store, StoreError};
+use crate::services::offline_push::{PushError, Pusher};
+use crate::services::presence::{Presence, PresenceError};
+use crate::services::runtime::{Handler, InitError};
 
 /// A round that could not finish; the message is redelivered.
 #[derive(Debug, thiserror::Error)]

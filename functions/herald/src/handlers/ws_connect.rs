@@ -9,16 +9,16 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use aws_lambda_events::http::HeaderValue;
 
 use crate::BoxError;
-use crate::auth::SUBPROTOCOL;
-use crate::budget::Budget;
-use crate::config::{Env, Limits};
-use crate::gateway::{caller, status};
-use crate::groups::Group;
-use crate::limiter::Limiter;
-use crate::metrics::Metrics;
-use crate::presence::Presence;
-use crate::runtime::{Handler, InitError};
-use crate::store::{ConnectionRecord, Store};
+use crate::domain::auth::SUBPROTOCOL;
+use crate::domain::budget::Budget;
+use crate::domain::config::{Env, Limits};
+use crate::domain::groups::Group;
+use crate::domain::metrics::Metrics;
+use crate::io::store::{ConnectionRecord, Store};
+use crate::services::gateway::{caller, status};
+use crate::services::limiter::Limiter;
+use crate::services::presence::Presence;
+use crate::services::runtime::{Handler, InitError};
 
 pub struct WsConnect {
     store: Store,

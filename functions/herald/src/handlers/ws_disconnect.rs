@@ -5,12 +5,12 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use crate::BoxError;
-use crate::config::{Env, Limits};
-use crate::gateway::status;
-use crate::metrics::Metrics;
-use crate::presence::Presence;
-use crate::runtime::{Handler, InitError};
-use crate::store::Store;
+use crate::domain::config::{Env, Limits};
+use crate::domain::metrics::Metrics;
+use crate::io::store::Store;
+use crate::services::gateway::status;
+use crate::services::presence::Presence;
+use crate::services::runtime::{Handler, InitError};
 
 pub struct WsDisconnect {
     store: Store,

@@ -14,23 +14,23 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use serde_json::{Map, Value, json};
 
 use crate::BoxError;
-use crate::broadcast::Broadcaster;
-use crate::budget::Budget;
-use crate::config::{Env, Limits, Queues, ws_endpoint};
-use crate::delivery::{PostOutcome, Poster};
-use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
-use crate::gateway::{Caller, answer, caller};
-use crate::groups::Group;
-use crate::limiter::Limiter;
-use crate::membership::{JoinError, Joins};
-use crate::metrics::Metrics;
-use crate::policy::{PresencePolicy, PublishPolicy, RolePolicy};
-use crate::presence::Presence;
-use crate::publish::{PublishError, Publisher};
-use crate::queue::Queue;
-use crate::replay::{ReadRequest, Reader, Replay, Start};
-use crate::runtime::{Handler, InitError};
-use crate::store::{Store, epoch_seconds};
+use crate::domain::budget::Budget;
+use crate::domain::config::{Env, Limits, Queues, ws_endpoint};
+use crate::domain::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
+use crate::domain::groups::Group;
+use crate::domain::metrics::Metrics;
+use crate::domain::policy::{PresencePolicy, PublishPolicy, RolePolicy};
+use crate::io::delivery::{PostOutcome, Poster};
+use crate::io::queue::Queue;
+use crate::io::store::{Store, epoch_seconds};
+use crate::services::broadcast::Broadcaster;
+use crate::services::gateway::{Caller, answer, caller};
+use crate::services::limiter::Limiter;
+use crate::services::membership::{JoinError, Joins};
+use crate::services::presence::Presence;
+use crate::services::publish::{PublishError, Publisher};
+use crate::services::replay::{ReadRequest, Reader, Replay, Start};
+use crate::services::runtime::{Handler, InitError};
 
 /// Frames replayed by one `resume`; the client pages beyond it.
 pub const RESUME_PAGE: usize = 200;

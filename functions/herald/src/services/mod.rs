@@ -1,0 +1,14 @@
+//! Layer 2, services: the protocols several functions share, built from the domain and I/O.
+//! Nothing here names a handler.
+
+pub mod broadcast;
+pub mod escalation;
+pub mod gateway;
+pub mod limiter;
+pub mod membership;
+pub mod offline_push;
+pub mod presence;
+pub mod publish;
+pub mod replay;
+pub mod runtime;
+pub mod schedule;
