@@ -139,7 +139,7 @@ async fn an_unread_notification_escalates_once_even_when_its_check_comes_three_t
     // Two more copies of the user's check, as SQS's at-least-once delivery may hand out: sent
     // now, due with the original, so at the deadline three copies race for the once-guard (and
     // any that meets a live claim is delivered once more after its lease).
-    let check = herald::io::delivery::EscalationCheck {
+    let check = herald::io::queue::EscalationCheck {
         tenant: tenant.clone(),
         id: id.clone(),
         user: user.clone(),

@@ -24,10 +24,8 @@ use crate::domain::groups::Group;
 use crate::domain::horizon::Horizon;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{Content, LogEntry, format_time, now_rfc3339, without_cursor};
-use crate::io::delivery::{
-    CollapseRef, FanoutJob, FanoutReport, Poster, RetryJob, Unreachable, chain, close_gone_sockets, fan_out, post_or_close,
-};
-use crate::io::queue::{Queue, QueueError};
+use crate::io::delivery::{FanoutReport, Poster, Unreachable, chain, close_gone_sockets, fan_out, post_or_close};
+use crate::io::queue::{CollapseRef, FanoutJob, Queue, QueueError, RetryJob};
 use crate::io::store::{Claim, Collapsed, Store, StoreError, epoch_seconds};
 use crate::services::presence::{Presence, PresenceError};
 

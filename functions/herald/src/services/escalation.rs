@@ -42,8 +42,7 @@ use crate::domain::cursor::Cursor;
 use crate::domain::groups::Group;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::LogEntry;
-use crate::io::delivery::EscalationCheck;
-use crate::io::queue::{MAX_DELAY_SECONDS, Queue, QueueError};
+use crate::io::queue::{EscalationCheck, MAX_DELAY_SECONDS, Queue, QueueError};
 use crate::io::store::{Claim, Store, StoreError, epoch_seconds};
 use crate::services::schedule::{ScheduleError, Scheduler, schedule_name};
 

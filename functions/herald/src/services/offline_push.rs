@@ -12,10 +12,8 @@ use futures_util::StreamExt;
 use crate::domain::config::{ConfigError, PushSettings};
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{LogEntry, PushRequest};
-use crate::io::push::{
-    EndpointPolicy, PushJob, PushMessage, PushOutcome, PushSender, SenderError, Subscription, Vapid, VapidError, payload,
-};
-use crate::io::queue::{Queue, QueueError};
+use crate::io::push::{EndpointPolicy, PushMessage, PushOutcome, PushSender, SenderError, Subscription, Vapid, VapidError, payload};
+use crate::io::queue::{PushJob, Queue, QueueError};
 use crate::io::store::{Store, StoreError};
 
 /// Pushes in flight at once from one invocation.

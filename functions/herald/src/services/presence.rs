@@ -23,8 +23,8 @@ use crate::domain::frames;
 use crate::domain::groups::Group;
 use crate::domain::metrics::Metrics;
 use crate::domain::policy::PresencePolicy;
-use crate::io::delivery::{Poster, PresenceCheck, fan_out};
-use crate::io::queue::{Queue, QueueError};
+use crate::io::delivery::{Poster, fan_out};
+use crate::io::queue::{PresenceCheck, Queue, QueueError};
 use crate::io::store::{Closed, Departure, Store, StoreError, epoch_seconds};
 use crate::services::runtime::InitError;
 

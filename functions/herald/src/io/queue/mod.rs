@@ -17,8 +17,12 @@ use aws_sdk_sqs::operation::send_message::SendMessageError;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 use crate::domain::config::Queues;
-use crate::io::delivery::{EscalationCheck, FanoutJob, PresenceCheck, RetryJob, retry_delay_seconds};
-use crate::io::push::{PushJob, PushRetry};
+
+mod messages;
+
+pub use messages::{
+    CollapseRef, EscalationCheck, FanoutJob, InternalMessage, PresenceCheck, PushJob, PushRetry, RetryJob, retry_delay_seconds,
+};
 
 /// The message attribute of a deferred copy: the `deliverAt` it was deferred for.
 pub const DEFERRED_FOR: &str = "deferredFor";
