@@ -545,6 +545,14 @@ pub fn validate_message_id(id: &str) -> Result<(), Rejection> {
 /// Ids starting with this are reserved: they are users' own reminder ids ([`user_scoped_id`]).
 pub const USER_SCOPE: char = '~';
 
+/// Why a caller may not name an id starting with [`USER_SCOPE`].
+pub const RESERVED_ID: &str = "id: ids starting with ~ are reserved for users' own reminders";
+
+/// Whether `id` is in the users' reminder namespace, which no caller names directly.
+pub fn is_reserved(id: &str) -> bool {
+    id.starts_with(USER_SCOPE)
+}
+
 /// The notification id of a reminder a user set for themselves (`POST /reminders` without a
 /// privileged role). Users and producers share a tenant, but not an id namespace: a user's
 /// `grade-7781` never makes a service's notification `grade-7781` a duplicate.

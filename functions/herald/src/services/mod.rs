@@ -9,6 +9,7 @@ pub mod membership;
 pub mod offline_push;
 pub mod presence;
 pub mod publish;
+pub mod reminders;
 pub mod replay;
 pub mod runtime;
 pub mod schedule;

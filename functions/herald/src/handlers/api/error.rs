@@ -6,6 +6,7 @@ use crate::domain::auth::AuthError;
 use crate::io::queue::QueueError;
 use crate::io::store::StoreError;
 use crate::services::presence::PresenceError;
+use crate::services::reminders::ReminderError;
 use crate::services::schedule::DeferError;
 
 /// An HTTP error as the contract shows it.
@@ -72,6 +73,20 @@ impl From<DeferError> for ApiError {
                 tracing::error!(error = %other, "downstream failure");
                 ApiError::internal()
             }
+        }
+    }
+}
+
+impl From<ReminderError> for ApiError {
+    fn from(e: ReminderError) -> Self {
+        match e {
+            ReminderError::BadRequest(m) => ApiError::bad_request(m),
+            ReminderError::Forbidden(m) => ApiError::forbidden(m),
+            ReminderError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            ReminderError::TooMany(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m),
+            ReminderError::NotFound => ApiError::not_found("no such reminder"),
+            ReminderError::Store(s) => s.into(),
+            ReminderError::Defer(d) => d.into(),
         }
     }
 }

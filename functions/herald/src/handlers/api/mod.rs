@@ -27,6 +27,7 @@ use crate::io::store::Store;
 use crate::services::limiter::Limiter;
 use crate::services::membership::Unsubscriber;
 use crate::services::presence::Presence;
+use crate::services::reminders::Reminders;
 use crate::services::replay::Replay;
 use crate::services::runtime::{HttpHandler, InitError};
 use crate::services::schedule::{Deferral, Scheduler};
@@ -51,15 +52,13 @@ pub struct Api {
     verifier: Verifier,
     store: Store,
     queue: Queue,
-    deferral: Deferral,
     limits: Limits,
     roles: RolePolicy,
     unsubscriber: Unsubscriber,
     limiter: Limiter,
     /// The VAPID public key clients subscribe with; `None`: push is off.
     vapid_public_key: Option<String>,
-    /// What callers' own reminders may carry, and how many a user keeps pending.
-    reminder_policy: ReminderPolicy,
+    reminders: Reminders,
     /// Where push endpoints may point (SSRF: Herald POSTs to them).
     push_endpoints: EndpointPolicy,
     replay: Replay,
@@ -88,7 +87,7 @@ impl HttpHandler for Api {
         let push = PushSettings::from_source(&Env)?;
         Ok(Self {
             push_endpoints: EndpointPolicy::from(&push),
-            reminder_policy: ReminderPolicy::from_source(&Env)?,
+            reminders: Reminders::new(store.clone(), deferral, ReminderPolicy::from_source(&Env)?),
             vapid_public_key: push.vapid_public_key,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
@@ -96,7 +95,6 @@ impl HttpHandler for Api {
             verifier,
             store,
             queue,
-            deferral,
             limits,
             roles,
         })

@@ -10,7 +10,7 @@ use super::{Api, ApiError, ApiResult, DEFAULT_PAGE, MAX_PAGE, UNREAD_CAP, UP_TO_
 use crate::domain::auth::{Principal, Role};
 use crate::domain::cursor::{Cursor, now_millis};
 use crate::domain::groups::Group;
-use crate::domain::notification::{ParseLimits, ProducerMessage, RejectCode, Target, USER_SCOPE, parse_producer_message};
+use crate::domain::notification::{ParseLimits, ProducerMessage, RESERVED_ID, RejectCode, Target, is_reserved, parse_producer_message};
 use crate::io::store::epoch_seconds;
 use crate::services::replay::{ReadRequest, Reader, Start};
 
@@ -151,12 +151,10 @@ impl Api {
     }
 }
 
-/// Ids starting with `~` belong to users' own reminders ([`user_scoped_id`]); nobody names one.
-pub(super) fn reserved(id: &str) -> Result<(), ApiError> {
-    if id.starts_with(USER_SCOPE) {
-        return Err(ApiError::bad_request(
-            "id: ids starting with ~ are reserved for users' own reminders",
-        ));
+/// Ids starting with `~` belong to users' own reminders; nobody names one.
+fn reserved(id: &str) -> Result<(), ApiError> {
+    if is_reserved(id) {
+        return Err(ApiError::bad_request(RESERVED_ID));
     }
     Ok(())
 }
