@@ -11,7 +11,7 @@
 //!     │
 //! services/   2  the protocols functions share: broadcast (log, then fan out), publish,
 //!                replay (resume and missed), membership, presence, limiter, escalation,
-//!                offline_push (Web Push to users no connection took), schedule, gateway
+//!                web_push (Web Push to users no connection took), schedule, gateway
 //!                (WebSocket events), runtime (init and the Lambda loops)
 //!     │
 //! io/         1  AWS and the wire: store (DynamoDB), queue (SQS), delivery (@connections posts

@@ -6,7 +6,7 @@ pub mod escalation;
 pub mod gateway;
 pub mod limiter;
 pub mod membership;
-pub mod offline_push;
+pub mod web_push;
 pub mod presence;
 pub mod publish;
 pub mod reminders;

@@ -27,7 +27,7 @@ pub enum InitError {
     #[error(transparent)]
     Delivery(#[from] PosterError),
     #[error(transparent)]
-    Push(#[from] crate::services::offline_push::PushInitError),
+    Push(#[from] crate::services::web_push::PushInitError),
     #[error("TLS for the AWS SDK clients: {0}")]
     Tls(#[source] std::sync::Arc<crate::domain::tls::TlsError>),
 }

@@ -6,7 +6,7 @@
 //! - [`vapid`]: the application server's ES256 token (pure);
 //! - [`sender`]: one push to one push service (I/O).
 //!
-//! Who is pushed to, and what happens after each answer, is `services::offline_push`'s (it has
+//! Who is pushed to, and what happens after each answer, is `services::web_push`'s (it has
 //! the store and the queue); a push to try again travels as a `queue::PushRetry`.
 
 pub mod ece;
