@@ -30,10 +30,10 @@ use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
 use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
 use crate::services::escalation::{Escalation, EscalationError, Fired};
 use crate::services::membership::Unsubscriber;
-use crate::services::web_push::{PushError, PushSummary, Pusher, UserPush};
 use crate::services::presence::{Presence, PresenceError};
 use crate::services::runtime::{Handler, InitError};
 use crate::services::schedule::{DeferError, Deferral, Deferred, Scheduler};
+use crate::services::web_push::{PushError, PushSummary, Pusher, UserPush};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {

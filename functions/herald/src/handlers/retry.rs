@@ -17,9 +17,9 @@ use crate::domain::policy::PresencePolicy;
 use crate::io::delivery::{FanoutReport, Poster, close_gone_sockets, fan_out, post_or_close};
 use crate::io::queue::{PushRetry, Queue, QueueError, RetryJob, redeliver};
 use crate::io::store::{Store, StoreError};
-use crate::services::web_push::{PushError, Pusher};
 use crate::services::presence::{Presence, PresenceError};
 use crate::services::runtime::{Handler, InitError};
+use crate::services::web_push::{PushError, Pusher};
 
 /// A round that could not finish; the message is redelivered.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! Reaching users who are not connected: Web Push to the subscriptions a user registered.
+//! Reaching users who are not connected: Web Push to the subscriptions a user registered, and
+//! the rules of registering them ([`Subscriptions`]).
 //!
 //! Dispatch knows after a fan-out which targeted users no live connection took the frame for
 //! (none was open, or every one was gone or refused it); [`Pusher::push`] sends those (or, for `"push":"always"`, every
@@ -12,9 +13,12 @@ use futures_util::StreamExt;
 use crate::domain::config::{ConfigError, PushSettings};
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{LogEntry, PushRequest};
-use crate::io::push::{EndpointPolicy, PushMessage, PushOutcome, PushSender, SenderError, Subscription, Vapid, VapidError, payload};
+use crate::io::push::{
+    EndpointPolicy, PushMessage, PushOutcome, PushSender, SUBSCRIPTION_DAYS, SenderError, Subscription, Vapid, VapidError, endpoint_key,
+    parse_endpoint, parse_subscription, payload,
+};
 use crate::io::queue::{PushJob, Queue, QueueError};
-use crate::io::store::{Store, StoreError};
+use crate::io::store::{Store, StoreError, epoch_seconds};
 
 /// Pushes in flight at once from one invocation.
 const PUSHES_IN_FLIGHT: usize = 16;
@@ -196,5 +200,60 @@ impl Pusher {
             .count("PushFailed", summary.failed)
             .flush();
         Ok(summary)
+    }
+}
+
+/// Push subscriptions (browsers, devices) one user keeps at most.
+pub const MAX_PUSH_SUBSCRIPTIONS: usize = 20;
+
+/// A subscription refused (the message the caller sees), or a storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The push subscriptions users register: validated whole before anything is written (a refused
+/// one stores nothing), one per endpoint, at most [`MAX_PUSH_SUBSCRIPTIONS`] a user.
+#[derive(Clone, Debug)]
+pub struct Subscriptions {
+    store: Store,
+    /// Where push endpoints may point (SSRF: Herald POSTs to them).
+    endpoints: EndpointPolicy,
+}
+
+impl Subscriptions {
+    pub fn new(store: Store, endpoints: EndpointPolicy) -> Self {
+        Self { store, endpoints }
+    }
+
+    /// Stores the browser subscription `body` (sending it again refreshes its expiry).
+    pub async fn subscribe(&self, tenant: &str, user: &str, body: &str) -> Result<(), SubscribeError> {
+        let sub = parse_subscription(body, &self.endpoints).map_err(|e| SubscribeError::Invalid(e.to_string()))?;
+        let existing = self.store.push_subscriptions.list(tenant, user).await?;
+        let key = endpoint_key(&sub.endpoint);
+        if existing.len() >= MAX_PUSH_SUBSCRIPTIONS && !existing.iter().any(|(k, _)| *k == key) {
+            return Err(SubscribeError::Invalid(format!(
+                "at most {MAX_PUSH_SUBSCRIPTIONS} push subscriptions per user; delete one first"
+            )));
+        }
+        let mut expires = epoch_seconds() + SUBSCRIPTION_DAYS * 24 * 3600;
+        if let Some(ms) = sub.expires_ms {
+            expires = expires.min(ms / 1000);
+        }
+        if expires <= epoch_seconds() {
+            return Err(SubscribeError::Invalid("expirationTime has passed".into()));
+        }
+        self.store.push_subscriptions.put(tenant, user, &sub, expires).await?;
+        Ok(())
+    }
+
+    /// Forgets one of the user's subscriptions, by the endpoint `body` names (absent is fine).
+    pub async fn unsubscribe(&self, tenant: &str, user: &str, body: &str) -> Result<(), SubscribeError> {
+        let endpoint = parse_endpoint(body, &self.endpoints).map_err(|e| SubscribeError::Invalid(e.to_string()))?;
+        self.store.push_subscriptions.remove(tenant, user, &endpoint).await?;
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@ use crate::io::store::StoreError;
 use crate::services::presence::PresenceError;
 use crate::services::reminders::ReminderError;
 use crate::services::schedule::DeferError;
+use crate::services::web_push::SubscribeError;
 
 /// An HTTP error as the contract shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +88,15 @@ impl From<ReminderError> for ApiError {
             ReminderError::NotFound => ApiError::not_found("no such reminder"),
             ReminderError::Store(s) => s.into(),
             ReminderError::Defer(d) => d.into(),
+        }
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::Invalid(m) => ApiError::bad_request(m),
+            SubscribeError::Store(s) => s.into(),
         }
     }
 }

@@ -31,6 +31,7 @@ use crate::services::reminders::Reminders;
 use crate::services::replay::Replay;
 use crate::services::runtime::{HttpHandler, InitError};
 use crate::services::schedule::{Deferral, Scheduler};
+use crate::services::web_push::Subscriptions;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_PAGE: usize = 50;
@@ -39,8 +40,6 @@ pub const MAX_PAGE: usize = 200;
 pub const UNREAD_CAP: usize = 1000;
 /// Connections listed by one presence page at most.
 pub const PRESENCE_PAGE: usize = 1000;
-/// Push subscriptions (browsers, devices) one user keeps at most.
-pub const MAX_PUSH_SUBSCRIPTIONS: usize = 20;
 /// How far past the clock an `upTo` cursor may be (clock skew between Lambda instances).
 const UP_TO_SKEW_MS: u64 = 30_000;
 
@@ -59,8 +58,7 @@ pub struct Api {
     /// The VAPID public key clients subscribe with; `None`: push is off.
     vapid_public_key: Option<String>,
     reminders: Reminders,
-    /// Where push endpoints may point (SSRF: Herald POSTs to them).
-    push_endpoints: EndpointPolicy,
+    push_subscriptions: Subscriptions,
     replay: Replay,
 }
 
@@ -86,7 +84,7 @@ impl HttpHandler for Api {
         );
         let push = PushSettings::from_source(&Env)?;
         Ok(Self {
-            push_endpoints: EndpointPolicy::from(&push),
+            push_subscriptions: Subscriptions::new(store.clone(), EndpointPolicy::from(&push)),
             reminders: Reminders::new(store.clone(), deferral, ReminderPolicy::from_source(&Env)?),
             vapid_public_key: push.vapid_public_key,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
