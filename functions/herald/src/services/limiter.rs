@@ -23,6 +23,7 @@ use crate::domain::cursor::now_millis;
 use crate::domain::frames::{self, ClientFrame, ErrorFrame};
 use crate::domain::metrics::Metrics;
 use crate::io::store::{Store, StoreError};
+use crate::services::replay::RESUME_PAGE;
 
 /// How far API Gateway's receive time may be from this instance's clock and still be used. A
 /// frame does not queue that long, so anything further off is a wrong timestamp (a replayed test
@@ -91,6 +92,43 @@ impl Limiter {
                 Ok(Some(retry_after_ms))
             }
         }
+    }
+
+    /// Admits a client frame that makes Herald post or write in bulk on its user's work budget,
+    /// before anything is done: a resume reserves a full page, an ack its ids, a publish one
+    /// unit (a join is charged by `Joins`, which alone knows whether it announces presence).
+    /// `Ok(Ok(reserved))`: go ahead, then [`Limiter::settle_frame`] at what it cost;
+    /// `Ok(Err(frame))`: refused, answer `frame` and do nothing.
+    pub async fn admit_frame_work(
+        &self,
+        function: &'static str,
+        tenant: &str,
+        user: &str,
+        received_ms: i64,
+        frame: &ClientFrame,
+    ) -> Result<Result<usize, ErrorFrame>, StoreError> {
+        let reserved = match frame {
+            ClientFrame::Resume { .. } => RESUME_PAGE,
+            ClientFrame::Ack { ids, .. } => ids.len(),
+            ClientFrame::Publish(_) => 1,
+            _ => 0,
+        };
+        if reserved > 0
+            && let Some(ms) = self.admit_work(tenant, user, received_ms, reserved).await?
+        {
+            Metrics::new(function).count("WorkLimited", 1).flush();
+            return Ok(Err(ErrorFrame::rate_limited(ms, frame.reference().cloned())));
+        }
+        Ok(Ok(reserved))
+    }
+
+    /// Settles a frame's reservation once done, only when the cost differs from it: one write
+    /// less for most frames.
+    pub async fn settle_frame(&self, tenant: &str, user: &str, reserved: usize, used: usize) -> Result<(), StoreError> {
+        if reserved > 0 && used != reserved {
+            self.settle_work(tenant, user, reserved, used).await?;
+        }
+        Ok(())
     }
 
     /// Settles a reservation once the work is done: `used` posts instead of `reserved`.

@@ -38,6 +38,23 @@ pub async fn entitled(store: &Store, roles: &RolePolicy, principal: &Principal, 
     })
 }
 
+/// The topics whose log a principal may read without a connection (`missed`, the unread count):
+/// personal, tenant, platform-wide, and the groups the token or a durable subscription entitles
+/// them to.
+pub async fn readable_topics(store: &Store, p: &Principal) -> Result<Vec<Group>, StoreError> {
+    let mut topics: Vec<Group> = vec![Group::user(&p.user), Group::Tenant, Group::All];
+    topics.extend(
+        p.groups
+            .iter()
+            .filter_map(|g| Group::parse(g).ok())
+            .filter(|g| matches!(g, Group::Named { .. })),
+    );
+    topics.extend(store.subscriptions.list(&p.tenant, &p.user).await?);
+    let mut seen = HashSet::new();
+    topics.retain(|g| seen.insert(g.clone()));
+    Ok(topics)
+}
+
 /// `join` and `leave` of a live connection, authorized server-side on every join.
 ///
 /// A join that may announce presence is admitted on the user's work budget, reserving the

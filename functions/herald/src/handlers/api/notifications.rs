@@ -1,6 +1,6 @@
 //! `/notifications`: `missed`, `read`, `unread-count`, and `POST` (to the dispatch queue).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Request, RequestExt};
@@ -9,33 +9,16 @@ use serde_json::{Value, json};
 use super::{Api, ApiError, ApiResult, DEFAULT_PAGE, MAX_PAGE, UNREAD_CAP, UP_TO_SKEW_MS, body_text, json_body, page_limit};
 use crate::domain::auth::{Principal, Role};
 use crate::domain::cursor::{Cursor, now_millis};
-use crate::domain::groups::Group;
 use crate::domain::notification::{ParseLimits, ProducerMessage, RESERVED_ID, RejectCode, Target, is_reserved, parse_producer_message};
-use crate::io::store::epoch_seconds;
+use crate::services::membership::readable_topics;
 use crate::services::replay::{ReadRequest, Reader, Start};
 
 impl Api {
-    /// The topics whose log the caller may read: personal, tenant, platform-wide, and the groups
-    /// the token or a durable subscription entitles them to.
-    pub(super) async fn readable_topics(&self, p: &Principal) -> Result<Vec<Group>, ApiError> {
-        let mut topics: Vec<Group> = vec![Group::user(&p.user), Group::Tenant, Group::All];
-        topics.extend(
-            p.groups
-                .iter()
-                .filter_map(|g| Group::parse(g).ok())
-                .filter(|g| matches!(g, Group::Named { .. })),
-        );
-        topics.extend(self.store.subscriptions.list(&p.tenant, &p.user).await?);
-        let mut seen = HashSet::new();
-        topics.retain(|g| seen.insert(g.clone()));
-        Ok(topics)
-    }
-
     pub(super) async fn missed(&self, p: &Principal, req: &Request) -> ApiResult {
         let q = req.query_string_parameters();
         let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let limit = page_limit(q.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
-        let topics = self.readable_topics(p).await?;
+        let topics = readable_topics(&self.store, p).await?;
         // A poller keeps `cursor` for its next poll (any cursor it received works too); `next`
         // pages on from exactly what was read. What its cursor shows it has is read past.
         let read = self
@@ -95,19 +78,18 @@ impl Api {
         if ids.is_none() && up_to.is_none() {
             return Err(ApiError::bad_request("give ids or upTo"));
         }
-        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
         let count = ids.as_ref().map_or(0, Vec::len);
         if let Some(ids) = &ids {
-            self.store.read_state.mark_read(&p.tenant, &p.user, ids, expires).await?;
+            self.replay.mark_read(&p.tenant, &p.user, ids).await?;
         }
         if let Some(cursor) = up_to {
-            self.store.read_state.advance_cursor(&p.tenant, &p.user, cursor).await?;
+            self.replay.advance_read_cursor(&p.tenant, &p.user, cursor).await?;
         }
         Ok((StatusCode::OK, Some(json!({"count": count}))))
     }
 
     pub(super) async fn unread_count(&self, p: &Principal) -> ApiResult {
-        let topics = self.readable_topics(p).await?;
+        let topics = readable_topics(&self.store, p).await?;
         let unread = self.replay.unread(&p.tenant, &p.user, &topics, UNREAD_CAP).await?;
         Ok((StatusCode::OK, Some(json!({"count": unread.count, "capped": unread.capped}))))
     }

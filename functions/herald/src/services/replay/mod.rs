@@ -3,7 +3,8 @@
 //! - this module: where a read starts and what it answers ([`ReadPlan`], [`PageToken`]: the
 //!   horizon rule for readers), and merging several topics' logs into one page;
 //! - [`spare`]: which entries the client already holds, so they are not sent again;
-//! - [`service`]: the read itself ([`Replay`]), store in, entries and resume point out.
+//! - [`service`]: the read itself ([`Replay`]), store in, entries and resume point out;
+//! - [`resume`]: `resume` over a connection ([`Resumer`]): the read, the replayed posts, the answer.
 //!
 //! Merging several topics' logs into one cursor-ordered page:
 //! Each topic is read in cursor order, one page at a time. Entries from all topics can only be
@@ -13,9 +14,11 @@
 //! expired entries too (they are skipped, not unread), so a page of nothing but expired entries
 //! still moves the cursor forward instead of stalling or skipping what follows.
 
+pub mod resume;
 pub mod service;
 pub mod spare;
 
+pub use resume::{RESUME_PAGE, ResumeError, ResumeFrom, Resumer};
 pub use service::{Read, ReadRequest, Replay};
 
 use crate::domain::cursor::{Cursor, CursorError};

@@ -106,6 +106,18 @@ impl Replay {
         })
     }
 
+    /// Marks `ids` read for the user (an `ack` frame, `POST /notifications/read`); the marks
+    /// live as long as the log entries they are about.
+    pub async fn mark_read(&self, tenant: &str, user: &str, ids: &[String]) -> Result<(), StoreError> {
+        let expires = epoch_seconds() + self.retention_seconds as i64;
+        self.store.read_state.mark_read(tenant, user, ids, expires).await
+    }
+
+    /// Moves the user's read cursor to `cursor`: everything up to it counts as read.
+    pub async fn advance_read_cursor(&self, tenant: &str, user: &str, cursor: Cursor) -> Result<(), StoreError> {
+        self.store.read_state.advance_cursor(tenant, user, cursor).await
+    }
+
     /// What the user has not read yet, counted by id: a notification logged twice (a write
     /// redone under a fresh cursor, see `horizon`) is one.
     pub async fn unread(&self, tenant: &str, user: &str, topics: &[Group], cap: usize) -> Result<Unread, StoreError> {
