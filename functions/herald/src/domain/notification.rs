@@ -5,7 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::config::FRAME_HARD_CAP;
+use crate::domain::config::{FRAME_HARD_CAP, Limits};
 use crate::domain::cursor::{self, Cursor};
 use crate::domain::groups::{Group, valid_id, validate_tenant};
 
@@ -234,6 +234,16 @@ pub struct ParseLimits {
     pub retention_seconds: u64,
     /// The shortest `escalate.afterSeconds` accepted.
     pub escalate_min_seconds: u64,
+}
+
+impl From<&Limits> for ParseLimits {
+    fn from(limits: &Limits) -> Self {
+        Self {
+            payload_budget: limits.payload_budget,
+            retention_seconds: limits.retention_seconds,
+            escalate_min_seconds: limits.escalate_min_seconds,
+        }
+    }
 }
 
 pub fn parse_producer_message(body: &str, limits: ParseLimits) -> Result<ProducerMessage, Rejection> {

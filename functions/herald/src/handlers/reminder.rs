@@ -55,11 +55,7 @@ impl ReminderTarget {
             return Ok(Fired::Sent);
         }
         let body = input.to_string();
-        let limits = ParseLimits {
-            payload_budget: self.limits.payload_budget,
-            retention_seconds: self.limits.retention_seconds,
-            escalate_min_seconds: self.limits.escalate_min_seconds,
-        };
+        let limits = ParseLimits::from(&self.limits);
         let req = match parse_producer_message(&body, limits) {
             Ok(ProducerMessage::Notify(r)) if r.id.is_some() => r,
             Ok(_) => return Err(ReminderError::BadInput("not a notification with an id".into())),

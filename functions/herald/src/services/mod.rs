@@ -6,6 +6,7 @@ pub mod escalation;
 pub mod gateway;
 pub mod limiter;
 pub mod membership;
+pub mod notify;
 pub mod presence;
 pub mod publish;
 pub mod reminders;

@@ -100,11 +100,7 @@ impl Api {
         req: &Request,
     ) -> Result<crate::domain::notification::NotificationRequest, ApiError> {
         let raw = body_text(req)?;
-        let limits = ParseLimits {
-            payload_budget: self.limits.payload_budget,
-            retention_seconds: self.limits.retention_seconds,
-            escalate_min_seconds: self.limits.escalate_min_seconds,
-        };
+        let limits = ParseLimits::from(&self.limits);
         let parsed = parse_producer_message(raw, limits).map_err(|r| match r.code {
             RejectCode::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.to_string()),
             RejectCode::BadRequest => ApiError::bad_request(r.to_string()),

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_lambda_events::sqs::BatchItemFailure;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsMessage};
 use aws_sdk_sqs::error::{BuildError, DisplayErrorContext, SdkError};
 use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
 use aws_sdk_sqs::operation::send_message::SendMessageError;
@@ -143,6 +143,34 @@ impl Queue {
         match futures_util::future::select(work, extend).await {
             futures_util::future::Either::Left((out, _)) => out,
             futures_util::future::Either::Right(((), work)) => work.await,
+        }
+    }
+
+    /// [`Queue::hold`] for an SQS record of the event, when it names its queue and receipt.
+    /// A slow invocation (a big fan-out job on a busy machine, a throttled table) would
+    /// otherwise see its message delivered again while it still works, once the queue's
+    /// visibility timeout runs out; that copy finds the claim's lease over and takes it, so the
+    /// page is posted twice, and the extra work pushes other jobs the same way.
+    pub async fn hold_record<T>(&self, record: &SqsMessage, lease_seconds: u64, work: impl Future<Output = T>) -> T {
+        match (record.event_source_arn.as_deref(), record.receipt_handle.as_deref()) {
+            (Some(arn), Some(receipt)) => self.hold(arn, receipt, lease_seconds, work).await,
+            _ => work.await,
+        }
+    }
+
+    /// Brings a record whose claim another invocation holds back when that claim's lease ends,
+    /// not after the queue's visibility timeout: when the timeout is shorter than the lease (the
+    /// local stack's few seconds; an operator's setting), each early receive would fail again and
+    /// count toward the dead-letter queue, and a crash could send a notification there. Best
+    /// effort: if this fails, the queue's own timeout applies.
+    pub async fn retry_after_lease(&self, record: &SqsMessage, lease_left_ms: u64) {
+        let (Some(arn), Some(receipt)) = (record.event_source_arn.as_deref(), record.receipt_handle.as_deref()) else {
+            return;
+        };
+        // A second past the lease, so the next receive finds it over.
+        let seconds = lease_left_ms.div_ceil(1000) + 1;
+        if let Err(e) = self.set_visibility(arn, receipt, seconds).await {
+            tracing::warn!(message = ?record.message_id, error = %e, "could not postpone the redelivery; the queue's visibility timeout applies");
         }
     }
 
