@@ -11,6 +11,7 @@ pub mod presence;
 pub mod publish;
 pub mod reminders;
 pub mod replay;
+pub mod retries;
 pub mod runtime;
 pub mod schedule;
 pub mod web_push;
