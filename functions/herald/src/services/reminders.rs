@@ -1,16 +1,23 @@
-//! Reminders set through the HTTP API: who may set one for whom and with what, where its id
-//! lives, the cap on a user's pending reminders, and who may see or cancel one. The timer itself
-//! is `schedule::Deferral`'s.
+//! Reminders: those set through the HTTP API (who may set one for whom and with what, where its
+//! id lives, the cap on a user's pending reminders, who may see or cancel one: [`Reminders`]),
+//! and firing one when its schedule comes due ([`Firing`]). The timer itself is
+//! `schedule::Deferral`'s.
 
 use chrono::Utc;
+use serde_json::Value;
 
 use crate::domain::auth::Principal;
+use crate::domain::config::Limits;
 use crate::domain::cursor::Cursor;
+use crate::domain::metrics::Metrics;
 use crate::domain::notification::{
-    NotificationRequest, RESERVED_ID, Target, format_time, is_reserved, user_scoped_id, validate_message_id,
+    NotificationRequest, ParseLimits, ProducerMessage, RESERVED_ID, Target, format_time, is_reserved, parse_producer_message,
+    user_scoped_id, validate_message_id,
 };
 use crate::domain::policy::ReminderPolicy;
-use crate::io::store::{Reminder, ReminderState, Store, StoreError};
+use crate::io::queue::{EscalationCheck, Queue, QueueError};
+use crate::io::store::{Reminder, ReminderState, Store, StoreError, epoch_seconds};
+use crate::services::escalation::SCHEDULE_INPUT_KEY;
 use crate::services::schedule::{DeferError, Deferral, Deferred};
 
 /// A reminder refused, or a failure below. Each refusal carries the message the caller sees.
@@ -153,5 +160,77 @@ impl Reminders {
             self.store.reminders.untrack_pending(&p.tenant, owner, &r.id).await?;
         }
         Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fired {
+    Sent,
+    Skipped(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FireError {
+    #[error("schedule input is not a notification with an id: {0}")]
+    BadInput(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Fires what a schedule brings: a reminder's notification, or an escalation check.
+#[derive(Clone, Debug)]
+pub struct Firing {
+    store: Store,
+    queue: Queue,
+    limits: Limits,
+}
+
+impl Firing {
+    pub fn new(store: Store, queue: Queue, limits: Limits) -> Self {
+        Self { store, queue, limits }
+    }
+
+    /// Fires a schedule's input. A reminder already fired or cancelled is skipped; otherwise
+    /// its notification goes to dispatch first and is marked fired second, so a crash in
+    /// between fires twice, which dispatch deduplicates by id.
+    pub async fn fire(&self, input: &Value) -> Result<Fired, FireError> {
+        if let Some(check) = input.get(SCHEDULE_INPUT_KEY) {
+            let check: EscalationCheck =
+                serde_json::from_value(check.clone()).map_err(|e| FireError::BadInput(format!("escalation check: {e}")))?;
+            self.queue.escalation_check(&check, 0).await?;
+            tracing::info!(tenant = %check.tenant, id = %check.id, user = %check.user, "escalation check due");
+            return Ok(Fired::Sent);
+        }
+        let body = input.to_string();
+        let limits = ParseLimits::from(&self.limits);
+        let req = match parse_producer_message(&body, limits) {
+            Ok(ProducerMessage::Notify(r)) if r.id.is_some() => r,
+            Ok(_) => return Err(FireError::BadInput("not a notification with an id".into())),
+            Err(e) => return Err(FireError::BadInput(e.to_string())),
+        };
+        let id = req.id.as_deref().unwrap_or_default();
+        if let Some(r) = self.store.reminders.get(&req.tenant, id).await? {
+            match r.state {
+                ReminderState::Cancelled => return Ok(self.skipped("cancelled")),
+                ReminderState::Fired => return Ok(self.skipped("already fired")),
+                ReminderState::Scheduled => {}
+            }
+        }
+        // Send first, then mark: a crash in between means a second fire, which dispatch
+        // deduplicates; the other order could lose the reminder.
+        self.queue.dispatch(body, 0).await?;
+        let expires = epoch_seconds() + self.limits.retention_seconds as i64;
+        self.store.reminders.mark_fired(&req.tenant, id, expires).await?;
+        Metrics::new("reminder").count("Fired", 1).flush();
+        tracing::info!(tenant = %req.tenant, id, "reminder fired");
+        Ok(Fired::Sent)
+    }
+
+    fn skipped(&self, why: &'static str) -> Fired {
+        Metrics::new("reminder").count("Skipped", 1).flush();
+        tracing::info!(why, "reminder skipped");
+        Fired::Skipped(why)
     }
 }
