@@ -2,6 +2,7 @@
 //! Nothing here names a handler.
 
 pub mod broadcast;
+pub mod connections;
 pub mod escalation;
 pub mod gateway;
 pub mod limiter;
