@@ -15,15 +15,14 @@ use futures_util::StreamExt;
 use crate::BoxError;
 use crate::domain::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
 use crate::domain::metrics::Metrics;
-use crate::domain::notification::{Control, ParseLimits, ProducerMessage, Rejection, parse_producer_message};
+use crate::domain::notification::{ParseLimits, ProducerMessage, Rejection, parse_producer_message};
 use crate::domain::policy::{PresencePolicy, RolePolicy};
 use crate::io::delivery::Poster;
 use crate::io::push::PushSender;
 use crate::io::queue::{DEFERRED_FOR, InternalMessage, Queue, QueueError, redeliver};
-use crate::io::store::{Store, StoreError};
-use crate::services::membership::Unsubscriber;
+use crate::io::store::Store;
 use crate::services::notify::{Internal, Notified, Notifier, NotifyError};
-use crate::services::presence::{Presence, PresenceError};
+use crate::services::presence::Presence;
 use crate::services::runtime::{Handler, InitError};
 use crate::services::schedule::Scheduler;
 use crate::services::web_push::Pusher;
@@ -31,11 +30,7 @@ use crate::services::web_push::Pusher;
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error(transparent)]
-    Presence(#[from] PresenceError),
     #[error(transparent)]
     Notify(#[from] NotifyError),
 }
@@ -52,10 +47,8 @@ pub enum Outcome {
 }
 
 pub struct Dispatch {
-    store: Store,
     queue: Queue,
     notifier: Notifier,
-    unsubscriber: Unsubscriber,
     limits: Limits,
 }
 
@@ -71,17 +64,7 @@ impl Dispatch {
     ) -> Self {
         let presence = Presence::new("dispatch", store.clone(), queue.clone(), poster.clone(), presence, &limits);
         Self {
-            unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles, presence.clone()),
-            notifier: Notifier::new(
-                "dispatch",
-                store.clone(),
-                queue.clone(),
-                poster,
-                scheduler,
-                limits.clone(),
-                presence,
-            ),
-            store,
+            notifier: Notifier::new(store, queue.clone(), poster, scheduler, limits.clone(), roles, presence),
             queue,
             limits,
         }
@@ -145,7 +128,10 @@ impl Dispatch {
         let limits = ParseLimits::from(&self.limits);
         match parse_producer_message(body, limits) {
             Err(rejection) => self.reject(record, &rejection).await,
-            Ok(ProducerMessage::Control(c)) => self.control(c).await.map(|_| Outcome::Controlled),
+            Ok(ProducerMessage::Control(c)) => {
+                self.notifier.control(c).await?;
+                Ok(Outcome::Controlled)
+            }
             Ok(ProducerMessage::Notify(mut req)) => {
                 // Without a producer id, the SQS message id is the idempotency key: a redelivery
                 // of the same message carries the same id.
@@ -173,21 +159,6 @@ impl Dispatch {
             .count("Rejected", 1)
             .flush();
         Ok(Outcome::Rejected(rejection.code.as_str().to_owned()))
-    }
-
-    async fn control(&self, control: Control) -> Result<(), DispatchError> {
-        match control {
-            Control::Subscribe { tenant, user, group } => self.store.subscriptions.subscribe(&tenant, &user, &group).await?,
-            Control::Unsubscribe { tenant, user, group } => {
-                self.unsubscriber.unsubscribe(&tenant, &user, &group).await?;
-            }
-            Control::Cancel { tenant, id } => self.cancel(&tenant, &id).await?,
-        }
-        Ok(())
-    }
-
-    pub async fn cancel(&self, tenant: &str, id: &str) -> Result<(), DispatchError> {
-        Ok(self.notifier.cancel(tenant, id).await?)
     }
 }
 

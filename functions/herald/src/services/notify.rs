@@ -14,13 +14,15 @@ use chrono::Utc;
 use crate::domain::config::Limits;
 use crate::domain::groups::Group;
 use crate::domain::metrics::Metrics;
-use crate::domain::notification::NotificationRequest;
+use crate::domain::notification::{Control, NotificationRequest};
+use crate::domain::policy::RolePolicy;
 use crate::io::delivery::Poster;
 use crate::io::push::PushSender;
 use crate::io::queue::{InternalMessage, Queue};
 use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
 use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
 use crate::services::escalation::{Escalation, EscalationError, Fired};
+use crate::services::membership::Unsubscriber;
 use crate::services::presence::{Presence, PresenceError};
 use crate::services::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::services::web_push::{PushError, PushSummary, Pusher, UserPush};
@@ -81,23 +83,25 @@ pub struct Notifier {
     escalation: Escalation,
     presence: Presence,
     pusher: Pusher,
+    unsubscriber: Unsubscriber,
     queue: Queue,
     limits: Limits,
 }
 
 impl Notifier {
-    /// `function` names the escalation's metrics. Web Push is off until [`Notifier::with_push`].
+    /// Web Push is off until [`Notifier::with_push`].
     pub fn new(
-        function: &'static str,
         store: Store,
         queue: Queue,
         poster: Poster,
         scheduler: Scheduler,
         limits: Limits,
+        roles: RolePolicy,
         presence: Presence,
     ) -> Self {
         Self {
-            escalation: Escalation::new(function, store.clone(), queue.clone(), scheduler.clone(), &limits),
+            unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles, presence.clone()),
+            escalation: Escalation::new("dispatch", store.clone(), queue.clone(), scheduler.clone(), &limits),
             deferral: Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds),
             pusher: Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts),
             queue: queue.clone(),
@@ -201,9 +205,18 @@ impl Notifier {
         Ok(Notified::Deferred)
     }
 
-    /// Cancels a deferred notification (a producer's `cancel` control message).
-    pub async fn cancel(&self, tenant: &str, id: &str) -> Result<(), NotifyError> {
-        self.deferral.cancel(tenant, id).await?;
+    /// Applies a producer's control message: a durable subscription set or removed (removed on
+    /// the user's live connections too), or a deferred notification cancelled.
+    pub async fn control(&self, control: Control) -> Result<(), NotifyError> {
+        match control {
+            Control::Subscribe { tenant, user, group } => self.store.subscriptions.subscribe(&tenant, &user, &group).await?,
+            Control::Unsubscribe { tenant, user, group } => {
+                self.unsubscriber.unsubscribe(&tenant, &user, &group).await?;
+            }
+            Control::Cancel { tenant, id } => {
+                self.deferral.cancel(&tenant, &id).await?;
+            }
+        }
         Ok(())
     }
 
