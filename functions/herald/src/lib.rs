@@ -9,13 +9,14 @@
 //! handlers/   3  one module per Lambda function: parse the event, call a service, answer;
 //!                no handler names another, and `handlers/mod.rs` maps `_HANDLER` names to them
 //!     │
-//! services/   2  the protocols functions share: broadcast (log, then fan out), publish,
-//!                replay (resume and missed), membership, presence, limiter, escalation,
-//!                web_push (Web Push to users no connection took), schedule, gateway
-//!                (WebSocket events), runtime (init and the Lambda loops)
+//! services/   2  the protocols functions share: notify (the notification lifecycle),
+//!                broadcast (log, then fan out), publish, replay (resume and missed), retries,
+//!                membership, connections, presence, limiter, escalation, web_push, reminders,
+//!                schedule, gateway (WebSocket events), runtime (init and the Lambda loops)
 //!     │
-//! io/         1  AWS and the wire: store (DynamoDB), queue (SQS), delivery (@connections posts
-//!                and fan-out), push (Web Push encryption and sender), sdk_http (the SDK's client)
+//! io/         1  AWS and the wire: store (DynamoDB), queue (SQS, and every message Herald sends
+//!                itself), delivery (@connections posts and fan-out), push (Web Push encryption
+//!                and sender), sdk_http (the SDK's client)
 //!     │
 //! domain/     0  rules and formats, no AWS calls: auth, policy, budget, groups, cursor, horizon,
 //!                notification, frames, metrics, config, tls (the one TLS client configuration)
