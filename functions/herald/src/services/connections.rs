@@ -82,3 +82,14 @@ impl Connections {
         Ok(Opened::Accepted)
     }
 }
+
+/// Closes a connection: its item and all its memberships are removed, and the user's last
+/// connection leaving a presence group goes offline after the grace period. Idempotent, so a
+/// `$disconnect` after a 410 or the TTL cleaned up finds nothing to do. Returns the memberships
+/// removed.
+pub async fn close(store: &Store, presence: &Presence, connection_id: &str) -> Result<usize, ConnectionError> {
+    let closed = store.connections.close(connection_id).await?;
+    let removed = closed.groups.len();
+    presence.closed(&[closed]).await?;
+    Ok(removed)
+}
