@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald::delivery::PostOutcome;
+use herald::io::delivery::PostOutcome;
 use herald_e2e::*;
 use serde_json::{Value, json};
 
@@ -140,7 +140,7 @@ async fn a_resume_spares_what_was_posted_live_to_the_connection_since_its_join()
     c.join(&room).await;
     // Entries claimed within the clock skew of the join are sent again, as are those of a
     // connection's first moments: wait past it.
-    tokio::time::sleep(Duration::from_millis(herald::horizon::SKEW_MS + 250)).await;
+    tokio::time::sleep(Duration::from_millis(herald::domain::horizon::SKEW_MS + 250)).await;
     let mut live_ids = Vec::new();
     for n in [send("after-join", json!({"group": room})), send("personal", json!({"user": user}))] {
         publish(n.clone()).await;
@@ -238,7 +238,7 @@ async fn a_resume_from_the_last_live_cursor_gets_an_entry_that_landed_behind_it(
     let user = unique("lee");
     let mut c = Client::connect(&user, &tenant, &[], &[]).await;
     c.catch_up().await;
-    let n1_cursor = herald::cursor::Cursor::now();
+    let n1_cursor = herald::domain::cursor::Cursor::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
     publish(note(&tenant, json!({"user": user}), "n2")).await;
     let n2 = c.notification().await;
@@ -306,7 +306,7 @@ async fn a_cursor_received_before_the_catch_up_never_skips_what_was_missed() {
     n2["id"] = json!(n2_id);
     publish(n2).await;
     dispatched(&tenant, &n2_id).await;
-    tokio::time::sleep(Duration::from_millis(herald::horizon::LAG_MS + 1_000)).await;
+    tokio::time::sleep(Duration::from_millis(herald::domain::horizon::LAG_MS + 1_000)).await;
 
     let mut b = Client::connect(&user, &tenant, &[], &[]).await;
     publish(note(&tenant, json!({"user": user}), "n3")).await;
@@ -344,22 +344,22 @@ async fn a_cursor_received_before_the_catch_up_never_skips_what_was_missed() {
 
 /// Writes a log entry as dispatch does when its write was slow: under the claim's cursor while
 /// that still lands in time, under a fresh one otherwise (`horizon`).
-async fn land_late(tenant: &str, user: &str, id: &str, claimed: herald::cursor::Cursor) {
-    let store = herald::store::Store::new(
+async fn land_late(tenant: &str, user: &str, id: &str, claimed: herald::domain::cursor::Cursor) {
+    let store = herald::io::store::Store::new(
         dynamodb().await,
-        &herald::config::Tables {
+        &herald::domain::config::Tables {
             connections: table("ConnectionsTable"),
             notifications: table("NotificationsTable"),
         },
     );
-    let horizon = herald::horizon::Horizon::default();
-    let mut cursor = horizon.write_cursor(claimed, herald::cursor::now_millis());
+    let horizon = herald::domain::horizon::Horizon::default();
+    let mut cursor = horizon.write_cursor(claimed, herald::domain::cursor::now_millis());
     loop {
-        let entry = herald::notification::LogEntry {
+        let entry = herald::domain::notification::LogEntry {
             id: id.into(),
             cursor,
             topic: format!("user:{user}"),
-            content: herald::notification::Content {
+            content: herald::domain::notification::Content {
                 event: "late".into(),
                 ..Default::default()
             },
@@ -368,13 +368,13 @@ async fn land_late(tenant: &str, user: &str, id: &str, claimed: herald::cursor::
         let expires = chrono::Utc::now().timestamp() + 3600;
         store
             .log
-            .append(tenant, &[(herald::groups::Group::user(user), entry)], expires)
+            .append(tenant, &[(herald::domain::groups::Group::user(user), entry)], expires)
             .await
             .expect("append");
         if horizon.landed_now(cursor) {
             break;
         }
-        cursor = herald::cursor::Cursor::now();
+        cursor = herald::domain::cursor::Cursor::now();
     }
 }
 
@@ -561,7 +561,7 @@ async fn resume_never_replays_a_group_left_or_never_joined() {
     publish(note(&tenant, json!({"group": "room:1"}), "left group")).await;
     publish(note(&tenant, json!({"group": "room:3"}), "never entitled")).await;
     // Past the clock skew after the connect, so the marker is spared as received live.
-    tokio::time::sleep(Duration::from_millis(herald::horizon::SKEW_MS + 250)).await;
+    tokio::time::sleep(Duration::from_millis(herald::domain::horizon::SKEW_MS + 250)).await;
     let marker = unique("marker");
     let mut n = note(&tenant, json!({"user": user}), "marker");
     n["id"] = json!(marker);
@@ -607,7 +607,7 @@ async fn resume_pages_past_expired_entries_without_losing_later_ones() {
     let expired_at = (now_ms / 1000 - 10).to_string();
     let writes: Vec<WriteRequest> = (0..250u64)
         .map(|i| {
-            let cursor = herald::cursor::Cursor::from_parts(now_ms - 60_000 + i, 0).to_string();
+            let cursor = herald::domain::cursor::Cursor::from_parts(now_ms - 60_000 + i, 0).to_string();
             let item = [
                 ("pk", format!("n#{tenant}#user:{user}")),
                 ("sk", cursor),

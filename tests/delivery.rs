@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald::delivery::PostOutcome;
+use herald::io::delivery::PostOutcome;
 use herald_e2e::*;
 use serde_json::{Value, json};
 
@@ -65,7 +65,7 @@ async fn a_tenant_notification_is_in_every_replica_and_every_user_reads_it() {
         let tenant = tenant.clone();
         async move {
             let mut found = 0;
-            for r in 0..herald::store::WIDE_REPLICAS {
+            for r in 0..herald::io::store::WIDE_REPLICAS {
                 let pk = if r == 0 {
                     format!("n#{tenant}#tenant")
                 } else {
@@ -73,7 +73,7 @@ async fn a_tenant_notification_is_in_every_replica_and_every_user_reads_it() {
                 };
                 found += usize::from(!sort_keys("NotificationsTable", &pk).await.is_empty());
             }
-            (found == usize::from(herald::store::WIDE_REPLICAS)).then_some(found)
+            (found == usize::from(herald::io::store::WIDE_REPLICAS)).then_some(found)
         }
     })
     .await;
@@ -543,7 +543,7 @@ async fn long_deliver_at_uses_scheduler_and_fires_once() {
     msg["deliverAt"] = json!(chrono_now_plus(20 * 60));
     publish(msg).await;
 
-    let name = herald::schedule::schedule_name(&tenant, &id);
+    let name = herald::services::schedule::schedule_name(&tenant, &id);
     let schedule = eventually("schedule created", || schedule_named(&name)).await;
     assert!(schedule.schedule_expression().is_some_and(|e| e.starts_with("at(")));
     assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
@@ -574,7 +574,7 @@ async fn cancelling_a_long_reminder_deletes_its_schedule() {
     msg["id"] = json!(id);
     msg["deliverAt"] = json!(chrono_now_plus(3600));
     publish(msg).await;
-    let name = herald::schedule::schedule_name(&tenant, &id);
+    let name = herald::services::schedule::schedule_name(&tenant, &id);
     eventually("schedule created", || schedule_named(&name)).await;
     publish(json!({"control": "cancel", "tenant": tenant, "id": id})).await;
     eventually("schedule deleted", || async { schedule_named(&name).await.is_none().then_some(()) }).await;
@@ -613,9 +613,9 @@ async fn a_held_message_stays_invisible_until_the_work_ends() {
         .expect("receive");
     let receipt = received.messages().first().and_then(|m| m.receipt_handle()).map(str::to_owned);
     let receipt = receipt.expect("the message");
-    let queue = herald::queue::Queue::new(
+    let queue = herald::io::queue::Queue::new(
         &sdk().await,
-        herald::config::Queues {
+        herald::domain::config::Queues {
             dispatch: String::new(),
             dispatch_dlq: String::new(),
             fanout: url.clone(),

@@ -139,7 +139,7 @@ async fn an_unread_notification_escalates_once_even_when_its_check_comes_three_t
     // Two more copies of the user's check, as SQS's at-least-once delivery may hand out: sent
     // now, due with the original, so at the deadline three copies race for the once-guard (and
     // any that meets a live claim is delivered once more after its lease).
-    let check = herald::delivery::EscalationCheck {
+    let check = herald::io::queue::EscalationCheck {
         tenant: tenant.clone(),
         id: id.clone(),
         user: user.clone(),
@@ -270,7 +270,7 @@ async fn a_wait_beyond_15_minutes_is_a_schedule_whose_check_escalates_when_it_fi
     }))
     .await;
     // Twenty minutes is beyond SQS's delay: a one-time schedule whose input is the check.
-    let name = herald::escalation::schedule_name_for(&tenant, &id, &user);
+    let name = herald::services::escalation::schedule_name_for(&tenant, &id, &user);
     let schedule = eventually("the escalation's schedule", || schedule_named(&name)).await;
     assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
     let target = schedule.target().expect("target").clone();

@@ -140,13 +140,13 @@ async fn message_fixtures_ping_ack_and_resume() {
         .into_iter()
         .find(|c| *c != conn)
         .expect("the second connection is registered before it opens");
-    let read_from = herald::cursor::now_millis();
+    let read_from = herald::domain::cursor::now_millis();
     let resumed = invoke(
         "ws-message",
         &as_caller(fixture("ws-message-resume.json"), &other_id, &user, &tenant, ""),
     )
     .await;
-    let read_by = herald::cursor::now_millis();
+    let read_by = herald::domain::cursor::now_millis();
     // The replayed frame went to the real connection through @connections ...
     let replayed = other.notification().await;
     assert_eq!(
@@ -162,14 +162,14 @@ async fn message_fixtures_ping_ack_and_resume() {
     // The resume point trails the visibility horizon (the clock at the read's start minus the
     // lag): behind a notification as fresh as this one, unless the machine is so slow that the
     // horizon passed it before the read. The read began between `read_from` and `read_by`.
-    let parse = |v: &Value| v.as_str().and_then(|c| c.parse::<herald::cursor::Cursor>().ok());
+    let parse = |v: &Value| v.as_str().and_then(|c| c.parse::<herald::domain::cursor::Cursor>().ok());
     let (position, newest) = (parse(&body["cursor"]).expect("a cursor"), parse(&live["cursor"]).expect("a cursor"));
-    let horizon = herald::horizon::Horizon::default();
-    let since = herald::cursor::Cursor::MIN; // the fixture's
+    let horizon = herald::domain::horizon::Horizon::default();
+    let since = herald::domain::cursor::Cursor::MIN; // the fixture's
     let (earliest, latest) = (horizon.cap(since, newest, read_from), horizon.cap(since, newest, read_by));
     assert!(earliest <= position && position <= latest, "{body} {live}");
     assert!(
-        read_from >= newest.millis() + herald::horizon::LAG_MS || position < newest,
+        read_from >= newest.millis() + herald::domain::horizon::LAG_MS || position < newest,
         "{body} {live}"
     );
 }

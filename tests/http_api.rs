@@ -79,9 +79,9 @@ async fn missed_pages_in_cursor_order_across_topics() {
     let (s, p1) = api(Method::GET, "/notifications/missed?limit=2", &tok, None).await;
     assert_eq!((s, p1["items"].as_array().map(Vec::len)), (200, Some(2)));
     let next = p1["next"].as_str().expect("a next cursor").to_owned();
-    let read_from = herald::cursor::now_millis();
+    let read_from = herald::domain::cursor::now_millis();
     let (_, p2) = api(Method::GET, &format!("/notifications/missed?limit=2&page={next}"), &tok, None).await;
-    let read_by = herald::cursor::now_millis();
+    let read_by = herald::domain::cursor::now_millis();
     assert_eq!(p2["items"].as_array().map(Vec::len), Some(2));
     let ids: Vec<&Value> = p1["items"]
         .as_array()
@@ -97,10 +97,15 @@ async fn missed_pages_in_cursor_order_across_topics() {
     assert_eq!(p2["next"], Value::Null, "nothing after the second page");
     // The poller's position trails the visibility horizon (`horizon`) of every read that covered
     // it, and never goes back: page 2's is page 1's, or as far as page 2's horizon allows.
-    let parse = |c: &Value| c.as_str().expect("cursor").parse::<herald::cursor::Cursor>().expect("a cursor");
-    let horizon = herald::horizon::Horizon::default();
+    let parse = |c: &Value| {
+        c.as_str()
+            .expect("cursor")
+            .parse::<herald::domain::cursor::Cursor>()
+            .expect("a cursor")
+    };
+    let horizon = herald::domain::horizon::Horizon::default();
     let (first_position, position) = (parse(&p1["cursor"]), parse(&p2["cursor"]));
-    assert!(first_position <= horizon.safe_at(read_from.max(herald::cursor::now_millis())));
+    assert!(first_position <= horizon.safe_at(read_from.max(herald::domain::cursor::now_millis())));
     assert!(
         first_position <= position && position <= first_position.max(horizon.safe_at(read_by)),
         "position {position} outside [{first_position}, horizon at {read_by}]"
@@ -139,12 +144,15 @@ async fn no_page_of_missed_hands_out_a_resume_point_past_the_horizon() {
     let tok = token(&user, &tenant, &[], &[]);
     // 150 entries written a few seconds ago (straight into the log: publishing 150 takes longer
     // than the horizon's lag on a busy machine).
-    let now_ms = herald::cursor::now_millis();
+    let now_ms = herald::domain::cursor::now_millis();
     let writes: Vec<WriteRequest> = (0..150u64)
         .map(|i| {
             let item = [
                 ("pk", format!("n#{tenant}#user:{user}")),
-                ("sk", herald::cursor::Cursor::from_parts(now_ms - 3_000 + i * 10, 1).to_string()),
+                (
+                    "sk",
+                    herald::domain::cursor::Cursor::from_parts(now_ms - 3_000 + i * 10, 1).to_string(),
+                ),
                 ("id", format!("fresh-{i}")),
                 ("topic", format!("user:{user}")),
                 ("content", r#"{"event":"fresh"}"#.to_owned()),
@@ -166,7 +174,7 @@ async fn no_page_of_missed_hands_out_a_resume_point_past_the_horizon() {
             .await
             .expect("seed");
     }
-    let horizon = herald::horizon::Horizon::default();
+    let horizon = herald::domain::horizon::Horizon::default();
     // Both ways a client pages: `next` as `page`, and as `since` (clients that treat it as a
     // cursor, as herald.js did).
     for param in ["page", "since"] {
@@ -176,9 +184,9 @@ async fn no_page_of_missed_hands_out_a_resume_point_past_the_horizon() {
         for _ in 0..10 {
             let (status, page) = api(Method::GET, &format!("/notifications/missed?{query}"), &tok, None).await;
             assert_eq!(status, 200, "{page}");
-            let read_by = *first_read_by.get_or_insert(herald::cursor::now_millis());
+            let read_by = *first_read_by.get_or_insert(herald::domain::cursor::now_millis());
             seen += page["items"].as_array().map_or(0, Vec::len);
-            let cursor: herald::cursor::Cursor = page["cursor"].as_str().expect("cursor").parse().expect("a cursor");
+            let cursor: herald::domain::cursor::Cursor = page["cursor"].as_str().expect("cursor").parse().expect("a cursor");
             assert!(
                 cursor <= horizon.safe_at(read_by),
                 "{param}: a page's resume point {cursor} is past the horizon of the first read ({} s)",
@@ -201,7 +209,7 @@ async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
     let tenant = unique("acme");
     let user = unique("u");
     let tok = token(&user, &tenant, &[], &[]);
-    let n1_cursor = herald::cursor::Cursor::now();
+    let n1_cursor = herald::domain::cursor::Cursor::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
     seed(&tenant, &user, 1).await;
     let (_, page) = api(Method::GET, "/notifications/missed", &tok, None).await;
@@ -209,18 +217,18 @@ async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
 
     // N1's write lands now, under the cursor it was claimed with (a second after, well within
     // what dispatch allows a write: see `horizon`).
-    let store = herald::store::Store::new(
+    let store = herald::io::store::Store::new(
         dynamodb().await,
-        &herald::config::Tables {
+        &herald::domain::config::Tables {
             connections: table("ConnectionsTable"),
             notifications: table("NotificationsTable"),
         },
     );
-    let n1 = herald::notification::LogEntry {
+    let n1 = herald::domain::notification::LogEntry {
         id: "n1-late".into(),
         cursor: n1_cursor,
         topic: format!("user:{user}"),
-        content: herald::notification::Content {
+        content: herald::domain::notification::Content {
             event: "late".into(),
             ..Default::default()
         },
@@ -232,19 +240,19 @@ async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
     // machine the first write is in time, and it is the one a reader handed N2's cursor skips;
     // on a slow one (the read above took long) the rule picks a fresh cursor, as it would in
     // dispatch.
-    let horizon = herald::horizon::Horizon::default();
-    let mut cursor = horizon.write_cursor(n1_cursor, herald::cursor::now_millis());
+    let horizon = herald::domain::horizon::Horizon::default();
+    let mut cursor = horizon.write_cursor(n1_cursor, herald::domain::cursor::now_millis());
     loop {
-        let entry = herald::notification::LogEntry { cursor, ..n1.clone() };
+        let entry = herald::domain::notification::LogEntry { cursor, ..n1.clone() };
         store
             .log
-            .append(&tenant, &[(herald::groups::Group::user(&user), entry)], expires)
+            .append(&tenant, &[(herald::domain::groups::Group::user(&user), entry)], expires)
             .await
             .expect("append");
         if horizon.landed_now(cursor) {
             break;
         }
-        cursor = herald::cursor::Cursor::now();
+        cursor = herald::domain::cursor::Cursor::now();
     }
 
     let (_, next) = api(Method::GET, &format!("/notifications/missed?since={position}"), &tok, None).await;
@@ -754,7 +762,7 @@ async fn read_up_to_a_future_cursor_is_refused() {
     let tenant = unique("acme");
     let user = unique("u");
     let me = token(&user, &tenant, &[], &[]);
-    let future = herald::cursor::Cursor::at_millis(herald::cursor::now_millis() + 3_600_000).to_string();
+    let future = herald::domain::cursor::Cursor::at_millis(herald::domain::cursor::now_millis() + 3_600_000).to_string();
     let (s, b) = api(Method::POST, "/notifications/read", &me, Some(json!({"upTo": future}))).await;
     assert_error(s, &b, 400, "bad_request");
     assert!(b["error"]["message"].as_str().is_some_and(|m| m.starts_with("upTo")), "{b}");

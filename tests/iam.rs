@@ -104,7 +104,7 @@ async fn a_reminder_that_keeps_failing_ends_in_the_reminder_dlq() {
     publish(json!({"id": id, "tenant": tenant, "to": {"user": "u"}, "event": "iam.reminder",
                    "title": "never delivered", "deliverAt": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}))
     .await;
-    let name = herald::schedule::schedule_name(&tenant, &id);
+    let name = herald::services::schedule::schedule_name(&tenant, &id);
     let schedule = eventually("schedule created", || schedule_named(&name)).await;
     let target = schedule.target().expect("target").clone();
     // Every invocation carrying this reminder dies (the first attempt and Lambda's two retries).

@@ -82,7 +82,7 @@ async fn an_offline_user_gets_the_decrypted_push_with_its_headers() {
     assert_eq!((&m["ttl"], &m["urgency"]), (&json!(3600), &json!("high")));
     // The collapse key is too long and not base64url: the Topic is its digest.
     let topic = m["topic"].as_str().unwrap_or_default();
-    assert_eq!(topic, herald::push::payload::topic(&collapse));
+    assert_eq!(topic, herald::io::push::payload::topic(&collapse));
     assert_eq!(topic.len(), 32);
     // The same frame a socket would have got, so the client dedupes either by id.
     let (_, missed) = api(Method::GET, "/notifications/missed", &token(&user, &tenant, &[], &[]), None).await;
@@ -127,7 +127,7 @@ async fn a_gone_subscription_is_removed_and_a_throttled_push_is_retried() {
     let (gone, throttled) = (browser_subscription().await, browser_subscription().await);
     subscribe(&token, &gone).await;
     subscribe(&token, &throttled).await;
-    let key = |s: &Value| herald::push::endpoint_key(s["endpoint"].as_str().unwrap_or_default());
+    let key = |s: &Value| herald::io::push::endpoint_key(s["endpoint"].as_str().unwrap_or_default());
     let mut both = vec![key(&gone), key(&throttled)];
     both.sort();
     assert_eq!(stored(&tenant, &user).await, both);

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::config::interceptors::{BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use herald::config::Tables;
-use herald::cursor::Cursor;
-use herald::groups::Group;
-use herald::notification::{Content, LogEntry};
-use herald::store::{Store, StoreError};
+use herald::domain::config::Tables;
+use herald::domain::cursor::Cursor;
+use herald::domain::groups::Group;
+use herald::domain::notification::{Content, LogEntry};
+use herald::io::store::{Store, StoreError};
 use herald_e2e::*;
 use serde_json::{Value, json};
 
@@ -181,7 +181,7 @@ async fn a_batch_that_stays_unprocessed_fails_loudly_instead_of_losing_items() {
 async fn marking_a_connection_caught_up_marks_its_rows_and_never_revives_a_removed_one() {
     let (tenant, user) = (unique("acme"), unique("u"));
     let store = store_with(&LeaveUnprocessed::new(0, 0, false)).await;
-    let conn = herald::store::ConnectionRecord {
+    let conn = herald::io::store::ConnectionRecord {
         id: unique("conn"),
         user: user.clone(),
         tenant: tenant.clone(),

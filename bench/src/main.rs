@@ -162,7 +162,7 @@ async fn main() {
     let endpoint = stack().ready.management_endpoint.clone();
     let http = raw_client(concurrency);
     let mut raw_process = RawLoopProcess::start(&endpoint, concurrency, &frame, &ids);
-    let poster = herald::delivery::Poster::new(&herald_e2e::sdk().await, &endpoint).expect("poster");
+    let poster = herald::io::delivery::Poster::new(&herald_e2e::sdk().await, &endpoint).expect("poster");
     let log = stack().log.clone();
     let _ = token("warm", &tenant, &[], &[]);
 
@@ -184,7 +184,7 @@ async fn main() {
                 Phase::RawInProcess => raw_loop(&http, &endpoint, &ids, &frame, concurrency).await,
                 Phase::PosterInProcess => {
                     let started = Instant::now();
-                    let report = herald::delivery::fan_out(&poster, ids.iter().cloned(), &frame, concurrency).await;
+                    let report = herald::io::delivery::fan_out(&poster, ids.iter().cloned(), &frame, concurrency).await;
                     (report.delivered, started.elapsed())
                 }
                 Phase::Dispatch => dispatch_once(&tenant, &log).await,

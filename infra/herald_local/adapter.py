@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .functions import FunctionSpec
-    from .stack import Options
+    from .options import Options
 
 
 class Adapter(Protocol):

@@ -21,7 +21,8 @@ from typing import NoReturn
 from .adapter import Adapter
 from .herald import Herald
 from .runtime import MAX_INSTANCES
-from .stack import Options, Stack
+from .options import Options
+from .stack import Stack
 
 log = logging.getLogger("herald_local")
 

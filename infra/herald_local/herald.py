@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .functions import FunctionSpec
-from .stack import Options
+from .options import Options
 from .tokens import KEY_ID, SigningKeys
 
 # The checkout this file is in (an editable install, as make does it, keeps it there).

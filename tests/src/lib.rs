@@ -521,8 +521,8 @@ async fn sdk_of(r: &Ready) -> aws_config::SdkConfig {
 }
 
 /// Herald's own `@connections` client, signing like the functions do.
-pub async fn poster() -> herald::delivery::Poster {
-    herald::delivery::Poster::new(&sdk().await, &stack().ready.management_endpoint).expect("poster")
+pub async fn poster() -> herald::io::delivery::Poster {
+    herald::io::delivery::Poster::new(&sdk().await, &stack().ready.management_endpoint).expect("poster")
 }
 
 pub async fn sqs() -> aws_sdk_sqs::Client {
@@ -756,7 +756,7 @@ pub async fn reschedule(name: &str, target: &aws_sdk_scheduler::types::Target, i
         .update_schedule()
         .name(name)
         .group_name(&stack().ready.schedule_group)
-        .schedule_expression(herald::schedule::at_expression(&at))
+        .schedule_expression(herald::services::schedule::at_expression(&at))
         .schedule_expression_timezone("UTC")
         .flexible_time_window(
             FlexibleTimeWindow::builder()

@@ -6,11 +6,11 @@ use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use serde_json::{Value, json};
 
 use crate::BoxError;
-use crate::auth::{JwtConfig, Verifier, handshake_token};
-use crate::config::Env;
-use crate::gateway::authorizer_context;
-use crate::metrics::Metrics;
-use crate::runtime::{Handler, InitError};
+use crate::domain::auth::{JwtConfig, Verifier, handshake_token};
+use crate::domain::config::Env;
+use crate::domain::metrics::Metrics;
+use crate::services::gateway::authorizer_context;
+use crate::services::runtime::{Handler, InitError};
 
 /// The error message API Gateway turns into a 401.
 #[derive(Debug, thiserror::Error)]

@@ -5,12 +5,13 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use crate::BoxError;
-use crate::config::{Env, Limits};
-use crate::gateway::status;
-use crate::metrics::Metrics;
-use crate::presence::Presence;
-use crate::runtime::{Handler, InitError};
-use crate::store::Store;
+use crate::domain::config::{Env, Limits};
+use crate::domain::metrics::Metrics;
+use crate::io::store::Store;
+use crate::services::connections::close;
+use crate::services::gateway::status;
+use crate::services::presence::Presence;
+use crate::services::runtime::{Handler, InitError};
 
 pub struct WsDisconnect {
     store: Store,
@@ -27,10 +28,7 @@ impl WsDisconnect {
         let Some(id) = req.request_context.connection_id.as_deref().filter(|c| !c.is_empty()) else {
             return Ok(status(200));
         };
-        let closed = self.store.connections.close(id).await?;
-        let removed = closed.groups.len();
-        // The user's last connection leaving a presence group: offline after the grace period.
-        self.presence.closed(&[closed]).await?;
+        let removed = close(&self.store, &self.presence, id).await?;
         tracing::info!(connection = %id, memberships = removed, code = ?req.request_context.disconnect_status_code, "disconnected");
         Metrics::new("ws-disconnect").count("ConnectionsClosed", 1).flush();
         Ok(status(200))

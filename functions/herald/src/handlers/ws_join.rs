@@ -6,16 +6,16 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use crate::BoxError;
-use crate::budget::Budget;
-use crate::config::{Env, Limits};
-use crate::frames::{ClientFrame, ErrorCode, ErrorFrame};
-use crate::gateway::{answer, caller};
-use crate::limiter::Limiter;
-use crate::membership::{JoinError, Joins};
-use crate::policy::RolePolicy;
-use crate::presence::Presence;
-use crate::runtime::{Handler, InitError};
-use crate::store::Store;
+use crate::domain::budget::Budget;
+use crate::domain::config::{Env, Limits};
+use crate::domain::frames::{ClientFrame, ErrorCode, ErrorFrame};
+use crate::domain::policy::RolePolicy;
+use crate::io::store::Store;
+use crate::services::gateway::{answer, caller};
+use crate::services::limiter::Limiter;
+use crate::services::membership::{JoinError, Joins};
+use crate::services::presence::Presence;
+use crate::services::runtime::{Handler, InitError};
 
 /// A connection's frame budget and its user's work budget (`None`: not limited).
 pub struct Budgets {

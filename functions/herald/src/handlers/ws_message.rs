@@ -1,49 +1,38 @@
 //! `$default` and `publish`: `resume`, `ack`, `ping`, `publish` (see `publish`), and a clear
 //! error frame for anything else. Every frame first spends the connection's frame budget.
 //!
-//! `resume` replays, from the log, the caller's notifications around and after a cursor the
-//! client holds (any cursor Herald handed out: see `replay`) — only from topics the connection
-//! is a member of right now (so a group it left, or never could join, is never replayed) — as
-//! `replayed` notification frames posted in cursor order, then answers
-//! `resumed {cursor,count,more,next,gap}`. `cursor` is a resume point (never past the visibility
-//! horizon, see `horizon`); big gaps are paged: `more: true` means "resume again with
-//! `page: next`". Ids the client lists in `have` are read past without being posted again.
+//! Frames that make Herald post or write in bulk are admitted on the user's work budget too
+//! (`limiter`). `resume` is the replay service's (`replay::resume`): the caller's notifications
+//! around and after a cursor the client holds, from the topics the connection is a member of,
+//! posted as `replayed` frames, then `resumed {cursor,count,more,next,gap}`.
 
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use serde_json::{Map, Value, json};
+use serde_json::Map;
 
 use crate::BoxError;
-use crate::broadcast::Broadcaster;
-use crate::budget::Budget;
-use crate::config::{Env, Limits, Queues, ws_endpoint};
-use crate::delivery::{PostOutcome, Poster};
-use crate::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
-use crate::gateway::{Caller, answer, caller};
-use crate::groups::Group;
-use crate::limiter::Limiter;
-use crate::membership::{JoinError, Joins};
-use crate::metrics::Metrics;
-use crate::policy::{PresencePolicy, PublishPolicy, RolePolicy};
-use crate::presence::Presence;
-use crate::publish::{PublishError, Publisher};
-use crate::queue::Queue;
-use crate::replay::{ReadRequest, Reader, Replay, Start};
-use crate::runtime::{Handler, InitError};
-use crate::store::{Store, epoch_seconds};
-
-/// Frames replayed by one `resume`; the client pages beyond it.
-pub const RESUME_PAGE: usize = 200;
+use crate::domain::budget::Budget;
+use crate::domain::config::{Env, Limits, Queues, ws_endpoint};
+use crate::domain::frames::{self, ClientFrame};
+use crate::domain::policy::{PresencePolicy, PublishPolicy, RolePolicy};
+use crate::io::delivery::Poster;
+use crate::io::queue::Queue;
+use crate::io::store::Store;
+use crate::services::broadcast::Broadcaster;
+use crate::services::gateway::{answer, caller};
+use crate::services::limiter::Limiter;
+use crate::services::membership::{JoinError, Joins};
+use crate::services::presence::Presence;
+use crate::services::publish::{PublishError, Publisher};
+use crate::services::replay::{Replay, ResumeFrom, Resumer};
+use crate::services::runtime::{Handler, InitError};
 
 pub struct WsMessage {
-    store: Store,
-    poster: Poster,
-    limits: Limits,
     joins: Joins,
     limiter: Limiter,
     publisher: Publisher,
-    presence: Presence,
     replay: Replay,
+    resumer: Resumer,
 }
 
 /// What `ws-message` is built from besides its clients: settings read at init.
@@ -72,14 +61,12 @@ impl WsMessage {
         let limiter = Limiter::new(store.clone(), frames).with_work(work);
         let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone(), limiter.clone());
         let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
+        let replay = Replay::new(store.clone(), limits.retention_seconds);
         Self {
             limiter,
             publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
-            presence,
-            replay: Replay::new(store.clone(), limits.retention_seconds),
-            store,
-            poster,
-            limits,
+            resumer: Resumer::new(replay.clone(), store, poster, presence),
+            replay,
             joins,
         }
     }
@@ -95,31 +82,16 @@ impl WsMessage {
             Ok(f) => f,
             Err(refused) => return Ok(answer(Some(refused.to_json()))),
         };
-        // Frames that make Herald post or write in bulk (a resume page, a publish, an ack's read
-        // marks) are admitted on the user's work budget too, before anything is done: a resume
-        // reserves a full page, an ack its ids, a publish one unit, and each is settled at what
-        // it cost. A join is charged by `Joins`, which alone knows whether it announces presence.
         let p = &who.principal;
-        let reserved = match &frame {
-            ClientFrame::Resume { .. } => RESUME_PAGE,
-            ClientFrame::Ack { ids, .. } => ids.len(),
-            ClientFrame::Publish(_) => 1,
-            _ => 0,
+        let at = req.request_context.request_time_epoch;
+        let reserved = match self.limiter.admit_frame_work(Self::NAME, &p.tenant, &p.user, at, &frame).await? {
+            Ok(reserved) => reserved,
+            Err(refused) => return Ok(answer(Some(refused.to_json()))),
         };
-        if reserved > 0
-            && let Some(ms) = self
-                .limiter
-                .admit_work(&p.tenant, &p.user, req.request_context.request_time_epoch, reserved)
-                .await?
-        {
-            Metrics::new(Self::NAME).count("WorkLimited", 1).flush();
-            return Ok(answer(Some(ErrorFrame::rate_limited(ms, frame.reference().cloned()).to_json())));
-        }
         let (body, work) = match frame {
             ClientFrame::Ping { reference } => (frames::reply("pong", Map::new(), reference), 0),
             ClientFrame::Ack { ids, reference } => {
-                let expires = epoch_seconds() + self.limits.retention_seconds as i64;
-                self.store.read_state.mark_read(&p.tenant, &p.user, &ids, expires).await?;
+                self.replay.mark_read(&p.tenant, &p.user, &ids).await?;
                 let mut m = Map::new();
                 m.insert("count".into(), ids.len().into());
                 (frames::reply("acked", m, reference), ids.len())
@@ -129,7 +101,14 @@ impl WsMessage {
                 page,
                 have,
                 reference,
-            } => self.resume(&who, since.as_deref(), page.as_deref(), &have, reference).await?,
+            } => {
+                let from = ResumeFrom {
+                    since: since.as_deref(),
+                    page: page.as_deref(),
+                    have: &have,
+                };
+                self.resumer.resume(&who, from, reference).await?
+            }
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
             ClientFrame::Join { group, reference } => {
                 let joined = self
@@ -145,108 +124,8 @@ impl WsMessage {
                 Err(PublishError::Broadcast(e)) => return Err(e.into()),
             },
         };
-        // Settled only when the cost differs from the reservation: one write less for most frames.
-        if reserved > 0 && work != reserved {
-            self.limiter.settle_work(&p.tenant, &p.user, reserved, work).await?;
-        }
+        self.limiter.settle_frame(&p.tenant, &p.user, reserved, work).await?;
         Ok(answer(Some(body)))
-    }
-
-    async fn resume(
-        &self,
-        who: &Caller,
-        since: Option<&str>,
-        page: Option<&str>,
-        have: &[String],
-        reference: Option<Value>,
-    ) -> Result<(String, usize), BoxError> {
-        let start = match Start::parse(since, page) {
-            Ok(s) => s,
-            Err(e) => return Ok((ErrorFrame::new(ErrorCode::BadRequest, e.to_string(), reference).to_json(), 0)),
-        };
-        let p = &who.principal;
-        // The connection's memberships are the entitlement record: joins were authorized when
-        // they happened, and a group the caller left is no longer among them.
-        let Some(memberships) = self.store.connections.memberships_of(&who.connection_id).await? else {
-            // The connection's item is gone while its socket is open (a 410 taken as gone, its
-            // TTL): it gets nothing live, and a resume would read no groups and hand back a
-            // position as if nothing were missed. Closed instead, so the client connects again
-            // (new item, memberships) and resumes from the point it holds.
-            tracing::warn!(connection = %who.connection_id, "resume on a connection without its item; closing it");
-            self.close(&who.connection_id).await;
-            let gone = ErrorFrame::new(ErrorCode::Internal, "this connection is no longer registered; reconnect", reference);
-            return Ok((gone.to_json(), 0));
-        };
-        let topics: Vec<Group> = memberships.groups.iter().filter_map(|m| Group::parse(&m.group).ok()).collect();
-        let read = self
-            .replay
-            .read(ReadRequest {
-                tenant: &p.tenant,
-                user: &p.user,
-                topics: &topics,
-                start,
-                reader: Reader::connection(&who.connection_id),
-                limit: RESUME_PAGE,
-                have,
-                visible_since: memberships
-                    .groups
-                    .iter()
-                    .filter_map(|m| m.visible_since.map(|at| (m.group.clone(), at)))
-                    .collect(),
-                connection: &who.connection_id,
-            })
-            .await?;
-        let mut sent = 0;
-        for entry in &read.entries {
-            match self.poster.post(&who.connection_id, &entry.frame(true)).await {
-                PostOutcome::Delivered => sent += 1,
-                PostOutcome::Gone => {
-                    // A socket still open after a 410 would go on receiving live frames newer
-                    // than the entries not replayed: closed, so its client resumes again.
-                    self.close(&who.connection_id).await;
-                    let closed = self.store.connections.close(&who.connection_id).await?;
-                    self.presence.closed(&[closed]).await?;
-                    return Ok((String::new(), sent));
-                }
-                // The client would go on receiving live frames newer than this entry, and a
-                // cursor of theirs would then be past it for good: closed instead, so the client
-                // reconnects and resumes from a cursor that still has it ahead (see `horizon`).
-                PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
-                    tracing::warn!(connection = %who.connection_id, %reason, "a replayed frame could not be posted; closing the connection");
-                    self.close(&who.connection_id).await;
-                    return Ok((String::new(), sent));
-                }
-            }
-        }
-        // The connection's first complete resume: it has every entry up to now, so the live
-        // frames posted to it from here on carry their cursor (see `horizon`).
-        if !read.more && !memberships.caught_up {
-            self.store.connections.mark_caught_up(&who.connection_id).await?;
-        }
-        Metrics::new("ws-message")
-            .count("Resumes", 1)
-            .count("Replayed", sent)
-            .count("Spared", read.spared)
-            .flush();
-        let answer = read.answer;
-        let mut m = json!({"cursor": answer.cursor.to_string(), "count": sent, "more": read.more});
-        if let Some(next) = answer.next {
-            m["next"] = json!(next);
-        }
-        if answer.gap {
-            m["gap"] = json!(true);
-        }
-        Ok((
-            frames::reply("resumed", m.as_object().cloned().unwrap_or_default(), reference),
-            sent,
-        ))
-    }
-
-    async fn close(&self, connection_id: &str) {
-        let closed = self.poster.disconnect(connection_id).await;
-        if !matches!(closed, PostOutcome::Delivered | PostOutcome::Gone) {
-            tracing::warn!(connection = %connection_id, outcome = ?closed, "could not close the connection");
-        }
     }
 }
 

@@ -1,0 +1,14 @@
+//! Layer 0, the domain: Herald's rules and formats. Nothing here calls AWS; every module may be
+//! used by any layer above.
+
+pub mod auth;
+pub mod budget;
+pub mod config;
+pub mod cursor;
+pub mod frames;
+pub mod groups;
+pub mod horizon;
+pub mod metrics;
+pub mod notification;
+pub mod policy;
+pub mod tls;

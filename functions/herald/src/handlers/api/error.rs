@@ -1,0 +1,124 @@
+//! The API's error answer, and how each failure below maps onto it.
+
+use lambda_http::http::StatusCode;
+
+use crate::domain::auth::AuthError;
+use crate::io::queue::QueueError;
+use crate::io::store::StoreError;
+use crate::services::presence::PresenceError;
+use crate::services::reminders::ReminderError;
+use crate::services::schedule::DeferError;
+use crate::services::web_push::SubscribeError;
+
+/// An HTTP error as the contract shows it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds for `Retry-After`, on a 429 of the caller's request budget.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// The caller spent its request budget: 429 with `Retry-After` (whole seconds, at least 1).
+    pub(super) fn over_budget(retry_after_ms: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_ms.div_ceil(1000).max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("request budget exceeded; try again in {retry_after_ms} ms"),
+            )
+        }
+    }
+    pub(super) fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
+    }
+    pub(super) fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", m)
+    }
+    pub(super) fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+    }
+    pub(super) fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        if e.is_throttling() {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "try again shortly")
+        } else {
+            ApiError::internal()
+        }
+    }
+}
+
+impl From<DeferError> for ApiError {
+    fn from(e: DeferError) -> Self {
+        match e {
+            DeferError::Store(s) => s.into(),
+            other => {
+                tracing::error!(error = %other, "downstream failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<ReminderError> for ApiError {
+    fn from(e: ReminderError) -> Self {
+        match e {
+            ReminderError::BadRequest(m) => ApiError::bad_request(m),
+            ReminderError::Forbidden(m) => ApiError::forbidden(m),
+            ReminderError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            ReminderError::TooMany(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", m),
+            ReminderError::NotFound => ApiError::not_found("no such reminder"),
+            ReminderError::Store(s) => s.into(),
+            ReminderError::Defer(d) => d.into(),
+        }
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::Invalid(m) => ApiError::bad_request(m),
+            SubscribeError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        tracing::error!(error = %e, "queue failure");
+        ApiError::internal()
+    }
+}
+
+impl From<PresenceError> for ApiError {
+    fn from(e: PresenceError) -> Self {
+        match e {
+            PresenceError::Store(s) => s.into(),
+            PresenceError::Queue(q) => q.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+    }
+}

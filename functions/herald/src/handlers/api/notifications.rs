@@ -1,0 +1,139 @@
+//! `/notifications`: `missed`, `read`, `unread-count`, and `POST` (to the dispatch queue).
+
+use std::collections::HashMap;
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Request, RequestExt};
+use serde_json::{Value, json};
+
+use super::{Api, ApiError, ApiResult, DEFAULT_PAGE, MAX_PAGE, UNREAD_CAP, UP_TO_SKEW_MS, body_text, json_body, page_limit};
+use crate::domain::auth::{Principal, Role};
+use crate::domain::cursor::{Cursor, now_millis};
+use crate::domain::notification::{ParseLimits, ProducerMessage, RESERVED_ID, RejectCode, Target, is_reserved, parse_producer_message};
+use crate::services::membership::readable_topics;
+use crate::services::replay::{ReadRequest, Reader, Start};
+
+impl Api {
+    pub(super) async fn missed(&self, p: &Principal, req: &Request) -> ApiResult {
+        let q = req.query_string_parameters();
+        let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let limit = page_limit(q.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
+        let topics = readable_topics(&self.store, p).await?;
+        // A poller keeps `cursor` for its next poll (any cursor it received works too); `next`
+        // pages on from exactly what was read. What its cursor shows it has is read past.
+        let read = self
+            .replay
+            .read(ReadRequest {
+                tenant: &p.tenant,
+                user: &p.user,
+                topics: &topics,
+                start,
+                reader: Reader::Poller(0),
+                limit,
+                have: &[],
+                visible_since: HashMap::new(),
+                connection: "",
+            })
+            .await?;
+        let items: Vec<Value> = read
+            .entries
+            .iter()
+            .map(|e| serde_json::from_str(&e.frame(false)).unwrap_or(Value::Null))
+            .collect();
+        let a = read.answer;
+        Ok((
+            StatusCode::OK,
+            Some(json!({"items": items, "next": a.next, "cursor": a.cursor.to_string(), "gap": a.gap})),
+        ))
+    }
+
+    pub(super) async fn read(&self, p: &Principal, req: &Request) -> ApiResult {
+        let body = json_body(req)?;
+        // Validate everything before writing anything: a 400 changes nothing.
+        let ids: Option<Vec<String>> = match body.get("ids") {
+            None => None,
+            Some(ids) => Some(
+                ids.as_array()
+                    .filter(|a| !a.is_empty() && a.len() <= 100)
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|i| i.as_str().filter(|s| !s.is_empty() && s.len() <= 128).map(str::to_owned))
+                            .collect()
+                    })
+                    .ok_or_else(|| ApiError::bad_request("ids must hold 1..=100 notification ids"))?,
+            ),
+        };
+        let up_to: Option<Cursor> = match body.get("upTo") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(|s| s.parse::<Cursor>().ok())
+                    .ok_or_else(|| ApiError::bad_request("upTo is not a valid cursor"))?,
+            ),
+        };
+        // A cursor past the clock would mark read what does not exist yet (and so silence its
+        // escalation). Herald hands out none beyond now; the skew covers Lambda clocks.
+        if up_to.is_some_and(|c| c.millis() > now_millis() + UP_TO_SKEW_MS) {
+            return Err(ApiError::bad_request("upTo is in the future; pass a cursor Herald handed out"));
+        }
+        if ids.is_none() && up_to.is_none() {
+            return Err(ApiError::bad_request("give ids or upTo"));
+        }
+        let count = ids.as_ref().map_or(0, Vec::len);
+        if let Some(ids) = &ids {
+            self.replay.mark_read(&p.tenant, &p.user, ids).await?;
+        }
+        if let Some(cursor) = up_to {
+            self.replay.advance_read_cursor(&p.tenant, &p.user, cursor).await?;
+        }
+        Ok((StatusCode::OK, Some(json!({"count": count}))))
+    }
+
+    pub(super) async fn unread_count(&self, p: &Principal) -> ApiResult {
+        let topics = readable_topics(&self.store, p).await?;
+        let unread = self.replay.unread(&p.tenant, &p.user, &topics, UNREAD_CAP).await?;
+        Ok((StatusCode::OK, Some(json!({"count": unread.count, "capped": unread.capped}))))
+    }
+
+    pub(super) fn parse_notification(
+        &self,
+        p: &Principal,
+        req: &Request,
+    ) -> Result<crate::domain::notification::NotificationRequest, ApiError> {
+        let raw = body_text(req)?;
+        let limits = ParseLimits::from(&self.limits);
+        let parsed = parse_producer_message(raw, limits).map_err(|r| match r.code {
+            RejectCode::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.to_string()),
+            RejectCode::BadRequest => ApiError::bad_request(r.to_string()),
+        })?;
+        let ProducerMessage::Notify(n) = parsed else {
+            return Err(ApiError::bad_request("control messages go to /subscriptions and /reminders"));
+        };
+        if n.tenant != p.tenant {
+            return Err(ApiError::forbidden("tenant does not match the token"));
+        }
+        if n.to == Target::All && !p.has(Role::Platform) {
+            return Err(ApiError::forbidden("platform-wide notifications need the platform role"));
+        }
+        Ok(n)
+    }
+
+    pub(super) async fn publish(&self, p: &Principal, req: &Request) -> ApiResult {
+        if !p.has(Role::Service) {
+            return Err(ApiError::forbidden("publishing needs the service role"));
+        }
+        let mut n = self.parse_notification(p, req)?;
+        let id = n.id.get_or_insert_with(|| format!("n-{}", Cursor::now())).clone();
+        reserved(&id)?;
+        self.queue.dispatch(n.to_json().to_string(), 0).await?;
+        Ok((StatusCode::ACCEPTED, Some(json!({"id": id}))))
+    }
+}
+
+/// Ids starting with `~` belong to users' own reminders; nobody names one.
+fn reserved(id: &str) -> Result<(), ApiError> {
+    if is_reserved(id) {
+        return Err(ApiError::bad_request(RESERVED_ID));
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The notification lifecycle, in the order it runs: a `deliverAt` ahead is deferred, a
+//! cancelled or superseded deferred copy dropped; then claim and log (`broadcast::log`), fan out,
+//! schedule the escalation checks, Web Push the users no connection took, finish the claim, and
+//! mark a reminder fired. Reading this file top to bottom is following a notification from
+//! `dispatch` to the posts.
+//!
+//! It also runs what comes back on the internal queue: fan-out jobs of big audiences, presence
+//! checks and escalation checks ([`Notifier::internal`]).
+
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::domain::config::Limits;
+use crate::domain::groups::Group;
+use crate::domain::metrics::Metrics;
+use crate::domain::notification::{Control, NotificationRequest};
+use crate::domain::policy::RolePolicy;
+use crate::io::delivery::Poster;
+use crate::io::push::PushSender;
+use crate::io::queue::{InternalMessage, Queue};
+use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
+use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
+use crate::services::escalation::{Escalation, EscalationError, Fired};
+use crate::services::membership::Unsubscriber;
+use crate::services::presence::{Presence, PresenceError};
+use crate::services::schedule::{DeferError, Deferral, Deferred, Scheduler};
+use crate::services::web_push::{PushError, PushSummary, Pusher, UserPush};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Defer(#[from] DeferError),
+    #[error(transparent)]
+    Broadcast(#[from] BroadcastError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error(transparent)]
+    Escalation(#[from] EscalationError),
+}
+
+impl NotifyError {
+    /// How long until another invocation's claim on this work ends, when that is the failure.
+    pub fn lease_left_ms(&self) -> Option<u64> {
+        match self {
+            NotifyError::Broadcast(BroadcastError::InProgress { lease_left_ms })
+            | NotifyError::Escalation(EscalationError::InProgress { lease_left_ms }) => Some(*lease_left_ms),
+            _ => None,
+        }
+    }
+}
+
+/// What became of one notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notified {
+    Delivered(FanoutSummary),
+    Duplicate,
+    Deferred,
+    Cancelled,
+    /// A deferred copy whose notification was moved to another time.
+    Superseded,
+}
+
+/// What became of one internal-queue message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Internal {
+    /// A fan-out job's page (or walk).
+    Shard(FanoutSummary),
+    /// A presence check after a departure's grace period.
+    Presence,
+    /// An escalation check at (or before) its deadline.
+    Escalation(Fired),
+}
+
+pub struct Notifier {
+    store: Store,
+    broadcaster: Broadcaster,
+    deferral: Deferral,
+    escalation: Escalation,
+    presence: Presence,
+    pusher: Pusher,
+    unsubscriber: Unsubscriber,
+    queue: Queue,
+    limits: Limits,
+}
+
+impl Notifier {
+    /// Web Push is off until [`Notifier::with_push`].
+    pub fn new(
+        store: Store,
+        queue: Queue,
+        poster: Poster,
+        scheduler: Scheduler,
+        limits: Limits,
+        roles: RolePolicy,
+        presence: Presence,
+    ) -> Self {
+        Self {
+            unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles, presence.clone()),
+            escalation: Escalation::new("dispatch", store.clone(), queue.clone(), scheduler.clone(), &limits),
+            deferral: Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds),
+            pusher: Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts),
+            queue: queue.clone(),
+            broadcaster: Broadcaster::new(store.clone(), queue, poster, limits.clone(), presence.clone()),
+            presence,
+            store,
+            limits,
+        }
+    }
+
+    /// Web Push with this sender (`None`: off).
+    pub fn with_push(mut self, sender: Option<PushSender>) -> Self {
+        self.pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts);
+        self
+    }
+
+    /// Runs a producer notification's lifecycle. `deferred_for`: set on Herald's own deferred
+    /// copy, the `deliverAt` it was deferred for.
+    pub async fn notify(&self, req: NotificationRequest, deferred_for: Option<String>) -> Result<Notified, NotifyError> {
+        let id = req.id.clone().unwrap_or_default();
+        if let Some(at) = req.deliver_at {
+            let wait = (at - Utc::now()).num_milliseconds();
+            if wait > 1000 {
+                return self.defer(req).await;
+            }
+            if let Some(r) = self.store.reminders.get(&req.tenant, &id).await? {
+                if r.state == ReminderState::Cancelled {
+                    Metrics::new("dispatch").count("Cancelled", 1).flush();
+                    return Ok(Notified::Cancelled);
+                }
+                // A delayed copy of an earlier `deliverAt`: the id was sent again with another
+                // time, and the reminder record holds the newest. SQS cannot take back a delayed
+                // message, so the copy is recognised here and dropped.
+                if r.state == ReminderState::Scheduled && deferred_for.as_deref().is_some_and(|d| d != r.deliver_at) {
+                    tracing::info!(tenant = %req.tenant, id = %id, deferred_for = ?deferred_for, now_for = %r.deliver_at, "superseded deferred copy dropped");
+                    Metrics::new("dispatch").count("Superseded", 1).flush();
+                    return Ok(Notified::Superseded);
+                }
+            }
+        }
+        let started = Instant::now();
+        let expires = epoch_seconds() + req.ttl_seconds.unwrap_or(self.limits.retention_seconds) as i64;
+        let entries = match self
+            .broadcaster
+            .log(&req.tenant, &id, req.to.topics(), &req.content, expires)
+            .await?
+        {
+            Logged::Duplicate(_) => {
+                Metrics::new("dispatch").count("Duplicates", 1).flush();
+                return Ok(Notified::Duplicate);
+            }
+            Logged::Entries(entries) => entries,
+        };
+        let frames: Vec<Outgoing> = entries.iter().map(|(g, e)| Outgoing::entry(g.clone(), e)).collect();
+        let summary = self.broadcaster.fan_out(&req.tenant, &id, &frames, Reach::default()).await?;
+        // Before `finish`: a redelivery after a failure here finds the id unfinished and
+        // schedules again (the once-guard at the deadline absorbs the second check).
+        if let Some(after) = req.escalate_after {
+            self.escalation.schedule(&req.tenant, &id, &entries, after).await?;
+        }
+        // Before `finish`: a crash in between pushes again on redelivery (at least once).
+        let pushed = match req.push {
+            Some(push) => {
+                let users: Vec<UserPush> = entries
+                    .iter()
+                    .filter_map(|(topic, entry)| match topic {
+                        Group::User(user) if push.always || summary.unreached.contains(user) => Some(UserPush { user, entry }),
+                        _ => None,
+                    })
+                    .collect();
+                let ttl = req.ttl_seconds.unwrap_or(self.limits.retention_seconds);
+                self.pusher.push(&req.tenant, &id, &users, push, ttl).await?
+            }
+            None => PushSummary::default(),
+        };
+        self.broadcaster.finish(&req.tenant, &id, &summary).await?;
+        if req.deliver_at.is_some() {
+            self.store.reminders.mark_fired(&req.tenant, &id, expires).await?;
+        }
+        let mut m = Metrics::new("dispatch");
+        m.count("Accepted", 1)
+            .count("Delivered", summary.delivered)
+            .count("Gone", summary.gone)
+            .count("Retried", summary.retried)
+            .count("Closed", summary.closed)
+            // 410s from connections in their first minute: the completion time names them, and
+            // their own resumes send the entry again (`replay::spare`).
+            .count("ConnectingGone", summary.connecting_gone.len())
+            .count("ShardsQueued", summary.shards_queued)
+            .millis("FanoutDuration", started.elapsed().as_secs_f64() * 1000.0)
+            .millis("PostingDuration", summary.posting_us as f64 / 1000.0)
+            .flush();
+        tracing::info!(tenant = %req.tenant, id = %id, delivered = summary.delivered, gone = summary.gone, retried = summary.retried, shards = summary.shards_queued, posting_us = summary.posting_us, pushed = pushed.delivered, push_retried = pushed.retried, push_gone = pushed.gone, "dispatched");
+        Ok(Notified::Delivered(summary))
+    }
+
+    async fn defer(&self, req: NotificationRequest) -> Result<Notified, NotifyError> {
+        let deferred = self.deferral.defer(&req, None).await?;
+        tracing::info!(tenant = %req.tenant, id = ?req.id, ?deferred, "deferred");
+        if deferred == Deferred::Cancelled {
+            return Ok(Notified::Cancelled);
+        }
+        Metrics::new("dispatch").count("Deferred", 1).flush();
+        Ok(Notified::Deferred)
+    }
+
+    /// Applies a producer's control message: a durable subscription set or removed (removed on
+    /// the user's live connections too), or a deferred notification cancelled.
+    pub async fn control(&self, control: Control) -> Result<(), NotifyError> {
+        match control {
+            Control::Subscribe { tenant, user, group } => self.store.subscriptions.subscribe(&tenant, &user, &group).await?,
+            Control::Unsubscribe { tenant, user, group } => {
+                self.unsubscriber.unsubscribe(&tenant, &user, &group).await?;
+            }
+            Control::Cancel { tenant, id } => {
+                self.deferral.cancel(&tenant, &id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a message Herald put on its internal queue.
+    pub async fn internal(&self, message: InternalMessage) -> Result<Internal, NotifyError> {
+        let job = match message {
+            InternalMessage::Job(job) => job,
+            InternalMessage::Presence(check) => {
+                self.presence.check(&check).await?;
+                return Ok(Internal::Presence);
+            }
+            InternalMessage::Escalation(check) => return Ok(Internal::Escalation(self.escalation.check(&check).await?)),
+        };
+        let summary = self.broadcaster.run_job(&job).await?;
+        Metrics::new("dispatch")
+            .count("Delivered", summary.delivered)
+            .count("Gone", summary.gone)
+            .count("Retried", summary.retried)
+            .count("Closed", summary.closed)
+            .flush();
+        Ok(Internal::Shard(summary))
+    }
+}
