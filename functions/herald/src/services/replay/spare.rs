@@ -21,11 +21,11 @@
 //!    this read's answer cannot reach the client either. The client's own publishes are not
 //!    spared this way (a publish without `echo` skips the publishing connection).
 //!
-//! Rule 2 needs no such exception: a connection that opened without the frame gives its client
-//! a cursor only once it has caught up, and its catch-up sent the entry (rule 3 does not spare
-//! it there). Fan-outs that record no completion time (shard jobs, retries, more connections
-//! inside their `$connect` than a completion time lists) are sent again: resending is the safe
-//! side.
+//! Rule 2 applies only to fan-outs that reached every member connection: a connection that
+//! missed the frame may be its client's, and that client may hold a cursor from a `missed` read
+//! or a replay that queried the entry's topic before the entry was visible (issue #35, seed 41).
+//! Fan-outs that record no completion time (shard jobs, retries, more connections inside their
+//! `$connect` than a completion time lists) are sent again: resending is the safe side.
 
 use std::collections::{HashMap, HashSet};
 
@@ -67,7 +67,11 @@ impl Holdings<'_> {
             return true;
         }
         let Some(posted) = posted else { return false };
-        let before_since = self.since.is_some_and(|s| e.cursor < s && posted.at + SKEW_MS < s.millis());
+        // Rule 2 only for a fan-out that reached every connection: its argument holds for a
+        // cursor received live, but not for one a `missed` read or a replay handed out, whose
+        // read may have queried the entry's topic before the entry was visible (topics are
+        // queried one by one) while a connection that missed the frame was already gone.
+        let before_since = posted.missed_by.is_empty() && self.since.is_some_and(|s| e.cursor < s && posted.at + SKEW_MS < s.millis());
         let missed_here = posted.missed_by.iter().any(|c| c == self.connection);
         before_since || (!missed_here && self.posted_live_if_complete(e))
     }
@@ -121,9 +125,8 @@ mod tests {
     }
 
     /// A connection that answered 410 inside its `$connect` may have opened without the frame:
-    /// its own resume sends the entry, another connection's is spared it as before, and a
-    /// cursor newer than the completion still spares it (that cursor's connection caught up
-    /// first, and its catch-up sent the entry).
+    /// its own resume sends the entry, another connection's is spared it as before (rule 3),
+    /// and a cursor newer than the completion does not spare it (rule 2).
     #[test]
     fn a_connection_that_missed_the_frame_inside_its_connect_gets_it_from_its_resume() {
         let e = entry("a", "course:1", JOINED + 5_000);
@@ -137,11 +140,14 @@ mod tests {
             ..connection()
         };
         assert!(other.holds(&e, Some(&missed)));
+        // A cursor newer than the completion does not spare it: that cursor may come from a read
+        // that queried the entry's topic before the entry was visible.
         let later_cursor = Holdings {
             since: Some(Cursor::at_millis(JOINED + 6_000 + SKEW_MS + 1)),
+            connection: "c2",
             ..connection()
         };
-        assert!(later_cursor.holds(&e, Some(&missed)));
+        assert!(!later_cursor.holds(&entry("a", "course:0", JOINED + 5_000), Some(&missed)));
     }
 
     #[test]
