@@ -331,14 +331,6 @@ impl Connections {
         }))
     }
 
-    /// The group names this connection is a member of; `None` when its item is gone.
-    pub async fn groups_of(&self, conn_id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        Ok(self
-            .memberships_of(conn_id)
-            .await?
-            .map(|ms| ms.groups.into_iter().map(|m| m.group).collect()))
-    }
-
     /// Marks a connection caught up: its item first, so that a join from then on marks its own
     /// row, then the rows of the memberships its item names. Returns false when it was marked
     /// already or its item is gone. A row a leave removed meanwhile is not written back, and a
