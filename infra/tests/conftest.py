@@ -79,6 +79,13 @@ def start_stack(directory: Path, *extra: str) -> tuple[subprocess.Popen[bytes], 
     return proc, json.loads(ready.read_text())
 
 
+def complete_records(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a log a fake may be appending to right now: a last line without its
+    newline is still being written, so it is left for the next read."""
+    lines = text.split("\n")[:-1]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 class Stack:
     def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any], directory: Path) -> None:
         self.proc = proc
@@ -92,9 +99,7 @@ class Stack:
     def records(self, mode: str | None = None) -> list[dict[str, Any]]:
         if not self.fake_log.exists():
             return []
-        lines = self.fake_log.read_text().splitlines()
-        out = [json.loads(line) for line in lines if line.strip()]
-        return [r for r in out if mode is None or r["mode"] == mode]
+        return [r for r in complete_records(self.fake_log.read_text()) if mode is None or r["mode"] == mode]
 
     def wait_record(self, mode: str, match: Callable[[dict[str, Any]], bool],
                     timeout: float = 10.0) -> dict[str, Any]:

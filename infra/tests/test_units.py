@@ -247,3 +247,11 @@ def test_fair_queue_takes_sources_round_robin() -> None:
     while q:
         taken.append(q.popleft().request_id)
     assert taken == ["flood0", "calm", "sqs", "flood1", "flood2"]
+
+
+def test_fake_log_reader_leaves_a_line_still_being_written() -> None:
+    from conftest import complete_records
+
+    text = '{"mode": "a", "n": 1}\n{"mode": "b", "n": 2}\n{"mode": "c", "bo'
+    assert complete_records(text) == [{"mode": "a", "n": 1}, {"mode": "b", "n": 2}]
+    assert complete_records("") == []

@@ -20,9 +20,14 @@ MODE = sys.argv[1]
 
 
 def record(**fields: Any) -> None:
-    line = json.dumps({"mode": MODE, "pid": os.getpid(), **fields}) + "\n"
-    with open(os.environ["HERALD_FAKE_LOG"], "a", encoding="utf-8") as log:
-        log.write(line)
+    line = (json.dumps({"mode": MODE, "pid": os.getpid(), **fields}) + "\n").encode()
+    # One write(2) on an O_APPEND descriptor, so lines from concurrent fakes never interleave;
+    # a buffered text file may split a long line into several writes.
+    fd = os.open(os.environ["HERALD_FAKE_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def management_client() -> Any:
