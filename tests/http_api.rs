@@ -265,6 +265,95 @@ async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
     assert!(ids.contains(&"n1-late"), "the late entry is ahead of the poller's position: {next}");
 }
 
+/// Issue #35 (chaos seeds 41 and 50): a read queries its topics one by one, so it can find an
+/// entry C (its topic queried late) but not an older entry E of a topic it queried before E was
+/// visible, while E's fan-out had completed (to a socket of the client that was already gone)
+/// before C was claimed. A client keeping C's cursor then had E spared on its next read (rule 2
+/// of `replay::spare`) and never received it. C claimed "after the read began" is written here
+/// under a writer clock 3 s ahead, which is what the race looks like to the reader.
+#[tokio::test]
+async fn no_cursor_a_read_hands_out_passes_an_entry_the_read_raced() {
+    use herald::domain::cursor::{Cursor, now_millis};
+    use herald::domain::groups::Group;
+    use herald::domain::notification::{Content, LogEntry};
+    let tenant = unique("acme");
+    let user = unique("u");
+    let tok = token(&user, &tenant, &[], &[]);
+    let store = herald::io::store::Store::new(
+        dynamodb().await,
+        &herald::domain::config::Tables {
+            connections: table("ConnectionsTable"),
+            notifications: table("NotificationsTable"),
+        },
+    );
+    let expires = chrono::Utc::now().timestamp() + 3600;
+    let entry = |id: &str, cursor: Cursor, topic: &str| LogEntry {
+        id: id.into(),
+        cursor,
+        topic: topic.into(),
+        content: Content {
+            event: "raced".into(),
+            ..Default::default()
+        },
+        created_at: "2026-12-06T00:00:00Z".into(),
+    };
+    let now = now_millis();
+    let c = entry("c-late-topic", Cursor::from_parts(now + 3_000, 1), "tenant");
+    store.log.append(&tenant, &[(Group::Tenant, c)], expires).await.expect("append C");
+    let (status, first) = api(Method::GET, "/notifications/missed", &tok, None).await;
+    assert_eq!(status, 200, "{first}");
+    let items = first["items"].as_array().cloned().unwrap_or_default();
+    assert!(items.iter().any(|i| i["id"] == "c-late-topic"), "the read found C: {first}");
+    let mut handed: Vec<String> = items.iter().filter_map(|i| i["cursor"].as_str().map(str::to_owned)).collect();
+    handed.extend(first["cursor"].as_str().map(str::to_owned));
+    // The same read as a `resume` over a socket: its replayed frames and its answer.
+    let mut client = Client::connect(&user, &tenant, &[], &[]).await;
+    client.send(json!({"action": "resume", "ref": "r"})).await;
+    loop {
+        let f = client.next().await;
+        handed.extend(f["cursor"].as_str().map(str::to_owned));
+        if f["type"] == "resumed" || f["type"] == "error" {
+            assert_eq!(f["type"], "resumed", "{f}");
+            break;
+        }
+    }
+    client.close().await;
+
+    // E lands now under its older claim; its fan-out reached every connection before C's claim.
+    let e_cursor = Cursor::from_parts(now + 1_000, 1);
+    let claim = store
+        .idempotency
+        .claim(&tenant, "e-raced", e_cursor, expires, 60_000)
+        .await
+        .expect("claim");
+    assert!(matches!(claim, herald::io::store::Claim::New(_)), "{claim:?}");
+    let e = entry("e-raced", e_cursor, &format!("user:{user}"));
+    store
+        .log
+        .append(&tenant, &[(Group::user(&user), e)], expires)
+        .await
+        .expect("append E");
+    let posted = herald::io::store::Posted {
+        at: now + 1_500,
+        missed_by: Vec::new(),
+    };
+    store.idempotency.finish(&tenant, "e-raced", Some(&posted)).await.expect("finish");
+
+    for since in &handed {
+        let (_, next) = api(Method::GET, &format!("/notifications/missed?since={since}"), &tok, None).await;
+        let ids: Vec<&str> = next["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["id"].as_str())
+            .collect();
+        assert!(
+            ids.contains(&"e-raced"),
+            "a read from {since}, handed out by the first read, skips E: {next}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn missed_rejects_bad_cursors_and_limits() {
     let tok = token(&unique("u"), &unique("acme"), &[], &[]);

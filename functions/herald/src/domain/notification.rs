@@ -620,7 +620,8 @@ struct Frame<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     id: &'a str,
-    cursor: Cursor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<Cursor>,
     topic: &'a str,
     #[serde(flatten)]
     content: &'a Content,
@@ -632,10 +633,20 @@ struct Frame<'a> {
 impl LogEntry {
     /// The client frame (`{"type":"notification",...}`), as JSON text.
     pub fn frame(&self, replayed: bool) -> String {
+        self.frame_with(Some(self.cursor), replayed)
+    }
+
+    /// The client frame without its cursor: for a reader that must not take it as a resume
+    /// point yet (see `replay::ReadPlan::shows_cursor`).
+    pub fn frame_without_cursor(&self, replayed: bool) -> String {
+        self.frame_with(None, replayed)
+    }
+
+    fn frame_with(&self, cursor: Option<Cursor>, replayed: bool) -> String {
         let frame = Frame {
             kind: "notification",
             id: &self.id,
-            cursor: self.cursor,
+            cursor,
             topic: &self.topic,
             content: &self.content,
             created_at: &self.created_at,

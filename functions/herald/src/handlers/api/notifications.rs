@@ -38,7 +38,7 @@ impl Api {
         let items: Vec<Value> = read
             .entries
             .iter()
-            .map(|e| serde_json::from_str(&e.frame(false)).unwrap_or(Value::Null))
+            .map(|e| serde_json::from_str(&read.frame(e, false)).unwrap_or(Value::Null))
             .collect();
         let a = read.answer;
         Ok((

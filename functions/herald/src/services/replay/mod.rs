@@ -23,7 +23,7 @@ pub use service::{Read, ReadRequest, Replay};
 
 use crate::domain::cursor::{Cursor, CursorError};
 
-use crate::domain::horizon::{Horizon, LAG_MS};
+use crate::domain::horizon::{Horizon, LAG_MS, SKEW_MS};
 use crate::domain::notification::LogEntry;
 use crate::io::store::LogPage;
 
@@ -158,6 +158,8 @@ pub struct ReadPlan {
     pub gap: bool,
     reader: Reader,
     horizon: Horizon,
+    /// The clock when the read began (epoch ms).
+    read_at: u64,
 }
 
 /// What a page answers besides its entries.
@@ -183,6 +185,7 @@ impl ReadPlan {
             gap: c < floor,
             reader,
             horizon,
+            read_at: now_ms,
         };
         match start {
             Start::Beginning => Self {
@@ -193,6 +196,7 @@ impl ReadPlan {
                 gap: false,
                 reader,
                 horizon,
+                read_at: now_ms,
             },
             Start::Since(c) => since(c),
             Start::Page(t) if continues(t.reader, reader, now_ms) => Self {
@@ -203,11 +207,27 @@ impl ReadPlan {
                 gap: t.position < floor,
                 reader,
                 horizon,
+                read_at: now_ms,
             },
             // Another connection's token, or a stale one: what its position skipped may have
             // landed since, so only its resume point counts.
             Start::Page(t) => since(t.safe),
         }
+    }
+
+    /// Whether an entry this read returns may go out with its cursor.
+    ///
+    /// A read queries its topics one after another, so it can find an entry `c` (its topic
+    /// queried late) and miss an older entry `e` of another topic (queried before `e` was
+    /// visible). Handed `c`, the client would hold a resume point past `e`, and `spare`'s rule 2
+    /// spares `e` on the next read when `e`'s fan-out completed before `c` was claimed, though the
+    /// client's socket may have missed that fan-out (gone, or taking the frame as it dropped).
+    /// So a read shows only cursors claimed more than [`SKEW_MS`] before it began: rule 2 then
+    /// puts `e`'s fan-out, and so its log write, before the read began, and the read found `e`.
+    /// Newer entries go out without a cursor (as live frames before the catch-up do); the
+    /// client's next read, from a cursor it does hold, returns them again with theirs.
+    pub fn shows_cursor(&self, cursor: Cursor) -> bool {
+        cursor.millis() + SKEW_MS <= self.read_at
     }
 
     /// The answer of a page that read up to `reached` (everything up to it emitted, or held by
@@ -387,6 +407,19 @@ mod tests {
         // The same token on another connection (the client dropped) reads from its resume point.
         let other = ReadPlan::new(Start::Page(token), Reader::connection("k2"), Cursor::MIN, T + 50);
         assert_eq!(other.from, Cursor::at_millis(first.cursor.millis() - LAG_MS));
+    }
+
+    /// Issue #35 (seeds 41 and 50): a read handed out the cursor of an entry claimed after the
+    /// read began, while an older entry of a topic it had already queried was not yet visible.
+    #[test]
+    fn a_read_shows_only_cursors_claimed_before_it_began() {
+        for start in [Start::Beginning, Start::Since(Cursor::from_parts(T - 60_000, 0))] {
+            let plan = ReadPlan::new(start, Reader::Poller(T), Cursor::MIN, T);
+            assert!(plan.shows_cursor(Cursor::from_parts(T - 30_000, 7)));
+            assert!(plan.shows_cursor(Cursor::from_parts(T - SKEW_MS, 7)));
+            assert!(!plan.shows_cursor(Cursor::from_parts(T - SKEW_MS + 1, 0)));
+            assert!(!plan.shows_cursor(Cursor::from_parts(T + 5_000, 0)), "a writer's clock ahead");
+        }
     }
 
     #[test]

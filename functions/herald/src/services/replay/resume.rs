@@ -92,7 +92,7 @@ impl Resumer {
             .await?;
         let mut sent = 0;
         for entry in &read.entries {
-            match self.poster.post(&who.connection_id, &entry.frame(true)).await {
+            match self.poster.post(&who.connection_id, &read.frame(entry, true)).await {
                 PostOutcome::Delivered => sent += 1,
                 PostOutcome::Gone => {
                     // A socket still open after a 410 would go on receiving live frames newer

@@ -45,6 +45,19 @@ pub struct Read {
     pub more: bool,
     /// The resume point, page token and gap flag.
     pub answer: PageAnswer,
+    plan: ReadPlan,
+}
+
+impl Read {
+    /// The frame of one of [`Read::entries`]: with its cursor only when the read may hand that
+    /// cursor out ([`ReadPlan::shows_cursor`]).
+    pub fn frame(&self, entry: &LogEntry, replayed: bool) -> String {
+        if self.plan.shows_cursor(entry.cursor) {
+            entry.frame(replayed)
+        } else {
+            entry.frame_without_cursor(replayed)
+        }
+    }
 }
 
 /// The unread count: notifications after the read cursor not marked read, up to a cap. Read
@@ -102,6 +115,7 @@ impl Replay {
             entries,
             more: page.more,
             answer,
+            plan,
         })
     }
 
