@@ -21,9 +21,12 @@
 //!    this read's answer cannot reach the client either. The client's own publishes are not
 //!    spared this way (a publish without `echo` skips the publishing connection).
 //!
-//! Rule 2 applies only to fan-outs that reached every member connection: a connection that
-//! missed the frame may be its client's, and that client may hold a cursor from a `missed` read
-//! or a replay that queried the entry's topic before the entry was visible (issue #35, seed 41).
+//! Rule 2 also holds for a cursor a `missed` read or a replay handed out, though such a read
+//! queries its topics one by one and the client's socket may have missed the frame: the read
+//! hands out only cursors claimed before it began ([`super::ReadPlan::shows_cursor`]), so an
+//! entry whose fan-out completed before such a cursor was visible to that read, which sent it.
+//! A connection listed as missing the frame inside its `$connect` matters to rule 3 only: a
+//! connection that took a live cursor had caught up, so a 410 after that was a dead socket.
 //! Fan-outs that record no completion time (shard jobs, retries, more connections inside their
 //! `$connect` than a completion time lists) are sent again: resending is the safe side.
 
@@ -67,11 +70,7 @@ impl Holdings<'_> {
             return true;
         }
         let Some(posted) = posted else { return false };
-        // Rule 2 only for a fan-out that reached every connection: its argument holds for a
-        // cursor received live, but not for one a `missed` read or a replay handed out, whose
-        // read may have queried the entry's topic before the entry was visible (topics are
-        // queried one by one) while a connection that missed the frame was already gone.
-        let before_since = posted.missed_by.is_empty() && self.since.is_some_and(|s| e.cursor < s && posted.at + SKEW_MS < s.millis());
+        let before_since = self.since.is_some_and(|s| e.cursor < s && posted.at + SKEW_MS < s.millis());
         let missed_here = posted.missed_by.iter().any(|c| c == self.connection);
         before_since || (!missed_here && self.posted_live_if_complete(e))
     }
@@ -140,14 +139,13 @@ mod tests {
             ..connection()
         };
         assert!(other.holds(&e, Some(&missed)));
-        // A cursor newer than the completion does not spare it: that cursor may come from a read
-        // that queried the entry's topic before the entry was visible.
+        // A cursor claimed after the completion spares it on any connection (rule 2): whoever
+        // holds that cursor got it live after the posts, or from a read that found the entry.
         let later_cursor = Holdings {
             since: Some(Cursor::at_millis(JOINED + 6_000 + SKEW_MS + 1)),
-            connection: "c2",
             ..connection()
         };
-        assert!(!later_cursor.holds(&entry("a", "course:0", JOINED + 5_000), Some(&missed)));
+        assert!(later_cursor.holds(&entry("a", "course:0", JOINED + 5_000), Some(&missed)));
     }
 
     #[test]
