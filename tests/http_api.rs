@@ -357,6 +357,110 @@ async fn no_cursor_a_read_hands_out_passes_an_entry_the_read_raced() {
     }
 }
 
+/// Chaos seed 51: the same race across the pages of one read. Page 1 read past the position of
+/// an entry E that was not visible yet; page 2, a moment later, handed out the cursor of an entry
+/// C claimed after page 1 began, and a read from C spared E (its fan-out had completed before C).
+#[tokio::test]
+async fn no_page_hands_out_a_cursor_claimed_after_its_read_began() {
+    use herald::domain::cursor::{Cursor, now_millis};
+    use herald::domain::groups::Group;
+    use herald::domain::notification::{Content, LogEntry};
+    let tenant = unique("acme");
+    let user = unique("u");
+    let tok = token(&user, &tenant, &[], &[]);
+    let store = herald::io::store::Store::new(
+        dynamodb().await,
+        &herald::domain::config::Tables {
+            connections: table("ConnectionsTable"),
+            notifications: table("NotificationsTable"),
+        },
+    );
+    let expires = chrono::Utc::now().timestamp() + 3600;
+    let entry = |id: &str, cursor: Cursor, topic: &str| LogEntry {
+        id: id.into(),
+        cursor,
+        topic: topic.into(),
+        content: Content {
+            event: "paged".into(),
+            ..Default::default()
+        },
+        created_at: "2026-12-06T00:00:00Z".into(),
+    };
+    let t0 = now_millis();
+    // B and C are claimed "after page 1 began" (by a writer whose clock is ahead).
+    let tenant_log = [
+        entry("a-old", Cursor::from_parts(t0 - 60_000, 1), "tenant"),
+        entry("b-ahead", Cursor::from_parts(t0 + 1_000, 1), "tenant"),
+        entry("c-ahead", Cursor::from_parts(t0 + 1_500, 1), "tenant"),
+    ];
+    let log: Vec<(Group, LogEntry)> = tenant_log.into_iter().map(|e| (Group::Tenant, e)).collect();
+    store.log.append(&tenant, &log, expires).await.expect("append");
+    let (_, first) = api(Method::GET, "/notifications/missed?limit=2", &tok, None).await;
+    let ids: Vec<&str> = first["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["a-old", "b-ahead"], "{first}");
+    let next = first["next"].as_str().expect("a next page").to_owned();
+
+    // E lands behind page 1's position, its fan-out complete before C was claimed.
+    let e_cursor = Cursor::from_parts(t0 + 500, 1);
+    store
+        .idempotency
+        .claim(&tenant, "e-paged", e_cursor, expires, 60_000)
+        .await
+        .expect("claim");
+    let e = entry("e-paged", e_cursor, &format!("user:{user}"));
+    store
+        .log
+        .append(&tenant, &[(Group::user(&user), e)], expires)
+        .await
+        .expect("append E");
+    let posted = herald::io::store::Posted {
+        at: t0 + 700,
+        missed_by: Vec::new(),
+    };
+    store.idempotency.finish(&tenant, "e-paged", Some(&posted)).await.expect("finish");
+    // Page 2 begins once C's claim is well in the past.
+    let wait = (t0 + 1_500 + herald::domain::horizon::SKEW_MS + 200).saturating_sub(now_millis());
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let (_, second) = api(Method::GET, &format!("/notifications/missed?limit=2&page={next}"), &tok, None).await;
+    let ids: Vec<&str> = second["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["c-ahead"], "page 2 continues after B: {second}");
+
+    let handed: Vec<String> = [&first, &second]
+        .iter()
+        .flat_map(|page| {
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            items
+                .into_iter()
+                .filter_map(|i| i["cursor"].as_str().map(str::to_owned))
+                .chain(page["cursor"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for since in &handed {
+        let (_, again) = api(Method::GET, &format!("/notifications/missed?since={since}"), &tok, None).await;
+        let ids: Vec<&str> = again["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["id"].as_str())
+            .collect();
+        assert!(
+            ids.contains(&"e-paged"),
+            "a read from {since}, handed out by the paged read, skips E: {again}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn missed_rejects_bad_cursors_and_limits() {
     let tok = token(&unique("u"), &unique("acme"), &[], &[]);

@@ -57,14 +57,16 @@ impl Reader {
     }
 }
 
-/// `next`: where the following page of a read continues (`position`, read past exactly) and the
-/// resume point reached so far (`safe`). Distinct from a cursor: `position` may be past the
-/// horizon, and is only trusted by the read it came from.
+/// `next`: where the following page of a read continues (`position`, read past exactly), the
+/// resume point reached so far (`safe`) and when the read's first page began (`began`, epoch
+/// ms). Distinct from a cursor: `position` may be past the horizon, and is only trusted by the
+/// read it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageToken {
     pub position: Cursor,
     pub safe: Cursor,
     pub reader: Reader,
+    pub began: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,7 +79,7 @@ impl From<CursorError> for PageTokenError {
     }
 }
 
-const TOKEN_PREFIX: &str = "p1.";
+const TOKEN_PREFIX: &str = "p2.";
 
 impl PageToken {
     pub fn encode(&self) -> String {
@@ -85,7 +87,7 @@ impl PageToken {
             Reader::Connection(h) => format!("c{h:08x}"),
             Reader::Poller(ms) => format!("t{ms}"),
         };
-        format!("{TOKEN_PREFIX}{}.{}.{reader}", self.position, self.safe)
+        format!("{TOKEN_PREFIX}{}.{}.{reader}.{}", self.position, self.safe, self.began)
     }
 
     pub fn is_token(s: &str) -> bool {
@@ -95,9 +97,14 @@ impl PageToken {
     pub fn decode(s: &str) -> Result<Self, PageTokenError> {
         let rest = s.strip_prefix(TOKEN_PREFIX).ok_or(PageTokenError)?;
         let mut parts = rest.split('.');
-        let (Some(position), Some(safe), Some(reader), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(position), Some(safe), Some(reader), Some(began), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(PageTokenError);
         };
+        if began.is_empty() || began.len() > 16 {
+            return Err(PageTokenError);
+        }
         let reader = match reader.split_at_checked(1) {
             Some(("c", h)) if h.len() == 8 => Reader::Connection(u32::from_str_radix(h, 16).map_err(|_| PageTokenError)?),
             Some(("t", ms)) if !ms.is_empty() && ms.len() <= 16 => Reader::Poller(ms.parse().map_err(|_| PageTokenError)?),
@@ -107,6 +114,7 @@ impl PageToken {
             position: position.parse()?,
             safe: safe.parse()?,
             reader,
+            began: began.parse().map_err(|_| PageTokenError)?,
         })
     }
 }
@@ -158,8 +166,8 @@ pub struct ReadPlan {
     pub gap: bool,
     reader: Reader,
     horizon: Horizon,
-    /// The clock when the read began (epoch ms).
-    read_at: u64,
+    /// The clock when the read's first page began (epoch ms).
+    began: u64,
 }
 
 /// What a page answers besides its entries.
@@ -185,7 +193,7 @@ impl ReadPlan {
             gap: c < floor,
             reader,
             horizon,
-            read_at: now_ms,
+            began: now_ms,
         };
         match start {
             Start::Beginning => Self {
@@ -196,7 +204,7 @@ impl ReadPlan {
                 gap: false,
                 reader,
                 horizon,
-                read_at: now_ms,
+                began: now_ms,
             },
             Start::Since(c) => since(c),
             Start::Page(t) if continues(t.reader, reader, now_ms) => Self {
@@ -207,7 +215,8 @@ impl ReadPlan {
                 gap: t.position < floor,
                 reader,
                 horizon,
-                read_at: now_ms,
+                // A token is the client's to forge: one from the future buys nothing.
+                began: t.began.min(now_ms),
             },
             // Another connection's token, or a stale one: what its position skipped may have
             // landed since, so only its resume point counts.
@@ -224,10 +233,12 @@ impl ReadPlan {
     /// client's socket may have missed that fan-out (gone, or taking the frame as it dropped).
     /// So a read shows only cursors claimed more than [`SKEW_MS`] before it began: rule 2 then
     /// puts `e`'s fan-out, and so its log write, before the read began, and the read found `e`.
+    /// A paged read began with its first page: a later page continues from where an earlier
+    /// one stopped, and that position may already be past an `e` that was not visible then.
     /// Newer entries go out without a cursor (as live frames before the catch-up do); the
     /// client's next read, from a cursor it does hold, returns them again with theirs.
     pub fn shows_cursor(&self, cursor: Cursor) -> bool {
-        cursor.millis() + SKEW_MS <= self.read_at
+        cursor.millis() + SKEW_MS <= self.began
     }
 
     /// The answer of a page that read up to `reached` (everything up to it emitted, or held by
@@ -247,6 +258,7 @@ impl ReadPlan {
                     Reader::Poller(_) => Reader::Poller(read_at_ms),
                     r => r,
                 },
+                began: self.began,
             }
             .encode()
         });
@@ -342,14 +354,18 @@ mod tests {
                 position: Cursor::from_parts(T, 9),
                 safe: Cursor::from_parts(T - 20_000, 0),
                 reader,
+                began: T - 1_000,
             };
             assert_eq!(PageToken::decode(&t.encode()), Ok(t));
         }
         for bad in [
             "",
-            "p1.",
-            "p1.x.y.c00000000",
-            "p1.01M94V732ZCQKGB1B3F50QXQW8.01M94V732ZCQKGB1B3F50QXQW8.z1",
+            "p2.",
+            "p2.x.y.c00000000.1",
+            "p2.01M94V732ZCQKGB1B3F50QXQW8.01M94V732ZCQKGB1B3F50QXQW8.z1.1",
+            "p2.01M94V732ZCQKGB1B3F50QXQW8.01M94V732ZCQKGB1B3F50QXQW8.c00000000",
+            "p2.01M94V732ZCQKGB1B3F50QXQW8.01M94V732ZCQKGB1B3F50QXQW8.c00000000.",
+            "p2.01M94V732ZCQKGB1B3F50QXQW8.01M94V732ZCQKGB1B3F50QXQW8.c00000000.x",
             "01M94V732ZCQKGB1B3F50QXQW8",
         ] {
             assert_eq!(PageToken::decode(bad), Err(PageTokenError), "{bad}");
@@ -362,6 +378,7 @@ mod tests {
             position: Cursor::from_parts(T, 1),
             safe: Cursor::from_parts(T, 1),
             reader: Reader::Poller(T),
+            began: T,
         }
         .encode();
         assert_eq!(Start::parse(Some("nope"), Some(&page)), Err(StartError::Since));
@@ -419,6 +436,28 @@ mod tests {
             assert!(plan.shows_cursor(Cursor::from_parts(T - SKEW_MS, 7)));
             assert!(!plan.shows_cursor(Cursor::from_parts(T - SKEW_MS + 1, 0)));
             assert!(!plan.shows_cursor(Cursor::from_parts(T + 5_000, 0)), "a writer's clock ahead");
+        }
+    }
+
+    /// Chaos seed 51: page 1 of a read passed the position of an entry not yet visible, and
+    /// page 2 handed out the cursor of an entry claimed after page 1 began but before page 2.
+    #[test]
+    fn a_later_page_shows_only_cursors_claimed_before_the_first_page_began() {
+        for reader in [Reader::connection("k"), Reader::Poller(T)] {
+            let first = ReadPlan::new(Start::Beginning, reader, Cursor::MIN, T);
+            let a = first.answer(Cursor::from_parts(T - 100, 0), true, T);
+            let later = T + 2_000;
+            let second = ReadPlan::new(Start::parse(None, a.next.as_deref()).unwrap(), reader, Cursor::MIN, later);
+            assert!(second.shows_cursor(Cursor::from_parts(T - SKEW_MS, 0)));
+            assert!(!second.shows_cursor(Cursor::from_parts(T + 500, 0)), "claimed after page 1 began");
+            // Another reader's token starts a read of its own, now.
+            let other = ReadPlan::new(
+                Start::parse(None, a.next.as_deref()).unwrap(),
+                Reader::connection("x"),
+                Cursor::MIN,
+                later,
+            );
+            assert!(other.shows_cursor(Cursor::from_parts(T + 500, 0)));
         }
     }
 
