@@ -279,6 +279,40 @@ async fn an_orphan_membership_is_removed_on_its_first_410() {
     .await;
 }
 
+/// The retry round cleans up as the first fan-out does: a connection it finds gone without its
+/// connection item has the membership row that drew the post removed (issue #30: the round only
+/// closed sockets, so such a row drew a post and a 410 on every notification until its TTL).
+#[tokio::test]
+async fn a_retry_round_removes_the_row_of_a_connection_gone_without_its_item() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let tenant = unique("acme");
+    let orphan = unique("orphan");
+    let group_key = format!("{tenant}#course:78");
+    let pk = format!("g#{group_key}#2");
+    dynamodb()
+        .await
+        .put_item()
+        .table_name(table("ConnectionsTable"))
+        .item("pk", AttributeValue::S(pk.clone()))
+        .item("sk", AttributeValue::S(orphan.clone()))
+        .item("user", AttributeValue::S("ghost".into()))
+        .item("expiresAt", AttributeValue::N((chrono::Utc::now().timestamp() + 3600).to_string()))
+        .send()
+        .await
+        .expect("orphan row");
+    let mut event = fixture("retry.json");
+    let mut job: Value = serde_json::from_str(event["Records"][0]["body"].as_str().expect("body")).expect("json");
+    job["tenant"] = json!(tenant);
+    job["connections"] = json!([orphan]);
+    job["rows"] = json!([{"connection": orphan, "groupKey": group_key, "shard": 2}]);
+    event["Records"][0]["body"] = json!(job.to_string());
+    assert_eq!(invoke("retry", &event).await["batchItemFailures"], json!([]));
+    assert!(
+        !sort_keys("ConnectionsTable", &pk).await.contains(&orphan),
+        "the row that drew the retried post is removed"
+    );
+}
+
 #[tokio::test]
 async fn gone_connections_are_removed_on_first_410() {
     let tenant = unique("acme");

@@ -394,9 +394,13 @@ function inboxPanel(/** @type {Ctx} */ ctx) {
 
   $("#mark-all").addEventListener("click", async () => {
     const newest = [...items.values()].reduce((m, it) => (it.n.cursor > m ? it.n.cursor : m), "");
-    if (!newest) return;
+    // Frames that came without a cursor (before the catch-up, or claimed just before a read)
+    // are marked by id: `upTo` cannot name them.
+    const bare = [...items.values()].filter((it) => !it.n.cursor).map((it) => it.n.id).slice(-100);
+    if (!newest && bare.length === 0) return;
+    const body = { ...(newest ? { upTo: newest } : {}), ...(bare.length ? { ids: bare } : {}) };
     try {
-      await ctx.api("POST", "/notifications/read", { upTo: newest });
+      await ctx.api("POST", "/notifications/read", body);
       for (const [id, it] of items) {
         read.add(id);
         it.el.classList.replace("unread", "read");

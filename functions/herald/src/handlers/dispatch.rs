@@ -13,7 +13,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures_util::StreamExt;
 
 use crate::BoxError;
-use crate::domain::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
+use crate::domain::config::Limits;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{ParseLimits, ProducerMessage, Rejection, parse_producer_message};
 use crate::domain::policy::{PresencePolicy, RolePolicy};
@@ -21,6 +21,7 @@ use crate::io::delivery::Poster;
 use crate::io::push::PushSender;
 use crate::io::queue::{DEFERRED_FOR, InternalMessage, Queue, QueueError, redeliver};
 use crate::io::store::Store;
+use crate::services::deps::Deps;
 use crate::services::notify::{Internal, Notified, Notifier, NotifyError};
 use crate::services::presence::Presence;
 use crate::services::runtime::{Handler, InitError};
@@ -172,20 +173,17 @@ impl Handler for Dispatch {
     const NAME: &'static str = "dispatch";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::from_env(&sdk)?;
-        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
-        let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
-        let sender = Pusher::sender(&PushSettings::from_source(&Env)?)?;
+        let d = Deps::new(sdk);
         Ok(Self::new(
-            store,
-            Queue::new(&sdk, Queues::from_source(&Env)?),
-            poster,
-            scheduler,
-            Limits::from_source(&Env)?,
-            RolePolicy::from_source(&Env)?,
-            PresencePolicy::from_source(&Env)?,
+            d.store()?,
+            d.queue()?,
+            d.poster()?,
+            d.scheduler()?,
+            d.limits()?,
+            d.roles()?,
+            d.presence_policy()?,
         )
-        .with_push(sender))
+        .with_push(Pusher::sender(&d.push_settings()?)?))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

@@ -11,9 +11,10 @@ use aws_config::SdkConfig;
 use serde_json::Value;
 
 use crate::BoxError;
-use crate::domain::config::{Env, Limits, Queues};
+use crate::domain::config::Limits;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
+use crate::services::deps::Deps;
 use crate::services::reminders::{FireError, Fired, Firing};
 use crate::services::runtime::{Handler, InitError};
 
@@ -35,9 +36,8 @@ impl Handler for ReminderTarget {
     const NAME: &'static str = "reminder";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::from_env(&sdk)?;
-        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
-        Ok(Self::new(store, queue, Limits::from_source(&Env)?))
+        let d = Deps::new(sdk);
+        Ok(Self::new(d.store()?, d.queue()?, d.limits()?))
     }
 
     async fn handle(&self, event: Value) -> Result<Value, BoxError> {

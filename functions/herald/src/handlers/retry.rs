@@ -5,12 +5,13 @@ use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
 use crate::BoxError;
-use crate::domain::config::{Env, Limits, PushSettings, Queues, ws_endpoint};
+use crate::domain::config::Limits;
 use crate::domain::metrics::Metrics;
 use crate::domain::policy::PresencePolicy;
 use crate::io::delivery::Poster;
 use crate::io::queue::{PushRetry, Queue, RetryJob, redeliver};
 use crate::io::store::Store;
+use crate::services::deps::Deps;
 use crate::services::retries::{Retries, RetryError, RetryOutcome};
 use crate::services::runtime::{Handler, InitError};
 use crate::services::web_push::Pusher;
@@ -46,17 +47,15 @@ impl Handler for Retry {
     const NAME: &'static str = "retry";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::from_env(&sdk)?;
-        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
-        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
-        let limits = Limits::from_source(&Env)?;
+        let d = Deps::new(sdk);
+        let limits = d.limits()?;
         let pusher = Pusher::new(
-            store.clone(),
-            queue.clone(),
-            Pusher::sender(&PushSettings::from_source(&Env)?)?,
+            d.store()?,
+            d.queue()?,
+            Pusher::sender(&d.push_settings()?)?,
             limits.retry_max_attempts,
         );
-        Ok(Self::new(store, queue, poster, limits, PresencePolicy::from_source(&Env)?, pusher))
+        Ok(Self::new(d.store()?, d.queue()?, d.poster()?, limits, d.presence_policy()?, pusher))
     }
 
     async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, BoxError> {

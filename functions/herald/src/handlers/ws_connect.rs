@@ -14,6 +14,7 @@ use crate::domain::budget::Budget;
 use crate::domain::config::{Env, Limits};
 use crate::io::store::Store;
 use crate::services::connections::{Connections, Opened};
+use crate::services::deps::Deps;
 use crate::services::gateway::{caller, status};
 use crate::services::limiter::Limiter;
 use crate::services::presence::Presence;
@@ -64,10 +65,8 @@ impl Handler for WsConnect {
     const NAME: &'static str = "ws-connect";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::from_env(&sdk)?;
-        let limits = Limits::from_source(&Env)?;
-        let presence = Presence::from_env(Self::NAME, &sdk, store.clone(), &limits)?;
-        Ok(Self::new(store, limits, presence, Budget::connects(&Env)?))
+        let d = Deps::new(sdk);
+        Ok(Self::new(d.store()?, d.limits()?, d.presence(Self::NAME)?, Budget::connects(&Env)?))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

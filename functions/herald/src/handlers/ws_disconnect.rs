@@ -5,10 +5,10 @@ use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 use crate::BoxError;
-use crate::domain::config::{Env, Limits};
 use crate::domain::metrics::Metrics;
 use crate::io::store::Store;
 use crate::services::connections::close;
+use crate::services::deps::Deps;
 use crate::services::gateway::status;
 use crate::services::presence::Presence;
 use crate::services::runtime::{Handler, InitError};
@@ -41,9 +41,8 @@ impl Handler for WsDisconnect {
     const NAME: &'static str = "ws-disconnect";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::from_env(&sdk)?;
-        let presence = Presence::from_env(Self::NAME, &sdk, store.clone(), &Limits::from_source(&Env)?)?;
-        Ok(Self::new(store, presence))
+        let d = Deps::new(sdk);
+        Ok(Self::new(d.store()?, d.presence(Self::NAME)?))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

@@ -11,6 +11,7 @@ use crate::domain::config::{Env, Limits};
 use crate::domain::frames::{ClientFrame, ErrorCode, ErrorFrame};
 use crate::domain::policy::RolePolicy;
 use crate::io::store::Store;
+use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
 use crate::services::limiter::Limiter;
 use crate::services::membership::{JoinError, Joins};
@@ -74,13 +75,12 @@ impl Handler for WsJoin {
     const NAME: &'static str = "ws-join";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::from_env(&sdk)?;
-        let limits = Limits::from_source(&Env)?;
-        let presence = Presence::from_env(Self::NAME, &sdk, store.clone(), &limits)?;
+        let d = Deps::new(sdk);
+        let presence = d.presence(Self::NAME)?;
         Ok(Self::new(
-            store,
-            limits,
-            RolePolicy::from_source(&Env)?,
+            d.store()?,
+            d.limits()?,
+            d.roles()?,
             Budgets {
                 frames: Budget::frames(&Env)?,
                 work: Budget::work(&Env)?,

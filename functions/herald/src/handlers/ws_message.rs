@@ -12,13 +12,14 @@ use serde_json::Map;
 
 use crate::BoxError;
 use crate::domain::budget::Budget;
-use crate::domain::config::{Env, Limits, Queues, ws_endpoint};
+use crate::domain::config::{Env, Limits};
 use crate::domain::frames::{self, ClientFrame};
 use crate::domain::policy::{PresencePolicy, PublishPolicy, RolePolicy};
 use crate::io::delivery::Poster;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
 use crate::services::broadcast::Broadcaster;
+use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
 use crate::services::limiter::Limiter;
 use crate::services::membership::{JoinError, Joins};
@@ -144,19 +145,17 @@ impl Handler for WsMessage {
     const NAME: &'static str = "ws-message";
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
-        let store = Store::from_env(&sdk)?;
-        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
-        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
+        let d = Deps::new(sdk);
         let settings = Settings {
-            limits: Limits::from_source(&Env)?,
-            roles: RolePolicy::from_source(&Env)?,
+            limits: d.limits()?,
+            roles: d.roles()?,
             frames: Budget::frames(&Env)?,
             work: Budget::work(&Env)?,
             publish: PublishPolicy::from_source(&Env)?,
-            presence: PresencePolicy::from_source(&Env)?,
+            presence: d.presence_policy()?,
         };
         tracing::info!(publish = ?settings.publish.kinds(), presence = ?settings.presence.kinds(), "group kinds with publish and presence");
-        Ok(Self::new(store, poster, queue, settings))
+        Ok(Self::new(d.store()?, d.poster()?, d.queue()?, settings))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

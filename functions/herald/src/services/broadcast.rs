@@ -25,7 +25,7 @@ use crate::domain::horizon::Horizon;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{Content, LogEntry, format_time, now_rfc3339, without_cursor};
 use crate::io::delivery::{FanoutReport, Poster, Unreachable, chain, close_gone_sockets, fan_out, post_or_close};
-use crate::io::queue::{CollapseRef, FanoutJob, Queue, QueueError, RetryJob};
+use crate::io::queue::{CollapseRef, FanoutJob, MemberRow, Queue, QueueError, RetryJob};
 use crate::io::store::{Claim, Collapsed, Posted, Store, StoreError, epoch_seconds};
 use crate::services::presence::{Presence, PresenceError};
 
@@ -396,21 +396,17 @@ impl Broadcaster {
         summary.connecting_gone.extend(connecting);
         summary.posting_us += posting.elapsed().as_micros() as u64;
         let reached = r.delivered > 0 || !r.retry.is_empty();
+        let rows_of = |c: &str| audience.rows.get(c).cloned().unwrap_or_default();
         let settled = self
-            .settle(to.tenant, to.id, frame, &r, to.reach.ephemeral, to.collapse.cloned())
+            .settle(to.tenant, to.id, frame, &r, to.reach.ephemeral, to.collapse.cloned(), &rows_of)
             .await?;
         summary.settled(&settled.unreachable);
-        // A set: one batch must not name a row twice.
-        let mut stale: HashMap<(String, u16), BTreeSet<String>> = HashMap::new();
-        for conn in &settled.orphans {
-            for row in audience.rows.get(conn).into_iter().flatten() {
-                stale.entry(row.clone()).or_default().insert(conn.clone());
-            }
-        }
-        for ((key, shard), conns) in stale {
-            let conns: Vec<String> = conns.into_iter().collect();
-            self.store.connections.remove_members(&key, shard, &conns).await?;
-        }
+        let stale: Vec<(String, u16, String)> = settled
+            .orphans
+            .iter()
+            .flat_map(|c| rows_of(c).into_iter().map(move |(key, shard)| (key, shard, c.clone())))
+            .collect();
+        self.store.connections.remove_rows(&stale).await?;
         summary.add(&r);
         Ok(reached)
     }
@@ -450,7 +446,10 @@ impl Broadcaster {
             if !job.ephemeral {
                 summary.failed += close_gone_sockets(&self.poster, &report.gone, self.limits.fanout_concurrency).await;
             }
-            let settled = self.settle(&job.tenant, &job.id, &frame, &report, job.ephemeral, None).await?;
+            let rows_of = |_: &str| vec![(job.group_key.clone(), job.shard)];
+            let settled = self
+                .settle(&job.tenant, &job.id, &frame, &report, job.ephemeral, None, &rows_of)
+                .await?;
             self.store
                 .connections
                 .remove_members(&job.group_key, job.shard, &settled.orphans)
@@ -518,8 +517,11 @@ impl Broadcaster {
     /// Acts on a fan-out's failures: gone connections are removed now (but those still inside
     /// their `$connect`, which will resume once open); retryable ones get the frame once more or
     /// are closed ([`post_or_close`]), and only those that could not be closed go to the retry
-    /// queue (an ephemeral frame is not worth either). Returns, besides, the gone ids that had no
-    /// connection item: the caller removes the orphan membership rows that drew their posts.
+    /// queue (an ephemeral frame is not worth either), with the membership rows they were posted
+    /// from (`rows_of`), so a later round can clean up as this one does. Returns, besides, the
+    /// gone ids that had no connection item: the caller removes the orphan rows that drew their
+    /// posts.
+    #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
         tenant: &str,
@@ -528,6 +530,7 @@ impl Broadcaster {
         report: &FanoutReport,
         ephemeral: bool,
         collapse: Option<CollapseRef>,
+        rows_of: &(dyn Fn(&str) -> Vec<(String, u16)> + Sync),
     ) -> Result<Settled, BroadcastError> {
         let mut gone_ids = report.gone.clone();
         let mut unreachable = Unreachable::default();
@@ -546,6 +549,17 @@ impl Broadcaster {
                     connections: unreachable.unclosed.clone(),
                     attempt: 1,
                     collapse,
+                    rows: unreachable
+                        .unclosed
+                        .iter()
+                        .flat_map(|c| {
+                            rows_of(c).into_iter().map(|(group_key, shard)| MemberRow {
+                                connection: c.clone(),
+                                group_key,
+                                shard,
+                            })
+                        })
+                        .collect(),
                 })
                 .await?;
         }

@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod connections;
+pub mod deps;
 pub mod escalation;
 pub mod gateway;
 pub mod limiter;

@@ -15,9 +15,7 @@
 
 use serde_json::{Map, Value};
 
-use aws_config::SdkConfig;
-
-use crate::domain::config::{Env, Limits, Queues, ws_endpoint};
+use crate::domain::config::Limits;
 use crate::domain::cursor::now_millis;
 use crate::domain::frames;
 use crate::domain::groups::Group;
@@ -26,7 +24,6 @@ use crate::domain::policy::PresencePolicy;
 use crate::io::delivery::{Poster, fan_out};
 use crate::io::queue::{PresenceCheck, Queue, QueueError};
 use crate::io::store::{Closed, Departure, Store, StoreError, epoch_seconds};
-use crate::services::runtime::InitError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
@@ -63,19 +60,6 @@ impl Presence {
             ttl_seconds: limits.connection_ttl_seconds,
             shards: limits.membership_shards,
         }
-    }
-
-    /// What a WebSocket function needs at init, from its environment: its own queue and
-    /// `@connections` clients, the presence policy.
-    pub fn from_env(function: &'static str, sdk: &SdkConfig, store: Store, limits: &Limits) -> Result<Self, InitError> {
-        Ok(Self::new(
-            function,
-            store,
-            Queue::new(sdk, Queues::from_source(&Env)?),
-            Poster::new(sdk, &ws_endpoint(&Env)?)?,
-            PresencePolicy::from_source(&Env)?,
-            limits,
-        ))
     }
 
     /// The function it runs in (metrics of the services built around it).

@@ -101,6 +101,15 @@ impl Retries {
         report.retry = settled.unclosed;
         let gone = self.store.connections.close_gone(&report.gone, now_millis()).await?;
         self.presence.closed(&gone.closed).await?;
+        // Gone without a connection item: the rows that drew the posts are removed, as the first
+        // fan-out removes them, or they would draw a post and a 410 on every notification.
+        let stale: Vec<(String, u16, String)> = job
+            .rows
+            .iter()
+            .filter(|r| gone.orphans.contains(&r.connection))
+            .map(|r| (r.group_key.clone(), r.shard, r.connection.clone()))
+            .collect();
+        self.store.connections.remove_rows(&stale).await?;
         let mut m = Metrics::new("retry");
         m.count("Delivered", report.delivered).count("Gone", report.gone.len());
         let outcome = if report.retry.is_empty() {
@@ -120,6 +129,7 @@ impl Retries {
             let requeued = report.retry.len();
             self.queue
                 .retry(&RetryJob {
+                    rows: job.rows.iter().filter(|r| report.retry.contains(&r.connection)).cloned().collect(),
                     connections: report.retry,
                     attempt: job.attempt + 1,
                     ..job

@@ -18,20 +18,19 @@ use serde_json::{Value, json};
 
 use crate::domain::auth::{AuthError, JwtConfig, Principal, Verifier};
 use crate::domain::budget::Budget;
-use crate::domain::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
+use crate::domain::config::{Env, Limits};
 use crate::domain::metrics::Metrics;
-use crate::domain::policy::{PresencePolicy, ReminderPolicy, RolePolicy};
-use crate::io::delivery::Poster;
+use crate::domain::policy::{ReminderPolicy, RolePolicy};
 use crate::io::push::EndpointPolicy;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
+use crate::services::deps::Deps;
 use crate::services::limiter::Limiter;
 use crate::services::membership::Unsubscriber;
-use crate::services::presence::Presence;
 use crate::services::reminders::Reminders;
 use crate::services::replay::Replay;
 use crate::services::runtime::{HttpHandler, InitError};
-use crate::services::schedule::{Deferral, Scheduler};
+use crate::services::schedule::Deferral;
 use crate::services::web_push::Subscriptions;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -70,22 +69,12 @@ impl HttpHandler for Api {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let verifier = Verifier::load(JwtConfig::from_source(&Env)?).await?;
-        let store = Store::from_env(&sdk)?;
-        let queue = Queue::new(&sdk, Queues::from_source(&Env)?);
-        let limits = Limits::from_source(&Env)?;
-        let scheduler = Scheduler::new(&sdk, Scheduling::from_source(&Env)?);
-        let deferral = Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds);
-        let roles = RolePolicy::from_source(&Env)?;
-        let poster = Poster::new(&sdk, &ws_endpoint(&Env)?)?;
-        let presence = Presence::new(
-            Self::NAME,
-            store.clone(),
-            queue.clone(),
-            poster.clone(),
-            PresencePolicy::from_source(&Env)?,
-            &limits,
-        );
-        let push = PushSettings::from_source(&Env)?;
+        let d = Deps::new(sdk);
+        let (store, queue, limits, roles) = (d.store()?, d.queue()?, d.limits()?, d.roles()?);
+        let deferral = Deferral::new(store.clone(), queue.clone(), d.scheduler()?, limits.retention_seconds);
+        let poster = d.poster()?;
+        let presence = d.presence(Self::NAME)?;
+        let push = d.push_settings()?;
         Ok(Self {
             push_subscriptions: Subscriptions::new(store.clone(), EndpointPolicy::from(&push)),
             reminders: Reminders::new(store.clone(), deferral, ReminderPolicy::from_source(&Env)?),

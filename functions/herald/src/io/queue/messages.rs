@@ -20,6 +20,19 @@ pub struct RetryJob {
     /// the key exists (it was pushed, or will be, in its place).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collapse: Option<CollapseRef>,
+    /// The membership rows the connections were posted from: a round that finds one gone for
+    /// good without its connection item removes them, as the first fan-out does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<MemberRow>,
+}
+
+/// One membership row a post came from: the group's storage key and shard, and the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRow {
+    pub connection: String,
+    pub group_key: String,
+    pub shard: u16,
 }
 
 /// Which latest-value stream entry a frame is: topic, key and the entry's cursor.
@@ -208,6 +221,11 @@ mod tests {
             connections: vec!["a".into()],
             attempt: 2,
             collapse: None,
+            rows: vec![MemberRow {
+                connection: "a".into(),
+                group_key: "t#course:1".into(),
+                shard: 3,
+            }],
         };
         let again: RetryJob = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
         assert_eq!(job, again);
@@ -240,6 +258,7 @@ mod tests {
             connections: vec!["c1".into()],
             attempt: 1,
             collapse: None,
+            rows: Vec::new(),
         };
         assert!(serde_json::from_str::<PushRetry>(&serde_json::to_string(&post).unwrap()).is_err());
     }

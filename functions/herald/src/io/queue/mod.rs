@@ -21,7 +21,7 @@ use crate::domain::config::Queues;
 mod messages;
 
 pub use messages::{
-    CollapseRef, EscalationCheck, FanoutJob, InternalMessage, PresenceCheck, PushJob, PushRetry, RetryJob, retry_delay_seconds,
+    CollapseRef, EscalationCheck, FanoutJob, InternalMessage, MemberRow, PresenceCheck, PushJob, PushRetry, RetryJob, retry_delay_seconds,
 };
 
 /// The message attribute of a deferred copy: the `deliverAt` it was deferred for.
@@ -237,6 +237,7 @@ impl Queue {
         for chunk in job.connections.chunks(RETRY_CHUNK) {
             let part = RetryJob {
                 connections: chunk.to_vec(),
+                rows: job.rows.iter().filter(|r| chunk.contains(&r.connection)).cloned().collect(),
                 ..job.clone()
             };
             let body = serde_json::to_string(&part).map_err(|source| QueueError::Encode { what: "retry", source })?;

@@ -480,6 +480,20 @@ impl Connections {
         self.table.batch_write(deletes).await
     }
 
+    /// Deletes membership rows of any groups and shards: `(group key, shard, connection)`, the
+    /// rows that drew posts to connections found gone without their item (see `remove_members`).
+    pub async fn remove_rows(&self, rows: &[(String, u16, String)]) -> Result<(), StoreError> {
+        let unique: std::collections::BTreeSet<(String, &String)> = rows.iter().map(|(key, shard, c)| (shard_pk(key, *shard), c)).collect();
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let deletes = unique
+            .into_iter()
+            .map(|(pk, id)| delete_request(pk, id.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.table.batch_write(deletes).await
+    }
+
     /// One page of one shard of a group's live connections.
     pub async fn members_page(
         &self,
