@@ -6,11 +6,10 @@
 
 use serde_json::{Value, json};
 
-use super::{Read, ReadRequest, Reader, Replay, Start};
+use super::{ReadRequest, Reader, Replay, Start};
 use crate::domain::frames::{self, ErrorCode, ErrorFrame};
 use crate::domain::groups::Group;
 use crate::domain::metrics::Metrics;
-use crate::domain::notification::LogEntry;
 use crate::io::delivery::{PostOutcome, Poster};
 use crate::io::store::{Store, StoreError};
 use crate::services::gateway::Caller;
@@ -91,20 +90,26 @@ impl Resumer {
                 connection: &who.connection_id,
             })
             .await?;
-        // Entries whose fan-out is still posting to this connection go last: by then most of
-        // those fan-outs have completed, and the connection has them live (rule 3 of `spare`).
-        let (later, now): (Vec<&LogEntry>, Vec<&LogEntry>) = read.entries.iter().partition(|e| read.awaits_posting(e));
         let mut sent = 0;
-        let mut spared = read.spared;
-        if !self.post_all(who, &read, &now, &mut sent).await? {
-            return Ok((String::new(), sent));
-        }
-        if !later.is_empty() {
-            let waiting = later.len();
-            let later = self.replay.recheck(&p.tenant, &who.connection_id, later).await?;
-            spared += waiting - later.len();
-            if !self.post_all(who, &read, &later, &mut sent).await? {
-                return Ok((String::new(), sent));
+        for entry in &read.entries {
+            match self.poster.post(&who.connection_id, &read.frame(entry, true)).await {
+                PostOutcome::Delivered => sent += 1,
+                PostOutcome::Gone => {
+                    // A socket still open after a 410 would go on receiving live frames newer
+                    // than the entries not replayed: closed, so its client resumes again.
+                    self.close(&who.connection_id).await;
+                    let closed = self.store.connections.close(&who.connection_id).await?;
+                    self.presence.closed(&[closed]).await?;
+                    return Ok((String::new(), sent));
+                }
+                // The client would go on receiving live frames newer than this entry, and a
+                // cursor of theirs would then be past it for good: closed instead, so the client
+                // reconnects and resumes from a cursor that still has it ahead (see `horizon`).
+                PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
+                    tracing::warn!(connection = %who.connection_id, %reason, "a replayed frame could not be posted; closing the connection");
+                    self.close(&who.connection_id).await;
+                    return Ok((String::new(), sent));
+                }
             }
         }
         // The connection's first complete resume: it has every entry up to now, so the live
@@ -115,7 +120,7 @@ impl Resumer {
         Metrics::new("ws-message")
             .count("Resumes", 1)
             .count("Replayed", sent)
-            .count("Spared", spared)
+            .count("Spared", read.spared)
             .flush();
         let answer = read.answer;
         let mut m = json!({"cursor": answer.cursor.to_string(), "count": sent, "more": read.more});
@@ -129,33 +134,6 @@ impl Resumer {
             frames::reply("resumed", m.as_object().cloned().unwrap_or_default(), reference),
             sent,
         ))
-    }
-
-    /// Posts `entries` to the caller's connection in order, counting into `sent`. `false`: a
-    /// post failed and the connection was closed instead (its client resumes again).
-    async fn post_all(&self, who: &Caller, read: &Read, entries: &[&LogEntry], sent: &mut usize) -> Result<bool, ResumeError> {
-        for entry in entries {
-            match self.poster.post(&who.connection_id, &read.frame(entry, true)).await {
-                PostOutcome::Delivered => *sent += 1,
-                PostOutcome::Gone => {
-                    // A socket still open after a 410 would go on receiving live frames newer
-                    // than the entries not replayed: closed, so its client resumes again.
-                    self.close(&who.connection_id).await;
-                    let closed = self.store.connections.close(&who.connection_id).await?;
-                    self.presence.closed(&[closed]).await?;
-                    return Ok(false);
-                }
-                // The client would go on receiving live frames newer than this entry, and a
-                // cursor of theirs would then be past it for good: closed instead, so the client
-                // reconnects and resumes from a cursor that still has it ahead (see `horizon`).
-                PostOutcome::Retryable(reason) | PostOutcome::Failed(reason) => {
-                    tracing::warn!(connection = %who.connection_id, %reason, "a replayed frame could not be posted; closing the connection");
-                    self.close(&who.connection_id).await;
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
     }
 
     async fn close(&self, connection_id: &str) {

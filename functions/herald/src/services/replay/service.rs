@@ -46,18 +46,9 @@ pub struct Read {
     /// The resume point, page token and gap flag.
     pub answer: PageAnswer,
     plan: ReadPlan,
-    /// Ids among `entries` whose fan-out was still running, and posting to this connection:
-    /// rule 3 of [`spare`](super::spare) holds them once it completes.
-    awaiting: HashSet<String>,
 }
 
 impl Read {
-    /// Whether `entry` is one rule 3 may still hold once its fan-out completes: worth posting
-    /// after the others, and looking at again first.
-    pub fn awaits_posting(&self, entry: &LogEntry) -> bool {
-        self.awaiting.contains(&entry.id)
-    }
-
     /// The frame of one of [`Read::entries`]: with its cursor only when the read may hand that
     /// cursor out ([`ReadPlan::shows_cursor`]).
     pub fn frame(&self, entry: &LogEntry, replayed: bool) -> String {
@@ -119,31 +110,13 @@ impl Replay {
         let answer = plan.answer(page.cursor, page.more, read_at);
         let total = page.entries.len();
         let entries: Vec<LogEntry> = page.entries.into_iter().filter(|e| !holdings.holds(e, posted.get(&e.id))).collect();
-        let awaiting = entries
-            .iter()
-            .filter(|e| holdings.awaits_posting(e, posted.get(&e.id)))
-            .map(|e| e.id.clone())
-            .collect();
         Ok(Read {
             spared: total - entries.len(),
             entries,
             more: page.more,
             answer,
             plan,
-            awaiting,
         })
-    }
-
-    /// Of the entries a read left for later ([`Read::awaiting`]), those still to send: a fan-out
-    /// that has completed meanwhile posted the entry to this connection (rule 3 of `spare`),
-    /// unless it lists the connection as one that missed it.
-    pub async fn recheck<'a>(&self, tenant: &str, connection: &str, entries: Vec<&'a LogEntry>) -> Result<Vec<&'a LogEntry>, StoreError> {
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        let posted = self.store.idempotency.posted_at(tenant, &ids).await?;
-        Ok(entries
-            .into_iter()
-            .filter(|e| posted.get(&e.id).is_none_or(|p| p.missed_by.iter().any(|c| c == connection)))
-            .collect())
     }
 
     /// Marks `ids` read for the user (an `ack` frame, `POST /notifications/read`); the marks

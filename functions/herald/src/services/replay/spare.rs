@@ -75,12 +75,6 @@ impl Holdings<'_> {
         before_since || (!missed_here && self.posted_live_if_complete(e))
     }
 
-    /// Not held yet, but rule (3) holds it once its fan-out completes: a resume posts such an
-    /// entry after the others and looks at its claim again first ([`super::Replay::recheck`]).
-    pub fn awaits_posting(&self, e: &LogEntry, posted: Option<&Posted>) -> bool {
-        posted.is_none() && !self.known(e) && self.posted_live_if_complete(e)
-    }
-
     /// Rule (3) but for the completion: the entry was logged after this connection's row for
     /// its topic was visible, and is not the reader's own publish.
     fn posted_live_if_complete(&self, e: &LogEntry) -> bool {
@@ -162,19 +156,6 @@ mod tests {
         assert!(h.holds(&e, Some(&complete_at(JOINED + 2_000))));
         // Not complete (shard jobs, retries): sent again.
         assert!(!h.holds(&e, None));
-    }
-
-    #[test]
-    fn an_entry_still_being_posted_to_this_connection_awaits_its_fan_out() {
-        let h = connection();
-        let e = entry("a", "course:1", JOINED + 5_000);
-        assert!(h.awaits_posting(&e, None));
-        assert!(!h.awaits_posting(&e, Some(&complete_at(JOINED + 6_000))), "complete: held already");
-        assert!(
-            !h.awaits_posting(&entry("b", "course:1", JOINED - 1), None),
-            "logged before the join"
-        );
-        assert!(!h.awaits_posting(&entry("c", "course:2", JOINED + 5_000), None), "another topic");
     }
 
     #[test]
