@@ -13,15 +13,16 @@ use crate::domain::notification::LogEntry;
 pub const MAX_TOPIC: usize = 32;
 
 /// The frame of `entry` as push payload, at most [`MAX_PLAINTEXT`] bytes. `id`, `topic`, `event`
-/// and `title` always stay.
+/// and `title` always stay. No `cursor`: a push reaches a client that was not connected, and a
+/// cursor it kept from one would be a resume point past what it missed meanwhile.
 pub fn payload(entry: &LogEntry) -> String {
-    let frame = entry.frame(false);
+    let frame = entry.frame_without_cursor(false);
     if frame.len() <= MAX_PLAINTEXT {
         return frame;
     }
     let mut e = entry.clone();
     e.content.data = None;
-    let frame = e.frame(false);
+    let frame = e.frame_without_cursor(false);
     if frame.len() <= MAX_PLAINTEXT {
         return frame;
     }
@@ -29,11 +30,11 @@ pub fn payload(entry: &LogEntry) -> String {
         // What the rest takes with an empty body, then as much of the body as fits (escaping can
         // grow it, so shorten until it fits).
         e.content.body = Some(String::new());
-        let room = MAX_PLAINTEXT.saturating_sub(e.frame(false).len());
+        let room = MAX_PLAINTEXT.saturating_sub(e.frame_without_cursor(false).len());
         let mut cut = floor_char_boundary(&body, room);
         loop {
             e.content.body = Some(body[..cut].to_owned());
-            let frame = e.frame(false);
+            let frame = e.frame_without_cursor(false);
             if frame.len() <= MAX_PLAINTEXT {
                 return frame;
             }
@@ -45,7 +46,7 @@ pub fn payload(entry: &LogEntry) -> String {
         e.content.body = None;
     }
     e.content.link = None;
-    e.frame(false)
+    e.frame_without_cursor(false)
 }
 
 /// The `Topic` header for a collapse key: the key itself when it is already short base64url,
@@ -92,9 +93,12 @@ mod tests {
     }
 
     #[test]
-    fn a_small_frame_is_the_socket_frame() {
+    fn a_small_frame_is_the_socket_frame_without_its_cursor() {
         let e = entry("hi", Some(serde_json::json!({"k": 1})));
-        assert_eq!(payload(&e), e.frame(false));
+        assert_eq!(payload(&e), e.frame_without_cursor(false));
+        let v: serde_json::Value = serde_json::from_str(&payload(&e)).unwrap();
+        assert_eq!(v.get("cursor"), None);
+        assert_eq!(v["id"], e.id.as_str());
     }
 
     #[test]
