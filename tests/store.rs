@@ -205,7 +205,11 @@ async fn marking_a_connection_caught_up_marks_its_rows_and_never_revives_a_remov
     // A leave's row delete has landed, its item update not yet.
     store
         .connections
-        .remove_members(&left.key(&tenant), 0, std::slice::from_ref(&conn.id))
+        .remove_rows(&[herald::io::store::MemberRow {
+            connection: conn.id.clone(),
+            group_key: left.key(&tenant),
+            shard: 0,
+        }])
         .await
         .expect("remove");
 

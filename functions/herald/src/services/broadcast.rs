@@ -25,8 +25,8 @@ use crate::domain::horizon::Horizon;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{Content, LogEntry, format_time, now_rfc3339, without_cursor};
 use crate::io::delivery::{FanoutReport, Poster, Unreachable, chain, close_gone_sockets, fan_out, post_or_close};
-use crate::io::queue::{CollapseRef, FanoutJob, MemberRow, Queue, QueueError, RetryJob};
-use crate::io::store::{Claim, Collapsed, Posted, Store, StoreError, epoch_seconds};
+use crate::io::queue::{CollapseRef, FanoutJob, Queue, QueueError, RetryJob};
+use crate::io::store::{Claim, Collapsed, MemberRow, Posted, Store, StoreError, epoch_seconds};
 use crate::services::presence::{Presence, PresenceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +153,7 @@ struct Target<'a> {
 #[derive(Default)]
 struct Audience {
     /// Which membership rows each connection was read from, to remove them on a 410.
-    rows: HashMap<String, Vec<(String, u16)>>,
+    rows: HashMap<String, Vec<MemberRow>>,
     /// Connections whose 410 may mean "not open yet" (see `close_gone`).
     connecting: HashSet<String>,
 }
@@ -172,12 +172,6 @@ fn variants(frame: &str, connections: Vec<(String, bool)>) -> Vec<(String, Vec<S
         Some(bare) => vec![(frame.to_owned(), caught_up), (bare, behind)],
         None => vec![(frame.to_owned(), caught_up.into_iter().chain(behind).collect())],
     }
-}
-
-/// What [`Broadcaster::settle`] did.
-struct Settled {
-    orphans: Vec<String>,
-    unreachable: Unreachable,
 }
 
 #[derive(Clone, Debug)]
@@ -323,7 +317,11 @@ impl Broadcaster {
         for result in fetched {
             let (key, shard, frame, page) = result?;
             for m in &page.members {
-                audience.rows.entry(m.connection_id.clone()).or_default().push((key.clone(), shard));
+                audience.rows.entry(m.connection_id.clone()).or_default().push(MemberRow {
+                    connection: m.connection_id.clone(),
+                    group_key: key.clone(),
+                    shard,
+                });
                 if m.maybe_connecting(now) {
                     audience.connecting.insert(m.connection_id.clone());
                 }
@@ -397,16 +395,10 @@ impl Broadcaster {
         summary.posting_us += posting.elapsed().as_micros() as u64;
         let reached = r.delivered > 0 || !r.retry.is_empty();
         let rows_of = |c: &str| audience.rows.get(c).cloned().unwrap_or_default();
-        let settled = self
+        let unreachable = self
             .settle(to.tenant, to.id, frame, &r, to.reach.ephemeral, to.collapse.cloned(), &rows_of)
             .await?;
-        summary.settled(&settled.unreachable);
-        let stale: Vec<(String, u16, String)> = settled
-            .orphans
-            .iter()
-            .flat_map(|c| rows_of(c).into_iter().map(move |(key, shard)| (key, shard, c.clone())))
-            .collect();
-        self.store.connections.remove_rows(&stale).await?;
+        summary.settled(&unreachable);
         summary.add(&r);
         Ok(reached)
     }
@@ -446,16 +438,18 @@ impl Broadcaster {
             if !job.ephemeral {
                 summary.failed += close_gone_sockets(&self.poster, &report.gone, self.limits.fanout_concurrency).await;
             }
-            let rows_of = |_: &str| vec![(job.group_key.clone(), job.shard)];
-            let settled = self
+            let rows_of = |c: &str| {
+                vec![MemberRow {
+                    connection: c.to_owned(),
+                    group_key: job.group_key.clone(),
+                    shard: job.shard,
+                }]
+            };
+            let unreachable = self
                 .settle(&job.tenant, &job.id, &frame, &report, job.ephemeral, None, &rows_of)
                 .await?;
-            self.store
-                .connections
-                .remove_members(&job.group_key, job.shard, &settled.orphans)
-                .await?;
             summary.add(&report);
-            summary.settled(&settled.unreachable);
+            summary.settled(&unreachable);
         }
         self.store.idempotency.finish(&job.tenant, &key, None).await?;
         Ok(summary)
@@ -518,9 +512,8 @@ impl Broadcaster {
     /// their `$connect`, which will resume once open); retryable ones get the frame once more or
     /// are closed ([`post_or_close`]), and only those that could not be closed go to the retry
     /// queue (an ephemeral frame is not worth either), with the membership rows they were posted
-    /// from (`rows_of`), so a later round can clean up as this one does. Returns, besides, the
-    /// gone ids that had no connection item: the caller removes the orphan rows that drew their
-    /// posts.
+    /// from (`rows_of`), so a later round can clean up as this one does. A gone connection
+    /// without its connection item has the rows that drew its posts removed.
     #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
@@ -530,8 +523,8 @@ impl Broadcaster {
         report: &FanoutReport,
         ephemeral: bool,
         collapse: Option<CollapseRef>,
-        rows_of: &(dyn Fn(&str) -> Vec<(String, u16)> + Sync),
-    ) -> Result<Settled, BroadcastError> {
+        rows_of: &(dyn Fn(&str) -> Vec<MemberRow> + Sync),
+    ) -> Result<Unreachable, BroadcastError> {
         let mut gone_ids = report.gone.clone();
         let mut unreachable = Unreachable::default();
         if !ephemeral {
@@ -549,24 +542,13 @@ impl Broadcaster {
                     connections: unreachable.unclosed.clone(),
                     attempt: 1,
                     collapse,
-                    rows: unreachable
-                        .unclosed
-                        .iter()
-                        .flat_map(|c| {
-                            rows_of(c).into_iter().map(|(group_key, shard)| MemberRow {
-                                connection: c.clone(),
-                                group_key,
-                                shard,
-                            })
-                        })
-                        .collect(),
+                    rows: unreachable.unclosed.iter().flat_map(|c| rows_of(c)).collect(),
                 })
                 .await?;
         }
-        Ok(Settled {
-            orphans: gone.orphans,
-            unreachable,
-        })
+        let orphan_rows: Vec<MemberRow> = gone.orphans.iter().flat_map(|c| rows_of(c)).collect();
+        self.store.connections.remove_rows(&orphan_rows).await?;
+        Ok(unreachable)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::domain::metrics::Metrics;
 use crate::domain::policy::PresencePolicy;
 use crate::io::delivery::{FanoutReport, Poster, close_gone_sockets, fan_out, post_or_close};
 use crate::io::queue::{PushJob, Queue, QueueError, RetryJob};
-use crate::io::store::{Store, StoreError};
+use crate::io::store::{MemberRow, Store, StoreError};
 use crate::services::presence::{Presence, PresenceError};
 use crate::services::web_push::{PushError, Pusher};
 
@@ -103,12 +103,7 @@ impl Retries {
         self.presence.closed(&gone.closed).await?;
         // Gone without a connection item: the rows that drew the posts are removed, as the first
         // fan-out removes them, or they would draw a post and a 410 on every notification.
-        let stale: Vec<(String, u16, String)> = job
-            .rows
-            .iter()
-            .filter(|r| gone.orphans.contains(&r.connection))
-            .map(|r| (r.group_key.clone(), r.shard, r.connection.clone()))
-            .collect();
+        let stale: Vec<MemberRow> = job.rows.iter().filter(|r| gone.orphans.contains(&r.connection)).cloned().collect();
         self.store.connections.remove_rows(&stale).await?;
         let mut m = Metrics::new("retry");
         m.count("Delivered", report.delivered).count("Gone", report.gone.len());

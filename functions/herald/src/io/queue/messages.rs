@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::notification::Urgency;
+use crate::io::store::MemberRow;
 
 /// A retry-queue message: the frame and only the connections that still need it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,15 +25,6 @@ pub struct RetryJob {
     /// good without its connection item removes them, as the first fan-out does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<MemberRow>,
-}
-
-/// One membership row a post came from: the group's storage key and shard, and the connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberRow {
-    pub connection: String,
-    pub group_key: String,
-    pub shard: u16,
 }
 
 /// Which latest-value stream entry a frame is: topic, key and the entry's cursor.

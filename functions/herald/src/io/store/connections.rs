@@ -138,6 +138,17 @@ pub struct Connections {
     table: Table,
 }
 
+/// One membership row: a connection in one shard of a group (its storage key). A post drawn
+/// from it that finds the connection gone for good removes it; a retry job carries the rows of
+/// its connections for that.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRow {
+    pub connection: String,
+    pub group_key: String,
+    pub shard: u16,
+}
+
 fn conn_pk(id: &str) -> String {
     format!("c#{id}")
 }
@@ -465,25 +476,14 @@ impl Connections {
         Ok(out)
     }
 
-    /// Deletes membership rows of one group shard. A 410 from a row whose connection item is
-    /// already gone (a join that raced a disconnect) is cleaned here: `close` finds nothing to
-    /// read the memberships from, and the row would otherwise draw a post and a 410 on every
-    /// notification until its TTL.
-    pub async fn remove_members(&self, group_key: &str, shard: u16, conn_ids: &[String]) -> Result<(), StoreError> {
-        let pk = shard_pk(group_key, shard);
+    /// Deletes membership rows, of any groups and shards. A 410 from a row whose connection
+    /// item is already gone (a join that raced a disconnect) is cleaned here: `close` finds
+    /// nothing to read the memberships from, and the row would otherwise draw a post and a 410
+    /// on every notification until its TTL.
+    pub async fn remove_rows(&self, rows: &[MemberRow]) -> Result<(), StoreError> {
         // One batch must not name a row twice (a connection can be reported gone more than once).
-        let unique: std::collections::BTreeSet<&String> = conn_ids.iter().collect();
-        let deletes = unique
-            .into_iter()
-            .map(|id| delete_request(pk.clone(), id.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.table.batch_write(deletes).await
-    }
-
-    /// Deletes membership rows of any groups and shards: `(group key, shard, connection)`, the
-    /// rows that drew posts to connections found gone without their item (see `remove_members`).
-    pub async fn remove_rows(&self, rows: &[(String, u16, String)]) -> Result<(), StoreError> {
-        let unique: std::collections::BTreeSet<(String, &String)> = rows.iter().map(|(key, shard, c)| (shard_pk(key, *shard), c)).collect();
+        let unique: std::collections::BTreeSet<(String, &String)> =
+            rows.iter().map(|r| (shard_pk(&r.group_key, r.shard), &r.connection)).collect();
         if unique.is_empty() {
             return Ok(());
         }

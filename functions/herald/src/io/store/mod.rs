@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 pub use budgets::Budgets;
-pub use connections::{CONNECT_GRACE_MS, Closed, ConnectionRecord, Connections, Gone, Joined, Member, MembersPage, Membership};
+pub use connections::{CONNECT_GRACE_MS, Closed, ConnectionRecord, Connections, Gone, Joined, Member, MemberRow, MembersPage, Membership};
 pub use log::{Collapsed, Log, LogPage, WIDE_REPLICAS};
 pub use presence::{Departure, Presences};
 pub use push::PushSubscriptions;
