@@ -269,12 +269,7 @@ async fn a_resume_from_the_last_live_cursor_gets_an_entry_that_landed_behind_it(
         None,
     )
     .await;
-    let ids: Vec<&str> = missed["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str())
-        .collect();
+    let ids = item_ids(&missed);
     assert!(ids.contains(&"n1-late"), "missed from N2's cursor has N1 too: {missed}");
 }
 
@@ -348,13 +343,7 @@ async fn a_cursor_received_before_the_catch_up_never_skips_what_was_missed() {
 /// Writes a log entry as dispatch does when its write was slow: under the claim's cursor while
 /// that still lands in time, under a fresh one otherwise (`horizon`).
 async fn land_late(tenant: &str, user: &str, id: &str, claimed: herald::domain::cursor::Cursor) {
-    let store = herald::io::store::Store::new(
-        dynamodb().await,
-        &herald::domain::config::Tables {
-            connections: table("ConnectionsTable"),
-            notifications: table("NotificationsTable"),
-        },
-    );
+    let store = store().await;
     let horizon = herald::domain::horizon::Horizon::default();
     let mut cursor = horizon.write_cursor(claimed, herald::domain::cursor::now_millis());
     loop {

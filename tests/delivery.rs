@@ -238,12 +238,28 @@ async fn a_forged_fanout_job_on_the_dispatch_queue_is_dead_lettered_and_pushes_n
     assert_eq!(c.notification().await["title"], "real");
 }
 
+/// A membership row of `connection` in group shard partition `pk` with no connection item
+/// behind it, as a join that raced a disconnect leaves.
+async fn put_orphan_row(pk: &str, connection: &str) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    dynamodb()
+        .await
+        .put_item()
+        .table_name(table("ConnectionsTable"))
+        .item("pk", AttributeValue::S(pk.to_owned()))
+        .item("sk", AttributeValue::S(connection.to_owned()))
+        .item("user", AttributeValue::S("ghost".into()))
+        .item("expiresAt", AttributeValue::N((chrono::Utc::now().timestamp() + 3600).to_string()))
+        .send()
+        .await
+        .expect("orphan row");
+}
+
 /// Issue "nothing lost", defect 9: a join racing a disconnect can leave a membership row whose
 /// connection item is gone. Each notification to the group then drew a post and a 410, and
 /// `close` (which reads the memberships from the connection item) removed nothing.
 #[tokio::test]
 async fn an_orphan_membership_is_removed_on_its_first_410() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     let tenant = unique("acme");
     let user = unique("u");
     let orphan = unique("orphan");
@@ -254,17 +270,7 @@ async fn an_orphan_membership_is_removed_on_its_first_410() {
     // have put it; all of them are read by the fan-out).
     let partitions: Vec<String> = (0..4).map(|shard| format!("g#{tenant}#course:77#{shard}")).collect();
     for pk in &partitions {
-        dynamodb()
-            .await
-            .put_item()
-            .table_name(table("ConnectionsTable"))
-            .item("pk", AttributeValue::S(pk.clone()))
-            .item("sk", AttributeValue::S(orphan.clone()))
-            .item("user", AttributeValue::S("ghost".into()))
-            .item("expiresAt", AttributeValue::N((chrono::Utc::now().timestamp() + 3600).to_string()))
-            .send()
-            .await
-            .expect("orphan row");
+        put_orphan_row(pk, &orphan).await;
     }
     publish(note(&tenant, json!({"group": "course:77"}), "to the course")).await;
     assert_eq!(c.notification().await["title"], "to the course");
@@ -284,22 +290,11 @@ async fn an_orphan_membership_is_removed_on_its_first_410() {
 /// closed sockets, so such a row drew a post and a 410 on every notification until its TTL).
 #[tokio::test]
 async fn a_retry_round_removes_the_row_of_a_connection_gone_without_its_item() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     let tenant = unique("acme");
     let orphan = unique("orphan");
     let group_key = format!("{tenant}#course:78");
     let pk = format!("g#{group_key}#2");
-    dynamodb()
-        .await
-        .put_item()
-        .table_name(table("ConnectionsTable"))
-        .item("pk", AttributeValue::S(pk.clone()))
-        .item("sk", AttributeValue::S(orphan.clone()))
-        .item("user", AttributeValue::S("ghost".into()))
-        .item("expiresAt", AttributeValue::N((chrono::Utc::now().timestamp() + 3600).to_string()))
-        .send()
-        .await
-        .expect("orphan row");
+    put_orphan_row(&pk, &orphan).await;
     let mut event = fixture("retry.json");
     let mut job: Value = serde_json::from_str(event["Records"][0]["body"].as_str().expect("body")).expect("json");
     job["tenant"] = json!(tenant);

@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use herald::domain::cursor::{Cursor, now_millis};
+use herald::domain::groups::Group;
+use herald::domain::notification::{Content, LogEntry};
+use herald::io::store::Store;
 use herald_e2e::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -220,13 +224,7 @@ async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
 
     // N1's write lands now, under the cursor it was claimed with (a second after, well within
     // what dispatch allows a write: see `horizon`).
-    let store = herald::io::store::Store::new(
-        dynamodb().await,
-        &herald::domain::config::Tables {
-            connections: table("ConnectionsTable"),
-            notifications: table("NotificationsTable"),
-        },
-    );
+    let store = store().await;
     let n1 = herald::domain::notification::LogEntry {
         id: "n1-late".into(),
         cursor: n1_cursor,
@@ -259,13 +257,64 @@ async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
     }
 
     let (_, next) = api(Method::GET, &format!("/notifications/missed?since={position}"), &tok, None).await;
-    let ids: Vec<&str> = next["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str())
-        .collect();
+    let ids = item_ids(&next);
     assert!(ids.contains(&"n1-late"), "the late entry is ahead of the poller's position: {next}");
+}
+
+/// A log entry as dispatch writes it, with just an event.
+fn log_entry(id: &str, cursor: Cursor, topic: &str) -> LogEntry {
+    LogEntry {
+        id: id.into(),
+        cursor,
+        topic: topic.into(),
+        content: Content {
+            event: "raced".into(),
+            ..Default::default()
+        },
+        created_at: "2026-12-06T00:00:00Z".into(),
+    }
+}
+
+const AN_HOUR: i64 = 3600;
+
+/// E of the race: claimed under `cursor`, logged in the user's topic only now, and its fan-out
+/// recorded as complete (every member connection reached) at `posted_at`.
+async fn land_fanned_out(store: &Store, tenant: &str, user: &str, id: &str, cursor: Cursor, posted_at: u64) {
+    let expires = chrono::Utc::now().timestamp() + AN_HOUR;
+    let claim = store.idempotency.claim(tenant, id, cursor, expires, 60_000).await.expect("claim");
+    assert!(matches!(claim, herald::io::store::Claim::New(_)), "{claim:?}");
+    let entry = log_entry(id, cursor, &format!("user:{user}"));
+    store
+        .log
+        .append(tenant, &[(Group::user(user), entry)], expires)
+        .await
+        .expect("append E");
+    let posted = herald::io::store::Posted {
+        at: posted_at,
+        missed_by: Vec::new(),
+    };
+    store.idempotency.finish(tenant, id, Some(&posted)).await.expect("finish");
+}
+
+/// Every cursor a `missed` answer hands out: its items' and its resume point.
+fn cursors_in(page: &Value) -> Vec<String> {
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| i["cursor"].as_str().map(str::to_owned))
+        .chain(page["cursor"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A read from each of `handed` returns `id`.
+async fn every_read_from_finds(tok: &str, handed: &[String], id: &str) {
+    for since in handed {
+        let (_, next) = api(Method::GET, &format!("/notifications/missed?since={since}"), tok, None).await;
+        assert!(
+            item_ids(&next).contains(&id),
+            "a read from {since}, a cursor handed out before {id} landed, skips it: {next}"
+        );
+    }
 }
 
 /// Issue #35 (chaos seeds 41 and 50): a read queries its topics one by one, so it can find an
@@ -276,39 +325,18 @@ async fn a_pollers_cursor_never_passes_an_entry_that_becomes_visible_later() {
 /// under a writer clock 3 s ahead, which is what the race looks like to the reader.
 #[tokio::test]
 async fn no_cursor_a_read_hands_out_passes_an_entry_the_read_raced() {
-    use herald::domain::cursor::{Cursor, now_millis};
-    use herald::domain::groups::Group;
-    use herald::domain::notification::{Content, LogEntry};
     let tenant = unique("acme");
     let user = unique("u");
     let tok = token(&user, &tenant, &[], &[]);
-    let store = herald::io::store::Store::new(
-        dynamodb().await,
-        &herald::domain::config::Tables {
-            connections: table("ConnectionsTable"),
-            notifications: table("NotificationsTable"),
-        },
-    );
-    let expires = chrono::Utc::now().timestamp() + 3600;
-    let entry = |id: &str, cursor: Cursor, topic: &str| LogEntry {
-        id: id.into(),
-        cursor,
-        topic: topic.into(),
-        content: Content {
-            event: "raced".into(),
-            ..Default::default()
-        },
-        created_at: "2026-12-06T00:00:00Z".into(),
-    };
+    let store = store().await;
+    let expires = chrono::Utc::now().timestamp() + AN_HOUR;
     let now = now_millis();
-    let c = entry("c-late-topic", Cursor::from_parts(now + 3_000, 1), "tenant");
+    let c = log_entry("c-late-topic", Cursor::from_parts(now + 3_000, 1), "tenant");
     store.log.append(&tenant, &[(Group::Tenant, c)], expires).await.expect("append C");
     let (status, first) = api(Method::GET, "/notifications/missed", &tok, None).await;
     assert_eq!(status, 200, "{first}");
-    let items = first["items"].as_array().cloned().unwrap_or_default();
-    assert!(items.iter().any(|i| i["id"] == "c-late-topic"), "the read found C: {first}");
-    let mut handed: Vec<String> = items.iter().filter_map(|i| i["cursor"].as_str().map(str::to_owned)).collect();
-    handed.extend(first["cursor"].as_str().map(str::to_owned));
+    assert!(item_ids(&first).contains(&"c-late-topic"), "the read found C: {first}");
+    let mut handed = cursors_in(&first);
     // The same read as a `resume` over a socket: its replayed frames and its answer.
     let mut client = Client::connect(&user, &tenant, &[], &[]).await;
     client.send(json!({"action": "resume", "ref": "r"})).await;
@@ -323,38 +351,8 @@ async fn no_cursor_a_read_hands_out_passes_an_entry_the_read_raced() {
     client.close().await;
 
     // E lands now under its older claim; its fan-out reached every connection before C's claim.
-    let e_cursor = Cursor::from_parts(now + 1_000, 1);
-    let claim = store
-        .idempotency
-        .claim(&tenant, "e-raced", e_cursor, expires, 60_000)
-        .await
-        .expect("claim");
-    assert!(matches!(claim, herald::io::store::Claim::New(_)), "{claim:?}");
-    let e = entry("e-raced", e_cursor, &format!("user:{user}"));
-    store
-        .log
-        .append(&tenant, &[(Group::user(&user), e)], expires)
-        .await
-        .expect("append E");
-    let posted = herald::io::store::Posted {
-        at: now + 1_500,
-        missed_by: Vec::new(),
-    };
-    store.idempotency.finish(&tenant, "e-raced", Some(&posted)).await.expect("finish");
-
-    for since in &handed {
-        let (_, next) = api(Method::GET, &format!("/notifications/missed?since={since}"), &tok, None).await;
-        let ids: Vec<&str> = next["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i["id"].as_str())
-            .collect();
-        assert!(
-            ids.contains(&"e-raced"),
-            "a read from {since}, handed out by the first read, skips E: {next}"
-        );
-    }
+    land_fanned_out(&store, &tenant, &user, "e-raced", Cursor::from_parts(now + 1_000, 1), now + 1_500).await;
+    every_read_from_finds(&tok, &handed, "e-raced").await;
 }
 
 /// Chaos seed 51: the same race across the pages of one read. Page 1 read past the position of
@@ -362,103 +360,36 @@ async fn no_cursor_a_read_hands_out_passes_an_entry_the_read_raced() {
 /// C claimed after page 1 began, and a read from C spared E (its fan-out had completed before C).
 #[tokio::test]
 async fn no_page_hands_out_a_cursor_claimed_after_its_read_began() {
-    use herald::domain::cursor::{Cursor, now_millis};
-    use herald::domain::groups::Group;
-    use herald::domain::notification::{Content, LogEntry};
     let tenant = unique("acme");
     let user = unique("u");
     let tok = token(&user, &tenant, &[], &[]);
-    let store = herald::io::store::Store::new(
-        dynamodb().await,
-        &herald::domain::config::Tables {
-            connections: table("ConnectionsTable"),
-            notifications: table("NotificationsTable"),
-        },
-    );
-    let expires = chrono::Utc::now().timestamp() + 3600;
-    let entry = |id: &str, cursor: Cursor, topic: &str| LogEntry {
-        id: id.into(),
-        cursor,
-        topic: topic.into(),
-        content: Content {
-            event: "paged".into(),
-            ..Default::default()
-        },
-        created_at: "2026-12-06T00:00:00Z".into(),
-    };
+    let store = store().await;
+    let expires = chrono::Utc::now().timestamp() + AN_HOUR;
     let t0 = now_millis();
     // B and C are claimed "after page 1 began" (by a writer whose clock is ahead).
-    let tenant_log = [
-        entry("a-old", Cursor::from_parts(t0 - 60_000, 1), "tenant"),
-        entry("b-ahead", Cursor::from_parts(t0 + 1_000, 1), "tenant"),
-        entry("c-ahead", Cursor::from_parts(t0 + 1_500, 1), "tenant"),
-    ];
-    let log: Vec<(Group, LogEntry)> = tenant_log.into_iter().map(|e| (Group::Tenant, e)).collect();
+    let log: Vec<(Group, LogEntry)> = [
+        log_entry("a-old", Cursor::from_parts(t0 - 60_000, 1), "tenant"),
+        log_entry("b-ahead", Cursor::from_parts(t0 + 1_000, 1), "tenant"),
+        log_entry("c-ahead", Cursor::from_parts(t0 + 1_500, 1), "tenant"),
+    ]
+    .into_iter()
+    .map(|e| (Group::Tenant, e))
+    .collect();
     store.log.append(&tenant, &log, expires).await.expect("append");
     let (_, first) = api(Method::GET, "/notifications/missed?limit=2", &tok, None).await;
-    let ids: Vec<&str> = first["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str())
-        .collect();
-    assert_eq!(ids, ["a-old", "b-ahead"], "{first}");
+    assert_eq!(item_ids(&first), ["a-old", "b-ahead"], "{first}");
     let next = first["next"].as_str().expect("a next page").to_owned();
 
     // E lands behind page 1's position, its fan-out complete before C was claimed.
-    let e_cursor = Cursor::from_parts(t0 + 500, 1);
-    store
-        .idempotency
-        .claim(&tenant, "e-paged", e_cursor, expires, 60_000)
-        .await
-        .expect("claim");
-    let e = entry("e-paged", e_cursor, &format!("user:{user}"));
-    store
-        .log
-        .append(&tenant, &[(Group::user(&user), e)], expires)
-        .await
-        .expect("append E");
-    let posted = herald::io::store::Posted {
-        at: t0 + 700,
-        missed_by: Vec::new(),
-    };
-    store.idempotency.finish(&tenant, "e-paged", Some(&posted)).await.expect("finish");
+    land_fanned_out(&store, &tenant, &user, "e-paged", Cursor::from_parts(t0 + 500, 1), t0 + 700).await;
     // Page 2 begins once C's claim is well in the past.
     let wait = (t0 + 1_500 + herald::domain::horizon::SKEW_MS + 200).saturating_sub(now_millis());
     tokio::time::sleep(Duration::from_millis(wait)).await;
     let (_, second) = api(Method::GET, &format!("/notifications/missed?limit=2&page={next}"), &tok, None).await;
-    let ids: Vec<&str> = second["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str())
-        .collect();
-    assert_eq!(ids, ["c-ahead"], "page 2 continues after B: {second}");
+    assert_eq!(item_ids(&second), ["c-ahead"], "page 2 continues after B: {second}");
 
-    let handed: Vec<String> = [&first, &second]
-        .iter()
-        .flat_map(|page| {
-            let items = page["items"].as_array().cloned().unwrap_or_default();
-            items
-                .into_iter()
-                .filter_map(|i| i["cursor"].as_str().map(str::to_owned))
-                .chain(page["cursor"].as_str().map(str::to_owned))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for since in &handed {
-        let (_, again) = api(Method::GET, &format!("/notifications/missed?since={since}"), &tok, None).await;
-        let ids: Vec<&str> = again["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i["id"].as_str())
-            .collect();
-        assert!(
-            ids.contains(&"e-paged"),
-            "a read from {since}, handed out by the paged read, skips E: {again}"
-        );
-    }
+    let handed: Vec<String> = cursors_in(&first).into_iter().chain(cursors_in(&second)).collect();
+    every_read_from_finds(&tok, &handed, "e-paged").await;
 }
 
 #[tokio::test]

@@ -650,12 +650,7 @@ async fn collapse_keeps_only_the_latest_progress_update() {
 
     let tok = token(&user, &tenant, &[], &[]);
     let (_, missed) = api(Method::GET, "/notifications/missed", &tok, None).await;
-    let ids: Vec<&str> = missed["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str())
-        .collect();
+    let ids = item_ids(&missed);
     assert_eq!(ids, vec![done.as_str()]);
     assert_eq!(
         sort_keys("NotificationsTable", &format!("n#{tenant}#user:{user}")).await.len(),

@@ -533,6 +533,27 @@ pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&sdk().await)
 }
 
+/// Herald's own store over the stack's tables, for writing state a test needs directly.
+pub async fn store() -> herald::io::store::Store {
+    herald::io::store::Store::new(
+        dynamodb().await,
+        &herald::domain::config::Tables {
+            connections: table("ConnectionsTable"),
+            notifications: table("NotificationsTable"),
+        },
+    )
+}
+
+/// The ids of a `missed` answer's items, in order.
+pub fn item_ids(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect()
+}
+
 pub fn queue(logical_id: &str) -> String {
     stack()
         .ready

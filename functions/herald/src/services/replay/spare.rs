@@ -124,8 +124,9 @@ mod tests {
     }
 
     /// A connection that answered 410 inside its `$connect` may have opened without the frame:
-    /// its own resume sends the entry, another connection's is spared it as before (rule 3),
-    /// and a cursor newer than the completion does not spare it (rule 2).
+    /// its own resume sends the entry (rule 3 does not hold it there), another connection's is
+    /// spared it as before, and so is any reader holding a cursor claimed after the completion
+    /// (rule 2 does not look at the list).
     #[test]
     fn a_connection_that_missed_the_frame_inside_its_connect_gets_it_from_its_resume() {
         let e = entry("a", "course:1", JOINED + 5_000);
