@@ -1125,7 +1125,7 @@ async function runOnce(o, onHardStop) {
     await Promise.all(churn);
     const injected = o.faults ? (await control(stack, "GET", "/faults")).injected : {};
     await control(stack, "DELETE", "/faults");
-    const queues = ["DispatchQueue", "FanoutQueue", "RetryQueue"].map((q) => stack.queues[q]).filter(Boolean);
+    const queues = ["DispatchQueue", "InternalQueue", "RetryQueue"].map((q) => stack.queues[q]).filter(Boolean);
     const maxDefer = Math.max(0, ...messages.map((m) => m.deferMs));
     await pause(maxDefer);
     const depth = async () => (await Promise.all(queues.map((q) => queueDepth(stack, q)))).reduce((a, b) => a + b, 0);

@@ -647,7 +647,7 @@ async fn a_held_message_stays_invisible_until_the_work_ends() {
         herald::domain::config::Queues {
             dispatch: String::new(),
             dispatch_dlq: String::new(),
-            fanout: url.clone(),
+            internal: url.clone(),
             retry: String::new(),
             escalation: String::new(),
         },

@@ -86,7 +86,7 @@ async fn escalation_of(id: &str, user: &str) -> Value {
 /// too). After that, nothing more can reach the escalation queue for the checks sent so far.
 async fn internal_queue_drained() {
     let client = sqs().await;
-    let url = queue("FanoutQueue");
+    let url = queue("InternalQueue");
     eventually("the internal queue drained", || {
         let (client, url) = (client.clone(), url.clone());
         async move {
@@ -151,7 +151,7 @@ async fn an_unread_notification_escalates_once_even_when_its_check_comes_three_t
     let sqs = sqs().await;
     for _ in 0..2 {
         sqs.send_message()
-            .queue_url(queue("FanoutQueue"))
+            .queue_url(queue("InternalQueue"))
             .message_body(body.clone())
             .delay_seconds(3)
             .send()

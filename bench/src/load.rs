@@ -214,7 +214,7 @@ async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
                     audience: r.jwt.audience.clone(),
                 },
                 sqs: Some(herald_e2e::sqs().await),
-                drain: ["DispatchQueue", "FanoutQueue", "RetryQueue"]
+                drain: ["DispatchQueue", "InternalQueue", "RetryQueue"]
                     .iter()
                     .filter_map(|q| queue(q))
                     .collect(),

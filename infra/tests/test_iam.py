@@ -81,7 +81,7 @@ def test_not_action_and_not_resource() -> None:
 
 
 def test_a_resource_policy_deny_with_principal_condition() -> None:
-    """The fan-out queue's shape: only the listed roles may send, whatever they are granted."""
+    """The internal queue's shape: only the listed roles may send, whatever they are granted."""
     mine = statements({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": QUEUE})
     queue = statements({"Effect": "Deny", "Principal": "*", "Action": "sqs:SendMessage", "Resource": QUEUE,
                         "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [f"arn:aws:iam::{ACCOUNT}:role/other", ROLE]}}},
@@ -276,9 +276,9 @@ def test_retry_reads_notifications_only_under_its_prefixes() -> None:
     assert not decide(policies, "RetryFunction", "dynamodb:DeleteItem", table, dynamodb__leadingkeys=("k#t1",))
 
 
-def test_only_herald_sends_to_the_fanout_queue() -> None:
+def test_only_herald_sends_to_the_internal_queue() -> None:
     policies, _ = herald_policies()
-    fanout = queue("FanoutQueue")
+    fanout = queue("InternalQueue")
     assert decide(policies, "DispatchFunction", "sqs:SendMessage", fanout)
     statements_ = policies.resource_policies[fanout]
     producer = iam.Principal(f"arn:aws:iam::{ACCOUNT}:role/producer", ACCOUNT)
@@ -369,18 +369,18 @@ def test_a_reminder_that_keeps_failing_ends_in_its_dead_letter_queue(stack: Stac
     assert any(u["function"] == "scheduler" and u["action"] == "lambda:InvokeFunction" for u in report["used"])
 
 
-def test_the_fanout_dlq_can_be_redriven_without_opening_the_queue() -> None:
-    """start-message-move-task sends as its caller: the redrive role may move the fan-out DLQ's
+def test_the_internal_dlq_can_be_redriven_without_opening_the_queue() -> None:
+    """start-message-move-task sends as its caller: the redrive role may move the internal DLQ's
     messages back, the queue policy lets it through, and it can do nothing else."""
     policies, _ = herald_policies()
-    role = next(r for r in policies.roles.values() if r.logical_id == "FanoutRedriveRole")
+    role = next(r for r in policies.roles.values() if r.logical_id == "InternalRedriveRole")
     me = iam.Principal(role.arn, ACCOUNT)
 
     def may(action: str, resource: str) -> bool:
         request = iam.Request(action, resource, {"aws:principalarn": (role.arn,), "aws:securetransport": ("true",)})
         return iam.evaluate(request, me, role.statements, policies.resource_policies.get(resource, ())).allowed
 
-    dlq, fanout = queue("FanoutDeadLetterQueue"), queue("FanoutQueue")
+    dlq, fanout = queue("InternalDeadLetterQueue"), queue("InternalQueue")
     for action in ("sqs:StartMessageMoveTask", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
         assert may(action, dlq), action
     assert may("sqs:SendMessage", fanout)
@@ -445,7 +445,7 @@ def test_no_role_keeps_a_grant_no_code_path_needs() -> None:
     # Still there: what the code does call (dispatch and retry close connections that missed a frame).
     assert decide(policies, "DispatchFunction", "execute-api:ManageConnections", connections("DELETE"))
     assert decide(policies, "RetryFunction", "execute-api:ManageConnections", connections("DELETE"))
-    assert decide(policies, "DispatchFunction", "sqs:ChangeMessageVisibility", queue("FanoutQueue"))
+    assert decide(policies, "DispatchFunction", "sqs:ChangeMessageVisibility", queue("InternalQueue"))
 
 
 def test_remembered_decisions_still_honour_the_conditions() -> None:

@@ -86,8 +86,8 @@ pub struct Queues {
     /// Producers' messages (and Herald's own deferred ones).
     pub dispatch: String,
     pub dispatch_dlq: String,
-    /// Herald's own fan-out page jobs: never producer input.
-    pub fanout: String,
+    /// Herald's own messages (fan-out jobs, presence and escalation checks): never producer input.
+    pub internal: String,
     pub retry: String,
     /// Unread notifications past their `escalate` deadline, for the operator's email/SMS worker.
     pub escalation: String,
@@ -98,16 +98,16 @@ impl Queues {
         Ok(Self {
             dispatch: required(src, "HERALD_DISPATCH_QUEUE_URL")?,
             dispatch_dlq: required(src, "HERALD_DISPATCH_DLQ_URL")?,
-            fanout: required(src, "HERALD_FANOUT_QUEUE_URL")?,
+            internal: required(src, "HERALD_INTERNAL_QUEUE_URL")?,
             retry: required(src, "HERALD_RETRY_QUEUE_URL")?,
             escalation: required(src, "HERALD_ESCALATION_QUEUE_URL")?,
         })
     }
 
-    /// Whether an SQS record's `eventSourceARN` is the fan-out queue (`arn:…:{name}` against the
+    /// Whether an SQS record's `eventSourceARN` is the internal queue (`arn:…:{name}` against the
     /// URL's `…/{name}`).
-    pub fn is_fanout_source(&self, event_source_arn: &str) -> bool {
-        let name = self.fanout.rsplit('/').next().unwrap_or_default();
+    pub fn is_internal_source(&self, event_source_arn: &str) -> bool {
+        let name = self.internal.rsplit('/').next().unwrap_or_default();
         !name.is_empty() && event_source_arn.rsplit(':').next() == Some(name)
     }
 }
@@ -347,7 +347,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_fanout_queue_is_recognised_by_its_arn() {
+    fn the_internal_queue_is_recognised_by_its_arn() {
         let q = Queues::from_source(&source(&[
             (
                 "HERALD_DISPATCH_QUEUE_URL",
@@ -358,8 +358,8 @@ pub(crate) mod tests {
                 "https://sqs.eu-west-1.amazonaws.com/1/herald-DispatchDeadLetterQueue-B",
             ),
             (
-                "HERALD_FANOUT_QUEUE_URL",
-                "https://sqs.eu-west-1.amazonaws.com/1/herald-FanoutQueue-C",
+                "HERALD_INTERNAL_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/herald-InternalQueue-C",
             ),
             (
                 "HERALD_RETRY_QUEUE_URL",
@@ -371,9 +371,9 @@ pub(crate) mod tests {
             ),
         ]))
         .unwrap();
-        assert!(q.is_fanout_source("arn:aws:sqs:eu-west-1:1:herald-FanoutQueue-C"));
-        assert!(!q.is_fanout_source("arn:aws:sqs:eu-west-1:1:herald-DispatchQueue-A"));
-        assert!(!q.is_fanout_source(""));
+        assert!(q.is_internal_source("arn:aws:sqs:eu-west-1:1:herald-InternalQueue-C"));
+        assert!(!q.is_internal_source("arn:aws:sqs:eu-west-1:1:herald-DispatchQueue-A"));
+        assert!(!q.is_internal_source(""));
     }
 
     #[test]

@@ -5,12 +5,8 @@ use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
 use crate::BoxError;
-use crate::domain::config::Limits;
 use crate::domain::metrics::Metrics;
-use crate::domain::policy::PresencePolicy;
-use crate::io::delivery::Poster;
-use crate::io::queue::{PushRetry, Queue, RetryJob, redeliver};
-use crate::io::store::Store;
+use crate::io::queue::{PushRetry, RetryJob, redeliver};
 use crate::services::deps::Deps;
 use crate::services::retries::{Retries, RetryError, RetryOutcome};
 use crate::services::runtime::{Handler, InitError};
@@ -21,12 +17,6 @@ pub struct Retry {
 }
 
 impl Retry {
-    pub fn new(store: Store, queue: Queue, poster: Poster, limits: Limits, presence: PresencePolicy, pusher: Pusher) -> Self {
-        Self {
-            retries: Retries::new(store, queue, poster, limits, presence, pusher),
-        }
-    }
-
     pub async fn job(&self, body: &str) -> Result<RetryOutcome, RetryError> {
         // A push retry is `{"push": {...}}`, which never parses as a post retry.
         if let Ok(PushRetry { push }) = serde_json::from_str::<PushRetry>(body) {
@@ -48,14 +38,16 @@ impl Handler for Retry {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let d = Deps::new(sdk);
-        let limits = d.limits()?;
+        let (store, queue, limits) = (d.store()?, d.queue()?, d.limits()?);
         let pusher = Pusher::new(
-            d.store()?,
-            d.queue()?,
+            store.clone(),
+            queue.clone(),
             Pusher::sender(&d.push_settings()?)?,
             limits.retry_max_attempts,
         );
-        Ok(Self::new(d.store()?, d.queue()?, d.poster()?, limits, d.presence_policy()?, pusher))
+        Ok(Self {
+            retries: Retries::new(store, queue, d.poster()?, limits, d.presence_policy()?, pusher),
+        })
     }
 
     async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, BoxError> {

@@ -7,22 +7,13 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 
 use crate::BoxError;
 use crate::domain::budget::Budget;
-use crate::domain::config::{Env, Limits};
+use crate::domain::config::Env;
 use crate::domain::frames::{ClientFrame, ErrorCode, ErrorFrame};
-use crate::domain::policy::RolePolicy;
-use crate::io::store::Store;
 use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
 use crate::services::limiter::Limiter;
 use crate::services::membership::{JoinError, Joins};
-use crate::services::presence::Presence;
 use crate::services::runtime::{Handler, InitError};
-
-/// A connection's frame budget and its user's work budget (`None`: not limited).
-pub struct Budgets {
-    pub frames: Option<Budget>,
-    pub work: Option<Budget>,
-}
 
 pub struct WsJoin {
     joins: Joins,
@@ -30,14 +21,6 @@ pub struct WsJoin {
 }
 
 impl WsJoin {
-    pub fn new(store: Store, limits: Limits, roles: RolePolicy, budgets: Budgets, presence: Presence) -> Self {
-        let limiter = Limiter::new(store.clone(), budgets.frames).with_work(budgets.work);
-        Self {
-            joins: Joins::new(store, limits, roles, presence, limiter.clone()),
-            limiter,
-        }
-    }
-
     /// Handles a frame routed to `join`/`leave`; other actions get the DESIGN error.
     pub async fn route(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
@@ -76,17 +59,12 @@ impl Handler for WsJoin {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let d = Deps::new(sdk);
-        let presence = d.presence(Self::NAME)?;
-        Ok(Self::new(
-            d.store()?,
-            d.limits()?,
-            d.roles()?,
-            Budgets {
-                frames: Budget::frames(&Env)?,
-                work: Budget::work(&Env)?,
-            },
-            presence,
-        ))
+        let store = d.store()?;
+        let limiter = Limiter::new(store.clone(), Budget::frames(&Env)?).with_work(Budget::work(&Env)?);
+        Ok(Self {
+            joins: Joins::new(store, d.limits()?, d.roles()?, d.presence(Self::NAME)?, limiter.clone()),
+            limiter,
+        })
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

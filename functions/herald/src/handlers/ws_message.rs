@@ -12,19 +12,16 @@ use serde_json::Map;
 
 use crate::BoxError;
 use crate::domain::budget::Budget;
-use crate::domain::config::{Env, Limits};
+use crate::domain::config::Env;
 use crate::domain::frames::{self, ClientFrame};
-use crate::domain::policy::{PresencePolicy, PublishPolicy, RolePolicy};
-use crate::io::delivery::Poster;
-use crate::io::queue::Queue;
-use crate::io::store::Store;
+use crate::domain::policy::PublishPolicy;
 use crate::services::broadcast::Broadcaster;
 use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
+use crate::services::lifecycle::Lifecycle;
 use crate::services::limiter::Limiter;
 use crate::services::membership::{JoinError, Joins};
-use crate::services::presence::Presence;
-use crate::services::publish::{PublishError, Publisher};
+use crate::services::publish::Publisher;
 use crate::services::replay::{Replay, ResumeFrom, Resumer};
 use crate::services::runtime::{Handler, InitError};
 
@@ -36,42 +33,7 @@ pub struct WsMessage {
     resumer: Resumer,
 }
 
-/// What `ws-message` is built from besides its clients: settings read at init.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    pub limits: Limits,
-    pub roles: RolePolicy,
-    pub frames: Option<Budget>,
-    /// Posts a user's frames may cause, over all their connections.
-    pub work: Option<Budget>,
-    pub publish: PublishPolicy,
-    pub presence: PresencePolicy,
-}
-
 impl WsMessage {
-    pub fn new(store: Store, poster: Poster, queue: Queue, settings: Settings) -> Self {
-        let Settings {
-            limits,
-            roles,
-            frames,
-            work,
-            publish,
-            presence,
-        } = settings;
-        let presence = Presence::new("ws-message", store.clone(), queue.clone(), poster.clone(), presence, &limits);
-        let limiter = Limiter::new(store.clone(), frames).with_work(work);
-        let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone(), limiter.clone());
-        let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
-        let replay = Replay::new(store.clone(), limits.retention_seconds);
-        Self {
-            limiter,
-            publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
-            resumer: Resumer::new(replay.clone(), store, poster, presence),
-            replay,
-            joins,
-        }
-    }
-
     pub async fn route(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
         let body = req.body.as_deref().unwrap_or_default();
@@ -119,11 +81,10 @@ impl WsMessage {
                 (flatten(joined)?, 0)
             }
             ClientFrame::Leave { group, reference } => (flatten(self.joins.leave(&who, &group, reference).await)?, 0),
-            ClientFrame::Publish(frame) => match self.publisher.publish(Self::NAME, &who, *frame).await {
-                Ok(published) => (published.body, published.posts),
-                Err(PublishError::Store(e)) => return Err(e.into()),
-                Err(PublishError::Broadcast(e)) => return Err(e.into()),
-            },
+            ClientFrame::Publish(frame) => {
+                let published = self.publisher.publish(Self::NAME, &who, *frame).await?;
+                (published.body, published.posts)
+            }
         };
         self.limiter.settle_frame(&p.tenant, &p.user, reserved, work).await?;
         Ok(answer(Some(body)))
@@ -146,16 +107,19 @@ impl Handler for WsMessage {
 
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let d = Deps::new(sdk);
-        let settings = Settings {
-            limits: d.limits()?,
-            roles: d.roles()?,
-            frames: Budget::frames(&Env)?,
-            work: Budget::work(&Env)?,
-            publish: PublishPolicy::from_source(&Env)?,
-            presence: d.presence_policy()?,
-        };
-        tracing::info!(publish = ?settings.publish.kinds(), presence = ?settings.presence.kinds(), "group kinds with publish and presence");
-        Ok(Self::new(d.store()?, d.poster()?, d.queue()?, settings))
+        let (store, limits, publish) = (d.store()?, d.limits()?, PublishPolicy::from_source(&Env)?);
+        tracing::info!(publish = ?publish.kinds(), presence = ?d.presence_policy()?.kinds(), "group kinds with publish and presence");
+        let presence = d.presence(Self::NAME)?;
+        let limiter = Limiter::new(store.clone(), Budget::frames(&Env)?).with_work(Budget::work(&Env)?);
+        let broadcaster = Broadcaster::new(store.clone(), d.queue()?, d.poster()?, limits.clone(), presence.clone());
+        let replay = Replay::new(store.clone(), limits.retention_seconds);
+        Ok(Self {
+            joins: Joins::new(store.clone(), limits.clone(), d.roles()?, presence.clone(), limiter.clone()),
+            publisher: Publisher::new(store.clone(), Lifecycle::new(broadcaster), publish, limits),
+            resumer: Resumer::new(replay.clone(), store, d.poster()?, presence),
+            replay,
+            limiter,
+        })
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

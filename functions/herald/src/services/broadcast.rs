@@ -4,7 +4,7 @@
 //! - [`Broadcaster::log`] claims the id (idempotency), and writes one log entry per topic, visible
 //!   before the horizon passes its cursor (see `horizon`): from here on nothing is lost.
 //! - [`Broadcaster::fan_out`] posts a frame to the topics' live connections: each membership
-//!   shard's first page here, the rest of a big group as walk and post jobs on the fan-out queue,
+//!   shard's first page here, the rest of a big group as walk and post jobs on the internal queue,
 //!   in a chain of at most eight hops (`delivery::chain`);
 //!   410 → the connection and the membership row it came from are removed now; 429/5xx → one
 //!   more post, then the connection is closed so that its client resumes (only for logged

@@ -6,6 +6,8 @@ pub mod connections;
 pub mod deps;
 pub mod escalation;
 pub mod gateway;
+pub mod intake;
+pub mod lifecycle;
 pub mod limiter;
 pub mod membership;
 pub mod notify;

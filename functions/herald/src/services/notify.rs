@@ -1,8 +1,8 @@
-//! The notification lifecycle, in the order it runs: a `deliverAt` ahead is deferred, a
-//! cancelled or superseded deferred copy dropped; then claim and log (`broadcast::log`), fan out,
-//! schedule the escalation checks, Web Push the users no connection took, finish the claim, and
-//! mark a reminder fired. Reading this file top to bottom is following a notification from
-//! `dispatch` to the posts.
+//! A producer's notification, in the order it runs: a `deliverAt` ahead is deferred, a
+//! cancelled or superseded deferred copy dropped; then the lifecycle every logged notification
+//! shares (`lifecycle`: claim and log, fan out, schedule the escalation checks, Web Push the users
+//! no connection took, finish the claim), and a reminder marked fired. Reading this file top to
+//! bottom is following a notification from `dispatch` to the posts.
 //!
 //! It also runs what comes back on the internal queue: fan-out jobs of big audiences, presence
 //! checks and escalation checks ([`Notifier::internal`]).
@@ -12,7 +12,6 @@ use std::time::Instant;
 use chrono::Utc;
 
 use crate::domain::config::Limits;
-use crate::domain::groups::Group;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{Control, NotificationRequest};
 use crate::domain::policy::RolePolicy;
@@ -20,12 +19,13 @@ use crate::io::delivery::Poster;
 use crate::io::push::PushSender;
 use crate::io::queue::{InternalMessage, Queue};
 use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
-use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
+use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Reach};
 use crate::services::escalation::{Escalation, EscalationError, Fired};
+use crate::services::lifecycle::{Lifecycle, LifecycleError, Send, Sent};
 use crate::services::membership::Unsubscriber;
 use crate::services::presence::{Presence, PresenceError};
 use crate::services::schedule::{DeferError, Deferral, Deferred, Scheduler};
-use crate::services::web_push::{PushError, PushSummary, Pusher, UserPush};
+use crate::services::web_push::Pusher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -38,9 +38,9 @@ pub enum NotifyError {
     #[error(transparent)]
     Presence(#[from] PresenceError),
     #[error(transparent)]
-    Push(#[from] PushError),
-    #[error(transparent)]
     Escalation(#[from] EscalationError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
 }
 
 impl NotifyError {
@@ -49,6 +49,7 @@ impl NotifyError {
         match self {
             NotifyError::Broadcast(BroadcastError::InProgress { lease_left_ms })
             | NotifyError::Escalation(EscalationError::InProgress { lease_left_ms }) => Some(*lease_left_ms),
+            NotifyError::Lifecycle(e) => e.lease_left_ms(),
             _ => None,
         }
     }
@@ -78,11 +79,10 @@ pub enum Internal {
 
 pub struct Notifier {
     store: Store,
-    broadcaster: Broadcaster,
+    lifecycle: Lifecycle,
     deferral: Deferral,
     escalation: Escalation,
     presence: Presence,
-    pusher: Pusher,
     unsubscriber: Unsubscriber,
     queue: Queue,
     limits: Limits,
@@ -99,13 +99,15 @@ impl Notifier {
         roles: RolePolicy,
         presence: Presence,
     ) -> Self {
+        let escalation = Escalation::new("dispatch", store.clone(), queue.clone(), scheduler.clone(), &limits);
+        let broadcaster = Broadcaster::new(store.clone(), queue.clone(), poster.clone(), limits.clone(), presence.clone());
+        let pusher = Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts);
         Self {
-            unsubscriber: Unsubscriber::new(store.clone(), poster.clone(), roles, presence.clone()),
-            escalation: Escalation::new("dispatch", store.clone(), queue.clone(), scheduler.clone(), &limits),
+            unsubscriber: Unsubscriber::new(store.clone(), poster, roles, presence.clone()),
+            lifecycle: Lifecycle::new(broadcaster).with_escalation(escalation.clone()).with_push(pusher),
+            escalation,
             deferral: Deferral::new(store.clone(), queue.clone(), scheduler, limits.retention_seconds),
-            pusher: Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts),
-            queue: queue.clone(),
-            broadcaster: Broadcaster::new(store.clone(), queue, poster, limits.clone(), presence.clone()),
+            queue,
             presence,
             store,
             limits,
@@ -114,7 +116,8 @@ impl Notifier {
 
     /// Web Push with this sender (`None`: off).
     pub fn with_push(mut self, sender: Option<PushSender>) -> Self {
-        self.pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts);
+        let pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts);
+        self.lifecycle = self.lifecycle.with_push(pusher);
         self
     }
 
@@ -144,40 +147,24 @@ impl Notifier {
         }
         let started = Instant::now();
         let expires = epoch_seconds() + req.ttl_seconds.unwrap_or(self.limits.retention_seconds) as i64;
-        let entries = match self
-            .broadcaster
-            .log(&req.tenant, &id, req.to.topics(), &req.content, expires)
-            .await?
-        {
-            Logged::Duplicate(_) => {
+        let ttl = req.ttl_seconds.unwrap_or(self.limits.retention_seconds);
+        let send = Send {
+            tenant: &req.tenant,
+            id: &id,
+            topics: req.to.topics(),
+            content: &req.content,
+            expires,
+            reach: Reach::default(),
+            escalate_after: req.escalate_after,
+            push: req.push.map(|p| (p, ttl)),
+        };
+        let (summary, pushed) = match self.lifecycle.send(send).await? {
+            Sent::Duplicate(_) => {
                 Metrics::new("dispatch").count("Duplicates", 1).flush();
                 return Ok(Notified::Duplicate);
             }
-            Logged::Entries(entries) => entries,
+            Sent::Delivered { summary, pushed, .. } => (summary, pushed),
         };
-        let frames: Vec<Outgoing> = entries.iter().map(|(g, e)| Outgoing::entry(g.clone(), e)).collect();
-        let summary = self.broadcaster.fan_out(&req.tenant, &id, &frames, Reach::default()).await?;
-        // Before `finish`: a redelivery after a failure here finds the id unfinished and
-        // schedules again (the once-guard at the deadline absorbs the second check).
-        if let Some(after) = req.escalate_after {
-            self.escalation.schedule(&req.tenant, &id, &entries, after).await?;
-        }
-        // Before `finish`: a crash in between pushes again on redelivery (at least once).
-        let pushed = match req.push {
-            Some(push) => {
-                let users: Vec<UserPush> = entries
-                    .iter()
-                    .filter_map(|(topic, entry)| match topic {
-                        Group::User(user) if push.always || summary.unreached.contains(user) => Some(UserPush { user, entry }),
-                        _ => None,
-                    })
-                    .collect();
-                let ttl = req.ttl_seconds.unwrap_or(self.limits.retention_seconds);
-                self.pusher.push(&req.tenant, &id, &users, push, ttl).await?
-            }
-            None => PushSummary::default(),
-        };
-        self.broadcaster.finish(&req.tenant, &id, &summary).await?;
         if req.deliver_at.is_some() {
             self.store.reminders.mark_fired(&req.tenant, &id, expires).await?;
         }
@@ -233,7 +220,7 @@ impl Notifier {
             }
             InternalMessage::Escalation(check) => return Ok(Internal::Escalation(self.escalation.check(&check).await?)),
         };
-        let summary = self.broadcaster.run_job(&job).await?;
+        let summary = self.lifecycle.broadcaster().run_job(&job).await?;
         Metrics::new("dispatch")
             .count("Delivered", summary.delivered)
             .count("Gone", summary.gone)

@@ -6,7 +6,7 @@
 //! authorized when they happened, and a group left is no longer among them). The tenant is the
 //! token's, so a group of another tenant cannot even be named. `from` is the token's user.
 //!
-//! - **Logged** (the default): the whole delivery promise of a producer notification — claimed
+//! - **Logged** (the default): the lifecycle of a producer notification (`lifecycle`) — claimed
 //!   by id (the publisher's own namespace, `~{user}~{id}`, so a client retry is a duplicate and
 //!   a client can never collide with a producer's id), logged before any push, retried, replayed.
 //! - **Ephemeral**: never stored and never retried; posted straight from this invocation to the
@@ -24,8 +24,9 @@ use crate::domain::metrics::Metrics;
 use crate::domain::notification::{Content, LogEntry, Sender, ephemeral_frame, now_rfc3339, user_scoped_id};
 use crate::domain::policy::PublishPolicy;
 use crate::io::store::{Store, StoreError, epoch_seconds};
-use crate::services::broadcast::{BroadcastError, Broadcaster, Logged, Outgoing, Reach};
+use crate::services::broadcast::{BroadcastError, Outgoing, Reach};
 use crate::services::gateway::Caller;
+use crate::services::lifecycle::{Lifecycle, LifecycleError, Send, Sent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -33,6 +34,8 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Broadcast(#[from] BroadcastError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
 }
 
 /// A publish's answer frame, and the posts it caused (charged to the user's work budget).
@@ -45,16 +48,16 @@ pub struct Published {
 #[derive(Clone, Debug)]
 pub struct Publisher {
     store: Store,
-    broadcaster: Broadcaster,
+    lifecycle: Lifecycle,
     policy: PublishPolicy,
     limits: Limits,
 }
 
 impl Publisher {
-    pub fn new(store: Store, broadcaster: Broadcaster, policy: PublishPolicy, limits: Limits) -> Self {
+    pub fn new(store: Store, lifecycle: Lifecycle, policy: PublishPolicy, limits: Limits) -> Self {
         Self {
             store,
-            broadcaster,
+            lifecycle,
             policy,
             limits,
         }
@@ -135,7 +138,7 @@ impl Publisher {
                 frame: text,
                 collapse: None,
             };
-            let summary = self.broadcaster.fan_out(&p.tenant, &id, &[out], reach).await?;
+            let summary = self.lifecycle.broadcaster().fan_out(&p.tenant, &id, &[out], reach).await?;
             Metrics::new(function)
                 .with_dimension("Kind", kind.clone())
                 .count("PublishedEphemeral", 1)
@@ -148,14 +151,19 @@ impl Publisher {
         }
         let expires = epoch_seconds() + self.limits.retention_seconds as i64;
         let mut posts = 0;
-        let cursor = match self.broadcaster.log(&p.tenant, &id, vec![group], &content, expires).await {
-            Ok(Logged::Duplicate(cursor)) => cursor,
-            Ok(Logged::Entries(entries)) => {
-                // Empty only when a later entry of the same collapse key was logged first.
-                let cursor = entries.first().map_or(Cursor::MIN, |(_, e)| e.cursor);
-                let frames: Vec<Outgoing> = entries.into_iter().map(|(g, e)| Outgoing::entry(g, &e)).collect();
-                let summary = self.broadcaster.fan_out(&p.tenant, &id, &frames, reach).await?;
-                self.broadcaster.finish(&p.tenant, &id, &summary).await?;
+        let send = Send {
+            tenant: &p.tenant,
+            id: &id,
+            topics: vec![group],
+            content: &content,
+            expires,
+            reach,
+            escalate_after: None,
+            push: None,
+        };
+        let cursor = match self.lifecycle.send(send).await {
+            Ok(Sent::Duplicate(cursor)) => cursor,
+            Ok(Sent::Delivered { cursor, summary, .. }) => {
                 posts = summary.posts();
                 Metrics::new(function)
                     .with_dimension("Kind", kind.clone())
@@ -164,9 +172,9 @@ impl Publisher {
                     .count("Retried", summary.retried)
                     .count("Closed", summary.closed)
                     .flush();
-                cursor
+                cursor.unwrap_or(Cursor::MIN)
             }
-            Err(BroadcastError::InProgress { .. }) => {
+            Err(e) if e.lease_left_ms().is_some() => {
                 return Ok(refuse(
                     ErrorCode::Internal,
                     "a publish with this id is still in progress; send it again shortly".into(),

@@ -44,7 +44,7 @@ pub fn retry_delay_seconds(attempt: u32) -> i32 {
     (half + crate::io::store::jitter(half + 1)).min(900) as i32
 }
 
-/// A job on the fan-out queue for one membership shard of a big audience (see `delivery::chain`): a
+/// A job on the internal queue for one membership shard of a big audience (see `delivery::chain`): a
 /// walk (no `connections`: read the shard after `after`, queue post jobs and the next walk) or a
 /// post job (post to `connections`, read from that shard).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

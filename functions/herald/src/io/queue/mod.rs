@@ -114,7 +114,7 @@ impl Queue {
             what: "fan-out job",
             source,
         })?;
-        self.send("fanout", &self.urls.fanout, body, 0, Vec::new()).await
+        self.send("internal", &self.urls.internal, body, 0, Vec::new()).await
     }
 
     /// Runs `work` on a received message and keeps the message invisible until it is done:
@@ -174,13 +174,13 @@ impl Queue {
         }
     }
 
-    /// Makes a received message (from the dispatch or the fan-out queue, by the record's
+    /// Makes a received message (from the dispatch or the internal queue, by the record's
     /// `eventSourceARN`) visible again only after `seconds` from now (SQS's
     /// ChangeMessageVisibility, at most 12 hours): to keep it while it is being worked on, or
     /// to retry it when that can succeed.
     pub async fn set_visibility(&self, event_source_arn: &str, receipt_handle: &str, seconds: u64) -> Result<(), QueueError> {
-        let (queue, url) = if self.is_fanout_source(event_source_arn) {
-            ("fanout", &self.urls.fanout)
+        let (queue, url) = if self.is_internal_source(event_source_arn) {
+            ("internal", &self.urls.internal)
         } else {
             ("dispatch", &self.urls.dispatch)
         };
@@ -206,7 +206,7 @@ impl Queue {
             source,
         })?;
         let delay = delay_seconds.min(MAX_DELAY_SECONDS as u64) as i32;
-        self.send("fanout", &self.urls.fanout, body, delay, Vec::new()).await
+        self.send("internal", &self.urls.internal, body, delay, Vec::new()).await
     }
 
     /// An escalation check, delayed until it is due (at most [`MAX_DELAY_SECONDS`]), on the
@@ -218,7 +218,7 @@ impl Queue {
             source,
         })?;
         let delay = delay_seconds.min(MAX_DELAY_SECONDS as u64) as i32;
-        self.send("fanout", &self.urls.fanout, body, delay, Vec::new()).await
+        self.send("internal", &self.urls.internal, body, delay, Vec::new()).await
     }
 
     /// An unread notification past its deadline, for the operator's worker.
@@ -226,9 +226,9 @@ impl Queue {
         self.send("escalation", &self.urls.escalation, body, 0, Vec::new()).await
     }
 
-    /// Whether an SQS record came from the fan-out queue (by its `eventSourceARN`).
-    pub fn is_fanout_source(&self, event_source_arn: &str) -> bool {
-        self.urls.is_fanout_source(event_source_arn)
+    /// Whether an SQS record came from the internal queue (by its `eventSourceARN`).
+    pub fn is_internal_source(&self, event_source_arn: &str) -> bool {
+        self.urls.is_internal_source(event_source_arn)
     }
 
     /// Connections to try again, delayed by the job's attempt (exponential backoff with jitter).
@@ -366,7 +366,7 @@ mod tests {
             Queues {
                 dispatch: String::new(),
                 dispatch_dlq: String::new(),
-                fanout: "https://sqs.us-east-1.amazonaws.com/123456789012/fanout".to_owned(),
+                internal: "https://sqs.us-east-1.amazonaws.com/123456789012/internal".to_owned(),
                 retry: String::new(),
                 escalation: String::new(),
             },
@@ -375,7 +375,7 @@ mod tests {
             sqs.called.notified().await;
             "done"
         };
-        let held = queue.hold("arn:aws:sqs:us-east-1:123456789012:fanout", "receipt", 1, work);
+        let held = queue.hold("arn:aws:sqs:us-east-1:123456789012:internal", "receipt", 1, work);
         let ended = tokio::time::timeout(Duration::from_secs(60), held).await;
         assert_eq!(ended, Ok("done"), "the hold waited for the extension");
     }
