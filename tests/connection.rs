@@ -122,6 +122,67 @@ async fn disconnect_then_resume_returns_missed_exactly_once() {
     assert_eq!((r["count"].clone(), r["cursor"].clone()), (json!(0), replayed["cursor"].clone()));
 }
 
+/// A connection that opted in (`?batch=1`) gets a resume page packed into messages of at most
+/// 32 KB, `{"type":"batch","frames":[…]}`, holding the same frames in the same order as one
+/// that did not; that one still gets one message per frame.
+#[tokio::test]
+async fn a_resume_packs_its_frames_into_batch_messages_only_for_connections_that_opted_in() {
+    let tenant = unique("acme");
+    let user = unique("reader");
+    let body = "b".repeat(1_500);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let id = unique("batched");
+        publish(json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "t.batch", "title": format!("n{i}"), "body": body}))
+            .await;
+        ids.push(id);
+    }
+    for id in &ids {
+        posted(&tenant, id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(herald::domain::horizon::SKEW_MS + 50)).await;
+
+    // Every message up to `resumed`, as it came.
+    async fn resume_messages(client: &mut Client) -> Vec<String> {
+        client.send(json!({"action": "resume", "ref": "r"})).await;
+        let mut messages = Vec::new();
+        loop {
+            let text = client.next_text_within(Duration::from_secs(20)).await.expect("a frame");
+            if text.contains(r#""type":"resumed""#) {
+                return messages;
+            }
+            messages.push(text);
+        }
+    }
+    let mut plain = Client::connect(&user, &tenant, &[], &[]).await;
+    let one_each = resume_messages(&mut plain).await;
+    let mut batched = Client::connect_batched(&user, &tenant).await;
+    let packed = resume_messages(&mut batched).await;
+
+    assert_eq!(one_each.len(), 30, "one message per frame without the opt-in");
+    assert!(one_each.iter().all(|m| m.contains(r#""type":"notification""#)));
+    let bytes: usize = one_each.iter().map(String::len).sum();
+    assert!(
+        packed.len() < 5 && packed.len() >= bytes.div_ceil(32 * 1024),
+        "{} messages for {bytes} bytes",
+        packed.len()
+    );
+    assert!(packed.iter().all(|m| m.len() <= 32 * 1024));
+    let unpacked: Vec<Value> = packed
+        .iter()
+        .flat_map(|m| {
+            let v: Value = serde_json::from_str(m).expect("JSON");
+            if v["type"] == "batch" {
+                v["frames"].as_array().cloned().unwrap_or_default()
+            } else {
+                vec![v]
+            }
+        })
+        .collect();
+    let plain_frames: Vec<Value> = one_each.iter().map(|m| serde_json::from_str(m).expect("JSON")).collect();
+    assert_eq!(unpacked, plain_frames, "the same frames, in the same order");
+}
+
 /// A resume spares what a fan-out posted to this very connection after its join: the client
 /// got it live. What was logged before the join is sent, and so is everything for another
 /// connection of the same user that joins later (`replay::spare`).

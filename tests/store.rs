@@ -188,6 +188,7 @@ async fn marking_a_connection_caught_up_marks_its_rows_and_never_revives_a_remov
         roles: Vec::new(),
         groups: Vec::new(),
         connected_at: chrono::Utc::now().timestamp_millis(),
+        batch: false,
     };
     let group = |name: &str| Group::parse(name).expect("a group");
     let kept = [Group::user(&user), group("tenant"), group("course:1")];

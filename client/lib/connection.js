@@ -68,12 +68,14 @@ export class ConnectionMethods extends Methods {
     await this._loadState(token);
     if (stale()) return;
 
-    let url = this._o.url;
+    // `batch=1`: the server may pack several frames into one message (fewer billed messages on
+    // a resume); `_onMessage` unpacks them in order. String concatenation, not URL.searchParams:
+    // React Native's URL does not implement it.
+    let url = `${this._o.url}${this._o.url.includes("?") ? "&" : "?"}batch=1`;
     /** @type {string[]} */
     let protocols = [SUBPROTOCOL, token];
     if (this._o.tokenTransport === "query") {
-      // String concatenation, not URL.searchParams: React Native's URL does not implement it.
-      url = `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+      url = `${url}&token=${encodeURIComponent(token)}`;
       protocols = [SUBPROTOCOL];
     }
     let ws;
@@ -176,6 +178,19 @@ export class ConnectionMethods extends Methods {
       this._emitError(new HeraldError("bad_frame", `frame is not JSON: ${ev.data.slice(0, 100)}`));
       return;
     }
+    if (frame && frame.type === "batch" && Array.isArray(frame.frames)) {
+      for (const inner of frame.frames) {
+        // A frame may close or replace the connection; the rest of the batch was for it.
+        if (this._conn !== conn) return;
+        this._onFrame(conn, inner);
+      }
+      return;
+    }
+    this._onFrame(conn, frame);
+  }
+
+  /** @private @param {Connection} conn @param {any} frame  one server frame, parsed */
+  _onFrame(conn, frame) {
     if (!frame || typeof frame !== "object" || Array.isArray(frame)) {
       this._emitError(new HeraldError("bad_frame", "frame is not a JSON object"));
       return;

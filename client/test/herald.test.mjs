@@ -142,7 +142,9 @@ function memoryStorage() {
  * logs of its events. Closed when the test ends.
  */
 function makeClient(t, options) {
-  const log = { notifications: [], states: [], errors: [], raw: [], sent: [], sockets: [] };
+  // `raw`: every server frame as the wire carried it, a batch message's frames one by one;
+  // `messages`: each WebSocket message's size and how many frames it carried.
+  const log = { notifications: [], states: [], errors: [], raw: [], messages: [], sent: [], sockets: [] };
   class TapWebSocket extends WebSocket {
     constructor(url, protocols) {
       super(url, protocols);
@@ -152,11 +154,18 @@ function makeClient(t, options) {
         socket.negotiated = this.protocol;
       });
       this.addEventListener("message", (e) => {
+        const text = String(e.data);
+        let frame;
         try {
-          log.raw.push(JSON.parse(String(e.data)));
+          frame = JSON.parse(text);
         } catch {
-          log.raw.push(String(e.data));
+          log.messages.push({ bytes: Buffer.byteLength(text), frames: 1 });
+          log.raw.push(text);
+          return;
         }
+        const frames = frame && frame.type === "batch" && Array.isArray(frame.frames) ? frame.frames : [frame];
+        log.messages.push({ bytes: Buffer.byteLength(text), frames: frames.length });
+        log.raw.push(...frames);
       });
     }
     send(data, ...rest) {
@@ -836,6 +845,33 @@ describe(`against the local stack (target/${profile})`, () => {
     await two.ready();
     assert.deepEqual(two.received(unseen)[0].meta, { replayed: true, history: false });
     assert.equal(two.received(seen).length, 0, "what was already seen is not replayed");
+  });
+
+  test("a resume packs replayed frames into batch messages of at most 32 KB, in cursor order", async (t) => {
+    const tenant = unique("t");
+    const user = "u-batch";
+    const token = await mintToken({ sub: user, tenant });
+    const ids = [];
+    for (let i = 0; i < 40; i++) {
+      ids.push(await publish(tenant, { to: { user }, event: "test.batch", body: "x".repeat(1500), data: { i } }));
+    }
+    await until(async () => {
+      const logged = await loggedIds(token);
+      return ids.every((id) => logged.has(id));
+    }, "the 40 notifications to be logged");
+
+    const { log, received } = makeClient(t, { token });
+    await until(() => ids.every((id) => received(id).length === 1), "all 40 replayed once");
+    assert.ok(log.sockets[0].url.includes("batch=1"), "herald.js opts in");
+    const replayed = log.messages.filter((m) => m.frames > 1);
+    const frames = replayed.reduce((sum, m) => sum + m.frames, 0);
+    // About 70 KB of frames: three messages of at most 32 KB, where one frame each would be 40.
+    assert.ok(replayed.length >= 2 && replayed.length <= 3, `batch messages: ${JSON.stringify(log.messages)}`);
+    assert.ok(frames >= 38, `frames in batches: ${frames}`);
+    assert.ok(log.messages.every((m) => m.bytes <= 32 * 1024), "each message within one 32 KB unit");
+    const cursors = log.notifications.filter((x) => ids.includes(x.n.id) && x.n.cursor).map((x) => x.n.cursor);
+    assert.deepEqual([...cursors].sort(), cursors, "replayed in cursor order");
+    assert.deepEqual(log.errors, []);
   });
 
   test("with no saved cursor, history is replayed flagged, or skipped with replayHistory: false", async (t) => {

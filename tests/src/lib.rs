@@ -312,8 +312,17 @@ impl Client {
         Client::at(&stack().ready.websocket_url, &t, user, tenant).await
     }
 
+    /// A connection that opted in to batch frames (`?batch=1`).
+    pub async fn connect_batched(user: &str, tenant: &str) -> Client {
+        let t = token(user, tenant, &[], &[]);
+        Client::at(&format!("{}?batch=1", stack().ready.websocket_url), &t, user, tenant).await
+    }
+
     async fn at(websocket_url: &str, token: &str, user: &str, tenant: &str) -> Client {
-        let ws = connect_raw(&format!("{websocket_url}?token={token}"), None).await.expect("connect");
+        let sep = if websocket_url.contains('?') { '&' } else { '?' };
+        let ws = connect_raw(&format!("{websocket_url}{sep}token={token}"), None)
+            .await
+            .expect("connect");
         Client {
             ws,
             user: user.into(),

@@ -314,6 +314,48 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// API Gateway bills a WebSocket message per started 32 KB: what a batch frame may hold.
+pub const MESSAGE_UNIT: usize = 32 * 1024;
+
+const BATCH_OPEN: &str = r#"{"type":"batch","frames":["#;
+const BATCH_CLOSE: &str = "]}";
+
+/// Packs server frames (each a JSON object's text), in order, into as few WebSocket messages of
+/// at most `max` bytes as they fit: `{"type":"batch","frames":[…]}` for two or more, the frame
+/// itself for one alone (so a frame too big to wrap still goes). Each message comes with the
+/// number of frames it carries. For connections that opted in to batch frames.
+pub fn batch<S: AsRef<str>>(frames: &[S], max: usize) -> Vec<(String, usize)> {
+    let wrap = BATCH_OPEN.len() + BATCH_CLOSE.len();
+    let mut messages = Vec::new();
+    let mut group: Vec<&str> = Vec::new();
+    let mut bytes = wrap;
+    let flush = |group: &mut Vec<&str>, messages: &mut Vec<(String, usize)>| match group.len() {
+        0 => {}
+        1 => messages.push((group[0].to_owned(), 1)),
+        n => {
+            let mut text = String::with_capacity(wrap + group.iter().map(|f| f.len() + 1).sum::<usize>());
+            text.push_str(BATCH_OPEN);
+            text.push_str(&group.join(","));
+            text.push_str(BATCH_CLOSE);
+            messages.push((text, n));
+        }
+    };
+    for frame in frames {
+        let frame = frame.as_ref();
+        // A separating comma after the first frame of a batch.
+        let cost = frame.len() + usize::from(!group.is_empty());
+        if !group.is_empty() && bytes + cost > max {
+            flush(&mut group, &mut messages);
+            group.clear();
+            bytes = wrap;
+        }
+        bytes += frame.len() + usize::from(!group.is_empty());
+        group.push(frame);
+    }
+    flush(&mut group, &mut messages);
+    messages
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +479,38 @@ mod tests {
         m.insert("group".into(), json!("course:42"));
         let v: Value = serde_json::from_str(&reply("joined", m, Some(json!("c1")))).unwrap();
         assert_eq!(v, json!({"type":"joined","group":"course:42","ref":"c1"}));
+    }
+
+    #[test]
+    fn batches_keep_order_fit_the_unit_and_leave_a_lone_frame_unwrapped() {
+        let frames: Vec<String> = (0..100)
+            .map(|i| json!({"type": "notification", "id": format!("n{i}"), "body": "x".repeat(900)}).to_string())
+            .collect();
+        let messages = batch(&frames, MESSAGE_UNIT);
+        assert_eq!(messages.len(), 3, "about 95 KB of frames");
+        let mut unpacked = Vec::new();
+        for (text, n) in &messages {
+            // Full: the next frame would not have fitted.
+            if unpacked.len() + n < frames.len() {
+                assert!(text.len() + 1 + frames[unpacked.len() + n].len() > MESSAGE_UNIT);
+            }
+            assert!(text.len() <= MESSAGE_UNIT, "{} bytes", text.len());
+            let v: Value = serde_json::from_str(text).unwrap();
+            let inner = v["frames"].as_array().unwrap();
+            assert_eq!(inner.len(), *n);
+            unpacked.extend(inner.iter().map(Value::to_string));
+        }
+        assert_eq!(unpacked, frames, "every frame, in order");
+        assert_eq!(batch(&frames[..1], MESSAGE_UNIT), vec![(frames[0].clone(), 1)]);
+        assert!(batch::<String>(&[], MESSAGE_UNIT).is_empty());
+    }
+
+    #[test]
+    fn a_frame_too_big_to_wrap_goes_alone() {
+        let small = json!({"type": "notification", "id": "a"}).to_string();
+        let big = json!({"type": "notification", "id": "b", "body": "y".repeat(MESSAGE_UNIT)}).to_string();
+        let messages = batch(&[small.clone(), big.clone(), small.clone()], MESSAGE_UNIT);
+        let texts: Vec<&str> = messages.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(texts, vec![small.as_str(), big.as_str(), small.as_str()]);
     }
 }

@@ -116,6 +116,7 @@ impl Joins {
             roles: Vec::new(),
             groups: Vec::new(),
             connected_at: 0,
+            batch: false,
         };
         let joined = self
             .store

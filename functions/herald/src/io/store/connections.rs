@@ -36,6 +36,8 @@ pub struct ConnectionRecord {
     /// The token's `groups` claim: entitlements checked again on `join`/`resume`.
     pub groups: Vec<String>,
     pub connected_at: i64,
+    /// Opted in to batch frames (`frames::batch`) at `$connect`.
+    pub batch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,8 @@ pub struct Memberships {
     pub groups: Vec<Membership>,
     /// Marked by [`Connections::mark_caught_up`].
     pub caught_up: bool,
+    /// The connection takes batch frames.
+    pub batch: bool,
 }
 
 /// What [`Connections::join`] did.
@@ -214,6 +218,9 @@ impl Connections {
         if !memberships.is_empty() {
             meta.insert("memberships".into(), AttributeValue::Ss(memberships));
         }
+        if conn.batch {
+            meta.insert("batch".into(), AttributeValue::Bool(true));
+        }
         self.table.batch_write(vec![put_request(meta)?]).await
     }
 
@@ -230,6 +237,7 @@ impl Connections {
             roles: get_list(&item, "roles"),
             groups: get_list(&item, "groups"),
             connected_at: get_n(&item, "connectedAt")?,
+            batch: takes_batches(&item),
         }))
     }
 
@@ -339,6 +347,7 @@ impl Connections {
         Ok(Some(Memberships {
             groups,
             caught_up: is_caught_up(&meta),
+            batch: takes_batches(&meta),
         }))
     }
 
@@ -565,6 +574,10 @@ fn joined_attribute(member: &str) -> String {
 
 fn is_caught_up(item: &Item) -> bool {
     matches!(item.get("caughtUp"), Some(AttributeValue::Bool(true)))
+}
+
+fn takes_batches(item: &Item) -> bool {
+    matches!(item.get("batch"), Some(AttributeValue::Bool(true)))
 }
 
 fn memberships(meta: &Item) -> Vec<String> {
