@@ -28,6 +28,9 @@
  *   given: polls `GET /notifications/missed` with the same resume point, dedupe and events
  *   (state `polling`), keeps trying the socket in the background, and switches back to it when
  *   it opens;
+ * - in a browser, the tabs of an origin share one socket per user (`shareConnection`): the tab
+ *   holding a Web Lock connects, the others send it their requests and emit the events it relays
+ *   over a BroadcastChannel; another tab takes over, resuming, when it closes (lib/tabs.js);
  * - `enablePush()` registers a service worker (client/push-sw.js is a sample), subscribes with
  *   the PushManager and registers the subscription with Herald (`PUT /push/subscriptions`), so
  *   that notifications sent with `"push"` reach the user while no page is connected;
@@ -35,7 +38,8 @@
  *
  * This file is the one import for apps: HeraldClient's state and its public methods but
  * `enablePush`/`disablePush`. The rest is in lib/, one module per concern (connection, resume,
- * polling, requests, storage, push), whose methods become HeraldClient's own (lib/methods.js).
+ * polling, requests, storage, push), whose methods become HeraldClient's own (lib/methods.js);
+ * lib/tabs.js is an object of its own per client (`_tabs`), hooked into requests and events.
  * Types are in herald.d.ts; the JSDoc here mirrors them.
  */
 

@@ -221,7 +221,16 @@ export class TabShare {
     await client._loadState(token);
     if (this.closed) return;
     const name = shareName(client._identity(token), client._o.shareKey);
-    this.channel = new this.env.Channel(name);
+    try {
+      this.channel = new this.env.Channel(name);
+    } catch {
+      // Not usable here after all (a sandboxed frame): this client opens its own socket.
+      client._tabs = null;
+      this.takeOver(null);
+      this.close();
+      void client._open();
+      return;
+    }
     this.channel.onmessage = (/** @type {MessageEvent} */ ev) => this.onMessage(ev.data);
     this.listenToPage();
     this.post({ t: "hello", ...this.info() });
@@ -249,16 +258,7 @@ export class TabShare {
     this.leading = true;
     this.leaderId = this.id;
     this.orphans.clear();
-    for (const p of [...this.pending.values()]) {
-      this.pending.delete(p.id);
-      if (p.timer) clearTimeout(p.timer);
-      if (p.sentTo && p.sentTo === previous) {
-        // The old leader may or may not have sent it: as a request on a lost connection.
-        p.reject(new HeraldError("disconnected", "the tab holding the connection went away before the reply"));
-      } else {
-        (p.body.call === "resume" ? client.resume() : client._requestHere(p.body.frame)).then(p.resolve, p.reject);
-      }
-    }
+    this.takeOver(previous);
     this.post({ t: "leader", state: client._state, cursor: client._cursor });
     void (async () => {
       // What the previous leader saved last (its final cursor and ids) may be newer than what it
@@ -266,6 +266,24 @@ export class TabShare {
       await client._mergeSaved();
       if (!this.closed && !client._closed) void client._open();
     })();
+  }
+
+  /**
+   * This client's requests that waited for a leader go on its own connection now; those sent to
+   * the leader that went (`previous`) may or may not have been sent: as on a lost connection.
+   * @private @param {string | null} previous
+   */
+  takeOver(previous) {
+    const client = this.client;
+    for (const p of [...this.pending.values()]) {
+      this.pending.delete(p.id);
+      if (p.timer) clearTimeout(p.timer);
+      if (p.sentTo && p.sentTo === previous) {
+        p.reject(new HeraldError("disconnected", "the tab holding the connection went away before the reply"));
+      } else {
+        (p.body.call === "resume" ? client.resume() : client._requestHere(p.body.frame)).then(p.resolve, p.reject);
+      }
+    }
   }
 
   /** The client closes: the others are told, the lock (if held) goes to another tab. */
@@ -418,8 +436,8 @@ export class TabShare {
       for (const g of left.groups) {
         if (this.heldByAny(g)) continue;
         this.orphans.add(g);
-        const conn = client._conn;
-        if (conn && conn.phase === "ready") client._requestHere({ action: "leave", group: g }).catch(() => {});
+        // Queued until ready if the connection is still syncing.
+        if (client._conn) client._requestHere({ action: "leave", group: g }).catch(() => {});
       }
     }
   }
