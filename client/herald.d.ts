@@ -139,6 +139,22 @@ export interface HeraldClientOptions {
   pollAfterFailures?: number;
   /** Time between polls (default 5000 ms). */
   pollIntervalMs?: number;
+  /**
+   * One socket per browser (default `true` where the page has Web Locks and BroadcastChannel;
+   * ignored elsewhere: Node, workers, React Native). The tabs of an origin whose tokens are of
+   * the same user (and `url`) share one connection: the tab holding a Web Lock (the leader,
+   * `tabRole`) connects; the others send it their requests and emit its events as their own.
+   * Each tab's listeners get what a connection of its own would bring: the user's and tenant's
+   * notifications, and those of the groups this tab joined. When the leader tab closes, another
+   * takes the lock, connects and resumes from the cursor the tabs share. `false`: a socket per
+   * client, as before.
+   */
+  shareConnection?: boolean;
+  /**
+   * What tabs must have in common to share a connection, instead of the default (the URL, the
+   * token's tenant and `sub`). Tabs with different keys never share.
+   */
+  shareKey?: string;
 }
 
 /** A notification frame as the server sends it. */
@@ -236,6 +252,11 @@ export interface LeftFrame {
   ref?: string;
   /** True when resolved locally because there was no connection to leave on. */
   local?: boolean;
+  /**
+   * True when another tab sharing the connection still holds the group: this client forgot it
+   * (its listeners get nothing more of it), the shared connection stays in it.
+   */
+  shared?: boolean;
   /** Set when the server took the group away on its own (`"unsubscribed"`). */
   reason?: string;
 }
@@ -269,6 +290,11 @@ export declare class HeraldClient {
   readonly cursor: string | null;
   /** The groups kept joined. */
   readonly groups: string[];
+  /**
+   * With `shareConnection`: `"leader"` when this tab holds the socket the tabs share,
+   * `"follower"` when another tab does (or none does yet); `null` when this client has its own.
+   */
+  readonly tabRole: "leader" | "follower" | null;
 
   on(event: "notification", fn: (notification: HeraldNotification, meta: NotificationMeta) => void): () => void;
   on(event: "state", fn: (change: StateChange) => void): () => void;

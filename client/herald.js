@@ -28,6 +28,9 @@
  *   given: polls `GET /notifications/missed` with the same resume point, dedupe and events
  *   (state `polling`), keeps trying the socket in the background, and switches back to it when
  *   it opens;
+ * - in a browser, the tabs of an origin share one socket per user (`shareConnection`): the tab
+ *   holding a Web Lock connects, the others send it their requests and emit the events it relays
+ *   over a BroadcastChannel; another tab takes over, resuming, when it closes (lib/tabs.js);
  * - `enablePush()` registers a service worker (client/push-sw.js is a sample), subscribes with
  *   the PushManager and registers the subscription with Herald (`PUT /push/subscriptions`), so
  *   that notifications sent with `"push"` reach the user while no page is connected;
@@ -35,7 +38,8 @@
  *
  * This file is the one import for apps: HeraldClient's state and its public methods but
  * `enablePush`/`disablePush`. The rest is in lib/, one module per concern (connection, resume,
- * polling, requests, storage, push), whose methods become HeraldClient's own (lib/methods.js).
+ * polling, requests, storage, push), whose methods become HeraldClient's own (lib/methods.js);
+ * lib/tabs.js is an object of its own per client (`_tabs`), hooked into requests and events.
  * Types are in herald.d.ts; the JSDoc here mirrors them.
  */
 
@@ -48,6 +52,7 @@ import { PushMethods } from "./lib/push.js";
 import { RequestMethods } from "./lib/requests.js";
 import { ResumeMethods } from "./lib/resume.js";
 import { RecentIds, StorageMethods, defaultStorage } from "./lib/storage.js";
+import { shareConnection } from "./lib/tabs.js";
 
 /** @typedef {import("./lib/connection.js").Connection} Connection */
 /** @typedef {import("./lib/requests.js").Pending} Pending */
@@ -159,6 +164,8 @@ export class HeraldClient {
     this._starting = false;
     /** @private @type {(() => void) | null} */
     this._unlisten = null;
+    /** @private @type {import("./lib/tabs.js").TabShare | null} sharing one socket between tabs */
+    this._tabs = shareConnection(this);
     if (this._o.autoConnect) this.connect();
   }
 
@@ -173,6 +180,13 @@ export class HeraldClient {
   /** The resume point (the server's last `resumed.cursor`; what the next `resume` starts after), or null. */
   get cursor() {
     return this._cursor;
+  }
+  /**
+   * With `shareConnection`: `"leader"` when this tab holds the socket the tabs share,
+   * `"follower"` when another tab does (or none yet); null when this client has its own socket.
+   */
+  get tabRole() {
+    return this._tabs ? this._tabs.role : null;
   }
   /** The groups this client keeps joined (re-joined after every reconnect). */
   get groups() {
@@ -205,8 +219,9 @@ export class HeraldClient {
     this._starting = true;
     this._listenToPage();
     // Deferred, so that listeners added right after the constructor see every state.
+    // Sharing tabs first find the tab that holds the socket, or become it.
     queueMicrotask(() => {
-      if (!this._closed) void this._open();
+      if (!this._closed) void (this._tabs ? this._tabs.start() : this._open());
     });
   }
 
@@ -259,7 +274,7 @@ export class HeraldClient {
         this._settle(p, new HeraldError("cancelled", `join ${group} cancelled by leave`));
       }
     }
-    if (!this._conn || this._conn.phase === "opening") {
+    if (!this._tabs?.remote && (!this._conn || this._conn.phase === "opening")) {
       return Promise.resolve({ type: "left", group, local: true });
     }
     return this._request(frame);
@@ -323,7 +338,8 @@ export class HeraldClient {
     }
     // The sender's own message comes back in a later resume (it is in the group's log): it is
     // already known here, so it is not shown again.
-    if (typeof reply.id === "string" && reply.id) {
+    // (Not where this tab holds a socket shared with others: its echo must still reach them.)
+    if (typeof reply.id === "string" && reply.id && !this._tabs?.echoed(reply.id)) {
       this._seen.add(reply.id);
       this._persist();
     }
@@ -368,6 +384,7 @@ export class HeraldClient {
    */
   resume() {
     if (this._closed) return Promise.reject(new HeraldError("closed", "client closed"));
+    if (this._tabs?.remote) return this._tabs.resume();
     const conn = this._conn;
     if (!conn) {
       return Promise.reject(new HeraldError("disconnected", "not connected: the next connection resumes by itself"));
@@ -382,6 +399,7 @@ export class HeraldClient {
   close() {
     if (this._closed) return;
     this._closed = true;
+    this._tabs?.close();
     this._stopPolling();
     this._generation++;
     this._clearTimers();
@@ -420,6 +438,14 @@ export class HeraldClient {
 
   /** @private @param {"notification" | "state" | "error"} event @param {unknown[]} args */
   _emit(event, ...args) {
+    // Sharing tabs: the leader relays it to the others, and it may not be this tab's (a group
+    // only another tab joined).
+    if (this._tabs && !this._tabs.emitting(event, args)) return;
+    this._fire(event, ...args);
+  }
+
+  /** Calls the listeners. @private @param {string} event @param {unknown[]} args */
+  _fire(event, ...args) {
     for (const fn of [...this._listeners[event]]) {
       try {
         fn(...args);

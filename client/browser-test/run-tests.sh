@@ -9,4 +9,4 @@ cd "$(dirname "$0")"
 if [[ ! node_modules/.package-lock.json -nt package-lock.json ]]; then
     npm ci --no-audit --no-fund --silent
 fi
-node --test demo.test.mjs
+node --test demo.test.mjs tabs.test.mjs

@@ -131,7 +131,8 @@ export class ConnectionMethods extends Methods {
    */
   async _sync(conn) {
     try {
-      const groups = [...this._groups];
+      // Tabs sharing this connection: the groups every tab joined.
+      const groups = this._tabs ? this._tabs.allGroups() : [...this._groups];
       await Promise.all(
         groups.map(async (group) => {
           try {
@@ -301,7 +302,7 @@ export class ConnectionMethods extends Methods {
    */
   _schedulePing(conn) {
     this._clearTimer("_pingTimer");
-    if (this._closed || this._conn !== conn || conn.phase !== "ready" || pageHidden()) return;
+    if (this._closed || this._conn !== conn || conn.phase !== "ready" || this._hidden()) return;
     const wait = Math.max(0, conn.lastSentAt + this._o.pingIntervalMs - Date.now());
     this._pingTimer = setTimeout(() => {
       this._pingTimer = null;
@@ -319,6 +320,15 @@ export class ConnectionMethods extends Methods {
     });
   }
 
+  /**
+   * Whether no page uses the connection now: this one is hidden (and, when tabs share the
+   * connection, every other tab too), so keep-alive pings would only cost.
+   * @private
+   */
+  _hidden() {
+    return this._tabs ? this._tabs.allHidden() : pageHidden();
+  }
+
   /** @private */
   _listenToPage() {
     const g = /** @type {any} */ (globalThis);
@@ -328,7 +338,7 @@ export class ConnectionMethods extends Methods {
     if (doc && typeof doc.addEventListener === "function") {
       const onVisibility = () => {
         const conn = this._conn;
-        if (pageHidden()) {
+        if (this._hidden()) {
           this._clearTimer("_pingTimer");
           return;
         }

@@ -26,11 +26,20 @@ const MAX_RATE_LIMITED_WAIT_MS = 60_000;
 /** HeraldClient's request methods. */
 export class RequestMethods extends Methods {
   /**
-   * A request from the app: sent when the connection is ready (queued until then); rejects
-   * after `requestTimeoutMs` counted from the call.
+   * A request from the app. Tabs sharing a connection route it to the tab that holds the socket
+   * (lib/tabs.js); otherwise it goes on this client's own connection.
    * @private @param {Record<string, unknown>} frame @returns {Promise<any>}
    */
   _request(frame) {
+    return this._tabs ? this._tabs.request(frame) : this._requestHere(frame);
+  }
+
+  /**
+   * A request on this client's connection: sent when the connection is ready (queued until
+   * then); rejects after `requestTimeoutMs` counted from the call.
+   * @private @param {Record<string, unknown>} frame @returns {Promise<any>}
+   */
+  _requestHere(frame) {
     if (this._closed) return Promise.reject(new HeraldError("closed", "client closed"));
     try {
       checkFrameSize(JSON.stringify(frame), REF_ALLOWANCE);

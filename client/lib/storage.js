@@ -4,6 +4,7 @@
 
 import { HeraldError, errText } from "./errors.js";
 import { Methods } from "./methods.js";
+import { laterCursor } from "./protocol.js";
 
 const STORAGE_VERSION = 1;
 
@@ -76,16 +77,42 @@ export class RecentIds {
 /** HeraldClient's methods that load and save the resume point and the seen ids. */
 export class StorageMethods extends Methods {
   /**
-   * Loads the cursor and recently seen ids of the token's user (keyed by URL, tenant and sub).
-   * @private @param {string} token
+   * Whose state this is: the URL without its query, and the token's tenant and `sub`.
+   * @private @param {string} token @returns {import("../herald.js").HeraldIdentity}
    */
-  async _loadState(token) {
+  _identity(token) {
     const payload = jwtPayload(token) ?? {};
-    const identity = {
+    return {
       url: this._o.url.split("?")[0],
       tenant: String(payload[this._o.tenantClaim] ?? ""),
       sub: String(payload.sub ?? ""),
     };
+  }
+
+  /**
+   * Takes in what another tab of this user saved under the same key since it was loaded: the
+   * later resume point and the ids not known here (a tab taking over the shared connection).
+   * @private
+   */
+  async _mergeSaved() {
+    if (!this._storage || !this._storageKey) return;
+    try {
+      const raw = await this._storage.getItem(this._storageKey);
+      const saved = raw ? JSON.parse(raw) : null;
+      if (!saved || saved.v !== STORAGE_VERSION) return;
+      if (typeof saved.cursor === "string") this._cursor = laterCursor(this._cursor, saved.cursor);
+      if (Array.isArray(saved.seen)) for (const id of saved.seen) if (typeof id === "string" && !this._seen.has(id)) this._seen.add(id);
+    } catch (e) {
+      this._emitError(new HeraldError("storage_failed", `could not read saved state: ${errText(e)}`, { cause: e }));
+    }
+  }
+
+  /**
+   * Loads the cursor and recently seen ids of the token's user (keyed by URL, tenant and sub).
+   * @private @param {string} token
+   */
+  async _loadState(token) {
+    const identity = this._identity(token);
     const custom = this._o.storageKey;
     const key =
       typeof custom === "function"
@@ -116,6 +143,8 @@ export class StorageMethods extends Methods {
   /** Writes the cursor and recent ids, coalescing bursts, one write at a time. @private */
   _persist() {
     const storage = this._storage;
+    // Tabs sharing a connection: only the leader writes (and tells the others the cursor).
+    if (this._tabs && !this._tabs.persisting()) return;
     if (!storage || !this._storageKey || this._dirty) return;
     this._dirty = true;
     this._writes = this._writes.then(async () => {
