@@ -193,6 +193,8 @@ struct Endpoints {
     sqs: Option<aws_sdk_sqs::Client>,
     /// Queues to watch drain (local only): dispatch, fan-out, retry.
     drain: Vec<String>,
+    /// The local stack's control API (its cost meter), local only.
+    control_url: Option<String>,
 }
 
 async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
@@ -218,6 +220,7 @@ async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
                     .iter()
                     .filter_map(|q| queue(q))
                     .collect(),
+                control_url: Some(r.control_url.clone()),
             })
         }
         Target::Deployed {
@@ -239,6 +242,7 @@ async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
                 tokens: tokens.clone(),
                 sqs,
                 drain: Vec::new(),
+                control_url: None,
             })
         }
     }
@@ -612,6 +616,10 @@ async fn run(o: Options) -> Result<Value, BoxError> {
             service.insert(m.tenant.clone(), mint(&e.tokens, "herald-load", &m.tenant, &["service"], &[])?);
         }
     }
+    // The cost meter counts from here: connecting and joining are set-up.
+    if let Some(control) = &e.control_url {
+        http.delete(format!("{control}/cost")).send().await?.error_for_status()?;
+    }
     let sent = Arc::new(AtomicUsize::new(0));
     let produce_started = Instant::now();
     let producing = {
@@ -696,6 +704,22 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         }
     }
 
+    // What the run cost so far (the final resume below is the check, not traffic), per
+    // notification frame the clients received (repeats too).
+    let cost = match &e.control_url {
+        Some(control) => {
+            let meter: Value = http.get(format!("{control}/cost")).send().await?.error_for_status()?.json().await?;
+            let mut frames = 0u64;
+            for s in &seen {
+                frames += s.lock().await.live.values().map(|n| u64::from(*n)).sum::<u64>();
+            }
+            let cost = cost_per_delivery(&meter, frames);
+            eprintln!("cost: {}", cost["line"].as_str().unwrap_or_default());
+            cost
+        }
+        None => Value::Null,
+    };
+
     // Final resume: each client in turn stops listening and replays from its start position.
     let mut resumed_ok = 0;
     let done = Arc::new(AtomicUsize::new(0));
@@ -778,8 +802,52 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         "sendErrors": send_errors.iter().take(10).collect::<Vec<_>>(),
         "sendErrorCount": send_errors.len(),
         "resumeErrors": resume_errors.iter().take(10).collect::<Vec<_>>(),
+        "cost": cost,
         "seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     }))
+}
+
+/// The local stack's cost meter reading (infra/herald_local/cost.py) in dollars per million
+/// deliveries, by service, with a one-line summary (dearest first).
+fn cost_per_delivery(meter: &Value, deliveries: u64) -> Value {
+    let mut per_million = serde_json::Map::new();
+    let mut services = Vec::new();
+    if let Some(dollars) = meter["dollars"].as_object() {
+        for (service, d) in dollars {
+            let v = d.as_f64().unwrap_or(0.0) / (deliveries.max(1) as f64) * 1e6;
+            let v = (v * 1000.0).round() / 1000.0;
+            per_million.insert(service.clone(), json!(v));
+            if service != "total" && v > 0.0 {
+                services.push((service.clone(), v));
+            }
+        }
+    }
+    services.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let line = format!(
+        "${} per million deliveries ({deliveries} frames in {:.0} s): {} (prices of {})",
+        per_million.get("total").cloned().unwrap_or(json!(0)),
+        meter["seconds"].as_f64().unwrap_or(0.0),
+        services.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        meter["pricesAsOf"].as_str().unwrap_or("?"),
+    );
+    let u = &meter["usage"];
+    json!({
+        "line": line,
+        "deliveries": deliveries,
+        "dollarsPerMillionDeliveries": per_million,
+        "seconds": meter["seconds"],
+        "usage": {
+            "dynamodbWriteUnits": u["dynamodb"]["writeRequestUnits"],
+            "dynamodbReadUnits": u["dynamodb"]["readRequestUnits"],
+            "sqsRequests": u["sqs"]["requests"],
+            "messagesOut": u["apigateway"]["messagesOut"],
+            "messagesIn": u["apigateway"]["messagesIn"],
+            "connectionMinutes": u["apigateway"]["connectionMinutes"],
+            "httpRequests": u["apigateway"]["httpRequests"],
+            "lambdaRequests": u["lambda"]["requests"],
+            "schedulerInvocations": u["scheduler"]["invocations"],
+        },
+    })
 }
 
 fn markdown(r: &Value) -> String {
@@ -789,7 +857,7 @@ fn markdown(r: &Value) -> String {
          | notifications (via {}, {} /s) | {} {} |\n| connect time | {} s |\n| expected deliveries | {} |\n\
          | received live | {} |\n| recovered by the final resume | {} |\n| **lost after resume** | **{}** |\n\
          | duplicates | {} |\n| latency p50 / p95 / p99 / max | {} / {} / {} / {} ms ({} samples) |\n\
-         | send errors | {} |\n| run time | {} s |\n",
+         | send errors | {} |\n| cost (local meter) | {} |\n| run time | {} s |\n",
         r["target"].as_str().unwrap_or_default(),
         r["clients"],
         r["tenants"],
@@ -810,6 +878,7 @@ fn markdown(r: &Value) -> String {
         l["max"],
         l["samples"],
         r["sendErrorCount"],
+        r["cost"]["line"].as_str().unwrap_or("not measured (deployed target)"),
         r["seconds"],
     )
 }
