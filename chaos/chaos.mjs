@@ -984,7 +984,7 @@ function costPerDelivery(meter, deliveries) {
       lambdaRequests: u.lambda.requests, schedulerInvocations: u.scheduler.invocations,
     },
   };
-  return { line, figures };
+  return { line, figures, meter };
 }
 
 /** The one line a run leaves in the summary of --runs. */
@@ -1256,7 +1256,8 @@ async function runOnce(o, onHardStop) {
       say(`${kind}: ${p.devices} devices, ${p.intendedDeliveries} deliveries meant, ${p.received} received (${p.receivedLive} live, ${p.receivedByResume} by resume, ${p.receivedByMissed} by missed), ` +
         `${p.lost} lost, ${p.duplicatesShown} shown twice, ${p.resends} resends (ratio ${p.resendRatio}; frames by resumes ${p.frameResends}, ratio ${p.frameResendRatio}; missed items ${p.missedRepeats}), ${p.liveRepeats} live repeats`);
     }
-    if (o.report) writeFileSync(o.report, `${JSON.stringify(figures, null, 2)}\n`);
+    // The report file also has the meter's whole reading (by operation, by function).
+    if (o.report) writeFileSync(o.report, `${JSON.stringify({ ...figures, cost: { ...cost.figures, meter: cost.meter } }, null, 2)}\n`);
     const lostOnDevices = [];
     for (const d of devices) {
       for (const m of messages) if (m.audience.has(key(d.user)) && !d.shown.has(m.id)) lostOnDevices.push(`${m.id} -> ${d.name} (${d.kind})`);

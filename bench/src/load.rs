@@ -12,7 +12,7 @@
 //! ```text
 //! herald-load [--clients 1000] [--tenants 4] [--groups 8] [--notifications 2000] [--rate 100]
 //!             [--via sqs|http|mixed] [--kinds user,users,group,tenant,all] [--max-seconds 600]
-//!             [--report bench/load-report] [--connect-concurrency 64]
+//!             [--report bench/load-report] [--connect-concurrency 64] [--payload-bytes 0]
 //!   deployed: --ws-url wss://... --http-url https://... [--queue-url https://sqs...]
 //!             (--hs256-secret S --issuer I --audience A | --token-command 'CMD')
 //! ```
@@ -46,6 +46,8 @@ struct Options {
     max_seconds: u64,
     report: String,
     connect_concurrency: usize,
+    /// Bytes of padding in each notification's `data` (sizes what DynamoDB and the frames carry).
+    payload_bytes: usize,
     target: Target,
 }
 
@@ -116,6 +118,7 @@ fn parse_options() -> Result<Options, String> {
         max_seconds: 600,
         report: "bench/load-report".into(),
         connect_concurrency: 64,
+        payload_bytes: 0,
         target: Target::Local,
     };
     let (mut ws_url, mut http_url, mut queue_url) = (None, None, None);
@@ -142,6 +145,7 @@ fn parse_options() -> Result<Options, String> {
             "--max-seconds" => o.max_seconds = number(value()?)? as u64,
             "--report" => o.report = value()?,
             "--connect-concurrency" => o.connect_concurrency = number(value()?)?.max(1),
+            "--payload-bytes" => o.payload_bytes = number(value()?)?,
             "--ws-url" => ws_url = Some(value()?),
             "--http-url" => http_url = Some(value()?),
             "--queue-url" => queue_url = Some(value()?),
@@ -484,7 +488,7 @@ async fn send(
     n: usize,
 ) -> Result<(), BoxError> {
     let body = json!({"id": p.id, "tenant": p.tenant, "to": p.to, "event": "load.test",
-        "title": format!("load {}", p.id), "data": {"sentAt": epoch_ms()}});
+        "title": format!("load {}", p.id), "data": {"sentAt": epoch_ms(), "pad": "x".repeat(o.payload_bytes)}});
     // `all` is producer-only over SQS (the HTTP API keeps a caller to its own tenant).
     let via_sqs = p.kind == Kind::All || o.via == Via::Sqs || (o.via == Via::Mixed && n.is_multiple_of(2));
     if via_sqs {
@@ -713,8 +717,9 @@ async fn run(o: Options) -> Result<Value, BoxError> {
             for s in &seen {
                 frames += s.lock().await.live.values().map(|n| u64::from(*n)).sum::<u64>();
             }
-            let cost = cost_per_delivery(&meter, frames);
+            let mut cost = cost_per_delivery(&meter, frames);
             eprintln!("cost: {}", cost["line"].as_str().unwrap_or_default());
+            cost["meter"] = meter; // the whole reading, for the report file only (see main)
             cost
         }
         None => Value::Null,
@@ -784,6 +789,7 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         "byKind": by_kind,
         "via": format!("{:?}", o.via).to_lowercase(),
         "rate": o.rate,
+        "payloadBytes": o.payload_bytes,
         "connectSeconds": (connect_seconds * 10.0).round() / 10.0,
         "produceSeconds": (produce_seconds * 10.0).round() / 10.0,
         "expectedDeliveries": expected,
@@ -896,7 +902,11 @@ async fn main() {
     match run(o).await {
         Ok(r) => {
             let text = serde_json::to_string_pretty(&r).unwrap_or_default();
-            println!("{text}");
+            let mut shown = r.clone();
+            if let Some(cost) = shown.get_mut("cost").and_then(Value::as_object_mut) {
+                cost.remove("meter");
+            }
+            println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
             let written = std::fs::write(format!("{report}.json"), format!("{text}\n"))
                 .and_then(|()| std::fs::write(format!("{report}.md"), markdown(&r)));
             if let Err(e) = written {
