@@ -372,6 +372,7 @@ class Device {
     this.live = 0;
     this.replayed = 0;
     this.missed = 0; // (stays 0: given no `httpUrl`, herald.js has no polling fallback here)
+    this.frameCount = 0; // notification frames off the socket, repeats too (the cost meter's deliveries)
     this.drops = 0;
     this.errors = [];
     // What came over the socket, below the client's own dedupe: a replayed frame for an id that
@@ -440,6 +441,7 @@ class Device {
     } catch {
       return;
     }
+    if (f?.type === "notification") this.frameCount++;
     if (f?.type !== "notification" || typeof f.id !== "string" || f.ephemeral) return;
     if (!this.frames.has(f.id)) this.frames.add(f.id);
     else if (f.replayed) this.resends++;
@@ -509,6 +511,7 @@ class RawDevice {
     this.live = 0;
     this.replayed = 0;
     this.missed = 0;
+    this.frameCount = 0; // notification frames off the socket, repeats too (the cost meter's deliveries)
     this.resends = 0;
     // Of the resends, items of a `missed` read (HTTP, not frames a resume posted).
     this.missedRepeats = 0;
@@ -624,6 +627,7 @@ class RawDevice {
       return;
     }
     if (f?.type === "notification") {
+      this.frameCount++;
       // Ephemeral publishes carry no cursor and are in no log: not part of the promise.
       if (typeof f.id === "string" && !f.ephemeral) this.take(f, f.replayed ? "replayed" : "live");
       return;
@@ -958,6 +962,31 @@ function keepStackLog(o, lines, failed) {
   return file;
 }
 
+/**
+ * The cost meter's reading (GET {control}/cost, infra/herald_local/cost.py) in dollars per
+ * million deliveries (notification frames the clients received), by service, dearest first.
+ */
+function costPerDelivery(meter, deliveries) {
+  const perMillion = {};
+  for (const [service, dollars] of Object.entries(meter.dollars)) {
+    perMillion[service] = deliveries ? Number(((dollars / deliveries) * 1e6).toFixed(3)) : null;
+  }
+  const services = Object.entries(perMillion).filter(([k, v]) => k !== "total" && v).sort((a, b) => b[1] - a[1]);
+  const line = `$${perMillion.total} per million deliveries (${deliveries} frames in ${meter.seconds.toFixed(0)} s): ` +
+    services.map(([k, v]) => `${k} ${v}`).join(", ") + ` (prices of ${meter.pricesAsOf})`;
+  const u = meter.usage;
+  const figures = {
+    deliveries, dollarsPerMillionDeliveries: perMillion, seconds: meter.seconds, pricesAsOf: meter.pricesAsOf,
+    usage: {
+      dynamodbWriteUnits: u.dynamodb.writeRequestUnits, dynamodbReadUnits: u.dynamodb.readRequestUnits,
+      sqsRequests: u.sqs.requests, messagesOut: u.apigateway.messagesOut, messagesIn: u.apigateway.messagesIn,
+      connectionMinutes: u.apigateway.connectionMinutes, httpRequests: u.apigateway.httpRequests,
+      lambdaRequests: u.lambda.requests, schedulerInvocations: u.scheduler.invocations,
+    },
+  };
+  return { line, figures, meter };
+}
+
 /** The one line a run leaves in the summary of --runs. */
 function summaryLine(seed, seconds, figures, note) {
   if (!figures) return `seed ${seed}: ${seconds} s, ${note}`;
@@ -1074,6 +1103,8 @@ async function runOnce(o, onHardStop) {
     const perKind = o.populations.map((k) => `${devices.filter((d) => d.kind === k).length} ${k}`).join(", ");
     say(`${devices.length} clients ready (${perKind}), ${pollers.length} pollers`);
 
+    // The cost meter counts from here: the clients' first connect and sync is set-up.
+    await control(stack, "DELETE", "/cost");
     if (o.faults) for (const [m, route, body] of FAULTS) await control(stack, m, route, body);
 
     // Churn: each device's connection is cut at random intervals, abruptly (no close frame, as
@@ -1131,6 +1162,9 @@ async function runOnce(o, onHardStop) {
     const depth = async () => (await Promise.all(queues.map((q) => queueDepth(stack, q)))).reduce((a, b) => a + b, 0);
     await untilNoneLeft(depth, (n) => `draining: ${n} messages on the queues; clients ${states()}`, say, { stallMs: 180_000, intervalMs: 250 });
     const drainedAt = Date.now();
+    // What the run cost up to here (the final catch-up below is the suite's check, not traffic).
+    const cost = costPerDelivery(await control(stack, "GET", "/cost"), devices.reduce((n, d) => n + d.frameCount, 0));
+    say(`cost: ${cost.line}`);
     say("queues drained; final resume and poll");
 
     // Every dispatch has finished, so every entry is in the log: one resume (which sends
@@ -1213,6 +1247,7 @@ async function runOnce(o, onHardStop) {
       frameResendRatio: all.frameResendRatio,
       missedRepeats: all.missedRepeats,
       populations,
+      cost: cost.figures,
       seconds: Number(elapsed()),
     };
     figuresOut = figures;
@@ -1221,7 +1256,8 @@ async function runOnce(o, onHardStop) {
       say(`${kind}: ${p.devices} devices, ${p.intendedDeliveries} deliveries meant, ${p.received} received (${p.receivedLive} live, ${p.receivedByResume} by resume, ${p.receivedByMissed} by missed), ` +
         `${p.lost} lost, ${p.duplicatesShown} shown twice, ${p.resends} resends (ratio ${p.resendRatio}; frames by resumes ${p.frameResends}, ratio ${p.frameResendRatio}; missed items ${p.missedRepeats}), ${p.liveRepeats} live repeats`);
     }
-    if (o.report) writeFileSync(o.report, `${JSON.stringify(figures, null, 2)}\n`);
+    // The report file also has the meter's whole reading (by operation, by function).
+    if (o.report) writeFileSync(o.report, `${JSON.stringify({ ...figures, cost: { ...cost.figures, meter: cost.meter } }, null, 2)}\n`);
     const lostOnDevices = [];
     for (const d of devices) {
       for (const m of messages) if (m.audience.has(key(d.user)) && !d.shown.has(m.id)) lostOnDevices.push(`${m.id} -> ${d.name} (${d.kind})`);

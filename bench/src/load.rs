@@ -12,7 +12,7 @@
 //! ```text
 //! herald-load [--clients 1000] [--tenants 4] [--groups 8] [--notifications 2000] [--rate 100]
 //!             [--via sqs|http|mixed] [--kinds user,users,group,tenant,all] [--max-seconds 600]
-//!             [--report bench/load-report] [--connect-concurrency 64]
+//!             [--report bench/load-report] [--connect-concurrency 64] [--payload-bytes 0]
 //!   deployed: --ws-url wss://... --http-url https://... [--queue-url https://sqs...]
 //!             (--hs256-secret S --issuer I --audience A | --token-command 'CMD')
 //! ```
@@ -46,6 +46,8 @@ struct Options {
     max_seconds: u64,
     report: String,
     connect_concurrency: usize,
+    /// Bytes of padding in each notification's `data` (sizes what DynamoDB and the frames carry).
+    payload_bytes: usize,
     target: Target,
 }
 
@@ -116,6 +118,7 @@ fn parse_options() -> Result<Options, String> {
         max_seconds: 600,
         report: "bench/load-report".into(),
         connect_concurrency: 64,
+        payload_bytes: 0,
         target: Target::Local,
     };
     let (mut ws_url, mut http_url, mut queue_url) = (None, None, None);
@@ -142,6 +145,7 @@ fn parse_options() -> Result<Options, String> {
             "--max-seconds" => o.max_seconds = number(value()?)? as u64,
             "--report" => o.report = value()?,
             "--connect-concurrency" => o.connect_concurrency = number(value()?)?.max(1),
+            "--payload-bytes" => o.payload_bytes = number(value()?)?,
             "--ws-url" => ws_url = Some(value()?),
             "--http-url" => http_url = Some(value()?),
             "--queue-url" => queue_url = Some(value()?),
@@ -193,6 +197,8 @@ struct Endpoints {
     sqs: Option<aws_sdk_sqs::Client>,
     /// Queues to watch drain (local only): dispatch, fan-out, retry.
     drain: Vec<String>,
+    /// The local stack's control API (its cost meter), local only.
+    control_url: Option<String>,
 }
 
 async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
@@ -218,6 +224,7 @@ async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
                     .iter()
                     .filter_map(|q| queue(q))
                     .collect(),
+                control_url: Some(r.control_url.clone()),
             })
         }
         Target::Deployed {
@@ -239,6 +246,7 @@ async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
                 tokens: tokens.clone(),
                 sqs,
                 drain: Vec::new(),
+                control_url: None,
             })
         }
     }
@@ -480,7 +488,7 @@ async fn send(
     n: usize,
 ) -> Result<(), BoxError> {
     let body = json!({"id": p.id, "tenant": p.tenant, "to": p.to, "event": "load.test",
-        "title": format!("load {}", p.id), "data": {"sentAt": epoch_ms()}});
+        "title": format!("load {}", p.id), "data": {"sentAt": epoch_ms(), "pad": "x".repeat(o.payload_bytes)}});
     // `all` is producer-only over SQS (the HTTP API keeps a caller to its own tenant).
     let via_sqs = p.kind == Kind::All || o.via == Via::Sqs || (o.via == Via::Mixed && n.is_multiple_of(2));
     if via_sqs {
@@ -612,6 +620,10 @@ async fn run(o: Options) -> Result<Value, BoxError> {
             service.insert(m.tenant.clone(), mint(&e.tokens, "herald-load", &m.tenant, &["service"], &[])?);
         }
     }
+    // The cost meter counts from here: connecting and joining are set-up.
+    if let Some(control) = &e.control_url {
+        http.delete(format!("{control}/cost")).send().await?.error_for_status()?;
+    }
     let sent = Arc::new(AtomicUsize::new(0));
     let produce_started = Instant::now();
     let producing = {
@@ -696,6 +708,23 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         }
     }
 
+    // What the run cost so far (the final resume below is the check, not traffic), per
+    // notification frame the clients received (repeats too).
+    let cost = match &e.control_url {
+        Some(control) => {
+            let meter: Value = http.get(format!("{control}/cost")).send().await?.error_for_status()?.json().await?;
+            let mut frames = 0u64;
+            for s in &seen {
+                frames += s.lock().await.live.values().map(|n| u64::from(*n)).sum::<u64>();
+            }
+            let mut cost = cost_per_delivery(&meter, frames);
+            eprintln!("cost: {}", cost["line"].as_str().unwrap_or_default());
+            cost["meter"] = meter; // the whole reading, for the report file only (see main)
+            cost
+        }
+        None => Value::Null,
+    };
+
     // Final resume: each client in turn stops listening and replays from its start position.
     let mut resumed_ok = 0;
     let done = Arc::new(AtomicUsize::new(0));
@@ -760,6 +789,7 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         "byKind": by_kind,
         "via": format!("{:?}", o.via).to_lowercase(),
         "rate": o.rate,
+        "payloadBytes": o.payload_bytes,
         "connectSeconds": (connect_seconds * 10.0).round() / 10.0,
         "produceSeconds": (produce_seconds * 10.0).round() / 10.0,
         "expectedDeliveries": expected,
@@ -778,8 +808,52 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         "sendErrors": send_errors.iter().take(10).collect::<Vec<_>>(),
         "sendErrorCount": send_errors.len(),
         "resumeErrors": resume_errors.iter().take(10).collect::<Vec<_>>(),
+        "cost": cost,
         "seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     }))
+}
+
+/// The local stack's cost meter reading (infra/herald_local/cost.py) in dollars per million
+/// deliveries, by service, with a one-line summary (dearest first).
+fn cost_per_delivery(meter: &Value, deliveries: u64) -> Value {
+    let mut per_million = serde_json::Map::new();
+    let mut services = Vec::new();
+    if let Some(dollars) = meter["dollars"].as_object() {
+        for (service, d) in dollars {
+            let v = d.as_f64().unwrap_or(0.0) / (deliveries.max(1) as f64) * 1e6;
+            let v = (v * 1000.0).round() / 1000.0;
+            per_million.insert(service.clone(), json!(v));
+            if service != "total" && v > 0.0 {
+                services.push((service.clone(), v));
+            }
+        }
+    }
+    services.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let line = format!(
+        "${} per million deliveries ({deliveries} frames in {:.0} s): {} (prices of {})",
+        per_million.get("total").cloned().unwrap_or(json!(0)),
+        meter["seconds"].as_f64().unwrap_or(0.0),
+        services.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        meter["pricesAsOf"].as_str().unwrap_or("?"),
+    );
+    let u = &meter["usage"];
+    json!({
+        "line": line,
+        "deliveries": deliveries,
+        "dollarsPerMillionDeliveries": per_million,
+        "seconds": meter["seconds"],
+        "usage": {
+            "dynamodbWriteUnits": u["dynamodb"]["writeRequestUnits"],
+            "dynamodbReadUnits": u["dynamodb"]["readRequestUnits"],
+            "sqsRequests": u["sqs"]["requests"],
+            "messagesOut": u["apigateway"]["messagesOut"],
+            "messagesIn": u["apigateway"]["messagesIn"],
+            "connectionMinutes": u["apigateway"]["connectionMinutes"],
+            "httpRequests": u["apigateway"]["httpRequests"],
+            "lambdaRequests": u["lambda"]["requests"],
+            "schedulerInvocations": u["scheduler"]["invocations"],
+        },
+    })
 }
 
 fn markdown(r: &Value) -> String {
@@ -789,7 +863,7 @@ fn markdown(r: &Value) -> String {
          | notifications (via {}, {} /s) | {} {} |\n| connect time | {} s |\n| expected deliveries | {} |\n\
          | received live | {} |\n| recovered by the final resume | {} |\n| **lost after resume** | **{}** |\n\
          | duplicates | {} |\n| latency p50 / p95 / p99 / max | {} / {} / {} / {} ms ({} samples) |\n\
-         | send errors | {} |\n| run time | {} s |\n",
+         | send errors | {} |\n| cost (local meter) | {} |\n| run time | {} s |\n",
         r["target"].as_str().unwrap_or_default(),
         r["clients"],
         r["tenants"],
@@ -810,6 +884,7 @@ fn markdown(r: &Value) -> String {
         l["max"],
         l["samples"],
         r["sendErrorCount"],
+        r["cost"]["line"].as_str().unwrap_or("not measured (deployed target)"),
         r["seconds"],
     )
 }
@@ -827,7 +902,11 @@ async fn main() {
     match run(o).await {
         Ok(r) => {
             let text = serde_json::to_string_pretty(&r).unwrap_or_default();
-            println!("{text}");
+            let mut shown = r.clone();
+            if let Some(cost) = shown.get_mut("cost").and_then(Value::as_object_mut) {
+                cost.remove("meter");
+            }
+            println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
             let written = std::fs::write(format!("{report}.json"), format!("{text}\n"))
                 .and_then(|()| std::fs::write(format!("{report}.md"), markdown(&r)));
             if let Err(e) = written {

@@ -33,6 +33,7 @@ import aiohttp
 from aiohttp import web
 
 from .access import Access, Target, Unclassified, classify_aws, credential_of, denied_response
+from .cost import CAPACITY_HEADER, Meter
 from .faults import Faults
 from .iam import Decision
 
@@ -102,9 +103,14 @@ def _error(status: int, error: str, message: str) -> web.Response:
 
 
 class AwsProxy:
+    """`meter` (cost.py) counts the calls it forwards as `caller` (functions, producers)."""
+
     def __init__(self, upstream: str | Upstreams, faults: Faults, access: Access | None = None,
-                 target: Target | None = None) -> None:
+                 target: Target | None = None, meter: Meter | None = None,
+                 caller: str = "functions") -> None:
         self._upstreams = upstream if isinstance(upstream, Upstreams) else Upstreams(upstream)
+        self._meter = meter
+        self._caller = caller
         self._faults = faults
         self._access = access
         self._target = target
@@ -165,11 +171,32 @@ class AwsProxy:
         upstream = self._upstreams.route(target, body)
         if isinstance(upstream, web.Response):
             return upstream
-        status, payload, out = await self._call(request, upstream, body)
+        status, payload, out, capacity = await self._call(request, upstream, body)
+        if self._meter is not None:
+            self._count(request, target, body, payload, capacity)
         return web.Response(status=status, body=payload, headers=out)
 
+    def _count(self, request: web.Request, target: str, body: bytes, payload: bytes,
+               capacity: str | None) -> None:
+        """One forwarded call on the meter: DynamoDB's units as its moto process reported them
+        (none for a refused call or a table operation), SQS requests by the larger of request
+        and answer (the wire JSON stands for the payload: a few hundred bytes more than AWS
+        measures, which only matters within that of a 64 KB boundary), any other service's
+        calls by method."""
+        assert self._meter is not None
+        if capacity:
+            read, write, table = capacity.split(" ", 2)
+            self._meter.dynamodb_call(target.partition(".")[2], table, float(read), int(write))
+        elif target.startswith("AmazonSQS."):
+            self._meter.sqs_call(target[len("AmazonSQS."):], self._caller, max(len(body), len(payload)))
+        elif not target:
+            credential = credential_of(request.headers)
+            self._meter.aws_call(credential[1] if credential else "unknown", request.method)
+
     async def _call(self, request: web.Request, upstream: str,
-                    body: bytes) -> tuple[int, bytes, dict[str, str]]:
+                    body: bytes) -> tuple[int, bytes, dict[str, str], str | None]:
+        """The upstream's answer, and the capacity its moto process reported (taken off the
+        headers the caller sees)."""
         if self._session is None:
             # No total timeout: the SDK's own timeouts apply, as they would against AWS.
             self._session = aiohttp.ClientSession(
@@ -180,10 +207,10 @@ class AwsProxy:
                                          headers=headers, data=body) as answer:
             payload = await answer.read()
             out = {k: v for k, v in answer.headers.items()
-                   if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"}
+                   if k.lower() not in _HOP_HEADERS and k.lower() not in ("content-encoding", CAPACITY_HEADER)}
             if "Content-Encoding" in answer.headers:
                 out["Content-Encoding"] = answer.headers["Content-Encoding"]
-            return answer.status, payload, out
+            return answer.status, payload, out, answer.headers.get(CAPACITY_HEADER)
 
     async def _list_tables(self, request: web.Request, body: bytes) -> web.StreamResponse:
         """ListTables of every process, merged and paged as DynamoDB pages (by name)."""
@@ -195,7 +222,7 @@ class AwsProxy:
             return _error(400, "SerializationException", "the request body is not a JSON object")
         names: set[str] = set()
         for upstream in self._upstreams.everywhere():
-            status, payload, out = await self._call(request, upstream, b"{}")
+            status, payload, out, _ = await self._call(request, upstream, b"{}")
             if status != 200:
                 return web.Response(status=status, body=payload, headers=out)
             names.update(_table_names(payload))

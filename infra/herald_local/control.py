@@ -1,7 +1,7 @@
 """Control API (local only), under the adapter's `control_path` on the WebSocket port: health,
 the stack's endpoints, connections, faults (posts, pushes, kills, redeliveries, AWS calls), the
 Web Push service (pushservice.py, under `push/`), direct invocation (like `sam local invoke -e`),
-sending to the stack's queues, and development tokens."""
+sending to the stack's queues, development tokens, and the cost meter (cost.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .adapter import Adapter
+from .cost import Meter
 from .faults import Faults
 from .gateway import Gateway
 from .runtime import FunctionError, FunctionPool
@@ -25,8 +26,9 @@ class Control:
     def __init__(self, *, gateway: Gateway | None, pools: dict[str, FunctionPool], faults: Faults,
                  adapter: Adapter, ready: asyncio.Event,
                  info: Callable[[], dict[str, Any]] = dict, sqs: Any = None,
-                 access: Any = None) -> None:
+                 access: Any = None, meter: Meter | None = None) -> None:
         self._gateway = gateway
+        self._meter = meter
         self._access = access   # access.Access, when the functions' IAM is checked
         self._info = info   # the ready file's content, once ready
         self._sqs = sqs     # a boto3 SQS client of the stack's AWS endpoint
@@ -53,6 +55,21 @@ class Control:
         r.add_get(f"{root}/queues/{{queue}}/messages", self._peek)
         r.add_post(f"{root}/token", self._token)
         r.add_get(f"{root}/iam", self._iam)
+        r.add_get(f"{root}/cost", self._cost)
+        r.add_delete(f"{root}/cost", self._reset_cost)
+
+    async def _cost(self, _: web.Request) -> web.Response:
+        """What the stack's traffic since the last reset would cost on AWS (cost.py)."""
+        if self._meter is None:
+            return _error(404, "this stack has no cost meter")
+        return web.json_response(self._meter.snapshot())
+
+    async def _reset_cost(self, _: web.Request) -> web.Response:
+        """Start counting again (open connections count from now)."""
+        if self._meter is None:
+            return _error(404, "this stack has no cost meter")
+        self._meter.reset()
+        return web.Response(status=204)
 
     async def _iam(self, _: web.Request) -> web.Response:
         """The grant report so far: calls each function made and the grants they used, calls
@@ -90,6 +107,8 @@ class Control:
             sent = await asyncio.to_thread(self._sqs.send_message, QueueUrl=url, MessageBody=body)
         except Exception as exc:  # the endpoint's own refusal (size, characters), shown as is
             return _error(400, f"SendMessage failed: {exc}")
+        if self._meter is not None:   # a producer's send, made for it
+            self._meter.sqs_call("SendMessage", "producers", len(body.encode("utf-8")))
         return web.json_response({"messageId": sent["MessageId"]})
 
     async def _peek(self, request: web.Request) -> web.Response:

@@ -43,6 +43,7 @@ class FunctionSpec:
     env: dict[str, str]
     timeout_s: float
     memory_mb: int
+    architecture: str = "x86_64"   # the template's Architectures (Lambda's default: x86_64)
     handler: str = "bootstrap"   # the template's Handler; the process gets it as _HANDLER
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # resolved SAM Events
     # SAM's EventInvokeConfig: retries and destinations of asynchronous invocations (Scheduler's)
@@ -106,6 +107,7 @@ def load_functions(template: Template, resolver: Resolver, *, profile: str,
             env=env,
             timeout_s=float(props.get("Timeout") or DEFAULT_TIMEOUT_S),
             memory_mb=int(props.get("MemorySize") or DEFAULT_MEMORY_MB),
+            architecture=str((props.get("Architectures") or ["x86_64"])[0]),
             events=props.get("Events") or {},
             event_invoke=props.get("EventInvokeConfig") or {},
         ))

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .access import Access, credential_of, denied_response
+from .cost import Meter
 from .faults import Faults, error_type
 from .iam import Request
 from .functions import FunctionSpec
@@ -92,8 +93,9 @@ class Gateway:
     def __init__(self, api: WebSocketApi, pools: dict[str, FunctionPool], faults: Faults, *,
                  region: str, account_id: str, idle_timeout_s: float,
                  max_connection_s: float, verifier: Verifier | None = None,
-                 access: Access | None = None) -> None:
+                 access: Access | None = None, meter: Meter | None = None) -> None:
         self.api = api
+        self._meter = meter   # cost.py: messages both ways, connection time
         self._pools = pools
         self._faults = faults
         self._region = region
@@ -172,6 +174,8 @@ class Gateway:
             await conn.send(data, binary)
         except ConnectionError:
             return management_error(410, "connection is gone")
+        if self._meter is not None:
+            self._meter.frame_out(len(data))
         return web.Response()
 
     async def _get(self, request: web.Request) -> web.Response:
@@ -246,6 +250,8 @@ class Gateway:
             log.warning("$connect answered subprotocol %r, which the client did not offer", protocol)
         conn.ws = ws
         conn.state = State.OPEN
+        if self._meter is not None:
+            self._meter.connected(conn.id)
         code, reason = await self._serve(conn)
         self._disconnected(conn, code, reason)
         return ws
@@ -331,6 +337,10 @@ class Gateway:
                 await ws.close(code=1001, message=b"Going away")
                 return conn.server_close
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                if self._meter is not None:
+                    data = msg.data
+                    self._meter.frame_in(len(data) if isinstance(data, bytes) or data.isascii()
+                                         else len(data.encode("utf-8")))
                 conn.last_active = time.time()
                 conn.last_message = time.monotonic()
                 self._spawn(self._route(conn, msg.data))
@@ -356,6 +366,8 @@ class Gateway:
 
     def _disconnected(self, conn: Connection, code: int, reason: str) -> None:
         conn.state = State.CLOSED
+        if self._meter is not None:
+            self._meter.disconnected(conn.id)
         self.connections.pop(conn.id, None)
         route = self.api.routes.get("$disconnect")
         if self._closing or route is None or route.function is None:
@@ -396,7 +408,9 @@ class Gateway:
             try:
                 await conn.send(data, binary)
             except ConnectionError:
-                pass
+                return
+            if self._meter is not None:
+                self._meter.frame_out(len(data))
 
     # --- plumbing ---------------------------------------------------------------------------
 

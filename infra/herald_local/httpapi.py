@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .cost import Meter
 from .functions import FunctionSpec
 from .runtime import FunctionError, FunctionPool
 from .template import Resolver, Template, TemplateError
@@ -149,20 +150,23 @@ def routes_from_functions(specs: list[FunctionSpec]) -> list[HttpRoute]:
 
 
 def http_api_from_template(template: Template, resolver: Resolver, specs: list[FunctionSpec],
-                           pools: dict[str, FunctionPool], account_id: str) -> HttpApi:
+                           pools: dict[str, FunctionPool], account_id: str,
+                           meter: Meter | None = None) -> HttpApi:
     """All HttpApi routes on one server; CORS and the API id from the template's HttpApi
     (several HttpApi resources are merged: the first one's settings apply)."""
     apis = [r for r in template.of_type("AWS::Serverless::HttpApi") if resolver.included(r)]
     props = resolver.resolve(apis[0].properties) if apis else {}
     api_id = resolver.refs[apis[0].logical_id] if apis else "localhttp0"
     return HttpApi(routes_from_functions(specs), pools, api_id=api_id, account_id=account_id,
-                   cors=Cors.from_properties(props.get("CorsConfiguration")))
+                   cors=Cors.from_properties(props.get("CorsConfiguration")), meter=meter)
 
 
 class HttpApi:
     def __init__(self, routes: list[HttpRoute], pools: dict[str, FunctionPool], *,
-                 api_id: str, account_id: str, cors: Cors | None = None) -> None:
+                 api_id: str, account_id: str, cors: Cors | None = None,
+                 meter: Meter | None = None) -> None:
         self.routes = routes
+        self._meter = meter   # cost.py: requests that reached a route (API Gateway bills those)
         self.cors = cors
         self._pools = pools
         self._api_id = api_id
@@ -195,6 +199,8 @@ class HttpApi:
         if selected is None:
             return web.json_response({"message": "Not Found"}, status=404)
         route, params = selected
+        if self._meter is not None:
+            self._meter.http_request(request.content_length or 0)
         event = await self._event(request, route, params)
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         call = asyncio.ensure_future(self._pools[route.function.key].invoke(

@@ -58,6 +58,7 @@ from moto.core import responses as moto_responses
 from moto.core import utils as moto_utils
 from moto.core.responses import ActionResult
 from moto.dynamodb import responses as dynamo_responses
+from moto.dynamodb.exceptions import ConditionalCheckFailed, TransactionCanceledException
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import dynamo_json_dump
@@ -66,6 +67,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.sqs import models as sqs_models
 from moto.sqs.models import SQSBackend
 from werkzeug.serving import BaseWSGIServer
+
+from .cost import CAPACITY_HEADER, item_size, read_units, write_units
 
 _LOCK = threading.RLock()
 # Every DynamoDB operation that writes, and GetItem (a consistent read must not see half a
@@ -88,19 +91,35 @@ _QUERY = threading.local()
 
 
 def _partition_query(query: Callable[..., Any]) -> Callable[..., Any]:
+    """A Query on the table reads one partition (`_partition_items`), and adds the size of the
+    items it read to the request's capacity (`_UNITS`): DynamoDB bills the items a Query reads
+    before its filter, whole whatever the projection, so moto's query runs without the two and
+    they are applied here after, as its own last steps do."""
     signature = inspect.signature(query)
 
     @functools.wraps(query)
     def scoped(self: Table, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(self, *args, **kwargs).arguments
-        if bound.get("index_name") is not None or bound.get("hash_key") is None:
-            return query(self, *args, **kwargs)
-        _QUERY.scope = (self, bound["hash_key"], bound.get("exclusive_start_key"),
-                        bound.get("scan_index_forward", True))
+        bound = signature.bind(self, *args, **kwargs)
+        arguments = bound.arguments
+        if arguments.get("index_name") is not None or arguments.get("hash_key") is None:
+            results, scanned, last_key = query(self, *args, **kwargs)
+            _UNITS.read_bytes = getattr(_UNITS, "read_bytes", 0) + sum(item_size(r.attrs) for r in results)  # projected: a floor
+            return results, scanned, last_key
+        _QUERY.scope = (self, arguments["hash_key"], arguments.get("exclusive_start_key"),
+                        arguments.get("scan_index_forward", True))
+        filter_expression = arguments.pop("filter_expression", None)
+        projection = arguments.pop("projection_expressions", None)
+        arguments["projection_expressions"] = None
         try:
-            return query(self, *args, **kwargs)
+            results, scanned, last_key = query(*bound.args, **bound.kwargs)
         finally:
             _QUERY.scope = None
+        _UNITS.read_bytes = getattr(_UNITS, "read_bytes", 0) + sum(item_size(r.attrs) for r in results)
+        if filter_expression is not None:
+            results = [item for item in results if filter_expression.expr(item)]
+        if projection:
+            results = [r.project(projection) for r in results]
+        return results, scanned, last_key
     return scoped
 
 
@@ -180,6 +199,122 @@ def _plain_json(fn: Callable[..., Any]) -> Callable[..., Any]:
     return plain
 
 
+# --- the cost meter's DynamoDB capacity (cost.py) ------------------------------------------
+# Each item operation adds the read and write request units it consumed to `_UNITS` (the
+# request's thread), computed from the stored items before and after it, which only moto holds
+# (an UpdateItem's request says neither size); `_with_capacity` reports them in a response
+# header, which the AWS proxy counts and takes off.
+_UNITS = threading.local()
+
+
+def _reset_units() -> None:
+    _UNITS.read, _UNITS.write, _UNITS.read_bytes, _UNITS.table = 0.0, 0, 0, ""
+
+
+def _with_capacity(call_action: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(call_action)
+    def reported(self: DynamoHandler) -> Any:
+        _reset_units()
+        status, headers, body = call_action(self)
+        if _UNITS.read or _UNITS.write:
+            headers[CAPACITY_HEADER] = f"{_UNITS.read:g} {_UNITS.write} {_UNITS.table}"
+        return status, headers, body
+    return reported
+
+
+def _table(handler: DynamoHandler, name: Any) -> Table | None:
+    try:
+        return handler.dynamodb_backend.get_table(name)
+    except Exception:   # noqa: BLE001 - the operation itself reports the unknown table
+        return None
+
+
+def _stored_size(table: Table | None, key: dict[str, Any]) -> int:
+    """Size of the item stored under `key` (an item or a key, DynamoDB JSON); 0 if none."""
+    if table is None or not isinstance(key, dict) or table.hash_key_attr not in key:
+        return 0
+    bucket = table.items.get(DynamoType(key[table.hash_key_attr]))  # .get: a defaultdict
+    if bucket is not None and table.range_key_attr:
+        range_key = key.get(table.range_key_attr)
+        bucket = None if range_key is None else bucket.get(DynamoType(range_key))
+    return item_size(bucket.attrs) if bucket is not None else 0
+
+
+def _writes(operation: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+    """(table, item or key, unit factor) of each item a write operation writes."""
+    if operation in ("put_item",):
+        return [(body.get("TableName"), body.get("Item") or {}, 1)]
+    if operation in ("update_item", "delete_item"):
+        return [(body.get("TableName"), body.get("Key") or {}, 1)]
+    if operation == "batch_write_item":
+        return [(name, r["PutRequest"]["Item"] if "PutRequest" in r else r["DeleteRequest"]["Key"], 1)
+                for name, requests in (body.get("RequestItems") or {}).items() for r in requests]
+    out = []   # transact_write_items: every action, a condition check too, at twice the units
+    for entry in body.get("TransactItems") or []:
+        for kind, action in entry.items():
+            out.append((action.get("TableName"), action.get("Item" if kind == "Put" else "Key") or {}, 2))
+    return out
+
+
+def _metered_write(operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Write request units of the larger of each item before and after; a write whose condition
+    failed (a cancelled transaction too) still consumes the stored item's units."""
+    @functools.wraps(fn)
+    def metered(self: DynamoHandler) -> Any:
+        targets = [(name, _table(self, name), key, factor)
+                   for name, key, factor in _writes(operation, self.body)]
+        before = [_stored_size(table, key) for _, table, key, _ in targets]
+        _UNITS.table = targets[0][0] if targets else ""
+        try:
+            result = fn(self)
+        except (ConditionalCheckFailed, TransactionCanceledException):
+            _UNITS.write += sum(f * write_units(b) for (_, _, _, f), b in zip(targets, before))
+            raise
+        _UNITS.write += sum(f * write_units(max(b, _stored_size(table, key)))
+                            for (_, table, key, f), b in zip(targets, before))
+        return result
+    return metered
+
+
+def _metered_read(operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Read request units: per item for GetItem, BatchGetItem and TransactGetItems (twice, and
+    strongly consistent); once on the summed item sizes for Query (`_partition_query`) and
+    Scan (the items it returns: a floor, Herald scans nothing)."""
+    @functools.wraps(fn)
+    def metered(self: DynamoHandler) -> Any:
+        body = self.body
+        result = fn(self)
+        if operation == "batch_get_item":
+            for name, spec in (body.get("RequestItems") or {}).items():
+                table, consistent = _table(self, name), bool(spec.get("ConsistentRead"))
+                _UNITS.read += sum(read_units(_stored_size(table, key), consistent)
+                                   for key in spec.get("Keys") or [])
+                _UNITS.table = _UNITS.table or name
+            return result
+        if operation == "transact_get_items":
+            for entry in body.get("TransactItems") or []:
+                get = entry.get("Get") or {}
+                size = _stored_size(_table(self, get.get("TableName")), get.get("Key") or {})
+                _UNITS.read += 2 * read_units(size, True)
+                _UNITS.table = _UNITS.table or get.get("TableName") or ""
+            return result
+        consistent = bool(body.get("ConsistentRead"))
+        if operation == "get_item":
+            size = _stored_size(_table(self, body.get("TableName")), body.get("Key") or {})
+        elif operation == "query":
+            size = _UNITS.read_bytes
+        else:   # scan
+            size = sum(item_size(i) for i in (getattr(result, "result", None) or {}).get("Items") or [])
+        _UNITS.read += read_units(size, consistent)
+        _UNITS.table = body.get("TableName") or ""
+        return result
+    return metered
+
+
+_METERED_WRITES = ("put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items")
+_METERED_READS = ("get_item", "batch_get_item", "transact_get_items", "query", "scan")
+
+
 def _unix_time(dt: Any = None) -> float:
     return time.time() if dt is None else moto_utils.unix_time(dt)
 
@@ -208,6 +343,12 @@ def patch() -> None:
     dynamo_responses.DynamoResult = _dynamo_result  # type: ignore[assignment,misc]
     for name in _ITEM_OPERATIONS:
         setattr(DynamoHandler, name, _plain_json(getattr(DynamoHandler, name)))
+    # Metered inside the lock (below): the sizes before and after must be of one write.
+    for name in _METERED_WRITES:
+        setattr(DynamoHandler, name, _metered_write(name, getattr(DynamoHandler, name)))
+    for name in _METERED_READS:
+        setattr(DynamoHandler, name, _metered_read(name, getattr(DynamoHandler, name)))
+    DynamoHandler.call_action = _with_capacity(DynamoHandler.call_action)  # type: ignore[method-assign]
     for name in _SERIALIZED:
         setattr(DynamoHandler, name, _serialized(getattr(DynamoHandler, name)))
     Table.query = _partition_query(Table.query)  # type: ignore[method-assign]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from . import procs
+from .cost import Meter
 from .faults import Faults
 from .functions import FunctionSpec
 
@@ -219,8 +220,10 @@ class FunctionPool:
     """The instances of one function and the invocations queued for them."""
 
     def __init__(self, spec: FunctionSpec, runtime: RuntimeApi, faults: Faults, *,
-                 cwd: str, report: bool, max_instances: int = MAX_INSTANCES) -> None:
+                 cwd: str, report: bool, max_instances: int = MAX_INSTANCES,
+                 meter: Meter | None = None) -> None:
         self.spec = spec
+        self._meter = meter   # cost.py: each invocation's duration, each instance's init
         self._max_instances = max_instances
         self._runtime = runtime
         self.faults = faults  # also read by the function's event sources
@@ -290,6 +293,8 @@ class FunctionPool:
     async def next_invocation(self, request: web.Request, inst: Instance) -> web.StreamResponse:
         if inst.init_ms is None:
             inst.init_ms = (time.monotonic() - inst.started_at) * 1000
+            if self._meter is not None:
+                self._meter.init(self.spec.key, inst.init_ms)
             self._init_failures = 0
             self._warm = True
             self._settled.set()
@@ -361,6 +366,9 @@ class FunctionPool:
             inv.timer.cancel()
         if inst.current is inv:
             inst.current = None
+        if self._meter is not None and inv.fetched_at:
+            # Billed from when the instance took it to its answer, error, timeout or death.
+            self._meter.invocation(self.spec.key, (time.monotonic() - inv.fetched_at) * 1000)
         if self._report:
             self._emit_report(inst, inv, status)
         if not inv.future.done():

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import botocore.exceptions
 
+from .cost import Meter
 from .functions import FunctionIndex, FunctionSpec
 from .iam import Request
 from .runtime import FunctionError, FunctionPool
@@ -69,7 +70,9 @@ def due_time(expression: str, timezone: str | None) -> dt.datetime | None:
 class Scheduler:
     def __init__(self, client: Any, functions: FunctionIndex, pools: dict[str, FunctionPool], *,
                  sqs: Any = None, access: Any = None, queue_urls: dict[str, str] | None = None,
-                 retry_delays_s: tuple[float, ...] = ASYNC_RETRY_DELAYS_S) -> None:
+                 retry_delays_s: tuple[float, ...] = ASYNC_RETRY_DELAYS_S,
+                 meter: Meter | None = None) -> None:
+        self._meter = meter   # cost.py: each schedule that fires is one billed invocation
         self._client = client    # boto3 'scheduler' client; calls run in worker threads
         self._functions = functions
         self._pools = pools
@@ -164,6 +167,8 @@ class Scheduler:
 
     async def _fire(self, key: tuple[str, str], schedule: _Schedule) -> None:
         group, name = key
+        if self._meter is not None:
+            self._meter.schedule_fired()
         spec = self._functions.get(schedule.target_arn)
         if spec is None:
             log.warning("schedule %s/%s: target %s is not a function of the template",
@@ -229,6 +234,9 @@ class Scheduler:
                                 "functionError": "Unhandled"},
             "responsePayload": response_payload,
         }
-        await asyncio.to_thread(self._sqs.send_message, QueueUrl=url, MessageBody=json.dumps(record))
+        body = json.dumps(record)
+        await asyncio.to_thread(self._sqs.send_message, QueueUrl=url, MessageBody=body)
+        if self._meter is not None:
+            self._meter.sqs_call("SendMessage", "lambda destinations", len(body))
         log.warning("%s: %s failed %d times; sent to its on-failure destination %s",
                     what, spec.key, attempts, destination)

@@ -23,6 +23,7 @@ from typing import Any
 import botocore.exceptions
 
 from .aws import Provisioned
+from .cost import Meter
 from .functions import FunctionSpec
 from .iam import Request
 from .runtime import MAX_LINEAGE, FunctionError, FunctionPool, lineage_count
@@ -79,8 +80,9 @@ class SqsPoller:
     """Runs `mapping.concurrency` receive→invoke→delete loops for one mapping."""
 
     def __init__(self, mapping: SqsMapping, pool: FunctionPool, sqs: Any, region: str,
-                 access: Any = None) -> None:
+                 access: Any = None, meter: Meter | None = None) -> None:
         self.mapping = mapping
+        self._meter = meter      # cost.py: Lambda's polls are billed as the account's requests
         self._access = access    # access.Access, when the functions' IAM is checked
         self._pool = pool
         self._sqs = sqs          # a boto3 client (thread-safe); calls run in worker threads
@@ -145,7 +147,11 @@ class SqsPoller:
             self._sqs.receive_message, QueueUrl=self.mapping.queue_url,
             MaxNumberOfMessages=min(10, at_most), WaitTimeSeconds=wait_s,
             MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"])
-        return response.get("Messages") or []
+        messages = response.get("Messages") or []
+        if self._meter is not None:   # empty receives are billed too
+            self._meter.sqs_call("ReceiveMessage", "event source",
+                                 sum(len(m.get("Body", "")) for m in messages))
+        return messages
 
     async def _process(self, messages: list[dict[str, Any]]) -> None:
         # Lambda's recursive loop detection: a message whose request chain already went through
@@ -181,6 +187,8 @@ class SqsPoller:
                 self._sqs.delete_message_batch, QueueUrl=self.mapping.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                          for i, m in enumerate(chunk)])
+            if self._meter is not None:
+                self._meter.sqs_call("DeleteMessageBatch", "event source", 0)
             for failure in result.get("Failed") or []:  # e.g. its visibility timeout ran out
                 log.warning("%s: delete failed: %s", self.mapping.function.key,
                             failure.get("Message"))

@@ -21,6 +21,7 @@ from .access import Access, Identity, Target, access_key_for, grants_file
 from .adapter import Adapter
 from .control import Control
 from .awsproxy import AwsProxy, Upstreams
+from .cost import Meter
 from .faults import Faults
 from .functions import FunctionIndex, FunctionSpec, load_functions
 from .gateway import Gateway
@@ -90,6 +91,7 @@ class Stack:
         self._gateway: Gateway | None = None
         self._background: list[SqsPoller | Scheduler] = []
         self.access: Access | None = None
+        self.meter = Meter()   # the cost meter (cost.py), read through the control API
 
     async def start(self) -> None:
         opts, adapter = self.options, self.adapter
@@ -131,18 +133,20 @@ class Stack:
         upstreams = Upstreams(endpoint.url, endpoint.tables)
         proxy_sock = _listen(opts.host, 0)
         base_env["AWS_ENDPOINT_URL"] = f"http://{opts.host}:{proxy_sock.getsockname()[1]}"
-        await self._serve(AwsProxy(upstreams, faults, access, target).application(), proxy_sock)
+        await self._serve(AwsProxy(upstreams, faults, access, target, meter=self.meter).application(),
+                          proxy_sock)
         # Everyone else (tests, tools, the ready file's `awsEndpoint`) gets the same routes
-        # without the faults, when there is more than one process to route to.
-        self._aws_url = endpoint.url
-        if len(upstreams.everywhere()) > 1:
-            router_sock = _listen(opts.host, 0)
-            self._aws_url = f"http://{opts.host}:{router_sock.getsockname()[1]}"
-            await self._serve(AwsProxy(upstreams, Faults()).application(), router_sock)
+        # without the faults; the meter counts their calls too (a producer's SendMessage is
+        # part of what a notification costs).
+        router_sock = _listen(opts.host, 0)
+        self._aws_url = f"http://{opts.host}:{router_sock.getsockname()[1]}"
+        await self._serve(AwsProxy(upstreams, Faults(), meter=self.meter, caller="producers").application(),
+                          router_sock)
         specs = load_functions(template, resolver, profile=opts.profile, binary_dir=opts.binary_dir,
                                commands=opts.binaries, env_overrides=opts.env, base_env=base_env)
         for spec in specs:
             spec.timeout_s *= opts.timeout_scale
+            self.meter.function(spec.key, spec.memory_mb, spec.architecture)
         if access is not None:
             _give_identities(access, specs, opts.env)
             access.record_universe()
@@ -160,7 +164,8 @@ class Stack:
         self._runtime = RuntimeApi(opts.host)
         await self._runtime.start()
         self._pools = {s.key: FunctionPool(s, self._runtime, faults, cwd=str(template.directory),
-                                              report=not opts.quiet, max_instances=opts.max_instances)
+                                              report=not opts.quiet, max_instances=opts.max_instances,
+                                              meter=self.meter)
                        for s in specs}
 
         ws_app = web.Application(client_max_size=MAX_RESPONSE_BYTES)  # invoke: Lambda's 6 MB
@@ -171,11 +176,11 @@ class Stack:
                                     verifier=Verifier(endpoint.credentials, endpoint.region, more={
                                         i.access_key: i.secret_key for i in access.identities
                                     } if access else None) if opts.management_auth == "iam" else None,
-                                    access=access)
+                                    access=access, meter=self.meter)
             self._gateway.add_routes(ws_app)
         Control(gateway=self._gateway, pools=self._pools, faults=faults, adapter=adapter,
                 ready=self.ready, info=lambda: self.info,
-                sqs=endpoint.client("sqs"), access=access).add_routes(ws_app)
+                sqs=endpoint.client("sqs"), access=access, meter=self.meter).add_routes(ws_app)
         # A Web Push service on the same origin as the control API (its loopback origin is the
         # one the adapter lets the functions push to over plain HTTP).
         push = PushService(faults, f"{adapter.control_path}/push")
@@ -186,7 +191,7 @@ class Stack:
                   adapter.static_dirs.items()]
         for served in static:
             served.add_routes(ws_app)
-        http_api = http_api_from_template(template, resolver, specs, self._pools, account)
+        http_api = http_api_from_template(template, resolver, specs, self._pools, account, meter=self.meter)
         await self._serve(ws_app, ws_sock)
         await self._serve(http_api.application(), http_sock)
 
@@ -198,10 +203,10 @@ class Stack:
         sqs = endpoint.client("sqs", attempts=1)
         for mapping in mappings_from_functions(specs, provisioned):
             self._background.append(SqsPoller(mapping, self._pools[mapping.function.key], sqs,
-                                              endpoint.region, access=access))
+                                              endpoint.region, access=access, meter=self.meter))
         self._background.append(Scheduler(endpoint.client("scheduler", attempts=1), index, self._pools,
                                           sqs=endpoint.client("sqs"), access=access,
-                                          queue_urls=provisioned.queue_urls_by_arn))
+                                          queue_urls=provisioned.queue_urls_by_arn, meter=self.meter))
         for worker in self._background:
             worker.start()
 
