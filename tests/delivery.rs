@@ -166,6 +166,72 @@ async fn a_killed_dispatch_is_redelivered_and_delivered_once() {
     c.expect_silence(Duration::from_secs(4)).await;
 }
 
+/// Aggregation (`HERALD_AGGREGATE_MS`, 1 s on the test stack): a burst of 20 notifications to
+/// one user, sent as two SQS batches, reaches a connection that takes batch frames in at most
+/// two WebSocket messages; another connection of the user, which did not opt in, gets 20.
+#[tokio::test]
+async fn a_burst_to_one_user_reaches_a_batching_connection_in_two_messages() {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    let tenant = unique("acme");
+    let user = unique("burst");
+    let mut batched = Client::connect_batched(&user, &tenant).await;
+    batched.catch_up().await;
+    let mut plain = Client::connect(&user, &tenant, &[], &[]).await;
+    plain.catch_up().await;
+    let ids: Vec<String> = (0..20).map(|_| unique("burst")).collect();
+    for chunk in ids.chunks(10) {
+        let entries: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let body = json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "grade.released", "title": id});
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("m{i}"))
+                    .message_body(body.to_string())
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        sqs()
+            .await
+            .send_message_batch()
+            .queue_url(queue("DispatchQueue"))
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("batch");
+    }
+    // Every message up to the 20th notification, and the notifications it carried.
+    async fn receive(client: &mut Client) -> (usize, Vec<String>) {
+        let (mut messages, mut got) = (0, Vec::new());
+        while got.len() < 20 {
+            let text = client.next_text_within(Duration::from_secs(30)).await.expect("a message");
+            let v: Value = serde_json::from_str(&text).expect("JSON");
+            let frames = if v["type"] == "batch" {
+                v["frames"].as_array().cloned().unwrap_or_default()
+            } else {
+                vec![v]
+            };
+            messages += 1;
+            got.extend(
+                frames
+                    .iter()
+                    .filter(|f| f["type"] == "notification")
+                    .filter_map(|f| f["id"].as_str().map(str::to_owned)),
+            );
+        }
+        (messages, got)
+    }
+    let (messages, mut got) = receive(&mut batched).await;
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want, "every notification once");
+    assert!(messages <= 2, "{messages} messages for 20 notifications");
+    let (messages, _) = receive(&mut plain).await;
+    assert_eq!(messages, 20, "one message each without the opt-in");
+}
+
 #[tokio::test]
 async fn poison_messages_go_to_the_dlq_with_a_reason_and_never_block_the_batch() {
     use aws_sdk_sqs::types::SendMessageBatchRequestEntry;

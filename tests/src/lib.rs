@@ -71,6 +71,9 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     ("HERALD_MEMBERSHIP_SHARDS", "4"),
     ("HERALD_RETRY_MAX_ATTEMPTS", "2"),
     ("HERALD_FANOUT_CONCURRENCY", "32"),
+    // Long enough that a burst's frames for a batching connection meet in one window on the
+    // local stack's slower calls; only connections that opted in (`Client::connect_batched`) wait.
+    ("HERALD_AGGREGATE_MS", "1000"),
     // Shorter than the stack's 10 s visibility timeout (as the template's 90 s is shorter than
     // the queue's 360 s), so a redelivery after a crash takes the claim over.
     ("HERALD_CLAIM_LEASE_SECONDS", "5"),

@@ -164,6 +164,11 @@ pub struct Limits {
     /// 100, the automatic ones included): each is a row every fan-out of the group reads, and
     /// the connection item lists them all.
     pub max_groups_per_connection: usize,
+    /// How long dispatch holds a live frame for a connection that takes batch frames, so that
+    /// what else it sends the connection meanwhile goes in the same message
+    /// (`HERALD_AGGREGATE_MS`, 0 = off; at most 1 s, well inside the horizon's lag, since a frame
+    /// must reach its connections soon after its cursor).
+    pub aggregate_ms: u64,
 }
 
 impl Default for Limits {
@@ -181,6 +186,7 @@ impl Default for Limits {
             escalate_min_seconds: 60,
             max_connections_per_user: 20,
             max_groups_per_connection: 100,
+            aggregate_ms: 50,
         }
     }
 }
@@ -201,6 +207,7 @@ impl Limits {
             escalate_min_seconds: bounded(src, "HERALD_ESCALATE_MIN_SECONDS", d.escalate_min_seconds, 1, 60)?,
             max_connections_per_user: bounded(src, "HERALD_MAX_CONNECTIONS_PER_USER", d.max_connections_per_user, 1, 1000)?,
             max_groups_per_connection: bounded(src, "HERALD_MAX_GROUPS_PER_CONNECTION", d.max_groups_per_connection, 4, 1000)?,
+            aggregate_ms: bounded(src, "HERALD_AGGREGATE_MS", d.aggregate_ms, 0, 1000)?,
         })
     }
 }

@@ -52,7 +52,7 @@ impl Authorizer {
                 "Version": "2012-10-17",
                 "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": resource}]
             },
-            "context": authorizer_context(&principal),
+            "context": authorizer_context(&principal, req.query_string_parameters.first("batch").is_some_and(|b| b == "1")),
         }))
     }
 }

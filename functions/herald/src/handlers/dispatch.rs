@@ -1,6 +1,8 @@
 //! `dispatch`: the SQS consumer that turns producer messages into pushes, and runs the messages
 //! Herald puts on its internal queue (`services::intake`).
 
+use std::time::Duration;
+
 use aws_config::SdkConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
@@ -23,10 +25,11 @@ impl Handler for Dispatch {
     async fn init(sdk: SdkConfig) -> Result<Self, InitError> {
         let d = Deps::new(sdk);
         let (store, queue, limits) = (d.store()?, d.queue()?, d.limits()?);
+        let poster = d.poster()?.aggregating(Duration::from_millis(limits.aggregate_ms));
         let notifier = Notifier::new(
             store,
             queue.clone(),
-            d.poster()?,
+            poster,
             d.scheduler()?,
             limits.clone(),
             d.roles()?,

@@ -35,9 +35,7 @@ impl WsConnect {
     pub async fn connect(&self, req: &ApiGatewayWebsocketProxyRequest) -> Result<ApiGatewayProxyResponse, BoxError> {
         let who = caller(req)?;
         let rc = &req.request_context;
-        // `?batch=1`: the client takes several frames in one message (DESIGN.md, "Batch frames").
-        let batch = req.query_string_parameters.first("batch").is_some_and(|v| v == "1" || v == "true");
-        match self.connections.open(&who, rc.request_time_epoch, rc.connected_at, batch).await? {
+        match self.connections.open(&who, rc.request_time_epoch, rc.connected_at).await? {
             Opened::Accepted => {}
             Opened::OverBudget(ms) => {
                 let mut resp = status(429);

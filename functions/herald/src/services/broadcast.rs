@@ -24,7 +24,7 @@ use crate::domain::groups::Group;
 use crate::domain::horizon::Horizon;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{Content, LogEntry, format_time, now_rfc3339, without_cursor};
-use crate::io::delivery::{FanoutReport, Poster, Unreachable, chain, close_gone_sockets, fan_out, post_or_close};
+use crate::io::delivery::{FanoutReport, Poster, Unreachable, chain, close_gone_sockets, fan_out, fan_out_live, post_or_close};
 use crate::io::queue::{CollapseRef, FanoutJob, Queue, QueueError, RetryJob};
 use crate::io::store::{Claim, Collapsed, MemberRow, Posted, Store, StoreError, epoch_seconds};
 use crate::services::presence::{Presence, PresenceError};
@@ -156,6 +156,8 @@ struct Audience {
     rows: HashMap<String, Vec<MemberRow>>,
     /// Connections whose 410 may mean "not open yet" (see `close_gone`).
     connecting: HashSet<String>,
+    /// Connections that take batch frames: their posts may be aggregated (`delivery::outbox`).
+    batching: HashSet<String>,
 }
 
 /// The frame for the connections that caught up, and the frame without its cursor for those
@@ -325,6 +327,9 @@ impl Broadcaster {
                 if m.maybe_connecting(now) {
                     audience.connecting.insert(m.connection_id.clone());
                 }
+                if m.batch {
+                    audience.batching.insert(m.connection_id.clone());
+                }
             }
             if let Some(after) = page.next {
                 self.queue
@@ -380,7 +385,7 @@ impl Broadcaster {
         summary: &mut FanoutSummary,
     ) -> Result<bool, BroadcastError> {
         let posting = Instant::now();
-        let mut r = fan_out(&self.poster, connections, frame, self.limits.fanout_concurrency).await;
+        let mut r = fan_out_live(&self.poster, connections, frame, self.limits.fanout_concurrency, &audience.batching).await;
         if !to.reach.ephemeral {
             summary.failed += close_gone_sockets(&self.poster, &r.gone, self.limits.fanout_concurrency).await;
         }

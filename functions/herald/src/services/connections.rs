@@ -48,9 +48,8 @@ impl Connections {
     }
 
     /// Opens `who`'s connection. `received_ms`: when API Gateway received the handshake;
-    /// `connected_at`: the connection's own time, both from the event; `batch`: the client takes
-    /// batch frames.
-    pub async fn open(&self, who: &Caller, received_ms: i64, connected_at: i64, batch: bool) -> Result<Opened, ConnectionError> {
+    /// `connected_at`: the connection's own time, both from the event.
+    pub async fn open(&self, who: &Caller, received_ms: i64, connected_at: i64) -> Result<Opened, ConnectionError> {
         let p = &who.principal;
         let key = Limiter::connect_key(&p.tenant, &p.user);
         if let Some(ms) = self.limiter.check(&key, received_ms).await? {
@@ -72,7 +71,7 @@ impl Connections {
             roles: p.roles.clone(),
             groups: p.groups.clone(),
             connected_at,
-            batch,
+            batch: who.batch,
         };
         self.store
             .connections

@@ -19,6 +19,8 @@ pub enum WsEventError {
 pub struct Caller {
     pub connection_id: String,
     pub principal: Principal,
+    /// The connection opted in to batch frames (`?batch=1` at the handshake).
+    pub batch: bool,
 }
 
 fn field(ctx: &std::collections::HashMap<String, Value>, name: &'static str) -> Result<String, WsEventError> {
@@ -48,16 +50,20 @@ pub fn caller(req: &ApiGatewayWebsocketProxyRequest) -> Result<Caller, WsEventEr
             roles: split_list(&field(ctx, "roles").unwrap_or_default()),
             groups: split_list(&field(ctx, "groups").unwrap_or_default()),
         },
+        batch: field(ctx, "batch").is_ok_and(|b| b == "1"),
     })
 }
 
 /// The context the authorizer returns; API Gateway only carries scalar values, hence the joins.
-pub fn authorizer_context(p: &Principal) -> Value {
+/// It comes with every event of the connection, so `batch` (the handshake's opt-in to batch
+/// frames) reaches `join`, which writes it on the membership rows fan-outs read.
+pub fn authorizer_context(p: &Principal, batch: bool) -> Value {
     serde_json::json!({
         "user": p.user,
         "tenant": p.tenant,
         "roles": p.roles.join(","),
         "groups": p.groups.join(","),
+        "batch": if batch { "1" } else { "0" },
     })
 }
 
@@ -90,6 +96,7 @@ mod tests {
         assert_eq!(c.connection_id, "c1");
         assert_eq!(c.principal.roles, vec!["a", "b"]);
         assert!(c.principal.groups.is_empty());
+        assert!(!c.batch, "no opt-in without the context's flag");
         let event: ApiGatewayWebsocketProxyRequest =
             serde_json::from_value(serde_json::json!({"requestContext": {"connectionId": "c1", "connectedAt": 1, "requestTimeEpoch": 1}}))
                 .unwrap();

@@ -116,7 +116,7 @@ impl Joins {
             roles: Vec::new(),
             groups: Vec::new(),
             connected_at: 0,
-            batch: false,
+            batch: who.batch,
         };
         let joined = self
             .store

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use futures_util::StreamExt;
 
 pub mod chain;
+mod outbox;
 mod poster;
 
 pub use poster::{PostOutcome, Poster, PosterError};
@@ -42,11 +43,21 @@ pub async fn fan_out<I>(poster: &Poster, connections: I, frame: &str, concurrenc
 where
     I: IntoIterator<Item = String>,
 {
+    fan_out_live(poster, connections, frame, concurrency, &HashSet::new()).await
+}
+
+/// [`fan_out`], aggregating the posts to connections in `batching` (those that take batch frames)
+/// when the poster aggregates (see `outbox`).
+pub async fn fan_out_live<I>(poster: &Poster, connections: I, frame: &str, concurrency: usize, batching: &HashSet<String>) -> FanoutReport
+where
+    I: IntoIterator<Item = String>,
+{
     let frame: std::sync::Arc<str> = std::sync::Arc::from(frame);
     let mut results = futures_util::stream::iter(connections)
         .map(|id| {
             let (poster, frame, task_id) = (poster.clone(), frame.clone(), id.clone());
-            let task = tokio::spawn(async move { poster.post(&task_id, &frame).await });
+            let takes_batches = batching.contains(&id);
+            let task = tokio::spawn(async move { poster.post_live(&task_id, &frame, takes_batches).await });
             async move {
                 // A panicked post is treated like a transient failure: the connection is retried.
                 let outcome = task.await.unwrap_or_else(|e| PostOutcome::Retryable(e.to_string()));

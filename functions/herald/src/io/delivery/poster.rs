@@ -57,6 +57,8 @@ pub struct Poster {
     endpoint: Arc<str>,
     region: Arc<str>,
     credentials: Arc<CredentialsCache>,
+    /// Set when posts to connections that take batch frames are aggregated (`outbox`).
+    outbox: Option<Arc<super::outbox::Outbox>>,
 }
 
 impl Poster {
@@ -80,7 +82,23 @@ impl Poster {
                 provider,
                 current: RwLock::new(None),
             }),
+            outbox: None,
         })
+    }
+
+    /// Aggregates live posts to connections that take batch frames over `window` (zero: off).
+    pub fn aggregating(mut self, window: Duration) -> Self {
+        self.outbox = (!window.is_zero()).then(|| super::outbox::Outbox::new(window));
+        self
+    }
+
+    /// Posts a live frame to a connection: aggregated with the other frames for it within the
+    /// window when the connection takes batch frames and aggregation is on.
+    pub async fn post_live(&self, connection_id: &str, frame: &str, takes_batches: bool) -> PostOutcome {
+        match &self.outbox {
+            Some(outbox) if takes_batches => outbox.post(self, connection_id, frame).await,
+            _ => self.post(connection_id, frame).await,
+        }
     }
 
     pub async fn post(&self, connection_id: &str, frame: &str) -> PostOutcome {

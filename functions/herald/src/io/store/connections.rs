@@ -48,6 +48,8 @@ pub struct Member {
     pub joined_at: Option<u64>,
     /// The connection has caught up (its first resume is complete): its frames carry cursors.
     pub caught_up: bool,
+    /// The connection takes batch frames: a fan-out may aggregate its posts.
+    pub batch: bool,
 }
 
 impl Member {
@@ -189,6 +191,10 @@ impl Connections {
                 }),
             ),
         ]);
+        let mut item = item;
+        if conn.batch {
+            item.insert("batch".into(), AttributeValue::Bool(true));
+        }
         (item, format!("{group}#{shard}"))
     }
 
@@ -541,6 +547,7 @@ impl Connections {
                 user: get_s(&item, "user")?.to_owned(),
                 joined_at: get_n(&item, "joinedAt").ok().map(|t| t.max(0) as u64),
                 caught_up: is_caught_up(&item),
+                batch: takes_batches(&item),
             });
         }
         let next = out
@@ -597,6 +604,7 @@ mod tests {
             user: "u".into(),
             joined_at,
             caught_up: false,
+            batch: false,
         }
     }
 
