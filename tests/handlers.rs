@@ -25,6 +25,11 @@ async fn authorizer_allows_a_valid_token_and_refuses_others() {
         resp["context"],
         json!({"user": "u1", "tenant": tenant, "roles": "student", "groups": "course:42"})
     );
+    // The handshake's opt-in to batch frames rides along to every event of the connection.
+    let mut opted_in: Value = serde_json::from_str(&text).expect("json");
+    opted_in["queryStringParameters"]["batch"] = json!("1");
+    let resp = invoke("authorizer", &opted_in).await;
+    assert_eq!(resp["context"]["batch"], "1");
 
     let (status, err) = invoke_raw("authorizer", &fixture("authorizer.json")).await;
     assert_eq!(status, 502, "the placeholder is not a token");

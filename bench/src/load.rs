@@ -12,7 +12,7 @@
 //! ```text
 //! herald-load [--clients 1000] [--tenants 4] [--groups 8] [--notifications 2000] [--rate 100]
 //!             [--via sqs|http|mixed] [--kinds user,users,group,tenant,all] [--max-seconds 600]
-//!             [--report bench/load-report] [--connect-concurrency 64] [--payload-bytes 0]
+//!             [--report bench/load-report] [--connect-concurrency 64] [--payload-bytes 0] [--batch]
 //!   deployed: --ws-url wss://... --http-url https://... [--queue-url https://sqs...]
 //!             (--hs256-secret S --issuer I --audience A | --token-command 'CMD')
 //! ```
@@ -48,6 +48,8 @@ struct Options {
     connect_concurrency: usize,
     /// Bytes of padding in each notification's `data` (sizes what DynamoDB and the frames carry).
     payload_bytes: usize,
+    /// Clients connect with `?batch=1`, as herald.js does: resume pages and bursts come packed.
+    batch: bool,
     target: Target,
 }
 
@@ -119,6 +121,7 @@ fn parse_options() -> Result<Options, String> {
         report: "bench/load-report".into(),
         connect_concurrency: 64,
         payload_bytes: 0,
+        batch: false,
         target: Target::Local,
     };
     let (mut ws_url, mut http_url, mut queue_url) = (None, None, None);
@@ -146,6 +149,7 @@ fn parse_options() -> Result<Options, String> {
             "--report" => o.report = value()?,
             "--connect-concurrency" => o.connect_concurrency = number(value()?)?.max(1),
             "--payload-bytes" => o.payload_bytes = number(value()?)?,
+            "--batch" => o.batch = true,
             "--ws-url" => ws_url = Some(value()?),
             "--http-url" => http_url = Some(value()?),
             "--queue-url" => queue_url = Some(value()?),
@@ -306,9 +310,10 @@ struct Member {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects, joins its group and asks for a resume point; returns the socket and that cursor.
-async fn open(e: &Endpoints, m: &Member) -> Result<(Ws, Option<String>), BoxError> {
+async fn open(e: &Endpoints, m: &Member, batch: bool) -> Result<(Ws, Option<String>), BoxError> {
     let token = mint(&e.tokens, &m.user, &m.tenant, &[], std::slice::from_ref(&m.group))?;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?token={token}", e.ws_url)).await?;
+    let opt_in = if batch { "&batch=1" } else { "" };
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?token={token}{opt_in}", e.ws_url)).await?;
     ws.send(Message::text(json!({"action": "join", "group": m.group, "ref": "j"}).to_string()))
         .await?;
     ws.send(Message::text(json!({"action": "resume", "ref": "r"}).to_string())).await?;
@@ -358,22 +363,35 @@ async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, 
                     if msg.is_none() { return ws; }
                     continue;
                 };
-                let Ok(f) = serde_json::from_str::<Value>(&t) else { continue };
-                if f["type"] != "notification" {
-                    continue;
-                }
-                let (Some(id), sent) = (f["id"].as_str(), f["data"]["sentAt"].as_u64()) else { continue };
-                let mut s = seen.lock().await;
-                let n = s.live.entry(id.to_owned()).or_insert(0);
-                *n += 1;
-                if *n == 1 {
-                    received.fetch_add(1, Ordering::Relaxed);
-                    if let Some(sent) = sent {
-                        s.latencies_ms.push(epoch_ms().saturating_sub(sent));
+                for f in unpack(&t) {
+                    if f["type"] != "notification" {
+                        continue;
+                    }
+                    let (Some(id), sent) = (f["id"].as_str(), f["data"]["sentAt"].as_u64()) else { continue };
+                    let mut s = seen.lock().await;
+                    let n = s.live.entry(id.to_owned()).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        if let Some(sent) = sent {
+                            s.latencies_ms.push(epoch_ms().saturating_sub(sent));
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// The frames of one message: a batch message's in order, or the message itself.
+fn unpack(text: &str) -> Vec<Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut f)) if f.get("type").and_then(Value::as_str) == Some("batch") => match f.remove("frames") {
+            Some(Value::Array(frames)) => frames,
+            _ => Vec::new(),
+        },
+        Ok(f) => vec![f],
+        Err(_) => Vec::new(),
     }
 }
 
@@ -393,22 +411,27 @@ async fn final_resume(ws: &mut Ws, since: Option<&str>) -> Result<HashSet<String
                 .map_err(|_| "no resumed within 60 s")?
                 .ok_or("connection closed during the final resume")??;
             let Message::Text(t) = msg else { continue };
-            let f: Value = serde_json::from_str(&t)?;
-            match f["type"].as_str() {
-                Some("notification") if f["replayed"] == true => {
-                    if let Some(id) = f["id"].as_str() {
-                        ids.insert(id.to_owned());
+            let mut answered = false;
+            for f in unpack(&t) {
+                match f["type"].as_str() {
+                    Some("notification") if f["replayed"] == true => {
+                        if let Some(id) = f["id"].as_str() {
+                            ids.insert(id.to_owned());
+                        }
                     }
-                }
-                Some("resumed") => {
-                    if f["more"] != true {
-                        return Ok(ids);
+                    Some("resumed") => {
+                        if f["more"] != true {
+                            return Ok(ids);
+                        }
+                        from = f["next"].as_str().or(f["cursor"].as_str()).map(str::to_owned);
+                        answered = true;
                     }
-                    from = f["next"].as_str().or(f["cursor"].as_str()).map(str::to_owned);
-                    break;
+                    Some("error") => return Err(format!("resume refused: {f}").into()),
+                    _ => {}
                 }
-                Some("error") => return Err(format!("resume refused: {f}").into()),
-                _ => {}
+            }
+            if answered {
+                break;
             }
         }
     }
@@ -567,7 +590,7 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         .map(|(i, m)| {
             let (e, opened, received) = (e.clone(), opened.clone(), received.clone());
             async move {
-                let r = open(&e, m).await.map(|(ws, cursor)| {
+                let r = open(&e, m, o.batch).await.map(|(ws, cursor)| {
                     let s = Arc::new(Mutex::new(Seen::default()));
                     let (stop, stopped) = tokio::sync::oneshot::channel();
                     ((tokio::spawn(listen(ws, s.clone(), received, stopped)), stop), cursor, s)
@@ -790,6 +813,7 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         "via": format!("{:?}", o.via).to_lowercase(),
         "rate": o.rate,
         "payloadBytes": o.payload_bytes,
+        "batch": o.batch,
         "connectSeconds": (connect_seconds * 10.0).round() / 10.0,
         "produceSeconds": (produce_seconds * 10.0).round() / 10.0,
         "expectedDeliveries": expected,

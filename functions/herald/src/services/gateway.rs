@@ -58,13 +58,16 @@ pub fn caller(req: &ApiGatewayWebsocketProxyRequest) -> Result<Caller, WsEventEr
 /// It comes with every event of the connection, so `batch` (the handshake's opt-in to batch
 /// frames) reaches `join`, which writes it on the membership rows fan-outs read.
 pub fn authorizer_context(p: &Principal, batch: bool) -> Value {
-    serde_json::json!({
+    let mut context = serde_json::json!({
         "user": p.user,
         "tenant": p.tenant,
         "roles": p.roles.join(","),
         "groups": p.groups.join(","),
-        "batch": if batch { "1" } else { "0" },
-    })
+    });
+    if batch {
+        context["batch"] = Value::from("1");
+    }
+    context
 }
 
 /// A 200 whose body (if any) the route response sends back to the caller.
