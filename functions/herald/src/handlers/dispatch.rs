@@ -21,6 +21,7 @@ use crate::io::delivery::Poster;
 use crate::io::push::PushSender;
 use crate::io::queue::{DEFERRED_FOR, InternalMessage, Queue, QueueError, redeliver};
 use crate::io::store::Store;
+use crate::services::chat::Receipts;
 use crate::services::deps::Deps;
 use crate::services::notify::{Internal, Notified, Notifier, NotifyError};
 use crate::services::presence::Presence;
@@ -74,6 +75,12 @@ impl Dispatch {
     /// Web Push with this sender (`None`: off).
     pub fn with_push(mut self, sender: Option<PushSender>) -> Self {
         self.notifier = self.notifier.with_push(sender);
+        self
+    }
+
+    /// Chat receipt flushes with this service.
+    pub fn with_receipts(mut self, receipts: Receipts) -> Self {
+        self.notifier = self.notifier.with_receipts(receipts);
         self
     }
 
@@ -183,7 +190,8 @@ impl Handler for Dispatch {
             d.roles()?,
             d.presence_policy()?,
         )
-        .with_push(Pusher::sender(&d.push_settings()?)?))
+        .with_push(Pusher::sender(&d.push_settings()?)?)
+        .with_receipts(d.receipts(Self::NAME)?))
     }
 
     async fn handle(&self, event: Self::Event) -> Result<Self::Output, BoxError> {

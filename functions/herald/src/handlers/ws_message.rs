@@ -1,6 +1,9 @@
 //! `$default` and `publish`: `resume`, `ack`, `ping`, `publish` (see `publish`), and a clear
 //! error frame for anything else. Every frame first spends the connection's frame budget.
 //!
+//! `read` is a chat read receipt (`services::chat::Receipts`), which admits itself on the
+//! user's work budget as a join does.
+//!
 //! Frames that make Herald post or write in bulk are admitted on the user's work budget too
 //! (`limiter`). `resume` is the replay service's (`replay::resume`): the caller's notifications
 //! around and after a cursor the client holds, from the topics the connection is a member of,
@@ -12,13 +15,14 @@ use serde_json::Map;
 
 use crate::BoxError;
 use crate::domain::budget::Budget;
-use crate::domain::config::{Env, Limits};
-use crate::domain::frames::{self, ClientFrame};
+use crate::domain::config::{ChatSettings, Env, Limits};
+use crate::domain::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
 use crate::domain::policy::{PresencePolicy, PublishPolicy, RolePolicy};
 use crate::io::delivery::Poster;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
 use crate::services::broadcast::Broadcaster;
+use crate::services::chat::{ChatError, ReceiptSettings, Receipts};
 use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
 use crate::services::limiter::Limiter;
@@ -34,6 +38,7 @@ pub struct WsMessage {
     publisher: Publisher,
     replay: Replay,
     resumer: Resumer,
+    receipts: Receipts,
 }
 
 /// What `ws-message` is built from besides its clients: settings read at init.
@@ -46,6 +51,7 @@ pub struct Settings {
     pub work: Option<Budget>,
     pub publish: PublishPolicy,
     pub presence: PresencePolicy,
+    pub chat: ChatSettings,
 }
 
 impl WsMessage {
@@ -57,13 +63,24 @@ impl WsMessage {
             work,
             publish,
             presence,
+            chat,
         } = settings;
         let presence = Presence::new("ws-message", store.clone(), queue.clone(), poster.clone(), presence, &limits);
         let limiter = Limiter::new(store.clone(), frames).with_work(work);
-        let joins = Joins::new(store.clone(), limits.clone(), roles, presence.clone(), limiter.clone());
-        let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
+        let joins = Joins::new(store.clone(), limits.clone(), roles.clone(), presence.clone(), limiter.clone());
         let replay = Replay::new(store.clone(), limits.retention_seconds);
+        let receipts = Receipts::new(
+            store.clone(),
+            queue.clone(),
+            poster.clone(),
+            presence.clone(),
+            roles.clone(),
+            limiter.clone(),
+            ReceiptSettings::new(&limits, &chat),
+        );
+        let broadcaster = Broadcaster::new(store.clone(), queue, poster.clone(), limits.clone(), presence.clone());
         Self {
+            receipts,
             limiter,
             publisher: Publisher::new(store.clone(), broadcaster, publish, limits.clone()),
             resumer: Resumer::new(replay.clone(), store, poster, presence),
@@ -119,6 +136,16 @@ impl WsMessage {
                 (flatten(joined)?, 0)
             }
             ClientFrame::Leave { group, reference } => (flatten(self.joins.leave(&who, &group, reference).await)?, 0),
+            ClientFrame::Read { group, up_to, reference } => match self.receipts.mark(p, &group, &up_to, at).await {
+                Ok(marked) => {
+                    let mut m = Map::new();
+                    m.insert("group".into(), marked.group.into());
+                    m.insert("upTo".into(), marked.up_to.to_string().into());
+                    m.insert("advanced".into(), marked.advanced.into());
+                    (frames::reply("read", m, reference), 0)
+                }
+                Err(e) => (chat_refusal(e, reference)?, 0),
+            },
             ClientFrame::Publish(frame) => match self.publisher.publish(Self::NAME, &who, *frame).await {
                 Ok(published) => (published.body, published.posts),
                 Err(PublishError::Store(e)) => return Err(e.into()),
@@ -139,6 +166,17 @@ fn flatten(r: Result<String, JoinError>) -> Result<String, BoxError> {
     }
 }
 
+/// A chat refusal as the error frame the client gets; failures below stay failures.
+fn chat_refusal(e: ChatError, reference: Option<serde_json::Value>) -> Result<String, BoxError> {
+    let frame = match e {
+        ChatError::BadRequest(m) => ErrorFrame::new(ErrorCode::BadRequest, m, reference),
+        ChatError::Forbidden(m) | ChatError::NotFound(m) => ErrorFrame::new(ErrorCode::Forbidden, m, reference),
+        ChatError::RateLimited(ms) => ErrorFrame::rate_limited(ms, reference),
+        other => return Err(other.into()),
+    };
+    Ok(frame.to_json())
+}
+
 impl Handler for WsMessage {
     type Event = ApiGatewayWebsocketProxyRequest;
     type Output = ApiGatewayProxyResponse;
@@ -153,6 +191,7 @@ impl Handler for WsMessage {
             work: Budget::work(&Env)?,
             publish: PublishPolicy::from_source(&Env)?,
             presence: d.presence_policy()?,
+            chat: d.chat_settings()?,
         };
         tracing::info!(publish = ?settings.publish.kinds(), presence = ?settings.presence.kinds(), "group kinds with publish and presence");
         Ok(Self::new(d.store()?, d.poster()?, d.queue()?, settings))

@@ -21,6 +21,7 @@ use crate::io::push::PushSender;
 use crate::io::queue::{InternalMessage, Queue};
 use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
 use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Logged, Outgoing, Reach};
+use crate::services::chat::{ChatError, Receipts};
 use crate::services::escalation::{Escalation, EscalationError, Fired};
 use crate::services::membership::Unsubscriber;
 use crate::services::presence::{Presence, PresenceError};
@@ -41,6 +42,8 @@ pub enum NotifyError {
     Push(#[from] PushError),
     #[error(transparent)]
     Escalation(#[from] EscalationError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
 }
 
 impl NotifyError {
@@ -74,6 +77,8 @@ pub enum Internal {
     Presence,
     /// An escalation check at (or before) its deadline.
     Escalation(Fired),
+    /// A receipt flush (chat): the posts it made.
+    Receipt(usize),
 }
 
 pub struct Notifier {
@@ -86,6 +91,8 @@ pub struct Notifier {
     unsubscriber: Unsubscriber,
     queue: Queue,
     limits: Limits,
+    /// Chat receipts' trailing pushes; `None`: flushes are dropped.
+    receipts: Option<Receipts>,
 }
 
 impl Notifier {
@@ -109,7 +116,14 @@ impl Notifier {
             presence,
             store,
             limits,
+            receipts: None,
         }
+    }
+
+    /// Runs chat receipt flushes with this service.
+    pub fn with_receipts(mut self, receipts: Receipts) -> Self {
+        self.receipts = Some(receipts);
+        self
     }
 
     /// Web Push with this sender (`None`: off).
@@ -232,6 +246,13 @@ impl Notifier {
                 return Ok(Internal::Presence);
             }
             InternalMessage::Escalation(check) => return Ok(Internal::Escalation(self.escalation.check(&check).await?)),
+            InternalMessage::Receipt(flush) => {
+                let posts = match &self.receipts {
+                    Some(receipts) => receipts.flush(&flush).await?,
+                    None => 0,
+                };
+                return Ok(Internal::Receipt(posts));
+            }
         };
         let summary = self.broadcaster.run_job(&job).await?;
         Metrics::new("dispatch")
