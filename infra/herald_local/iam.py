@@ -343,4 +343,8 @@ def policies_from_template(template: Template, resolver: Resolver) -> Policies:
             arn = queue_arns.get(str(url))
             if arn is not None:
                 resource_policies.setdefault(arn, []).extend(statements)
+    for res in template.of_type("AWS::S3::BucketPolicy"):
+        # Bucket policies govern keys by pattern; the local stack evaluates only the role's
+        # statements for S3 (Herald's bucket policy only denies plain-HTTP requests).
+        unmodelled.append(f"{res.logical_id}: bucket policies are not evaluated locally")
     return Policies(roles, function_roles, resource_policies, unmodelled)

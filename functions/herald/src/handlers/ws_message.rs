@@ -16,13 +16,13 @@ use serde_json::Map;
 use crate::BoxError;
 use crate::domain::budget::Budget;
 use crate::domain::config::{ChatSettings, Env, Limits};
-use crate::domain::frames::{self, ClientFrame, ErrorCode, ErrorFrame};
+use crate::domain::frames::{self, ClientFrame};
 use crate::domain::policy::{PresencePolicy, PublishPolicy, RolePolicy};
 use crate::io::delivery::Poster;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
 use crate::services::broadcast::Broadcaster;
-use crate::services::chat::{ChatError, ReceiptSettings, Receipts};
+use crate::services::chat::{ReceiptSettings, Receipts};
 use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
 use crate::services::limiter::Limiter;
@@ -144,7 +144,7 @@ impl WsMessage {
                     m.insert("advanced".into(), marked.advanced.into());
                     (frames::reply("read", m, reference), 0)
                 }
-                Err(e) => (chat_refusal(e, reference)?, 0),
+                Err(e) => (e.refusal(reference).map_err(BoxError::from)?.to_json(), 0),
             },
             ClientFrame::Publish(frame) => match self.publisher.publish(Self::NAME, &who, *frame).await {
                 Ok(published) => (published.body, published.posts),
@@ -164,17 +164,6 @@ fn flatten(r: Result<String, JoinError>) -> Result<String, BoxError> {
         Err(JoinError::Store(e)) => Err(e.into()),
         Err(JoinError::Presence(e)) => Err(e.into()),
     }
-}
-
-/// A chat refusal as the error frame the client gets; failures below stay failures.
-fn chat_refusal(e: ChatError, reference: Option<serde_json::Value>) -> Result<String, BoxError> {
-    let frame = match e {
-        ChatError::BadRequest(m) => ErrorFrame::new(ErrorCode::BadRequest, m, reference),
-        ChatError::Forbidden(m) | ChatError::NotFound(m) => ErrorFrame::new(ErrorCode::Forbidden, m, reference),
-        ChatError::RateLimited(ms) => ErrorFrame::rate_limited(ms, reference),
-        other => return Err(other.into()),
-    };
-    Ok(frame.to_json())
 }
 
 impl Handler for WsMessage {

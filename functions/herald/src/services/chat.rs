@@ -20,6 +20,7 @@ use crate::domain::auth::Principal;
 use crate::domain::chat::{self, UploadError, UploadRequest};
 use crate::domain::config::{ChatSettings, Limits, Uploads};
 use crate::domain::cursor::{Cursor, now_millis};
+use crate::domain::frames::{ErrorCode, ErrorFrame};
 use crate::domain::groups::Group;
 use crate::domain::horizon::SKEW_MS;
 use crate::domain::metrics::Metrics;
@@ -52,6 +53,19 @@ pub enum ChatError {
     Presence(#[from] PresenceError),
     #[error(transparent)]
     Objects(#[from] ObjectsError),
+}
+
+impl ChatError {
+    /// The error frame a refusal is answered with over the socket; `Err(self)` for a failure
+    /// below (storage, queue), which fails the invocation instead.
+    pub fn refusal(self, reference: Option<Value>) -> Result<ErrorFrame, ChatError> {
+        Ok(match self {
+            ChatError::BadRequest(m) => ErrorFrame::new(ErrorCode::BadRequest, m, reference),
+            ChatError::Forbidden(m) | ChatError::NotFound(m) => ErrorFrame::new(ErrorCode::Forbidden, m, reference),
+            ChatError::RateLimited(ms) => ErrorFrame::rate_limited(ms, reference),
+            other => return Err(other),
+        })
+    }
 }
 
 /// How far past the clock a receipt's cursor may be (Lambda clocks differ a little): a cursor
