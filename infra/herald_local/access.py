@@ -134,7 +134,8 @@ class Access:
                    "aws:securetransport": ("true",),   # AWS endpoints are https
                    **request.context}
         full = Request(request.action, request.resource, context)
-        resource_policy = self.policies.resource_policies.get(request.resource, ())
+        resource_policy = self.policies.resource_policies.get(request.resource) \
+            or self.policies.resource_policies.get(iam.bucket_arn(request.resource) or "", ())
         # Only the condition keys the policies test can change the decision: the rest of the
         # context (a DynamoDB item's partition key, mostly) stays out of the memo's key.
         keys = self._keys_tested(who.role, request.resource, resource_policy)
