@@ -76,7 +76,10 @@ async fn history_pages_backwards_without_gap_or_repeat_while_messages_arrive() {
         let ids = ids_of(&page);
         assert_eq!(ids.len(), 8, "page {page_no}: {page}");
         let cursors: Vec<String> = cursors_of(&page).into_iter().flatten().collect();
-        assert!(cursors.windows(2).all(|w| w[0] > w[1]), "page {page_no} is not newest first: {page}");
+        assert!(
+            cursors.windows(2).all(|w| w[0] > w[1]),
+            "page {page_no} is not newest first: {page}"
+        );
         for item in page["items"].as_array().into_iter().flatten() {
             assert_eq!(item["type"], "notification");
             assert_eq!(item["topic"], group.as_str());
@@ -91,7 +94,10 @@ async fn history_pages_backwards_without_gap_or_repeat_while_messages_arrive() {
     }
     let unique_seen: HashSet<String> = seen.iter().cloned().collect();
     assert_eq!(unique_seen.len(), seen.len(), "an entry repeated across pages: {seen:?}");
-    assert_eq!(unique_seen, before_paging, "pages must hold exactly the messages there when paging began");
+    assert_eq!(
+        unique_seen, before_paging,
+        "pages must hold exactly the messages there when paging began"
+    );
     // The third page was the last: the 24 were all read, and no empty page follows.
     assert_eq!(next, None);
     // And the newest page now starts with what arrived meanwhile.
@@ -159,7 +165,12 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
         .request(json!({"action": "read", "group": group, "upTo": c[1], "ref": "r1"}), "read")
         .await;
     assert_eq!(
-        (read["type"].as_str(), read["advanced"].as_bool(), read["upTo"].as_str(), read["ref"].as_str()),
+        (
+            read["type"].as_str(),
+            read["advanced"].as_bool(),
+            read["upTo"].as_str(),
+            read["ref"].as_str()
+        ),
         (Some("read"), Some(true), Some(c[1].as_str()), Some("r1")),
         "{read}"
     );
@@ -170,7 +181,11 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
     let back = alice
         .request(json!({"action": "read", "group": group, "upTo": c[0], "ref": "r2"}), "read")
         .await;
-    assert_eq!((back["advanced"].as_bool(), back["upTo"].as_str()), (Some(false), Some(c[1].as_str())), "{back}");
+    assert_eq!(
+        (back["advanced"].as_bool(), back["upTo"].as_str()),
+        (Some(false), Some(c[1].as_str())),
+        "{back}"
+    );
     let (status, body) = api(
         Method::POST,
         &format!("/groups/{}/read", path_of(&group)),
@@ -178,7 +193,11 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
         Some(json!({"upTo": c[0]})),
     )
     .await;
-    assert_eq!((status, body["advanced"].as_bool(), body["upTo"].as_str()), (200, Some(false), Some(c[1].as_str())), "{body}");
+    assert_eq!(
+        (status, body["advanced"].as_bool(), body["upTo"].as_str()),
+        (200, Some(false), Some(c[1].as_str())),
+        "{body}"
+    );
 
     // Forward over HTTP, within a second of the first: coalesced, it still reaches bob.
     let (status, body) = api(
@@ -190,15 +209,21 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
     .await;
     assert_eq!((status, body["advanced"].as_bool()), (200, Some(true)), "{body}");
     let r = receipt(&mut bob).await;
-    assert_eq!((r["user"].as_str(), r["upTo"].as_str()), (Some(a.as_str()), Some(c[2].as_str())), "{r}");
+    assert_eq!(
+        (r["user"].as_str(), r["upTo"].as_str()),
+        (Some(a.as_str()), Some(c[2].as_str())),
+        "{r}"
+    );
 
     // Bob reads too; alice is told, and the receipts list both.
-    let read = bob
-        .request(json!({"action": "read", "group": group, "upTo": c[0]}), "read")
-        .await;
+    let read = bob.request(json!({"action": "read", "group": group, "upTo": c[0]}), "read").await;
     assert_eq!(read["advanced"], true, "{read}");
     let r = receipt(&mut alice).await;
-    assert_eq!((r["user"].as_str(), r["upTo"].as_str()), (Some(b.as_str()), Some(c[0].as_str())), "{r}");
+    assert_eq!(
+        (r["user"].as_str(), r["upTo"].as_str()),
+        (Some(b.as_str()), Some(c[0].as_str())),
+        "{r}"
+    );
     let (status, body) = api(
         Method::GET,
         &format!("/groups/{}/receipts?upTo={}", path_of(&group), c[1]),
@@ -207,12 +232,21 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["mode"].as_str(), body["readers"].as_u64(), body["seen"].as_u64()), (Some("members"), Some(2), Some(1)), "{body}");
+    assert_eq!(
+        (body["mode"].as_str(), body["readers"].as_u64(), body["seen"].as_u64()),
+        (Some("members"), Some(2), Some(1)),
+        "{body}"
+    );
     let mut listed: Vec<(String, String)> = body["receipts"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|r| (r["user"].as_str().unwrap_or_default().to_owned(), r["upTo"].as_str().unwrap_or_default().to_owned()))
+        .map(|r| {
+            (
+                r["user"].as_str().unwrap_or_default().to_owned(),
+                r["upTo"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     listed.sort();
     let mut want = vec![(a.clone(), c[2].clone()), (b.clone(), c[0].clone())];
@@ -231,7 +265,11 @@ async fn receipts_are_validated_and_for_members_only() {
     let bad = alice
         .request(json!({"action": "read", "group": group, "upTo": "nope"}), "read")
         .await;
-    assert_eq!((bad["type"].as_str(), bad["code"].as_str()), (Some("error"), Some("bad_request")), "{bad}");
+    assert_eq!(
+        (bad["type"].as_str(), bad["code"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{bad}"
+    );
     let future = herald::domain::cursor::Cursor::at_millis(herald::domain::cursor::now_millis() + 3_600_000).to_string();
     let bad = alice
         .request(json!({"action": "read", "group": group, "upTo": future}), "read")
@@ -242,11 +280,23 @@ async fn receipts_are_validated_and_for_members_only() {
         .await;
     assert_eq!(denied["code"], "forbidden", "{denied}");
     let mallory = token(&unique("mallory"), &tenant, &[], &[]);
-    let (status, _) = api(Method::POST, &format!("/groups/{}/read", path_of(&group)), &mallory, Some(json!({"upTo": c[0]}))).await;
+    let (status, _) = api(
+        Method::POST,
+        &format!("/groups/{}/read", path_of(&group)),
+        &mallory,
+        Some(json!({"upTo": c[0]})),
+    )
+    .await;
     assert_eq!(status, 403);
     let (status, _) = api(Method::GET, &format!("/groups/{}/receipts", path_of(&group)), &mallory, None).await;
     assert_eq!(status, 403);
-    let (status, _) = api(Method::POST, &format!("/groups/{}/read", path_of(&group)), &member(&a, &tenant, &group), Some(json!({}))).await;
+    let (status, _) = api(
+        Method::POST,
+        &format!("/groups/{}/read", path_of(&group)),
+        &member(&a, &tenant, &group),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(status, 400);
 }
 
@@ -278,7 +328,10 @@ async fn receipts_are_coalesced_to_about_one_a_second() {
     // The gate opens at most once a second, plus the trailing flush of the last window.
     let most = 2 + elapsed.as_secs() as usize;
     assert!(got.len() <= most, "{} receipts for 5 reads in {elapsed:?}: {got:?}", got.len());
-    assert!(got.len() < c.len() || elapsed >= Duration::from_secs(3), "not coalesced: {got:?} in {elapsed:?}");
+    assert!(
+        got.len() < c.len() || elapsed >= Duration::from_secs(3),
+        "not coalesced: {got:?} in {elapsed:?}"
+    );
 }
 
 async fn upload(token: &str, body: Value) -> (u16, Value) {
@@ -290,18 +343,40 @@ async fn uploads_over_the_limits_get_400_and_no_url() {
     let (tenant, group) = room();
     let alice = member(&unique("alice"), &tenant, &group);
     for (body, why) in [
-        (json!({"group": group, "name": "big.png", "contentType": "image/png", "size": 10 * 1024 * 1024 + 1}), "over the size limit"),
-        (json!({"group": group, "name": "page.html", "contentType": "text/html", "size": 100}), "a refused type"),
-        (json!({"group": group, "name": "x.exe", "contentType": "application/x-msdownload", "size": 100}), "a refused type"),
-        (json!({"group": group, "name": "a.png", "contentType": "image/png", "size": 0}), "an empty file"),
-        (json!({"group": group, "name": "a.png", "contentType": "image/png", "size": 10, "key": "acme/x/y"}), "a field of its own"),
+        (
+            json!({"group": group, "name": "big.png", "contentType": "image/png", "size": 10 * 1024 * 1024 + 1}),
+            "over the size limit",
+        ),
+        (
+            json!({"group": group, "name": "page.html", "contentType": "text/html", "size": 100}),
+            "a refused type",
+        ),
+        (
+            json!({"group": group, "name": "x.exe", "contentType": "application/x-msdownload", "size": 100}),
+            "a refused type",
+        ),
+        (
+            json!({"group": group, "name": "a.png", "contentType": "image/png", "size": 0}),
+            "an empty file",
+        ),
+        (
+            json!({"group": group, "name": "a.png", "contentType": "image/png", "size": 10, "key": "acme/x/y"}),
+            "a field of its own",
+        ),
     ] {
         let (status, answer) = upload(&alice, body).await;
         assert_eq!(status, 400, "{why}: {answer}");
-        assert!(answer.get("upload").is_none() && !answer.to_string().contains("http"), "{why}: a URL in {answer}");
+        assert!(
+            answer.get("upload").is_none() && !answer.to_string().contains("http"),
+            "{why}: a URL in {answer}"
+        );
     }
     let outsider = token(&unique("mallory"), &tenant, &[], &[]);
-    let (status, answer) = upload(&outsider, json!({"group": group, "name": "a.png", "contentType": "image/png", "size": 10})).await;
+    let (status, answer) = upload(
+        &outsider,
+        json!({"group": group, "name": "a.png", "contentType": "image/png", "size": 10}),
+    )
+    .await;
     assert_eq!(status, 403, "{answer}");
     assert!(answer.get("upload").is_none(), "{answer}");
 }
@@ -356,5 +431,15 @@ async fn files_are_shared_through_presigned_urls_for_members_only() {
     assert!(!answer.to_string().contains("http"), "{answer}");
     let eve = token(&unique("eve"), &unique("evil"), &[], &[&group]);
     assert_eq!(api(Method::GET, &format!("/uploads/{key}"), &eve, None).await.0, 404);
-    assert_eq!(api(Method::GET, &format!("/uploads/{tenant}/{a}/01J000000000000000000000AA-x"), &bob, None).await.0, 404);
+    assert_eq!(
+        api(
+            Method::GET,
+            &format!("/uploads/{tenant}/{a}/01J000000000000000000000AA-x"),
+            &bob,
+            None
+        )
+        .await
+        .0,
+        404
+    );
 }

@@ -309,7 +309,8 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
     const text = "agenda: receipts, history, files\n";
     await b.page.locator('#chat-form input[name="file"]').setInputFiles({ name: "agenda.txt", mimeType: "text/plain", buffer: Buffer.from(text) });
     await b.page.locator("#chat-form").getByRole("button", { name: "Send" }).click();
-    await b.page.locator('#chat-status[data-kind="ok"]', { hasText: "shared agenda.txt" }).waitFor({ timeout: DEADLINE_MS });
+    await b.page.locator('#chat-status:not([data-kind="pending"])', { hasText: "agenda.txt" }).waitFor({ timeout: DEADLINE_MS });
+    assert.equal(await b.page.textContent("#chat-status"), "shared agenda.txt");
     const fileButton = a.page.locator('#chat-messages li[data-from="bob"] button.file');
     await fileButton.waitFor({ timeout: DEADLINE_MS });
     await fileButton.click();

@@ -413,7 +413,11 @@ def _scheduler(method: str, path: str, query: dict[str, str], doc: dict[str, Any
 
 
 def _s3(method: str, path: str, query: dict[str, str]) -> list[Request]:
-    """Object reads and writes, path-style (`/bucket/key`), as presigned URLs make them."""
+    """Object reads and writes, path-style (`/bucket/key`), as presigned URLs make them. A CORS
+    preflight (OPTIONS) is authorized by the bucket's CORS rules, not by IAM: S3 answers it
+    without looking at credentials, so it needs no grant."""
+    if method == "OPTIONS":
+        return []
     bucket, _, key = urllib.parse.unquote(path).lstrip("/").partition("/")
     if not bucket or not key or any(k in query for k in ("uploads", "uploadId", "acl", "tagging")):
         raise Unclassified(f"S3 {method} {path} (only single object GET/HEAD/PUT/DELETE are modelled)")

@@ -284,6 +284,8 @@ def test_presigned_s3_requests_are_classified_by_their_query_credential() -> Non
     assert [r.action for r in get] == ["s3:GetObject"]
     with pytest.raises(Unclassified):
         classify_aws("s3", "GET", "/herald-uploadsbucket", query, {}, b"", target)   # a listing
+    # A browser's CORS preflight of the URL: S3 answers it by the bucket's CORS rules alone.
+    assert classify_aws("s3", "OPTIONS", "/herald-uploadsbucket/k", query, {}, b"", target) == []
 
 
 def test_every_herald_function_has_a_role_of_its_own() -> None:

@@ -79,12 +79,32 @@ impl Objects {
     }
 }
 
+/// The URL, and of the request's headers only those the signature covers: the SDK also adds a
+/// trace header (from the Lambda's environment) that the client has no use for, and a browser
+/// would have to get it past the bucket's CORS rules.
 fn presigned(req: &PresignedRequest) -> Presigned {
+    let url = req.uri().to_owned();
+    let signed = signed_headers(&url);
     Presigned {
-        url: req.uri().to_owned(),
+        headers: req
+            .headers()
+            .filter(|(k, _)| signed.iter().any(|s| s.eq_ignore_ascii_case(k)))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         method: req.method().to_owned(),
-        headers: req.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        url,
     }
+}
+
+/// `X-Amz-SignedHeaders` of a presigned URL (`content-length;content-type;host`).
+fn signed_headers(url: &str) -> Vec<String> {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("X-Amz-SignedHeaders="))
+        .map(|v| v.replace("%3B", ";").replace("%3b", ";"))
+        .map(|v| v.split(';').map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266): an ASCII fallback and the name
@@ -116,6 +136,13 @@ pub fn content_disposition(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_signed_headers_are_handed_out() {
+        let url = "http://127.0.0.1:9/b/k?x-id=PutObject&X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost&X-Amz-Signature=ab";
+        assert_eq!(signed_headers(url), ["content-length", "content-type", "host"]);
+        assert!(signed_headers("http://127.0.0.1:9/b/k").is_empty());
+    }
 
     #[test]
     fn downloads_are_attachments_with_a_safe_name() {
