@@ -22,7 +22,8 @@ const HISTORY_TOKEN: &str = "h1.";
 /// Where a history page ends: before a cursor the client holds (a message's), or before the
 /// `next` of the previous page.
 pub fn parse_before(raw: Option<&str>) -> Result<Option<Cursor>, BeforeError> {
-    match raw.filter(|s| !s.is_empty()) {
+    // An empty `before` is refused, not read as "none": the API documents it as a cursor.
+    match raw {
         None => Ok(None),
         Some(s) => s
             .strip_prefix(HISTORY_TOKEN)
@@ -188,7 +189,7 @@ mod tests {
     fn before_takes_a_cursor_or_a_history_token() {
         let c = Cursor::from_parts(1_800_000_000_000, 7);
         assert_eq!(parse_before(None), Ok(None));
-        assert_eq!(parse_before(Some("")), Ok(None));
+        assert_eq!(parse_before(Some("")), Err(BeforeError));
         assert_eq!(parse_before(Some(&c.to_string())), Ok(Some(c)));
         assert_eq!(parse_before(Some(&history_token(c))), Ok(Some(c)));
         assert_eq!(parse_before(Some("h1.nope")), Err(BeforeError));

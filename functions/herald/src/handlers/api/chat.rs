@@ -46,7 +46,7 @@ impl Api {
     /// `?upTo=CURSOR`, also how many members have read at least that far (`seen`).
     pub(super) async fn receipts(&self, p: &Principal, group: &str, req: &Request) -> ApiResult {
         let q = req.query_string_parameters();
-        let at: Option<Cursor> = match q.first("upTo").filter(|c| !c.is_empty()) {
+        let at: Option<Cursor> = match q.first("upTo") {
             None => None,
             Some(c) => Some(c.parse().map_err(|_| ApiError::bad_request("upTo is not a valid cursor"))?),
         };
