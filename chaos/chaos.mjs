@@ -373,6 +373,7 @@ class Device {
     this.replayed = 0;
     this.missed = 0; // (stays 0: given no `httpUrl`, herald.js has no polling fallback here)
     this.frameCount = 0; // notification frames off the socket, repeats too (the cost meter's deliveries)
+    this.messageCount = 0; // WebSocket messages off the socket (a batch message is one)
     this.drops = 0;
     this.errors = [];
     // What came over the socket, below the client's own dedupe: a replayed frame for an id that
@@ -433,14 +434,21 @@ class Device {
     });
   }
 
-  /** A frame as it came off the socket (the client parses it again, and dedupes). */
+  /** A message as it came off the socket (the client parses it again, and dedupes): a batch
+   * message's frames one by one. */
   tap(data) {
-    let f;
+    let m;
     try {
-      f = JSON.parse(String(data));
+      m = JSON.parse(String(data));
     } catch {
       return;
     }
+    this.messageCount++;
+    for (const f of m?.type === "batch" && Array.isArray(m.frames) ? m.frames : [m]) this.tapFrame(f);
+  }
+
+  /** One server frame. */
+  tapFrame(f) {
     if (f?.type === "notification") this.frameCount++;
     if (f?.type !== "notification" || typeof f.id !== "string" || f.ephemeral) return;
     if (!this.frames.has(f.id)) this.frames.add(f.id);
@@ -512,6 +520,7 @@ class RawDevice {
     this.replayed = 0;
     this.missed = 0;
     this.frameCount = 0; // notification frames off the socket, repeats too (the cost meter's deliveries)
+    this.messageCount = 0; // WebSocket messages off the socket (a batch message is one)
     this.resends = 0;
     // Of the resends, items of a `missed` read (HTTP, not frames a resume posted).
     this.missedRepeats = 0;
@@ -1165,6 +1174,10 @@ async function runOnce(o, onHardStop) {
     // What the run cost up to here (the final catch-up below is the suite's check, not traffic).
     const cost = costPerDelivery(await control(stack, "GET", "/cost"), devices.reduce((n, d) => n + d.frameCount, 0));
     say(`cost: ${cost.line}`);
+    const heraldDevices = devices.filter((d) => d.messageCount !== undefined);
+    const framesIn = heraldDevices.reduce((n, d) => n + d.frameCount, 0);
+    const messagesIn = heraldDevices.reduce((n, d) => n + d.messageCount, 0);
+    say(`herald.js devices (batch frames): ${framesIn} notification frames came in ${messagesIn} WebSocket messages, replies included`);
     say("queues drained; final resume and poll");
 
     // Every dispatch has finished, so every entry is in the log: one resume (which sends

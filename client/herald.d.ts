@@ -212,6 +212,56 @@ export interface PresenceFrame {
   state: "online" | "offline";
 }
 
+/** Another member read a chat up to `upTo` (at most about one a second per member and group). */
+export interface ReceiptFrame {
+  type: "receipt";
+  group: string;
+  user: string;
+  upTo: string;
+}
+
+/** `markRead`'s answer: `upTo` is the stored cursor (never backwards). */
+export interface ReadFrame {
+  type: "read";
+  group: string;
+  upTo: string;
+  /** Whether this call moved it forward. */
+  advanced: boolean;
+}
+
+/** One page of a group's history, newest first. */
+export interface HistoryPage {
+  group: string;
+  /** Notification frames, newest first (a very fresh one may come without `cursor`). */
+  items: HeraldNotification[];
+  /** Pass as `before` for the older page; null on the oldest page. Not a resume point. */
+  next: string | null;
+}
+
+/**
+ * `GET /groups/{group}/receipts`. `mode: "members"`: each member's last-read cursor. `mode:
+ * "counts"` (a group with more readers than the server's member cap): only how many.
+ * `seen`: members who read at least as far as the `upTo` asked for (null without it).
+ */
+export type ReceiptsAnswer =
+  | { group: string; mode: "members"; receipts: { user: string; upTo: string }[]; readers: number; seen: number | null }
+  | { group: string; mode: "counts"; readers: number; capped: boolean; seen: number | null };
+
+/** A file shared with `upload()`: send `key` in a chat message's `data`. */
+export interface SharedFile {
+  key: string;
+  name: string;
+  contentType: string;
+  size: number;
+}
+
+/** `download(key)`: a short-lived URL for the file's bytes. */
+export interface DownloadAnswer extends SharedFile {
+  group: string;
+  from: { user: string };
+  download: { url: string; method: "GET"; headers: Record<string, string>; expiresIn: number };
+}
+
 export interface NotificationMeta {
   /** Delivered by a `resume` (it was missed while disconnected). */
   replayed: boolean;
@@ -303,6 +353,8 @@ export declare class HeraldClient {
   on(event: "left", fn: (frame: LeftFrame) => void): () => void;
   /** Presence events of the groups whose kind the server has presence for (e.g. `room`). */
   on(event: "presence", fn: (frame: PresenceFrame) => void): () => void;
+  /** Read receipts of the other members of the chats this connection joined. */
+  on(event: "receipt", fn: (frame: ReceiptFrame) => void): () => void;
   /**
    * The resume point was older than the server's retention window: notifications may have
    * expired unseen, so reload what the app shows from its own backend.
@@ -331,6 +383,23 @@ export declare class HeraldClient {
   typing(group: string, options?: { event?: string; debounceMs?: number; data?: Record<string, unknown> }): boolean;
   /** Resolves with the round-trip time in ms. */
   ping(): Promise<number>;
+  /**
+   * A page of a group's history, newest first (`GET /groups/{group}/history`; needs `httpUrl`).
+   * Pass the page's `next` as `before` for the older one. Members only (`forbidden`).
+   */
+  history(group: string, options?: { before?: string | null; limit?: number }): Promise<HistoryPage>;
+  /** A read receipt over the socket: `group` read up to the cursor `upTo`. */
+  markRead(group: string, upTo: string): Promise<ReadFrame>;
+  /** Each member's last-read cursor (or counts in a big group); with `upTo`, how many saw it. Needs `httpUrl`. */
+  receipts(group: string, options?: { upTo?: string }): Promise<ReceiptsAnswer>;
+  /**
+   * Shares a file: a presigned upload URL from Herald, then the bytes PUT to it. Rejects with
+   * `bad_request` over the size limit or for a refused type (no URL is made), `forbidden` for
+   * a non-member, `upload_failed` if the PUT fails. Needs `httpUrl`.
+   */
+  upload(group: string, file: Blob | { name: string; type: string; size: number; body: BodyInit }): Promise<SharedFile>;
+  /** A short-lived download URL of a shared file (members of its group only). Needs `httpUrl`. */
+  download(key: string): Promise<DownloadAnswer>;
   /** Fetches what was missed since the cursor now (also automatic after every (re)connect). */
   resume(): Promise<ResumeResult>;
   /**
@@ -365,6 +434,9 @@ export interface PushSubscriptionJSONLike {
 
 /** base64url (padding optional) to bytes, as `applicationServerKey` takes it. */
 export declare function base64UrlBytes(text: string): Uint8Array;
+
+/** The most items a history page holds. */
+export declare const MAX_HISTORY: number;
 
 export declare function createHeraldClient(options: HeraldClientOptions): HeraldClient;
 

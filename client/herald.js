@@ -31,6 +31,9 @@
  * - in a browser, the tabs of an origin share one socket per user (`shareConnection`): the tab
  *   holding a Web Lock connects, the others send it their requests and emit the events it relays
  *   over a BroadcastChannel; another tab takes over, resuming, when it closes (lib/tabs.js);
+ * - chat (lib/chat.js): `history(group, {before, limit})` pages a room's history backwards,
+ *   `markRead(group, upTo)` sends a read receipt (others get "receipt" events), `receipts(group)`
+ *   lists them, `upload(group, file)` shares a file through a presigned URL, `download(key)`;
  * - `enablePush()` registers a service worker (client/push-sw.js is a sample), subscribes with
  *   the PushManager and registers the subscription with Herald (`PUT /push/subscriptions`), so
  *   that notifications sent with `"push"` reach the user while no page is connected;
@@ -43,6 +46,7 @@
  * Types are in herald.d.ts; the JSDoc here mirrors them.
  */
 
+import { ChatMethods } from "./lib/chat.js";
 import { ConnectionMethods, DEFAULT_BACKOFF } from "./lib/connection.js";
 import { HeraldError, reportListenerError } from "./lib/errors.js";
 import { installMethods } from "./lib/methods.js";
@@ -61,6 +65,7 @@ export { SUBPROTOCOL, MAX_FRAME_BYTES, MAX_ACK_IDS } from "./lib/protocol.js";
 export { HeraldError } from "./lib/errors.js";
 export { backoffDelay } from "./lib/connection.js";
 export { base64UrlBytes } from "./lib/push.js";
+export { MAX_HISTORY } from "./lib/chat.js";
 
 /**
  * @typedef {{tokenTransport: "subprotocol" | "query", requestTimeoutMs: number, connectTimeoutMs: number,
@@ -117,7 +122,15 @@ export class HeraldClient {
     /** @private @type {import("./herald.js").HeraldStorage | null} */
     this._storage = options.storage === undefined ? defaultStorage() : options.storage;
     /** @private @type {{notification: Set<Function>, state: Set<Function>, error: Set<Function>}} */
-    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set(), presence: new Set(), gap: new Set() };
+    this._listeners = {
+      notification: new Set(),
+      state: new Set(),
+      error: new Set(),
+      left: new Set(),
+      presence: new Set(),
+      gap: new Set(),
+      receipt: new Set(),
+    };
     /** @private @type {Map<string, number>} when each group's last typing event was sent */
     this._typingSent = new Map();
     /** @private @type {Set<string>} */
@@ -195,10 +208,11 @@ export class HeraldClient {
 
   /**
    * Subscribes to `"notification"` (notification, meta), `"state"` (change), `"error"`
-   * (HeraldError), `"left"` (frame), `"presence"` (`{group, user, state}`) or `"gap"`
+   * (HeraldError), `"left"` (frame), `"presence"` (`{group, user, state}`), `"receipt"`
+   * (`{group, user, upTo}`: another member read a chat up to a cursor) or `"gap"`
    * (`{since, via}`: the resume point was older than the server's retention window, so
    * notifications may have expired unseen). Returns the function that unsubscribes.
-   * @param {"notification" | "state" | "error" | "left" | "presence" | "gap"} event
+   * @param {"notification" | "state" | "error" | "left" | "presence" | "receipt" | "gap"} event
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -471,7 +485,7 @@ export class HeraldClient {
 }
 
 // The private methods, one group per concern in lib/, become HeraldClient's own methods.
-installMethods(HeraldClient, [ConnectionMethods, ResumeMethods, PollingMethods, RequestMethods, StorageMethods, PushMethods]);
+installMethods(HeraldClient, [ConnectionMethods, ResumeMethods, PollingMethods, RequestMethods, StorageMethods, PushMethods, ChatMethods]);
 
 /**
  * Same as `new HeraldClient(options)`.

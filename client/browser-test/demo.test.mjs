@@ -263,6 +263,66 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
     assert.deepEqual([...a.problems, ...e.problems], []);
   });
 
+  test("two users chat in a room: history on open and scroll, messages, typing, seen by, a shared file", async (t) => {
+    const tenant = unique("t");
+    const room = `room:${unique("r")}`;
+    const alice = { sub: "alice", tenant, groups: [room] };
+    const bob = { sub: "bob", tenant, groups: [room] };
+    // 25 older messages from a service: more than the panel's first page of 20.
+    const seeded = [];
+    for (let i = 0; i < 25; i++) {
+      const id = unique("seed");
+      seeded.push(id);
+      await sendThroughSqs({ id, tenant, to: { group: room }, event: "chat.message", body: `old message ${i}` });
+    }
+    const memberToken = await mintToken(alice);
+    await until(async () => {
+      const res = await http("GET", `${stack.httpUrl}/groups/${encodeURIComponent(room)}/history?limit=100`, { token: memberToken });
+      return res.status === 200 && res.body.items.length === seeded.length;
+    }, "the seeded messages in the room's history");
+
+    const [a, b] = [await openDemo(t, alice), await openDemo(t, bob)];
+    const messages = (page) => page.locator("#chat-messages li");
+    for (const { page } of [a, b]) {
+      await page.locator('#chat-room input[name="room"]').fill(room);
+      await page.locator("#chat-room").getByRole("button", { name: "Open" }).click();
+      await page.locator(`#chat-room[data-open="${room}"]`).waitFor({ timeout: DEADLINE_MS });
+    }
+    assert.equal(await messages(a.page).count(), 20, "the newest page on open");
+    assert.equal(await a.page.locator("#chat-messages li").last().textContent(), "(service)old message 24");
+    // Scrolled to the top, the older page is loaded above.
+    await a.page.locator("#chat-log").evaluate((el) => el.scrollTo(0, 0));
+    await until(async () => (await messages(a.page).count()) === 25, "the older page after scrolling up");
+    assert.equal(await messages(a.page).first().textContent(), "(service)old message 0");
+    assert.equal(await a.page.locator("#chat-older").isHidden(), true, "no older page left");
+
+    // Typing, then a message: bob sees both.
+    await a.page.locator('#chat-form input[name="text"]').fill("hello bob");
+    await b.page.locator("#chat-typing", { hasText: "alice is typing" }).waitFor({ timeout: DEADLINE_MS });
+    await a.page.locator("#chat-form").getByRole("button", { name: "Send" }).click();
+    await b.page.locator('#chat-messages li[data-from="alice"]', { hasText: "hello bob" }).waitFor({ timeout: DEADLINE_MS });
+    // Bob's page marks what it shows read: alice's message says so.
+    await a.page.locator('#chat-messages li.mine .seen[data-seen="1"]').waitFor({ timeout: DEADLINE_MS });
+    assert.match(await a.page.locator("#chat-messages li.mine .seen").textContent(), /seen by 1/);
+
+    // Bob shares a file; alice opens it through a presigned GET and gets the bytes.
+    const text = "agenda: receipts, history, files\n";
+    await b.page.locator('#chat-form input[name="file"]').setInputFiles({ name: "agenda.txt", mimeType: "text/plain", buffer: Buffer.from(text) });
+    await b.page.locator("#chat-form").getByRole("button", { name: "Send" }).click();
+    await b.page.locator('#chat-status:not([data-kind="pending"])', { hasText: "agenda.txt" }).waitFor({ timeout: DEADLINE_MS });
+    assert.equal(await b.page.textContent("#chat-status"), "shared agenda.txt");
+    const fileButton = a.page.locator('#chat-messages li[data-from="bob"] button.file');
+    await fileButton.waitFor({ timeout: DEADLINE_MS });
+    await fileButton.click();
+    const link = a.page.locator('#chat-messages li[data-from="bob"] a.file-link');
+    await link.waitFor({ timeout: DEADLINE_MS });
+    const href = await link.getAttribute("href");
+    assert.match(href, /^http:\/\/127\.0\.0\.1:\d+\//, "the local stack's S3");
+    const got = await a.page.evaluate(async (url) => (await fetch(url)).text(), href);
+    assert.equal(got, text);
+    assert.deepEqual([...a.problems, ...b.problems], []);
+  });
+
   test("screenshot for the README", async (t) => {
     // The page's default user (no other test uses tenant dev).
     const user = { sub: "dev-user", tenant: "dev", groups: ["course:42"] };

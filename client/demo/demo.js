@@ -102,7 +102,8 @@ async function call(method, url, { token, json, text } = {}) {
 /**
  * Who this tab is: from the URL (?sub=&tenant=&roles=&groups=), so that two tabs can be two
  * users side by side and a reload keeps the user. Defaults to the banner's dev-user, but without
- * the dev token's admin role: a plain user, entitled to course:42 by the token's groups claim.
+ * the dev token's admin role: a plain user, entitled to course:42 and the chat's room:lobby by the
+ * token's groups claim.
  */
 function identityFromUrl() {
   const q = new URLSearchParams(location.search);
@@ -110,7 +111,7 @@ function identityFromUrl() {
     sub: q.get("sub") || "dev-user",
     tenant: q.get("tenant") || "dev",
     roles: q.has("roles") ? list(q.get("roles")) : [],
-    groups: q.has("groups") ? list(q.get("groups")) : ["course:42"],
+    groups: q.has("groups") ? list(q.get("groups")) : ["course:42", "room:lobby"],
   };
 }
 
@@ -670,6 +671,194 @@ function jobPanel(/** @type {Ctx} */ ctx) {
   });
 }
 
+/**
+ * A chat room: its history on open and when scrolled to the top (GET /groups/{group}/history,
+ * page by page backwards), live messages and typing (client publish, the first logged, the
+ * second ephemeral), "seen by N" from read receipts (this page marks what it shows read; the
+ * others' receipts arrive as "receipt" events), and files (upload through a presigned PUT, the
+ * key in the message's data; opening one asks for a presigned GET).
+ */
+function chatPanel(/** @type {Ctx} */ ctx) {
+  const roomForm = $("#chat-room");
+  const form = /** @type {HTMLFormElement} */ ($("#chat-form"));
+  const log = $("#chat-log");
+  const ol = $("#chat-messages");
+  const older = $("#chat-older");
+  const typingEl = $("#chat-typing");
+  const statusEl = $("#chat-status");
+  const me = ctx.identity.sub;
+  /** @type {{room: string | null, next: string | null, loading: boolean, ids: Set<string>, receipts: Map<string, string>, readUpTo: string, readTimer: any, typingTimer: any}} */
+  const st = { room: null, next: null, loading: false, ids: new Set(), receipts: new Map(), readUpTo: "", readTimer: null, typingTimer: null };
+
+  const size = (/** @type {number} */ n) => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`);
+
+  /** One message as a list item (ids keep it unique; the cursor orders it). */
+  const render = (/** @type {any} */ n) => {
+    const from = n.from?.user ?? "(service)";
+    const file = n.data && typeof n.data === "object" ? n.data.file : null;
+    const li = h("li", { class: from === me ? "mine" : "", dataset: { id: n.id, cursor: n.cursor ?? "", from } },
+      h("span", { class: "who" }, from), n.body ?? n.title ?? "");
+    if (file && typeof file.key === "string") {
+      const open = h("button", { type: "button", class: "linkish file", dataset: { key: file.key } }, `📎 ${file.name ?? "file"} (${size(Number(file.size) || 0)})`);
+      open.addEventListener("click", async () => {
+        try {
+          const d = await ctx.herald.download(file.key);
+          // A short-lived presigned GET; served as an attachment, so it is saved, never rendered here.
+          open.replaceWith(h("a", { class: "file file-link", href: d.download.url, target: "_blank", rel: "noopener", download: d.name }, `⬇ ${d.name}`));
+        } catch (e) {
+          ctx.status(statusEl, `open ${file.name}: ${describe(e)}`, "error");
+        }
+      });
+      li.append(open);
+    }
+    return li;
+  };
+
+  /** Updates "seen by N" under my newest message that has a cursor. */
+  const drawSeen = () => {
+    for (const el of ol.querySelectorAll(".seen")) el.remove();
+    const mine = [...ol.querySelectorAll("li.mine")].filter((li) => li.dataset.cursor);
+    const last = mine[mine.length - 1];
+    if (!last) return;
+    const seen = [...st.receipts].filter(([user, upTo]) => user !== me && upTo >= last.dataset.cursor).length;
+    last.append(h("span", { class: "seen", dataset: { seen: String(seen) } }, seen ? `✓ seen by ${seen}` : "sent"));
+  };
+
+  /** Marks the newest shown message read, at most once a second (the server coalesces too). */
+  const markRead = () => {
+    const cursors = [...ol.querySelectorAll("li")].map((li) => li.dataset.cursor).filter(Boolean);
+    const newest = cursors.sort().pop();
+    if (!st.room || !newest || newest <= st.readUpTo || st.readTimer) return;
+    const room = st.room;
+    st.readTimer = setTimeout(async () => {
+      st.readTimer = null;
+      try {
+        const read = await ctx.herald.markRead(room, newest);
+        if (read.upTo > st.readUpTo) st.readUpTo = read.upTo;
+      } catch (e) {
+        ctx.log(`read ${room}: ${describe(e)}`, { kind: "error" });
+      }
+      markRead();
+    }, st.readUpTo ? 1000 : 0);
+  };
+
+  /** Adds messages, newest last; `before` puts them above what is shown (older pages). */
+  const add = (/** @type {any[]} */ items, before = false) => {
+    const fresh = items.filter((n) => n && !st.ids.has(n.id));
+    for (const n of fresh) st.ids.add(n.id);
+    const els = fresh.map(render);
+    if (before) ol.prepend(...els);
+    else ol.append(...els);
+    return els.length;
+  };
+
+  const loadOlder = async () => {
+    if (!st.room || !st.next || st.loading) return;
+    st.loading = true;
+    const room = st.room;
+    try {
+      const page = await ctx.herald.history(room, { before: st.next, limit: 20 });
+      if (st.room !== room) return;
+      const height = log.scrollHeight;
+      add([...page.items].reverse(), true);
+      log.scrollTop += log.scrollHeight - height; // keep what was in view where it was
+      st.next = page.next;
+      older.hidden = !st.next;
+    } catch (e) {
+      ctx.status(statusEl, `history: ${describe(e)}`, "error");
+    } finally {
+      st.loading = false;
+    }
+  };
+
+  const open = async (/** @type {string} */ room) => {
+    Object.assign(st, { room, next: null, ids: new Set(), receipts: new Map(), readUpTo: "" });
+    ol.replaceChildren();
+    older.hidden = true;
+    ctx.status(statusEl, `opening ${room}…`, "pending");
+    try {
+      await ctx.herald.join(room);
+      const [page, receipts] = await Promise.all([ctx.herald.history(room, { limit: 20 }), ctx.herald.receipts(room)]);
+      if (st.room !== room) return;
+      if (receipts.mode === "members") for (const r of receipts.receipts) st.receipts.set(r.user, r.upTo);
+      add([...page.items].reverse());
+      st.next = page.next;
+      older.hidden = !st.next;
+      log.scrollTop = log.scrollHeight;
+      drawSeen();
+      markRead();
+      ctx.status(statusEl, `${room}: ${page.items.length} recent message${page.items.length === 1 ? "" : "s"}`);
+      roomForm.dataset.open = room;
+    } catch (e) {
+      st.room = null;
+      ctx.status(statusEl, `${room}: ${describe(e)}`, "error");
+    }
+  };
+
+  ctx.handle("chat.message", (n) => {
+    if (n.topic !== st.room) return false; // another room's message: the inbox shows it
+    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+    if (add([n]) && atBottom) log.scrollTop = log.scrollHeight;
+    drawSeen();
+    if (document.visibilityState === "visible") markRead();
+    return true;
+  });
+  ctx.handle("typing", (n) => {
+    if (n.topic !== st.room || !n.from) return true;
+    typingEl.textContent = `${n.from.user} is typing…`;
+    clearTimeout(st.typingTimer);
+    st.typingTimer = setTimeout(() => (typingEl.textContent = ""), 3000);
+    return true;
+  });
+  ctx.herald.on("receipt", (/** @type {any} */ r) => {
+    if (r.group !== st.room) return;
+    const known = st.receipts.get(r.user);
+    if (!known || r.upTo > known) st.receipts.set(r.user, r.upTo);
+    drawSeen();
+  });
+
+  roomForm.addEventListener("submit", (/** @type {Event} */ e) => {
+    e.preventDefault();
+    void open(String(roomForm.room.value).trim());
+  });
+  older.addEventListener("click", () => void loadOlder());
+  log.addEventListener("scroll", () => {
+    if (log.scrollTop < 4) void loadOlder();
+  });
+  form.text.addEventListener("input", () => {
+    if (st.room && form.text.value) ctx.herald.typing(st.room);
+  });
+  form.addEventListener("submit", async (/** @type {Event} */ e) => {
+    e.preventDefault();
+    const room = st.room;
+    const text = String(form.text.value).trim();
+    const file = form.file.files?.[0] ?? null;
+    if (!room || (!text && !file)) return;
+    const send = $("#chat-send");
+    send.disabled = true;
+    try {
+      /** @type {Record<string, unknown> | undefined} */
+      let data;
+      if (file) {
+        ctx.status(statusEl, `uploading ${file.name}…`, "pending");
+        data = { file: await ctx.herald.upload(room, file) };
+      }
+      const body = text || `shared ${file?.name}`;
+      const sent = await ctx.herald.publish(room, "chat.message", { body, data });
+      // My own message does not come back to this connection: shown from the answer.
+      add([{ id: sent.id, cursor: sent.cursor, topic: room, event: "chat.message", body, data, from: { user: me } }]);
+      log.scrollTop = log.scrollHeight;
+      drawSeen();
+      form.reset();
+      ctx.status(statusEl, file ? `shared ${file.name}` : "sent");
+    } catch (e) {
+      ctx.status(statusEl, `send: ${describe(e)}`, "error");
+    } finally {
+      send.disabled = false;
+    }
+  });
+}
+
 // ------------------------------------------------------------------------------ start
 
 async function main() {
@@ -735,6 +924,7 @@ async function main() {
   connectionPanel(ctx);
   groupsPanel(ctx);
   presencePanel(ctx);
+  chatPanel(ctx);
   // For people poking at it from the devtools console.
   Object.assign(window, { herald: ctx.herald, demo: ctx });
 }

@@ -217,6 +217,8 @@ export class ConnectionMethods extends Methods {
       this._emitError(new HeraldError(code, String(frame.message ?? code), { frame }));
     } else if (frame.type === "presence" && typeof frame.group === "string" && typeof frame.user === "string") {
       this._emit("presence", frame);
+    } else if (frame.type === "receipt" && typeof frame.group === "string" && typeof frame.user === "string") {
+      this._emit("receipt", frame);
     } else if (frame.type === "left" && typeof frame.group === "string") {
       // The server took the group away (e.g. the user's subscription was removed): forget it,
       // so the next reconnect does not try to re-join it.

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 
-import { HeraldClient, HeraldError, MAX_FRAME_BYTES, SUBPROTOCOL, backoffDelay, base64UrlBytes } from "../herald.js";
+import { HeraldClient, HeraldError, MAX_FRAME_BYTES, MAX_HISTORY, SUBPROTOCOL, backoffDelay, base64UrlBytes } from "../herald.js";
 import { startStack, trouble, until as waitUntil } from "../test-support/stack.mjs";
 
 const profile = process.env.HERALD_PROFILE || "debug";
@@ -389,6 +389,21 @@ describe("without a server", () => {
     assert.deepEqual([...base64UrlBytes("AQID_-8")], [1, 2, 3, 255, 239]);
   });
 
+  test("chat methods check their arguments, and the HTTP ones need httpUrl", async () => {
+    const client = new HeraldClient({ url: "ws://127.0.0.1:9/prod", token: "t", autoConnect: false, storage: null, WebSocketImpl: WebSocket });
+    await assert.rejects(client.history("room:1"), { code: "unsupported" });
+    await assert.rejects(client.receipts("room:1"), { code: "unsupported" });
+    await assert.rejects(client.download("a/b/c"), { code: "unsupported" });
+    const withHttp = new HeraldClient({ url: "ws://127.0.0.1:9/prod", token: "t", autoConnect: false, storage: null, httpUrl: "http://127.0.0.1:9", WebSocketImpl: WebSocket });
+    await assert.rejects(withHttp.history("room:1", { limit: MAX_HISTORY + 1 }), { code: "bad_request" });
+    await assert.rejects(withHttp.history("room:1", { limit: 0 }), { code: "bad_request" });
+    await assert.rejects(withHttp.history(""), { code: "bad_request" });
+    await assert.rejects(withHttp.markRead("room:1", ""), { code: "bad_request" });
+    await assert.rejects(withHttp.upload("room:1", { name: "x" }), { code: "bad_request" });
+    await assert.rejects(withHttp.download(""), { code: "bad_request" });
+    assert.equal(MAX_HISTORY, 100);
+  });
+
   test("options are checked", () => {
     assert.throws(() => new HeraldClient({ token: "x", WebSocketImpl: WebSocket }), TypeError);
     assert.throws(() => new HeraldClient({ url: "ws://127.0.0.1:1/x", WebSocketImpl: WebSocket }), TypeError);
@@ -521,6 +536,59 @@ describe(`against the local stack (target/${profile})`, () => {
     await alice.client.resume();
     assert.equal(alice.received(sent.id).length, 0, "the sender was shown her own message");
     await assert.rejects(alice.client.publish("course:1", "chat.message"), (e) => e instanceof HeraldError && e.code === "forbidden");
+  });
+
+  test("chat: history pages back, a read receipt reaches the other member, a file is shared and opened", async (t) => {
+    const tenant = unique("t");
+    const room = `room:${unique("r")}`;
+    const options = (sub, groups) => ({ getToken: () => mintToken({ sub, tenant, groups }), groups, httpUrl: stack.httpUrl });
+    const alice = makeClient(t, options("alice", [room]));
+    const bob = makeClient(t, options("bob", [room]));
+    await alice.ready();
+    await bob.ready();
+    const receipts = [];
+    alice.client.on("receipt", (r) => receipts.push(r));
+    const sent = [];
+    for (const body of ["one", "two", "three"]) sent.push((await alice.client.publish(room, "chat.message", { body })).id);
+
+    // Newest first, two pages; every item with its cursor once the entries are settled.
+    const first = await until(async () => {
+      const page = await bob.client.history(room, { limit: 2 });
+      return page.items.length === 2 && page.items.every((i) => i.cursor) ? page : null;
+    }, "a history page with cursors");
+    assert.deepEqual(first.items.map((i) => i.body), ["three", "two"]);
+    assert.equal(typeof first.next, "string");
+    const second = await bob.client.history(room, { before: first.next, limit: 2 });
+    assert.deepEqual(second.items.map((i) => i.body), ["one"]);
+    assert.equal(second.next, null);
+
+    // Bob has read up to "two": alice is told, the receipts say who saw "two".
+    const read = await bob.client.markRead(room, first.items[1].cursor);
+    assert.deepEqual([read.type, read.advanced, read.upTo], ["read", true, first.items[1].cursor]);
+    await until(() => receipts.length === 1, "alice gets bob's receipt");
+    assert.deepEqual(receipts[0], { type: "receipt", group: room, user: "bob", upTo: first.items[1].cursor });
+    const back = await bob.client.markRead(room, second.items[0].cursor);
+    assert.equal(back.advanced, false, "receipts never go backwards");
+    assert.equal(back.upTo, first.items[1].cursor);
+    const seen = await alice.client.receipts(room, { upTo: first.items[1].cursor });
+    assert.deepEqual([seen.mode, seen.seen], ["members", 1]);
+    assert.deepEqual(seen.receipts, [{ user: "bob", upTo: first.items[1].cursor }]);
+
+    // A file: uploaded by alice through the presigned PUT, opened by bob through the GET.
+    const text = "the minutes of the meeting\n";
+    const shared = await alice.client.upload(room, { name: "minutes.txt", type: "text/plain", size: Buffer.byteLength(text), body: text });
+    assert.match(shared.key, new RegExp(`^${tenant}/alice/`));
+    const file = await bob.client.download(shared.key);
+    assert.deepEqual([file.name, file.contentType, file.from.user], ["minutes.txt", "text/plain", "alice"]);
+    const res = await fetch(file.download.url);
+    assert.equal(await res.text(), text);
+    await assert.rejects(alice.client.upload(room, { name: "huge.png", type: "image/png", size: 1e9, body: "" }), { code: "bad_request" });
+    await assert.rejects(alice.client.upload(room, { name: "x.html", type: "text/html", size: 4, body: "<p/>" }), { code: "bad_request" });
+
+    // Not a member: no history, no file.
+    const carol = makeClient(t, options("carol", []));
+    await assert.rejects(carol.client.history(room), { code: "forbidden" });
+    await assert.rejects(carol.client.download(shared.key), { code: "forbidden" });
   });
 
   test("a group the server takes away (unsubscribed) is forgotten and reported", async (t) => {

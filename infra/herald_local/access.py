@@ -134,7 +134,8 @@ class Access:
                    "aws:securetransport": ("true",),   # AWS endpoints are https
                    **request.context}
         full = Request(request.action, request.resource, context)
-        resource_policy = self.policies.resource_policies.get(request.resource, ())
+        resource_policy = self.policies.resource_policies.get(request.resource) \
+            or self.policies.resource_policies.get(iam.bucket_arn(request.resource) or "", ())
         # Only the condition keys the policies test can change the decision: the rest of the
         # context (a DynamoDB item's partition key, mostly) stays out of the memo's key.
         keys = self._keys_tested(who.role, request.resource, resource_policy)
@@ -263,10 +264,14 @@ class Unclassified(Exception):
     for it, and the local stack cannot tell which)."""
 
 
-def credential_of(headers: Any) -> tuple[str, str] | None:
-    """(access key, service) from a SigV4 Authorization header."""
+def credential_of(headers: Any, query: Any = None) -> tuple[str, str] | None:
+    """(access key, service) from a SigV4 Authorization header, or from a presigned URL's
+    `X-Amz-Credential` (an S3 upload or download a function signed: AWS authorizes it against
+    the signer's role, so the stack does too)."""
     header = headers.get("Authorization") or ""
     match = re.search(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/aws4_request", header)
+    if match is None and query is not None:
+        match = re.fullmatch(r"([^/]+)/[^/]+/[^/]+/([^/]+)/aws4_request", query.get("X-Amz-Credential") or "")
     return (match.group(1), match.group(2)) if match else None
 
 
@@ -279,6 +284,8 @@ def classify_aws(service: str, method: str, path: str, query: dict[str, str], he
         return _sqs(headers, body, target)
     if service == "scheduler":
         return _scheduler(method, path, query, _json(body), target)
+    if service == "s3":
+        return _s3(method, path, query)
     raise Unclassified(f"calls to {service or 'an unknown service'} are not modelled")
 
 
@@ -405,6 +412,21 @@ def _scheduler(method: str, path: str, query: dict[str, str], doc: dict[str, Any
     raise Unclassified(f"{method} {path}")
 
 
+def _s3(method: str, path: str, query: dict[str, str]) -> list[Request]:
+    """Object reads and writes, path-style (`/bucket/key`), as presigned URLs make them. A CORS
+    preflight (OPTIONS) is authorized by the bucket's CORS rules, not by IAM: S3 answers it
+    without looking at credentials, so it needs no grant."""
+    if method == "OPTIONS":
+        return []
+    bucket, _, key = urllib.parse.unquote(path).lstrip("/").partition("/")
+    if not bucket or not key or any(k in query for k in ("uploads", "uploadId", "acl", "tagging")):
+        raise Unclassified(f"S3 {method} {path} (only single object GET/HEAD/PUT/DELETE are modelled)")
+    action = {"GET": "GetObject", "HEAD": "GetObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(method)
+    if action is None:
+        raise Unclassified(f"S3 {method} {path}")
+    return [Request(f"s3:{action}", f"arn:aws:s3:::{bucket}/{key}")]
+
+
 # --- what a refusal looks like, per service -------------------------------------------------
 
 def denied_response(service: str, headers: Any, message: str) -> tuple[int, dict[str, str], bytes]:
@@ -422,6 +444,10 @@ def denied_response(service: str, headers: Any, message: str) -> tuple[int, dict
                 f"<Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{_xml(message)}</Message>"
                 "<Detail/></Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>")
         return 403, {"Content-Type": "text/xml"}, body.encode()
+    if service == "s3":   # restXml
+        body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
+                f"<Message>{_xml(message)}</Message></Error>")
+        return 403, {"Content-Type": "application/xml"}, body.encode()
     # restJson1 services (Scheduler, the @connections API): the type in x-amzn-ErrorType.
     return 403, {"Content-Type": "application/json", "x-amzn-ErrorType": "AccessDeniedException"}, \
         json.dumps({"Message": message}).encode()
@@ -441,7 +467,7 @@ def grants_file(directory: str | None = None) -> Path | None:
 
 # Services the local stack serves, so a grant of theirs can be exercised by a test. Grants for
 # the others (CloudWatch Logs, X-Ray: Lambda's runtime uses them, not Herald's code) cannot.
-EMULATED = ("dynamodb:", "sqs:", "scheduler:", "iam:passrole", "execute-api:", "lambda:invokefunction")
+EMULATED = ("dynamodb:", "sqs:", "scheduler:", "iam:passrole", "execute-api:", "lambda:invokefunction", "s3:")
 
 
 def summarize(lines: list[dict[str, Any]]) -> dict[str, Any]:

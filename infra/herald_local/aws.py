@@ -1,6 +1,6 @@
 """The AWS side: an endpoint (moto server or AWS_ENDPOINT_URL), boto3 clients, provisioning.
 
-Provisioning creates the template's DynamoDB tables, SQS queues and schedule groups, and registers
+Provisioning creates the template's DynamoDB tables, SQS queues, schedule groups and S3 buckets, and registers
 every resource's physical id and attributes with the `Resolver` so that function environments,
 event sources and API definitions resolve to the local names. Resources are created in whatever
 order their references allow (a queue's RedrivePolicy needs its DLQ's Arn first).
@@ -182,6 +182,7 @@ class Provisioned:
     queues: dict[str, str] = field(default_factory=dict)   # logical id -> queue URL
     queue_urls_by_arn: dict[str, str] = field(default_factory=dict)
     schedule_groups: dict[str, str] = field(default_factory=dict)  # logical id -> group name
+    buckets: dict[str, str] = field(default_factory=dict)  # logical id -> bucket name
 
 
 def generated_name(resolver: Resolver, logical_id: str) -> str:
@@ -365,8 +366,59 @@ def _create_schedule_group(client: Any, res: Resource, props: dict[str, Any], re
     out.schedule_groups[res.logical_id] = name
 
 
+def _create_bucket(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
+                   out: Provisioned, _vt: int | None) -> None:
+    """An S3 bucket with the template's encryption, public access block, lifecycle and CORS
+    (the CloudFormation property shapes translated to the API's). Bucket names are lower case:
+    a generated one is lowered, as CloudFormation does."""
+    name = physical_name(resolver, res, props, "BucketName").lower()
+    s3 = client("s3")
+    try:
+        if resolver.refs["AWS::Region"] == "us-east-1":
+            s3.create_bucket(Bucket=name)
+        else:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={
+                "LocationConstraint": resolver.refs["AWS::Region"]})
+    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        pass   # a persistent endpoint already has it
+    encryption = props.get("BucketEncryption") or {}
+    if encryption.get("ServerSideEncryptionConfiguration"):
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": [
+            {"ApplyServerSideEncryptionByDefault": r.get("ServerSideEncryptionByDefault") or {},
+             **({"BucketKeyEnabled": bool(r["BucketKeyEnabled"])} if "BucketKeyEnabled" in r else {})}
+            for r in encryption["ServerSideEncryptionConfiguration"]]})
+    if props.get("PublicAccessBlockConfiguration"):
+        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
+            k: bool(v) for k, v in props["PublicAccessBlockConfiguration"].items()})
+    rules = (props.get("LifecycleConfiguration") or {}).get("Rules") or []
+    if rules:
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
+            {"ID": r.get("Id", f"rule{i}"), "Status": r.get("Status", "Enabled"),
+             "Filter": {"Prefix": r.get("Prefix", "")},
+             **({"Expiration": {"Days": int(r["ExpirationInDays"])}} if "ExpirationInDays" in r else {}),
+             **({"AbortIncompleteMultipartUpload": {"DaysAfterInitiation": int(
+                 r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])}}
+                if "AbortIncompleteMultipartUpload" in r else {})}
+            for i, r in enumerate(rules)]})
+    cors = (props.get("CorsConfiguration") or {}).get("CorsRules") or []
+    if cors:
+        s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [
+            {k: v for k, v in {"AllowedOrigins": r.get("AllowedOrigins"),
+                               "AllowedMethods": r.get("AllowedMethods"),
+                               "AllowedHeaders": r.get("AllowedHeaders"),
+                               "ExposeHeaders": r.get("ExposedHeaders"),
+                               "MaxAgeSeconds": int(r["MaxAge"]) if "MaxAge" in r else None}.items()
+             if v is not None}
+            for r in cors]})
+    resolver.refs[res.logical_id] = name
+    resolver.attrs.update({(res.logical_id, "Arn"): f"arn:aws:s3:::{name}",
+                           (res.logical_id, "DomainName"): f"{name}.s3.amazonaws.com"})
+    out.buckets[res.logical_id] = name
+
+
 _PROVISIONERS = {
     "AWS::DynamoDB::Table": _create_table,
     "AWS::SQS::Queue": _create_queue,
     "AWS::Scheduler::ScheduleGroup": _create_schedule_group,
+    "AWS::S3::Bucket": _create_bucket,
 }

@@ -129,7 +129,7 @@ class AwsProxy:
     def _refused(self, request: web.Request, body: bytes) -> web.Response | None:
         """AccessDenied when a function signed the call and its role does not allow all of it."""
         assert self._access is not None and self._target is not None
-        credential = credential_of(request.headers)
+        credential = credential_of(request.headers, request.query)
         who = self._access.identity(credential[0] if credential else None)
         if who is None or credential is None:
             return None   # the stack's own credentials (or unsigned): not a function's call

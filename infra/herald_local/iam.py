@@ -343,4 +343,19 @@ def policies_from_template(template: Template, resolver: Resolver) -> Policies:
             arn = queue_arns.get(str(url))
             if arn is not None:
                 resource_policies.setdefault(arn, []).extend(statements)
+    for res in template.of_type("AWS::S3::BucketPolicy"):
+        # Kept under the bucket's ARN; an object's request is decided with its bucket's policy
+        # (`bucket_arn`), whose statements name the objects by pattern.
+        if not resolver.included(res):
+            continue
+        props = resolver.resolve(res.properties)
+        statements = _statements(props.get("PolicyDocument"), res.logical_id, resource_policy=True)
+        resource_policies.setdefault(f"arn:aws:s3:::{props.get('Bucket')}", []).extend(statements)
     return Policies(roles, function_roles, resource_policies, unmodelled)
+
+
+def bucket_arn(resource: str) -> str | None:
+    """The bucket of an S3 object ARN (`arn:aws:s3:::bucket/key` -> `arn:aws:s3:::bucket`)."""
+    if not resource.startswith("arn:aws:s3:::") or "/" not in resource:
+        return None
+    return resource.split("/", 1)[0]

@@ -264,6 +264,7 @@ class Stack:
             # Which moto process serves each table (aws.open_endpoint); `awsEndpoint` routes.
             "tableEndpoints": dict(self._endpoint.tables),
             "scheduleGroup": next(iter(provisioned.schedule_groups.values()), None),
+            "buckets": provisioned.buckets,
             "staticUrls": static_urls,
             **self.adapter.ready_info(),
             "functionEnv": function_env,

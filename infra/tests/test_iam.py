@@ -19,7 +19,7 @@ from botocore.parsers import create_parser
 
 from conftest import Stack, poll
 from herald_local import aws, iam
-from herald_local.access import (Target, classify_aws, denied_response, documented, summarize,
+from herald_local.access import (Target, classify_aws, credential_of, denied_response, documented, summarize,
                                  Unclassified)
 from herald_local.template import Resolver, Template
 
@@ -230,6 +230,10 @@ def herald_policies(template_path: Path = REPO / "template.yaml") -> tuple[iam.P
         resolver.attrs[(res.logical_id, "QueueName")] = name
     for res in tpl.of_type("AWS::Scheduler::ScheduleGroup"):
         resolver.refs[res.logical_id] = "herald-reminders"
+    for res in tpl.of_type("AWS::S3::Bucket"):
+        name = f"herald-{res.logical_id}".lower()
+        resolver.refs[res.logical_id] = name
+        resolver.attrs[(res.logical_id, "Arn")] = f"arn:aws:s3:::{name}"
     return iam.policies_from_template(tpl, resolver), resolver
 
 
@@ -240,8 +244,10 @@ def decide(policies: iam.Policies, function: str, action: str, resource: str,
     principal = iam.Principal(role.arn, ACCOUNT)
     ctx = {"aws:principalarn": (role.arn,), "aws:securetransport": ("true",),
            **{k.replace("__", ":"): v for k, v in context.items()}}
+    resource_policy = policies.resource_policies.get(resource) \
+        or policies.resource_policies.get(iam.bucket_arn(resource) or "", ())
     return iam.evaluate(iam.Request(action, resource, ctx), principal, role.statements,
-                        policies.resource_policies.get(resource, ())).allowed
+                        resource_policy).allowed
 
 
 def connections(method: str) -> str:
@@ -250,6 +256,36 @@ def connections(method: str) -> str:
 
 def queue(logical_id: str) -> str:
     return f"arn:aws:sqs:{REGION}:{ACCOUNT}:herald-{logical_id}"
+
+
+def test_only_the_api_signs_shared_file_urls_and_only_over_tls() -> None:
+    """Chat uploads (#32): a presigned URL is authorized against its signer's role, so the API
+    role holds s3:PutObject/GetObject on the bucket's objects and no other role does; the
+    bucket policy refuses plain HTTP whatever the role."""
+    policies, _ = herald_policies()
+    obj = "arn:aws:s3:::herald-uploadsbucket/acme/u1/01J-a.png"
+    assert decide(policies, "ApiFunction", "s3:PutObject", obj)
+    assert decide(policies, "ApiFunction", "s3:GetObject", obj)
+    assert not decide(policies, "ApiFunction", "s3:DeleteObject", obj)
+    assert not decide(policies, "ApiFunction", "s3:PutObject", "arn:aws:s3:::another-bucket/x")
+    assert not decide(policies, "ApiFunction", "s3:GetObject", obj, aws__securetransport=("false",))
+    for function in ("WsMessageFunction", "DispatchFunction", "RetryFunction"):
+        assert not decide(policies, function, "s3:GetObject", obj), function
+
+
+def test_presigned_s3_requests_are_classified_by_their_query_credential() -> None:
+    query = {"X-Amz-Credential": "AKIAHLTEST/20261206/us-east-1/s3/aws4_request", "X-Amz-Signature": "x"}
+    assert credential_of({}, query) == ("AKIAHLTEST", "s3")
+    assert credential_of({}, {}) is None
+    target = Target(region=REGION, account=ACCOUNT)
+    put = classify_aws("s3", "PUT", "/herald-uploadsbucket/acme/u1/01J-a%20b.png", query, {}, b"", target)
+    assert [(r.action, r.resource) for r in put] == [("s3:PutObject", "arn:aws:s3:::herald-uploadsbucket/acme/u1/01J-a b.png")]
+    get = classify_aws("s3", "GET", "/herald-uploadsbucket/k", query, {}, b"", target)
+    assert [r.action for r in get] == ["s3:GetObject"]
+    with pytest.raises(Unclassified):
+        classify_aws("s3", "GET", "/herald-uploadsbucket", query, {}, b"", target)   # a listing
+    # A browser's CORS preflight of the URL: S3 answers it by the bucket's CORS rules alone.
+    assert classify_aws("s3", "OPTIONS", "/herald-uploadsbucket/k", query, {}, b"", target) == []
 
 
 def test_every_herald_function_has_a_role_of_its_own() -> None:

@@ -104,7 +104,7 @@ def _resolved(path: Path) -> tuple[Template, Resolver]:
     tpl = Template.load(path)
     r = Resolver(tpl, region="us-east-1", account_id="123456789012")
     register_unprovisioned(r, tpl)
-    for res in tpl.of_type("AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::Scheduler::ScheduleGroup"):
+    for res in tpl.of_type("AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::Scheduler::ScheduleGroup", "AWS::S3::Bucket"):
         r.refs[res.logical_id] = f"local-{res.logical_id}"
         for attr in ("Arn", "QueueName", "StreamArn"):
             r.attrs[(res.logical_id, attr)] = f"arn:aws:local:{res.logical_id}:{attr}"

@@ -212,6 +212,94 @@ impl Limits {
     }
 }
 
+/// Chat settings (issue #32): read receipts and file sharing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatSettings {
+    /// Groups with more live connections than this get no live receipt frames, and groups with
+    /// more readers than this get counts from `GET /groups/{group}/receipts`
+    /// (`HERALD_RECEIPT_MAX_MEMBERS`, default 50): each receipt is a post per member.
+    pub receipt_max_members: usize,
+    /// `None` while no bucket is configured (`HERALD_UPLOADS_BUCKET`): uploads are off.
+    pub uploads: Option<Uploads>,
+}
+
+/// What the uploads of a deployment allow (`HERALD_UPLOAD_MAX_BYTES`,
+/// `HERALD_UPLOAD_CONTENT_TYPES`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLimits {
+    pub max_bytes: u64,
+    /// Exact media types (`image/png`), lower case.
+    pub content_types: Vec<String>,
+}
+
+/// Where shared files go and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploads {
+    pub bucket: String,
+    pub limits: UploadLimits,
+    /// Days a shared file is kept (`HERALD_UPLOAD_EXPIRY_DAYS`, default 30): the bucket's
+    /// lifecycle rule deletes the object, and its record expires with it.
+    pub expiry_days: u32,
+}
+
+/// What uploads accept when `HERALD_UPLOAD_CONTENT_TYPES` is unset: pictures, PDF and plain
+/// text. Never HTML or SVG, which a browser would run as a page of the bucket's origin.
+pub const DEFAULT_UPLOAD_TYPES: &str = "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain";
+
+/// Media types no setting can allow: a browser renders them as active content.
+const ACTIVE_TYPES: &[&str] = &[
+    "text/html",
+    "image/svg+xml",
+    "application/xhtml+xml",
+    "text/javascript",
+    "application/javascript",
+];
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            receipt_max_members: 50,
+            uploads: None,
+        }
+    }
+}
+
+impl ChatSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let receipt_max_members = bounded(src, "HERALD_RECEIPT_MAX_MEMBERS", 50, 1, 1000)?;
+        let Some(bucket) = optional(src, "HERALD_UPLOADS_BUCKET") else {
+            return Ok(Self {
+                receipt_max_members,
+                uploads: None,
+            });
+        };
+        let max_bytes = bounded(src, "HERALD_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, 1, 5 * 1024 * 1024 * 1024)?;
+        let types = optional(src, "HERALD_UPLOAD_CONTENT_TYPES").unwrap_or_else(|| DEFAULT_UPLOAD_TYPES.into());
+        let mut content_types = Vec::new();
+        for t in types.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()) {
+            let shaped = t.split_once('/').is_some_and(|(a, b)| {
+                let token = |x: &str| !x.is_empty() && x.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c));
+                token(a) && token(b)
+            });
+            if !shaped || ACTIVE_TYPES.contains(&t.as_str()) {
+                return Err(ConfigError::Invalid {
+                    name: "HERALD_UPLOAD_CONTENT_TYPES",
+                    reason: format!("{t:?} is not an accepted media type (type/subtype; never HTML, SVG or scripts)"),
+                });
+            }
+            content_types.push(t);
+        }
+        Ok(Self {
+            receipt_max_members,
+            uploads: Some(Uploads {
+                bucket,
+                limits: UploadLimits { max_bytes, content_types },
+                expiry_days: bounded(src, "HERALD_UPLOAD_EXPIRY_DAYS", 30, 1, 3650)?,
+            }),
+        })
+    }
+}
+
 /// The web push services Herald sends to when no `HERALD_PUSH_HOSTS` is configured: FCM
 /// (Chrome, Edge, Android), Mozilla's autopush, Apple's and Windows' (WNS). `*.` is any subdomain.
 pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
@@ -323,6 +411,21 @@ pub(crate) mod tests {
     pub fn source(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn chat_settings_default_and_refuse_active_content() {
+        let off = ChatSettings::from_source(&source(&[])).unwrap();
+        assert_eq!((off.receipt_max_members, off.uploads), (50, None));
+        let on = ChatSettings::from_source(&source(&[("HERALD_UPLOADS_BUCKET", "b"), ("HERALD_UPLOAD_MAX_BYTES", "2048")])).unwrap();
+        let uploads = on.uploads.unwrap();
+        assert_eq!((uploads.bucket.as_str(), uploads.limits.max_bytes), ("b", 2048));
+        assert!(uploads.limits.content_types.contains(&"image/png".to_owned()));
+        for bad in ["text/html", "image/svg+xml", "nonsense", "image/"] {
+            let err =
+                ChatSettings::from_source(&source(&[("HERALD_UPLOADS_BUCKET", "b"), ("HERALD_UPLOAD_CONTENT_TYPES", bad)])).unwrap_err();
+            assert!(err.to_string().contains("HERALD_UPLOAD_CONTENT_TYPES"), "{bad}: {err}");
+        }
     }
 
     #[test]

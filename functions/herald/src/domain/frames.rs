@@ -39,6 +39,13 @@ pub enum ClientFrame {
     },
     /// Boxed: it is much bigger than the other frames.
     Publish(Box<PublishFrame>),
+    /// `{"action":"read","group":"room:7","upTo":"CURSOR"}`: a read receipt for a conversation
+    /// (`services::chat`). Checked there: the cursor, and that the user is a member.
+    Read {
+        group: String,
+        up_to: String,
+        reference: Option<Value>,
+    },
 }
 
 /// `{"action":"publish","group":"room:7","event":"chat.message","title","body","data",
@@ -136,7 +143,8 @@ impl ClientFrame {
             | Self::Leave { reference, .. }
             | Self::Resume { reference, .. }
             | Self::Ack { reference, .. }
-            | Self::Ping { reference } => reference.as_ref(),
+            | Self::Ping { reference }
+            | Self::Read { reference, .. } => reference.as_ref(),
             Self::Publish(p) => p.reference.as_ref(),
         }
     }
@@ -224,6 +232,17 @@ pub fn parse(body: &str) -> Result<ClientFrame, ErrorFrame> {
             Ok(ClientFrame::Ack { ids, reference })
         }
         "ping" => Ok(ClientFrame::Ping { reference }),
+        "read" => {
+            let up_to = match obj.get("upTo") {
+                Some(Value::String(c)) if c.len() <= 64 => c.clone(),
+                _ => return Err(err(ErrorCode::BadRequest, "upTo must be a cursor string")),
+            };
+            Ok(ClientFrame::Read {
+                group: group()?,
+                up_to,
+                reference,
+            })
+        }
         "publish" => publish(&obj, reference).map(|p| ClientFrame::Publish(Box::new(p))),
         other => Err(ErrorFrame::new(
             ErrorCode::UnknownAction,
@@ -407,6 +426,21 @@ mod tests {
                 reference: Some(json!("c5"))
             }
         );
+        assert_eq!(
+            parse(r#"{"action":"read","group":"room:7","upTo":"01M94V732ZCQKGB1B3F50QXQW8","ref":"r1"}"#).unwrap(),
+            ClientFrame::Read {
+                group: "room:7".into(),
+                up_to: "01M94V732ZCQKGB1B3F50QXQW8".into(),
+                reference: Some(json!("r1"))
+            }
+        );
+        for bad in [
+            r#"{"action":"read","group":"room:7"}"#,
+            r#"{"action":"read","upTo":"x"}"#,
+            r#"{"action":"read","group":"room:7","upTo":7}"#,
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code, ErrorCode::BadRequest, "{bad}");
+        }
     }
 
     #[test]

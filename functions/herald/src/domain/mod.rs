@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod chat;
 pub mod config;
 pub mod cursor;
 pub mod frames;

@@ -35,7 +35,8 @@ impl Handler for Dispatch {
             d.roles()?,
             d.presence(Self::NAME)?,
         )
-        .with_push(Pusher::sender(&d.push_settings()?)?);
+        .with_push(Pusher::sender(&d.push_settings()?)?)
+        .with_receipts(d.receipts(Self::NAME)?);
         Ok(Self {
             intake: Intake::new(notifier, queue, limits),
         })

@@ -1,6 +1,9 @@
 //! `$default` and `publish`: `resume`, `ack`, `ping`, `publish` (see `publish`), and a clear
 //! error frame for anything else. Every frame first spends the connection's frame budget.
 //!
+//! `read` is a chat read receipt (`services::chat::Receipts`), which admits itself on the
+//! user's work budget as a join does.
+//!
 //! Frames that make Herald post or write in bulk are admitted on the user's work budget too
 //! (`limiter`). `resume` is the replay service's (`replay::resume`): the caller's notifications
 //! around and after a cursor the client holds, from the topics the connection is a member of,
@@ -16,6 +19,7 @@ use crate::domain::config::Env;
 use crate::domain::frames::{self, ClientFrame};
 use crate::domain::policy::PublishPolicy;
 use crate::services::broadcast::Broadcaster;
+use crate::services::chat::Receipts;
 use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
 use crate::services::lifecycle::Lifecycle;
@@ -31,6 +35,7 @@ pub struct WsMessage {
     publisher: Publisher,
     replay: Replay,
     resumer: Resumer,
+    receipts: Receipts,
 }
 
 impl WsMessage {
@@ -81,6 +86,16 @@ impl WsMessage {
                 (flatten(joined)?, 0)
             }
             ClientFrame::Leave { group, reference } => (flatten(self.joins.leave(&who, &group, reference).await)?, 0),
+            ClientFrame::Read { group, up_to, reference } => match self.receipts.mark(p, &group, &up_to, at).await {
+                Ok(marked) => {
+                    let mut m = Map::new();
+                    m.insert("group".into(), marked.group.into());
+                    m.insert("upTo".into(), marked.up_to.to_string().into());
+                    m.insert("advanced".into(), marked.advanced.into());
+                    (frames::reply("read", m, reference), 0)
+                }
+                Err(e) => (e.refusal(reference).map_err(BoxError::from)?.to_json(), 0),
+            },
             ClientFrame::Publish(frame) => {
                 let published = self.publisher.publish(Self::NAME, &who, *frame).await?;
                 (published.body, published.posts)
@@ -119,6 +134,7 @@ impl Handler for WsMessage {
             resumer: Resumer::new(replay.clone(), store, d.poster()?, presence),
             replay,
             limiter,
+            receipts: d.receipts(Self::NAME)?,
         })
     }
 

@@ -2,6 +2,7 @@
 //! the domain and nothing above it.
 
 pub mod delivery;
+pub mod objects;
 pub mod push;
 pub mod queue;
 pub mod sdk_http;

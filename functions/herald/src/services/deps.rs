@@ -6,11 +6,14 @@ use std::cell::OnceCell;
 
 use aws_config::SdkConfig;
 
-use crate::domain::config::{Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
+use crate::domain::budget::Budget;
+use crate::domain::config::{ChatSettings, Env, Limits, PushSettings, Queues, Scheduling, ws_endpoint};
 use crate::domain::policy::{PresencePolicy, RolePolicy};
 use crate::io::delivery::Poster;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
+use crate::services::chat::{History, ReceiptSettings, Receipts, Sharing};
+use crate::services::limiter::Limiter;
 use crate::services::presence::Presence;
 use crate::services::runtime::InitError;
 use crate::services::schedule::Scheduler;
@@ -24,6 +27,7 @@ pub struct Deps {
     roles: OnceCell<RolePolicy>,
     presence_policy: OnceCell<PresencePolicy>,
     push: OnceCell<PushSettings>,
+    chat: OnceCell<ChatSettings>,
 }
 
 /// The cell's value, made by `make` the first time.
@@ -46,6 +50,7 @@ impl Deps {
             roles: OnceCell::new(),
             presence_policy: OnceCell::new(),
             push: OnceCell::new(),
+            chat: OnceCell::new(),
         }
     }
 
@@ -92,5 +97,34 @@ impl Deps {
             self.presence_policy()?,
             &self.limits()?,
         ))
+    }
+
+    pub fn chat_settings(&self) -> Result<ChatSettings, InitError> {
+        once(&self.chat, || Ok(ChatSettings::from_source(&Env)?))
+    }
+
+    /// Chat receipts, posting as `function`, charging posts to the users' work budget.
+    pub fn receipts(&self, function: &'static str) -> Result<Receipts, InitError> {
+        let store = self.store()?;
+        let limiter = Limiter::new(store.clone(), None).with_work(Budget::work(&Env)?);
+        Ok(Receipts::new(
+            store,
+            self.queue()?,
+            self.poster()?,
+            self.presence(function)?,
+            self.roles()?,
+            limiter,
+            ReceiptSettings::new(&self.limits()?, &self.chat_settings()?),
+        ))
+    }
+
+    /// Room history.
+    pub fn history(&self) -> Result<History, InitError> {
+        Ok(History::new(self.store()?, self.roles()?, &self.limits()?))
+    }
+
+    /// Shared files (presigned S3 URLs).
+    pub fn sharing(&self) -> Result<Sharing, InitError> {
+        Ok(Sharing::new(self.store()?, self.roles()?, &self.sdk, &self.chat_settings()?))
     }
 }

@@ -2,6 +2,7 @@
 //! Nothing here names a handler.
 
 pub mod broadcast;
+pub mod chat;
 pub mod connections;
 pub mod deps;
 pub mod escalation;

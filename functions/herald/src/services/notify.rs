@@ -20,6 +20,7 @@ use crate::io::push::PushSender;
 use crate::io::queue::{InternalMessage, Queue};
 use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
 use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Reach};
+use crate::services::chat::{ChatError, Receipts};
 use crate::services::escalation::{Escalation, EscalationError, Fired};
 use crate::services::lifecycle::{Lifecycle, LifecycleError, Send, Sent};
 use crate::services::membership::Unsubscriber;
@@ -41,6 +42,8 @@ pub enum NotifyError {
     Escalation(#[from] EscalationError),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
 }
 
 impl NotifyError {
@@ -75,6 +78,8 @@ pub enum Internal {
     Presence,
     /// An escalation check at (or before) its deadline.
     Escalation(Fired),
+    /// A receipt flush (chat): the posts it made.
+    Receipt(usize),
 }
 
 pub struct Notifier {
@@ -86,6 +91,8 @@ pub struct Notifier {
     unsubscriber: Unsubscriber,
     queue: Queue,
     limits: Limits,
+    /// Chat receipts' trailing pushes; `None`: flushes are dropped.
+    receipts: Option<Receipts>,
 }
 
 impl Notifier {
@@ -111,7 +118,14 @@ impl Notifier {
             presence,
             store,
             limits,
+            receipts: None,
         }
+    }
+
+    /// Runs chat receipt flushes with this service.
+    pub fn with_receipts(mut self, receipts: Receipts) -> Self {
+        self.receipts = Some(receipts);
+        self
     }
 
     /// Web Push with this sender (`None`: off).
@@ -219,6 +233,13 @@ impl Notifier {
                 return Ok(Internal::Presence);
             }
             InternalMessage::Escalation(check) => return Ok(Internal::Escalation(self.escalation.check(&check).await?)),
+            InternalMessage::Receipt(flush) => {
+                let posts = match &self.receipts {
+                    Some(receipts) => receipts.flush(&flush).await?,
+                    None => 0,
+                };
+                return Ok(Internal::Receipt(posts));
+            }
         };
         let summary = self.lifecycle.broadcaster().run_job(&job).await?;
         Metrics::new("dispatch")

@@ -5,6 +5,7 @@ use lambda_http::http::StatusCode;
 use crate::domain::auth::AuthError;
 use crate::io::queue::QueueError;
 use crate::io::store::StoreError;
+use crate::services::chat::ChatError;
 use crate::services::presence::PresenceError;
 use crate::services::reminders::ReminderError;
 use crate::services::schedule::DeferError;
@@ -113,6 +114,24 @@ impl From<PresenceError> for ApiError {
         match e {
             PresenceError::Store(s) => s.into(),
             PresenceError::Queue(q) => q.into(),
+        }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::BadRequest(m) => ApiError::bad_request(m),
+            ChatError::Forbidden(m) => ApiError::forbidden(m),
+            ChatError::NotFound(m) => ApiError::not_found(m),
+            ChatError::RateLimited(ms) => ApiError::over_budget(ms),
+            ChatError::Store(s) => s.into(),
+            ChatError::Queue(q) => q.into(),
+            ChatError::Presence(p) => p.into(),
+            ChatError::Objects(o) => {
+                tracing::error!(error = %o, "presigning failed");
+                ApiError::internal()
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the WebSocket authorizer. Errors are `{"error":{"code","message"}}` with the right status and
 //! never an internal name or trace.
 
+mod chat;
 mod error;
 mod notifications;
 mod presence;
@@ -24,6 +25,7 @@ use crate::domain::policy::{ReminderPolicy, RolePolicy};
 use crate::io::push::EndpointPolicy;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
+use crate::services::chat::{History, Receipts, Sharing};
 use crate::services::deps::Deps;
 use crate::services::limiter::Limiter;
 use crate::services::membership::Unsubscriber;
@@ -62,6 +64,9 @@ pub struct Api {
     reminders: Reminders,
     push_subscriptions: Subscriptions,
     replay: Replay,
+    history: History,
+    receipts: Receipts,
+    sharing: Sharing,
 }
 
 impl HttpHandler for Api {
@@ -82,6 +87,9 @@ impl HttpHandler for Api {
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
             replay: Replay::new(store.clone(), limits.retention_seconds),
+            history: d.history()?,
+            receipts: d.receipts(Self::NAME)?,
+            sharing: d.sharing()?,
             verifier,
             store,
             queue,
@@ -153,6 +161,11 @@ impl Api {
             (Method::PUT, ["subscriptions", user, group]) => self.subscription(&principal, user, group, true).await,
             (Method::DELETE, ["subscriptions", user, group]) => self.subscription(&principal, user, group, false).await,
             (Method::GET, ["groups", group, "presence"]) => self.presence(&principal, group, req).await,
+            (Method::GET, ["groups", group, "history"]) => self.history(&principal, group, req).await,
+            (Method::POST, ["groups", group, "read"]) => self.mark_read(&principal, group, req).await,
+            (Method::GET, ["groups", group, "receipts"]) => self.receipts(&principal, group, req).await,
+            (Method::POST, ["uploads"]) => self.upload(&principal, req).await,
+            (Method::GET, ["uploads", key @ ..]) if !key.is_empty() => self.download(&principal, &key.join("/")).await,
             (Method::PUT, ["push", "subscriptions"]) => self.push_subscribe(&principal, req).await,
             (Method::DELETE, ["push", "subscriptions"]) => self.push_unsubscribe(&principal, req).await,
             (Method::GET, ["push", "vapid-public-key"]) => self.vapid_public_key(),

@@ -110,6 +110,17 @@ pub struct EscalationCheck {
     pub notification: serde_json::Value,
 }
 
+/// A receipt flush on the internal queue, a second after a `read` that came within a second of
+/// the member's last pushed receipt: "push `reader`'s latest receipt in `group` unless it was
+/// pushed meanwhile" (`reader`, not `user`: a presence check never parses as one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiptFlush {
+    pub tenant: String,
+    pub group: String,
+    pub reader: String,
+}
+
 /// What Herald sends itself on its internal queue (never producer input: only Herald's roles
 /// may send there).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -117,6 +128,7 @@ pub struct EscalationCheck {
 pub enum InternalMessage {
     Presence(PresenceCheck),
     Escalation(EscalationCheck),
+    Receipt(ReceiptFlush),
     Job(FanoutJob),
 }
 
@@ -194,6 +206,13 @@ mod tests {
         };
         let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&escalation).unwrap()).unwrap();
         assert_eq!(v, InternalMessage::Escalation(escalation));
+        let flush = ReceiptFlush {
+            tenant: "t".into(),
+            group: "room:7".into(),
+            reader: "u1".into(),
+        };
+        let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&flush).unwrap()).unwrap();
+        assert_eq!(v, InternalMessage::Receipt(flush));
         // A post job (a walk's page) too.
         let post = FanoutJob {
             connections: vec!["c1".into(), "c2".into()],

@@ -21,7 +21,8 @@ use crate::domain::config::Queues;
 mod messages;
 
 pub use messages::{
-    CollapseRef, EscalationCheck, FanoutJob, InternalMessage, PresenceCheck, PushJob, PushRetry, RetryJob, retry_delay_seconds,
+    CollapseRef, EscalationCheck, FanoutJob, InternalMessage, PresenceCheck, PushJob, PushRetry, ReceiptFlush, RetryJob,
+    retry_delay_seconds,
 };
 
 /// The message attribute of a deferred copy: the `deliverAt` it was deferred for.
@@ -203,6 +204,17 @@ impl Queue {
     pub async fn presence_check(&self, check: &PresenceCheck, delay_seconds: u64) -> Result<(), QueueError> {
         let body = serde_json::to_string(check).map_err(|source| QueueError::Encode {
             what: "presence check",
+            source,
+        })?;
+        let delay = delay_seconds.min(MAX_DELAY_SECONDS as u64) as i32;
+        self.send("internal", &self.urls.internal, body, delay, Vec::new()).await
+    }
+
+    /// A receipt flush (see `services::chat`), a second later, on the internal queue: the
+    /// trailing push of a member's receipts that came faster than one a second.
+    pub async fn receipt_flush(&self, flush: &ReceiptFlush, delay_seconds: u64) -> Result<(), QueueError> {
+        let body = serde_json::to_string(flush).map_err(|source| QueueError::Encode {
+            what: "receipt flush",
             source,
         })?;
         let delay = delay_seconds.min(MAX_DELAY_SECONDS as u64) as i32;

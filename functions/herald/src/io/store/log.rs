@@ -214,6 +214,59 @@ impl Log {
             last_read,
         })
     }
+
+    /// Entries of a topic strictly before `before` (`None`: from the newest), newest first, not
+    /// older than `floor`, as `reader` (a user) reads them: room history. At most `limit` items
+    /// are read; `last_read` is the oldest of them, expired or not, where the next page ends.
+    pub async fn before(
+        &self,
+        tenant: &str,
+        topic: &Group,
+        reader: &str,
+        before: Option<Cursor>,
+        floor: Cursor,
+        limit: usize,
+    ) -> Result<LogPage, StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let mut query = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .expression_attribute_values(":pk", s(read_pk(tenant, topic, reader)))
+            .scan_index_forward(false)
+            // One more than asked: whether another page exists is then known, not guessed.
+            .limit(limit as i32 + 1);
+        query = match before {
+            Some(b) => query
+                .key_condition_expression("pk = :pk AND sk < :before")
+                .expression_attribute_values(":before", s(b.to_string())),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let out = query.send().await.map_err(|e| StoreError::dynamo("Query", e))?;
+        let now = epoch_seconds();
+        let mut items = out.items.unwrap_or_default();
+        let mut more = items.len() > limit || out.last_evaluated_key.is_some();
+        items.truncate(limit);
+        let mut entries = Vec::new();
+        let mut last_read = None;
+        for item in items {
+            let cursor = get_s(&item, "sk")?
+                .parse::<Cursor>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Past the retention window: never replayed, so never in history either.
+            if cursor < floor {
+                more = false;
+                break;
+            }
+            last_read = Some(cursor);
+            if get_n(&item, "expiresAt").is_ok_and(|e| e < now) {
+                continue;
+            }
+            entries.push(parse_entry(&item)?);
+        }
+        Ok(LogPage { entries, more, last_read })
+    }
 }
 
 fn parse_entry(item: &Item) -> Result<LogEntry, StoreError> {

@@ -4,9 +4,11 @@
 //! - `ConnectionsTable`: ephemeral connection state — connections, group memberships and rate
 //!   budgets.
 //! - `NotificationsTable`: the log and per-user state — log entries, idempotency keys, read
-//!   marks, durable subscriptions, Web Push subscriptions, reminders.
+//!   marks, durable subscriptions, Web Push subscriptions, reminders, chat receipts and the
+//!   records of shared files.
 
 mod budgets;
+mod chat;
 mod connections;
 mod log;
 mod presence;
@@ -21,6 +23,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 
 pub use budgets::Budgets;
+pub use chat::{FileRecord, Files, Receipt, Receipts, ReceiptsPage};
 pub use connections::{CONNECT_GRACE_MS, Closed, ConnectionRecord, Connections, Gone, Joined, Member, MemberRow, MembersPage, Membership};
 pub use log::{Collapsed, Log, LogPage, WIDE_REPLICAS};
 pub use presence::{Departure, Presences};
@@ -75,6 +78,8 @@ pub struct Store {
     pub push_subscriptions: PushSubscriptions,
     pub read_state: ReadState,
     pub reminders: Reminders,
+    pub receipts: Receipts,
+    pub files: Files,
 }
 
 impl Store {
@@ -107,6 +112,8 @@ impl Store {
             push_subscriptions: PushSubscriptions::new(n()),
             read_state: ReadState::new(n()),
             reminders: Reminders::new(n()),
+            receipts: Receipts::new(n()),
+            files: Files::new(n()),
         }
     }
 }
