@@ -13,6 +13,7 @@
 //! herald-load [--clients 1000] [--tenants 4] [--groups 8] [--notifications 2000] [--rate 100]
 //!             [--via sqs|http|mixed] [--kinds user,users,group,tenant,all] [--max-seconds 600]
 //!             [--report bench/load-report] [--connect-concurrency 64] [--payload-bytes 0] [--batch]
+//!             [--aggregate-ms N]   (local stack only: its aggregation window instead of the template's)
 //!   deployed: --ws-url wss://... --http-url https://... [--queue-url https://sqs...]
 //!             (--hs256-secret S --issuer I --audience A | --token-command 'CMD')
 //! ```
@@ -50,6 +51,8 @@ struct Options {
     payload_bytes: usize,
     /// Clients connect with `?batch=1`, as herald.js does: resume pages and bursts come packed.
     batch: bool,
+    /// The local stack's aggregation window (`HERALD_AGGREGATE_MS`), instead of the template's.
+    aggregate_ms: Option<u64>,
     target: Target,
 }
 
@@ -122,6 +125,7 @@ fn parse_options() -> Result<Options, String> {
         connect_concurrency: 64,
         payload_bytes: 0,
         batch: false,
+        aggregate_ms: None,
         target: Target::Local,
     };
     let (mut ws_url, mut http_url, mut queue_url) = (None, None, None);
@@ -150,6 +154,7 @@ fn parse_options() -> Result<Options, String> {
             "--connect-concurrency" => o.connect_concurrency = number(value()?)?.max(1),
             "--payload-bytes" => o.payload_bytes = number(value()?)?,
             "--batch" => o.batch = true,
+            "--aggregate-ms" => o.aggregate_ms = Some(number(value()?)? as u64),
             "--ws-url" => ws_url = Some(value()?),
             "--http-url" => http_url = Some(value()?),
             "--queue-url" => queue_url = Some(value()?),
@@ -211,7 +216,16 @@ async fn endpoints(o: &Options) -> Result<Endpoints, BoxError> {
             // The stack of herald-e2e's harness (loopback, ephemeral ports, stops with us), with
             // the template's settings but a claim lease under the stack's 10 s visibility
             // timeout, as the template's 90 s is under the queues' 360 s.
-            let stack = tokio::task::spawn_blocking(|| herald_e2e::stack_with(&[("HERALD_CLAIM_LEASE_SECONDS", "8")])).await?;
+            // `--aggregate-ms` overrides the template's aggregation window, to measure it.
+            let aggregate = o.aggregate_ms.map(|ms| ms.to_string());
+            let stack = tokio::task::spawn_blocking(move || {
+                let mut env = vec![("HERALD_CLAIM_LEASE_SECONDS", "8")];
+                if let Some(ms) = &aggregate {
+                    env.push(("HERALD_AGGREGATE_MS", ms.as_str()));
+                }
+                herald_e2e::stack_with(&env)
+            })
+            .await?;
             let r = &stack.ready;
             let queue = |id: &str| r.queues.get(id).cloned();
             Ok(Endpoints {
@@ -814,6 +828,7 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         "rate": o.rate,
         "payloadBytes": o.payload_bytes,
         "batch": o.batch,
+        "aggregateMs": o.aggregate_ms,
         "connectSeconds": (connect_seconds * 10.0).round() / 10.0,
         "produceSeconds": (produce_seconds * 10.0).round() / 10.0,
         "expectedDeliveries": expected,
