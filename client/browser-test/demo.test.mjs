@@ -276,9 +276,12 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
       await sendThroughSqs({ id, tenant, to: { group: room }, event: "chat.message", body: `old message ${i}` });
     }
     const memberToken = await mintToken(alice);
+    // Newest first, in cursor order: dispatch logs concurrent sends in any order.
+    let newestFirst = [];
     await until(async () => {
       const res = await http("GET", `${stack.httpUrl}/groups/${encodeURIComponent(room)}/history?limit=100`, { token: memberToken });
-      return res.status === 200 && res.body.items.length === seeded.length;
+      newestFirst = res.status === 200 ? res.body.items.map((n) => `(service)${n.body}`) : [];
+      return newestFirst.length === seeded.length;
     }, "the seeded messages in the room's history");
 
     const [a, b] = [await openDemo(t, alice), await openDemo(t, bob)];
@@ -289,11 +292,11 @@ describe(`the demo page in Chromium (target/${profile})`, () => {
       await page.locator(`#chat-room[data-open="${room}"]`).waitFor({ timeout: DEADLINE_MS });
     }
     assert.equal(await messages(a.page).count(), 20, "the newest page on open");
-    assert.equal(await a.page.locator("#chat-messages li").last().textContent(), "(service)old message 24");
+    assert.equal(await a.page.locator("#chat-messages li").last().textContent(), newestFirst[0]);
     // Scrolled to the top, the older page is loaded above.
     await a.page.locator("#chat-log").evaluate((el) => el.scrollTo(0, 0));
     await until(async () => (await messages(a.page).count()) === 25, "the older page after scrolling up");
-    assert.equal(await messages(a.page).first().textContent(), "(service)old message 0");
+    assert.equal(await messages(a.page).first().textContent(), newestFirst[seeded.length - 1]);
     assert.equal(await a.page.locator("#chat-older").isHidden(), true, "no older page left");
 
     // Typing, then a message: bob sees both.
