@@ -13,16 +13,18 @@ use chrono::Utc;
 
 use crate::domain::config::Limits;
 use crate::domain::metrics::Metrics;
-use crate::domain::notification::{Control, NotificationRequest};
+use crate::domain::notification::{Control, NotificationRequest, Revision, Target};
 use crate::domain::policy::RolePolicy;
 use crate::io::delivery::Poster;
 use crate::io::push::PushSender;
 use crate::io::queue::{InternalMessage, Queue};
 use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
 use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Reach};
+use crate::services::inbox::{InboxError, Revised, Revisions};
 use crate::services::escalation::{Escalation, EscalationError, Fired};
 use crate::services::lifecycle::{Lifecycle, LifecycleError, Send, Sent};
 use crate::services::membership::Unsubscriber;
+use crate::services::preferences;
 use crate::services::presence::{Presence, PresenceError};
 use crate::services::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::services::web_push::Pusher;
@@ -79,6 +81,7 @@ pub enum Internal {
 
 pub struct Notifier {
     store: Store,
+    revisions: Revisions,
     lifecycle: Lifecycle,
     deferral: Deferral,
     escalation: Escalation,
@@ -103,6 +106,7 @@ impl Notifier {
         let broadcaster = Broadcaster::new(store.clone(), queue.clone(), poster.clone(), limits.clone(), presence.clone());
         let pusher = Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts);
         Self {
+            revisions: Revisions::new(store.clone(), broadcaster.clone(), &limits),
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles, presence.clone()),
             lifecycle: Lifecycle::new(broadcaster).with_escalation(escalation.clone()).with_push(pusher),
             escalation,
@@ -119,6 +123,11 @@ impl Notifier {
         let pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts);
         self.lifecycle = self.lifecycle.with_push(pusher);
         self
+    }
+
+    /// A producer's update or recall of a notification it sent (`inbox`).
+    pub async fn revise(&self, revision: &Revision) -> Result<Revised, InboxError> {
+        self.revisions.revise(revision).await
     }
 
     /// Runs a producer notification's lifecycle. `deferred_for`: set on Herald's own deferred
@@ -151,7 +160,7 @@ impl Notifier {
         let send = Send {
             tenant: &req.tenant,
             id: &id,
-            topics: req.to.topics(),
+            topics: self.inbox_topics(&req).await?,
             content: &req.content,
             expires,
             reach: Reach::default(),
@@ -183,6 +192,21 @@ impl Notifier {
             .flush();
         tracing::info!(tenant = %req.tenant, id = %id, delivered = summary.delivered, gone = summary.gone, retried = summary.retried, shards = summary.shards_queued, posting_us = summary.posting_us, pushed = pushed.delivered, push_retried = pushed.retried, push_gone = pushed.gone, "dispatched");
         Ok(Notified::Delivered(summary))
+    }
+
+    /// The topics to log under: for notifications to named users, only the users whose inbox
+    /// takes the event (`preferences`, in-app channel); other targets as they are.
+    async fn inbox_topics(&self, req: &NotificationRequest) -> Result<Vec<crate::domain::groups::Group>, NotifyError> {
+        let users = match &req.to {
+            Target::User(u) => std::slice::from_ref(u),
+            Target::Users(us) => us.as_slice(),
+            _ => return Ok(req.to.topics()),
+        };
+        let kept = preferences::inbox_takes(&self.store, &req.tenant, users, &req.content).await?;
+        if kept.len() < users.len() {
+            Metrics::new("dispatch").count("InboxOff", users.len() - kept.len()).flush();
+        }
+        Ok(kept.iter().map(|u| crate::domain::groups::Group::user(u)).collect())
     }
 
     async fn defer(&self, req: NotificationRequest) -> Result<Notified, NotifyError> {

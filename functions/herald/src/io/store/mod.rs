@@ -8,6 +8,7 @@
 
 mod budgets;
 mod connections;
+mod inbox;
 mod log;
 mod presence;
 mod push;
@@ -22,6 +23,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 
 pub use budgets::Budgets;
 pub use connections::{CONNECT_GRACE_MS, Closed, ConnectionRecord, Connections, Gone, Joined, Member, MemberRow, MembersPage, Membership};
+pub use inbox::{Inbox, NotRevised, Revisable};
 pub use log::{Collapsed, Log, LogPage, WIDE_REPLICAS};
 pub use presence::{Departure, Presences};
 pub use push::PushSubscriptions;
@@ -75,6 +77,7 @@ pub struct Store {
     pub push_subscriptions: PushSubscriptions,
     pub read_state: ReadState,
     pub reminders: Reminders,
+    pub inbox: Inbox,
 }
 
 impl Store {
@@ -107,6 +110,7 @@ impl Store {
             push_subscriptions: PushSubscriptions::new(n()),
             read_state: ReadState::new(n()),
             reminders: Reminders::new(n()),
+            inbox: Inbox::new(n()),
         }
     }
 }
@@ -176,6 +180,11 @@ impl Table {
     /// batches of 100. Keys left unprocessed (throttling) are left out: callers use this only
     /// where a missing item errs on the safe side (sent again, counted unread).
     pub async fn batch_get(&self, keys: &[(String, String)], projection: &str) -> Result<Vec<Item>, StoreError> {
+        self.batch_get_with(keys, projection, false).await
+    }
+
+    /// [`Self::batch_get`], strongly consistent when `consistent`.
+    pub async fn batch_get_with(&self, keys: &[(String, String)], projection: &str, consistent: bool) -> Result<Vec<Item>, StoreError> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let unique: std::collections::BTreeSet<&(String, String)> = keys.iter().collect();
         let unique: Vec<&(String, String)> = unique.into_iter().collect();
@@ -188,6 +197,7 @@ impl Table {
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(keys))
                 .projection_expression(projection)
+                .consistent_read(consistent)
                 .build()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let answer = self
