@@ -43,6 +43,8 @@ pub enum NotifyError {
     Escalation(#[from] EscalationError),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Push(#[from] crate::services::web_push::PushError),
 }
 
 impl NotifyError {
@@ -77,9 +79,12 @@ pub enum Internal {
     Presence,
     /// An escalation check at (or before) its deadline.
     Escalation(Fired),
+    /// A push held back by quiet hours, at their end.
+    PushedLater,
 }
 
 pub struct Notifier {
+    pusher: Pusher,
     store: Store,
     revisions: Revisions,
     lifecycle: Lifecycle,
@@ -104,8 +109,9 @@ impl Notifier {
     ) -> Self {
         let escalation = Escalation::new("dispatch", store.clone(), queue.clone(), scheduler.clone(), &limits);
         let broadcaster = Broadcaster::new(store.clone(), queue.clone(), poster.clone(), limits.clone(), presence.clone());
-        let pusher = Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts);
+        let pusher = Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts).with_later(escalation.clone());
         Self {
+            pusher: pusher.clone(),
             revisions: Revisions::new(store.clone(), broadcaster.clone(), &limits),
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles, presence.clone()),
             lifecycle: Lifecycle::new(broadcaster).with_escalation(escalation.clone()).with_push(pusher),
@@ -120,8 +126,10 @@ impl Notifier {
 
     /// Web Push with this sender (`None`: off).
     pub fn with_push(mut self, sender: Option<PushSender>) -> Self {
-        let pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts);
-        self.lifecycle = self.lifecycle.with_push(pusher);
+        let pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts)
+            .with_later(self.escalation.clone());
+        self.lifecycle = self.lifecycle.with_push(pusher.clone());
+        self.pusher = pusher;
         self
     }
 
@@ -241,6 +249,15 @@ impl Notifier {
             InternalMessage::Presence(check) => {
                 self.presence.check(&check).await?;
                 return Ok(Internal::Presence);
+            }
+            // A push that waited for the end of the user's quiet hours (#33).
+            InternalMessage::Escalation(check) if let Some(later) = check.push => {
+                if check.due > epoch_seconds() {
+                    self.escalation.wait(&check).await?;
+                    return Ok(Internal::Escalation(Fired::NotYet));
+                }
+                self.pusher.push_later(&check, later).await?;
+                return Ok(Internal::PushedLater);
             }
             InternalMessage::Escalation(check) => return Ok(Internal::Escalation(self.escalation.check(&check).await?)),
         };
