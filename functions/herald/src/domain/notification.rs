@@ -240,7 +240,12 @@ impl Revision {
             Change::Update { version, fields } => {
                 m.insert("update".into(), self.id.clone().into());
                 m.insert("version".into(), (*version).into());
-                for (k, v) in [("event", &fields.event), ("title", &fields.title), ("body", &fields.body), ("link", &fields.link)] {
+                for (k, v) in [
+                    ("event", &fields.event),
+                    ("title", &fields.title),
+                    ("body", &fields.body),
+                    ("link", &fields.link),
+                ] {
                     if let Some(v) = v {
                         m.insert(k.into(), v.clone().into());
                     }
@@ -313,7 +318,12 @@ fn parse_revision(obj: &Map<String, Value>, limits: ParseLimits) -> Result<Revis
         .ok_or_else(|| bad("version", "is required: 2 for the first update, then higher"))?
         .as_u64()
         .filter(|v| (2..=MAX_VERSION).contains(v))
-        .ok_or_else(|| bad("version", format!("must be an integer within 2..={MAX_VERSION} (the original is 1)")))?;
+        .ok_or_else(|| {
+            bad(
+                "version",
+                format!("must be an integer within 2..={MAX_VERSION} (the original is 1)"),
+            )
+        })?;
     let event = optional_str(obj, "event")?;
     if event.as_deref().is_some_and(|e| !valid_event(e)) {
         return Err(bad("event", "must match [A-Za-z0-9._:-]{1,64}"));

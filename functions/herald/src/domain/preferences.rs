@@ -251,12 +251,27 @@ mod tests {
             (json!({"off": {"push": "forum.*"}}), "off.push"),
             (json!({"off": {"push": ["has space"]}}), "off.push"),
             (json!({"off": {"push": [".*"]}}), "off.push"),
-            (json!({"quietHours": {"start": "22:00", "end": "07:00", "timeZone": "Mars/Olympus"}}), "quietHours.timeZone"),
-            (json!({"quietHours": {"start": "25:00", "end": "07:00", "timeZone": "UTC"}}), "quietHours.start"),
-            (json!({"quietHours": {"start": "7:00", "end": "07:30", "timeZone": "UTC"}}), "quietHours.start"),
-            (json!({"quietHours": {"start": "07:00", "end": "07:00", "timeZone": "UTC"}}), "quietHours.end"),
+            (
+                json!({"quietHours": {"start": "22:00", "end": "07:00", "timeZone": "Mars/Olympus"}}),
+                "quietHours.timeZone",
+            ),
+            (
+                json!({"quietHours": {"start": "25:00", "end": "07:00", "timeZone": "UTC"}}),
+                "quietHours.start",
+            ),
+            (
+                json!({"quietHours": {"start": "7:00", "end": "07:30", "timeZone": "UTC"}}),
+                "quietHours.start",
+            ),
+            (
+                json!({"quietHours": {"start": "07:00", "end": "07:00", "timeZone": "UTC"}}),
+                "quietHours.end",
+            ),
             (json!({"quietHours": {"start": "07:00", "end": "08:00"}}), "quietHours.timeZone"),
-            (json!({"quietHours": {"start": "07:00", "end": "08:00", "timeZone": "UTC", "x": 1}}), "quietHours.x"),
+            (
+                json!({"quietHours": {"start": "07:00", "end": "08:00", "timeZone": "UTC", "x": 1}}),
+                "quietHours.x",
+            ),
         ] {
             assert_eq!(Preferences::parse(&doc).unwrap_err().field, field, "{doc}");
         }

@@ -225,7 +225,13 @@ impl Escalation {
             return Ok(Fired::NotYet);
         }
         // Recalled by its producer (#33): nothing to escalate.
-        if self.store.inbox.revisable(&check.tenant, &check.id).await?.is_some_and(|r| r.recalled) {
+        if self
+            .store
+            .inbox
+            .revisable(&check.tenant, &check.id)
+            .await?
+            .is_some_and(|r| r.recalled)
+        {
             tracing::info!(tenant = %check.tenant, id = %check.id, user = %check.user, "recalled: not escalated");
             Metrics::new(self.function).count("EscalationsRecalled", 1).flush();
             return Ok(Fired::Recalled);

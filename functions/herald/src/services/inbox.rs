@@ -147,10 +147,12 @@ pub fn read_frame(marks: &ReadMarks<'_>, unread: usize, capped: bool, seq: u64) 
 /// Why `id` cannot be revised now, if it cannot: not a notification of `tenant` that was
 /// delivered, or recalled. What the HTTP API answers 404/409 on before queueing anything.
 pub async fn unrevisable(store: &Store, tenant: &str, id: &str) -> Result<Option<NotRevised>, StoreError> {
-    Ok(match store.inbox.revisable(tenant, id).await? {
-        None => Some(NotRevised::NotFound),
-        Some(r) if r.recalled => Some(NotRevised::Recalled),
-        Some(_) => None,
+    Ok(match store.inbox.revision_state(tenant, id).await? {
+        // Being delivered: dispatch applies the revision once it is (redelivered until then).
+        Err(NotRevised::InProgress) => None,
+        Err(why) => Some(why),
+        Ok(r) if r.recalled => Some(NotRevised::Recalled),
+        Ok(_) => None,
     })
 }
 
@@ -158,12 +160,20 @@ pub async fn unrevisable(store: &Store, tenant: &str, id: &str) -> Result<Option
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revised {
     /// Logged, made current and posted to the live connections (how many took it).
-    Updated { version: u64, delivered: usize },
-    Recalled { delivered: usize },
+    Updated {
+        version: u64,
+        delivered: usize,
+    },
+    Recalled {
+        delivered: usize,
+    },
     /// Changed nothing, and why.
     Refused(NotRevised),
     /// The update makes the frame bigger than the payload budget: nothing changed.
-    TooLarge { size: usize, budget: usize },
+    TooLarge {
+        size: usize,
+        budget: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -188,8 +198,9 @@ impl Revisions {
 
     pub async fn revise(&self, r: &Revision) -> Result<Revised, InboxError> {
         let (tenant, id) = (r.tenant.as_str(), r.id.as_str());
-        let Some(current) = self.store.inbox.revisable(tenant, id).await? else {
-            return Ok(Revised::Refused(NotRevised::NotFound));
+        let current = match self.store.inbox.revision_state(tenant, id).await? {
+            Ok(current) => current,
+            Err(why) => return Ok(Revised::Refused(why)),
         };
         if current.recalled {
             return Ok(Revised::Refused(NotRevised::Recalled));
@@ -218,7 +229,12 @@ impl Revisions {
         };
         let probe = LogEntry {
             cursor: Cursor::MIN,
-            topic: current.topics.iter().map(Group::to_string).max_by_key(String::len).unwrap_or_default(),
+            topic: current
+                .topics
+                .iter()
+                .map(Group::to_string)
+                .max_by_key(String::len)
+                .unwrap_or_default(),
             content: content.clone(),
             ..entry.clone()
         };

@@ -107,8 +107,11 @@ impl Intake {
             Ok(ProducerMessage::Revise(r)) => match self.notifier.revise(&r).await? {
                 Revised::Refused(NotRevised::NotFound) => {
                     let field = if matches!(r.change, Change::Recall) { "recall" } else { "update" };
-                    self.reject(record, &not_found(field, format!("no notification {:?} of tenant {:?} to change", r.id, r.tenant)))
-                        .await
+                    self.reject(
+                        record,
+                        &not_found(field, format!("no notification {:?} of tenant {:?} to change", r.id, r.tenant)),
+                    )
+                    .await
                 }
                 Revised::Refused(NotRevised::InProgress) => Err(IntakeError::Revision(InboxError::InProgress)),
                 Revised::TooLarge { size, budget } => {

@@ -20,8 +20,8 @@ use crate::io::push::PushSender;
 use crate::io::queue::{InternalMessage, Queue};
 use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
 use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Reach};
-use crate::services::inbox::{InboxError, Revised, Revisions};
 use crate::services::escalation::{Escalation, EscalationError, Fired};
+use crate::services::inbox::{InboxError, Revised, Revisions};
 use crate::services::lifecycle::{Lifecycle, LifecycleError, Send, Sent};
 use crate::services::membership::Unsubscriber;
 use crate::services::preferences;
@@ -126,8 +126,8 @@ impl Notifier {
 
     /// Web Push with this sender (`None`: off).
     pub fn with_push(mut self, sender: Option<PushSender>) -> Self {
-        let pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts)
-            .with_later(self.escalation.clone());
+        let pusher =
+            Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts).with_later(self.escalation.clone());
         self.lifecycle = self.lifecycle.with_push(pusher.clone());
         self.pusher = pusher;
         self

@@ -13,15 +13,15 @@ use futures_util::StreamExt;
 use crate::domain::config::{ConfigError, PushSettings};
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{LogEntry, PushRequest};
+use crate::domain::preferences::Channel;
 use crate::io::push::{
     EndpointPolicy, PushMessage, PushOutcome, PushSender, SUBSCRIPTION_DAYS, SenderError, Subscription, Vapid, VapidError, endpoint_key,
     parse_endpoint, parse_subscription, payload,
 };
-use crate::domain::preferences::Channel;
 use crate::io::queue::{EscalationCheck, PushJob, PushLater, Queue, QueueError};
+use crate::io::store::{Store, StoreError, epoch_seconds};
 use crate::services::escalation::Escalation;
 use crate::services::preferences::{self, Gate};
-use crate::io::store::{Store, StoreError, epoch_seconds};
 
 /// Pushes in flight at once from one invocation.
 const PUSHES_IN_FLIGHT: usize = 16;

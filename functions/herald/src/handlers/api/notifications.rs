@@ -149,7 +149,10 @@ impl Api {
         // `critical` passes users' preferences and quiet hours: only the roles that may put
         // work on the escalation worker (`HERALD_REMINDER_ESCALATE_ROLES`) may set it.
         if n.content.critical && !self.critical.may_escalate(p) {
-            return Err(ApiError::forbidden(format!("critical: needs one of the roles {}", self.critical.escalate_roles())));
+            return Err(ApiError::forbidden(format!(
+                "critical: needs one of the roles {}",
+                self.critical.escalate_roles()
+            )));
         }
         let id = n.id.get_or_insert_with(|| format!("n-{}", Cursor::now())).clone();
         reserved(&id)?;

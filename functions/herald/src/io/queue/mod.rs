@@ -21,7 +21,7 @@ use crate::domain::config::Queues;
 mod messages;
 
 pub use messages::{
-    CollapseRef, EscalationCheck, PushLater, FanoutJob, InternalMessage, PresenceCheck, PushJob, PushRetry, RetryJob, retry_delay_seconds,
+    CollapseRef, EscalationCheck, FanoutJob, InternalMessage, PresenceCheck, PushJob, PushLater, PushRetry, RetryJob, retry_delay_seconds,
 };
 
 /// The message attribute of a deferred copy: the `deliverAt` it was deferred for.

@@ -79,10 +79,19 @@ impl Inbox {
 
     /// A notification's revision record, read consistently.
     pub async fn revisable(&self, tenant: &str, id: &str) -> Result<Option<Revisable>, StoreError> {
+        Ok(self.revision_state(tenant, id).await?.ok())
+    }
+
+    /// The record, or why there is none: no such id of the tenant, or one still being delivered.
+    pub async fn revision_state(&self, tenant: &str, id: &str) -> Result<Result<Revisable, NotRevised>, StoreError> {
         let Some(item) = self.table.get(claim_key(tenant, id), "#").await? else {
-            return Ok(None);
+            return Ok(Err(NotRevised::NotFound));
         };
-        Ok(parse_revisable(&item))
+        Ok(match parse_revisable(&item) {
+            Some(r) => Ok(r),
+            None if get_s(&item, "state").is_ok_and(|st| st != "done") => Err(NotRevised::InProgress),
+            None => Err(NotRevised::NotFound),
+        })
     }
 
     /// Moves a finished notification to `version`, its entries now at `cursor`, if no version at
@@ -96,6 +105,7 @@ impl Inbox {
             .condition_expression(
                 "#s = :done AND attribute_exists(#l) AND attribute_not_exists(#r) AND (attribute_not_exists(#v) OR #v < :v)",
             )
+            .expression_attribute_names("#v", "version")
             .expression_attribute_values(":v", n(version));
         self.conditional(update, tenant, id, cursor).await
     }
@@ -127,7 +137,6 @@ impl Inbox {
             .expression_attribute_names("#s", "state")
             .expression_attribute_names("#l", "logged")
             .expression_attribute_names("#r", "recalled")
-            .expression_attribute_names("#v", "version")
             .expression_attribute_values(":done", s("done"))
             .expression_attribute_values(":c", s(cursor.to_string()))
             .return_values(ReturnValue::AllOld)

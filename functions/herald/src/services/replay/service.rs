@@ -140,7 +140,14 @@ impl Replay {
     /// [`Self::unread`]; `consistent`: the read marks are read strongly consistently, so the
     /// count sees every mark written before it began (the count a read sends to the user's
     /// devices, `services::inbox`).
-    pub async fn unread_with(&self, tenant: &str, user: &str, topics: &[Group], cap: usize, consistent: bool) -> Result<Unread, StoreError> {
+    pub async fn unread_with(
+        &self,
+        tenant: &str,
+        user: &str,
+        topics: &[Group],
+        cap: usize,
+        consistent: bool,
+    ) -> Result<Unread, StoreError> {
         let read_cursor = self.store.read_state.read_cursor(tenant, user).await?;
         let page = self.merged(tenant, user, topics, read_cursor.max(self.floor()), cap).await?;
         // A recall's tombstone is no notification to read.
