@@ -203,6 +203,7 @@ mod tests {
             cursor: "c".into(),
             due: 7,
             notification: serde_json::json!({"id": "n", "event": "e"}),
+            push: None,
         };
         let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&escalation).unwrap()).unwrap();
         assert_eq!(v, InternalMessage::Escalation(escalation));
