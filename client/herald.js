@@ -45,6 +45,7 @@
 
 import { ConnectionMethods, DEFAULT_BACKOFF } from "./lib/connection.js";
 import { HeraldError, reportListenerError } from "./lib/errors.js";
+import { InboxMethods } from "./lib/inbox.js";
 import { installMethods } from "./lib/methods.js";
 import { PollingMethods } from "./lib/polling.js";
 import { MAX_ACK_IDS, REF_ALLOWANCE, checkFrameSize } from "./lib/protocol.js";
@@ -198,7 +199,7 @@ export class HeraldClient {
    * (HeraldError), `"left"` (frame), `"presence"` (`{group, user, state}`) or `"gap"`
    * (`{since, via}`: the resume point was older than the server's retention window, so
    * notifications may have expired unseen). Returns the function that unsubscribes.
-   * @param {"notification" | "state" | "error" | "left" | "presence" | "gap"} event
+   * @param {"notification" | "state" | "error" | "left" | "presence" | "gap" | "read" | "recalled" | "unread"} event
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -300,7 +301,10 @@ export class HeraldClient {
       parts.push(this._request(frame));
     }
     const replies = await Promise.all(parts);
-    return { type: "acked", count: replies.reduce((n, r) => n + (Number(r.count) || 0), 0) };
+    // Each answer carries the unread count after it and its read sequence (lib/inbox.js).
+    for (const r of replies) this._applyUnread(r.unread, r.seq);
+    const last = replies.reduce((a, r) => (Number(r.seq) > Number(a?.seq ?? -1) ? r : a), replies[0]);
+    return { type: "acked", count: replies.reduce((n, r) => n + (Number(r.count) || 0), 0), unread: last?.unread, seq: last?.seq };
   }
 
   /**
@@ -471,7 +475,7 @@ export class HeraldClient {
 }
 
 // The private methods, one group per concern in lib/, become HeraldClient's own methods.
-installMethods(HeraldClient, [ConnectionMethods, ResumeMethods, PollingMethods, RequestMethods, StorageMethods, PushMethods]);
+installMethods(HeraldClient, [ConnectionMethods, ResumeMethods, PollingMethods, RequestMethods, StorageMethods, PushMethods, InboxMethods]);
 
 /**
  * Same as `new HeraldClient(options)`.
