@@ -118,7 +118,7 @@ export class HeraldClient {
     /** @private @type {import("./herald.js").HeraldStorage | null} */
     this._storage = options.storage === undefined ? defaultStorage() : options.storage;
     /** @private @type {{notification: Set<Function>, state: Set<Function>, error: Set<Function>}} */
-    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set(), presence: new Set(), gap: new Set() };
+    this._listeners = { notification: new Set(), state: new Set(), error: new Set(), left: new Set(), presence: new Set(), gap: new Set(), read: new Set(), recalled: new Set(), unread: new Set() };
     /** @private @type {Map<string, number>} when each group's last typing event was sent */
     this._typingSent = new Map();
     /** @private @type {Set<string>} */
