@@ -169,7 +169,11 @@ impl Api {
             return Err(ApiError::forbidden("tenant does not match the token"));
         }
         match unrevisable(&self.store, &r.tenant, &r.id).await? {
-            Some(NotRevised::Recalled) => Err(ApiError::new(StatusCode::CONFLICT, "recalled", format!("{} was recalled", r.id))),
+            Some(NotRevised::Recalled) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{} was recalled: nothing changes it", r.id),
+            )),
             Some(_) => Err(ApiError::not_found(format!("no notification {} in this tenant", r.id))),
             None => {
                 let body = r.to_json().to_string();
