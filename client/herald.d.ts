@@ -174,6 +174,13 @@ export interface HeraldNotification {
   createdAt?: string;
   /** True when it came from `resume`. */
   replayed?: boolean;
+  /**
+   * A producer's update (2, 3, …): the same `id` comes again with a higher version, which
+   * replaces what the app shows. Absent on the first version.
+   */
+  version?: number;
+  /** The producer marked it critical: preferences and quiet hours did not hold it back. */
+  critical?: boolean;
   /** Set on a member's publish: who sent it (from their token, never from the frame). */
   from?: { user: string };
   /** A latest-value stream's key: a later notification of the same topic and key replaces this one. */
@@ -313,6 +320,46 @@ export interface LeftFrame {
 export interface AckedFrame {
   type: "acked";
   count: number;
+  /** The user's unread count after this read, and the read's sequence number. */
+  unread?: number;
+  seq?: number;
+}
+/** A read on another device of the user (`ack` or `markRead` there). */
+export interface ReadEvent {
+  type: "read";
+  ids?: string[];
+  upTo?: string;
+  /** The user's unread count after that read; `HeraldClient.unread` keeps the newest. */
+  unread: number;
+  seq: number;
+}
+/** The producer took notification `id` back: remove it (`replayed` when it came from `resume`). */
+export interface RecalledEvent {
+  type: "recalled";
+  id: string;
+  topic?: string;
+  replayed: boolean;
+}
+export interface UnreadEvent {
+  count: number;
+  seq: number;
+}
+export type Channel = "inapp" | "push" | "escalation";
+export interface Preferences {
+  /** Categories off per channel: events (`forum.reply`) or prefixes (`forum.*`). */
+  off?: Partial<Record<Channel, string[]>>;
+  /** Push and escalation wait until `end` (HH:MM) in the IANA `timeZone`. */
+  quietHours?: { start: string; end: string; timeZone: string } | null;
+}
+export interface StoredPreferences extends Preferences {
+  /** Whose apply: the user's own, the tenant's defaults, or none. */
+  source?: "user" | "tenant" | "none";
+}
+export interface ReadAnswer {
+  count: number;
+  unread: number;
+  capped: boolean;
+  seq: number;
 }
 export interface ResumeResult {
   /** Notifications replayed by the server (before dedupe). */
@@ -360,6 +407,22 @@ export declare class HeraldClient {
    * expired unseen, so reload what the app shows from its own backend.
    */
   on(event: "gap", fn: (gap: GapEvent) => void): () => void;
+  /** A read on another device of the user. */
+  on(event: "read", fn: (read: ReadEvent) => void): () => void;
+  /** A producer recalled a notification. */
+  on(event: "recalled", fn: (recalled: RecalledEvent) => void): () => void;
+  /** The unread count changed (a read on any device, newest `seq` wins). */
+  on(event: "unread", fn: (unread: UnreadEvent) => void): () => void;
+  /** The unread count the server last said, or null before the first read. */
+  readonly unread: number | null;
+  /** Marks read over HTTP (needs `httpUrl`); the user's other devices hear of it. */
+  markRead(read: { ids?: string[]; upTo?: string }): Promise<ReadAnswer>;
+  /** `GET /notifications/unread-count` (needs `httpUrl`). */
+  unreadCount(): Promise<{ count: number; capped: boolean }>;
+  /** The user's notification preferences (needs `httpUrl`). */
+  getPreferences(): Promise<StoredPreferences>;
+  /** Replaces the user's preferences; rejects with `bad_request` naming the field. */
+  setPreferences(prefs: Preferences): Promise<Preferences>;
 
   /** Starts connecting (only with `autoConnect: false`). */
   connect(): void;

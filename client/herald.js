@@ -49,6 +49,7 @@
 import { ChatMethods } from "./lib/chat.js";
 import { ConnectionMethods, DEFAULT_BACKOFF } from "./lib/connection.js";
 import { HeraldError, reportListenerError } from "./lib/errors.js";
+import { InboxMethods } from "./lib/inbox.js";
 import { installMethods } from "./lib/methods.js";
 import { PollingMethods } from "./lib/polling.js";
 import { MAX_ACK_IDS, REF_ALLOWANCE, checkFrameSize } from "./lib/protocol.js";
@@ -130,6 +131,9 @@ export class HeraldClient {
       presence: new Set(),
       gap: new Set(),
       receipt: new Set(),
+      read: new Set(),
+      recalled: new Set(),
+      unread: new Set(),
     };
     /** @private @type {Map<string, number>} when each group's last typing event was sent */
     this._typingSent = new Map();
@@ -212,7 +216,7 @@ export class HeraldClient {
    * (`{group, user, upTo}`: another member read a chat up to a cursor) or `"gap"`
    * (`{since, via}`: the resume point was older than the server's retention window, so
    * notifications may have expired unseen). Returns the function that unsubscribes.
-   * @param {"notification" | "state" | "error" | "left" | "presence" | "receipt" | "gap"} event
+   * @param {"notification" | "state" | "error" | "left" | "presence" | "receipt" | "gap" | "read" | "recalled" | "unread"} event
    * @param {Function} fn
    * @returns {() => void}
    */
@@ -314,7 +318,10 @@ export class HeraldClient {
       parts.push(this._request(frame));
     }
     const replies = await Promise.all(parts);
-    return { type: "acked", count: replies.reduce((n, r) => n + (Number(r.count) || 0), 0) };
+    // Each answer carries the unread count after it and its read sequence (lib/inbox.js).
+    for (const r of replies) this._applyUnread(r.unread, r.seq);
+    const last = replies.reduce((a, r) => (Number(r.seq) > Number(a?.seq ?? -1) ? r : a), replies[0]);
+    return { type: "acked", count: replies.reduce((n, r) => n + (Number(r.count) || 0), 0), unread: last?.unread, seq: last?.seq };
   }
 
   /**
@@ -485,7 +492,7 @@ export class HeraldClient {
 }
 
 // The private methods, one group per concern in lib/, become HeraldClient's own methods.
-installMethods(HeraldClient, [ConnectionMethods, ResumeMethods, PollingMethods, RequestMethods, StorageMethods, PushMethods, ChatMethods]);
+installMethods(HeraldClient, [ConnectionMethods, ResumeMethods, PollingMethods, RequestMethods, StorageMethods, PushMethods, ChatMethods, InboxMethods]);
 
 /**
  * Same as `new HeraldClient(options)`.

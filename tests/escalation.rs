@@ -146,6 +146,7 @@ async fn an_unread_notification_escalates_once_even_when_its_check_comes_three_t
         cursor: frame["cursor"].as_str().expect("cursor").to_owned(),
         due: chrono::Utc::now().timestamp() + 3,
         notification: without_type(&frame),
+        push: None,
     };
     let body = serde_json::to_string(&check).expect("check");
     let sqs = sqs().await;

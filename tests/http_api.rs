@@ -444,7 +444,8 @@ async fn read_state_and_unread_count() {
     let unread = || async { api(Method::GET, "/notifications/unread-count", &tok, None).await.1 };
     assert_eq!(unread().await, json!({"count": 3, "capped": false}));
     let (s, b) = api(Method::POST, "/notifications/read", &tok, Some(json!({"ids": [items[0]["id"]]}))).await;
-    assert_eq!((s, b), (200, json!({"count": 1})));
+    // The answer carries the unread count after the read and its read sequence (#33).
+    assert_eq!((s, b), (200, json!({"count": 1, "unread": 2, "capped": false, "seq": 1})));
     assert_eq!(unread().await["count"], 2);
     let (s, _) = api(Method::POST, "/notifications/read", &tok, Some(json!({"upTo": items[2]["cursor"]}))).await;
     assert_eq!(s, 200);

@@ -383,7 +383,16 @@ function inboxPanel(/** @type {Ctx} */ ctx) {
 
   /** Adds a notification (newest first by cursor); false when it was already there. */
   const add = (/** @type {any} */ n) => {
-    if (items.has(n.id)) return false;
+    const had = items.get(n.id);
+    // A producer's update: the same id with a higher version replaces the entry (#33).
+    if (had && (n.version ?? 1) > (had.n.version ?? 1)) {
+      const el = render(n);
+      el.classList.add("updated");
+      had.el.replaceWith(el);
+      items.set(n.id, { n, el });
+      return true;
+    }
+    if (had) return false;
     const el = render(n);
     // Newest first, by cursor: live frames and replays arrive out of cursor order.
     const after = [...ol.children].find((li) => li.dataset.cursor < n.cursor);
@@ -414,13 +423,44 @@ function inboxPanel(/** @type {Ctx} */ ctx) {
     refreshUnread();
   });
 
+  // The user's other devices read (ack, mark all read): this one follows, with their count.
+  // Wired once the client exists (`follow`, from main).
+  const markShown = (/** @type {string} */ id) => {
+    read.add(id);
+    items.get(id)?.el.classList.replace("unread", "read");
+  };
+  const follow = () => {
+  ctx.herald.on("read", (/** @type {any} */ r) => {
+    for (const id of r.ids ?? []) markShown(id);
+    if (r.upTo) for (const [id, it] of items) if (it.n.cursor && it.n.cursor <= r.upTo) markShown(id);
+    saveRead();
+    ctx.status(statusEl, `read on another device (${r.unread} unread)`);
+  });
+  ctx.herald.on("unread", (/** @type {any} */ u) => {
+    unread.textContent = String(u.count);
+    unread.dataset.count = String(u.count);
+  });
+  // The producer took one back: it leaves every device's inbox.
+  ctx.herald.on("recalled", (/** @type {any} */ r) => {
+    const it = items.get(r.id);
+    it?.el.remove();
+    items.delete(r.id);
+    empty.hidden = items.size > 0;
+    if (it) ctx.status(statusEl, "a notification was recalled");
+    refreshUnread();
+  });
+  };
+
   /** The retained history, before the client connects; returns the cursor to start the client at. */
   const loadHistory = async () => {
     let since = "";
     let cursor = null;
     for (let page = 0; page < 10; page += 1) {
       const res = await ctx.api("GET", `/notifications/missed?limit=200${since ? `&since=${encodeURIComponent(since)}` : ""}`);
-      for (const n of res.items) if (!consumedByHandler(ctx, n, { replayed: true, history: true })) add(n);
+      for (const n of res.items) {
+        if (n.type === "recalled") continue; // a recall's tombstone: nothing to show
+        if (!consumedByHandler(ctx, n, { replayed: true, history: true })) add(n);
+      }
       cursor = res.cursor || cursor;
       if (!res.next) break;
       since = res.next;
@@ -429,7 +469,33 @@ function inboxPanel(/** @type {Ctx} */ ctx) {
     return cursor;
   };
 
-  return { add, has: (/** @type {string} */ id) => items.has(id), refreshUnread, loadHistory };
+  return { add, has: (/** @type {string} */ id) => items.has(id), refreshUnread, loadHistory, follow };
+}
+
+/** The user's notification preferences (GET/PUT /preferences), edited as JSON. */
+function preferencesPanel(/** @type {Ctx} */ ctx) {
+  const text = /** @type {HTMLTextAreaElement} */ ($("#prefs-json"));
+  const statusEl = $("#prefs-status");
+  const load = async () => {
+    try {
+      const { source, ...prefs } = await ctx.herald.getPreferences();
+      text.value = JSON.stringify(prefs, null, 2);
+      ctx.status(statusEl, `source: ${source}`);
+    } catch (e) {
+      ctx.status(statusEl, `load: ${describe(e)}`, "error");
+    }
+  };
+  $("#prefs-save").addEventListener("click", async () => {
+    try {
+      const saved = await ctx.herald.setPreferences(JSON.parse(text.value || "{}"));
+      text.value = JSON.stringify(saved, null, 2);
+      ctx.status(statusEl, "saved");
+    } catch (e) {
+      ctx.status(statusEl, describe(e), "error");
+    }
+  });
+  $("#prefs-load").addEventListener("click", () => void load());
+  return { load };
 }
 
 /** Lets an event handler (e.g. the job bar) take a notification instead of the inbox. */
@@ -925,6 +991,8 @@ async function main() {
   groupsPanel(ctx);
   presencePanel(ctx);
   chatPanel(ctx);
+  inbox.follow();
+  void preferencesPanel(ctx).load();
   // For people poking at it from the devtools console.
   Object.assign(window, { herald: ctx.herald, demo: ctx });
 }

@@ -219,6 +219,10 @@ export class ConnectionMethods extends Methods {
       this._emit("presence", frame);
     } else if (frame.type === "receipt" && typeof frame.group === "string" && typeof frame.user === "string") {
       this._emit("receipt", frame);
+    } else if (frame.type === "read") {
+      this._onRead(frame); // a read on another device of the user (lib/inbox.js)
+    } else if (frame.type === "recalled") {
+      this._onRecalled(frame);
     } else if (frame.type === "left" && typeof frame.group === "string") {
       // The server took the group away (e.g. the user's subscription was removed): forget it,
       // so the next reconnect does not try to re-join it.

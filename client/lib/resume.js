@@ -112,7 +112,8 @@ export class ResumeMethods extends Methods {
         if (!(e instanceof HeraldError && (e.code === "disconnected" || e.code === "closed"))) this._emitError(e);
       });
     }
-    const duplicate = this._seen.has(n.id);
+    // A producer's update comes again with the same id and a higher `version` (lib/inbox.js).
+    const duplicate = this._heldVersion(n);
     this._seen.add(n.id);
     this._persist();
     if (duplicate) return;

@@ -21,7 +21,7 @@ import { HeraldError, errText } from "./errors.js";
 import { laterCursor } from "./protocol.js";
 
 /** Events of the connection that the leader relays to the other tabs. */
-const RELAYED = new Set(["notification", "state", "error", "left", "presence", "gap"]);
+const RELAYED = new Set(["notification", "state", "error", "left", "presence", "gap", "read", "recalled", "unread"]);
 /** How many publish keys of this tab are remembered to drop their echo. */
 const MAX_ECHO_KEYS = 256;
 
@@ -633,12 +633,18 @@ export class TabShare {
       const id = args[0]?.id;
       if (typeof id === "string") {
         // Known here, whether shown or not: this tab may lead next and list it in `have`.
-        const duplicate = client._seen.has(id);
+        const duplicate = client._heldVersion(args[0]);
         client._seen.add(id);
         if (duplicate) return;
       }
       if (this.ownEcho(event, args)) return;
     }
+    // The leader's read state is this tab's too: the count and the recalled ids.
+    if (event === "unread") {
+      client._applyUnread(args[0]?.count, args[0]?.seq); // emits `unread` here when it changed
+      return;
+    }
+    if (event === "recalled" && typeof args[0]?.id === "string") client._inboxState().versions.set(args[0].id, Infinity);
     if (scope) {
       if (!client._groups.has(scope)) return;
       // The server took the group away, or refused to re-join it: this tab forgets it too.

@@ -868,8 +868,64 @@ describe(`against the local stack (target/${profile})`, () => {
 
     const id = await publish(tenant, { to: { user }, event: "test.ack" });
     await until(() => received(id).length === 1, "the notification");
-    assert.deepEqual(await client.ack([id]), { type: "acked", count: 1 });
+    assert.deepEqual(await client.ack([id]), { type: "acked", count: 1, unread: 0, seq: 1 });
+    assert.equal(client.unread, 0);
     assert.deepEqual(await client.ack([]), { type: "acked", count: 0 });
+  });
+
+  test("two devices stay in step: reads, updates and recalls reach both; preferences are validated", async (t) => {
+    const tenant = unique("t");
+    const user = "u-inbox";
+    const getToken = () => mintToken({ sub: user, tenant });
+    const phone = makeClient(t, { getToken, httpUrl: stack.httpUrl, shareConnection: false });
+    const laptop = makeClient(t, { getToken, httpUrl: stack.httpUrl, shareConnection: false });
+    await phone.ready();
+    await laptop.ready();
+    const reads = [];
+    const recalls = [];
+    const counts = [];
+    laptop.client.on("read", (r) => reads.push(r));
+    laptop.client.on("recalled", (r) => recalls.push(r));
+    laptop.client.on("unread", (u) => counts.push(u.count));
+    const ids = [];
+    for (let i = 0; i < 3; i += 1) ids.push(await publish(tenant, { to: { user }, event: "deadline.set", title: `v1 ${i}` }));
+    await until(() => ids.every((id) => laptop.received(id).length === 1 && phone.received(id).length === 1), "both devices");
+
+    const acked = await phone.client.ack([ids[0]]);
+    assert.equal(acked.unread, 2);
+    await until(() => reads.length === 1, "the read on the laptop");
+    assert.deepEqual(reads[0].ids, [ids[0]]);
+    assert.equal(laptop.client.unread, 2);
+    assert.deepEqual(counts, [2]);
+    // Over HTTP: the phone hears of it too, and both keep the newest count.
+    const answer = await laptop.client.markRead({ ids: [ids[1]] });
+    assert.equal(answer.unread, 1);
+    await until(() => phone.client.unread === 1, "the phone's count");
+
+    // The producer moves the deadline: the same id again, version 2, on both devices.
+    const token = await mintToken({ sub: "publisher", tenant, roles: ["service"] });
+    const res = await http("POST", `${stack.httpUrl}/notifications`, {
+      token,
+      body: { tenant, update: ids[2], version: 2, title: "v2" },
+    });
+    assert.equal(res.status, 202, JSON.stringify(res.json));
+    await until(() => laptop.received(ids[2]).length === 2 && phone.received(ids[2]).length === 2, "the update");
+    assert.equal(laptop.received(ids[2])[1].n.version, 2);
+    assert.equal(laptop.received(ids[2])[1].n.title, "v2");
+
+    const recall = await http("POST", `${stack.httpUrl}/notifications`, { token, body: { tenant, recall: ids[2] } });
+    assert.equal(recall.status, 202);
+    await until(() => recalls.length === 1, "the recall");
+    assert.equal(recalls[0].id, ids[2]);
+
+    await assert.rejects(laptop.client.setPreferences({ off: { sms: ["forum.*"] } }), { code: "bad_request" });
+    await assert.rejects(
+      laptop.client.setPreferences({ quietHours: { start: "22:00", end: "07:00", timeZone: "Nowhere/City" } }),
+      /quietHours.timeZone/,
+    );
+    const stored = await laptop.client.setPreferences({ off: { push: ["forum.*"] } });
+    assert.deepEqual(stored.off, { push: ["forum.*"] });
+    assert.equal((await phone.client.getPreferences()).source, "user");
   });
 
   test("a refused token is replaced by the next getToken() on the reconnect", async (t) => {

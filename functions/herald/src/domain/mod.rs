@@ -12,4 +12,5 @@ pub mod horizon;
 pub mod metrics;
 pub mod notification;
 pub mod policy;
+pub mod preferences;
 pub mod tls;

@@ -72,6 +72,17 @@ pub struct Content {
     /// frame. Producer notifications have none.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub from: Option<Sender>,
+    /// The producer's version of a notification it updated (`{"update":ID,...}`): 2, 3, ...
+    /// The first version carries none. Clients keep the highest they saw of an id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<u64>,
+    /// `"critical": true`: preferences and quiet hours do not hold it back (allowed by role).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub critical: bool,
+    /// A recall's tombstone: the entry replays as `{"type":"recalled","id",...}`, so a device
+    /// that was away when it was recalled removes it too; never counted unread.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub recalled: bool,
 }
 
 /// `"from":{"user":"u1"}` in a client-published frame.
@@ -159,6 +170,9 @@ impl NotificationRequest {
         if let Some(k) = &self.content.collapse {
             m.insert("collapse".into(), k.clone().into());
         }
+        if self.content.critical {
+            m.insert("critical".into(), true.into());
+        }
         if let Some(at) = &self.deliver_at {
             m.insert("deliverAt".into(), format_time(at).into());
         }
@@ -193,6 +207,190 @@ pub enum Control {
 pub enum ProducerMessage {
     Notify(NotificationRequest),
     Control(Control),
+    /// `{"update":ID,...}` / `{"recall":ID}` of a notification the producer sent.
+    Revise(Revision),
+}
+
+/// A producer's change to a notification it sent (issue #33).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub tenant: String,
+    pub id: String,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The fields given replace the notification's; the others stay. `version` orders updates:
+    /// one not above the stored version changes nothing (a late older update never wins).
+    Update { version: u64, fields: ContentPatch },
+    /// Removed from every inbox; replays and pushes no longer show it, and it does not escalate.
+    Recall,
+}
+
+impl Revision {
+    /// Back to the producer wire format (the HTTP API queues what it checked).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("tenant".into(), self.tenant.clone().into());
+        match &self.change {
+            Change::Recall => {
+                m.insert("recall".into(), self.id.clone().into());
+            }
+            Change::Update { version, fields } => {
+                m.insert("update".into(), self.id.clone().into());
+                m.insert("version".into(), (*version).into());
+                for (k, v) in [
+                    ("event", &fields.event),
+                    ("title", &fields.title),
+                    ("body", &fields.body),
+                    ("link", &fields.link),
+                ] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v.clone().into());
+                    }
+                }
+                if let Some(d) = &fields.data {
+                    m.insert("data".into(), d.clone());
+                }
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+/// The content fields an update may replace (`None`: kept).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContentPatch {
+    pub event: Option<String>,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub link: Option<String>,
+    pub data: Option<Value>,
+}
+
+impl ContentPatch {
+    /// `content` with this patch applied, at `version`.
+    pub fn apply(&self, content: &Content, version: u64) -> Content {
+        let mut c = content.clone();
+        if let Some(e) = &self.event {
+            c.event = e.clone();
+        }
+        for (slot, v) in [(&mut c.title, &self.title), (&mut c.body, &self.body), (&mut c.link, &self.link)] {
+            if v.is_some() {
+                slot.clone_from(v);
+            }
+        }
+        if self.data.is_some() {
+            c.data.clone_from(&self.data);
+        }
+        c.version = Some(version);
+        c
+    }
+}
+
+/// The largest version an update may carry (JSON numbers stay exact up to 2^53).
+pub const MAX_VERSION: u64 = 1 << 53;
+
+const UPDATE_FIELDS: &[&str] = &["update", "tenant", "version", "event", "title", "body", "link", "data"];
+const RECALL_FIELDS: &[&str] = &["recall", "tenant"];
+
+fn parse_revision(obj: &Map<String, Value>, limits: ParseLimits) -> Result<Revision, Rejection> {
+    if obj.contains_key("update") && obj.contains_key("recall") {
+        return Err(bad("update", "a message either updates or recalls"));
+    }
+    let tenant = tenant(obj)?;
+    if obj.contains_key("recall") {
+        reject_unknown(obj, RECALL_FIELDS)?;
+        let id = required_str(obj, "recall")?;
+        validate_revised_id(&id, "recall")?;
+        return Ok(Revision {
+            tenant,
+            id,
+            change: Change::Recall,
+        });
+    }
+    reject_unknown(obj, UPDATE_FIELDS)?;
+    let id = required_str(obj, "update")?;
+    validate_revised_id(&id, "update")?;
+    let version = obj
+        .get("version")
+        .ok_or_else(|| bad("version", "is required: 2 for the first update, then higher"))?
+        .as_u64()
+        .filter(|v| (2..=MAX_VERSION).contains(v))
+        .ok_or_else(|| {
+            bad(
+                "version",
+                format!("must be an integer within 2..={MAX_VERSION} (the original is 1)"),
+            )
+        })?;
+    let event = optional_str(obj, "event")?;
+    if event.as_deref().is_some_and(|e| !valid_event(e)) {
+        return Err(bad("event", "must match [A-Za-z0-9._:-]{1,64}"));
+    }
+    let title = optional_str(obj, "title")?;
+    if title.as_ref().is_some_and(|t| t.chars().count() > 256) {
+        return Err(bad("title", "is longer than 256 characters"));
+    }
+    let link = optional_str(obj, "link")?;
+    if link.as_ref().is_some_and(|l| l.len() > 2048) {
+        return Err(bad("link", "is longer than 2048 bytes"));
+    }
+    let data = match obj.get("data") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => return Err(bad("data", "must be an object")),
+    };
+    let fields = ContentPatch {
+        event,
+        title,
+        body: optional_str(obj, "body")?,
+        link,
+        data,
+    };
+    if fields == ContentPatch::default() {
+        return Err(bad("update", "give at least one of event, title, body, link, data"));
+    }
+    // The patch alone must fit the budget; the patched frame is checked again when applied.
+    let patched = fields.apply(&Content::default(), version);
+    let probe = LogEntry {
+        id: id.clone(),
+        cursor: Cursor::MIN,
+        topic: "x".repeat(64),
+        content: patched,
+        created_at: "2000-01-01T00:00:00Z".into(),
+    };
+    let size = probe.frame(true).len();
+    let budget = limits.payload_budget.min(FRAME_HARD_CAP);
+    if size > budget {
+        return Err(Rejection {
+            code: RejectCode::TooLarge,
+            field: "message".into(),
+            reason: format!("the updated frame is {size} bytes; the budget is {budget}"),
+        });
+    }
+    Ok(Revision {
+        tenant,
+        id,
+        change: Change::Update { version, fields },
+    })
+}
+
+/// An id an update or recall names: a producer's id (users' own `~` ids are not producers' to change).
+fn validate_revised_id(id: &str, field: &str) -> Result<(), Rejection> {
+    validate_message_id(id).map_err(|e| bad(field, e.reason))?;
+    if is_reserved(id) {
+        return Err(bad(field, "ids starting with ~ are users' own"));
+    }
+    Ok(())
+}
+
+fn valid_event(event: &str) -> bool {
+    !event.is_empty()
+        && event.len() <= 64
+        && event
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
 }
 
 /// Why a producer message was refused: the code maps to an HTTP status and a DLQ attribute.
@@ -200,6 +398,8 @@ pub enum ProducerMessage {
 pub enum RejectCode {
     BadRequest,
     TooLarge,
+    /// An update or recall of an id that is not one of the tenant's notifications.
+    NotFound,
 }
 
 impl RejectCode {
@@ -207,6 +407,7 @@ impl RejectCode {
         match self {
             RejectCode::BadRequest => "bad_request",
             RejectCode::TooLarge => "too_large",
+            RejectCode::NotFound => "not_found",
         }
     }
 }
@@ -217,6 +418,15 @@ pub struct Rejection {
     pub code: RejectCode,
     pub field: String,
     pub reason: String,
+}
+
+/// An update or recall of an id that is not one of the tenant's (live) notifications.
+pub fn not_found(field: &str, reason: impl Into<String>) -> Rejection {
+    Rejection {
+        code: RejectCode::NotFound,
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 fn bad(field: &str, reason: impl Into<String>) -> Rejection {
@@ -261,6 +471,9 @@ pub fn parse_producer_message(body: &str, limits: ParseLimits) -> Result<Produce
     if obj.contains_key("control") {
         return parse_control(&obj).map(ProducerMessage::Control);
     }
+    if obj.contains_key("update") || obj.contains_key("recall") {
+        return parse_revision(&obj, limits).map(ProducerMessage::Revise);
+    }
     parse_notification(&obj, limits).map(ProducerMessage::Notify)
 }
 
@@ -279,6 +492,7 @@ const NOTIFICATION_FIELDS: &[&str] = &[
     "escalate",
     "push",
     "urgency",
+    "critical",
 ];
 
 /// Longest `collapse` key.
@@ -354,6 +568,7 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
         Some(v) => Some(parse_escalate(v, &to, limits)?),
     };
     let push = parse_push(obj, &to)?;
+    let critical = optional_bool(obj, "critical")?;
     let request = NotificationRequest {
         escalate_after,
         id,
@@ -367,6 +582,9 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
             data,
             collapse,
             from: None,
+            version: None,
+            critical,
+            recalled: false,
         },
         deliver_at,
         ttl_seconds,
@@ -595,6 +813,14 @@ fn required_str(obj: &Map<String, Value>, field: &str) -> Result<String, Rejecti
     optional_str(obj, field)?.ok_or_else(|| bad(field, "is required"))
 }
 
+fn optional_bool(obj: &Map<String, Value>, field: &str) -> Result<bool, Rejection> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(field, "must be true or false")),
+    }
+}
+
 fn optional_str(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, Rejection> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
@@ -643,6 +869,9 @@ impl LogEntry {
     }
 
     fn frame_with(&self, cursor: Option<Cursor>, replayed: bool) -> String {
+        if self.content.recalled {
+            return recalled_frame(&self.id, &self.topic, cursor, replayed);
+        }
         let frame = Frame {
             kind: "notification",
             id: &self.id,
@@ -655,6 +884,31 @@ impl LogEntry {
         // Serializing plain strings and a `Value` cannot fail.
         serde_json::to_string(&frame).unwrap_or_default()
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecalledFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<Cursor>,
+    topic: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
+}
+
+/// `{"type":"recalled","id","topic"[,"cursor"]}`: the producer took notification `id` back.
+pub fn recalled_frame(id: &str, topic: &str, cursor: Option<Cursor>, replayed: bool) -> String {
+    let frame = RecalledFrame {
+        kind: "recalled",
+        id,
+        cursor,
+        topic,
+        replayed,
+    };
+    serde_json::to_string(&frame).unwrap_or_default()
 }
 
 #[derive(Serialize)]

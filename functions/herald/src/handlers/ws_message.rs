@@ -22,6 +22,7 @@ use crate::services::broadcast::Broadcaster;
 use crate::services::chat::Receipts;
 use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
+use crate::services::inbox::{ReadMarks, ReadSync};
 use crate::services::lifecycle::Lifecycle;
 use crate::services::limiter::Limiter;
 use crate::services::membership::{JoinError, Joins};
@@ -33,7 +34,7 @@ pub struct WsMessage {
     joins: Joins,
     limiter: Limiter,
     publisher: Publisher,
-    replay: Replay,
+    read_sync: ReadSync,
     resumer: Resumer,
     receipts: Receipts,
 }
@@ -59,10 +60,17 @@ impl WsMessage {
         let (body, work) = match frame {
             ClientFrame::Ping { reference } => (frames::reply("pong", Map::new(), reference), 0),
             ClientFrame::Ack { ids, reference } => {
-                self.replay.mark_read(&p.tenant, &p.user, &ids).await?;
+                // The user's other connections get `read` with the new count (`inbox`).
+                let marks = ReadMarks {
+                    ids: Some(&ids),
+                    up_to: None,
+                };
+                let done = self.read_sync.read(p, marks, Some(&who.connection_id)).await?;
                 let mut m = Map::new();
                 m.insert("count".into(), ids.len().into());
-                (frames::reply("acked", m, reference), ids.len())
+                m.insert("unread".into(), done.unread.into());
+                m.insert("seq".into(), done.seq.into());
+                (frames::reply("acked", m, reference), ids.len() + done.told)
             }
             ClientFrame::Resume {
                 since,
@@ -130,9 +138,9 @@ impl Handler for WsMessage {
         let replay = Replay::new(store.clone(), limits.retention_seconds);
         Ok(Self {
             joins: Joins::new(store.clone(), limits.clone(), d.roles()?, presence.clone(), limiter.clone()),
-            publisher: Publisher::new(store.clone(), Lifecycle::new(broadcaster), publish, limits),
-            resumer: Resumer::new(replay.clone(), store, d.poster()?, presence),
-            replay,
+            publisher: Publisher::new(store.clone(), Lifecycle::new(broadcaster), publish, limits.clone()),
+            read_sync: d.read_sync()?,
+            resumer: Resumer::new(replay, store, d.poster()?, presence),
             limiter,
             receipts: d.receipts(Self::NAME)?,
         })

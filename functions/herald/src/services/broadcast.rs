@@ -268,6 +268,18 @@ impl Broadcaster {
     /// member connection took the frame or was closed by now (nothing left to a shard job or the
     /// retry queue), that time is kept for resumes (`replay::held`).
     pub async fn finish(&self, tenant: &str, id: &str, summary: &FanoutSummary) -> Result<(), BroadcastError> {
+        self.finish_logged(tenant, id, summary, &[]).await
+    }
+
+    /// [`Self::finish`], recording where `entries` are (their cursor and topics), so that a
+    /// producer can update or recall the notification later (`services::inbox`).
+    pub async fn finish_logged(
+        &self,
+        tenant: &str,
+        id: &str,
+        summary: &FanoutSummary,
+        entries: &[(Group, LogEntry)],
+    ) -> Result<(), BroadcastError> {
         let complete =
             summary.shards_queued == 0 && summary.retried == 0 && summary.failed == 0 && summary.connecting_gone.len() <= MAX_MISSED_BY;
         let posted = (complete && summary.posted_at > 0).then(|| Posted {
@@ -281,7 +293,9 @@ impl Broadcaster {
                 .into_iter()
                 .collect(),
         });
-        Ok(self.store.idempotency.finish(tenant, id, posted.as_ref()).await?)
+        let topics: Vec<Group> = entries.iter().map(|(g, _)| g.clone()).collect();
+        let logged = entries.first().map(|(_, e)| (e.cursor, topics.as_slice()));
+        Ok(self.store.idempotency.finish_logged(tenant, id, posted.as_ref(), logged).await?)
     }
 
     /// Posts each topic's frame to the topic's live connections. Each membership shard's first

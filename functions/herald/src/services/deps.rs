@@ -13,8 +13,10 @@ use crate::io::delivery::Poster;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
 use crate::services::chat::{History, ReceiptSettings, Receipts, Sharing};
+use crate::services::inbox::ReadSync;
 use crate::services::limiter::Limiter;
 use crate::services::presence::Presence;
+use crate::services::replay::Replay;
 use crate::services::runtime::InitError;
 use crate::services::schedule::Scheduler;
 
@@ -126,5 +128,15 @@ impl Deps {
     /// Shared files (presigned S3 URLs).
     pub fn sharing(&self) -> Result<Sharing, InitError> {
         Ok(Sharing::new(self.store()?, self.roles()?, &self.sdk, &self.chat_settings()?))
+    }
+
+    /// The replay service (`resume`, `missed`, unread counts).
+    pub fn replay(&self) -> Result<Replay, InitError> {
+        Ok(Replay::new(self.store()?, self.limits()?.retention_seconds))
+    }
+
+    /// Read state pushed to a user's other connections.
+    pub fn read_sync(&self) -> Result<ReadSync, InitError> {
+        Ok(ReadSync::new(self.store()?, self.replay()?, self.poster()?, &self.limits()?))
     }
 }

@@ -41,9 +41,11 @@ use crate::domain::config::Limits;
 use crate::domain::cursor::Cursor;
 use crate::domain::groups::Group;
 use crate::domain::metrics::Metrics;
-use crate::domain::notification::LogEntry;
+use crate::domain::notification::{Content, LogEntry};
+use crate::domain::preferences::Channel;
 use crate::io::queue::{EscalationCheck, MAX_DELAY_SECONDS, Queue, QueueError};
 use crate::io::store::{Claim, Store, StoreError, epoch_seconds};
+use crate::services::preferences::{self, Gate};
 use crate::services::schedule::{ScheduleError, Scheduler, schedule_name};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,19 @@ pub enum Fired {
     Escalated,
     /// Sent before (a redelivered or concurrent copy): nothing sent.
     Duplicate,
+    /// The producer recalled the notification: nothing sent.
+    Recalled,
+    /// The user turned the category off for escalation: nothing sent.
+    Muted,
+}
+
+/// What preferences look at of a notification frame: its event and `critical`.
+pub fn content_of(notification: &Value) -> Content {
+    Content {
+        event: notification["event"].as_str().unwrap_or_default().to_owned(),
+        critical: notification["critical"].as_bool().unwrap_or(false),
+        ..Content::default()
+    }
 }
 
 /// Where a check waits: the internal queue with a delay, or a schedule.
@@ -171,6 +186,7 @@ impl Escalation {
                     cursor: entry.cursor.to_string(),
                     due,
                     notification: notification_of(entry),
+                    push: None,
                 }),
                 _ => None,
             })
@@ -187,8 +203,8 @@ impl Escalation {
         Ok(count)
     }
 
-    /// Puts `check` where it comes back when due.
-    async fn wait(&self, check: &EscalationCheck) -> Result<(), EscalationError> {
+    /// Puts `check` where it comes back when due (a push held by quiet hours waits this way too).
+    pub async fn wait(&self, check: &EscalationCheck) -> Result<(), EscalationError> {
         match timer_for(check.due - epoch_seconds()) {
             Timer::Queue { delay_seconds } => self.queue.escalation_check(check, delay_seconds).await?,
             Timer::Schedule => {
@@ -207,6 +223,34 @@ impl Escalation {
         if check.due > epoch_seconds() {
             self.wait(check).await?;
             return Ok(Fired::NotYet);
+        }
+        // Recalled by its producer (#33): nothing to escalate.
+        if self
+            .store
+            .inbox
+            .revisable(&check.tenant, &check.id)
+            .await?
+            .is_some_and(|r| r.recalled)
+        {
+            tracing::info!(tenant = %check.tenant, id = %check.id, user = %check.user, "recalled: not escalated");
+            Metrics::new(self.function).count("EscalationsRecalled", 1).flush();
+            return Ok(Fired::Recalled);
+        }
+        // The user's preferences: the category off for escalation, or quiet hours (wait).
+        let content = content_of(&check.notification);
+        match preferences::gate(&self.store, &check.tenant, &check.user, Channel::Escalation, &content).await? {
+            Gate::Send => {}
+            Gate::Off => {
+                Metrics::new(self.function).count("EscalationsMuted", 1).flush();
+                return Ok(Fired::Muted);
+            }
+            Gate::Later(until) => {
+                let mut later = check.clone();
+                later.due = until.timestamp().max(epoch_seconds() + 1);
+                self.wait(&later).await?;
+                Metrics::new(self.function).count("EscalationsQuiet", 1).flush();
+                return Ok(Fired::NotYet);
+            }
         }
         let cursor = check.cursor.parse::<Cursor>().ok();
         if self.store.read_state.is_read(&check.tenant, &check.user, &check.id, cursor).await? {
@@ -237,7 +281,6 @@ impl Escalation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::notification::Content;
 
     #[test]
     fn short_waits_use_the_queue_and_long_ones_a_schedule() {
@@ -268,6 +311,7 @@ mod tests {
             cursor: Cursor::MIN.to_string(),
             due: 0,
             notification: notification_of(&entry),
+            push: None,
         };
         let m: Value = serde_json::from_str(&message(&check)).unwrap();
         assert_eq!(m["id"], "n1");

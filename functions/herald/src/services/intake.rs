@@ -12,8 +12,10 @@ use futures_util::StreamExt;
 
 use crate::domain::config::Limits;
 use crate::domain::metrics::Metrics;
-use crate::domain::notification::{ParseLimits, ProducerMessage, Rejection, parse_producer_message};
+use crate::domain::notification::{Change, ParseLimits, ProducerMessage, RejectCode, Rejection, not_found, parse_producer_message};
 use crate::io::queue::{DEFERRED_FOR, InternalMessage, Queue, QueueError, redeliver};
+use crate::io::store::NotRevised;
+use crate::services::inbox::{InboxError, Revised};
 use crate::services::notify::{Internal, Notified, Notifier, NotifyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,8 @@ pub enum IntakeError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Notify(#[from] NotifyError),
+    #[error(transparent)]
+    Revision(#[from] InboxError),
 }
 
 /// What happened to one message, for logs and metrics.
@@ -33,6 +37,8 @@ pub enum Outcome {
     Internal(Internal),
     Rejected(String),
     Controlled,
+    /// A producer's update or recall: done, or refused as stale or already recalled.
+    Revised(Revised),
 }
 
 pub struct Intake {
@@ -98,6 +104,26 @@ impl Intake {
         let limits = ParseLimits::from(&self.limits);
         match parse_producer_message(body, limits) {
             Err(rejection) => self.reject(record, &rejection).await,
+            Ok(ProducerMessage::Revise(r)) => match self.notifier.revise(&r).await? {
+                Revised::Refused(NotRevised::NotFound) => {
+                    let field = if matches!(r.change, Change::Recall) { "recall" } else { "update" };
+                    self.reject(
+                        record,
+                        &not_found(field, format!("no notification {:?} of tenant {:?} to change", r.id, r.tenant)),
+                    )
+                    .await
+                }
+                Revised::Refused(NotRevised::InProgress) => Err(IntakeError::Revision(InboxError::InProgress)),
+                Revised::TooLarge { size, budget } => {
+                    let rejection = Rejection {
+                        code: RejectCode::TooLarge,
+                        field: "message".into(),
+                        reason: format!("the updated frame is {size} bytes; the budget is {budget}"),
+                    };
+                    self.reject(record, &rejection).await
+                }
+                revised => Ok(Outcome::Revised(revised)),
+            },
             Ok(ProducerMessage::Control(c)) => {
                 self.notifier.control(c).await?;
                 Ok(Outcome::Controlled)

@@ -124,7 +124,8 @@ impl Lifecycle {
             }
             _ => PushSummary::default(),
         };
-        b.finish(send.tenant, send.id, &summary).await?;
+        // Where the entries are, for a producer's later update or recall (`inbox`).
+        b.finish_logged(send.tenant, send.id, &summary, &entries).await?;
         Ok(Sent::Delivered {
             cursor: entries.first().map(|(_, e)| e.cursor),
             summary,

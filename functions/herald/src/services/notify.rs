@@ -13,7 +13,7 @@ use chrono::Utc;
 
 use crate::domain::config::Limits;
 use crate::domain::metrics::Metrics;
-use crate::domain::notification::{Control, NotificationRequest};
+use crate::domain::notification::{Control, NotificationRequest, Revision, Target};
 use crate::domain::policy::RolePolicy;
 use crate::io::delivery::Poster;
 use crate::io::push::PushSender;
@@ -22,8 +22,10 @@ use crate::io::store::{ReminderState, Store, StoreError, epoch_seconds};
 use crate::services::broadcast::{BroadcastError, Broadcaster, FanoutSummary, Reach};
 use crate::services::chat::{ChatError, Receipts};
 use crate::services::escalation::{Escalation, EscalationError, Fired};
+use crate::services::inbox::{InboxError, Revised, Revisions};
 use crate::services::lifecycle::{Lifecycle, LifecycleError, Send, Sent};
 use crate::services::membership::Unsubscriber;
+use crate::services::preferences;
 use crate::services::presence::{Presence, PresenceError};
 use crate::services::schedule::{DeferError, Deferral, Deferred, Scheduler};
 use crate::services::web_push::Pusher;
@@ -44,6 +46,8 @@ pub enum NotifyError {
     Lifecycle(#[from] LifecycleError),
     #[error(transparent)]
     Chat(#[from] ChatError),
+    #[error(transparent)]
+    Push(#[from] crate::services::web_push::PushError),
 }
 
 impl NotifyError {
@@ -80,10 +84,14 @@ pub enum Internal {
     Escalation(Fired),
     /// A receipt flush (chat): the posts it made.
     Receipt(usize),
+    /// A push held back by quiet hours, at their end.
+    PushedLater,
 }
 
 pub struct Notifier {
+    pusher: Pusher,
     store: Store,
+    revisions: Revisions,
     lifecycle: Lifecycle,
     deferral: Deferral,
     escalation: Escalation,
@@ -108,8 +116,10 @@ impl Notifier {
     ) -> Self {
         let escalation = Escalation::new("dispatch", store.clone(), queue.clone(), scheduler.clone(), &limits);
         let broadcaster = Broadcaster::new(store.clone(), queue.clone(), poster.clone(), limits.clone(), presence.clone());
-        let pusher = Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts);
+        let pusher = Pusher::new(store.clone(), queue.clone(), None, limits.retry_max_attempts).with_later(escalation.clone());
         Self {
+            pusher: pusher.clone(),
+            revisions: Revisions::new(store.clone(), broadcaster.clone(), &limits),
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles, presence.clone()),
             lifecycle: Lifecycle::new(broadcaster).with_escalation(escalation.clone()).with_push(pusher),
             escalation,
@@ -130,9 +140,16 @@ impl Notifier {
 
     /// Web Push with this sender (`None`: off).
     pub fn with_push(mut self, sender: Option<PushSender>) -> Self {
-        let pusher = Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts);
-        self.lifecycle = self.lifecycle.with_push(pusher);
+        let pusher =
+            Pusher::new(self.store.clone(), self.queue.clone(), sender, self.limits.retry_max_attempts).with_later(self.escalation.clone());
+        self.lifecycle = self.lifecycle.with_push(pusher.clone());
+        self.pusher = pusher;
         self
+    }
+
+    /// A producer's update or recall of a notification it sent (`inbox`).
+    pub async fn revise(&self, revision: &Revision) -> Result<Revised, InboxError> {
+        self.revisions.revise(revision).await
     }
 
     /// Runs a producer notification's lifecycle. `deferred_for`: set on Herald's own deferred
@@ -165,7 +182,7 @@ impl Notifier {
         let send = Send {
             tenant: &req.tenant,
             id: &id,
-            topics: req.to.topics(),
+            topics: self.inbox_topics(&req).await?,
             content: &req.content,
             expires,
             reach: Reach::default(),
@@ -197,6 +214,21 @@ impl Notifier {
             .flush();
         tracing::info!(tenant = %req.tenant, id = %id, delivered = summary.delivered, gone = summary.gone, retried = summary.retried, shards = summary.shards_queued, posting_us = summary.posting_us, pushed = pushed.delivered, push_retried = pushed.retried, push_gone = pushed.gone, "dispatched");
         Ok(Notified::Delivered(summary))
+    }
+
+    /// The topics to log under: for notifications to named users, only the users whose inbox
+    /// takes the event (`preferences`, in-app channel); other targets as they are.
+    async fn inbox_topics(&self, req: &NotificationRequest) -> Result<Vec<crate::domain::groups::Group>, NotifyError> {
+        let users = match &req.to {
+            Target::User(u) => std::slice::from_ref(u),
+            Target::Users(us) => us.as_slice(),
+            _ => return Ok(req.to.topics()),
+        };
+        let kept = preferences::inbox_takes(&self.store, &req.tenant, users, &req.content).await?;
+        if kept.len() < users.len() {
+            Metrics::new("dispatch").count("InboxOff", users.len() - kept.len()).flush();
+        }
+        Ok(kept.iter().map(|u| crate::domain::groups::Group::user(u)).collect())
     }
 
     async fn defer(&self, req: NotificationRequest) -> Result<Notified, NotifyError> {
@@ -231,6 +263,15 @@ impl Notifier {
             InternalMessage::Presence(check) => {
                 self.presence.check(&check).await?;
                 return Ok(Internal::Presence);
+            }
+            // A push that waited for the end of the user's quiet hours (#33).
+            InternalMessage::Escalation(check) if let Some(later) = check.push => {
+                if check.due > epoch_seconds() {
+                    self.escalation.wait(&check).await?;
+                    return Ok(Internal::Escalation(Fired::NotYet));
+                }
+                self.pusher.push_later(&check, later).await?;
+                return Ok(Internal::PushedLater);
             }
             InternalMessage::Escalation(check) => return Ok(Internal::Escalation(self.escalation.check(&check).await?)),
             InternalMessage::Receipt(flush) => {

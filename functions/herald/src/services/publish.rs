@@ -108,6 +108,7 @@ impl Publisher {
             // retry. Producers' keys cannot start with `~`.
             collapse: frame.collapse.map(|key| user_scoped_id(&p.user, &key)),
             from: Some(Sender { user: p.user.clone() }),
+            ..Content::default()
         };
         let id = user_scoped_id(&p.user, frame.id.as_deref().unwrap_or(&Cursor::now().to_string()));
         let created_at = now_rfc3339();

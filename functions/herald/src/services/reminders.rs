@@ -73,6 +73,10 @@ impl Reminders {
                     "escalate: a reminder that escalates needs one of the roles {roles}"
                 )));
             }
+            // `critical` overrides the user's preferences and quiet hours: not a plain user's call.
+            if n.content.critical {
+                return Err(ReminderError::Forbidden(format!("critical: needs one of the roles {roles}")));
+            }
             if n.push.as_ref().is_some_and(|r| r.always) {
                 return Err(ReminderError::Forbidden(format!(
                     "push: \"always\" in a reminder needs one of the roles {roles}; true pushes when not connected"

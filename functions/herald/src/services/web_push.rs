@@ -13,12 +13,15 @@ use futures_util::StreamExt;
 use crate::domain::config::{ConfigError, PushSettings};
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{LogEntry, PushRequest};
+use crate::domain::preferences::Channel;
 use crate::io::push::{
     EndpointPolicy, PushMessage, PushOutcome, PushSender, SUBSCRIPTION_DAYS, SenderError, Subscription, Vapid, VapidError, endpoint_key,
     parse_endpoint, parse_subscription, payload,
 };
-use crate::io::queue::{PushJob, Queue, QueueError};
+use crate::io::queue::{EscalationCheck, PushJob, PushLater, Queue, QueueError};
 use crate::io::store::{Store, StoreError, epoch_seconds};
+use crate::services::escalation::Escalation;
+use crate::services::preferences::{self, Gate};
 
 /// Pushes in flight at once from one invocation.
 const PUSHES_IN_FLIGHT: usize = 16;
@@ -29,6 +32,8 @@ pub enum PushError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("a push held by quiet hours could not be put to wait: {0}")]
+    Later(#[source] Box<crate::services::escalation::EscalationError>),
 }
 
 /// Building the push sender at init failed.
@@ -64,6 +69,9 @@ pub struct Pusher {
     /// `None` while no VAPID key is configured: push is off.
     sender: Option<PushSender>,
     max_attempts: u32,
+    /// Where a push held back by quiet hours waits (dispatch); `None`: not held (retry, which
+    /// only repeats pushes already let through).
+    later: Option<Escalation>,
 }
 
 impl Pusher {
@@ -73,7 +81,38 @@ impl Pusher {
             queue,
             sender,
             max_attempts,
+            later: None,
         }
+    }
+
+    /// Pushes held back by a user's quiet hours wait on `escalation`'s timers.
+    pub fn with_later(mut self, escalation: Escalation) -> Self {
+        self.later = Some(escalation);
+        self
+    }
+
+    /// A push that waited for the end of quiet hours: the notification's current version (a
+    /// recalled one is not pushed), if the user's preferences still let it through.
+    pub async fn push_later(&self, check: &EscalationCheck, later: PushLater) -> Result<PushSummary, PushError> {
+        let Some(r) = self.store.inbox.revisable(&check.tenant, &check.id).await? else {
+            return Ok(PushSummary::default());
+        };
+        if r.recalled {
+            return Ok(PushSummary::default());
+        }
+        let topic = crate::domain::groups::Group::user(&check.user);
+        let Some(entry) = self.store.log.entry(&check.tenant, &topic, r.logged).await? else {
+            return Ok(PushSummary::default());
+        };
+        let users = [UserPush {
+            user: &check.user,
+            entry: &entry,
+        }];
+        let request = PushRequest {
+            always: true,
+            urgency: later.urgency,
+        };
+        self.push(&check.tenant, &check.id, &users, request, later.ttl_seconds).await
     }
 
     /// The sender of the configured VAPID key, or `None` when push is off.
@@ -108,6 +147,33 @@ impl Pusher {
         }
         let mut pushes = Vec::new();
         for u in users {
+            // The user's preferences (#33): the category off for push, or quiet hours.
+            match preferences::gate(&self.store, tenant, u.user, Channel::Push, &u.entry.content).await? {
+                Gate::Send => {}
+                Gate::Off => {
+                    Metrics::new("dispatch").count("PushMuted", 1).flush();
+                    continue;
+                }
+                Gate::Later(until) => {
+                    if let Some(escalation) = &self.later {
+                        let check = EscalationCheck {
+                            tenant: tenant.to_owned(),
+                            id: id.to_owned(),
+                            user: u.user.to_owned(),
+                            cursor: u.entry.cursor.to_string(),
+                            due: until.timestamp().max(epoch_seconds() + 1),
+                            notification: serde_json::Value::Null,
+                            push: Some(PushLater {
+                                urgency: request.urgency,
+                                ttl_seconds,
+                            }),
+                        };
+                        escalation.wait(&check).await.map_err(|e| PushError::Later(Box::new(e)))?;
+                        Metrics::new("dispatch").count("PushQuiet", 1).flush();
+                    }
+                    continue;
+                }
+            }
             let subs = self.store.push_subscriptions.list(tenant, u.user).await?;
             if subs.is_empty() {
                 continue;

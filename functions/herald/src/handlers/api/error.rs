@@ -67,6 +67,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::services::inbox::InboxError> for ApiError {
+    fn from(e: crate::services::inbox::InboxError) -> Self {
+        match e {
+            crate::services::inbox::InboxError::Store(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "inbox failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
 impl From<DeferError> for ApiError {
     fn from(e: DeferError) -> Self {
         match e {

@@ -5,6 +5,7 @@
 mod chat;
 mod error;
 mod notifications;
+mod preferences;
 mod presence;
 mod push;
 mod reminders;
@@ -27,6 +28,7 @@ use crate::io::queue::Queue;
 use crate::io::store::Store;
 use crate::services::chat::{History, Receipts, Sharing};
 use crate::services::deps::Deps;
+use crate::services::inbox::ReadSync;
 use crate::services::limiter::Limiter;
 use crate::services::membership::Unsubscriber;
 use crate::services::reminders::Reminders;
@@ -67,6 +69,9 @@ pub struct Api {
     history: History,
     receipts: Receipts,
     sharing: Sharing,
+    /// Who may mark a notification `critical`.
+    critical: ReminderPolicy,
+    read_sync: ReadSync,
 }
 
 impl HttpHandler for Api {
@@ -83,10 +88,12 @@ impl HttpHandler for Api {
         Ok(Self {
             push_subscriptions: Subscriptions::new(store.clone(), EndpointPolicy::from(&push)),
             reminders: Reminders::new(store.clone(), deferral, ReminderPolicy::from_source(&Env)?),
+            critical: ReminderPolicy::from_source(&Env)?,
+            read_sync: d.read_sync()?,
             vapid_public_key: push.vapid_public_key,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
-            replay: Replay::new(store.clone(), limits.retention_seconds),
+            replay: d.replay()?,
             history: d.history()?,
             receipts: d.receipts(Self::NAME)?,
             sharing: d.sharing()?,
@@ -169,6 +176,10 @@ impl Api {
             (Method::PUT, ["push", "subscriptions"]) => self.push_subscribe(&principal, req).await,
             (Method::DELETE, ["push", "subscriptions"]) => self.push_unsubscribe(&principal, req).await,
             (Method::GET, ["push", "vapid-public-key"]) => self.vapid_public_key(),
+            (Method::GET, ["preferences"]) => self.get_preferences(&principal, false).await,
+            (Method::PUT, ["preferences"]) => self.put_preferences(&principal, req, false).await,
+            (Method::GET, ["preferences", "tenant"]) => self.get_preferences(&principal, true).await,
+            (Method::PUT, ["preferences", "tenant"]) => self.put_preferences(&principal, req, true).await,
             _ => Err(ApiError::not_found("no such route")),
         }
     }

@@ -108,6 +108,18 @@ pub struct EscalationCheck {
     pub due: i64,
     /// The notification as the user's devices received it (the frame without `type`).
     pub notification: serde_json::Value,
+    /// Set on a Web Push held back by the user's quiet hours (#33): at `due`, push the
+    /// notification's current version instead of escalating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushLater>,
+}
+
+/// A Web Push waiting for the end of quiet hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PushLater {
+    pub urgency: crate::domain::notification::Urgency,
+    pub ttl_seconds: u64,
 }
 
 /// A receipt flush on the internal queue, a second after a `read` that came within a second of
@@ -203,6 +215,7 @@ mod tests {
             cursor: "c".into(),
             due: 7,
             notification: serde_json::json!({"id": "n", "event": "e"}),
+            push: None,
         };
         let v: InternalMessage = serde_json::from_str(&serde_json::to_string(&escalation).unwrap()).unwrap();
         assert_eq!(v, InternalMessage::Escalation(escalation));

@@ -21,7 +21,7 @@ use crate::domain::config::Queues;
 mod messages;
 
 pub use messages::{
-    CollapseRef, EscalationCheck, FanoutJob, InternalMessage, PresenceCheck, PushJob, PushRetry, ReceiptFlush, RetryJob,
+    CollapseRef, EscalationCheck, FanoutJob, InternalMessage, PresenceCheck, PushJob, PushLater, PushRetry, ReceiptFlush, RetryJob,
     retry_delay_seconds,
 };
 

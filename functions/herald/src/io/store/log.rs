@@ -172,6 +172,27 @@ impl Log {
         Ok(outcome)
     }
 
+    /// Removes a notification's entries at `cursor` under `topics` (every replica of a wide
+    /// one): what an update or a recall replaces (`services::inbox`).
+    pub async fn remove(&self, tenant: &str, topics: &[Group], cursor: Cursor) -> Result<(), StoreError> {
+        let mut deletes = Vec::new();
+        for topic in topics {
+            let replicas = if is_wide(topic) { WIDE_REPLICAS } else { 1 };
+            for replica in 0..replicas {
+                deletes.push(super::delete_request(topic_pk(tenant, topic, replica), cursor.to_string())?);
+            }
+        }
+        self.table.batch_write(deletes).await
+    }
+
+    /// The entry of `topic` at `cursor`, if it is there (read consistently).
+    pub async fn entry(&self, tenant: &str, topic: &Group, cursor: Cursor) -> Result<Option<LogEntry>, StoreError> {
+        match self.table.get(topic_pk(tenant, topic, 0), &cursor.to_string()).await? {
+            Some(item) => Ok(Some(parse_entry(&item)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The cursor of the latest entry of `key` in `topic`, if any.
     pub async fn latest(&self, tenant: &str, topic: &Group, key: &str) -> Result<Option<Cursor>, StoreError> {
         let item = self.table.get(collapse_pk(tenant, topic), key).await?;

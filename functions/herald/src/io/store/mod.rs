@@ -10,6 +10,7 @@
 mod budgets;
 mod chat;
 mod connections;
+mod inbox;
 mod log;
 mod presence;
 mod push;
@@ -25,6 +26,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 pub use budgets::Budgets;
 pub use chat::{FileRecord, Files, Receipt, Receipts, ReceiptsPage};
 pub use connections::{CONNECT_GRACE_MS, Closed, ConnectionRecord, Connections, Gone, Joined, Member, MemberRow, MembersPage, Membership};
+pub use inbox::{Inbox, NotRevised, Revisable};
 pub use log::{Collapsed, Log, LogPage, WIDE_REPLICAS};
 pub use presence::{Departure, Presences};
 pub use push::PushSubscriptions;
@@ -80,6 +82,7 @@ pub struct Store {
     pub reminders: Reminders,
     pub receipts: Receipts,
     pub files: Files,
+    pub inbox: Inbox,
 }
 
 impl Store {
@@ -114,6 +117,7 @@ impl Store {
             reminders: Reminders::new(n()),
             receipts: Receipts::new(n()),
             files: Files::new(n()),
+            inbox: Inbox::new(n()),
         }
     }
 }
@@ -183,6 +187,11 @@ impl Table {
     /// batches of 100. Keys left unprocessed (throttling) are left out: callers use this only
     /// where a missing item errs on the safe side (sent again, counted unread).
     pub async fn batch_get(&self, keys: &[(String, String)], projection: &str) -> Result<Vec<Item>, StoreError> {
+        self.batch_get_with(keys, projection, false).await
+    }
+
+    /// [`Self::batch_get`], strongly consistent when `consistent`.
+    pub async fn batch_get_with(&self, keys: &[(String, String)], projection: &str, consistent: bool) -> Result<Vec<Item>, StoreError> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let unique: std::collections::BTreeSet<&(String, String)> = keys.iter().collect();
         let unique: Vec<&(String, String)> = unique.into_iter().collect();
@@ -195,6 +204,7 @@ impl Table {
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(keys))
                 .projection_expression(projection)
+                .consistent_read(consistent)
                 .build()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let answer = self

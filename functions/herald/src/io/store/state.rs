@@ -119,7 +119,26 @@ impl Idempotency {
     /// known: a resume reads past the entry for a client holding a cursor newer than that (see
     /// `replay::spare`).
     pub async fn finish(&self, tenant: &str, id: &str, posted: Option<&Posted>) -> Result<(), StoreError> {
-        let update = self
+        self.finish_logged(tenant, id, posted, None).await
+    }
+
+    /// [`Self::finish`], recording where the notification's entries are (`logged`: their cursor
+    /// and topics) so a producer can update or recall it later (`store::inbox`).
+    pub async fn finish_logged(
+        &self,
+        tenant: &str,
+        id: &str,
+        posted: Option<&Posted>,
+        logged: Option<(Cursor, &[Group])>,
+    ) -> Result<(), StoreError> {
+        let (extra, values) = match logged {
+            Some((cursor, topics)) => {
+                let [(_, l), (_, t)] = super::inbox::logged_attributes(cursor, topics);
+                (", logged = if_not_exists(logged, :lc), topics = :lt", vec![(":lc", l), (":lt", t)])
+            }
+            None => ("", Vec::new()),
+        };
+        let mut update = self
             .table
             .client
             .update_item()
@@ -128,15 +147,18 @@ impl Idempotency {
             .key("sk", s("#"))
             .expression_attribute_names("#s", "state")
             .expression_attribute_values(":done", s("done"));
+        for (k, v) in values {
+            update = update.expression_attribute_values(k, v);
+        }
         let update = match posted {
             Some(p) if p.missed_by.is_empty() => update
-                .update_expression("SET #s = :done, postedAt = :at")
+                .update_expression(format!("SET #s = :done, postedAt = :at{extra}"))
                 .expression_attribute_values(":at", n(p.at)),
             Some(p) => update
-                .update_expression("SET #s = :done, postedAt = :at, missedBy = :m")
+                .update_expression(format!("SET #s = :done, postedAt = :at, missedBy = :m{extra}"))
                 .expression_attribute_values(":at", n(p.at))
                 .expression_attribute_values(":m", AttributeValue::Ss(p.missed_by.clone())),
-            None => update.update_expression("SET #s = :done"),
+            None => update.update_expression(format!("SET #s = :done{extra}")),
         };
         update.send().await.map_err(|e| StoreError::dynamo("UpdateItem", e))?;
         Ok(())
@@ -316,9 +338,15 @@ impl ReadState {
 
     /// Which of `ids` are marked read: one read per id asked, however many marks the user has.
     pub async fn read_among(&self, tenant: &str, user: &str, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        self.read_among_with(tenant, user, ids, false).await
+    }
+
+    /// [`Self::read_among`], strongly consistent when `consistent`: a count sent to the user's
+    /// devices after a read must see every mark written before it (see `services::inbox`).
+    pub async fn read_among_with(&self, tenant: &str, user: &str, ids: &[&str], consistent: bool) -> Result<HashSet<String>, StoreError> {
         let keys: Vec<(String, String)> = ids.iter().map(|id| (Self::key(tenant, user), format!("m#{id}"))).collect();
         let mut read = HashSet::new();
-        for item in self.table.batch_get(&keys, "sk").await? {
+        for item in self.table.batch_get_with(&keys, "sk", consistent).await? {
             if let Some(id) = get_s(&item, "sk")?.strip_prefix("m#") {
                 read.insert(id.to_owned());
             }

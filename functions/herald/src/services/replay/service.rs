@@ -134,12 +134,27 @@ impl Replay {
     /// What the user has not read yet, counted by id: a notification logged twice (a write
     /// redone under a fresh cursor, see `horizon`) is one.
     pub async fn unread(&self, tenant: &str, user: &str, topics: &[Group], cap: usize) -> Result<Unread, StoreError> {
+        self.unread_with(tenant, user, topics, cap, false).await
+    }
+
+    /// [`Self::unread`]; `consistent`: the read marks are read strongly consistently, so the
+    /// count sees every mark written before it began (the count a read sends to the user's
+    /// devices, `services::inbox`).
+    pub async fn unread_with(
+        &self,
+        tenant: &str,
+        user: &str,
+        topics: &[Group],
+        cap: usize,
+        consistent: bool,
+    ) -> Result<Unread, StoreError> {
         let read_cursor = self.store.read_state.read_cursor(tenant, user).await?;
         let page = self.merged(tenant, user, topics, read_cursor.max(self.floor()), cap).await?;
-        let ids: HashSet<&str> = page.entries.iter().map(|e| e.id.as_str()).collect();
+        // A recall's tombstone is no notification to read.
+        let ids: HashSet<&str> = page.entries.iter().filter(|e| !e.content.recalled).map(|e| e.id.as_str()).collect();
         let ids: Vec<&str> = ids.into_iter().collect();
         // Only the marks of these ids are read: a user's marks (one per acked id) can be many.
-        let read = self.store.read_state.read_among(tenant, user, &ids).await?;
+        let read = self.store.read_state.read_among_with(tenant, user, &ids, consistent).await?;
         Ok(Unread {
             count: ids.iter().filter(|id| !read.contains(**id)).count(),
             capped: page.more,

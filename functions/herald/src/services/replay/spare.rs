@@ -56,18 +56,28 @@ pub struct Holdings<'a> {
 impl Holdings<'_> {
     /// Held without reading anything more: listed in `have`, or the entry `since` names.
     pub fn known(&self, e: &LogEntry) -> bool {
-        self.have.contains(e.id.as_str()) || self.since == Some(e.cursor)
+        // An update or recall (#33) is a new state of an id the client may hold in an older
+        // one: neither `have` nor the id's original fan-out says the client holds this one.
+        let revised = e.content.version.is_some() || e.content.recalled;
+        (!revised && self.have.contains(e.id.as_str())) || self.since == Some(e.cursor)
+    }
+
+    fn revised(e: &LogEntry) -> bool {
+        e.content.version.is_some() || e.content.recalled
     }
 
     /// Whether a completion time would decide this entry, so its claim is worth reading.
     pub fn decided_by_posting(&self, e: &LogEntry) -> bool {
-        !self.known(e) && (self.since.is_some_and(|s| e.cursor < s) || self.posted_live_if_complete(e))
+        !self.known(e) && !Self::revised(e) && (self.since.is_some_and(|s| e.cursor < s) || self.posted_live_if_complete(e))
     }
 
     /// Held, given when its fan-out completed (`None` when it recorded no time).
     pub fn holds(&self, e: &LogEntry, posted: Option<&Posted>) -> bool {
         if self.known(e) {
             return true;
+        }
+        if Self::revised(e) {
+            return false;
         }
         let Some(posted) = posted else { return false };
         let before_since = self.since.is_some_and(|s| e.cursor < s && posted.at + SKEW_MS < s.millis());
