@@ -227,9 +227,9 @@ export interface ReceiptFrame {
   upTo: string;
 }
 
-/** `markRead`'s answer: `upTo` is the stored cursor (never backwards). */
+/** `markRoomRead`'s answer: `upTo` is the stored cursor (never backwards). */
 export interface ReadFrame {
-  type: "read";
+  type: "marked";
   group: string;
   upTo: string;
   /** Whether this call moved it forward. */
@@ -452,7 +452,7 @@ export declare class HeraldClient {
    */
   history(group: string, options?: { before?: string | null; limit?: number }): Promise<HistoryPage>;
   /** A read receipt over the socket: `group` read up to the cursor `upTo`. */
-  markRead(group: string, upTo: string): Promise<ReadFrame>;
+  markRoomRead(group: string, upTo: string): Promise<ReadFrame>;
   /** Each member's last-read cursor (or counts in a big group); with `upTo`, how many saw it. Needs `httpUrl`. */
   receipts(group: string, options?: { upTo?: string }): Promise<ReceiptsAnswer>;
   /**

@@ -32,7 +32,7 @@
  *   holding a Web Lock connects, the others send it their requests and emit the events it relays
  *   over a BroadcastChannel; another tab takes over, resuming, when it closes (lib/tabs.js);
  * - chat (lib/chat.js): `history(group, {before, limit})` pages a room's history backwards,
- *   `markRead(group, upTo)` sends a read receipt (others get "receipt" events), `receipts(group)`
+ *   `markRoomRead(group, upTo)` sends a read receipt (others get "receipt" events), `receipts(group)`
  *   lists them, `upload(group, file)` shares a file through a presigned URL, `download(key)`;
  * - `enablePush()` registers a service worker (client/push-sw.js is a sample), subscribes with
  *   the PushManager and registers the subscription with Herald (`PUT /push/subscriptions`), so

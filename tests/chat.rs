@@ -162,7 +162,7 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
     let c = cursors(&member(&a, &tenant, &group), &group, 3).await;
 
     let read = alice
-        .request(json!({"action": "read", "group": group, "upTo": c[1], "ref": "r1"}), "read")
+        .request(json!({"action": "read", "group": group, "upTo": c[1], "ref": "r1"}), "marked")
         .await;
     assert_eq!(
         (
@@ -171,7 +171,7 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
             read["upTo"].as_str(),
             read["ref"].as_str()
         ),
-        (Some("read"), Some(true), Some(c[1].as_str()), Some("r1")),
+        (Some("marked"), Some(true), Some(c[1].as_str()), Some("r1")),
         "{read}"
     );
     let r = receipt(&mut bob).await;
@@ -179,7 +179,7 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
 
     // Backwards: refused by the store's condition, the answer says where it stands.
     let back = alice
-        .request(json!({"action": "read", "group": group, "upTo": c[0], "ref": "r2"}), "read")
+        .request(json!({"action": "read", "group": group, "upTo": c[0], "ref": "r2"}), "marked")
         .await;
     assert_eq!(
         (back["advanced"].as_bool(), back["upTo"].as_str()),
@@ -216,7 +216,7 @@ async fn receipts_reach_the_other_members_and_never_go_backwards() {
     );
 
     // Bob reads too; alice is told, and the receipts list both.
-    let read = bob.request(json!({"action": "read", "group": group, "upTo": c[0]}), "read").await;
+    let read = bob.request(json!({"action": "read", "group": group, "upTo": c[0]}), "marked").await;
     assert_eq!(read["advanced"], true, "{read}");
     let r = receipt(&mut alice).await;
     assert_eq!(
@@ -263,7 +263,7 @@ async fn receipts_are_validated_and_for_members_only() {
     say(&tenant, &group, 1).await;
     let c = cursors(&member(&a, &tenant, &group), &group, 1).await;
     let bad = alice
-        .request(json!({"action": "read", "group": group, "upTo": "nope"}), "read")
+        .request(json!({"action": "read", "group": group, "upTo": "nope"}), "marked")
         .await;
     assert_eq!(
         (bad["type"].as_str(), bad["code"].as_str()),
@@ -272,11 +272,11 @@ async fn receipts_are_validated_and_for_members_only() {
     );
     let future = herald::domain::cursor::Cursor::at_millis(herald::domain::cursor::now_millis() + 3_600_000).to_string();
     let bad = alice
-        .request(json!({"action": "read", "group": group, "upTo": future}), "read")
+        .request(json!({"action": "read", "group": group, "upTo": future}), "marked")
         .await;
     assert_eq!(bad["code"], "bad_request", "{bad}");
     let denied = outsider
-        .request(json!({"action": "read", "group": group, "upTo": c[0]}), "read")
+        .request(json!({"action": "read", "group": group, "upTo": c[0]}), "marked")
         .await;
     assert_eq!(denied["code"], "forbidden", "{denied}");
     let mallory = token(&unique("mallory"), &tenant, &[], &[]);
@@ -315,7 +315,7 @@ async fn receipts_are_coalesced_to_about_one_a_second() {
     let started = Instant::now();
     for (i, cursor) in c.iter().enumerate() {
         let read = alice
-            .request(json!({"action": "read", "group": group, "upTo": cursor, "ref": i}), "read")
+            .request(json!({"action": "read", "group": group, "upTo": cursor, "ref": i}), "marked")
             .await;
         assert_eq!(read["advanced"], true, "{read}");
     }

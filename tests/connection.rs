@@ -645,10 +645,14 @@ async fn malformed_frames_get_error_frames() {
         c.request(json!({"action": "ping", "ref": "p"}), "pong").await,
         json!({"type":"pong","ref":"p"})
     );
+    // The answer carries the user's unread count after the read, and its read sequence (#33).
+    let acked = c.request(json!({"action": "ack", "ids": ["a", "b"], "ref": "k"}), "acked").await;
     assert_eq!(
-        c.request(json!({"action": "ack", "ids": ["a", "b"], "ref": "k"}), "acked").await,
-        json!({"type":"acked","count":2,"ref":"k"})
+        (acked["type"].as_str(), acked["count"].as_u64(), acked["ref"].as_str()),
+        (Some("acked"), Some(2), Some("k")),
+        "{acked}"
     );
+    assert!(acked["unread"].is_u64() && acked["seq"].is_u64(), "{acked}");
 }
 
 #[tokio::test]

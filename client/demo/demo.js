@@ -799,7 +799,7 @@ function chatPanel(/** @type {Ctx} */ ctx) {
     st.readTimer = setTimeout(async () => {
       st.readTimer = null;
       try {
-        const read = await ctx.herald.markRead(room, newest);
+        const read = await ctx.herald.markRoomRead(room, newest);
         if (read.upTo > st.readUpTo) st.readUpTo = read.upTo;
       } catch (e) {
         ctx.log(`read ${room}: ${describe(e)}`, { kind: "error" });

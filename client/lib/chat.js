@@ -38,21 +38,21 @@ export class ChatMethods extends Methods {
 
   /**
    * Marks `group` read up to `upTo` (a cursor of one of its messages). Sent over the socket
-   * (queued until connected); resolves with `{type:"read", group, upTo, advanced}` — `upTo` is
+   * (queued until connected); resolves with `{type:"marked", group, upTo, advanced}` — `upTo` is
    * the stored cursor, which never goes backwards (`advanced: false` when it was ahead already).
    * The other members receive a "receipt" event.
    * @param {string} group
    * @param {string} upTo
    * @returns {Promise<import("../herald.js").ReadFrame>}
    */
-  markRead(group, upTo) {
+  markRoomRead(group, upTo) {
     try {
-      checkGroup(group, "markRead");
+      checkGroup(group, "markRoomRead");
     } catch (e) {
       return Promise.reject(e);
     }
     if (typeof upTo !== "string" || !upTo) {
-      return Promise.reject(new HeraldError("bad_request", "markRead: upTo must be a cursor string"));
+      return Promise.reject(new HeraldError("bad_request", "markRoomRead: upTo must be a cursor string"));
     }
     return this._request({ action: "read", group, upTo });
   }

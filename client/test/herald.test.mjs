@@ -398,7 +398,7 @@ describe("without a server", () => {
     await assert.rejects(withHttp.history("room:1", { limit: MAX_HISTORY + 1 }), { code: "bad_request" });
     await assert.rejects(withHttp.history("room:1", { limit: 0 }), { code: "bad_request" });
     await assert.rejects(withHttp.history(""), { code: "bad_request" });
-    await assert.rejects(withHttp.markRead("room:1", ""), { code: "bad_request" });
+    await assert.rejects(withHttp.markRoomRead("room:1", ""), { code: "bad_request" });
     await assert.rejects(withHttp.upload("room:1", { name: "x" }), { code: "bad_request" });
     await assert.rejects(withHttp.download(""), { code: "bad_request" });
     assert.equal(MAX_HISTORY, 100);
@@ -563,11 +563,11 @@ describe(`against the local stack (target/${profile})`, () => {
     assert.equal(second.next, null);
 
     // Bob has read up to "two": alice is told, the receipts say who saw "two".
-    const read = await bob.client.markRead(room, first.items[1].cursor);
-    assert.deepEqual([read.type, read.advanced, read.upTo], ["read", true, first.items[1].cursor]);
+    const read = await bob.client.markRoomRead(room, first.items[1].cursor);
+    assert.deepEqual([read.type, read.advanced, read.upTo], ["marked", true, first.items[1].cursor]);
     await until(() => receipts.length === 1, "alice gets bob's receipt");
     assert.deepEqual(receipts[0], { type: "receipt", group: room, user: "bob", upTo: first.items[1].cursor });
-    const back = await bob.client.markRead(room, second.items[0].cursor);
+    const back = await bob.client.markRoomRead(room, second.items[0].cursor);
     assert.equal(back.advanced, false, "receipts never go backwards");
     assert.equal(back.upTo, first.items[1].cursor);
     const seen = await alice.client.receipts(room, { upTo: first.items[1].cursor });

@@ -100,7 +100,7 @@ impl WsMessage {
                     m.insert("group".into(), marked.group.into());
                     m.insert("upTo".into(), marked.up_to.to_string().into());
                     m.insert("advanced".into(), marked.advanced.into());
-                    (frames::reply("read", m, reference), 0)
+                    (frames::reply("marked", m, reference), 0)
                 }
                 Err(e) => (e.refusal(reference).map_err(BoxError::from)?.to_json(), 0),
             },
