@@ -130,10 +130,17 @@ async fn message_fixtures_ping_ack_and_resume() {
     assert_eq!(body_json(&pong), json!({"type": "pong", "ref": "c5"}));
 
     let acked = invoke("ws-message", &as_caller(fixture("ws-message-ack.json"), &conn, &user, &tenant, "")).await;
-    assert_eq!(body_json(&acked), json!({"type": "acked", "count": 1, "ref": "c4"}));
+    let acked = body_json(&acked);
+    assert_eq!(
+        (acked["type"].as_str(), acked["count"].as_u64(), acked["ref"].as_str()),
+        (Some("acked"), Some(1), Some("c4")),
+        "{acked}"
+    );
+    assert_eq!(acked["unread"], 0, "nothing else was logged for the user: {acked}");
+    // The read mark, and the user's read sequence the count was taken under (#33).
     assert_eq!(
         sort_keys("NotificationsTable", &format!("r#{tenant}#{user}")).await,
-        vec!["m#n-1".to_owned()]
+        vec!["#seq".to_owned(), "m#n-1".to_owned()]
     );
 
     publish(json!({"tenant": tenant, "to": {"user": user}, "event": "e", "title": "one"})).await;
