@@ -520,7 +520,6 @@ class RawDevice {
     this.replayed = 0;
     this.missed = 0;
     this.frameCount = 0; // notification frames off the socket, repeats too (the cost meter's deliveries)
-    this.messageCount = 0; // WebSocket messages off the socket (a batch message is one)
     this.resends = 0;
     // Of the resends, items of a `missed` read (HTTP, not frames a resume posted).
     this.missedRepeats = 0;
@@ -1174,7 +1173,7 @@ async function runOnce(o, onHardStop) {
     // What the run cost up to here (the final catch-up below is the suite's check, not traffic).
     const cost = costPerDelivery(await control(stack, "GET", "/cost"), devices.reduce((n, d) => n + d.frameCount, 0));
     say(`cost: ${cost.line}`);
-    const heraldDevices = devices.filter((d) => d.messageCount !== undefined);
+    const heraldDevices = devices.filter((d) => d instanceof Device);
     const framesIn = heraldDevices.reduce((n, d) => n + d.frameCount, 0);
     const messagesIn = heraldDevices.reduce((n, d) => n + d.messageCount, 0);
     say(`herald.js devices (batch frames): ${framesIn} notification frames came in ${messagesIn} WebSocket messages, replies included`);
