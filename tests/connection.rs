@@ -169,17 +169,7 @@ async fn a_resume_packs_its_frames_into_batch_messages_only_for_connections_that
         packed.len()
     );
     assert!(packed.iter().all(|m| m.len() <= 32 * 1024));
-    let unpacked: Vec<Value> = packed
-        .iter()
-        .flat_map(|m| {
-            let v: Value = serde_json::from_str(m).expect("JSON");
-            if v["type"] == "batch" {
-                v["frames"].as_array().cloned().unwrap_or_default()
-            } else {
-                vec![v]
-            }
-        })
-        .collect();
+    let unpacked: Vec<Value> = packed.iter().flat_map(|m| unpack(m).expect("JSON")).collect();
     let plain_frames: Vec<Value> = one_each.iter().map(|m| serde_json::from_str(m).expect("JSON")).collect();
     assert_eq!(unpacked, plain_frames, "the same frames, in the same order");
 }

@@ -171,7 +171,6 @@ async fn a_killed_dispatch_is_redelivered_and_delivered_once() {
 /// two WebSocket messages; another connection of the user, which did not opt in, gets 20.
 #[tokio::test]
 async fn a_burst_to_one_user_reaches_a_batching_connection_in_two_messages() {
-    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
     let tenant = unique("acme");
     let user = unique("burst");
     let mut batched = Client::connect_batched(&user, &tenant).await;
@@ -180,38 +179,19 @@ async fn a_burst_to_one_user_reaches_a_batching_connection_in_two_messages() {
     plain.catch_up().await;
     let ids: Vec<String> = (0..20).map(|_| unique("burst")).collect();
     for chunk in ids.chunks(10) {
-        let entries: Vec<SendMessageBatchRequestEntry> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let body = json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "grade.released", "title": id});
-                SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .message_body(body.to_string())
-                    .build()
-                    .expect("entry")
-            })
-            .collect();
-        sqs()
-            .await
-            .send_message_batch()
-            .queue_url(queue("DispatchQueue"))
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("batch");
+        publish_batch(
+            chunk
+                .iter()
+                .map(|id| json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "grade.released", "title": id}).to_string()),
+        )
+        .await;
     }
     // Every message up to the 20th notification, and the notifications it carried.
     async fn receive(client: &mut Client) -> (usize, Vec<String>) {
         let (mut messages, mut got) = (0, Vec::new());
         while got.len() < 20 {
             let text = client.next_text_within(Duration::from_secs(30)).await.expect("a message");
-            let v: Value = serde_json::from_str(&text).expect("JSON");
-            let frames = if v["type"] == "batch" {
-                v["frames"].as_array().cloned().unwrap_or_default()
-            } else {
-                vec![v]
-            };
+            let frames = unpack(&text).expect("JSON");
             messages += 1;
             got.extend(
                 frames
@@ -234,7 +214,6 @@ async fn a_burst_to_one_user_reaches_a_batching_connection_in_two_messages() {
 
 #[tokio::test]
 async fn poison_messages_go_to_the_dlq_with_a_reason_and_never_block_the_batch() {
-    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
     let tenant = unique("acme");
     let user = unique("u");
     let mut c = Client::connect(&user, &tenant, &[], &[]).await;
@@ -245,25 +224,7 @@ async fn poison_messages_go_to_the_dlq_with_a_reason_and_never_block_the_batch()
         format!("{bad} {{"),
         json!({"tenant": tenant, "to": {"user": user}, "event": "big", "title": huge, "body": "x".repeat(4000)}).to_string(),
     ];
-    let batch: Vec<SendMessageBatchRequestEntry> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, body)| {
-            SendMessageBatchRequestEntry::builder()
-                .id(format!("m{i}"))
-                .message_body(body)
-                .build()
-                .expect("entry")
-        })
-        .collect();
-    sqs()
-        .await
-        .send_message_batch()
-        .queue_url(queue("DispatchQueue"))
-        .set_entries(Some(batch))
-        .send()
-        .await
-        .expect("batch");
+    publish_batch(entries).await;
     assert_eq!(c.notification().await["title"], "good");
     for (needle, reason) in [(bad.as_str(), "bad_request"), (huge.as_str(), "too_large")] {
         let m = find_message("DispatchDeadLetterQueue", needle).await;

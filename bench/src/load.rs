@@ -377,7 +377,7 @@ async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, 
                     if msg.is_none() { return ws; }
                     continue;
                 };
-                for f in unpack(&t) {
+                for f in herald_e2e::unpack(&t).unwrap_or_default() {
                     if f["type"] != "notification" {
                         continue;
                     }
@@ -394,18 +394,6 @@ async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, 
                 }
             }
         }
-    }
-}
-
-/// The frames of one message: a batch message's in order, or the message itself.
-fn unpack(text: &str) -> Vec<Value> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(mut f)) if f.get("type").and_then(Value::as_str) == Some("batch") => match f.remove("frames") {
-            Some(Value::Array(frames)) => frames,
-            _ => Vec::new(),
-        },
-        Ok(f) => vec![f],
-        Err(_) => Vec::new(),
     }
 }
 
@@ -426,7 +414,7 @@ async fn final_resume(ws: &mut Ws, since: Option<&str>) -> Result<HashSet<String
                 .ok_or("connection closed during the final resume")??;
             let Message::Text(t) = msg else { continue };
             let mut answered = false;
-            for f in unpack(&t) {
+            for f in herald_e2e::unpack(&t).unwrap_or_default() {
                 match f["type"].as_str() {
                     Some("notification") if f["replayed"] == true => {
                         if let Some(id) = f["id"].as_str() {

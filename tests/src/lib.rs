@@ -596,6 +596,41 @@ pub async fn publish(message: Value) {
         .expect("SQS send");
 }
 
+/// Sends `bodies` to the dispatch queue in one `SendMessageBatch` (at most 10, as SQS allows).
+pub async fn publish_batch<I: IntoIterator<Item = String>>(bodies: I) {
+    let entries: Vec<aws_sdk_sqs::types::SendMessageBatchRequestEntry> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(format!("m{i}"))
+                .message_body(body)
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    sqs()
+        .await
+        .send_message_batch()
+        .queue_url(queue("DispatchQueue"))
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .expect("batch");
+}
+
+/// The server frames one WebSocket message carries: a batch message's (`{"type":"batch",
+/// "frames":[…]}`) in order, or the message itself; `None` when it is not JSON.
+pub fn unpack(text: &str) -> Option<Vec<Value>> {
+    match serde_json::from_str::<Value>(text).ok()? {
+        Value::Object(mut f) if f.get("type").and_then(Value::as_str) == Some("batch") => match f.remove("frames") {
+            Some(Value::Array(frames)) => Some(frames),
+            _ => Some(Vec::new()),
+        },
+        f => Some(vec![f]),
+    }
+}
+
 /// Polls `check` until it returns `Some`, or panics after `WAIT`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
