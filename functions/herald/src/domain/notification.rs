@@ -328,19 +328,9 @@ fn parse_revision(obj: &Map<String, Value>, limits: ParseLimits) -> Result<Revis
     if event.as_deref().is_some_and(|e| !valid_event(e)) {
         return Err(bad("event", "must match [A-Za-z0-9._:-]{1,64}"));
     }
-    let title = optional_str(obj, "title")?;
-    if title.as_ref().is_some_and(|t| t.chars().count() > 256) {
-        return Err(bad("title", "is longer than 256 characters"));
-    }
-    let link = optional_str(obj, "link")?;
-    if link.as_ref().is_some_and(|l| l.len() > 2048) {
-        return Err(bad("link", "is longer than 2048 bytes"));
-    }
-    let data = match obj.get("data") {
-        None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.clone()),
-        Some(_) => return Err(bad("data", "must be an object")),
-    };
+    let title = optional_title(obj)?;
+    let link = optional_link(obj)?;
+    let data = optional_data(obj)?;
     let fields = ContentPatch {
         event,
         title,
@@ -383,6 +373,33 @@ fn validate_revised_id(id: &str, field: &str) -> Result<(), Rejection> {
         return Err(bad(field, "ids starting with ~ are users' own"));
     }
     Ok(())
+}
+
+/// `title`: at most 256 characters; the same rule for a notification and its update.
+fn optional_title(obj: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+    let title = optional_str(obj, "title")?;
+    if title.as_ref().is_some_and(|t| t.chars().count() > 256) {
+        return Err(bad("title", "is longer than 256 characters"));
+    }
+    Ok(title)
+}
+
+/// `link`: at most 2,048 bytes.
+fn optional_link(obj: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+    let link = optional_str(obj, "link")?;
+    if link.as_ref().is_some_and(|l| l.len() > 2048) {
+        return Err(bad("link", "is longer than 2048 bytes"));
+    }
+    Ok(link)
+}
+
+/// `data`: an object, or absent.
+fn optional_data(obj: &Map<String, Value>) -> Result<Option<Value>, Rejection> {
+    match obj.get("data") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+        Some(_) => Err(bad("data", "must be an object")),
+    }
 }
 
 fn valid_event(event: &str) -> bool {
@@ -511,28 +528,13 @@ fn parse_notification(obj: &Map<String, Value>, limits: ParseLimits) -> Result<N
     let tenant = tenant(obj)?;
     let to = parse_target(obj.get("to").ok_or_else(|| bad("to", "is required"))?)?;
     let event = required_str(obj, "event")?;
-    if event.is_empty()
-        || event.len() > 64
-        || !event
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
-    {
+    if !valid_event(&event) {
         return Err(bad("event", "must match [A-Za-z0-9._:-]{1,64}"));
     }
-    let title = optional_str(obj, "title")?;
-    if title.as_ref().is_some_and(|t| t.chars().count() > 256) {
-        return Err(bad("title", "is longer than 256 characters"));
-    }
+    let title = optional_title(obj)?;
     let body = optional_str(obj, "body")?;
-    let link = optional_str(obj, "link")?;
-    if link.as_ref().is_some_and(|l| l.len() > 2048) {
-        return Err(bad("link", "is longer than 2048 bytes"));
-    }
-    let data = match obj.get("data") {
-        None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v.clone()),
-        Some(_) => return Err(bad("data", "must be an object")),
-    };
+    let link = optional_link(obj)?;
+    let data = optional_data(obj)?;
     let deliver_at = match optional_str(obj, "deliverAt")? {
         None => None,
         Some(s) => {
