@@ -230,3 +230,63 @@ async fn marking_a_connection_caught_up_marks_its_rows_and_never_revives_a_remov
     assert!(!store.connections.mark_caught_up(&conn.id).await.expect("mark"), "marked once");
     assert!(!store.connections.mark_caught_up(&unique("gone")).await.expect("mark"), "no item");
 }
+
+/// Issue #31 (lean writes): the log stores a notification's content deflated when that takes
+/// fewer write units. A 2 KB grading notification (structured data, keys repeated) lands in an
+/// item under 1 KB, a small one stays plain JSON, and both read back as they were sent.
+#[tokio::test]
+async fn a_two_kilobyte_notification_is_logged_in_one_write_unit_and_reads_back_whole() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let store = store_with(&LeaveUnprocessed::new(0, 0, false)).await;
+    let grades: Vec<Value> = (0..27)
+        .map(|i| json!({"assignment": format!("Essay {i}"), "course": "History 101", "score": 60 + i, "max": 100}))
+        .collect();
+    let mut log = entries(&user, 2);
+    log[0].1.content = Content {
+        title: Some("Grades posted".into()),
+        data: Some(json!({ "grades": grades })),
+        ..Content::default()
+    };
+    let big = serde_json::to_string(&log[0].1.content).expect("json");
+    assert!(big.len() > 1900, "a 2 KB notification: {}", big.len());
+    store.log.append(&tenant, &log, far_future()).await.expect("append");
+
+    let raw = dynamodb()
+        .await
+        .query()
+        .table_name(table("NotificationsTable"))
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("n#{tenant}#user:{user}")))
+        .send()
+        .await
+        .expect("query");
+    let items = raw.items();
+    assert_eq!(items.len(), 2);
+    // DynamoDB's item size: attribute names plus values (strings and binaries by their bytes).
+    let size = |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| -> usize {
+        item.iter()
+            .map(|(k, v)| {
+                k.len()
+                    + v.as_s()
+                        .map(String::len)
+                        .or_else(|_| v.as_b().map(|b| b.as_ref().len()))
+                        .unwrap_or(21)
+            })
+            .sum()
+    };
+    assert!(
+        items[0].contains_key("contentZ") && !items[0].contains_key("content"),
+        "{:?}",
+        items[0].keys()
+    );
+    assert!(size(&items[0]) <= 1024, "one write unit: {} bytes", size(&items[0]));
+    assert!(items[1].contains_key("content"), "a small notification stays plain JSON");
+
+    let page = store
+        .log
+        .after(&tenant, &Group::user(&user), &user, Cursor::MIN, 10)
+        .await
+        .expect("read");
+    let read: Vec<&Content> = page.entries.iter().map(|e| &e.content).collect();
+    assert_eq!(read, vec![&log[0].1.content, &log[1].1.content]);
+}

@@ -18,11 +18,14 @@
 //! conditional update), and whoever moves it removes the entry it pointed to; an entry that
 //! arrives behind it is removed at once. So the log keeps one entry per (topic, key) — the
 //! latest by cursor — and `resume`/`missed` replay only that one.
+//!
+//! An entry's content is `content` (JSON) or, when that saves write units, `contentZ` (deflated;
+//! see `compact`).
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{Item, StoreError, Table, epoch_seconds, get_n, get_s, n, put_request, s};
+use super::{Item, StoreError, Table, compact, epoch_seconds, get_n, get_s, n, put_request, s};
 use crate::domain::cursor::Cursor;
 use crate::domain::groups::{Group, stable_hash};
 use crate::domain::notification::{Content, LogEntry};
@@ -91,6 +94,7 @@ impl Log {
     pub async fn append(&self, tenant: &str, entries: &[(Group, LogEntry)], expires_at: i64) -> Result<(), StoreError> {
         let mut writes = Vec::with_capacity(entries.len());
         for (topic, e) in entries {
+            let json = serde_json::to_string(&e.content).map_err(|x| StoreError::Corrupt(x.to_string()))?;
             let replicas = if is_wide(topic) { WIDE_REPLICAS } else { 1 };
             for replica in 0..replicas {
                 let mut item = Item::from([
@@ -98,13 +102,11 @@ impl Log {
                     ("sk".into(), s(e.cursor.to_string())),
                     ("id".into(), s(e.id.clone())),
                     ("topic".into(), s(e.topic.clone())),
-                    (
-                        "content".into(),
-                        s(serde_json::to_string(&e.content).map_err(|x| StoreError::Corrupt(x.to_string()))?),
-                    ),
                     ("createdAt".into(), s(e.created_at.clone())),
                     ("expiresAt".into(), n(expires_at)),
                 ]);
+                let (name, value) = compact::content_attribute(json.clone(), &item);
+                item.insert(name.into(), value);
                 item.shrink_to_fit();
                 writes.push(put_request(item)?);
             }
@@ -294,7 +296,7 @@ fn parse_entry(item: &Item) -> Result<LogEntry, StoreError> {
     let cursor = get_s(item, "sk")?
         .parse::<Cursor>()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let content: Content = serde_json::from_str(get_s(item, "content")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let content: Content = serde_json::from_str(&compact::content_json(item)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(LogEntry {
         id: get_s(item, "id")?.to_owned(),
         cursor,

@@ -9,6 +9,7 @@
 
 mod budgets;
 mod chat;
+mod compact;
 mod connections;
 mod inbox;
 mod log;
