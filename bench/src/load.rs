@@ -504,6 +504,27 @@ fn plan(o: &Options, run: &str, members: &[Member]) -> Vec<Planned> {
     out
 }
 
+/// `bytes` of words of random letters: text that deflates to about 60 %, a little worse than
+/// English prose (about 52 %), so the log's compression (which a run of one letter would flatter)
+/// is measured on what notifications carry.
+fn pad(bytes: usize, seed: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut text = String::with_capacity(bytes + 9);
+    while text.len() < bytes {
+        let len = 2 + next() % 7;
+        text.extend((0..len).map(|_| char::from(b'a' + (next() % 26) as u8)));
+        text.push(' ');
+    }
+    text.truncate(bytes);
+    text
+}
+
 async fn send(
     e: &Endpoints,
     o: &Options,
@@ -513,7 +534,7 @@ async fn send(
     n: usize,
 ) -> Result<(), BoxError> {
     let body = json!({"id": p.id, "tenant": p.tenant, "to": p.to, "event": "load.test",
-        "title": format!("load {}", p.id), "data": {"sentAt": epoch_ms(), "pad": "x".repeat(o.payload_bytes)}});
+        "title": format!("load {}", p.id), "data": {"sentAt": epoch_ms(), "pad": pad(o.payload_bytes, n as u64)}});
     // `all` is producer-only over SQS (the HTTP API keeps a caller to its own tenant).
     let via_sqs = p.kind == Kind::All || o.via == Via::Sqs || (o.via == Via::Mixed && n.is_multiple_of(2));
     if via_sqs {
