@@ -290,3 +290,55 @@ async fn a_two_kilobyte_notification_is_logged_in_one_write_unit_and_reads_back_
     let read: Vec<&Content> = page.entries.iter().map(|e| &e.content).collect();
     assert_eq!(read, vec![&log[0].1.content, &log[1].1.content]);
 }
+
+/// Every DynamoDB operation a client sends, by name.
+#[derive(Debug, Clone, Default)]
+struct Operations(Arc<Mutex<Vec<String>>>);
+
+impl Intercept for Operations {
+    fn name(&self) -> &'static str {
+        "Operations"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context.request().headers().get("x-amz-target").unwrap_or_default();
+        let op = target.rsplit('.').next().unwrap_or_default().to_owned();
+        self.0.lock().unwrap().push(op);
+        Ok(())
+    }
+}
+
+/// A read receipt that would move backwards is refused by its conditional write, and the answer
+/// is the cursor that refused it, taken from that write: one request, no second read (which
+/// cost a read unit and could answer a cursor newer than the one that refused).
+#[tokio::test]
+async fn a_refused_receipt_answers_the_stored_cursor_in_one_request() {
+    let ops = Operations::default();
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await)
+        .interceptor(ops.clone())
+        .build();
+    let tables = Tables {
+        connections: table("ConnectionsTable"),
+        notifications: table("NotificationsTable"),
+    };
+    let store = Store::new(aws_sdk_dynamodb::Client::from_conf(conf), &tables);
+    let (group, user) = (format!("{}#group:room", unique("acme")), unique("u"));
+    let newer = Cursor::from_parts(1_795_428_000_500, 0);
+    let older = Cursor::from_parts(1_795_428_000_100, 0);
+
+    assert_eq!(
+        store.receipts.advance(&group, &user, newer, far_future()).await.expect("advance"),
+        (newer, true)
+    );
+    ops.0.lock().unwrap().clear();
+    assert_eq!(
+        store.receipts.advance(&group, &user, older, far_future()).await.expect("advance"),
+        (newer, false)
+    );
+    assert_eq!(*ops.0.lock().unwrap(), ["UpdateItem"]);
+}

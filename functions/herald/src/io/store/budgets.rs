@@ -79,11 +79,7 @@ impl Budgets {
                         stored = Some(tat_of(failed.item.as_ref())?.unwrap_or(0));
                     }
                     other => {
-                        return Err(StoreError::Dynamo {
-                            op: "UpdateItem",
-                            code: aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&other).map(str::to_owned),
-                            message: aws_sdk_dynamodb::error::DisplayErrorContext(&other).to_string(),
-                        });
+                        return Err(StoreError::dynamo_service("UpdateItem", other));
                     }
                 },
             }

@@ -10,7 +10,8 @@
 //! name, type and size. The key is what a chat message carries; the record is what a download is
 //! authorized on.
 
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, StoreError, Table, conditional_failed, get_n, get_s, n, s};
 use crate::domain::cursor::Cursor;
@@ -59,21 +60,26 @@ impl Receipts {
             .condition_expression("attribute_not_exists(upTo) OR upTo < :c")
             .expression_attribute_values(":c", s(up_to.to_string()))
             .expression_attribute_values(":e", n(expires_at))
+            // A refused write answers the item that refused it: no second read, and no window
+            // in which a newer `read` lands between the two.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match out {
             Ok(_) => Ok((up_to, true)),
-            Err(e) if conditional_failed(&e) => {
-                let stored = self.get(group_key, user).await?.unwrap_or(up_to);
-                Ok((stored, false))
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+            Err(e) => match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    let stored = failed
+                        .item
+                        .as_ref()
+                        .and_then(|i| get_s(i, "upTo").ok())
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(up_to);
+                    Ok((stored, false))
+                }
+                other => Err(StoreError::dynamo_service("UpdateItem", other)),
+            },
         }
-    }
-
-    async fn get(&self, group_key: &str, user: &str) -> Result<Option<Cursor>, StoreError> {
-        let item = self.table.get(pk(group_key), user).await?;
-        Ok(item.as_ref().and_then(|i| get_s(i, "upTo").ok()).and_then(|c| c.parse().ok()))
     }
 
     /// Claims the right to push `up_to` now: nothing was pushed for this member in the last

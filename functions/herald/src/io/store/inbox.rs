@@ -160,11 +160,7 @@ impl Inbox {
                         Some(r) => NotRevised::Stale { stored: r.version },
                     }))
                 }
-                other => Err(StoreError::Dynamo {
-                    op: "UpdateItem",
-                    code: aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&other).map(str::to_owned),
-                    message: aws_sdk_dynamodb::error::DisplayErrorContext(&other).to_string(),
-                }),
+                other => Err(StoreError::dynamo_service("UpdateItem", other)),
             },
         }
     }

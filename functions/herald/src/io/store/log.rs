@@ -147,13 +147,7 @@ impl Log {
                     }
                     (Collapsed::Superseded, Some(cursor.to_string()))
                 }
-                other => {
-                    return Err(StoreError::Dynamo {
-                        op: "UpdateItem",
-                        code: aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&other).map(str::to_owned),
-                        message: aws_sdk_dynamodb::error::DisplayErrorContext(&other).to_string(),
-                    });
-                }
+                other => return Err(StoreError::dynamo_service("UpdateItem", other)),
             },
         };
         if let Some(sk) = remove {

@@ -63,6 +63,18 @@ impl StoreError {
         }
     }
 
+    /// [`Self::dynamo`] for an error already taken out of its `SdkError` (to match on it).
+    pub(crate) fn dynamo_service<E>(op: &'static str, err: E) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error,
+    {
+        StoreError::Dynamo {
+            op,
+            code: err.code().map(str::to_owned),
+            message: DisplayErrorContext(&err).to_string(),
+        }
+    }
+
     /// Throttling and capacity errors: worth redelivering the message that hit them.
     pub fn is_throttling(&self) -> bool {
         matches!(self, StoreError::Dynamo { code: Some(c), .. } if c.contains("Throttl") || c == "ProvisionedThroughputExceededException" || c == "RequestLimitExceeded")
