@@ -228,6 +228,31 @@ async fn a_late_older_update_does_not_overwrite_a_newer_one() {
     live.expect_silence(Duration::from_millis(500)).await;
 }
 
+/// A latest-value stream keeps one entry per key through an update: the updated value is the
+/// key's latest, so the next value of the key replaces it in the log as it would the original.
+#[tokio::test]
+async fn an_updated_latest_value_is_replaced_by_the_next_value_of_its_key() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let (first, second) = (unique("progress"), unique("progress"));
+    let mut live = Client::connect(&user, &tenant, &[], &[]).await;
+    live.catch_up().await;
+    let to = json!({"user": user});
+    publish(json!({"id": first, "tenant": tenant, "to": to, "event": "job.progress", "title": "10 %", "collapse": "job-7"})).await;
+    assert_eq!(live.notification().await["id"], first.as_str());
+    publish(json!({"update": first, "tenant": tenant, "version": 2, "title": "20 %"})).await;
+    assert_eq!(live.notification().await["title"], "20 %");
+    publish(json!({"id": second, "tenant": tenant, "to": to, "event": "job.progress", "title": "30 %", "collapse": "job-7"})).await;
+    assert_eq!(live.notification().await["id"], second.as_str());
+    dispatch_drained().await;
+
+    let (_, missed) = api(Method::GET, "/notifications/missed", &token(&user, &tenant, &[], &[]), None).await;
+    let titles: Vec<&Value> = missed["items"]
+        .as_array()
+        .map(|a| a.iter().map(|i| &i["title"]).collect())
+        .unwrap_or_default();
+    assert_eq!(titles, [&json!("30 %")], "one entry of the key, its latest value: {missed}");
+}
+
 /// Every escalation message received by this binary (received and deleted, as the operator's
 /// worker would).
 static ESCALATIONS: Mutex<Vec<Value>> = Mutex::new(Vec::new());
