@@ -7,6 +7,7 @@ pub mod connections;
 pub mod deps;
 pub mod escalation;
 pub mod gateway;
+pub mod http;
 pub mod inbox;
 pub mod intake;
 pub mod lifecycle;

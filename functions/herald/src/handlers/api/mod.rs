@@ -3,7 +3,6 @@
 //! never an internal name or trace.
 
 mod chat;
-mod error;
 mod notifications;
 mod preferences;
 mod presence;
@@ -47,7 +46,7 @@ pub const PRESENCE_PAGE: usize = 1000;
 /// How far past the clock an `upTo` cursor may be (clock skew between Lambda instances).
 const UP_TO_SKEW_MS: u64 = 30_000;
 
-pub use error::ApiError;
+pub use crate::services::http::ApiError;
 pub use request::percent_decode;
 use request::{body_text, json_body, page_limit};
 

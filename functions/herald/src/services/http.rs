@@ -1,4 +1,4 @@
-//! The API's error answer, and how each failure below maps onto it.
+//! The HTTP API's error answer, and how each failure below maps onto it.
 
 use lambda_http::http::StatusCode;
 
@@ -23,7 +23,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -32,7 +32,7 @@ impl ApiError {
         }
     }
     /// The caller spent its request budget: 429 with `Retry-After` (whole seconds, at least 1).
-    pub(super) fn over_budget(retry_after_ms: u64) -> Self {
+    pub fn over_budget(retry_after_ms: u64) -> Self {
         Self {
             retry_after: Some(retry_after_ms.div_ceil(1000).max(1)),
             ..Self::new(
@@ -42,16 +42,16 @@ impl ApiError {
             )
         }
     }
-    pub(super) fn bad_request(m: impl Into<String>) -> Self {
+    pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
     }
-    pub(super) fn forbidden(m: impl Into<String>) -> Self {
+    pub fn forbidden(m: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", m)
     }
-    pub(super) fn not_found(m: impl Into<String>) -> Self {
+    pub fn not_found(m: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", m)
     }
-    pub(super) fn internal() -> Self {
+    pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 }
