@@ -1,6 +1,9 @@
-//! The HTTP API's error answer, and how each failure below maps onto it.
+//! The HTTP API's edges: reading a request (its body, capped, UTF-8, a JSON object; paging
+//! limits; path segments), and the error answer each failure below maps onto.
 
+use lambda_http::Request;
 use lambda_http::http::StatusCode;
+use serde_json::Value;
 
 use crate::domain::auth::AuthError;
 use crate::io::queue::QueueError;
@@ -10,6 +13,9 @@ use crate::services::presence::PresenceError;
 use crate::services::reminders::ReminderError;
 use crate::services::schedule::DeferError;
 use crate::services::web_push::SubscribeError;
+
+/// The most a request body may hold (a notification is at most 64 KB too).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// An HTTP error as the contract shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,5 +157,69 @@ impl From<ChatError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+    }
+}
+
+/// A `limit` query parameter: `default` when absent, else a number in `1..=max`.
+pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1..={max}"))),
+    }
+}
+
+pub fn body_text(req: &Request) -> Result<&str, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("body is not UTF-8"))
+}
+
+pub fn json_body(req: &Request) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_str(body_text(req)?).map_err(|_| ApiError::bad_request("body is not JSON"))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request("body must be a JSON object"))
+    }
+}
+
+/// Decodes `%XX` escapes in a path segment (`course%3A42`). `None` on a malformed escape.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_path_segments() {
+        assert_eq!(percent_decode("course%3A42").as_deref(), Some("course:42"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%4"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
     }
 }

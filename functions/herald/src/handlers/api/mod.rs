@@ -8,7 +8,6 @@ mod preferences;
 mod presence;
 mod push;
 mod reminders;
-mod request;
 mod subscriptions;
 
 use aws_config::SdkConfig;
@@ -36,7 +35,6 @@ use crate::services::runtime::{HttpHandler, InitError};
 use crate::services::schedule::Deferral;
 use crate::services::web_push::Subscriptions;
 
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 200;
 /// Unread counts stop here ("99+" in a UI); counting further would read the whole log.
@@ -47,8 +45,8 @@ pub const PRESENCE_PAGE: usize = 1000;
 const UP_TO_SKEW_MS: u64 = 30_000;
 
 pub use crate::services::http::ApiError;
-pub use request::percent_decode;
-use request::{body_text, json_body, page_limit};
+pub use crate::services::http::percent_decode;
+use crate::services::http::{body_text, json_body, page_limit};
 
 type ApiResult = Result<(StatusCode, Option<Value>), ApiError>;
 
