@@ -1,11 +1,14 @@
-//! The HTTP API's edges: reading a request (its body, capped, UTF-8, a JSON object; paging
-//! limits; path segments), and the error answer each failure below maps onto.
+//! The HTTP API's edges (`lambda_http`, payload format 2.0): reading a request (the caller's
+//! bearer token, path segments, its body, capped, UTF-8, a JSON object; paging limits), and the
+//! answer: JSON, or `{"error":{"code","message"}}` with the status each failure below maps onto,
+//! never an internal name or trace.
 
-use lambda_http::Request;
 use lambda_http::http::StatusCode;
-use serde_json::Value;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{Value, json};
 
-use crate::domain::auth::AuthError;
+use crate::domain::auth::{AuthError, Principal, Verifier};
 use crate::io::queue::QueueError;
 use crate::io::store::StoreError;
 use crate::services::chat::ChatError;
@@ -16,6 +19,9 @@ use crate::services::web_push::SubscribeError;
 
 /// The most a request body may hold (a notification is at most 64 KB too).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A route's answer: a status and a JSON body, if any.
+pub type ApiResult = Result<(StatusCode, Option<Value>), ApiError>;
 
 /// An HTTP error as the contract shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +164,66 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
     }
+}
+
+/// The caller of a `Authorization: Bearer JWT` request, verified as the WebSocket authorizer
+/// verifies a handshake's token.
+pub async fn authenticate(verifier: &Verifier, req: &Request) -> Result<Principal, ApiError> {
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(AuthError::Missing)?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or(AuthError::Malformed)?;
+    Ok(verifier.verify_refreshing(token.trim()).await?)
+}
+
+/// The request path's segments, percent-decoded (`/groups/course%3A42/history`).
+pub fn path_segments(req: &Request) -> Result<Vec<String>, ApiError> {
+    let path = req.raw_http_path().to_owned();
+    let path = if path.is_empty() { req.uri().path().to_owned() } else { path };
+    path.trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect::<Option<_>>()
+        .ok_or_else(|| ApiError::bad_request("malformed path"))
+}
+
+/// When API Gateway received the request (epoch ms; 0 outside API Gateway): what budgets are
+/// charged at.
+pub fn received_at(req: &Request) -> i64 {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.time_epoch,
+        _ => 0,
+    }
+}
+
+/// The response of a route's answer; an error becomes its JSON error (with `Retry-After` on a
+/// 429 of the caller's budget).
+pub fn respond(result: ApiResult) -> Response<Body> {
+    let mut retry_after = None;
+    let (status, body) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            retry_after = e.retry_after;
+            (e.status, Some(json!({"error": {"code": e.code, "message": e.message}})))
+        }
+    };
+    let mut builder = Response::builder().status(status);
+    if let Some(seconds) = retry_after {
+        builder = builder.header("retry-after", seconds.to_string());
+    }
+    let body = match body {
+        Some(v) => {
+            builder = builder.header("content-type", "application/json");
+            Body::Text(v.to_string())
+        }
+        None => Body::Empty,
+    };
+    builder.body(body).unwrap_or_default()
 }
 
 /// A `limit` query parameter: `default` when absent, else a number in `1..=max`.

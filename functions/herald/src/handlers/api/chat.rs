@@ -2,11 +2,10 @@
 //! and `/uploads` (the protocols are `services::chat`'s).
 
 use lambda_http::http::StatusCode;
-use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, ApiResult, json_body, page_limit};
+use super::{Api, ApiError, ApiResult, json_body, page_limit, received_at};
 use crate::domain::auth::Principal;
 use crate::domain::chat::{HISTORY_DEFAULT, HISTORY_MAX};
 use crate::domain::cursor::Cursor;
@@ -31,11 +30,7 @@ impl Api {
             .get("upTo")
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_request("upTo must be a cursor string"))?;
-        let received = match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.time_epoch,
-            _ => 0,
-        };
-        let marked = self.receipts.mark(p, group, up_to, received).await?;
+        let marked = self.receipts.mark(p, group, up_to, received_at(req)).await?;
         Ok((
             StatusCode::OK,
             Some(json!({"group": marked.group, "upTo": marked.up_to.to_string(), "advanced": marked.advanced})),
