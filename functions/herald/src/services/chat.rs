@@ -23,6 +23,7 @@ use crate::domain::cursor::{Cursor, now_millis};
 use crate::domain::frames::{ErrorCode, ErrorFrame};
 use crate::domain::groups::Group;
 use crate::domain::horizon::SKEW_MS;
+use crate::domain::inbox;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::LogEntry;
 use crate::domain::policy::RolePolicy;
@@ -68,9 +69,6 @@ impl ChatError {
     }
 }
 
-/// How far past the clock a receipt's cursor may be (Lambda clocks differ a little): a cursor
-/// further ahead would mark read what does not exist yet.
-const UP_TO_SKEW_MS: u64 = 30_000;
 /// Posts in flight while pushing a receipt (groups are small: at most the member cap).
 const CONCURRENCY: usize = 16;
 /// Receipt rows counted at most for a big group's counts.
@@ -265,14 +263,7 @@ impl Receipts {
     /// `p` has read `group` up to `up_to` (a `read` frame, `POST /groups/{group}/read`).
     /// `received_ms`: when API Gateway received it (what the work budget is charged at).
     pub async fn mark(&self, p: &Principal, group: &str, up_to: &str, received_ms: i64) -> Result<Marked, ChatError> {
-        let cursor = up_to
-            .parse::<Cursor>()
-            .map_err(|_| ChatError::BadRequest("upTo is not a valid cursor".into()))?;
-        if cursor.millis() > now_millis() + UP_TO_SKEW_MS {
-            return Err(ChatError::BadRequest(
-                "upTo is in the future; pass a cursor Herald handed out".into(),
-            ));
-        }
+        let cursor = inbox::up_to(up_to, now_millis()).map_err(|e| ChatError::BadRequest(e.to_string()))?;
         let group = member_group(&self.store, &self.roles, p, group).await?;
         // The most this read can post is one receipt to each of the cap's connections: reserved
         // before anything is done, settled at what it posted.

@@ -25,6 +25,7 @@ use crate::domain::config::{FRAME_HARD_CAP, Limits};
 use crate::domain::cursor::Cursor;
 use crate::domain::groups::Group;
 use crate::domain::horizon::Horizon;
+use crate::domain::inbox::MarkRead;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{Change, Content, LogEntry, Revision};
 use crate::io::delivery::{Poster, fan_out};
@@ -59,6 +60,15 @@ pub enum InboxError {
 pub struct ReadMarks<'a> {
     pub ids: Option<&'a [String]>,
     pub up_to: Option<Cursor>,
+}
+
+impl<'a> From<&'a MarkRead> for ReadMarks<'a> {
+    fn from(r: &'a MarkRead) -> Self {
+        Self {
+            ids: r.ids.as_deref(),
+            up_to: r.up_to,
+        }
+    }
 }
 
 /// What a read left: the user's unread count after it and the read's sequence number.

@@ -39,8 +39,6 @@ pub const MAX_PAGE: usize = 200;
 pub const UNREAD_CAP: usize = 1000;
 /// Connections listed by one presence page at most.
 pub const PRESENCE_PAGE: usize = 1000;
-/// How far past the clock an `upTo` cursor may be (clock skew between Lambda instances).
-const UP_TO_SKEW_MS: u64 = 30_000;
 
 use crate::services::http::{ApiError, ApiResult, authenticate, body_text, json_body, page_limit, path_segments, received_at, respond};
 

@@ -6,9 +6,10 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Request, RequestExt};
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, ApiResult, DEFAULT_PAGE, MAX_PAGE, UNREAD_CAP, UP_TO_SKEW_MS, body_text, json_body, page_limit};
+use super::{Api, ApiError, ApiResult, DEFAULT_PAGE, MAX_PAGE, UNREAD_CAP, body_text, json_body, page_limit};
 use crate::domain::auth::{Principal, Role};
 use crate::domain::cursor::{Cursor, now_millis};
+use crate::domain::inbox::MarkRead;
 use crate::domain::notification::{
     ParseLimits, ProducerMessage, RESERVED_ID, RejectCode, Revision, Target, is_reserved, parse_producer_message,
 };
@@ -52,44 +53,10 @@ impl Api {
     }
 
     pub(super) async fn read(&self, p: &Principal, req: &Request) -> ApiResult {
-        let body = json_body(req)?;
-        // Validate everything before writing anything: a 400 changes nothing.
-        let ids: Option<Vec<String>> = match body.get("ids") {
-            None => None,
-            Some(ids) => Some(
-                ids.as_array()
-                    .filter(|a| !a.is_empty() && a.len() <= 100)
-                    .and_then(|a| {
-                        a.iter()
-                            .map(|i| i.as_str().filter(|s| !s.is_empty() && s.len() <= 128).map(str::to_owned))
-                            .collect()
-                    })
-                    .ok_or_else(|| ApiError::bad_request("ids must hold 1..=100 notification ids"))?,
-            ),
-        };
-        let up_to: Option<Cursor> = match body.get("upTo") {
-            None => None,
-            Some(v) => Some(
-                v.as_str()
-                    .and_then(|s| s.parse::<Cursor>().ok())
-                    .ok_or_else(|| ApiError::bad_request("upTo is not a valid cursor"))?,
-            ),
-        };
-        // A cursor past the clock would mark read what does not exist yet (and so silence its
-        // escalation). Herald hands out none beyond now; the skew covers Lambda clocks.
-        if up_to.is_some_and(|c| c.millis() > now_millis() + UP_TO_SKEW_MS) {
-            return Err(ApiError::bad_request("upTo is in the future; pass a cursor Herald handed out"));
-        }
-        if ids.is_none() && up_to.is_none() {
-            return Err(ApiError::bad_request("give ids or upTo"));
-        }
-        let count = ids.as_ref().map_or(0, Vec::len);
+        let read = MarkRead::parse(&json_body(req)?, now_millis()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let count = read.ids.as_ref().map_or(0, Vec::len);
         // The user's devices learn of it with the new count (`inbox::ReadSync`); so does the caller.
-        let marks = ReadMarks {
-            ids: ids.as_deref(),
-            up_to,
-        };
-        let done = self.read_sync.read(p, marks, None).await?;
+        let done = self.read_sync.read(p, ReadMarks::from(&read), None).await?;
         Ok((
             StatusCode::OK,
             Some(json!({"count": count, "unread": done.unread, "capped": done.capped, "seq": done.seq})),
