@@ -15,6 +15,7 @@ use crate::services::chat::ChatError;
 use crate::services::presence::PresenceError;
 use crate::services::reminders::ReminderError;
 use crate::services::schedule::DeferError;
+use crate::services::submissions::SubmitError;
 use crate::services::web_push::SubscribeError;
 
 /// The most a request body may hold (a notification is at most 64 KB too).
@@ -122,6 +123,20 @@ impl From<SubscribeError> for ApiError {
         match e {
             SubscribeError::Invalid(m) => ApiError::bad_request(m),
             SubscribeError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::BadRequest(m) => ApiError::bad_request(m),
+            SubmitError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            SubmitError::Forbidden(m) => ApiError::forbidden(m),
+            SubmitError::NotFound(m) => ApiError::not_found(m),
+            SubmitError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            SubmitError::Store(s) => s.into(),
+            SubmitError::Queue(q) => q.into(),
         }
     }
 }

@@ -22,4 +22,5 @@ pub mod replay;
 pub mod retries;
 pub mod runtime;
 pub mod schedule;
+pub mod submissions;
 pub mod web_push;

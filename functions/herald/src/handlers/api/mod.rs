@@ -20,7 +20,6 @@ use crate::domain::config::{Env, Limits};
 use crate::domain::metrics::Metrics;
 use crate::domain::policy::{ReminderPolicy, RolePolicy};
 use crate::io::push::EndpointPolicy;
-use crate::io::queue::Queue;
 use crate::io::store::Store;
 use crate::services::chat::{History, Receipts, Sharing};
 use crate::services::deps::Deps;
@@ -31,6 +30,7 @@ use crate::services::reminders::Reminders;
 use crate::services::replay::Replay;
 use crate::services::runtime::{HttpHandler, InitError};
 use crate::services::schedule::Deferral;
+use crate::services::submissions::Submissions;
 use crate::services::web_push::Subscriptions;
 
 pub const DEFAULT_PAGE: usize = 50;
@@ -45,7 +45,6 @@ use crate::services::http::{ApiError, ApiResult, authenticate, body_text, json_b
 pub struct Api {
     verifier: Verifier,
     store: Store,
-    queue: Queue,
     limits: Limits,
     roles: RolePolicy,
     unsubscriber: Unsubscriber,
@@ -58,8 +57,7 @@ pub struct Api {
     history: History,
     receipts: Receipts,
     sharing: Sharing,
-    /// Who may mark a notification `critical`.
-    critical: ReminderPolicy,
+    submissions: Submissions,
     read_sync: ReadSync,
 }
 
@@ -77,7 +75,7 @@ impl HttpHandler for Api {
         Ok(Self {
             push_subscriptions: Subscriptions::new(store.clone(), EndpointPolicy::from(&push)),
             reminders: Reminders::new(store.clone(), deferral, ReminderPolicy::from_source(&Env)?),
-            critical: ReminderPolicy::from_source(&Env)?,
+            submissions: Submissions::new(store.clone(), queue.clone(), &limits, ReminderPolicy::from_source(&Env)?),
             read_sync: d.read_sync()?,
             vapid_public_key: push.vapid_public_key,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
@@ -88,7 +86,6 @@ impl HttpHandler for Api {
             sharing: d.sharing()?,
             verifier,
             store,
-            queue,
             limits,
             roles,
         })

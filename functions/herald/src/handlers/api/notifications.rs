@@ -8,13 +8,9 @@ use serde_json::{Value, json};
 
 use super::{Api, ApiError, ApiResult, DEFAULT_PAGE, MAX_PAGE, UNREAD_CAP, body_text, json_body, page_limit};
 use crate::domain::auth::{Principal, Role};
-use crate::domain::cursor::{Cursor, now_millis};
+use crate::domain::cursor::now_millis;
 use crate::domain::inbox::MarkRead;
-use crate::domain::notification::{
-    ParseLimits, ProducerMessage, RESERVED_ID, RejectCode, Revision, Target, is_reserved, parse_producer_message,
-};
-use crate::io::store::NotRevised;
-use crate::services::inbox::{ReadMarks, unrevisable};
+use crate::services::inbox::ReadMarks;
 use crate::services::membership::readable_topics;
 use crate::services::replay::{ReadRequest, Reader, Start};
 
@@ -69,92 +65,11 @@ impl Api {
         Ok((StatusCode::OK, Some(json!({"count": unread.count, "capped": unread.capped}))))
     }
 
-    pub(super) fn parse_notification(
-        &self,
-        p: &Principal,
-        req: &Request,
-    ) -> Result<crate::domain::notification::NotificationRequest, ApiError> {
-        match self.parse_producer(p, req)? {
-            ProducerMessage::Notify(n) => Ok(n),
-            ProducerMessage::Revise(_) => Err(ApiError::bad_request("updates and recalls go to POST /notifications")),
-            ProducerMessage::Control(_) => Err(ApiError::bad_request("control messages go to /subscriptions and /reminders")),
-        }
-    }
-
-    /// The body as a producer message; a notification's tenant and target checked against the
-    /// caller.
-    fn parse_producer(&self, p: &Principal, req: &Request) -> Result<ProducerMessage, ApiError> {
-        let raw = body_text(req)?;
-        let limits = ParseLimits::from(&self.limits);
-        let parsed = parse_producer_message(raw, limits).map_err(|r| match r.code {
-            RejectCode::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", r.to_string()),
-            RejectCode::BadRequest => ApiError::bad_request(r.to_string()),
-            RejectCode::NotFound => ApiError::not_found(r.to_string()),
-        })?;
-        if let ProducerMessage::Notify(n) = &parsed {
-            if n.tenant != p.tenant {
-                return Err(ApiError::forbidden("tenant does not match the token"));
-            }
-            if n.to == Target::All && !p.has(Role::Platform) {
-                return Err(ApiError::forbidden("platform-wide notifications need the platform role"));
-            }
-        }
-        Ok(parsed)
-    }
-
     pub(super) async fn publish(&self, p: &Principal, req: &Request) -> ApiResult {
         if !p.has(Role::Service) {
             return Err(ApiError::forbidden("publishing needs the service role"));
         }
-        let mut n = match self.parse_producer(p, req)? {
-            ProducerMessage::Notify(n) => n,
-            ProducerMessage::Revise(r) => return self.revise(p, r).await,
-            ProducerMessage::Control(_) => {
-                return Err(ApiError::bad_request("control messages go to /subscriptions and /reminders"));
-            }
-        };
-        // `critical` passes users' preferences and quiet hours: only the roles that may put
-        // work on the escalation worker (`HERALD_REMINDER_ESCALATE_ROLES`) may set it.
-        if n.content.critical && !self.critical.may_escalate(p) {
-            return Err(ApiError::forbidden(format!(
-                "critical: needs one of the roles {}",
-                self.critical.escalate_roles()
-            )));
-        }
-        let id = n.id.get_or_insert_with(|| format!("n-{}", Cursor::now())).clone();
-        reserved(&id)?;
-        self.queue.dispatch(n.to_json().to_string(), 0).await?;
+        let id = self.submissions.submit(p, body_text(req)?).await?;
         Ok((StatusCode::ACCEPTED, Some(json!({"id": id}))))
     }
-}
-
-impl Api {
-    /// `POST /notifications` with `{"update":ID,...}` / `{"recall":ID}`: checked here (the
-    /// caller's tenant, an id of that tenant that can still change), applied by dispatch.
-    async fn revise(&self, p: &Principal, r: Revision) -> ApiResult {
-        if r.tenant != p.tenant {
-            return Err(ApiError::forbidden("tenant does not match the token"));
-        }
-        match unrevisable(&self.store, &r.tenant, &r.id).await? {
-            Some(NotRevised::Recalled) => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("{} was recalled: nothing changes it", r.id),
-            )),
-            Some(_) => Err(ApiError::not_found(format!("no notification {} in this tenant", r.id))),
-            None => {
-                let body = r.to_json().to_string();
-                self.queue.dispatch(body, 0).await?;
-                Ok((StatusCode::ACCEPTED, Some(json!({"id": r.id}))))
-            }
-        }
-    }
-}
-
-/// Ids starting with `~` belong to users' own reminders; nobody names one.
-fn reserved(id: &str) -> Result<(), ApiError> {
-    if is_reserved(id) {
-        return Err(ApiError::bad_request(RESERVED_ID));
-    }
-    Ok(())
 }

@@ -5,12 +5,12 @@ use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Api, ApiResult};
+use super::{Api, ApiResult, body_text};
 use crate::domain::auth::Principal;
 
 impl Api {
     pub(super) async fn create_reminder(&self, p: &Principal, req: &Request) -> ApiResult {
-        let n = self.parse_notification(p, req)?;
+        let n = self.submissions.notification(p, body_text(req)?)?;
         let created = self.reminders.create(p, n).await?;
         Ok((
             StatusCode::CREATED,
