@@ -23,20 +23,15 @@ use crate::io::push::EndpointPolicy;
 use crate::io::store::Store;
 use crate::services::chat::{History, Receipts, Sharing};
 use crate::services::deps::Deps;
-use crate::services::inbox::ReadSync;
+use crate::services::inbox::{Inbox, ReadSync};
 use crate::services::limiter::Limiter;
 use crate::services::membership::Unsubscriber;
 use crate::services::reminders::Reminders;
-use crate::services::replay::Replay;
 use crate::services::runtime::{HttpHandler, InitError};
 use crate::services::schedule::Deferral;
 use crate::services::submissions::Submissions;
 use crate::services::web_push::Subscriptions;
 
-pub const DEFAULT_PAGE: usize = 50;
-pub const MAX_PAGE: usize = 200;
-/// Unread counts stop here ("99+" in a UI); counting further would read the whole log.
-pub const UNREAD_CAP: usize = 1000;
 /// Connections listed by one presence page at most.
 pub const PRESENCE_PAGE: usize = 1000;
 
@@ -53,7 +48,7 @@ pub struct Api {
     vapid_public_key: Option<String>,
     reminders: Reminders,
     push_subscriptions: Subscriptions,
-    replay: Replay,
+    inbox: Inbox,
     history: History,
     receipts: Receipts,
     sharing: Sharing,
@@ -80,7 +75,7 @@ impl HttpHandler for Api {
             vapid_public_key: push.vapid_public_key,
             unsubscriber: Unsubscriber::new(store.clone(), poster, roles.clone(), presence),
             limiter: Limiter::new(store.clone(), Budget::http(&Env)?),
-            replay: d.replay()?,
+            inbox: d.inbox()?,
             history: d.history()?,
             receipts: d.receipts(Self::NAME)?,
             sharing: d.sharing()?,

@@ -1,47 +1,22 @@
 //! `/notifications`: `missed`, `read`, `unread-count`, and `POST` (to the dispatch queue).
 
-use std::collections::HashMap;
-
 use lambda_http::http::StatusCode;
 use lambda_http::{Request, RequestExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Api, ApiError, ApiResult, DEFAULT_PAGE, MAX_PAGE, UNREAD_CAP, body_text, json_body, page_limit};
+use super::{Api, ApiError, ApiResult, body_text, json_body, page_limit};
 use crate::domain::auth::{Principal, Role};
 use crate::domain::cursor::now_millis;
 use crate::domain::inbox::MarkRead;
-use crate::services::inbox::ReadMarks;
-use crate::services::membership::readable_topics;
-use crate::services::replay::{ReadRequest, Reader, Start};
+use crate::services::inbox::{MISSED_PAGE, MISSED_PAGE_MAX, Missed, ReadMarks};
+use crate::services::replay::Start;
 
 impl Api {
     pub(super) async fn missed(&self, p: &Principal, req: &Request) -> ApiResult {
         let q = req.query_string_parameters();
         let start = Start::parse(q.first("since"), q.first("page")).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let limit = page_limit(q.first("limit"), DEFAULT_PAGE, MAX_PAGE)?;
-        let topics = readable_topics(&self.store, p).await?;
-        // A poller keeps `cursor` for its next poll (any cursor it received works too); `next`
-        // pages on from exactly what was read. What its cursor shows it has is read past.
-        let read = self
-            .replay
-            .read(ReadRequest {
-                tenant: &p.tenant,
-                user: &p.user,
-                topics: &topics,
-                start,
-                reader: Reader::Poller(0),
-                limit,
-                have: &[],
-                visible_since: HashMap::new(),
-                connection: "",
-            })
-            .await?;
-        let items: Vec<Value> = read
-            .entries
-            .iter()
-            .map(|e| serde_json::from_str(&read.frame(e, false)).unwrap_or(Value::Null))
-            .collect();
-        let a = read.answer;
+        let limit = page_limit(q.first("limit"), MISSED_PAGE, MISSED_PAGE_MAX)?;
+        let Missed { items, answer: a } = self.inbox.missed(p, start, limit).await?;
         Ok((
             StatusCode::OK,
             Some(json!({"items": items, "next": a.next, "cursor": a.cursor.to_string(), "gap": a.gap})),
@@ -60,8 +35,7 @@ impl Api {
     }
 
     pub(super) async fn unread_count(&self, p: &Principal) -> ApiResult {
-        let topics = readable_topics(&self.store, p).await?;
-        let unread = self.replay.unread(&p.tenant, &p.user, &topics, UNREAD_CAP).await?;
+        let unread = self.inbox.unread(p).await?;
         Ok((StatusCode::OK, Some(json!({"count": unread.count, "capped": unread.capped}))))
     }
 
