@@ -14,13 +14,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::domain::auth::Principal;
 use crate::domain::chat::{self, UploadError, UploadRequest};
 use crate::domain::config::{ChatSettings, Limits, Uploads};
 use crate::domain::cursor::{Cursor, now_millis};
-use crate::domain::frames::{ErrorCode, ErrorFrame};
+use crate::domain::frames::{self, ErrorCode, ErrorFrame};
 use crate::domain::groups::Group;
 use crate::domain::horizon::SKEW_MS;
 use crate::domain::inbox;
@@ -224,6 +224,17 @@ pub struct Marked {
     pub up_to: Cursor,
     /// Whether this read moved it.
     pub advanced: bool,
+}
+
+impl Marked {
+    /// `{"type":"marked","group","upTo","advanced","ref"}`: the answer to a `read` frame.
+    pub fn frame(&self, reference: Option<Value>) -> String {
+        let mut m = Map::new();
+        m.insert("group".into(), self.group.clone().into());
+        m.insert("upTo".into(), self.up_to.to_string().into());
+        m.insert("advanced".into(), self.advanced.into());
+        frames::reply("marked", m, reference)
+    }
 }
 
 /// `GET /groups/{group}/receipts`.

@@ -28,6 +28,7 @@ use serde_json::{Map, Value, json};
 use crate::domain::auth::Principal;
 use crate::domain::config::{FRAME_HARD_CAP, Limits};
 use crate::domain::cursor::Cursor;
+use crate::domain::frames;
 use crate::domain::groups::Group;
 use crate::domain::horizon::Horizon;
 use crate::domain::inbox::MarkRead;
@@ -197,6 +198,22 @@ impl ReadSync {
             seq,
             told: report.delivered,
         })
+    }
+
+    /// An `ack` frame over connection `from`: its ids marked read, answered with `acked` (how
+    /// many, the unread count after it, the read's number). Also answers the posts to charge
+    /// the user's work budget: one a mark, one a device told.
+    pub async fn ack(&self, p: &Principal, ids: &[String], from: &str, reference: Option<Value>) -> Result<(String, usize), InboxError> {
+        let marks = ReadMarks {
+            ids: Some(ids),
+            up_to: None,
+        };
+        let done = self.read(p, marks, Some(from)).await?;
+        let mut m = Map::new();
+        m.insert("count".into(), ids.len().into());
+        m.insert("unread".into(), done.unread.into());
+        m.insert("seq".into(), done.seq.into());
+        Ok((frames::reply("acked", m, reference), ids.len() + done.told))
     }
 }
 

@@ -80,6 +80,17 @@ pub enum JoinError {
     Presence(#[from] PresenceError),
 }
 
+impl JoinError {
+    /// The error frame a refused join or leave is answered with; `Err(self)` for a failure
+    /// below (storage, presence), which fails the invocation instead.
+    pub fn refusal(self) -> Result<ErrorFrame, JoinError> {
+        match self {
+            JoinError::Refused(frame) => Ok(frame),
+            other => Err(other),
+        }
+    }
+}
+
 impl Joins {
     /// `limiter` carries the users' work budget (`Limiter::with_work`).
     pub fn new(store: Store, limits: Limits, roles: RolePolicy, presence: Presence, limiter: Limiter) -> Self {
