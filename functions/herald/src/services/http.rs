@@ -12,6 +12,7 @@ use crate::domain::auth::{AuthError, Principal, Verifier};
 use crate::io::queue::QueueError;
 use crate::io::store::StoreError;
 use crate::services::chat::ChatError;
+use crate::services::membership::PresenceListError;
 use crate::services::presence::PresenceError;
 use crate::services::reminders::ReminderError;
 use crate::services::schedule::DeferError;
@@ -153,6 +154,15 @@ impl From<PresenceError> for ApiError {
         match e {
             PresenceError::Store(s) => s.into(),
             PresenceError::Queue(q) => q.into(),
+        }
+    }
+}
+
+impl From<PresenceListError> for ApiError {
+    fn from(e: PresenceListError) -> Self {
+        match e {
+            PresenceListError::Forbidden(m) => ApiError::forbidden(m),
+            PresenceListError::Store(s) => s.into(),
         }
     }
 }

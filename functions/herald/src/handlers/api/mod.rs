@@ -32,9 +32,6 @@ use crate::services::schedule::Deferral;
 use crate::services::submissions::Submissions;
 use crate::services::web_push::Subscriptions;
 
-/// Connections listed by one presence page at most.
-pub const PRESENCE_PAGE: usize = 1000;
-
 use crate::services::http::{ApiError, ApiResult, authenticate, body_text, json_body, page_limit, path_segments, received_at, respond};
 
 pub struct Api {
