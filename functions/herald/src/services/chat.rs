@@ -250,6 +250,15 @@ pub enum ReceiptList {
     },
 }
 
+impl ReceiptList {
+    /// How many of the receipts listed are at `up_to` or past it (in counts mode, of those
+    /// counted).
+    pub fn seen(&self, up_to: Cursor) -> usize {
+        let (ReceiptList::Members(all) | ReceiptList::Counts { receipts: all, .. }) = self;
+        all.iter().filter(|r| r.up_to >= up_to).count()
+    }
+}
+
 impl Receipts {
     pub fn new(
         store: Store,

@@ -10,7 +10,6 @@ use crate::domain::auth::Principal;
 use crate::domain::chat::{HISTORY_DEFAULT, HISTORY_MAX};
 use crate::domain::cursor::Cursor;
 use crate::io::objects::Presigned;
-use crate::io::store::Receipt;
 use crate::services::chat::{DOWNLOAD_URL_TTL, ReceiptList, UPLOAD_URL_TTL};
 
 impl Api {
@@ -46,21 +45,21 @@ impl Api {
             Some(c) => Some(c.parse().map_err(|_| ApiError::bad_request("upTo is not a valid cursor"))?),
         };
         let (group, list) = self.receipts.list(p, group).await?;
-        let seen = |all: &[Receipt]| at.map(|c| all.iter().filter(|r| r.up_to >= c).count());
+        let seen = at.map(|c| list.seen(c));
         let body = match list {
             ReceiptList::Members(all) => json!({
                 "group": group,
                 "mode": "members",
                 "receipts": all.iter().map(|r| json!({"user": r.user, "upTo": r.up_to.to_string()})).collect::<Vec<_>>(),
                 "readers": all.len(),
-                "seen": seen(&all),
+                "seen": seen,
             }),
-            ReceiptList::Counts { readers, capped, receipts } => json!({
+            ReceiptList::Counts { readers, capped, .. } => json!({
                 "group": group,
                 "mode": "counts",
                 "readers": readers,
                 "capped": capped,
-                "seen": seen(&receipts),
+                "seen": seen,
             }),
         };
         Ok((StatusCode::OK, Some(body)))
