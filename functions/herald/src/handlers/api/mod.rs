@@ -23,6 +23,7 @@ use crate::io::push::EndpointPolicy;
 use crate::io::store::Store;
 use crate::services::chat::{History, Receipts, Sharing};
 use crate::services::deps::Deps;
+use crate::services::http::{ApiError, ApiResult, authenticate, body_text, json_body, page_limit, path_segments, received_at, respond};
 use crate::services::inbox::{Inbox, ReadSync};
 use crate::services::limiter::Limiter;
 use crate::services::membership::Unsubscriber;
@@ -31,8 +32,6 @@ use crate::services::runtime::{HttpHandler, InitError};
 use crate::services::schedule::Deferral;
 use crate::services::submissions::Submissions;
 use crate::services::web_push::Subscriptions;
-
-use crate::services::http::{ApiError, ApiResult, authenticate, body_text, json_body, page_limit, path_segments, received_at, respond};
 
 pub struct Api {
     verifier: Verifier,
