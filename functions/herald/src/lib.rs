@@ -12,7 +12,8 @@
 //! services/   2  the protocols functions share: notify (the notification lifecycle),
 //!                broadcast (log, then fan out), publish, replay (resume and missed), retries,
 //!                membership, connections, presence, limiter, escalation, web_push, reminders,
-//!                schedule, gateway (WebSocket events), runtime (init and the Lambda loops)
+//!                schedule, submissions (POST /notifications), gateway (WebSocket events), http
+//!                (HTTP requests and answers), runtime (init and the Lambda loops)
 //!     │
 //! io/         1  AWS and the wire: store (DynamoDB), queue (SQS, and every message Herald sends
 //!                itself), delivery (@connections posts and fan-out), push (Web Push encryption

@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod frames;
 pub mod groups;
 pub mod horizon;
+pub mod inbox;
 pub mod metrics;
 pub mod notification;
 pub mod policy;

@@ -43,12 +43,8 @@ impl WsJoin {
             ))),
             Err(e) => Err(JoinError::Refused(e)),
         };
-        match result {
-            Ok(body) => Ok(answer(Some(body))),
-            Err(JoinError::Refused(frame)) => Ok(answer(Some(frame.to_json()))),
-            Err(JoinError::Store(e)) => Err(e.into()),
-            Err(JoinError::Presence(e)) => Err(e.into()),
-        }
+        let body = result.or_else(|e| e.refusal().map(|f| f.to_json()))?;
+        Ok(answer(Some(body)))
     }
 }
 

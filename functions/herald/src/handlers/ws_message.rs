@@ -22,10 +22,10 @@ use crate::services::broadcast::Broadcaster;
 use crate::services::chat::Receipts;
 use crate::services::deps::Deps;
 use crate::services::gateway::{answer, caller};
-use crate::services::inbox::{ReadMarks, ReadSync};
+use crate::services::inbox::ReadSync;
 use crate::services::lifecycle::Lifecycle;
 use crate::services::limiter::Limiter;
-use crate::services::membership::{JoinError, Joins};
+use crate::services::membership::Joins;
 use crate::services::publish::Publisher;
 use crate::services::replay::{Replay, ResumeFrom, Resumer};
 use crate::services::runtime::{Handler, InitError};
@@ -59,19 +59,8 @@ impl WsMessage {
         };
         let (body, work) = match frame {
             ClientFrame::Ping { reference } => (frames::reply("pong", Map::new(), reference), 0),
-            ClientFrame::Ack { ids, reference } => {
-                // The user's other connections get `read` with the new count (`inbox`).
-                let marks = ReadMarks {
-                    ids: Some(&ids),
-                    up_to: None,
-                };
-                let done = self.read_sync.read(p, marks, Some(&who.connection_id)).await?;
-                let mut m = Map::new();
-                m.insert("count".into(), ids.len().into());
-                m.insert("unread".into(), done.unread.into());
-                m.insert("seq".into(), done.seq.into());
-                (frames::reply("acked", m, reference), ids.len() + done.told)
-            }
+            // The user's other connections get `read` with the new count (`inbox`).
+            ClientFrame::Ack { ids, reference } => self.read_sync.ack(p, &ids, &who.connection_id, reference).await?,
             ClientFrame::Resume {
                 since,
                 page,
@@ -87,21 +76,15 @@ impl WsMessage {
             }
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
             ClientFrame::Join { group, reference } => {
-                let joined = self
-                    .joins
-                    .join(&who, &group, reference, req.request_context.request_time_epoch)
-                    .await;
-                (flatten(joined)?, 0)
+                let joined = self.joins.join(&who, &group, reference, at).await;
+                (joined.or_else(|e| e.refusal().map(|f| f.to_json()))?, 0)
             }
-            ClientFrame::Leave { group, reference } => (flatten(self.joins.leave(&who, &group, reference).await)?, 0),
+            ClientFrame::Leave { group, reference } => {
+                let left = self.joins.leave(&who, &group, reference).await;
+                (left.or_else(|e| e.refusal().map(|f| f.to_json()))?, 0)
+            }
             ClientFrame::Read { group, up_to, reference } => match self.receipts.mark(p, &group, &up_to, at).await {
-                Ok(marked) => {
-                    let mut m = Map::new();
-                    m.insert("group".into(), marked.group.into());
-                    m.insert("upTo".into(), marked.up_to.to_string().into());
-                    m.insert("advanced".into(), marked.advanced.into());
-                    (frames::reply("marked", m, reference), 0)
-                }
+                Ok(marked) => (marked.frame(reference), 0),
                 Err(e) => (e.refusal(reference).map_err(BoxError::from)?.to_json(), 0),
             },
             ClientFrame::Publish(frame) => {
@@ -111,15 +94,6 @@ impl WsMessage {
         };
         self.limiter.settle_frame(&p.tenant, &p.user, reserved, work).await?;
         Ok(answer(Some(body)))
-    }
-}
-
-fn flatten(r: Result<String, JoinError>) -> Result<String, BoxError> {
-    match r {
-        Ok(s) => Ok(s),
-        Err(JoinError::Refused(frame)) => Ok(frame.to_json()),
-        Err(JoinError::Store(e)) => Err(e.into()),
-        Err(JoinError::Presence(e)) => Err(e.into()),
     }
 }
 

@@ -14,15 +14,16 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::domain::auth::Principal;
 use crate::domain::chat::{self, UploadError, UploadRequest};
 use crate::domain::config::{ChatSettings, Limits, Uploads};
 use crate::domain::cursor::{Cursor, now_millis};
-use crate::domain::frames::{ErrorCode, ErrorFrame};
+use crate::domain::frames::{self, ErrorCode, ErrorFrame};
 use crate::domain::groups::Group;
 use crate::domain::horizon::SKEW_MS;
+use crate::domain::inbox;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::LogEntry;
 use crate::domain::policy::RolePolicy;
@@ -68,9 +69,6 @@ impl ChatError {
     }
 }
 
-/// How far past the clock a receipt's cursor may be (Lambda clocks differ a little): a cursor
-/// further ahead would mark read what does not exist yet.
-const UP_TO_SKEW_MS: u64 = 30_000;
 /// Posts in flight while pushing a receipt (groups are small: at most the member cap).
 const CONCURRENCY: usize = 16;
 /// Receipt rows counted at most for a big group's counts.
@@ -228,6 +226,17 @@ pub struct Marked {
     pub advanced: bool,
 }
 
+impl Marked {
+    /// `{"type":"marked","group","upTo","advanced","ref"}`: the answer to a `read` frame.
+    pub fn frame(&self, reference: Option<Value>) -> String {
+        let mut m = Map::new();
+        m.insert("group".into(), self.group.clone().into());
+        m.insert("upTo".into(), self.up_to.to_string().into());
+        m.insert("advanced".into(), self.advanced.into());
+        frames::reply("marked", m, reference)
+    }
+}
+
 /// `GET /groups/{group}/receipts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiptList {
@@ -239,6 +248,15 @@ pub enum ReceiptList {
         capped: bool,
         receipts: Vec<Receipt>,
     },
+}
+
+impl ReceiptList {
+    /// How many of the receipts listed are at `up_to` or past it (in counts mode, of those
+    /// counted).
+    pub fn seen(&self, up_to: Cursor) -> usize {
+        let (ReceiptList::Members(all) | ReceiptList::Counts { receipts: all, .. }) = self;
+        all.iter().filter(|r| r.up_to >= up_to).count()
+    }
 }
 
 impl Receipts {
@@ -265,14 +283,7 @@ impl Receipts {
     /// `p` has read `group` up to `up_to` (a `read` frame, `POST /groups/{group}/read`).
     /// `received_ms`: when API Gateway received it (what the work budget is charged at).
     pub async fn mark(&self, p: &Principal, group: &str, up_to: &str, received_ms: i64) -> Result<Marked, ChatError> {
-        let cursor = up_to
-            .parse::<Cursor>()
-            .map_err(|_| ChatError::BadRequest("upTo is not a valid cursor".into()))?;
-        if cursor.millis() > now_millis() + UP_TO_SKEW_MS {
-            return Err(ChatError::BadRequest(
-                "upTo is in the future; pass a cursor Herald handed out".into(),
-            ));
-        }
+        let cursor = inbox::up_to(up_to, now_millis()).map_err(|e| ChatError::BadRequest(e.to_string()))?;
         let group = member_group(&self.store, &self.roles, p, group).await?;
         // The most this read can post is one receipt to each of the cap's connections: reserved
         // before anything is done, settled at what it posted.

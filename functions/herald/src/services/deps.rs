@@ -13,7 +13,7 @@ use crate::io::delivery::Poster;
 use crate::io::queue::Queue;
 use crate::io::store::Store;
 use crate::services::chat::{History, ReceiptSettings, Receipts, Sharing};
-use crate::services::inbox::ReadSync;
+use crate::services::inbox::{Inbox, ReadSync};
 use crate::services::limiter::Limiter;
 use crate::services::presence::Presence;
 use crate::services::replay::Replay;
@@ -133,6 +133,11 @@ impl Deps {
     /// The replay service (`resume`, `missed`, unread counts).
     pub fn replay(&self) -> Result<Replay, InitError> {
         Ok(Replay::new(self.store()?, self.limits()?.retention_seconds))
+    }
+
+    /// `missed` and the unread count over the topics a user may read.
+    pub fn inbox(&self) -> Result<Inbox, InitError> {
+        Ok(Inbox::new(self.store()?, self.replay()?))
     }
 
     /// Read state pushed to a user's other connections.

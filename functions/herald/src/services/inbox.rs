@@ -1,5 +1,8 @@
 //! An inbox that stays true on every device (issue #33).
 //!
+//! **Reading it** ([`Inbox`]): `GET /notifications/missed` and `/unread-count`, the replay
+//! service over every topic the user may read.
+//!
 //! **Read sync** ([`ReadSync`]): a read on one device (`ack`, `POST /notifications/read`) is
 //! posted to the user's other live connections as `{"type":"read","ids"|"upTo","unread","seq"}`.
 //! The count must end exact when several devices read at once: each read takes the next number
@@ -18,26 +21,34 @@
 //! (replayed as `{"type":"recalled","id"}`), and escalation checks read the claim at their
 //! deadline, so a recalled notification does not escalate.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 use crate::domain::auth::Principal;
 use crate::domain::config::{FRAME_HARD_CAP, Limits};
 use crate::domain::cursor::Cursor;
+use crate::domain::frames;
 use crate::domain::groups::Group;
 use crate::domain::horizon::Horizon;
+use crate::domain::inbox::MarkRead;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{Change, Content, LogEntry, Revision};
 use crate::io::delivery::{Poster, fan_out};
 use crate::io::store::{NotRevised, Store, StoreError, epoch_seconds};
 use crate::services::broadcast::{BroadcastError, Broadcaster, Outgoing, Reach};
 use crate::services::membership::readable_topics;
-use crate::services::replay::Replay;
+use crate::services::replay::{PageAnswer, ReadRequest, Reader, Replay, Start, Unread};
 
 /// Connections of one user read for a read frame: the per-user cap is 20.
 const USER_CONNECTIONS_READ: usize = 100;
 
-/// Unread counts stop here, as `GET /notifications/unread-count` does.
+/// Unread counts stop here ("99+" in a UI); counting further would read the whole log.
 pub const UNREAD_CAP: usize = 1000;
+
+/// A `missed` page holds this many notifications unless the poller asks for up to the max.
+pub const MISSED_PAGE: usize = 50;
+pub const MISSED_PAGE_MAX: usize = 200;
 
 /// Log writes of a revision in a row that may land too late before it is left for redelivery.
 const MAX_LATE_WRITES: u32 = 3;
@@ -54,11 +65,75 @@ pub enum InboxError {
     InProgress,
 }
 
+/// A user's inbox as a poller reads it.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    store: Store,
+    replay: Replay,
+}
+
+/// One page of `missed`: the notifications (their frames as JSON) and where the next poll goes on.
+#[derive(Debug, Clone)]
+pub struct Missed {
+    pub items: Vec<Value>,
+    pub answer: PageAnswer,
+}
+
+impl Inbox {
+    pub fn new(store: Store, replay: Replay) -> Self {
+        Self { store, replay }
+    }
+
+    /// A poller keeps `cursor` for its next poll (any cursor it received works too); `next`
+    /// pages on from exactly what was read. What its cursor shows it has is read past.
+    pub async fn missed(&self, p: &Principal, start: Start, limit: usize) -> Result<Missed, StoreError> {
+        let topics = readable_topics(&self.store, p).await?;
+        let read = self
+            .replay
+            .read(ReadRequest {
+                tenant: &p.tenant,
+                user: &p.user,
+                topics: &topics,
+                start,
+                reader: Reader::Poller(0),
+                limit,
+                have: &[],
+                visible_since: HashMap::new(),
+                connection: "",
+            })
+            .await?;
+        let items = read
+            .entries
+            .iter()
+            .map(|e| serde_json::from_str(&read.frame(e, false)).unwrap_or(Value::Null))
+            .collect();
+        Ok(Missed {
+            items,
+            answer: read.answer,
+        })
+    }
+
+    /// The user's unread count, up to [`UNREAD_CAP`].
+    pub async fn unread(&self, p: &Principal) -> Result<Unread, StoreError> {
+        let topics = readable_topics(&self.store, p).await?;
+        self.replay.unread(&p.tenant, &p.user, &topics, UNREAD_CAP).await
+    }
+}
+
 /// What a read was: ids marked read, and/or everything up to a cursor.
 #[derive(Debug, Clone, Default)]
 pub struct ReadMarks<'a> {
     pub ids: Option<&'a [String]>,
     pub up_to: Option<Cursor>,
+}
+
+impl<'a> From<&'a MarkRead> for ReadMarks<'a> {
+    fn from(r: &'a MarkRead) -> Self {
+        Self {
+            ids: r.ids.as_deref(),
+            up_to: r.up_to,
+        }
+    }
 }
 
 /// What a read left: the user's unread count after it and the read's sequence number.
@@ -123,6 +198,22 @@ impl ReadSync {
             seq,
             told: report.delivered,
         })
+    }
+
+    /// An `ack` frame over connection `from`: its ids marked read, answered with `acked` (how
+    /// many, the unread count after it, the read's number). Also answers the posts to charge
+    /// the user's work budget: one a mark, one a device told.
+    pub async fn ack(&self, p: &Principal, ids: &[String], from: &str, reference: Option<Value>) -> Result<(String, usize), InboxError> {
+        let marks = ReadMarks {
+            ids: Some(ids),
+            up_to: None,
+        };
+        let done = self.read(p, marks, Some(from)).await?;
+        let mut m = Map::new();
+        m.insert("count".into(), ids.len().into());
+        m.insert("unread".into(), done.unread.into());
+        m.insert("seq".into(), done.seq.into());
+        Ok((frames::reply("acked", m, reference), ids.len() + done.told))
     }
 }
 

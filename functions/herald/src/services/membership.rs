@@ -1,7 +1,8 @@
 //! Live group membership beyond the pure rule of [`crate::domain::policy`]: whether a principal is
 //! entitled to a group once durable subscriptions are consulted ([`entitled`], used by `join`,
 //! `resume` and the HTTP API), and what removing a subscription does to live connections
-//! ([`Unsubscriber`], used by the HTTP API and the `unsubscribe` control message).
+//! ([`Unsubscriber`], used by the HTTP API and the `unsubscribe` control message); and who is
+//! online in a group, for its members, page by page ([`presence_of`], `GET /groups/{g}/presence`).
 //!
 //! The subscription is what entitled the user's live connections to the group, so removing it
 //! also removes those memberships at once: a student unenrolled from `course:42` stops receiving
@@ -78,6 +79,17 @@ pub enum JoinError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Presence(#[from] PresenceError),
+}
+
+impl JoinError {
+    /// The error frame a refused join or leave is answered with; `Err(self)` for a failure
+    /// below (storage, presence), which fails the invocation instead.
+    pub fn refusal(self) -> Result<ErrorFrame, JoinError> {
+        match self {
+            JoinError::Refused(frame) => Ok(frame),
+            other => Err(other),
+        }
+    }
 }
 
 impl Joins {
@@ -294,12 +306,47 @@ impl PresenceToken {
     }
 }
 
+/// Connections listed by one presence page at most.
+pub const PRESENCE_PAGE: usize = 1000;
+
 /// One page of a group's live connections: at most `limit` of them, distinct users sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresencePage {
     pub users: Vec<String>,
     pub connections: usize,
     pub next: Option<PresenceToken>,
+}
+
+/// A presence listing refused (with the message the caller sees), or a failure below.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceListError {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `GET /groups/{group}/presence`: one page of who is online in `group` (of `shards` shards),
+/// for its members. Every user is a member of `tenant`: its presence is the whole tenant's
+/// online users, which is an operator's view (the service or admin role), not a member's.
+pub async fn presence_of(
+    store: &Store,
+    roles: &RolePolicy,
+    p: &Principal,
+    group: &Group,
+    shards: u16,
+    from: PresenceToken,
+    limit: usize,
+) -> Result<PresencePage, PresenceListError> {
+    if *group == Group::Tenant && !p.is_privileged() {
+        return Err(PresenceListError::Forbidden(
+            "the tenant's presence needs the service or admin role".into(),
+        ));
+    }
+    if !entitled(store, roles, p, group).await? {
+        return Err(PresenceListError::Forbidden(format!("not a member of {group}")));
+    }
+    Ok(presence_page(store, &group.key(&p.tenant), shards, from, limit).await?)
 }
 
 /// Reads a group's membership shards in order from `from`, a page at a time, until `limit`

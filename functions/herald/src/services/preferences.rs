@@ -10,6 +10,7 @@
 //! document of their own has the tenant's.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use crate::domain::notification::Content;
 use crate::domain::preferences::{Channel, Preferences};
@@ -47,14 +48,32 @@ pub enum Gate {
 /// document that no longer parses (a zone dropped from the database) counts as none.
 pub async fn effective(store: &Store, tenant: &str, user: &str) -> Result<(Preferences, Source), StoreError> {
     let (mine, defaults) = store.inbox.preferences(tenant, user).await?;
-    let parse = |doc: &str| serde_json::from_str(doc).ok().and_then(|v| Preferences::parse(&v).ok());
-    if let Some(p) = mine.as_deref().and_then(parse) {
+    if let Some(p) = mine.as_deref().and_then(stored) {
         return Ok((p, Source::User));
     }
-    if let Some(p) = defaults.as_deref().and_then(parse) {
+    if let Some(p) = defaults.as_deref().and_then(stored) {
         return Ok((p, Source::Tenant));
     }
     Ok((Preferences::default(), Source::None))
+}
+
+/// The tenant's defaults (`GET /preferences/tenant`): none stored, or one that no longer
+/// parses, reads as the built-in defaults. `user` is the caller (the read is `effective`'s).
+pub async fn defaults(store: &Store, tenant: &str, user: &str) -> Result<Preferences, StoreError> {
+    let (_, defaults) = store.inbox.preferences(tenant, user).await?;
+    Ok(defaults.as_deref().and_then(stored).unwrap_or_default())
+}
+
+/// Replaces `user`'s document, or (`None`) the tenant's defaults, with `prefs`. Answers the
+/// document stored.
+pub async fn replace(store: &Store, tenant: &str, user: Option<&str>, prefs: &Preferences) -> Result<Value, StoreError> {
+    let doc = prefs.to_json();
+    store.inbox.put_preferences(tenant, user, &doc.to_string()).await?;
+    Ok(doc)
+}
+
+fn stored(doc: &str) -> Option<Preferences> {
+    serde_json::from_str(doc).ok().and_then(|v| Preferences::parse(&v).ok())
 }
 
 /// The pure rule: critical passes; an off category is off; quiet hours hold push and

@@ -11,7 +11,7 @@ use crate::domain::config::Limits;
 use crate::domain::cursor::Cursor;
 use crate::domain::metrics::Metrics;
 use crate::domain::notification::{
-    NotificationRequest, ParseLimits, ProducerMessage, RESERVED_ID, Target, format_time, is_reserved, parse_producer_message,
+    NotificationRequest, ParseLimits, ProducerMessage, RESERVED_ID, Target, USER_SCOPE, format_time, is_reserved, parse_producer_message,
     user_scoped_id, validate_message_id,
 };
 use crate::domain::policy::ReminderPolicy;
@@ -151,6 +151,19 @@ impl Reminders {
             return Err(ReminderError::NotFound);
         }
         Ok(r)
+    }
+
+    /// The notification reminder `r` fires, as the caller who knows it as `id` sees it: a user's
+    /// own reminder is stored under `~{sub}~{id}`, and the user sees the id they chose, as in
+    /// every other answer about it.
+    pub fn shown(r: &Reminder, id: &str) -> Value {
+        let mut notification: Value = serde_json::from_str(&r.request).unwrap_or(Value::Null);
+        if let Some(stored) = notification.get_mut("id")
+            && stored.as_str().is_some_and(|s| s.starts_with(USER_SCOPE))
+        {
+            *stored = Value::String(id.to_owned());
+        }
+        notification
     }
 
     /// Cancels the caller's reminder `id`, unless it already fired.

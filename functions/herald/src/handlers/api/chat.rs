@@ -2,16 +2,14 @@
 //! and `/uploads` (the protocols are `services::chat`'s).
 
 use lambda_http::http::StatusCode;
-use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, ApiResult, json_body, page_limit};
+use super::{Api, ApiError, ApiResult, json_body, page_limit, received_at};
 use crate::domain::auth::Principal;
 use crate::domain::chat::{HISTORY_DEFAULT, HISTORY_MAX};
 use crate::domain::cursor::Cursor;
 use crate::io::objects::Presigned;
-use crate::io::store::Receipt;
 use crate::services::chat::{DOWNLOAD_URL_TTL, ReceiptList, UPLOAD_URL_TTL};
 
 impl Api {
@@ -31,11 +29,7 @@ impl Api {
             .get("upTo")
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_request("upTo must be a cursor string"))?;
-        let received = match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.time_epoch,
-            _ => 0,
-        };
-        let marked = self.receipts.mark(p, group, up_to, received).await?;
+        let marked = self.receipts.mark(p, group, up_to, received_at(req)).await?;
         Ok((
             StatusCode::OK,
             Some(json!({"group": marked.group, "upTo": marked.up_to.to_string(), "advanced": marked.advanced})),
@@ -51,21 +45,21 @@ impl Api {
             Some(c) => Some(c.parse().map_err(|_| ApiError::bad_request("upTo is not a valid cursor"))?),
         };
         let (group, list) = self.receipts.list(p, group).await?;
-        let seen = |all: &[Receipt]| at.map(|c| all.iter().filter(|r| r.up_to >= c).count());
+        let seen = at.map(|c| list.seen(c));
         let body = match list {
             ReceiptList::Members(all) => json!({
                 "group": group,
                 "mode": "members",
                 "receipts": all.iter().map(|r| json!({"user": r.user, "upTo": r.up_to.to_string()})).collect::<Vec<_>>(),
                 "readers": all.len(),
-                "seen": seen(&all),
+                "seen": seen,
             }),
-            ReceiptList::Counts { readers, capped, receipts } => json!({
+            ReceiptList::Counts { readers, capped, .. } => json!({
                 "group": group,
                 "mode": "counts",
                 "readers": readers,
                 "capped": capped,
-                "seen": seen(&receipts),
+                "seen": seen,
             }),
         };
         Ok((StatusCode::OK, Some(body)))

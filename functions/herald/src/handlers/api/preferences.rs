@@ -8,17 +8,13 @@ use serde_json::json;
 use super::{Api, ApiError, ApiResult, json_body};
 use crate::domain::auth::{Principal, Role};
 use crate::domain::preferences::Preferences;
-use crate::services::preferences::effective;
+use crate::services::preferences::{defaults, effective, replace};
 
 impl Api {
     pub(super) async fn get_preferences(&self, p: &Principal, tenant_defaults: bool) -> ApiResult {
         if tenant_defaults {
             admin(p)?;
-            let (_, defaults) = self.store.inbox.preferences(&p.tenant, &p.user).await?;
-            let prefs = defaults
-                .and_then(|d| serde_json::from_str(&d).ok())
-                .and_then(|v| Preferences::parse(&v).ok())
-                .unwrap_or_default();
+            let prefs = defaults(&self.store, &p.tenant, &p.user).await?;
             return Ok((StatusCode::OK, Some(prefs.to_json())));
         }
         let (prefs, source) = effective(&self.store, &p.tenant, &p.user).await?;
@@ -34,9 +30,8 @@ impl Api {
         }
         let body = json_body(req)?;
         let prefs = Preferences::parse(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let doc = prefs.to_json();
         let user = (!tenant_defaults).then_some(p.user.as_str());
-        self.store.inbox.put_preferences(&p.tenant, user, &doc.to_string()).await?;
+        let doc = replace(&self.store, &p.tenant, user, &prefs).await?;
         Ok((StatusCode::OK, Some(doc)))
     }
 }

@@ -4,10 +4,10 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Request, RequestExt};
 use serde_json::json;
 
-use super::{Api, ApiError, ApiResult, PRESENCE_PAGE, page_limit};
+use super::{Api, ApiError, ApiResult, page_limit};
 use crate::domain::auth::Principal;
 use crate::domain::groups::Group;
-use crate::services::membership::{PresenceToken, entitled, presence_page};
+use crate::services::membership::{PRESENCE_PAGE, PresenceToken, presence_of};
 
 impl Api {
     /// Paged: a big tenant's presence would not fit one response (API Gateway and Lambda cap
@@ -23,15 +23,7 @@ impl Api {
                 PresenceToken::decode(t, shards).ok_or_else(|| ApiError::bad_request("after is not a token from a previous page"))?
             }
         };
-        // Every user is a member of `tenant`: its presence is the whole tenant's online users,
-        // which is an operator's view, not a member's.
-        if group == Group::Tenant && !p.is_privileged() {
-            return Err(ApiError::forbidden("the tenant's presence needs the service or admin role"));
-        }
-        if !entitled(&self.store, &self.roles, p, &group).await? {
-            return Err(ApiError::forbidden(format!("not a member of {group}")));
-        }
-        let page = presence_page(&self.store, &group.key(&p.tenant), shards, from, limit).await?;
+        let page = presence_of(&self.store, &self.roles, p, &group, shards, from, limit).await?;
         Ok((
             StatusCode::OK,
             Some(json!({

@@ -3,14 +3,15 @@
 
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Api, ApiResult};
+use super::{Api, ApiResult, body_text};
 use crate::domain::auth::Principal;
+use crate::services::reminders::Reminders;
 
 impl Api {
     pub(super) async fn create_reminder(&self, p: &Principal, req: &Request) -> ApiResult {
-        let n = self.parse_notification(p, req)?;
+        let n = self.submissions.notification(p, body_text(req)?)?;
         let created = self.reminders.create(p, n).await?;
         Ok((
             StatusCode::CREATED,
@@ -20,14 +21,7 @@ impl Api {
 
     pub(super) async fn get_reminder(&self, p: &Principal, id: &str) -> ApiResult {
         let r = self.reminders.visible(p, id).await?;
-        let mut notification: Value = serde_json::from_str(&r.request).unwrap_or(Value::Null);
-        // A user's own reminder is stored under `~{sub}~{id}`; the user sees the id they chose,
-        // as in every other answer about it.
-        if let Some(stored) = notification.get_mut("id")
-            && stored.as_str().is_some_and(|s| s.starts_with('~'))
-        {
-            *stored = Value::String(id.to_owned());
-        }
+        let notification = Reminders::shown(&r, id);
         Ok((
             StatusCode::OK,
             Some(json!({"id": id, "state": r.state.as_str(), "deliverAt": r.deliver_at, "notification": notification})),

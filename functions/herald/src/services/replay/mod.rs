@@ -19,7 +19,7 @@ pub mod service;
 pub mod spare;
 
 pub use resume::{RESUME_PAGE, ResumeError, ResumeFrom, Resumer};
-pub use service::{Read, ReadRequest, Replay};
+pub use service::{Read, ReadRequest, Replay, Unread};
 
 use crate::domain::cursor::{Cursor, CursorError};
 

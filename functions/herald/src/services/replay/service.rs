@@ -1,7 +1,8 @@
 //! The replay service: one page of a reader's log, for `resume` (over its connection) and
 //! `missed` (HTTP). Topics and where to start in; the entries to send, the resume point and the
-//! page token out. The horizon rule is [`ReadPlan`]'s, what is not sent again [`spare`]'s; the
-//! handlers only parse, call [`Replay::read`] and answer.
+//! page token out. The horizon rule is [`ReadPlan`]'s, what is not sent again [`spare`]'s;
+//! `resume` (`Resumer`) and `missed` (`inbox::Inbox`) only call [`Replay::read`] and pass on
+//! what it gives.
 
 use std::collections::{HashMap, HashSet};
 
