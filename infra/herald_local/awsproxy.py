@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 
 import aiohttp
 from aiohttp import web
@@ -38,6 +40,10 @@ from .faults import Faults
 from .iam import Decision
 
 log = logging.getLogger("herald_local.awsproxy")
+
+# $HERALD_LOCAL_RECORD=FILE: every DynamoDB call the functions make is appended to FILE as a JSON
+# line (time, target, body, status), for bench/dynamo_backends.py to replay against a back-end.
+_RECORD = open(os.environ["HERALD_LOCAL_RECORD"], "a", buffering=1) if os.environ.get("HERALD_LOCAL_RECORD") else None  # noqa: SIM115
 
 # Request headers that describe one hop, not the call.
 _HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -172,6 +178,8 @@ class AwsProxy:
         if isinstance(upstream, web.Response):
             return upstream
         status, payload, out, capacity = await self._call(request, upstream, body)
+        if _RECORD is not None and target.startswith("DynamoDB_"):
+            _RECORD.write(json.dumps({"t": time.time(), "target": target, "body": body.decode(), "status": status}) + "\n")
         if self._meter is not None:
             self._count(request, target, body, payload, capacity)
         return web.Response(status=status, body=payload, headers=out)

@@ -119,6 +119,11 @@ def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
                         "role in the template does not allow is refused as AWS refuses it "
                         "(default); report: logged and recorded, not refused; off: every function "
                         "uses the stack's credentials (default $HERALD_LOCAL_IAM)")
+    p.add_argument("--dynamodb", choices=["dynalite", "moto"],
+                   default=os.environ.get("HERALD_LOCAL_DYNAMODB", "dynalite"),
+                   help="what serves the template's tables: dynalite (Node, infra/node_modules; "
+                        "default) or moto; ignored with AWS_ENDPOINT_URL (default "
+                        "$HERALD_LOCAL_DYNAMODB)")
     p.add_argument("--quiet", action="store_true",
                    help="no banner, REPORT lines or info logs (function output is still relayed)")
     return p
@@ -136,7 +141,7 @@ def _run(argv: list[str], adapter: Adapter, prog: str) -> int:
         timeout_scale=args.timeout_scale, max_instances=args.max_instances,
         idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_seconds,
         quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary),
-        management_auth=args.management_auth, iam=args.iam)
+        management_auth=args.management_auth, iam=args.iam, dynamodb=args.dynamodb)
     return asyncio.run(_serve(options, adapter, args.parent_pid))
 
 

@@ -103,7 +103,8 @@ class Stack:
         # A moto process for each table that can have one (aws.open_endpoint).
         tables = [t for t in template.of_type("AWS::DynamoDB::Table") if aws.has_own_process(t.properties)]
         self._endpoint = endpoint = await aws.open_endpoint(opts.host, adapter.credentials,
-                                                            tables=len(tables))
+                                                            tables=len(tables),
+                                                            dynamodb=opts.dynamodb)
         account = await asyncio.to_thread(aws.account_id, endpoint)
         resolver = Resolver(template, region=endpoint.region, account_id=account,
                             stack_name=adapter.stack_name)
