@@ -114,8 +114,12 @@ async def run(args) -> dict:
             await asyncio.gather(*(worker() for _ in range(args.concurrency)))
             wall, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - cpu0
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(proc.pid, signal.SIGTERM)   # dynalite_server.js exits (a --cpu-prof is written)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     return {"backend": args.backend, "calls": len(rows), "keepAlive": args.keep_alive,
             "concurrency": args.concurrency, "seconds": round(wall, 2),
             "callsPerSecond": round(len(rows) / wall), "cpuMsPerCall": round(cpu * 1000 / len(rows), 3),

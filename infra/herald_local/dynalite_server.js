@@ -137,4 +137,7 @@ http.createServer = function (...args) {
   })
 }
 
+// Exit on SIGTERM through process.exit, so that `node --cpu-prof` writes its profile.
+process.on('SIGTERM', () => process.exit(0))
+
 require(path.join(dir, 'cli.js'))
