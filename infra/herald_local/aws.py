@@ -165,7 +165,7 @@ async def _start_moto(host: str, credentials: dict[str, str], processes: int,
     for _ in range(attempts):
         ports = _free_ports(host, processes)  # tiny race with other processes: retried below
         proc = await procs.spawn(
-            # moto with DynamoDB's per-item atomicity (see moto_server.py); one process per
+            # moto, patched (moto_patches: DynamoDB's per-item atomicity and more); one process per
             # port, forked from this one (its process group: procs.kill stops them all).
             [sys.executable, "-m", "herald_local.moto_server", "-H", host,
              "-p", ",".join(map(str, ports))],

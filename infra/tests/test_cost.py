@@ -44,7 +44,8 @@ def test_item_size(item: dict[str, Any], size: int) -> None:
 
 
 def test_moto_items_measure_as_their_wire_form() -> None:
-    """moto_server.py measures moto's stored items (DynamoType), not the wire JSON."""
+    """moto_patches/dynamodb_capacity.py measures moto's stored items (DynamoType), not the wire
+    JSON."""
     item = {"pk": {"S": "p"}, "m": {"M": {"a": {"L": [{"N": "12"}, {"SS": ["x"]}]}}},
             "b": {"B": base64.b64encode(b"\x00\x01").decode()}, "n": {"N": "3.25"}}
     assert item_size({k: DynamoType(v) for k, v in item.items()}) == item_size(item)
