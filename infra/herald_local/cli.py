@@ -13,12 +13,14 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .adapter import Adapter
+from .generic import Generic
 from .herald import Herald
 from .runtime import MAX_INSTANCES
 from .options import Options
@@ -39,7 +41,7 @@ def entry(prog: str = "herald-local") -> NoReturn:
 
 def main(argv: list[str] | None = None, prog: str = "herald-local") -> int:
     argv = sys.argv[1:] if argv is None else argv
-    adapter = Herald()
+    adapter = _adapter(argv)
     if argv and argv[0] == "token":
         return _token(argv[1:], adapter, f"{prog} token")
     if argv and argv[0] == "invoke":
@@ -47,6 +49,16 @@ def main(argv: list[str] | None = None, prog: str = "herald-local") -> int:
     if argv and argv[0] == "grants":
         return _grants(argv[1:], f"{prog} grants")
     return _run(argv, adapter, prog)
+
+
+def _adapter(argv: list[str]) -> Adapter:
+    """Herald's adapter, or with `--adapter generic` the one for any template (generic.py),
+    named `--stack-name`. Read before the rest: the adapter gives the other options' defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--adapter", choices=["herald", "generic"], default="herald")
+    pre.add_argument("--stack-name", default="local")
+    known, _ = pre.parse_known_args(argv)
+    return Generic(known.stack_name) if known.adapter == "generic" else Herald()
 
 
 # --- run -----------------------------------------------------------------------------------
@@ -78,12 +90,32 @@ def _count(text: str) -> int:
     return value
 
 
+def _wrap(text: str) -> str:
+    return "\n".join(textwrap.wrap(text, width=78))
+
+
 def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog,
-        description="Serve a SAM template's WebSocket and HTTP APIs, functions and event sources "
-                    "on loopback. Subcommands for a running stack: token, invoke.")
-    p.add_argument("--template", type=Path, default=adapter.template)
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap("Run a SAM template's serverless application on this machine, no Docker, no AWS "
+                    "account: API Gateway WebSocket APIs (routes, REQUEST authorizers, "
+                    "@connections) and HTTP APIs, each AWS::Serverless::Function as its own "
+                    "process behind the Lambda Runtime API (provided runtimes: "
+                    "Metadata.BuildProperties.Binary under target/PROFILE, or CodeUri/bootstrap), "
+                    "SQS event sources and EventBridge Scheduler, with the template's DynamoDB "
+                    "tables on dynalite and the rest on moto, each function's IAM role enforced, "
+                    "faults to inject and a cost meter. Loopback only."),
+        epilog="Herald's own conventions (development JWTs, the demo page, its settings) come with "
+               "the default --adapter herald; --adapter generic runs any template as it is.\n"
+               "Subcommands for a running stack: token, invoke; for test runs: grants.\n"
+               "docs/local-stack.md has the whole reference.")
+    p.add_argument("--adapter", choices=["herald", "generic"], default="herald",
+                   help="herald: Herald's conventions on top of the template (default); generic: "
+                        "the template alone (any project)")
+    p.add_argument("--stack-name", default="local",
+                   help="AWS::StackName with --adapter generic (generated names: NAME-LogicalId)")
+    p.add_argument("--template", type=Path, default=adapter.template,
+                   help=f"the SAM template (default {adapter.template})")
     p.add_argument("--profile", default="debug", help="cargo profile dir under target/ (debug)")
     p.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"],
                    help="loopback only")
