@@ -81,6 +81,7 @@ def main() -> int:
     samples: list[tuple[float, dict[int, tuple[float, str]]]] = []
     load = subprocess.Popen([opts.herald_load, *args], stderr=subprocess.PIPE, text=True)
     connected_at: list[float] = []
+    delivering: list[float] = []   # times of the progress lines while notifications arrive
 
     def watch_progress() -> None:
         assert load.stderr is not None
@@ -88,6 +89,8 @@ def main() -> int:
             sys.stderr.write(line)
             if line.startswith("connect") and f"{clients}/{clients}" in line and not connected_at:
                 connected_at.append(time.time())
+            if line.startswith("deliver"):
+                delivering.append(time.time())
 
     reader = threading.Thread(target=watch_progress, daemon=True)
     reader.start()
@@ -105,17 +108,28 @@ def main() -> int:
         return 1
     claims = json.loads(base64.urlsafe_b64decode(token.group(1) + "=" * (-len(token.group(1)) % 4)))
     start, end = float(claims["iat"]), connected_at[0]
+    spent, seconds = _spent(samples, start, end)
+    print(f"\nconnect phase: {clients} clients in {seconds:.1f} s = {clients / seconds:.1f} connects/s; "
+          f"CPU {sum(spent.values()):.1f} s = {sum(spent.values()) / seconds:.2f} cores")
+    for name, cpu in spent.most_common():
+        print(f"  {name:16s} {cpu:7.1f} s  {cpu * 1000 / clients:6.1f} ms/connect")
+    if len(delivering) > 1:
+        spent, seconds = _spent(samples, end, delivering[-1])
+        print(f"delivery phase: {seconds:.1f} s; CPU {sum(spent.values()):.1f} s = "
+              f"{sum(spent.values()) / max(seconds, 1e-9):.2f} cores")
+        for name, cpu in spent.most_common():
+            print(f"  {name:16s} {cpu:7.1f} s  {cpu / max(seconds, 1e-9) * 100:5.0f} % of a core")
+    return load.returncode or 0
+
+
+def _spent(samples: list[tuple[float, dict[int, tuple[float, str]]]], start: float,
+           end: float) -> tuple[collections.Counter[str], float]:
     first = min(samples, key=lambda s: abs(s[0] - start))
     last = min(samples, key=lambda s: abs(s[0] - end))
     spent: collections.Counter[str] = collections.Counter()
     for pid, (cpu, cmd) in last[1].items():
         spent[kind(cmd)] += cpu - first[1].get(pid, (0.0, ""))[0]
-    seconds = end - start
-    print(f"\nconnect phase: {clients} clients in {seconds:.1f} s = {clients / seconds:.1f} connects/s; "
-          f"CPU {sum(spent.values()):.1f} s = {sum(spent.values()) / seconds:.2f} cores")
-    for name, cpu in spent.most_common():
-        print(f"  {name:16s} {cpu:7.1f} s  {cpu * 1000 / clients:6.1f} ms/connect")
-    return load.returncode or 0
+    return spent, last[0] - first[0]
 
 
 if __name__ == "__main__":
