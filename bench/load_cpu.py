@@ -101,7 +101,10 @@ def main() -> int:
     if not connected_at:
         print("load_cpu: the run did not finish connecting", file=sys.stderr)
         return 1
-    logs = sorted(ROOT.glob("target/e2e/herald-load-*/stack.log"), key=lambda p: p.stat().st_mtime)
+    # The stack's log is under the checkout the herald-load binary was built in (it starts the
+    # stack of its own checkout): target/<profile>/herald-load -> the checkout.
+    checkout = Path(opts.herald_load).resolve().parents[2]
+    logs = sorted(checkout.glob("target/e2e/herald-load-*/stack.log"), key=lambda p: p.stat().st_mtime)
     token = re.search(r"export TOKEN=\S+?\.(\S+?)\.", logs[-1].read_text()) if logs else None
     if token is None:
         print("load_cpu: no development token in the stack's log (not a local run?)", file=sys.stderr)
