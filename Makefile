@@ -1,8 +1,9 @@
 # Herald — two commands on a fresh machine:
 #   make dev    build the functions and run the whole system locally (no Docker, no AWS account)
 #   make test   everything CI checks
-# Needs only the machine's Rust toolchain and python3; every Python tool is pinned and installed
-# into a project virtualenv on first use.
+# Needs only the machine's Rust toolchain, python3 and Node.js (20 or later, for the local
+# DynamoDB and the client tests); every Python and npm tool is pinned and installed into the
+# project (a virtualenv, node_modules) on first use.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -31,7 +32,7 @@ help:
 	@echo "make bench  fan-out benchmark (bench/RESULTS.md)"
 	@echo "make chaos  the chaos suite: 200 clients, 5,000 notifications, reconnect churn and faults; fails on any loss (docs/reliability.md)"
 
-venv: $(VENV_STAMP)
+venv: $(VENV_STAMP) infra/node_modules/.package-lock.json
 # infra/requirements.txt pins the local stack's dependencies, then installs the stack itself (the
 # package of infra/pyproject.toml, editable): a change to either file reinstalls. infra/venv.sh
 # installs it with uv, as every other virtualenv of the project.
@@ -120,6 +121,12 @@ chaos-check: venv build client/node_modules/.package-lock.json
 # npm keeps this file in node_modules, newer than the lockfile after every install.
 client/node_modules/.package-lock.json: client/package-lock.json
 	cd client && npm ci --no-audit --no-fund
+
+# The local stack's DynamoDB, dynalite (infra/package-lock.json pins it; docs/local-stack.md):
+# pure JavaScript in memory, so no install scripts (its LevelDB binding, for on-disk tables, is
+# never loaded).
+infra/node_modules/.package-lock.json: infra/package-lock.json
+	cd infra && npm ci --no-audit --no-fund --ignore-scripts
 
 # Everything CI checks, in two phases that each run several checks at once (`make -j`, output
 # kept per check). First the dev build and the test binaries, with what needs no build beside it

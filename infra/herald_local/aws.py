@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -39,6 +41,8 @@ class Endpoint:
     region: str
     credentials: dict[str, str]
     process: asyncio.subprocess.Process | None = None
+    # Processes serving tables besides `process` (dynalite's), stopped with it.
+    table_processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     log_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # moto processes waiting for a table each, and the tables placed on them (name -> URL).
     spare: list[str] = field(default_factory=list)
@@ -76,11 +80,14 @@ class Endpoint:
         return env
 
     async def close(self) -> None:
+        for proc in self.table_processes:
+            await procs.kill(proc)
         if self.process is not None:
             await procs.kill(self.process)
 
 
-async def open_endpoint(host: str, credentials: dict[str, str], tables: int = 0) -> Endpoint:
+async def open_endpoint(host: str, credentials: dict[str, str], tables: int = 0,
+                        dynamodb: str = "moto", account: str = "123456789012") -> Endpoint:
     """AWS_ENDPOINT_URL when set (LocalStack, ...), otherwise a fresh moto server, which takes any
     `credentials` (dummies; the functions sign with them).
 
@@ -99,7 +106,58 @@ async def open_endpoint(host: str, credentials: dict[str, str], tables: int = 0)
             creds["aws_session_token"] = os.environ["AWS_SESSION_TOKEN"]
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or MOTO_REGION
         return Endpoint(url=external, region=region, credentials=creds)
+    if tables and dynamodb == "dynalite":
+        endpoint = await _start_moto(host, credentials, 1)
+        try:
+            await _start_dynalite(endpoint, host, tables, account)
+        except BaseException:
+            await endpoint.close()
+            raise
+        return endpoint
     return await _start_moto(host, credentials, 1 + tables)
+
+
+# dynalite as `npm ci` in infra/ installs it (infra/package-lock.json pins it), or where
+# $HERALD_LOCAL_DYNALITE says.
+DYNALITE = Path(os.environ.get("HERALD_LOCAL_DYNALITE")
+                or Path(__file__).resolve().parent.parent / "node_modules" / "dynalite")
+DYNALITE_SERVER = Path(__file__).resolve().parent / "dynalite_server.js"
+
+
+async def _start_dynalite(endpoint: Endpoint, host: str, count: int, account: str) -> None:
+    """`count` dynalite servers (one per table: each is one Node process, one core at most),
+    in memory, whose tables are ACTIVE as soon as created."""
+    if not (DYNALITE / "cli.js").is_file() or shutil.which("node") is None:
+        raise RuntimeError(
+            f"the tables are served by dynalite, which needs Node.js (20 or later) and {DYNALITE} "
+            "(`make venv`, or `npm ci` in infra/, installs it); or run with --dynamodb moto")
+    for _ in range(count):
+        for _attempt in range(3):
+            port = _free_ports(host, 1)[0]
+            proc = await procs.spawn(
+                ["node", str(DYNALITE_SERVER), str(DYNALITE), "--host", host, "--port", str(port),
+                 "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"],
+                env={**os.environ, "AWS_ACCOUNT_ID": account, "AWS_REGION": endpoint.region})
+            endpoint.log_tasks += [asyncio.create_task(_drain_moto(proc.stdout, "dynalite")),
+                                   asyncio.create_task(_drain_moto(proc.stderr, "dynalite"))]
+            if await _wait_tcp(host, port, proc, time.monotonic() + 20):
+                endpoint.table_processes.append(proc)
+                endpoint.spare.append(f"http://{host}:{port}")
+                break
+            await procs.kill(proc)
+        else:
+            raise RuntimeError("dynalite did not start")
+
+
+async def _wait_tcp(host: str, port: int, proc: asyncio.subprocess.Process, deadline: float) -> bool:
+    while time.monotonic() < deadline and proc.returncode is None:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            return True
+        except OSError:
+            await asyncio.sleep(0.05)
+    return False
 
 
 async def _start_moto(host: str, credentials: dict[str, str], processes: int,
@@ -107,7 +165,7 @@ async def _start_moto(host: str, credentials: dict[str, str], processes: int,
     for _ in range(attempts):
         ports = _free_ports(host, processes)  # tiny race with other processes: retried below
         proc = await procs.spawn(
-            # moto with DynamoDB's per-item atomicity (see moto_server.py); one process per
+            # moto, patched (moto_patches: DynamoDB's per-item atomicity and more); one process per
             # port, forked from this one (its process group: procs.kill stops them all).
             [sys.executable, "-m", "herald_local.moto_server", "-H", host,
              "-p", ",".join(map(str, ports))],
@@ -138,16 +196,16 @@ def _free_ports(host: str, count: int) -> list[int]:
 
 # werkzeug's access log and start-up chatter; anything else moto prints (tracebacks) is shown.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_MOTO_NOISE = re.compile(r'^(\S+ - - \[|\s*\* |WARNING: This is a development|Press CTRL\+C)')
+_MOTO_NOISE = re.compile(r'^(\S+ - - \[|\s*\* |WARNING: This is a development|Press CTRL\+C|Dynalite listening)')
 
 
-async def _drain_moto(stream: asyncio.StreamReader | None) -> None:
+async def _drain_moto(stream: asyncio.StreamReader | None, name: str = "moto") -> None:
     if stream is None:
         return
     async for raw in stream:
         line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
         if line and not _MOTO_NOISE.match(line):
-            log.warning("[moto] %s", line)
+            log.warning("[%s] %s", name, line)
 
 
 async def _wait_http(url: str, proc: asyncio.subprocess.Process, deadline: float) -> bool:

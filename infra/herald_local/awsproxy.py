@@ -28,16 +28,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 
-import aiohttp
 from aiohttp import web
 
 from .access import Access, Target, Unclassified, classify_aws, credential_of, denied_response
 from .cost import CAPACITY_HEADER, Meter
 from .faults import Faults
 from .iam import Decision
+from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("herald_local.awsproxy")
+
+# $HERALD_LOCAL_RECORD=FILE: every DynamoDB call the functions make is appended to FILE as a JSON
+# line (time, target, body, status), for bench/dynamo_backends.py to replay against a back-end.
+_RECORD = open(os.environ["HERALD_LOCAL_RECORD"], "a", buffering=1) if os.environ.get("HERALD_LOCAL_RECORD") else None  # noqa: SIM115
 
 # Request headers that describe one hop, not the call.
 _HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -114,7 +120,7 @@ class AwsProxy:
         self._faults = faults
         self._access = access
         self._target = target
-        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, Upstream] = {}
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -123,8 +129,8 @@ class AwsProxy:
         return app
 
     async def _close(self, _: web.Application) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for client in self._clients.values():
+            client.close()
 
     def _refused(self, request: web.Request, body: bytes) -> web.Response | None:
         """AccessDenied when a function signed the call and its role does not allow all of it."""
@@ -172,6 +178,8 @@ class AwsProxy:
         if isinstance(upstream, web.Response):
             return upstream
         status, payload, out, capacity = await self._call(request, upstream, body)
+        if _RECORD is not None and target.startswith("DynamoDB_"):
+            _RECORD.write(json.dumps({"t": time.time(), "target": target, "body": body.decode(), "status": status}) + "\n")
         if self._meter is not None:
             self._count(request, target, body, payload, capacity)
         return web.Response(status=status, body=payload, headers=out)
@@ -195,22 +203,28 @@ class AwsProxy:
 
     async def _call(self, request: web.Request, upstream: str,
                     body: bytes) -> tuple[int, bytes, dict[str, str], str | None]:
-        """The upstream's answer, and the capacity its moto process reported (taken off the
-        headers the caller sees)."""
-        if self._session is None:
-            # No total timeout: the SDK's own timeouts apply, as they would against AWS.
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None),
-                connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        async with self._session.request(request.method, upstream + request.rel_url.raw_path_qs,
-                                         headers=headers, data=body) as answer:
-            payload = await answer.read()
-            out = {k: v for k, v in answer.headers.items()
-                   if k.lower() not in _HOP_HEADERS and k.lower() not in ("content-encoding", CAPACITY_HEADER)}
-            if "Content-Encoding" in answer.headers:
-                out["Content-Encoding"] = answer.headers["Content-Encoding"]
-            return answer.status, payload, out, answer.headers.get(CAPACITY_HEADER)
+        """The upstream's answer, and the capacity its back-end reported (taken off the
+        headers the caller sees). No timeout: the SDK's own timeouts apply, as they would
+        against AWS."""
+        client = self._clients.get(upstream)
+        if client is None:
+            client = self._clients[upstream] = Upstream(upstream)
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS]
+        try:
+            status, answer_headers, payload = await client.request(
+                request.method, request.rel_url.raw_path_qs, headers, body)
+        except (OSError, UpstreamError, asyncio.IncompleteReadError) as exc:
+            log.warning("AWS endpoint %s did not answer: %s", upstream, exc)
+            return 502, b"", {}, None
+        out: dict[str, str] = {}
+        capacity = None
+        for name, value in answer_headers:
+            lower = name.lower()
+            if lower == CAPACITY_HEADER:
+                capacity = value
+            elif lower not in _HOP_HEADERS:
+                out[name] = value
+        return status, payload, out, capacity
 
     async def _list_tables(self, request: web.Request, body: bytes) -> web.StreamResponse:
         """ListTables of every process, merged and paged as DynamoDB pages (by name)."""

@@ -13,12 +13,14 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .adapter import Adapter
+from .generic import Generic
 from .herald import Herald
 from .runtime import MAX_INSTANCES
 from .options import Options
@@ -39,7 +41,7 @@ def entry(prog: str = "herald-local") -> NoReturn:
 
 def main(argv: list[str] | None = None, prog: str = "herald-local") -> int:
     argv = sys.argv[1:] if argv is None else argv
-    adapter = Herald()
+    adapter = _adapter(argv)
     if argv and argv[0] == "token":
         return _token(argv[1:], adapter, f"{prog} token")
     if argv and argv[0] == "invoke":
@@ -47,6 +49,16 @@ def main(argv: list[str] | None = None, prog: str = "herald-local") -> int:
     if argv and argv[0] == "grants":
         return _grants(argv[1:], f"{prog} grants")
     return _run(argv, adapter, prog)
+
+
+def _adapter(argv: list[str]) -> Adapter:
+    """Herald's adapter, or with `--adapter generic` the one for any template (generic.py),
+    named `--stack-name`. Read before the rest: the adapter gives the other options' defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--adapter", choices=["herald", "generic"], default="herald")
+    pre.add_argument("--stack-name", default="local")
+    known, _ = pre.parse_known_args(argv)
+    return Generic(known.stack_name) if known.adapter == "generic" else Herald()
 
 
 # --- run -----------------------------------------------------------------------------------
@@ -78,12 +90,32 @@ def _count(text: str) -> int:
     return value
 
 
+def _wrap(text: str) -> str:
+    return "\n".join(textwrap.wrap(text, width=78))
+
+
 def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog,
-        description="Serve a SAM template's WebSocket and HTTP APIs, functions and event sources "
-                    "on loopback. Subcommands for a running stack: token, invoke.")
-    p.add_argument("--template", type=Path, default=adapter.template)
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap("Run a SAM template's serverless application on this machine, no Docker, no AWS "
+                    "account: API Gateway WebSocket APIs (routes, REQUEST authorizers, "
+                    "@connections) and HTTP APIs, each AWS::Serverless::Function as its own "
+                    "process behind the Lambda Runtime API (provided runtimes: "
+                    "Metadata.BuildProperties.Binary under target/PROFILE, or CodeUri/bootstrap), "
+                    "SQS event sources and EventBridge Scheduler, with the template's DynamoDB "
+                    "tables on dynalite and the rest on moto, each function's IAM role enforced, "
+                    "faults to inject and a cost meter. Loopback only."),
+        epilog="Herald's own conventions (development JWTs, the demo page, its settings) come with "
+               "the default --adapter herald; --adapter generic runs any template as it is.\n"
+               "Subcommands for a running stack: token, invoke; for test runs: grants.\n"
+               "docs/local-stack.md has the whole reference.")
+    p.add_argument("--adapter", choices=["herald", "generic"], default="herald",
+                   help="herald: Herald's conventions on top of the template (default); generic: "
+                        "the template alone (any project)")
+    p.add_argument("--stack-name", default="local",
+                   help="AWS::StackName with --adapter generic (generated names: NAME-LogicalId)")
+    p.add_argument("--template", type=Path, default=adapter.template,
+                   help=f"the SAM template (default {adapter.template})")
     p.add_argument("--profile", default="debug", help="cargo profile dir under target/ (debug)")
     p.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "localhost"],
                    help="loopback only")
@@ -98,9 +130,11 @@ def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
     p.add_argument("--timeout-scale", type=_positive, default=1.0, metavar="FACTOR",
                    help="multiply every function's Timeout (test harnesses sharing a small "
                         "machine, where a function's duration includes its wait for the CPU)")
-    p.add_argument("--max-instances", type=_count, default=MAX_INSTANCES, metavar="N",
-                   help=f"instances (processes) a function may run at once (default {MAX_INSTANCES}); "
-                        "a load run whose invocations would queue behind a few may raise it")
+    p.add_argument("--max-instances", type=_count, metavar="N",
+                   default=int(os.environ.get("HERALD_LOCAL_MAX_INSTANCES") or MAX_INSTANCES),
+                   help=f"instances (processes) a function may run at once (default {MAX_INSTANCES}, "
+                        "or $HERALD_LOCAL_MAX_INSTANCES); a load run whose invocations would queue "
+                        "behind a few may raise it")
     p.add_argument("--idle-timeout", type=float, default=600.0, metavar="SECONDS")
     p.add_argument("--max-connection-seconds", type=float, default=7200.0, metavar="SECONDS")
     p.add_argument("--binary-dir", default=os.environ.get("HERALD_LOCAL_BIN_DIR"),
@@ -119,6 +153,11 @@ def _run_parser(adapter: Adapter, prog: str) -> argparse.ArgumentParser:
                         "role in the template does not allow is refused as AWS refuses it "
                         "(default); report: logged and recorded, not refused; off: every function "
                         "uses the stack's credentials (default $HERALD_LOCAL_IAM)")
+    p.add_argument("--dynamodb", choices=["dynalite", "moto"],
+                   default=os.environ.get("HERALD_LOCAL_DYNAMODB", "dynalite"),
+                   help="what serves the template's tables: dynalite (Node, infra/node_modules; "
+                        "default) or moto; ignored with AWS_ENDPOINT_URL (default "
+                        "$HERALD_LOCAL_DYNAMODB)")
     p.add_argument("--quiet", action="store_true",
                    help="no banner, REPORT lines or info logs (function output is still relayed)")
     return p
@@ -136,8 +175,22 @@ def _run(argv: list[str], adapter: Adapter, prog: str) -> int:
         timeout_scale=args.timeout_scale, max_instances=args.max_instances,
         idle_timeout_s=args.idle_timeout, max_connection_s=args.max_connection_seconds,
         quiet=args.quiet, binary_dir=args.binary_dir, binaries=dict(args.binary),
-        management_auth=args.management_auth, iam=args.iam)
-    return asyncio.run(_serve(options, adapter, args.parent_pid))
+        management_auth=args.management_auth, iam=args.iam, dynamodb=args.dynamodb)
+    return _run_loop(_serve(options, adapter, args.parent_pid))
+
+
+def _run_loop(main: Any) -> int:
+    """`asyncio.run` on uvloop's event loop (pinned in requirements.txt) where it is installed:
+    the stack's loop carries every frame, invocation and proxied AWS call, and uvloop's
+    transports cost less per call than asyncio's (docs/local-stack.md, "Throughput")."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    if sys.version_info < (3, 11):
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def _serve(options: Options, adapter: Adapter, parent_pid: int | None) -> int:

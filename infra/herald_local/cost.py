@@ -1,8 +1,9 @@
 """The cost meter: what a run consumed, counted the way AWS bills it, and priced (prices.py).
 
-The stack counts where the billed traffic passes: DynamoDB capacity in the moto processes (which
-hold the items before and after each write; moto_server.py sends the units back in a response
-header that the AWS proxy reads), SQS requests in the AWS proxy and the event source's poller,
+The stack counts where the billed traffic passes: DynamoDB capacity in the back-end that holds the
+tables (which has the items before and after each write: dynalite_server.js, or
+moto_patches/dynamodb_capacity.py, sends the units back in a response header that the AWS proxy
+reads), SQS requests in the AWS proxy and the event source's poller,
 WebSocket messages and connection time in the gateway, HTTP API requests in the HTTP API, Lambda
 durations in the Runtime API (invocation handed out → response or error), Scheduler invocations
 where a schedule fires. The control API serves the counters (`GET {control}/cost`) and resets

@@ -69,7 +69,7 @@ def _env_value(value: Any) -> str:
 def load_functions(template: Template, resolver: Resolver, *, profile: str,
                    binary_dir: str | None, commands: dict[str, str],
                    env_overrides: dict[str, str], base_env: dict[str, str]) -> list[FunctionSpec]:
-    """Every included AWS::Serverless::Function with a Binary, resolved.
+    """Every included AWS::Serverless::Function, resolved.
 
     Environment precedence: inherited basics < template (Globals + function) < `base_env` (the
     local AWS endpoint) < `env_overrides` (--env). The stack then adds its adapter's variables
@@ -79,10 +79,13 @@ def load_functions(template: Template, resolver: Resolver, *, profile: str,
     for res in template.of_type("AWS::Serverless::Function"):
         if not resolver.included(res):
             continue
-        binary = ((res.metadata.get("BuildProperties") or {}).get("Binary"))
-        if not binary:
-            raise TemplateError(f"{res.logical_id}: Metadata.BuildProperties.Binary is missing")
         props = resolver.resolve(res.properties)
+        # cargo-lambda's binary name; else the function is known by its logical id and runs
+        # CodeUri/bootstrap, the executable of a `provided` runtime as `sam build` lays it out.
+        binary = ((res.metadata.get("BuildProperties") or {}).get("Binary"))
+        code_uri = props.get("CodeUri")
+        bootstrap = None if binary or not isinstance(code_uri, str) else template.directory / code_uri / "bootstrap"
+        binary = binary or res.logical_id
         variables = (props.get("Environment") or {}).get("Variables") or {}
         env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
         env.update({k: _env_value(v) for k, v in variables.items()})
@@ -92,6 +95,10 @@ def load_functions(template: Template, resolver: Resolver, *, profile: str,
         key = handler if handler != "bootstrap" else binary
         if key in commands:
             command = shlex.split(commands[key])
+        elif res.logical_id in commands:
+            command = shlex.split(commands[res.logical_id])
+        elif bootstrap is not None and not binary_dir:
+            command = [str(bootstrap)]
         elif binary_dir:
             command = [str(Path(binary_dir).resolve() / binary)]
         else:

@@ -170,10 +170,14 @@ class Gateway:
             binary = False
         except UnicodeDecodeError:
             binary = True
+        started = time.monotonic()
         try:
             await conn.send(data, binary)
         except ConnectionError:
             return management_error(410, "connection is gone")
+        waited = time.monotonic() - started
+        if waited > 0.5:   # the client does not read: its socket's buffer is full
+            log.warning("a post to %s waited %.2f s for the client to read", conn.id, waited)
         if self._meter is not None:
             self._meter.frame_out(len(data))
         return web.Response()

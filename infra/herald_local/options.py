@@ -37,3 +37,6 @@ class Options:
     # refuses what the role does not allow, as AWS would; "report" only logs and records it;
     # "off" runs every function with the stack's own credentials.
     iam: str = "enforce"
+    # What serves the template's DynamoDB tables when the stack runs its own endpoint: "dynalite"
+    # (one Node process per table) or "moto" (one moto process per table).
+    dynamodb: str = "dynalite"

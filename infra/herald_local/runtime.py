@@ -42,6 +42,7 @@ log = logging.getLogger("herald_local")
 # developer's machine, so a pool stops at a few (`herald-local --max-instances` changes it). More
 # is not always faster: every instance waits on the same moto (docs/reliability.md).
 MAX_INSTANCES = 4
+BACKLOG = 4096   # listen backlog of an instance's Runtime API port (see stack.BACKLOG)
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # Lambda's synchronous response limit
 _PREFIX = "/2018-06-01/runtime"
 
@@ -115,7 +116,7 @@ class RuntimeApi:
         sock = socket.socket()
         sock.bind((self.host, 0))
         inst.port = sock.getsockname()[1]
-        inst.site = web.SockSite(self._runner, sock)
+        inst.site = web.SockSite(self._runner, sock, backlog=BACKLOG)
         await inst.site.start()
         self._owners[inst.port] = (pool, inst)
 

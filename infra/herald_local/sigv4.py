@@ -4,20 +4,24 @@ stack knows (its own, or one of the functions' own: access.py). Anything else is
 before the connection is looked up, so every post the tests make checks the functions' signer over
 the wire. Which key signed is what the gateway then authorizes (the function's role).
 
-The signature is recomputed with botocore's SigV4 implementation from what arrived: method, raw
-path and query, the signed headers, and the body.
+The signature is recomputed from what arrived — method, raw path and query, the signed headers,
+and the body — exactly as botocore's SigV4 signer computes it (`_expected`; test_gateway.py checks
+it against botocore's on every shape of request). botocore's own signer, used here before, cost
+about 130 µs a post: a quarter of a core at 2,000 posts a second during a big broadcast.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Mapping
+from urllib.parse import quote, urlsplit
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.credentials import Credentials
+from botocore.utils import normalize_url_path
 
 SERVICE = "execute-api"
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -41,6 +45,7 @@ class Verifier:
         for access_key, secret_key in (more or {}).items():
             self._keys.setdefault(access_key, Credentials(access_key, secret_key))
         self._region = region
+        self._signing_keys: dict[tuple[str, str], bytes] = {}
 
     def check(self, method: str, url: str, headers: Mapping[str, str], body: bytes,
               now: dt.datetime | None = None) -> Refusal | None:
@@ -83,17 +88,47 @@ class Verifier:
         missing = [name for name in signed_names if name not in lower]
         if missing:
             return Refusal("InvalidSignatureException", f"signed header(s) missing: {missing}")
-        request = AWSRequest(method=method, url=url, data=body,
-                             headers={name: lower[name] for name in signed_names})
-        request.context["timestamp"] = stamp
-        auth = SigV4Auth(credentials, SERVICE, self._region)
-        canonical = auth.canonical_request(request)
-        expected = auth.signature(auth.string_to_sign(request, canonical), request)
+        expected = self._expected(method, url, {name: lower[name] for name in signed_names}, body,
+                                  stamp, credentials.secret_key)
         if not hmac.compare_digest(expected, fields["Signature"]):
             return Refusal("InvalidSignatureException",
                            "The request signature we calculated does not match the signature "
                            "you provided.")
         return None
+
+
+    def _expected(self, method: str, url: str, signed: dict[str, str], body: bytes, stamp: str,
+                  secret: str) -> str:
+        """The signature botocore's SigV4Auth computes for this request (canonical_request,
+        string_to_sign, signature), with the signing key kept per secret and day."""
+        parts = urlsplit(url)
+        query = "&".join(f"{k}={v}" for k, v in sorted(
+            pair.partition("=")[::2] for pair in parts.query.split("&"))) if parts.query else ""
+        names = sorted({n for n in signed if n not in SIGNED_HEADERS_BLACKLIST})
+        if "host" not in names:   # botocore adds it from the URL
+            signed = {**signed, "host": parts.netloc}
+            names = sorted([*names, "host"])
+        checksum = signed.get("x-amz-content-sha256") or (
+            hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
+        canonical = "\n".join([
+            method.upper(), quote(normalize_url_path(parts.path), safe="/~"), query,
+            "\n".join(f"{n}:{' '.join(signed[n].split())}" for n in names) + "\n",
+            ";".join(names), checksum])
+        day = stamp[:8]
+        scope = f"{day}/{self._region}/{SERVICE}/aws4_request"
+        to_sign = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        key = self._signing_keys.get((secret, day))
+        if key is None:
+            key = hmac.new(f"AWS4{secret}".encode(), day.encode(), hashlib.sha256).digest()
+            for part in (self._region, SERVICE, "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            if len(self._signing_keys) > 1024:
+                self._signing_keys.clear()
+            self._signing_keys[(secret, day)] = key
+        return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def _parse(header: str) -> dict[str, str] | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import aws, iam
+from . import aws, iam, stalls
 from .access import Access, Identity, Target, access_key_for, grants_file
 from .adapter import Adapter
 from .control import Control
@@ -39,6 +39,11 @@ from .wsapi import WebSocketApi
 log = logging.getLogger("herald_local")
 
 INIT_WAIT_S = 15.0   # how long start-up waits for every function's first init
+# Listen backlog of every port the stack serves (the kernel caps it at net.core.somaxconn).
+# aiohttp's default, 128, overflowed under bursts of new connections (a fan-out's posts, a load
+# tool's connects) while the event loop was busy: the kernel dropped the SYN, the client sent it
+# again a second later, and a function's `@connections` post with a 1 s connect timeout failed.
+BACKLOG = 4096
 
 
 def _hash_keys(template: Any, resolver: Any, provisioned: aws.Provisioned) -> dict[str, str]:
@@ -90,6 +95,7 @@ class Stack:
         self._runners: list[web.AppRunner] = []
         self._gateway: Gateway | None = None
         self._background: list[SqsPoller | Scheduler] = []
+        self._background_tasks: list[asyncio.Task[None]] = []
         self.access: Access | None = None
         self.meter = Meter()   # the cost meter (cost.py), read through the control API
 
@@ -103,7 +109,8 @@ class Stack:
         # A moto process for each table that can have one (aws.open_endpoint).
         tables = [t for t in template.of_type("AWS::DynamoDB::Table") if aws.has_own_process(t.properties)]
         self._endpoint = endpoint = await aws.open_endpoint(opts.host, adapter.credentials,
-                                                            tables=len(tables))
+                                                            tables=len(tables),
+                                                            dynamodb=opts.dynamodb)
         account = await asyncio.to_thread(aws.account_id, endpoint)
         resolver = Resolver(template, region=endpoint.region, account_id=account,
                             stack_name=adapter.stack_name)
@@ -221,12 +228,16 @@ class Stack:
             tmp = opts.ready_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.info, indent=2))
             tmp.replace(opts.ready_file)  # readers never see a half-written file
+        self._background_tasks.append(asyncio.create_task(stalls.watch()))
+        # What start-up made (botocore's service models above all) lives as long as the stack:
+        # out of the collector's sight, a full collection walks only what came after.
+        stalls.freeze_start_up()
         self.ready.set()
 
     async def _serve(self, app: web.Application, sock: socket.socket) -> None:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, backlog=BACKLOG).start()
         self._runners.append(runner)
 
     def _describe(self, *, ws_url: str, management: str, http_url: str, control_url: str,
@@ -278,6 +289,8 @@ class Stack:
         """Stop everything this stack started; safe to call after a failed start."""
         if self.options.ready_file is not None and self.ready.is_set():
             self.options.ready_file.unlink(missing_ok=True)
+        for task in self._background_tasks:
+            task.cancel()
         for worker in self._background:
             await worker.close()
         if self._gateway is not None:
