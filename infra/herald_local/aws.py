@@ -138,8 +138,8 @@ async def _start_dynalite(endpoint: Endpoint, host: str, count: int, account: st
                 ["node", str(DYNALITE_SERVER), str(DYNALITE), "--host", host, "--port", str(port),
                  "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"],
                 env={**os.environ, "AWS_ACCOUNT_ID": account, "AWS_REGION": endpoint.region})
-            endpoint.log_tasks += [asyncio.create_task(_drain_moto(proc.stdout)),
-                                   asyncio.create_task(_drain_moto(proc.stderr))]
+            endpoint.log_tasks += [asyncio.create_task(_drain_moto(proc.stdout, "dynalite")),
+                                   asyncio.create_task(_drain_moto(proc.stderr, "dynalite"))]
             if await _wait_tcp(host, port, proc, time.monotonic() + 20):
                 endpoint.table_processes.append(proc)
                 endpoint.spare.append(f"http://{host}:{port}")
@@ -199,13 +199,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _MOTO_NOISE = re.compile(r'^(\S+ - - \[|\s*\* |WARNING: This is a development|Press CTRL\+C|Dynalite listening)')
 
 
-async def _drain_moto(stream: asyncio.StreamReader | None) -> None:
+async def _drain_moto(stream: asyncio.StreamReader | None, name: str = "moto") -> None:
     if stream is None:
         return
     async for raw in stream:
         line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
         if line and not _MOTO_NOISE.match(line):
-            log.warning("[moto] %s", line)
+            log.warning("[%s] %s", name, line)
 
 
 async def _wait_http(url: str, proc: asyncio.subprocess.Process, deadline: float) -> bool:

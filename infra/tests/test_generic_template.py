@@ -16,13 +16,15 @@ from pathlib import Path
 
 import aiohttp
 import boto3
+import pytest
 
 from conftest import INFRA, poll
 
 ECHO = Path(__file__).resolve().parent / "echo"
 
 
-def test_a_websocket_template_of_another_project_runs_on_the_emulator(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dynamodb", ["dynalite", "moto"])
+def test_a_websocket_template_of_another_project_runs_on_the_emulator(tmp_path: Path, dynamodb: str) -> None:
     ready, out = tmp_path / "ready.json", tmp_path / "stack.log"
     env = {**os.environ, "PYTHONPATH": str(INFRA)}
     for name in ("AWS_ENDPOINT_URL", "HERALD_LOCAL_GRANTS_DIR", "HERALD_LOCAL_IAM"):
@@ -31,6 +33,7 @@ def test_a_websocket_template_of_another_project_runs_on_the_emulator(tmp_path: 
         proc = subprocess.Popen(
             [sys.executable, "-m", "herald_local", "--adapter", "generic", "--stack-name", "echo",
              "--template", str(ECHO / "template.yaml"), "--ready-file", str(ready), "--quiet",
+             "--dynamodb", dynamodb,
              "--binary", f"EchoFunction={sys.executable} {ECHO / 'echo_function.py'}"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
@@ -59,7 +62,7 @@ def test_a_websocket_template_of_another_project_runs_on_the_emulator(tmp_path: 
         assert [m["text"] for m in to_alice] == ["to all"] and [m["text"] for m in to_bob] == ["to all"]
         assert to_alice[0]["from"] == to_bob[0]["from"]
 
-        # Both left: $disconnect emptied the table (served by dynalite, like Herald's tables).
+        # Both left: $disconnect emptied the table (on dynalite, like Herald's, or on moto).
         db = boto3.client("dynamodb", endpoint_url=info["awsEndpoint"], region_name=info["region"],
                           aws_access_key_id="x", aws_secret_access_key="x")
         poll(lambda: db.scan(TableName="echo-Clients")["Count"] == 0 or None, timeout=20,
