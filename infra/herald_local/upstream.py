@@ -55,6 +55,9 @@ class Upstream:
                 return await self._exchange(reader, writer, bytes(head), body)
             except (OSError, UpstreamError, asyncio.IncompleteReadError):
                 writer.close()   # closed by the upstream while idle: try another
+            except BaseException:
+                writer.close()   # cancelled mid-answer: the connection is in no state to reuse
+                raise
         reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
             return await self._exchange(reader, writer, bytes(head), body)
