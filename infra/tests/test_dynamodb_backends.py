@@ -13,11 +13,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -26,15 +24,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from conftest import free_port, serving
 from herald_local import aws
 
 BACKEND_OF: dict[str, str] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(kind: str, port: int) -> subprocess.Popen:
@@ -51,19 +44,9 @@ def _start(kind: str, port: int) -> subprocess.Popen:
 
 @pytest.fixture(scope="module", params=["dynalite", "moto"])
 def backend(request):
-    port = _free_port()
+    port = free_port()
     proc = _start(request.param, port)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"{request.param} did not start")
-            time.sleep(0.1)
+    url = serving(proc, port, request.param)
     BACKEND_OF[url] = request.param
     yield url
     os.killpg(proc.pid, signal.SIGTERM)

@@ -5,7 +5,6 @@ other DynamoDB back-end in test_dynamodb_backends.py.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -16,30 +15,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, serving
 
 
 @pytest.fixture(scope="module")
 def moto_url():
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "herald_local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("moto server did not start")
-            time.sleep(0.1)
-    yield url
+    yield serving(proc, port, "moto server")
     proc.terminate()
     proc.wait(timeout=10)
 
