@@ -338,6 +338,17 @@ _TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "BillingMode", "ProvisionedT
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
 
 
+def wait_active(ddb: Any, name: str, timeout: float = 10.0) -> None:
+    """Returns once `name` is ACTIVE, as CloudFormation does before a stack is complete. A
+    table answers "not found" while CREATING, and dynalite finishes even a 0 ms creation on a
+    later turn of its loop, so a caller that queries straight after CreateTable can race it."""
+    deadline = time.monotonic() + timeout
+    while ddb.describe_table(TableName=name)["Table"]["TableStatus"] != "ACTIVE":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"table {name} is not ACTIVE after {timeout} s")
+        time.sleep(0.01)
+
+
 def _create_table(client: Any, res: Resource, props: dict[str, Any], resolver: Resolver,
                   out: Provisioned, _vt: int | None) -> None:
     name = physical_name(resolver, res, props, "TableName")
@@ -356,6 +367,7 @@ def _create_table(client: Any, res: Resource, props: dict[str, Any], resolver: R
         desc = ddb.create_table(TableName=name, **args)["TableDescription"]
     except ddb.exceptions.ResourceInUseException:  # a persistent endpoint already has it
         desc = ddb.describe_table(TableName=name)["Table"]
+    wait_active(ddb, name)
     ttl = props.get("TimeToLiveSpecification")
     if ttl and ttl.get("Enabled"):
         try:

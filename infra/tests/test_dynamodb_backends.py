@@ -19,6 +19,7 @@ import threading
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -58,9 +59,14 @@ def _client(url: str):
                         aws_access_key_id="x", aws_secret_access_key="x")
 
 
+def _create_table(db: Any, **table: Any) -> None:
+    db.create_table(**table)
+    aws.wait_active(db, table["TableName"])
+
+
 def test_concurrent_conditional_updates_never_share_an_old_item(backend: str) -> None:
     db = _client(backend)
-    db.create_table(TableName="race", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    _create_table(db, TableName="race", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                     BillingMode="PAY_PER_REQUEST")
     lost = 0
@@ -96,7 +102,8 @@ def test_a_query_reads_its_partition_as_dynamodb_does(backend: str) -> None:
     order either way, pages that continue where the last ended, key conditions and filters —
     while index queries and scans still see every partition."""
     db = _client(backend)
-    db.create_table(
+    _create_table(
+        db,
         TableName="log",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk", "g")],
@@ -138,7 +145,8 @@ def test_item_answers_keep_every_attribute_type_and_number_order(backend: str) -
     it was written, through every item operation, and a numeric range key must page in number
     order (9 before 10, which string order would swap) in both directions."""
     db = _client(backend)
-    db.create_table(
+    _create_table(
+        db,
         TableName="types",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "n", "KeyType": "RANGE"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
@@ -210,7 +218,7 @@ def test_a_failed_condition_answers_the_stored_item(backend: str) -> None:
     """ReturnValuesOnConditionCheckFailure=ALL_OLD: the error carries the stored item (Herald's
     rate budgets read it to answer "retry after"); dynalite_server.js adds it to dynalite."""
     db = _client(backend)
-    db.create_table(TableName="budgets", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    _create_table(db, TableName="budgets", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                     BillingMode="PAY_PER_REQUEST")
     stored = {"pk": {"S": "b"}, "tat": {"N": "100"}}
@@ -233,7 +241,7 @@ def test_a_failed_condition_answers_the_stored_item(backend: str) -> None:
 
 def test_time_to_live_is_recorded(backend: str) -> None:
     db = _client(backend)
-    db.create_table(TableName="ttl", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    _create_table(db, TableName="ttl", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                     BillingMode="PAY_PER_REQUEST")
     assert db.describe_time_to_live(TableName="ttl")["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
@@ -246,7 +254,7 @@ def test_a_query_may_not_filter_on_a_key_attribute(backend: str) -> None:
     """DynamoDB refuses it; dynalite too. moto answers it (a difference the cost test once
     relied on)."""
     db = _client(backend)
-    db.create_table(TableName="keyed", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+    _create_table(db, TableName="keyed", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
                                                   {"AttributeName": "sk", "KeyType": "RANGE"}],
                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
                                           {"AttributeName": "sk", "AttributeType": "S"}],
@@ -278,7 +286,7 @@ def test_capacity_is_reported_in_a_header_and_answered_only_when_asked(backend: 
     """The cost meter's units (cost.py) come from the back-end in `x-herald-capacity`; the
     answer has ConsumedCapacity only when the caller asked for it, as on DynamoDB."""
     db = _client(backend)
-    db.create_table(TableName="metered", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    _create_table(db, TableName="metered", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                     BillingMode="PAY_PER_REQUEST")
     item = {"pk": {"S": "a"}, "data": {"S": "x" * 1500}}   # 2 KB: 2 write units
