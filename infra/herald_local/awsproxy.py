@@ -42,7 +42,7 @@ from .upstream import Upstream, UpstreamError
 log = logging.getLogger("herald_local.awsproxy")
 
 # $HERALD_LOCAL_RECORD=FILE: every DynamoDB call the functions make is appended to FILE as a JSON
-# line (time, target, body, status), for bench/dynamo_backends.py to replay against a back-end.
+# line (time, target, body, status, the calling function), for bench/dynamo_backends.py to replay against a back-end.
 _RECORD = open(os.environ["HERALD_LOCAL_RECORD"], "a", buffering=1) if os.environ.get("HERALD_LOCAL_RECORD") else None  # noqa: SIM115
 
 # Request headers that describe one hop, not the call.
@@ -132,6 +132,11 @@ class AwsProxy:
         for client in self._clients.values():
             client.close()
 
+    def _function_of(self, request: web.Request) -> str | None:
+        credential = credential_of(request.headers, request.query)
+        who = self._access.identity(credential[0] if credential else None) if self._access else None
+        return who.function if who else None
+
     def _refused(self, request: web.Request, body: bytes) -> web.Response | None:
         """AccessDenied when a function signed the call and its role does not allow all of it."""
         assert self._access is not None and self._target is not None
@@ -179,7 +184,8 @@ class AwsProxy:
             return upstream
         status, payload, out, capacity = await self._call(request, upstream, body)
         if _RECORD is not None and target.startswith("DynamoDB_"):
-            _RECORD.write(json.dumps({"t": time.time(), "target": target, "body": body.decode(), "status": status}) + "\n")
+            _RECORD.write(json.dumps({"t": time.time(), "target": target, "body": body.decode(), "status": status,
+                                      "function": self._function_of(request)}) + "\n")
         if self._meter is not None:
             self._count(request, target, body, payload, capacity)
         return web.Response(status=status, body=payload, headers=out)
