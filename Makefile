@@ -55,8 +55,9 @@ clippy:
 
 # Unit tests of the workspace and the end-to-end tests (tests/), which start the local stack with
 # the real binaries built above: one stack per test binary. The big-audience binaries (thousands
-# of connections) are a target of their own so that `make test` runs them beside the others.
-E2E_BIG := broadcast fanout_chain
+# of connections) are a target of their own so that `make test` runs them beside the others;
+# herald-load's test (bench/tests/, a stack of its own too) runs with them.
+E2E_BIG := broadcast fanout_chain herald_load
 # Always `--workspace` (with target filters): `-p` alone would resolve features for one package
 # and rebuild shared dependencies with a different feature set than `test-build` compiled.
 # No binary has tests of its own (`test = false` on each): `--bins` would only compile and link

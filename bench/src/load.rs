@@ -14,6 +14,7 @@
 //!             [--via sqs|http|mixed] [--kinds user,users,group,tenant,all] [--max-seconds 600]
 //!             [--report bench/load-report] [--connect-concurrency 64] [--payload-bytes 0] [--batch]
 //!             [--aggregate-ms N]   (local stack only: its aggregation window instead of the template's)
+//!             [--post-faults 0.2]  (local stack only: that share of posts answers 429 while producing)
 //!   deployed: --ws-url wss://... --http-url https://... [--queue-url https://sqs...]
 //!             (--hs256-secret S --issuer I --audience A | --token-command 'CMD')
 //! ```
@@ -53,6 +54,10 @@ struct Options {
     batch: bool,
     /// The local stack's aggregation window (`HERALD_AGGREGATE_MS`), instead of the template's.
     aggregate_ms: Option<u64>,
+    /// Local stack only: this share of `@connections` posts answers 429 while notifications go
+    /// out, as a throttled management API would; Herald closes a connection a frame could not
+    /// reach, and its client reconnects and resumes.
+    post_faults: Option<f64>,
     target: Target,
 }
 
@@ -126,6 +131,7 @@ fn parse_options() -> Result<Options, String> {
         payload_bytes: 0,
         batch: false,
         aggregate_ms: None,
+        post_faults: None,
         target: Target::Local,
     };
     let (mut ws_url, mut http_url, mut queue_url) = (None, None, None);
@@ -155,6 +161,13 @@ fn parse_options() -> Result<Options, String> {
             "--payload-bytes" => o.payload_bytes = number(value()?)?,
             "--batch" => o.batch = true,
             "--aggregate-ms" => o.aggregate_ms = Some(number(value()?)? as u64),
+            "--post-faults" => {
+                let rate = value()?.parse::<f64>().map_err(|e| format!("--post-faults: {e}"))?;
+                if !(0.0..1.0).contains(&rate) {
+                    return Err("--post-faults: a share of posts, at least 0 and below 1".into());
+                }
+                o.post_faults = Some(rate);
+            }
             "--ws-url" => ws_url = Some(value()?),
             "--http-url" => http_url = Some(value()?),
             "--queue-url" => queue_url = Some(value()?),
@@ -185,6 +198,9 @@ fn parse_options() -> Result<Options, String> {
         };
         if queue_url.is_none() && o.via != Via::Http {
             return Err("--via sqs/mixed against a deployment needs --queue-url (or use --via http)".into());
+        }
+        if o.post_faults.is_some() {
+            return Err("--post-faults needs the local stack (its fault control)".into());
         }
         o.target = Target::Deployed {
             ws_url,
@@ -315,6 +331,7 @@ struct Seen {
     replayed: HashSet<String>,
 }
 
+#[derive(Clone)]
 struct Member {
     tenant: String,
     user: String,
@@ -325,14 +342,22 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 
 /// Connects, joins its group and asks for a resume point; returns the socket and that cursor.
 async fn open(e: &Endpoints, m: &Member, batch: bool) -> Result<(Ws, Option<String>), BoxError> {
+    connect(e, m, batch, true).await
+}
+
+/// Connects and joins the member's group; with `resume`, also asks for a resume point (in the
+/// same round trip) and returns it.
+async fn connect(e: &Endpoints, m: &Member, batch: bool, resume: bool) -> Result<(Ws, Option<String>), BoxError> {
     let token = mint(&e.tokens, &m.user, &m.tenant, &[], std::slice::from_ref(&m.group))?;
     let opt_in = if batch { "&batch=1" } else { "" };
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?token={token}{opt_in}", e.ws_url)).await?;
     ws.send(Message::text(json!({"action": "join", "group": m.group, "ref": "j"}).to_string()))
         .await?;
-    ws.send(Message::text(json!({"action": "resume", "ref": "r"}).to_string())).await?;
+    if resume {
+        ws.send(Message::text(json!({"action": "resume", "ref": "r"}).to_string())).await?;
+    }
     let mut cursor = None;
-    let (mut joined, mut resumed) = (false, false);
+    let (mut joined, mut resumed) = (false, !resume);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !(joined && resumed) {
         let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await else {
@@ -359,34 +384,58 @@ async fn open(e: &Endpoints, m: &Member, batch: bool) -> Result<(Ws, Option<Stri
 /// client pings well within it.
 const KEEP_ALIVE: Duration = Duration::from_secs(5 * 60);
 
+/// How often a client tries to reconnect, and its pause before the first try (doubled after each).
+const RECONNECT_TRIES: u32 = 8;
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// What a listening client needs to reconnect: who it is and where it started.
+struct Listener {
+    e: Arc<Endpoints>,
+    member: Member,
+    batch: bool,
+    start: Option<String>,
+    seen: Arc<Mutex<Seen>>,
+    received: Arc<AtomicUsize>,
+    reconnects: Arc<AtomicUsize>,
+}
+
 /// Reads frames until told to stop, recording every notification and its latency; pings every
 /// `KEEP_ALIVE`. Each client is stopped when its own final resume starts: the final resumes of
 /// 10,000 clients take minutes, and one waiting its turn must not be closed as idle.
-async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, stop: tokio::sync::oneshot::Receiver<()>) -> Ws {
+///
+/// A connection the server closes (Herald closes one that a frame could not reach, for its
+/// client to resume) is opened again, as client/herald.js does: after a pause, joined again and
+/// resumed from the client's start position; what that replays counts as recovered. A client
+/// that cannot reconnect ends with an error, which the report lists.
+async fn listen(mut ws: Ws, l: Listener, stop: tokio::sync::oneshot::Receiver<()>) -> Result<Ws, String> {
     let mut stop = stop;
     let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     loop {
         tokio::select! {
-            _ = &mut stop => return ws,
+            _ = &mut stop => return Ok(ws),
             _ = keep_alive.tick() => {
-                // A failed ping shows up as the connection closing, which the final resume reports.
+                // A failed ping shows up as the connection closing, handled below.
                 let _ = ws.send(Message::text(json!({"action": "ping"}).to_string())).await;
             }
             msg = ws.next() => {
-                let Some(Ok(Message::Text(t))) = msg else {
-                    if msg.is_none() { return ws; }
-                    continue;
+                let t = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                    None | Some(Err(_)) => {
+                        ws = reconnect(&l).await?;
+                        continue;
+                    }
                 };
                 for f in herald_e2e::unpack(&t).unwrap_or_default() {
                     if f["type"] != "notification" {
                         continue;
                     }
                     let (Some(id), sent) = (f["id"].as_str(), f["data"]["sentAt"].as_u64()) else { continue };
-                    let mut s = seen.lock().await;
+                    let mut s = l.seen.lock().await;
                     let n = s.live.entry(id.to_owned()).or_insert(0);
                     *n += 1;
                     if *n == 1 {
-                        received.fetch_add(1, Ordering::Relaxed);
+                        l.received.fetch_add(1, Ordering::Relaxed);
                         if let Some(sent) = sent {
                             s.latencies_ms.push(epoch_ms().saturating_sub(sent));
                         }
@@ -395,6 +444,32 @@ async fn listen(mut ws: Ws, seen: Arc<Mutex<Seen>>, received: Arc<AtomicUsize>, 
             }
         }
     }
+}
+
+/// Opens the client's connection again: connects, joins, and replays from its start position.
+async fn reconnect(l: &Listener) -> Result<Ws, String> {
+    l.reconnects.fetch_add(1, Ordering::Relaxed);
+    let mut pause = RECONNECT_PAUSE;
+    let mut last = String::new();
+    for _ in 0..RECONNECT_TRIES {
+        // Jittered, so that clients closed together do not all come back together.
+        tokio::time::sleep(pause + Duration::from_millis(epoch_ms() % pause.as_millis().max(1) as u64)).await;
+        pause *= 2;
+        match rejoin(l).await {
+            Ok((ws, ids)) => {
+                l.seen.lock().await.replayed.extend(ids);
+                return Ok(ws);
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("{}: could not reconnect in {RECONNECT_TRIES} tries: {last}", l.member.user))
+}
+
+async fn rejoin(l: &Listener) -> Result<(Ws, HashSet<String>), BoxError> {
+    let (mut ws, _) = connect(&l.e, &l.member, l.batch, false).await?;
+    let ids = final_resume(&mut ws, l.start.as_deref()).await?;
+    Ok((ws, ids))
 }
 
 /// The final resume from the client's start position: every id the server replays.
@@ -609,14 +684,24 @@ async fn run(o: Options) -> Result<Value, BoxError> {
     // joined: the first ones wait for the rest.
     let opened = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
+    let reconnects = Arc::new(AtomicUsize::new(0));
     let connecting = futures_util::stream::iter(members.iter().enumerate())
         .map(|(i, m)| {
-            let (e, opened, received) = (e.clone(), opened.clone(), received.clone());
+            let (e, opened, received, reconnects) = (e.clone(), opened.clone(), received.clone(), reconnects.clone());
             async move {
                 let r = open(&e, m, o.batch).await.map(|(ws, cursor)| {
                     let s = Arc::new(Mutex::new(Seen::default()));
                     let (stop, stopped) = tokio::sync::oneshot::channel();
-                    ((tokio::spawn(listen(ws, s.clone(), received, stopped)), stop), cursor, s)
+                    let l = Listener {
+                        e,
+                        member: m.clone(),
+                        batch: o.batch,
+                        start: cursor.clone(),
+                        seen: s.clone(),
+                        received,
+                        reconnects,
+                    };
+                    ((tokio::spawn(listen(ws, l, stopped)), stop), cursor, s)
                 });
                 opened.fetch_add(1, Ordering::Relaxed);
                 (i, r)
@@ -669,6 +754,13 @@ async fn run(o: Options) -> Result<Value, BoxError> {
     // The cost meter counts from here: connecting and joining are set-up.
     if let Some(control) = &e.control_url {
         http.delete(format!("{control}/cost")).send().await?.error_for_status()?;
+    }
+    if let (Some(rate), Some(control)) = (o.post_faults, &e.control_url) {
+        http.post(format!("{control}/faults/posts"))
+            .json(&json!({"rate": rate, "status": 429}))
+            .send()
+            .await?
+            .error_for_status()?;
     }
     let sent = Arc::new(AtomicUsize::new(0));
     let produce_started = Instant::now();
@@ -725,6 +817,9 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         .filter_map(|r| r.err().map(|e| e.to_string()))
         .collect();
     let produce_seconds = produce_started.elapsed().as_secs_f64();
+    if let (Some(_), Some(control)) = (o.post_faults, &e.control_url) {
+        http.delete(format!("{control}/faults")).send().await?.error_for_status()?;
+    }
     // Local: let the queues drain before the final resume (a retry may still be on its way).
     if let Some(sqs) = &e.sqs {
         for q in &e.drain {
@@ -779,9 +874,9 @@ async fn run(o: Options) -> Result<Value, BoxError> {
             let done = done.clone();
             async move {
                 let _ = stop.send(());
-                let mut ws = listener.await.map_err(|e| e.to_string())?;
+                let mut ws = listener.await.map_err(|e| e.to_string())??;
                 let ids = final_resume(&mut ws, start.as_deref()).await.map_err(|e| e.to_string())?;
-                s.lock().await.replayed = ids;
+                s.lock().await.replayed.extend(ids);
                 let _ = ws.close(None).await;
                 done.fetch_add(1, Ordering::Relaxed);
                 Ok::<(), String>(())
@@ -837,6 +932,7 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         "rate": o.rate,
         "payloadBytes": o.payload_bytes,
         "batch": o.batch,
+        "postFaults": o.post_faults,
         "aggregateMs": o.aggregate_ms,
         "connectSeconds": (connect_seconds * 10.0).round() / 10.0,
         "produceSeconds": (produce_seconds * 10.0).round() / 10.0,
@@ -845,6 +941,7 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         "recoveredByResume": recovered,
         "lostAfterResume": lost,
         "duplicates": duplicates,
+        "reconnects": reconnects.load(Ordering::Relaxed),
         "latencyMs": {
             "p50": percentile(&latencies, 50.0),
             "p95": percentile(&latencies, 95.0),
@@ -910,7 +1007,7 @@ fn markdown(r: &Value) -> String {
         "# herald-load report\n\n| | |\n|---|---|\n| target | {} |\n| clients / tenants / groups | {} / {} / {} |\n\
          | notifications (via {}, {} /s) | {} {} |\n| connect time | {} s |\n| expected deliveries | {} |\n\
          | received live | {} |\n| recovered by the final resume | {} |\n| **lost after resume** | **{}** |\n\
-         | duplicates | {} |\n| latency p50 / p95 / p99 / max | {} / {} / {} / {} ms ({} samples) |\n\
+         | duplicates | {} |\n| reconnects (connections the server closed) | {} |\n| latency p50 / p95 / p99 / max | {} / {} / {} / {} ms ({} samples) |\n\
          | send errors | {} |\n| cost (local meter) | {} |\n| run time | {} s |\n",
         r["target"].as_str().unwrap_or_default(),
         r["clients"],
@@ -926,6 +1023,7 @@ fn markdown(r: &Value) -> String {
         r["recoveredByResume"],
         r["lostAfterResume"],
         r["duplicates"],
+        r["reconnects"],
         l["p50"],
         l["p95"],
         l["p99"],
