@@ -533,6 +533,16 @@ class RawDevice {
     this.syncs = [];
     this.connections = 0;
     this.syncedConnections = 0;
+    // Where the resends come from (`resendSources`): how the copy it already held came (live or
+    // replayed, on this connection or an earlier one), and whether the entry's cursor was at or
+    // before the `since` of the read that sent it again (the lag the read re-reads on purpose) or
+    // past it. With the live frames that came without a cursor (before the connection's first
+    // resume completed) and how long syncs took: what makes a resume send again.
+    this.firstSeen = new Map(); // id -> "live" | "replayed" | "missed", and the connection number
+    this.resendSources = {};
+    this.liveWithoutCursor = 0;
+    this.syncMs = [];
+    this.since = null;
     this.state = "idle";
     this.ws = null;
     this.pending = new Map(); // ref -> {done, fail}
@@ -585,6 +595,7 @@ class RawDevice {
     }
     this.state = "syncing";
     this.connections++;
+    const syncStarted = Date.now();
     try {
       for (const group of this.user.teams) {
         const answer = await this.request({ action: "join", group });
@@ -599,6 +610,7 @@ class RawDevice {
       return false;
     }
     if (ws.readyState !== WebSocket.OPEN) return false;
+    this.syncMs.push(Date.now() - syncStarted);
     this.state = "ready";
     await closed;
     this.state = "connecting";
@@ -658,6 +670,15 @@ class RawDevice {
   take(n, source) {
     const copies = this.received.get(n.id) ?? 0;
     this.received.set(n.id, copies + 1);
+    if (copies === 0) this.firstSeen.set(n.id, { source, connection: this.connections });
+    if (source === "live" && typeof n.cursor !== "string") this.liveWithoutCursor++;
+    if (copies > 0 && source !== "live") {
+      const held = this.firstSeen.get(n.id);
+      const where = `${held.source} ${held.connection === this.connections ? "here" : "earlier"}`;
+      const lag = this.since != null && typeof n.cursor === "string" ? (n.cursor <= this.since ? ", at or before since" : ", past since") : "";
+      const k = where + lag;
+      this.resendSources[k] = (this.resendSources[k] ?? 0) + 1;
+    }
     // Any cursor it receives, as a naive app keeps it: the server leaves it off the live frames
     // of a connection that has not caught up, where it would not be a safe resume point.
     if (typeof n.cursor === "string") this.last = n.cursor;
@@ -699,6 +720,7 @@ class RawDevice {
   /** `sync` (the kind's catch-up), with its record in `syncs`. */
   async catchUp() {
     const entry = { at: new Date().toISOString().slice(11, 23), from: this.last, outcome: "running" };
+    this.since = this.last;
     this.syncs.push(entry);
     if (this.syncs.length > 12) this.syncs.shift();
     try {
@@ -1022,6 +1044,17 @@ function populationFigures(devices, messages, key) {
     f.missedRepeats += d.missedRepeats;
     f.liveRepeats += d.liveRepeats;
     f.drops += d.drops;
+    if (d.resendSources) {
+      f.resendSources ??= {};
+      for (const [k, v] of Object.entries(d.resendSources)) f.resendSources[k] = (f.resendSources[k] ?? 0) + v;
+      f.liveWithoutCursor = (f.liveWithoutCursor ?? 0) + d.liveWithoutCursor;
+      (f.syncMs ??= []).push(...d.syncMs);
+    }
+  }
+  if (f.syncMs) {
+    const ms = f.syncMs.sort((a, b) => a - b);
+    const at = (q) => ms.length ? ms[Math.min(ms.length - 1, Math.floor(q * ms.length))] : 0;
+    f.syncMs = { syncs: ms.length, p50: at(0.5), p95: at(0.95), max: ms.at(-1) ?? 0 };
   }
   // Copies sent again by a resume or a `missed` read of an id the device had, per delivery.
   f.resendRatio = f.intendedDeliveries ? Number((f.resends / f.intendedDeliveries).toFixed(4)) : 0;
@@ -1267,6 +1300,11 @@ async function runOnce(o, onHardStop) {
     for (const [kind, p] of Object.entries(populations)) {
       say(`${kind}: ${p.devices} devices, ${p.intendedDeliveries} deliveries meant, ${p.received} received (${p.receivedLive} live, ${p.receivedByResume} by resume, ${p.receivedByMissed} by missed), ` +
         `${p.lost} lost, ${p.duplicatesShown} shown twice, ${p.resends} resends (ratio ${p.resendRatio}; frames by resumes ${p.frameResends}, ratio ${p.frameResendRatio}; missed items ${p.missedRepeats}), ${p.liveRepeats} live repeats`);
+      if (p.resendSources) {
+        const sources = Object.entries(p.resendSources).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${v} held ${k}`).join("; ");
+        say(`${kind}: resends by what was held: ${sources || "none"}; ${p.liveWithoutCursor} live frames without a cursor; ` +
+          `syncs ${p.syncMs.syncs}, p50 ${p.syncMs.p50} ms, p95 ${p.syncMs.p95} ms, max ${p.syncMs.max} ms`);
+      }
     }
     // The report file also has the meter's whole reading (by operation, by function).
     if (o.report) writeFileSync(o.report, `${JSON.stringify({ ...figures, cost: { ...cost.figures, meter: cost.meter } }, null, 2)}\n`);
