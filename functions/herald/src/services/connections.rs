@@ -56,14 +56,20 @@ impl Connections {
             Metrics::new("ws-connect").count("ConnectsLimited", 1).flush();
             return Ok(Opened::OverBudget(ms));
         }
-        let open = self.store.connections.all_members(&Group::user(&p.user).key(&p.tenant), 1).await?;
+        // Independent reads, so one round trip: the user's open connections (for the cap) and
+        // the groups they subscribed to (joined on every connect).
+        let user_group = Group::user(&p.user).key(&p.tenant);
+        let (open, subscribed) = futures_util::try_join!(
+            self.store.connections.all_members(&user_group, 1),
+            self.store.subscriptions.list(&p.tenant, &p.user),
+        )?;
         if open.len() >= self.limits.max_connections_per_user {
             tracing::info!(user = %p.user, tenant = %p.tenant, open = open.len(), "connect refused: too many connections");
             Metrics::new("ws-connect").count("ConnectionsRefused", 1).flush();
             return Ok(Opened::TooMany);
         }
         let mut groups = vec![Group::user(&p.user), Group::Tenant, Group::All];
-        groups.extend(self.store.subscriptions.list(&p.tenant, &p.user).await?);
+        groups.extend(subscribed);
         let record = ConnectionRecord {
             id: who.connection_id.clone(),
             user: p.user.clone(),
