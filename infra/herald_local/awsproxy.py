@@ -42,7 +42,8 @@ from .upstream import Upstream, UpstreamError
 log = logging.getLogger("herald_local.awsproxy")
 
 # $HERALD_LOCAL_RECORD=FILE: every DynamoDB call the functions make is appended to FILE as a JSON
-# line (time, target, body, status, the calling function), for bench/dynamo_backends.py to replay against a back-end.
+# line (time, target, body, status, the calling function), for bench/dynamo_backends.py to replay
+# against a back-end.
 _RECORD = open(os.environ["HERALD_LOCAL_RECORD"], "a", buffering=1) if os.environ.get("HERALD_LOCAL_RECORD") else None  # noqa: SIM115
 
 # Request headers that describe one hop, not the call.
