@@ -117,6 +117,7 @@ def test_one_callers_burst_does_not_queue_another_caller(stack: Stack) -> None:
     assert len(done) == 17 and all(status == 201 for _, _, status in done), done
     other_at = next(at for who, at, _ in done if who == "other")
     after = sum(1 for who, at, _ in done if who == "greedy" and at > other_at)
-    # Served round-robin it waits for at most one of the burst's requests (more than ten come
-    # after it); in one queue for everyone, behind the whole burst, next to none would.
-    assert after >= 8, f"the other caller waited behind the burst: {after} of 16 answered after it"
+    # Served round-robin it waits for about one of the burst's requests (more than ten come after
+    # it on an idle machine, six on one busy building); in one queue for everyone, behind the
+    # whole burst, none would.
+    assert after >= 4, f"the other caller waited behind the burst: {after} of 16 answered after it"
