@@ -340,11 +340,6 @@ struct Member {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connects, joins its group and asks for a resume point; returns the socket and that cursor.
-async fn open(e: &Endpoints, m: &Member, batch: bool) -> Result<(Ws, Option<String>), BoxError> {
-    connect(e, m, batch, true).await
-}
-
 /// Connects and joins the member's group; with `resume`, also asks for a resume point (in the
 /// same round trip) and returns it.
 async fn connect(e: &Endpoints, m: &Member, batch: bool, resume: bool) -> Result<(Ws, Option<String>), BoxError> {
@@ -689,7 +684,7 @@ async fn run(o: Options) -> Result<Value, BoxError> {
         .map(|(i, m)| {
             let (e, opened, received, reconnects) = (e.clone(), opened.clone(), received.clone(), reconnects.clone());
             async move {
-                let r = open(&e, m, o.batch).await.map(|(ws, cursor)| {
+                let r = connect(&e, m, o.batch, true).await.map(|(ws, cursor)| {
                     let s = Arc::new(Mutex::new(Seen::default()));
                     let (stop, stopped) = tokio::sync::oneshot::channel();
                     let l = Listener {

@@ -33,7 +33,7 @@ import time
 
 from aiohttp import web
 
-from .access import Access, Target, Unclassified, classify_aws, credential_of, denied_response
+from .access import Access, Identity, Target, Unclassified, classify_aws, credential_of, denied_response
 from .cost import CAPACITY_HEADER, Meter
 from .faults import Faults
 from .iam import Decision
@@ -133,16 +133,20 @@ class AwsProxy:
         for client in self._clients.values():
             client.close()
 
-    def _function_of(self, request: web.Request) -> str | None:
+    def _signer(self, request: web.Request) -> tuple[tuple[str, str] | None, Identity | None]:
+        """The request's SigV4 credential scope, and the function whose credentials signed it."""
+        assert self._access is not None
         credential = credential_of(request.headers, request.query)
-        who = self._access.identity(credential[0] if credential else None) if self._access else None
+        return credential, self._access.identity(credential[0] if credential else None)
+
+    def _function_of(self, request: web.Request) -> str | None:
+        who = self._signer(request)[1] if self._access else None
         return who.function if who else None
 
     def _refused(self, request: web.Request, body: bytes) -> web.Response | None:
         """AccessDenied when a function signed the call and its role does not allow all of it."""
         assert self._access is not None and self._target is not None
-        credential = credential_of(request.headers, request.query)
-        who = self._access.identity(credential[0] if credential else None)
+        credential, who = self._signer(request)
         if who is None or credential is None:
             return None   # the stack's own credentials (or unsigned): not a function's call
         service = credential[1]
