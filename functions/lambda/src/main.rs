@@ -13,7 +13,11 @@ fn main() -> Result<(), herald::BoxError> {
     // Parsed before the runtime starts, so a typo in the template fails init with the list of
     // names instead of a panic deep in a handler.
     let handler: HandlerName = name.parse()?;
-    tokio::runtime::Builder::new_multi_thread()
+    // One thread: a Lambda instance handles one invocation at a time, and at the template's
+    // 256-1,024 MB it has under one vCPU, so worker threads would only hand tasks and wakeups
+    // to each other (context switches are most of a multi-threaded instance's kernel time).
+    // Concurrent I/O (a fan-out's posts, parallel writes) still overlaps on the one thread.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(handlers::run_named(handler))
