@@ -75,6 +75,46 @@ async fn resumes_are_held_to_the_users_work_budget_across_reconnects() {
     other.request(json!({"action": "resume", "ref": "o"}), "resumed").await;
 }
 
+/// #34: a resume was charged a full page before reading and settled after, two writes even when
+/// it had nothing to send (most first resumes of a connection). It is now charged once read, at
+/// exactly the posts it makes: nothing to send writes no budget; a page of five charges five.
+#[tokio::test]
+async fn a_resume_is_charged_exactly_the_posts_it_makes() {
+    let tenant = unique("acme");
+    let user = unique("exact");
+    let mut first = Client::connect(&user, &tenant, &[], &[]).await;
+    let resumed = first.catch_up().await;
+    assert_eq!(resumed["count"], 0, "{resumed}");
+    assert!(
+        item("ConnectionsTable", &format!("b#work#{tenant}#{user}"), "#").await.is_none(),
+        "a resume that sent nothing wrote the user's work budget"
+    );
+    let ids: Vec<String> = (0..5).map(|i| format!("{}-{i}", unique("exact"))).collect();
+    for id in &ids {
+        publish(json!({"id": id, "tenant": tenant, "to": {"user": user}, "event": "seed", "title": id})).await;
+    }
+    for id in &ids {
+        dispatched(&tenant, id).await;
+    }
+    // A second connection has none of them: its resume replays all five.
+    let mut second = Client::connect(&user, &tenant, &[], &[]).await;
+    let before = epoch_ms();
+    let resumed = second.request(json!({"action": "resume", "ref": "all"}), "resumed").await;
+    let after = epoch_ms();
+    assert_eq!(resumed["count"], 5, "{resumed}");
+    // Charged from when API Gateway received the frame, from an idle budget: five ticks on.
+    let tat = work_tat(&tenant, &user).await;
+    assert!(
+        (before + 5 * WORK_INTERVAL_MS..=after + 5 * WORK_INTERVAL_MS).contains(&tat),
+        "work TAT {tat}, expected 5 ticks after a time in {before}..={after}"
+    );
+}
+
+fn epoch_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The work budget's tick: the template's 50 posts a second.
 const WORK_INTERVAL_MS: i64 = 20;
 

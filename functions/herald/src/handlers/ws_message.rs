@@ -72,7 +72,7 @@ impl WsMessage {
                     page: page.as_deref(),
                     have: &have,
                 };
-                self.resumer.resume(&who, from, reference).await?
+                self.resumer.resume(&who, from, at, reference).await?
             }
             // Normally routed to ws-join; handled here too so a `$default`-only deployment works.
             ClientFrame::Join { group, reference } => {
@@ -114,7 +114,7 @@ impl Handler for WsMessage {
             joins: Joins::new(store.clone(), limits.clone(), d.roles()?, presence.clone(), limiter.clone()),
             publisher: Publisher::new(store.clone(), Lifecycle::new(broadcaster), publish, limits.clone()),
             read_sync: d.read_sync()?,
-            resumer: Resumer::new(replay, store, d.poster()?, presence),
+            resumer: Resumer::new(replay, store, d.poster()?, presence, limiter.clone()),
             limiter,
             receipts: d.receipts(Self::NAME)?,
         })

@@ -18,12 +18,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use serde_json::Value;
+
 use crate::domain::budget::{Budget, Decision};
 use crate::domain::cursor::now_millis;
 use crate::domain::frames::{self, ClientFrame, ErrorFrame};
 use crate::domain::metrics::Metrics;
 use crate::io::store::{Store, StoreError};
-use crate::services::replay::RESUME_PAGE;
 
 /// How far API Gateway's receive time may be from this instance's clock and still be used. A
 /// frame does not queue that long, so anything further off is a wrong timestamp (a replayed test
@@ -95,8 +96,9 @@ impl Limiter {
     }
 
     /// Admits a client frame that makes Herald post or write in bulk on its user's work budget,
-    /// before anything is done: a resume reserves a full page, an ack its ids, a publish one
-    /// unit (a join is charged by `Joins`, which alone knows whether it announces presence).
+    /// before anything is done: an ack reserves its ids, a publish one unit (a join is charged
+    /// by `Joins`, which alone knows whether it announces presence; a resume by the resumer,
+    /// once its page is read and its posts are known: [`Limiter::charge_work`]).
     /// `Ok(Ok(reserved))`: go ahead, then [`Limiter::settle_frame`] at what it cost;
     /// `Ok(Err(frame))`: refused, answer `frame` and do nothing.
     pub async fn admit_frame_work(
@@ -108,7 +110,14 @@ impl Limiter {
         frame: &ClientFrame,
     ) -> Result<Result<usize, ErrorFrame>, StoreError> {
         let reserved = match frame {
-            ClientFrame::Resume { .. } => RESUME_PAGE,
+            // Refused from memory while a refusal lasts, so a flood of resumes reads nothing.
+            ClientFrame::Resume { .. } => {
+                let now = charge_time(received_ms, now_millis());
+                return Ok(match self.work.and(self.remembered(&Self::work_key(tenant, user), now)) {
+                    Some(until) => Err(self.work_limited(function, until - now, frame.reference().cloned())),
+                    None => Ok(0),
+                });
+            }
             ClientFrame::Ack { ids, .. } => ids.len(),
             ClientFrame::Publish(_) => 1,
             _ => 0,
@@ -116,10 +125,35 @@ impl Limiter {
         if reserved > 0
             && let Some(ms) = self.admit_work(tenant, user, received_ms, reserved).await?
         {
-            Metrics::new(function).count("WorkLimited", 1).flush();
-            return Ok(Err(ErrorFrame::rate_limited(ms, frame.reference().cloned())));
+            return Ok(Err(self.work_limited(function, ms, frame.reference().cloned())));
         }
         Ok(Ok(reserved))
+    }
+
+    /// Charges `posts` a frame is about to make, known before any is made (a resume's page,
+    /// once read): the exact cost up front, so nothing is settled afterwards, and a page with
+    /// nothing to send costs no write at all. `Ok(Err(frame))`: refused, post nothing.
+    pub async fn charge_work(
+        &self,
+        function: &'static str,
+        tenant: &str,
+        user: &str,
+        received_ms: i64,
+        posts: usize,
+        reference: Option<Value>,
+    ) -> Result<Result<(), ErrorFrame>, StoreError> {
+        if posts == 0 {
+            return Ok(Ok(()));
+        }
+        Ok(match self.admit_work(tenant, user, received_ms, posts).await? {
+            Some(ms) => Err(self.work_limited(function, ms, reference)),
+            None => Ok(()),
+        })
+    }
+
+    fn work_limited(&self, function: &'static str, retry_after_ms: u64, reference: Option<Value>) -> ErrorFrame {
+        Metrics::new(function).count("WorkLimited", 1).flush();
+        ErrorFrame::rate_limited(retry_after_ms, reference)
     }
 
     /// Settles a frame's reservation once done, only when the cost differs from it: one write

@@ -1,7 +1,8 @@
 //! `resume` over a connection: the log's entries the client lacks, posted in cursor order as
 //! `replayed` frames (packed into batch frames of up to 32 KB for a connection that opted in:
 //! a page of 200 small entries is a few billed messages instead of 200), then the `resumed`
-//! answer. Only topics the connection is a member of right
+//! answer. The page is charged on the user's work budget once read, at the posts it needs,
+//! before any is made (`Limiter::charge_work`). Only topics the connection is a member of right
 //! now are read (its memberships are the entitlement record: joins were authorized when they
 //! happened, and a group left is no longer among them). A connection that cannot take a replayed
 //! frame is closed rather than left behind, so its client resumes again from the point it held.
@@ -15,6 +16,7 @@ use crate::domain::metrics::Metrics;
 use crate::io::delivery::{PostOutcome, Poster};
 use crate::io::store::{Store, StoreError};
 use crate::services::gateway::Caller;
+use crate::services::limiter::Limiter;
 use crate::services::presence::{Presence, PresenceError};
 
 /// Frames replayed by one `resume`; the client pages beyond it.
@@ -43,21 +45,30 @@ pub struct Resumer {
     store: Store,
     poster: Poster,
     presence: Presence,
+    limiter: Limiter,
 }
 
 impl Resumer {
-    pub fn new(replay: Replay, store: Store, poster: Poster, presence: Presence) -> Self {
+    pub fn new(replay: Replay, store: Store, poster: Poster, presence: Presence, limiter: Limiter) -> Self {
         Self {
             replay,
             store,
             poster,
             presence,
+            limiter,
         }
     }
 
-    /// Replays one page to `who`'s connection. Returns the answer frame (empty when the
-    /// connection was closed instead) and the messages posted.
-    pub async fn resume(&self, who: &Caller, from: ResumeFrom<'_>, reference: Option<Value>) -> Result<(String, usize), ResumeError> {
+    /// Replays one page to `who`'s connection, for a frame API Gateway received at
+    /// `received_ms`. Returns the answer frame (empty when the connection was closed instead)
+    /// and the messages posted.
+    pub async fn resume(
+        &self,
+        who: &Caller,
+        from: ResumeFrom<'_>,
+        received_ms: i64,
+        reference: Option<Value>,
+    ) -> Result<(String, usize), ResumeError> {
         let start = match Start::parse(from.since, from.page) {
             Ok(s) => s,
             Err(e) => return Ok((ErrorFrame::new(ErrorCode::BadRequest, e.to_string(), reference).to_json(), 0)),
@@ -98,10 +109,22 @@ impl Resumer {
         } else {
             frames.into_iter().map(|f| (f, 1)).collect()
         };
+        let charged = self
+            .limiter
+            .charge_work("ws-message", &p.tenant, &p.user, received_ms, messages.len(), reference.clone())
+            .await?;
+        if let Err(refused) = charged {
+            return Ok((refused.to_json(), 0));
+        }
         let (mut sent, mut posts) = (0, 0);
         for (message, carries) in &messages {
             posts += 1;
-            match self.poster.post(&who.connection_id, message).await {
+            let outcome = self.poster.post(&who.connection_id, message).await;
+            if !matches!(outcome, PostOutcome::Delivered) {
+                // The rest is never posted: handed back to the budget.
+                self.limiter.settle_work(&p.tenant, &p.user, messages.len(), posts).await?;
+            }
+            match outcome {
                 PostOutcome::Delivered => sent += carries,
                 PostOutcome::Gone => {
                     // A socket still open after a 410 would go on receiving live frames newer
