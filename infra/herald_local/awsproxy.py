@@ -177,6 +177,8 @@ class AwsProxy:
         if fault is not None and fault.status is not None:
             error = fault.error_type or _THROTTLE.get(target.split(".")[0].split("_")[0], "ThrottlingException")
             return _error(fault.status, error, "injected fault (herald-local)")
+        if fault is not None and fault.unprocessed:
+            return _unprocessed(target, body)
         if fault is not None:
             await asyncio.sleep(fault.delay_ms / 1000)
         trace = request.headers.get("X-Amzn-Trace-Id")
@@ -259,6 +261,23 @@ class AwsProxy:
         if len(listed) > limit:
             answer["LastEvaluatedTableName"] = listed[limit - 1]
         return web.Response(content_type="application/x-amz-json-1.0", text=json.dumps(answer))
+
+
+def _unprocessed(target: str, body: bytes) -> web.Response:
+    """A batch call answered as DynamoDB answers one over its throughput: 200, nothing done,
+    every key (BatchGetItem) or write (BatchWriteItem) handed back to retry."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    requested = doc.get("RequestItems") if isinstance(doc, dict) else None
+    if not isinstance(requested, dict):
+        return _error(400, "ValidationException", "RequestItems is required")
+    if target.endswith("BatchGetItem"):
+        answer = {"Responses": {table: [] for table in requested}, "UnprocessedKeys": requested}
+    else:
+        answer = {"UnprocessedItems": requested}
+    return web.Response(content_type="application/x-amz-json-1.0", text=json.dumps(answer))
 
 
 def _table_names(payload: bytes) -> list[str]:

@@ -215,7 +215,9 @@ class Control:
             self._faults.add_aws_fault(
                 str(body.get("target", "")), match=str(body.get("match", "")),
                 rate=float(body.get("rate", 1.0)), status=None if status is None else int(status),
-                error_type=str(body.get("errorType", "")), delay_ms=int(body.get("delayMs", 0)))
+                error_type=str(body.get("errorType", "")), delay_ms=int(body.get("delayMs", 0)),
+                unprocessed=body.get("unprocessed") is True,
+                count=None if body.get("count") is None else int(body["count"]))
         except (TypeError, ValueError) as exc:
             return _error(400, str(exc))
         return web.Response(status=204)

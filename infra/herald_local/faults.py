@@ -5,7 +5,9 @@ local Web Push service (pushservice.py) answer one; kill faults SIGKILL a
 function process after it fetched a matching event (at once, or a random moment later: mid-
 invocation); redelivery faults make an SQS event source leave a message it processed on the
 queue, so SQS hands it out again (its at-least-once delivery); AWS faults make the AWS endpoint
-proxy (awsproxy.py) answer a throttling error or delay a call. All are consulted on hot paths,
+proxy (awsproxy.py) answer a throttling error, delay a call, or answer a batch call with all of
+it unprocessed (what DynamoDB does to a batch over its throughput: the caller must retry the
+rest). All are consulted on hot paths,
 so the common case (no fault configured) costs one truth test.
 """
 
@@ -61,11 +63,17 @@ class AwsFault:
     rate: float
     status: int | None = None       # answer this error instead of forwarding ...
     error_type: str = ""
-    delay_ms: int = 0               # ... or forward after this delay
+    delay_ms: int = 0               # ... or forward after this delay ...
+    unprocessed: bool = False       # ... or answer a batch call with none of it done
+    remaining: int | None = None    # how many more calls it meets (None: no limit)
     injected: int = 0
 
     def applies(self, target: str, body: bytes) -> bool:
-        return target.endswith(self.target) and self.match in body
+        return self.remaining != 0 and target.endswith(self.target) and self.match in body
+
+    @property
+    def kind(self) -> str:
+        return "unprocessed" if self.unprocessed else "delay" if self.status is None else str(self.status)
 
 
 class Faults:
@@ -148,16 +156,23 @@ class Faults:
         self._redeliver.append(_RedeliverFault(function, rate))
 
     def add_aws_fault(self, target: str, *, match: str = "", rate: float = 1.0,
-                      status: int | None = None, error_type: str = "", delay_ms: int = 0) -> None:
+                      status: int | None = None, error_type: str = "", delay_ms: int = 0,
+                      unprocessed: bool = False, count: int | None = None) -> None:
         if not target:
             raise ValueError("target (an X-Amz-Target such as DynamoDB_20120810.PutItem) is required")
         if not 0 <= rate <= 1:
             raise ValueError("rate must be within [0, 1]")
-        if status is None and delay_ms <= 0:
-            raise ValueError("an AWS fault needs a status (an error to answer) or delayMs")
+        if sum((status is not None, delay_ms > 0, unprocessed)) != 1:
+            raise ValueError("an AWS fault needs one of: a status (an error to answer), delayMs, "
+                             "or unprocessed")
         if status is not None and not 400 <= status <= 599:
             raise ValueError("status must be 4xx or 5xx")
-        self.aws.append(AwsFault(target, match.encode(), rate, status, error_type, delay_ms))
+        if unprocessed and not target.endswith(("BatchGetItem", "BatchWriteItem")):
+            raise ValueError("unprocessed applies to BatchGetItem and BatchWriteItem")
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1")
+        self.aws.append(AwsFault(target, match.encode(), rate, status, error_type, delay_ms,
+                                 unprocessed, count))
 
     def clear(self) -> None:
         self._counted.clear()
@@ -226,6 +241,8 @@ class Faults:
         for fault in self.aws:
             if fault.applies(target, body) and self._rng.random() < fault.rate:
                 fault.injected += 1
-                self.count(f"aws:{fault.target}:{'delay' if fault.status is None else fault.status}")
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                self.count(f"aws:{fault.target}:{fault.kind}")
                 return fault
         return None

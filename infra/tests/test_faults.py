@@ -85,3 +85,30 @@ def test_the_aws_proxy_forwards_throttles_and_delays(stack: Stack, proxy: tuple[
     client.list_tables()
     assert time.monotonic() - started >= 0.3
     assert faults.counts == {"aws:ListTables:400": 1, "aws:DynamoDB_20120810.ListTables:delay": 1}
+
+
+def test_an_unprocessed_fault_hands_a_batch_back_undone_for_count_calls(stack: Stack, proxy: tuple[str, Faults]) -> None:
+    url, faults = proxy
+    client = dynamodb(stack, url)
+    table = stack.info["tables"]["ConnectionsTable"]
+    key = {"pk": {"S": f"unprocessed-{uuid.uuid4().hex}"}, "sk": {"S": "#"}}
+    client.put_item(TableName=table, Item={**key, "v": {"S": "stored"}})
+    faults.add_aws_fault("BatchGetItem", match=key["pk"]["S"], unprocessed=True, count=1)
+    request = {table: {"Keys": [key]}}
+    first = client.batch_get_item(RequestItems=request)
+    assert first["Responses"] == {table: []}
+    assert first["UnprocessedKeys"] == request, "every key handed back, as DynamoDB does"
+    second = client.batch_get_item(RequestItems=request)
+    assert second["Responses"][table] == [{**key, "v": {"S": "stored"}}] and not second.get("UnprocessedKeys")
+
+    put = {table: [{"PutRequest": {"Item": {**key, "v": {"S": "again"}}}}]}
+    faults.add_aws_fault("BatchWriteItem", match=key["pk"]["S"], unprocessed=True, count=1)
+    assert client.batch_write_item(RequestItems=put)["UnprocessedItems"] == put
+    assert client.get_item(TableName=table, Key=key)["Item"]["v"] == {"S": "stored"}, "nothing written"
+    assert not client.batch_write_item(RequestItems=put).get("UnprocessedItems")
+    assert client.get_item(TableName=table, Key=key)["Item"]["v"] == {"S": "again"}
+    assert faults.counts == {"aws:BatchGetItem:unprocessed": 1, "aws:BatchWriteItem:unprocessed": 1}
+    with pytest.raises(ValueError):
+        faults.add_aws_fault("PutItem", unprocessed=True)
+    with pytest.raises(ValueError):
+        faults.add_aws_fault("BatchGetItem", unprocessed=True, status=400)
