@@ -384,6 +384,42 @@ async fn a_category_turned_off_for_push_sends_no_push_but_still_logs_in_app() {
     assert_eq!(missed_of(&user, &tenant, &forum).await.len(), 1, "still in the inbox");
 }
 
+/// A user's preferences were read with a batch read that drops the keys DynamoDB leaves
+/// unprocessed when throttled: the user's own document then passed for none, the tenant's
+/// defaults (here: everything on) applied, and a category the user turned off reached their
+/// inbox and their push service. Every key is now asked again until answered.
+#[tokio::test]
+async fn preferences_hold_when_their_batch_read_is_throttled() {
+    let (tenant, user) = (unique("acme"), unique("u"));
+    let me = token(&user, &tenant, &[], &[]);
+    let off = json!({"off": {"inapp": ["forum.*"], "push": ["forum.*"]}});
+    let (status, body) = api(Method::PUT, "/preferences", &me, Some(off)).await;
+    assert_eq!(status, 200, "{body}");
+    let sub = push_subscription(&user, &tenant).await;
+    // The next two batch reads of this user's document answer every key unprocessed.
+    let throttled = json!({"target": "BatchGetItem", "match": format!("pf#{tenant}#{user}"), "unprocessed": true, "count": 2});
+    control(Method::POST, "/faults/aws", Some(throttled)).await;
+    let forum = unique("forum");
+    publish(json!({"id": forum, "tenant": tenant, "to": {"user": user}, "event": "forum.reply", "title": "Re:", "push": true})).await;
+    dispatch_drained().await;
+    let grade = unique("grade");
+    publish(json!({"id": grade, "tenant": tenant, "to": {"user": user}, "event": "grade.posted", "title": "A", "push": true})).await;
+    eventually("the grade's push", || async {
+        pushed(&sub).await.iter().any(|m| m["id"] == grade.as_str()).then_some(())
+    })
+    .await;
+    let faults = control(Method::GET, "/faults", None).await;
+    assert!(
+        faults["injected"]["aws:BatchGetItem:unprocessed"].as_u64() >= Some(2),
+        "the reads met the fault: {faults}"
+    );
+    assert!(missed_of(&user, &tenant, &forum).await.is_empty(), "forum.* is off in-app");
+    assert!(
+        !pushed(&sub).await.iter().any(|m| m["id"] == forum.as_str()),
+        "forum.* is off for push"
+    );
+}
+
 #[tokio::test]
 async fn quiet_hours_delay_push_and_escalation_and_critical_passes() {
     let (tenant, user) = (unique("acme"), unique("u"));

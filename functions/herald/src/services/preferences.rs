@@ -6,8 +6,11 @@
 //! subscriptions and escalation each user's read state already. Group, `tenant` and `all`
 //! notifications are never filtered per member in fan-out: one item per member per
 //! notification would multiply a big group's cost, and joining a group is the user's opt-in.
-//! One BatchGetItem reads a user's document with the tenant's defaults; a user without a
-//! document of their own has the tenant's.
+//! One BatchGetItem reads the documents of a notification's users with the tenant's defaults
+//! (a [`Book`]), not one read per user; a user without a document of their own has the
+//! tenant's.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -44,17 +47,46 @@ pub enum Gate {
     Later(DateTime<Utc>),
 }
 
-/// The preferences that apply to `user`: their own, else the tenant's defaults. A stored
-/// document that no longer parses (a zone dropped from the database) counts as none.
+/// The preferences of several users of one tenant, read at once ([`Book::read`]).
+#[derive(Debug, Clone, Default)]
+pub struct Book {
+    mine: HashMap<String, Preferences>,
+    defaults: Option<Preferences>,
+    none: Preferences,
+}
+
+impl Book {
+    /// `users`' documents and the tenant's defaults, in one batch read. A stored document that
+    /// no longer parses (a zone dropped from the database) counts as none.
+    pub async fn read(store: &Store, tenant: &str, users: &[&str]) -> Result<Self, StoreError> {
+        let (docs, defaults) = store.inbox.preferences_of(tenant, users).await?;
+        Ok(Self {
+            mine: docs.into_iter().filter_map(|(user, doc)| Some((user, stored(&doc)?))).collect(),
+            defaults: defaults.as_deref().and_then(stored),
+            none: Preferences::default(),
+        })
+    }
+
+    /// The preferences that apply to `user`: their own, else the tenant's defaults.
+    pub fn of(&self, user: &str) -> (&Preferences, Source) {
+        match (self.mine.get(user), &self.defaults) {
+            (Some(p), _) => (p, Source::User),
+            (None, Some(p)) => (p, Source::Tenant),
+            (None, None) => (&self.none, Source::None),
+        }
+    }
+
+    /// [`gate_of`] for `user`.
+    pub fn gate(&self, user: &str, channel: Channel, content: &Content, now: DateTime<Utc>) -> Gate {
+        gate_of(self.of(user).0, channel, content, now)
+    }
+}
+
+/// The preferences that apply to `user`: their own, else the tenant's defaults.
 pub async fn effective(store: &Store, tenant: &str, user: &str) -> Result<(Preferences, Source), StoreError> {
-    let (mine, defaults) = store.inbox.preferences(tenant, user).await?;
-    if let Some(p) = mine.as_deref().and_then(stored) {
-        return Ok((p, Source::User));
-    }
-    if let Some(p) = defaults.as_deref().and_then(stored) {
-        return Ok((p, Source::Tenant));
-    }
-    Ok((Preferences::default(), Source::None))
+    let book = Book::read(store, tenant, &[user]).await?;
+    let (prefs, source) = book.of(user);
+    Ok((prefs.clone(), source))
 }
 
 /// The tenant's defaults (`GET /preferences/tenant`): none stored, or one that no longer
@@ -105,23 +137,14 @@ pub async fn inbox_takes(store: &Store, tenant: &str, users: &[String], content:
     if content.critical {
         return Ok(users.to_vec());
     }
-    use futures_util::StreamExt;
-    let gates: Vec<Result<(String, Gate), StoreError>> = futures_util::stream::iter(users.to_vec())
-        .map(|user| async move {
-            let gate = gate(store, tenant, &user, Channel::InApp, content).await?;
-            Ok((user, gate))
-        })
-        .buffered(16)
-        .collect()
-        .await;
-    let mut kept = Vec::with_capacity(users.len());
-    for g in gates {
-        let (user, gate) = g?;
-        if gate != Gate::Off {
-            kept.push(user);
-        }
-    }
-    Ok(kept)
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let book = Book::read(store, tenant, &names).await?;
+    let now = Utc::now();
+    Ok(users
+        .iter()
+        .filter(|u| book.gate(u, Channel::InApp, content, now) != Gate::Off)
+        .cloned()
+        .collect())
 }
 
 #[cfg(test)]

@@ -145,10 +145,20 @@ impl Pusher {
             Metrics::new("dispatch").count("PushNotConfigured", 1).flush();
             return Ok(PushSummary::default());
         }
+        // The users' preferences (#33): the category off for push, or quiet hours. One read
+        // for all of them, none when every entry is critical (it passes anyway).
+        let book = if users.iter().all(|u| u.entry.content.critical) {
+            preferences::Book::default()
+        } else {
+            let mut names: Vec<&str> = users.iter().map(|u| u.user).collect();
+            names.sort_unstable();
+            names.dedup();
+            preferences::Book::read(&self.store, tenant, &names).await?
+        };
+        let now = chrono::Utc::now();
         let mut pushes = Vec::new();
         for u in users {
-            // The user's preferences (#33): the category off for push, or quiet hours.
-            match preferences::gate(&self.store, tenant, u.user, Channel::Push, &u.entry.content).await? {
+            match book.gate(u.user, Channel::Push, &u.entry.content, now) {
                 Gate::Send => {}
                 Gate::Off => {
                     Metrics::new("dispatch").count("PushMuted", 1).flush();

@@ -205,29 +205,63 @@ impl Table {
 
     /// [`Self::batch_get`], strongly consistent when `consistent`.
     pub async fn batch_get_with(&self, keys: &[(String, String)], projection: &str, consistent: bool) -> Result<Vec<Item>, StoreError> {
+        self.batch_get_items(keys, projection, consistent, false).await
+    }
+
+    /// The items of `keys` that exist, every key answered: keys left unprocessed are asked
+    /// again with backoff, as for writes, and still unprocessed after that is an error. For
+    /// callers to whom a missing item would be a wrong answer (a user's preferences).
+    pub async fn batch_get_all(&self, keys: &[(String, String)], projection: &str) -> Result<Vec<Item>, StoreError> {
+        self.batch_get_items(keys, projection, false, true).await
+    }
+
+    async fn batch_get_items(
+        &self,
+        keys: &[(String, String)],
+        projection: &str,
+        consistent: bool,
+        every_key: bool,
+    ) -> Result<Vec<Item>, StoreError> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let unique: std::collections::BTreeSet<&(String, String)> = keys.iter().collect();
         let unique: Vec<&(String, String)> = unique.into_iter().collect();
         let mut items = Vec::new();
         for chunk in unique.chunks(100) {
-            let keys: Vec<Item> = chunk
+            let mut pending: Vec<Item> = chunk
                 .iter()
                 .map(|(pk, sk)| Item::from([("pk".to_owned(), s(pk.clone())), ("sk".to_owned(), s(sk.clone()))]))
                 .collect();
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .projection_expression(projection)
-                .consistent_read(consistent)
-                .build()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let answer = self
-                .client
-                .batch_get_item()
-                .request_items(&self.name, request)
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
-            items.extend(answer.responses.unwrap_or_default().remove(&self.name).unwrap_or_default());
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                if attempt >= BATCH_ATTEMPTS {
+                    return Err(StoreError::Unprocessed {
+                        op: "BatchGetItem",
+                        count: pending.len(),
+                    });
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                attempt += 1;
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(pending))
+                    .projection_expression(projection)
+                    .consistent_read(consistent)
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.name, request)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
+                items.extend(answer.responses.unwrap_or_default().remove(&self.name).unwrap_or_default());
+                pending = match answer.unprocessed_keys.and_then(|mut u| u.remove(&self.name)) {
+                    Some(left) if every_key => left.keys,
+                    _ => Vec::new(),
+                };
+            }
         }
         Ok(items)
     }
