@@ -11,10 +11,14 @@
 //! connections are a paginated Query per shard; big groups are spread over several shard
 //! partitions so no single partition key runs hot.
 //!
-//! Membership rows are written before the connection item names them, and the item records
-//! when they were (`openedAt` for `$connect`'s, `joined:{group}#{shard}` for a join's): from
-//! then on every fan-out's (strongly consistent) read of the group finds the connection, which
-//! is what lets a resume spare what was posted to it live (`replay::spare`).
+//! The connection item records since when its membership rows are visible (`openedAt` for
+//! `$connect`'s, `joined:{group}#{shard}` for a join's): from then on every fan-out's (strongly
+//! consistent) read of the group finds the connection, which is what lets a resume spare what
+//! was posted to it live (`replay::spare`). A join writes its row before the item names it.
+//! `$connect` writes its rows and the item in one batch, with `openedAt` a moment
+//! ([`OPEN_MARGIN_MS`]) after the batch is sent; should the batch take longer, `openedAt` is
+//! moved to when it returned before `$connect` answers. No frame, so no resume, reaches a
+//! connection before its `$connect` has answered.
 //!
 //! A connection's first complete resume marks it caught up: `caughtUp` on the item, `caughtUp`
 //! on each membership row. Fan-outs post a frame with its cursor only to rows so marked (see
@@ -159,6 +163,11 @@ fn conn_pk(id: &str) -> String {
     format!("c#{id}")
 }
 
+/// How long after `$connect` sends its batch its `openedAt` is set: the batch normally returns
+/// well within it, so one request writes everything; a later `openedAt` only means that a
+/// resume spares less (sends again what arrived live in that moment).
+pub const OPEN_MARGIN_MS: u64 = 100;
+
 /// The partition key of one shard of a group's membership list.
 pub fn shard_pk(group_key: &str, shard: u16) -> String {
     format!("g#{group_key}#{shard}")
@@ -198,18 +207,18 @@ impl Connections {
         (item, format!("{group}#{shard}"))
     }
 
-    /// Stores a new connection and its initial memberships: the rows first, then the item that
-    /// names them, with the time they were all written (see the module's note).
+    /// Stores a new connection and its initial memberships in one batch, the item recording by
+    /// when all of it was visible (see the module's note).
     pub async fn open(&self, conn: &ConnectionRecord, groups: &[Group], shards: u16, ttl_seconds: u64) -> Result<(), StoreError> {
         let expires = epoch_seconds() + ttl_seconds as i64;
-        let mut rows = Vec::with_capacity(groups.len());
+        let mut writes = Vec::with_capacity(groups.len() + 1);
         let mut memberships = Vec::with_capacity(groups.len());
         for g in groups {
             let (item, member) = self.forward(conn, g, shards, expires);
-            rows.push(put_request(item)?);
+            writes.push(put_request(item)?);
             memberships.push(member);
         }
-        self.table.batch_write(rows).await?;
+        let opened = now_millis() + OPEN_MARGIN_MS;
         let mut meta = Item::from([
             ("pk".into(), s(conn_pk(&conn.id))),
             ("sk".into(), s("#meta")),
@@ -218,7 +227,7 @@ impl Connections {
             ("roles".into(), list(&conn.roles)),
             ("groups".into(), list(&conn.groups)),
             ("connectedAt".into(), n(conn.connected_at)),
-            ("openedAt".into(), n(now_millis() as i64)),
+            ("openedAt".into(), n(opened as i64)),
             ("expiresAt".into(), n(expires)),
         ]);
         if !memberships.is_empty() {
@@ -227,7 +236,30 @@ impl Connections {
         if conn.batch {
             meta.insert("batch".into(), AttributeValue::Bool(true));
         }
-        self.table.batch_write(vec![put_request(meta)?]).await
+        writes.push(put_request(meta)?);
+        self.table.batch_write(writes).await?;
+        let written = now_millis();
+        if written > opened {
+            let out = self
+                .table
+                .client
+                .update_item()
+                .table_name(&self.table.name)
+                .key("pk", s(conn_pk(&conn.id)))
+                .key("sk", s("#meta"))
+                .update_expression("SET openedAt = :at")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":at", n(written as i64))
+                .send()
+                .await;
+            match out {
+                Ok(_) => {}
+                // Gone already (its TTL, a cleanup): nothing left to date.
+                Err(e) if super::conditional_failed(&e) => {}
+                Err(e) => return Err(StoreError::dynamo("UpdateItem", e)),
+            }
+        }
+        Ok(())
     }
 
     async fn meta(&self, id: &str) -> Result<Option<Item>, StoreError> {
