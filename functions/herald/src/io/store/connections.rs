@@ -241,12 +241,7 @@ impl Connections {
         let written = now_millis();
         if written > opened {
             let out = self
-                .table
-                .client
-                .update_item()
-                .table_name(&self.table.name)
-                .key("pk", s(conn_pk(&conn.id)))
-                .key("sk", s("#meta"))
+                .update_meta(&conn.id)
                 .update_expression("SET openedAt = :at")
                 .condition_expression("attribute_exists(pk)")
                 .expression_attribute_values(":at", n(written as i64))
@@ -260,6 +255,16 @@ impl Connections {
             }
         }
         Ok(())
+    }
+
+    /// An UpdateItem of connection `id`'s item.
+    fn update_meta(&self, id: &str) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key("pk", s(conn_pk(id)))
+            .key("sk", s("#meta"))
     }
 
     async fn meta(&self, id: &str) -> Result<Option<Item>, StoreError> {
@@ -296,12 +301,7 @@ impl Connections {
         self.table.batch_write(vec![put_request(item)?]).await?;
         let written = now_millis();
         let added = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key("pk", s(conn_pk(&conn.id)))
-            .key("sk", s("#meta"))
+            .update_meta(&conn.id)
             .update_expression("ADD memberships :m SET #joined = :at")
             .condition_expression(
                 "attribute_exists(pk) AND (attribute_not_exists(memberships) OR size(memberships) < :max OR contains(memberships, :one))",
@@ -347,12 +347,7 @@ impl Connections {
             return Ok(false);
         };
         let shard: u16 = member.rsplit_once('#').and_then(|(_, sh)| sh.parse().ok()).unwrap_or(0);
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key("pk", s(conn_pk(conn_id)))
-            .key("sk", s("#meta"))
+        self.update_meta(conn_id)
             .update_expression("DELETE memberships :m REMOVE #joined")
             .expression_attribute_names("#joined", joined_attribute(&member))
             .expression_attribute_values(":m", AttributeValue::Ss(vec![member]))
@@ -395,12 +390,7 @@ impl Connections {
     /// row left unmarked only means frames without a cursor.
     pub async fn mark_caught_up(&self, conn_id: &str) -> Result<bool, StoreError> {
         let out = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key("pk", s(conn_pk(conn_id)))
-            .key("sk", s("#meta"))
+            .update_meta(conn_id)
             .update_expression("SET caughtUp = :t")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(caughtUp)")
             .expression_attribute_values(":t", AttributeValue::Bool(true))

@@ -147,25 +147,13 @@ const BATCH_LIMIT: usize = 25;
 const BATCH_ATTEMPTS: u32 = 8;
 
 impl Table {
-    /// Writes in chunks of 25 and retries `UnprocessedItems` with exponential backoff, as the
-    /// DynamoDB docs require: a batch that "succeeds" may still have left items unwritten.
+    /// Writes in chunks of 25, each retried until nothing is left unprocessed ([`until_processed`]).
     pub async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
         let mut pending: Vec<WriteRequest> = requests;
         while !pending.is_empty() {
             let rest = pending.split_off(pending.len().min(BATCH_LIMIT));
-            let mut chunk = std::mem::replace(&mut pending, rest);
-            let mut attempt = 0;
-            while !chunk.is_empty() {
-                if attempt >= BATCH_ATTEMPTS {
-                    return Err(StoreError::Unprocessed {
-                        op: "BatchWriteItem",
-                        count: chunk.len(),
-                    });
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                attempt += 1;
+            let chunk = std::mem::replace(&mut pending, rest);
+            until_processed("BatchWriteItem", chunk, |chunk| async move {
                 let out = self
                     .client
                     .batch_write_item()
@@ -173,11 +161,39 @@ impl Table {
                     .send()
                     .await
                     .map_err(|e| StoreError::dynamo("BatchWriteItem", e))?;
-                chunk = out.unprocessed_items.and_then(|mut m| m.remove(&self.name)).unwrap_or_default();
-            }
+                let left = out.unprocessed_items.and_then(|mut m| m.remove(&self.name)).unwrap_or_default();
+                Ok((left, Vec::new()))
+            })
+            .await?;
         }
         Ok(())
     }
+}
+
+/// Sends `pending` with `send` until nothing is left unprocessed, with exponential backoff, as
+/// the DynamoDB docs require of batch calls: one that "succeeds" may still have left part of it
+/// undone. `send` answers what was left and the items it read; still left after
+/// `BATCH_ATTEMPTS` is an error.
+async fn until_processed<T, F, Fut>(op: &'static str, mut pending: Vec<T>, mut send: F) -> Result<Vec<Item>, StoreError>
+where
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Vec<Item>), StoreError>>,
+{
+    let mut read = Vec::new();
+    let mut attempt = 0;
+    while !pending.is_empty() {
+        if attempt >= BATCH_ATTEMPTS {
+            return Err(StoreError::Unprocessed { op, count: pending.len() });
+        }
+        if attempt > 0 {
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        attempt += 1;
+        let (left, items) = send(pending).await?;
+        read.extend(items);
+        pending = left;
+    }
+    Ok(read)
 }
 
 impl Table {
@@ -227,24 +243,13 @@ impl Table {
         let unique: Vec<&(String, String)> = unique.into_iter().collect();
         let mut items = Vec::new();
         for chunk in unique.chunks(100) {
-            let mut pending: Vec<Item> = chunk
+            let keys: Vec<Item> = chunk
                 .iter()
                 .map(|(pk, sk)| Item::from([("pk".to_owned(), s(pk.clone())), ("sk".to_owned(), s(sk.clone()))]))
                 .collect();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                if attempt >= BATCH_ATTEMPTS {
-                    return Err(StoreError::Unprocessed {
-                        op: "BatchGetItem",
-                        count: pending.len(),
-                    });
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                attempt += 1;
+            let read = until_processed("BatchGetItem", keys, |keys| async move {
                 let request = KeysAndAttributes::builder()
-                    .set_keys(Some(pending))
+                    .set_keys(Some(keys))
                     .projection_expression(projection)
                     .consistent_read(consistent)
                     .build()
@@ -256,12 +261,15 @@ impl Table {
                     .send()
                     .await
                     .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
-                items.extend(answer.responses.unwrap_or_default().remove(&self.name).unwrap_or_default());
-                pending = match answer.unprocessed_keys.and_then(|mut u| u.remove(&self.name)) {
+                let items = answer.responses.unwrap_or_default().remove(&self.name).unwrap_or_default();
+                let left = match answer.unprocessed_keys.and_then(|mut u| u.remove(&self.name)) {
                     Some(left) if every_key => left.keys,
                     _ => Vec::new(),
                 };
-            }
+                Ok((left, items))
+            })
+            .await?;
+            items.extend(read);
         }
         Ok(items)
     }
