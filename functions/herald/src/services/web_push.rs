@@ -150,9 +150,7 @@ impl Pusher {
         let book = if users.iter().all(|u| u.entry.content.critical) {
             preferences::Book::default()
         } else {
-            let mut names: Vec<&str> = users.iter().map(|u| u.user).collect();
-            names.sort_unstable();
-            names.dedup();
+            let names: Vec<&str> = users.iter().map(|u| u.user).collect();
             preferences::Book::read(&self.store, tenant, &names).await?
         };
         let now = chrono::Utc::now();
